@@ -1,0 +1,248 @@
+//! `trialflow`: the one binary. Wires the stage crates into DAG tasks and exposes them as commands.
+
+mod generate;
+mod summary;
+mod tasks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use trialflow_core::{CODE_VERSION, Config, Storage};
+use trialflow_dag::{PipelineSet, RunOptions};
+
+#[derive(Parser)]
+#[command(name = "trialflow", version = CODE_VERSION, about = "Clinical-trial data → validated dataset, statistics, models and a prediction API")]
+struct Cli {
+    /// Config file (default: config/config.yaml, else the embedded sample config).
+    #[arg(long, global = true, env = "TRIALFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// Logs as JSON lines on stderr (for log collectors).
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline (data, training, deployment, full) from pipelines/*.yaml.
+    Pipeline {
+        name: String,
+        /// Run every selected task even if it is up to date.
+        #[arg(long)]
+        force: bool,
+        /// Run just this task (its inputs must already be in the lake).
+        #[arg(long, conflicts_with = "from")]
+        only: Option<String>,
+        /// Re-run this task and everything downstream of it.
+        #[arg(long)]
+        from: Option<String>,
+        /// Print the plan (what would run and why) without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Directory of pipeline definitions (default: ./pipelines, else the embedded copies).
+        #[arg(long)]
+        pipelines: Option<PathBuf>,
+    },
+    /// Write the synthetic sample trial (CSV files) used as the bundled default.
+    Generate {
+        #[arg(long, default_value_t = 6000)]
+        rows: usize,
+        #[arg(long, default_value_t = 20_261_126)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        files: usize,
+        #[arg(long, default_value = "data/raw")]
+        out: PathBuf,
+    },
+    /// Copy new or changed source files into the lake's raw zone.
+    Ingest {
+        /// List what would be copied and why, without copying.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Load and validate the config, print it resolved (environment overrides applied).
+    CheckConfig,
+    /// Serve blessed models over the TF Serving REST API.
+    Serve {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIALFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json { b.json().init() } else { b.init() }
+}
+
+/// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 1 other.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<trialflow_core::Error>() {
+            return c.kind().exit_code();
+        }
+        if let Some(d) = cause.downcast_ref::<trialflow_dag::DagError>() {
+            return d.exit_code();
+        }
+    }
+    1
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logs(cli.json_logs);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    if let Command::Generate {
+        rows,
+        seed,
+        files,
+        out,
+    } = &cli.command
+    {
+        for f in generate::generate(*rows, *seed, *files, out)? {
+            println!("wrote {}", f.display());
+        }
+        return Ok(0);
+    }
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::CheckConfig => {
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
+            Ok(0)
+        }
+        Command::Generate { .. } => Ok(0), // handled above: needs no config
+        Command::Ingest { dry_run } => {
+            let lake = Storage::open(&cfg.storage.lake)?;
+            let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;
+            for f in &r.files {
+                println!(
+                    "{:<10} {} ({} rows, {} bytes)",
+                    format!("{:?}", f.change).to_lowercase(),
+                    f.url,
+                    f.rows,
+                    f.bytes
+                );
+            }
+            Ok(0)
+        }
+        Command::Serve { host, port } => {
+            let models = Storage::open(&cfg.storage.models)?;
+            let host = host.unwrap_or_else(|| cfg.serving.host.clone());
+            let addr: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(cfg.serving.port))
+                .parse()
+                .with_context(|| format!("serving.host `{host}` is not an IP address"))?;
+            trialflow_serve::serve(&cfg, models, addr, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Pipeline {
+            name,
+            force,
+            only,
+            from,
+            dry_run,
+            pipelines,
+        } => {
+            let set = load_pipelines(pipelines)?;
+            let pipeline = set.resolve(&name, tasks::KINDS)?;
+            let lake = Storage::open(&cfg.storage.lake)?;
+            let models = Storage::open(&cfg.storage.models)?;
+            let opts = RunOptions {
+                force,
+                only,
+                from,
+                dry_run,
+                max_parallel: cfg.dag.max_parallel,
+                retries: cfg.dag.retries,
+                backoff: Duration::from_millis(cfg.dag.backoff_ms),
+                code_version: CODE_VERSION.to_string(),
+            };
+            let ctx = Arc::new(tasks::Ctx {
+                cfg,
+                lake: lake.clone(),
+                models: models.clone(),
+                code_version: CODE_VERSION.into(),
+            });
+            let task_objects = tasks::build(&pipeline, ctx)?;
+            let started = std::time::Instant::now();
+            let record = trialflow_dag::execute(&pipeline, &task_objects, &lake, &opts).await?;
+            summary::print(&record, &lake, &models, started.elapsed());
+            Ok(record.exit_code)
+        }
+    }
+}
+
+const EMBEDDED_PIPELINES: [(&str, &str); 4] = [
+    ("data", include_str!("../../../pipelines/data.yaml")),
+    ("training", include_str!("../../../pipelines/training.yaml")),
+    (
+        "deployment",
+        include_str!("../../../pipelines/deployment.yaml"),
+    ),
+    ("full", include_str!("../../../pipelines/full.yaml")),
+];
+
+fn load_pipelines(dir: Option<PathBuf>) -> Result<PipelineSet> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("pipelines"));
+    if dir.is_dir() {
+        return Ok(PipelineSet::load_dir(&dir)?);
+    }
+    let sources: Vec<(String, String, String)> = EMBEDDED_PIPELINES
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                format!("<embedded pipelines/{n}.yaml>"),
+                t.to_string(),
+            )
+        })
+        .collect();
+    Ok(PipelineSet::parse(&sources)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    eprintln!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,223 @@
+//! Stage functions wrapped as DAG tasks: what each reads and writes in the lake, and what else its
+//! fingerprint covers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use trialflow_core::config::Config;
+use trialflow_core::fingerprint::sha256_hex;
+use trialflow_core::{Error, Storage, lake};
+use trialflow_dag::{BoxFuture, Pipeline, Task, TaskError, TaskIo};
+
+pub const KINDS: &[&str] = &[
+    "ingest", "clean", "features", "quality", "train", "evaluate", "analyze", "gate", "promote",
+];
+
+pub struct Ctx {
+    pub cfg: Config,
+    pub lake: Storage,
+    pub models: Storage,
+    pub code_version: String,
+}
+
+enum Kind {
+    Ingest,
+    Clean,
+    Features,
+    Quality,
+    Train(String),
+    Evaluate(Vec<String>),
+    Analyze,
+    Gate,
+    Promote,
+}
+
+struct StageTask {
+    ctx: Arc<Ctx>,
+    kind: Kind,
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Builds one task object per task of `pipeline`, checking task arguments against the config.
+pub fn build(pipeline: &Pipeline, ctx: Arc<Ctx>) -> Result<HashMap<String, Arc<dyn Task>>, Error> {
+    let mut out: HashMap<String, Arc<dyn Task>> = HashMap::new();
+    for t in &pipeline.tasks {
+        let arg = |key: &str| -> Result<&Value, Error> {
+            t.with.get(key).ok_or_else(|| {
+                Error::config(&t.file, format!("tasks.{}.with.{key}", t.name), "required")
+            })
+        };
+        let kind = match t.run.as_str() {
+            "ingest" => Kind::Ingest,
+            "clean" => Kind::Clean,
+            "features" => Kind::Features,
+            "quality" => Kind::Quality,
+            "train" => {
+                let m = arg("model")?.as_str().unwrap_or_default().to_string();
+                if !ctx.cfg.models.contains_key(&m) {
+                    return Err(Error::config(
+                        &t.file,
+                        format!("tasks.{}.with.model", t.name),
+                        format!(
+                            "`{m}` is not in the config's `models` ({:?})",
+                            ctx.cfg.models.keys().collect::<Vec<_>>()
+                        ),
+                    ));
+                }
+                Kind::Train(m)
+            }
+            "evaluate" => {
+                let models: Vec<String> =
+                    serde_json::from_value(arg("models")?.clone()).map_err(|e| {
+                        Error::config(
+                            &t.file,
+                            format!("tasks.{}.with.models", t.name),
+                            format!("expected a list of names: {e}"),
+                        )
+                    })?;
+                Kind::Evaluate(models)
+            }
+            "analyze" => Kind::Analyze,
+            "gate" => Kind::Gate,
+            "promote" => Kind::Promote,
+            other => {
+                return Err(Error::config(
+                    &t.file,
+                    format!("tasks.{}.run", t.name),
+                    format!("unknown kind `{other}`"),
+                ));
+            }
+        };
+        out.insert(
+            t.name.clone(),
+            Arc::new(StageTask {
+                ctx: ctx.clone(),
+                kind,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+impl StageTask {
+    async fn io_inner(&self) -> Result<TaskIo, Error> {
+        let c = &self.ctx.cfg;
+        let strs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Ok(match &self.kind {
+            Kind::Ingest => TaskIo {
+                inputs: vec![],
+                outputs: strs(&["raw/"]),
+                // Re-listed on every run (cheap), so new or changed source files are never missed.
+                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "listing": to_json(&trialflow_ingest::list_sources(c)?)}),
+            },
+            Kind::Clean => {
+                let key = trialflow_preprocess::pseudonym_key(c)?;
+                TaskIo {
+                    inputs: strs(&[lake::RAW_CURRENT]),
+                    outputs: strs(&[
+                        lake::CLEAN,
+                        lake::QUARANTINE,
+                        lake::CLEAN_REPORT,
+                        lake::SQL_CLEAN,
+                    ]),
+                    // The key itself never reaches the state files, only a hash of it.
+                    fingerprint_extra: json!({"dataset": c.section_json("dataset"), "key": sha256_hex(&[b"trialflow-key:".as_slice(), &key].concat())}),
+                }
+            }
+            Kind::Features => TaskIo {
+                inputs: strs(&[lake::CLEAN]),
+                outputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC, lake::SQL_FEATURES]),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "preprocessing": c.section_json("preprocessing")}),
+            },
+            Kind::Quality => TaskIo {
+                inputs: strs(&[lake::FEATURES, lake::CLEAN_REPORT]),
+                outputs: strs(&[lake::QUALITY_REPORT]),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
+            },
+            Kind::Train(m) => TaskIo {
+                inputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC]),
+                outputs: vec![lake::candidate_dir(m)],
+                fingerprint_extra: json!({"model": to_json(&c.models.get(m)), "training": c.section_json("training")}),
+            },
+            Kind::Evaluate(models) => TaskIo {
+                inputs: models
+                    .iter()
+                    .map(|m| format!("{}metrics.json", lake::candidate_dir(m)))
+                    .collect(),
+                outputs: strs(&[lake::EVALUATION]),
+                fingerprint_extra: json!({"models": models}),
+            },
+            Kind::Analyze => TaskIo {
+                inputs: strs(&[lake::CLEAN]),
+                outputs: strs(&[lake::ANALYSIS]),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
+            },
+            Kind::Gate => TaskIo {
+                inputs: strs(&[lake::EVALUATION]),
+                outputs: strs(&[lake::GATE]),
+                fingerprint_extra: json!({"deployment": c.section_json("deployment")}),
+            },
+            Kind::Promote => {
+                let name = &c.serving.model_name;
+                let repo: Vec<(String, u64)> = self
+                    .ctx
+                    .models
+                    .list(name)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e.path, e.size))
+                    .collect();
+                TaskIo {
+                    inputs: {
+                        let mut v = strs(&[lake::GATE]);
+                        v.extend(c.models.keys().map(|m| lake::candidate_dir(m)));
+                        v
+                    },
+                    outputs: vec![format!("{}{name}/", lake::DEPLOYMENTS)],
+                    // The repository is outside the lake: a changed repository re-checks the promotion.
+                    fingerprint_extra: json!({"model_name": name, "repository": self.ctx.models.url(), "listing": repo}),
+                }
+            }
+        })
+    }
+
+    async fn run_inner(&self) -> Result<Value, Error> {
+        let Ctx {
+            cfg,
+            lake,
+            models,
+            code_version,
+        } = &*self.ctx;
+        Ok(match &self.kind {
+            Kind::Ingest => to_json(&trialflow_ingest::ingest(cfg, lake, false).await?),
+            Kind::Clean => to_json(&trialflow_preprocess::clean(cfg, lake).await?),
+            Kind::Features => to_json(&trialflow_preprocess::features(cfg, lake).await?),
+            Kind::Quality => {
+                let q = trialflow_preprocess::quality(cfg, lake).await?;
+                json!({"splits": q.splits, "report": lake.display(lake::QUALITY_REPORT)})
+            }
+            Kind::Train(m) => to_json(&trialflow_train::train(cfg, lake, m, code_version).await?),
+            Kind::Evaluate(models) => to_json(&trialflow_train::evaluate(lake, models).await?),
+            Kind::Analyze => {
+                let a = trialflow_analysis::analyze(cfg, lake).await?;
+                json!({"analyzed_rows": a.analyzed_rows, "report": lake.display(&format!("{}report.html", lake::ANALYSIS))})
+            }
+            Kind::Gate => to_json(&trialflow_deploy::gate(cfg, lake).await?),
+            Kind::Promote => to_json(&trialflow_deploy::promote(cfg, lake, models).await?),
+        })
+    }
+}
+
+impl Task for StageTask {
+    fn io(&self) -> BoxFuture<'_, Result<TaskIo, TaskError>> {
+        Box::pin(async move { self.io_inner().await.map_err(TaskError::from) })
+    }
+
+    fn run(&self) -> BoxFuture<'_, Result<Value, TaskError>> {
+        Box::pin(async move { self.run_inner().await.map_err(TaskError::from) })
+    }
+}

@@ -1,0 +1,656 @@
+//! The typed configuration: storage roots, the dataset contract and one section per stage.
+//!
+//! Loading is two steps: YAML (plus `TRIALFLOW_SECTION__KEY` environment overrides) into these types with
+//! unknown keys rejected, then [`Config::validate`] for what types cannot say (columns that must exist, SQL
+//! that must parse, fractions that must add up). Every error names the file, the key path and what was expected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::Value;
+
+use crate::error::{Error, Result};
+
+/// The config compiled into the binary, used when no `--config` is given and `config/config.yaml` is absent.
+pub const EMBEDDED_CONFIG: &str = include_str!("../../../config/config.yaml");
+pub const EMBEDDED_CONFIG_NAME: &str = "<embedded config/config.yaml>";
+/// Environment variables with this prefix and a `__` override config keys: `TRIALFLOW_STORAGE__LAKE=s3://…`.
+pub const ENV_PREFIX: &str = "TRIALFLOW_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub dataset: DatasetConfig,
+    pub privacy: PrivacyConfig,
+    pub preprocessing: PreprocessingConfig,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub training: TrainingConfig,
+    pub serving: ServingConfig,
+    pub deployment: DeploymentConfig,
+    #[serde(default)]
+    pub dag: DagConfig,
+    /// Where this config came from, for messages; not a config key.
+    #[serde(skip)]
+    pub source_file: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root of the data lake, e.g. `file://data/lake` or `s3://bucket/lake`.
+    pub lake: String,
+    /// Root of the model repository (TF Serving layout: `<model>/<version>/`).
+    pub models: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Short name; raw copies land under `raw/<name>/`.
+    pub name: String,
+    /// URL with an optional glob in the last path segments, e.g. `file://data/raw/*.csv`.
+    pub url: String,
+    /// `csv` (the default; detected from the extension in later versions).
+    #[serde(default = "default_format")]
+    pub format: String,
+}
+
+fn default_format() -> String {
+    "csv".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    pub column: String,
+    /// The control level every other arm is compared with (after synonym mapping).
+    pub reference: String,
+}
+
+/// The binary outcome: exactly one of `column` (values 0/1, true/false, yes/no), `column` with
+/// `positive` (and optionally `negative`) levels, or a SQL `expression` over the typed columns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeConfig {
+    pub column: Option<String>,
+    pub positive: Option<Vec<String>>,
+    pub negative: Option<Vec<String>>,
+    pub expression: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventConvention {
+    /// 1 (or one of `event_values`) means the event happened (R survival, lifelines).
+    Event,
+    /// CDISC ADaM ADTTE: `CNSR` = 1 means censored, 0 means the event happened.
+    CdiscCnsr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeToEventConfig {
+    pub time: String,
+    pub event: String,
+    #[serde(default = "default_convention")]
+    pub convention: EventConvention,
+    /// Values of `event` that mean "event" under the `event` convention (default `["1"]`), e.g. `["2"]`
+    /// for R's 1 = censored / 2 = dead coding.
+    pub event_values: Option<Vec<String>>,
+}
+
+fn default_convention() -> EventConvention {
+    EventConvention::Event
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// The whole row goes to quarantine with the rule and reason.
+    Quarantine,
+    /// The value becomes null (imputed later); the violation is counted in the quality report.
+    Null,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Canonical levels; values are matched case-insensitively after trimming.
+    pub allowed: Option<Vec<String>>,
+    /// Extra spellings (case-insensitive) mapped to a canonical level.
+    #[serde(default)]
+    pub synonyms: BTreeMap<String, String>,
+    #[serde(default = "default_action")]
+    pub action: RuleAction,
+}
+
+fn default_action() -> RuleAction {
+    RuleAction::Quarantine
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Number,
+    String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    pub name: String,
+    pub sources: Vec<SourceConfig>,
+    /// Subject identifier; pseudonymized before anything leaves the clean stage.
+    pub id: String,
+    pub arm: ArmConfig,
+    pub site: Option<String>,
+    pub outcome: OutcomeConfig,
+    pub time_to_event: Option<TimeToEventConfig>,
+    /// Numeric covariates (source columns or `derived` names).
+    #[serde(default)]
+    pub numeric: Vec<String>,
+    /// Categorical covariates.
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    /// Derived numeric columns: name → SQL expression over typed source columns (e.g. BMI).
+    #[serde(default)]
+    pub derived: BTreeMap<String, String>,
+    /// Other source columns the filter or the outcome expression use, with their type.
+    #[serde(default)]
+    pub extra: BTreeMap<String, ColumnType>,
+    /// Value rules per source column.
+    #[serde(default)]
+    pub rules: BTreeMap<String, Rule>,
+    /// SQL row filter over typed columns; rows it rejects are counted as excluded, never dropped silently.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Environment variable holding the pseudonymization key.
+    pub key_env: String,
+    /// A development key for the bundled sample only; real trials must set `key_env`.
+    pub dev_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+    /// Salt of the id hash that assigns splits; change it to draw a new split.
+    pub salt: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessingConfig {
+    pub split: SplitConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Tanh,
+}
+
+/// A feed-forward network: `hidden` widths, each followed by `activation` and its `dropout`, then one logit.
+/// No hidden layers is logistic regression.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// Dropout after each hidden layer (same length as `hidden`, or empty for none).
+    #[serde(default)]
+    pub dropout: Vec<f32>,
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+}
+
+fn default_activation() -> Activation {
+    Activation::Relu
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Epochs without validation-loss improvement before stopping; the best epoch's weights are kept.
+    pub patience: usize,
+    #[serde(default = "default_device")]
+    pub device: DeviceChoice,
+}
+
+fn default_device() -> DeviceChoice {
+    DeviceChoice::Cpu
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingConfig {
+    pub host: String,
+    pub port: u16,
+    /// Name under which the promoted model is served (`/v1/models/<name>`).
+    pub model_name: String,
+    /// How often the model repository is checked for new versions.
+    pub poll_seconds: u64,
+    pub max_body_bytes: usize,
+    pub max_rows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    /// Lowest test ROC AUC a candidate may have to be blessed.
+    pub min_test_auc: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagConfig {
+    /// Tasks run at once at most.
+    pub max_parallel: usize,
+    /// Extra attempts for infrastructure failures (never for bad data).
+    pub retries: u32,
+    pub backoff_ms: u64,
+}
+
+impl Default for DagConfig {
+    fn default() -> Self {
+        Self {
+            max_parallel: 2,
+            retries: 2,
+            backoff_ms: 500,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `path` is `None` and `config/config.yaml` does not exist.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        match path {
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    Error::config(&name, "<file>", format!("cannot read the config file: {e}"))
+                })?;
+                Self::from_yaml(&text, &name, &env)
+            }
+            None => {
+                let default = Path::new("config/config.yaml");
+                if default.exists() {
+                    Self::load(Some(default))
+                } else {
+                    Self::from_yaml(EMBEDDED_CONFIG, EMBEDDED_CONFIG_NAME, &env)
+                }
+            }
+        }
+    }
+
+    /// Parses and validates YAML text; `env` supplies `TRIALFLOW_A__B` overrides.
+    pub fn from_yaml(text: &str, file: &str, env: &[(String, String)]) -> Result<Self> {
+        let mut value: Value = serde_yaml_ng::from_str(text)
+            .map_err(|e| Error::config(file, "<document>", format!("not valid YAML: {e}")))?;
+        apply_env_overrides(&mut value, env, file)?;
+        let mut cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            Error::config(
+                file,
+                if key == "." { "<root>".into() } else { key },
+                e.into_inner().to_string(),
+            )
+        })?;
+        cfg.source_file = file.to_string();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::config(&self.source_file, key, message)
+    }
+
+    /// Source columns the contract reads (id, arm, site, outcome, time, event, covariates, extras),
+    /// in a stable order and without duplicates.
+    pub fn source_columns(&self) -> Vec<String> {
+        let d = &self.dataset;
+        let mut out: Vec<String> = Vec::new();
+        let mut push = |c: &str| {
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
+            }
+        };
+        push(&d.id);
+        push(&d.arm.column);
+        if let Some(s) = &d.site {
+            push(s);
+        }
+        if let Some(c) = &d.outcome.column {
+            push(c);
+        }
+        if let Some(t) = &d.time_to_event {
+            push(&t.time);
+            push(&t.event);
+        }
+        for c in d.numeric.iter().filter(|c| !d.derived.contains_key(*c)) {
+            push(c);
+        }
+        for c in &d.categorical {
+            push(c);
+        }
+        for c in d.extra.keys() {
+            push(c);
+        }
+        out
+    }
+
+    /// Columns typed as numbers (source covariates, time, and numeric extras).
+    pub fn numeric_source_columns(&self) -> BTreeSet<String> {
+        let d = &self.dataset;
+        let mut s: BTreeSet<String> = d
+            .numeric
+            .iter()
+            .filter(|c| !d.derived.contains_key(*c))
+            .cloned()
+            .collect();
+        if let Some(t) = &d.time_to_event {
+            s.insert(t.time.clone());
+        }
+        s.extend(
+            d.extra
+                .iter()
+                .filter(|(_, t)| **t == ColumnType::Number)
+                .map(|(k, _)| k.clone()),
+        );
+        s
+    }
+
+    /// Checks what the types cannot: referenced columns, parseable SQL, consistent levels and fractions.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.dataset;
+        if d.sources.is_empty() {
+            return Err(self.err("dataset.sources", "expected at least one source"));
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in d.sources.iter().enumerate() {
+            if !names.insert(&s.name) {
+                return Err(self.err(
+                    format!("dataset.sources[{i}].name"),
+                    "source names must be unique",
+                ));
+            }
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(self.err(
+                    format!("dataset.sources[{i}].name"),
+                    "expected a non-empty name of letters, digits, '_' or '-'",
+                ));
+            }
+            if s.format != "csv" {
+                return Err(self.err(format!("dataset.sources[{i}].format"), "expected `csv`"));
+            }
+        }
+        let o = &d.outcome;
+        match (&o.column, &o.expression) {
+            (Some(_), None) => {}
+            (None, Some(expr)) => {
+                if o.positive.is_some() || o.negative.is_some() {
+                    return Err(self.err(
+                        "dataset.outcome",
+                        "`positive`/`negative` need `column`, not `expression`",
+                    ));
+                }
+                check_sql_expr(expr).map_err(|m| self.err("dataset.outcome.expression", m))?;
+            }
+            _ => {
+                return Err(self.err(
+                    "dataset.outcome",
+                    "expected exactly one of `column` (optionally with `positive`/`negative`) or `expression`",
+                ));
+            }
+        }
+        if o.negative.is_some() && o.positive.is_none() {
+            return Err(self.err("dataset.outcome.negative", "`negative` needs `positive`"));
+        }
+        for (name, expr) in &d.derived {
+            check_sql_expr(expr).map_err(|m| self.err(format!("dataset.derived.{name}"), m))?;
+            if !d.numeric.contains(name) {
+                return Err(self.err(
+                    format!("dataset.derived.{name}"),
+                    "a derived column must also be listed in `dataset.numeric`",
+                ));
+            }
+        }
+        if let Some(f) = &d.filter {
+            check_sql_expr(f).map_err(|m| self.err("dataset.filter", m))?;
+        }
+        for (i, c) in d.categorical.iter().enumerate() {
+            if d.numeric.contains(c) {
+                return Err(self.err(
+                    format!("dataset.categorical[{i}]"),
+                    "a column cannot be numeric and categorical",
+                ));
+            }
+        }
+        let columns = self.source_columns();
+        for (col, rule) in &d.rules {
+            let key = format!("dataset.rules.{col}");
+            if !columns.contains(col) {
+                return Err(self.err(
+                    key,
+                    "rules apply to contract columns (id, arm, site, covariates, extra)",
+                ));
+            }
+            let numeric = self.numeric_source_columns().contains(col);
+            if numeric && (rule.allowed.is_some() || !rule.synonyms.is_empty()) {
+                return Err(self.err(
+                    key,
+                    "`allowed`/`synonyms` apply to categorical columns, not numbers",
+                ));
+            }
+            if !numeric && (rule.min.is_some() || rule.max.is_some()) {
+                return Err(self.err(key, "`min`/`max` apply to numeric columns"));
+            }
+            if let (Some(lo), Some(hi)) = (rule.min, rule.max)
+                && lo > hi
+            {
+                return Err(self.err(key, "expected min <= max"));
+            }
+            if let Some(allowed) = &rule.allowed {
+                for (k, v) in &rule.synonyms {
+                    if !allowed.contains(v) {
+                        return Err(self.err(
+                            format!("{key}.synonyms.{k}"),
+                            format!(
+                                "maps to `{v}`, expected one of the allowed levels {allowed:?}"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(allowed) = d.rules.get(&d.arm.column).and_then(|r| r.allowed.as_ref())
+            && !allowed.contains(&d.arm.reference)
+        {
+            return Err(self.err(
+                "dataset.arm.reference",
+                format!("expected one of the allowed arm levels {allowed:?}"),
+            ));
+        }
+        let s = &self.preprocessing.split;
+        for (k, v) in [("train", s.train), ("val", s.val), ("test", s.test)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(self.err(
+                    format!("preprocessing.split.{k}"),
+                    "expected a fraction in [0, 1]",
+                ));
+            }
+        }
+        if (s.train + s.val + s.test - 1.0).abs() > 1e-9 || s.train == 0.0 || s.test == 0.0 {
+            return Err(self.err(
+                "preprocessing.split",
+                "expected train + val + test = 1 with non-empty train and test",
+            ));
+        }
+        if self.models.is_empty() {
+            return Err(self.err("models", "expected at least one model"));
+        }
+        for (name, m) in &self.models {
+            if !m.dropout.is_empty() && m.dropout.len() != m.hidden.len() {
+                return Err(self.err(
+                    format!("models.{name}.dropout"),
+                    "expected one rate per hidden layer",
+                ));
+            }
+            if m.dropout.iter().any(|p| !(0.0..1.0).contains(p)) {
+                return Err(self.err(format!("models.{name}.dropout"), "expected rates in [0, 1)"));
+            }
+            if m.hidden.contains(&0) {
+                return Err(self.err(format!("models.{name}.hidden"), "expected widths > 0"));
+            }
+        }
+        let t = &self.training;
+        if t.batch_size == 0 || t.epochs == 0 {
+            return Err(self.err("training", "expected batch_size > 0 and epochs > 0"));
+        }
+        if !(t.learning_rate > 0.0) {
+            return Err(self.err("training.learning_rate", "expected a positive number"));
+        }
+        if self.dag.max_parallel == 0 {
+            return Err(self.err("dag.max_parallel", "expected at least 1"));
+        }
+        self.check_local_sources()
+    }
+
+    /// A local source whose pattern matches no file is a missing file, reported at load time.
+    fn check_local_sources(&self) -> Result<()> {
+        for (i, s) in self.dataset.sources.iter().enumerate() {
+            let Some(path) = crate::storage::local_path_of(&s.url) else {
+                continue;
+            };
+            let (dir, pattern) = crate::storage::split_glob(&path.display().to_string());
+            let found = match pattern {
+                None => Path::new(&dir).is_file(),
+                Some(p) => crate::storage::glob_local(Path::new(&dir), &p)
+                    .map(|v| !v.is_empty())
+                    .unwrap_or(false),
+            };
+            if !found {
+                return Err(self.err(
+                    format!("dataset.sources[{i}].url"),
+                    format!("no file matches `{}`", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The config section a task depends on, as canonical JSON (part of its fingerprint).
+    pub fn section_json(&self, section: &str) -> serde_json::Value {
+        let all = serde_json::to_value(self).unwrap_or_default();
+        all.get(section).cloned().unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Parses `expr` as one SQL expression (the generic dialect DataFusion's parser extends).
+pub fn check_sql_expr(expr: &str) -> std::result::Result<(), String> {
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let mut parser = sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(expr)
+        .map_err(|e| format!("not a valid SQL expression: {e}"))?;
+    parser
+        .parse_expr()
+        .map_err(|e| format!("not a valid SQL expression: {e}"))?;
+    if parser.peek_token().token != sqlparser::tokenizer::Token::EOF {
+        return Err(format!(
+            "not a valid SQL expression: unexpected `{}` after the expression",
+            parser.peek_token()
+        ));
+    }
+    Ok(())
+}
+
+fn apply_env_overrides(root: &mut Value, env: &[(String, String)], file: &str) -> Result<()> {
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue; // e.g. TRIALFLOW_PSEUDONYM_KEY, TRIALFLOW_LOG: not config keys
+        }
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let parsed: Value = serde_yaml_ng::from_str(v).unwrap_or_else(|_| Value::String(v.clone()));
+        let mut node = &mut *root;
+        for (i, p) in parts.iter().enumerate() {
+            let Value::Mapping(map) = node else {
+                return Err(Error::config(
+                    file,
+                    parts[..i].join("."),
+                    format!(
+                        "environment variable {k} overrides a key inside a value that is not a mapping"
+                    ),
+                ));
+            };
+            let key = Value::String(p.clone());
+            if i + 1 == parts.len() {
+                map.insert(key, parsed.clone());
+                break;
+            }
+            node = map
+                .entry(key)
+                .or_insert_with(|| Value::Mapping(Default::default()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config> {
+        Config::from_yaml(text, "test.yaml", &[])
+    }
+
+    #[test]
+    fn sql_expressions_are_checked() {
+        assert!(check_sql_expr("age >= 18 AND sex = 'F'").is_ok());
+        assert!(check_sql_expr("age >= ").is_err());
+        assert!(check_sql_expr("a b c").is_err());
+    }
+
+    #[test]
+    fn invalid_yaml_names_the_file() {
+        let e = load("storage: [").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("test.yaml: <document>: not valid YAML"),
+            "{e}"
+        );
+    }
+}

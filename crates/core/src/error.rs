@@ -1,0 +1,125 @@
+//! Error kinds shared by every stage. The kind decides the exit code and whether a task is retried.
+
+use std::fmt;
+
+/// What went wrong, in the terms an operator acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The configuration or the pipeline definition is wrong: fix the file.
+    Config,
+    /// The input data break the dataset contract: fix the data; retrying cannot help.
+    BadData,
+    /// Storage, network or another service failed: retrying may help.
+    Infra,
+    /// A bug in trialflow.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Process exit code for this kind (documented in README.md; Kubernetes retries only `Infra`).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Internal => 1,
+            ErrorKind::Config => 2,
+            ErrorKind::BadData => 3,
+            ErrorKind::Infra => 4,
+        }
+    }
+
+    /// Only infrastructure failures are worth another attempt.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Infra)
+    }
+
+    /// When several tasks fail, the run reports the kind that most needs a person.
+    pub fn severity(self) -> u8 {
+        match self {
+            ErrorKind::Config => 4,
+            ErrorKind::BadData => 3,
+            ErrorKind::Internal => 2,
+            ErrorKind::Infra => 1,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Config => "config",
+            ErrorKind::BadData => "bad data",
+            ErrorKind::Infra => "infrastructure",
+            ErrorKind::Internal => "internal",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration problem, located by file and key path.
+    #[error("{file}: {key}: {message}")]
+    Config {
+        file: String,
+        key: String,
+        message: String,
+    },
+    /// Input data that break the contract, located by source and (where known) line and column.
+    #[error("{location}: {message}")]
+    BadData { location: String, message: String },
+    /// Storage or another external system failed.
+    #[error("{location}: {source}")]
+    Storage {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{location}: {message}")]
+    Infra { location: String, message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn config(
+        file: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_data(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadData {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn infra(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Infra {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config { .. } => ErrorKind::Config,
+            Error::BadData { .. } => ErrorKind::BadData,
+            Error::Storage { source, .. } => match source {
+                // A missing object is a broken contract between stages, not a flaky network.
+                object_store::Error::NotFound { .. } => ErrorKind::BadData,
+                object_store::Error::InvalidPath { .. } => ErrorKind::Config,
+                _ => ErrorKind::Infra,
+            },
+            Error::Infra { .. } => ErrorKind::Infra,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,90 @@
+//! A small evaluator for the arithmetic SQL expressions of derived columns (`weight_kg / (height_cm/100)^2`
+//! written in SQL), so that serving computes them exactly as the clean stage's SQL does: numbers, column
+//! names, `+ - * /`, unary minus and parentheses; NULL propagates and division by zero gives NULL.
+
+use std::collections::BTreeMap;
+
+use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
+
+/// Evaluates `sql` with `vars` as the numeric columns (`None` = NULL).
+pub fn eval_numeric(
+    sql: &str,
+    vars: &BTreeMap<String, Option<f64>>,
+) -> Result<Option<f64>, String> {
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let expr = sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| format!("not a valid SQL expression: {e}"))?;
+    eval(&expr, vars)
+}
+
+fn eval(e: &Expr, vars: &BTreeMap<String, Option<f64>>) -> Result<Option<f64>, String> {
+    Ok(match e {
+        Expr::Identifier(id) => *vars
+            .get(&id.value)
+            .ok_or_else(|| format!("unknown column `{}`", id.value))?,
+        Expr::Nested(inner) => eval(inner, vars)?,
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => {
+                Some(n.parse::<f64>().map_err(|e| format!("number `{n}`: {e}"))?)
+            }
+            Value::Null => None,
+            other => return Err(format!("unsupported literal `{other}` in a derived column")),
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => eval(expr, vars)?.map(|x| -x),
+        Expr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => eval(expr, vars)?,
+        Expr::BinaryOp { left, op, right } => {
+            let (Some(a), Some(b)) = (eval(left, vars)?, eval(right, vars)?) else {
+                return Ok(None);
+            };
+            match op {
+                BinaryOperator::Plus => Some(a + b),
+                BinaryOperator::Minus => Some(a - b),
+                BinaryOperator::Multiply => Some(a * b),
+                BinaryOperator::Divide if b == 0.0 => None,
+                BinaryOperator::Divide => Some(a / b),
+                other => {
+                    return Err(format!(
+                        "unsupported operator `{other}` in a derived column"
+                    ));
+                }
+            }
+        }
+        Expr::Cast { expr, .. } => eval(expr, vars)?,
+        other => {
+            return Err(format!(
+                "unsupported expression `{other}` in a derived column"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bmi_and_null_propagation() {
+        let mut v = BTreeMap::new();
+        v.insert("weight_kg".to_string(), Some(81.0));
+        v.insert("height_cm".to_string(), Some(180.0));
+        let bmi = eval_numeric(
+            "weight_kg / ((height_cm / 100.0) * (height_cm / 100.0))",
+            &v,
+        )
+        .unwrap()
+        .unwrap();
+        assert!((bmi - 25.0).abs() < 1e-12);
+        v.insert("height_cm".to_string(), None);
+        assert_eq!(eval_numeric("weight_kg / height_cm", &v).unwrap(), None);
+        assert!(eval_numeric("upper(weight_kg)", &v).is_err());
+        assert!(eval_numeric("nope + 1", &v).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! The feature spec: how raw subject records become model inputs. Written by preprocessing from the TRAIN
+//! split only (`processed/feature_spec.json`), embedded in every model version, applied by the `model` crate
+//! in training, batch scoring and serving alike.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What happens to a value outside its valid range or levels at scoring time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Treated as missing (imputed), as the clean stage nulls it.
+    Impute,
+    /// Refused: the clean stage would have quarantined the row.
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericFeature {
+    pub name: String,
+    /// Median of the train split, used for missing values.
+    pub impute: f64,
+    pub mean: f64,
+    /// Population standard deviation of the train split (1 when it is 0).
+    pub std: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub on_invalid: OnInvalid,
+    /// SQL expression for derived columns (e.g. BMI), evaluated over the record's numeric fields.
+    pub derived: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalFeature {
+    pub name: String,
+    /// One-hot levels seen in the train split, in column order. A missing or unseen level encodes as all
+    /// zeros (the reference of every level), never as an error.
+    pub levels: Vec<String>,
+    /// Lower-cased spelling → canonical level, from the dataset rules (synonyms and the allowed levels).
+    pub canonical: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub numeric: Vec<NumericFeature>,
+    pub categorical: Vec<CategoricalFeature>,
+    /// Names of the model's input columns in order (`age`, …, `sex=F`, …).
+    pub columns: Vec<String>,
+    /// Rows in the train split the statistics come from.
+    pub train_rows: u64,
+    /// The record field holding the randomized arm (stored as `arm` in the lake's tables).
+    pub arm_field: String,
+}
+
+/// Columns every clean/features table has under fixed names.
+pub const FIXED_COLUMNS: [&str; 6] = ["subject_id", "arm", "site", "outcome", "time", "event"];
+
+/// Name in the lake's tables of covariate `field` (names that clash with the fixed columns get `x_`).
+pub fn table_column(field: &str) -> String {
+    if FIXED_COLUMNS.contains(&field) {
+        format!("x_{field}")
+    } else {
+        field.to_string()
+    }
+}
+
+impl FeatureSpec {
+    /// Name in the lake's tables of any spec field, the arm included.
+    pub fn table_column(&self, field: &str) -> String {
+        if field == self.arm_field {
+            "arm".to_string()
+        } else {
+            table_column(field)
+        }
+    }
+
+    pub fn build_columns(
+        numeric: &[NumericFeature],
+        categorical: &[CategoricalFeature],
+    ) -> Vec<String> {
+        let mut cols: Vec<String> = numeric.iter().map(|n| n.name.clone()).collect();
+        for c in categorical {
+            cols.extend(c.levels.iter().map(|l| format!("{}={}", c.name, l)));
+        }
+        cols
+    }
+
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+}
+
+/// Canonicalizes a categorical value: trimmed, matched case-insensitively against the canonical map; values
+/// without a rule pass through trimmed.
+pub fn canonical_level(canonical: &BTreeMap<String, String>, raw: &str) -> String {
+    let t = raw.trim();
+    if canonical.is_empty() {
+        return t.to_string();
+    }
+    canonical
+        .get(&t.to_lowercase())
+        .cloned()
+        .unwrap_or_else(|| t.to_string())
+}

@@ -1,0 +1,287 @@
+//! Storage roots (`storage.lake`, `storage.models`, sources) as `object_store` stores.
+//!
+//! Every read and write of the pipeline goes through [`Storage`]; local disk is just the `file://` backend.
+//! Writes are whole-object puts: `object_store` stages local files and renames them into place, and object
+//! stores publish an object only when its upload completes, so a reader never sees half a file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+/// A storage root: an object store plus a prefix inside it.
+#[derive(Clone)]
+pub struct Storage {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("url", &self.url).finish()
+    }
+}
+
+/// One object under a storage root, its path relative to that root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+    pub last_modified: String,
+}
+
+/// Resolves `file://relative/dir`, `file:///abs/dir` or a bare path to an absolute local path.
+/// Relative paths are relative to the working directory, as on a shell.
+pub fn local_path_of(url: &str) -> Option<PathBuf> {
+    let rest = if let Some(rest) = url.strip_prefix("file://") {
+        rest
+    } else if url.contains("://") {
+        return None;
+    } else {
+        url
+    };
+    let p = Path::new(rest);
+    Some(if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    })
+}
+
+impl Storage {
+    /// Opens a storage root. Only `file://` is built in; cloud schemes arrive with the ingestion work.
+    pub fn open(url: &str) -> Result<Self> {
+        let Some(root) = local_path_of(url) else {
+            let scheme = url.split("://").next().unwrap_or_default();
+            return Err(Error::config(
+                "storage",
+                url,
+                format!(
+                    "the `{scheme}://` scheme is not supported by this build (supported: file://)"
+                ),
+            ));
+        };
+        std::fs::create_dir_all(&root).map_err(|e| {
+            Error::infra(
+                root.display().to_string(),
+                format!("cannot create storage root: {e}"),
+            )
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(|source| Error::Storage {
+            location: url.to_string(),
+            source,
+        })?;
+        Ok(Self {
+            url: url.to_string(),
+            store: Arc::new(store),
+            local_root: Some(root),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store itself, for engines (DataFusion) that register it under a URL of their own.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The local directory behind a `file://` root (used for the run lock).
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
+    /// A human-readable location of `rel` for messages and summaries.
+    pub fn display(&self, rel: &str) -> String {
+        match &self.local_root {
+            Some(root) => root.join(rel).display().to_string(),
+            None => format!("{}/{}", self.url.trim_end_matches('/'), rel),
+        }
+    }
+
+    fn path(&self, rel: &str) -> Result<ObjectPath> {
+        ObjectPath::parse(rel)
+            .map_err(|e| Error::config("storage", rel, format!("invalid object path: {e}")))
+    }
+
+    fn err(&self, rel: &str, source: object_store::Error) -> Error {
+        Error::Storage {
+            location: self.display(rel),
+            source,
+        }
+    }
+
+    pub async fn get(&self, rel: &str) -> Result<Bytes> {
+        let path = self.path(rel)?;
+        let res = self.store.get(&path).await.map_err(|e| self.err(rel, e))?;
+        res.bytes().await.map_err(|e| self.err(rel, e))
+    }
+
+    /// `Ok(None)` when the object does not exist.
+    pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
+        match self.get(rel).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Storage {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Atomic whole-object write.
+    pub async fn put(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<()> {
+        let path = self.path(rel)?;
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes.into()))
+            .await
+            .map_err(|e| self.err(rel, e))?;
+        Ok(())
+    }
+
+    pub async fn put_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        let mut bytes =
+            serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+        bytes.push(b'\n');
+        self.put(rel, bytes).await
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<T> {
+        let bytes = self.get(rel).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::bad_data(
+                self.display(rel),
+                format!("not the expected JSON document: {e}"),
+            )
+        })
+    }
+
+    pub async fn head(&self, rel: &str) -> Result<Option<Entry>> {
+        let path = self.path(rel)?;
+        match self.store.head(&path).await {
+            Ok(meta) => Ok(Some(entry(meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// Every object under `prefix` (recursively), sorted by path. A `prefix` that names an object (no
+    /// trailing `/`) lists just that object.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        if !prefix.is_empty()
+            && !prefix.ends_with('/')
+            && let Some(e) = self.head(prefix).await?
+        {
+            return Ok(vec![e]);
+        }
+        let p = if prefix.is_empty() {
+            None
+        } else {
+            Some(self.path(prefix)?)
+        };
+        let mut out: Vec<Entry> = self
+            .store
+            .list(p.as_ref())
+            .map_ok(entry)
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        let path = self.path(rel)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+}
+
+fn entry(meta: ObjectMeta) -> Entry {
+    Entry {
+        path: meta.location.to_string(),
+        size: meta.size,
+        e_tag: meta.e_tag,
+        last_modified: meta.last_modified.to_rfc3339(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        s.put("a/b.txt", Bytes::from_static(b"hi")).await.unwrap();
+        assert_eq!(&s.get("a/b.txt").await.unwrap()[..], b"hi");
+        assert!(s.get_opt("a/missing").await.unwrap().is_none());
+        let l = s.list("a").await.unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].path, "a/b.txt");
+        assert_eq!(l[0].size, 2);
+        assert_eq!(
+            s.list("a/b.txt").await.unwrap(),
+            l,
+            "a prefix naming an object lists that object"
+        );
+    }
+
+    #[test]
+    fn cloud_scheme_is_a_config_error_naming_the_url() {
+        let e = Storage::open("s3://bucket/lake").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(e.to_string().contains("s3://bucket/lake"));
+    }
+}
+
+/// Splits `dir/sub/*.csv` into the directory before the first glob character and the remaining pattern.
+pub fn split_glob(path: &str) -> (String, Option<String>) {
+    let Some(first) = path.find(['*', '?', '[', '{']) else {
+        return (path.to_string(), None);
+    };
+    let cut = path[..first].rfind('/').map(|i| i + 1).unwrap_or(0);
+    (
+        path[..cut].trim_end_matches('/').to_string(),
+        Some(path[cut..].to_string()),
+    )
+}
+
+/// Files under `dir` whose path relative to `dir` matches `pattern`, sorted.
+pub fn glob_local(dir: &Path, pattern: &str) -> std::io::Result<Vec<PathBuf>> {
+    let matcher = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+        .compile_matcher();
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir)
+                && matcher.is_match(rel)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

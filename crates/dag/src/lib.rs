@@ -1,0 +1,48 @@
+//! The DAG runner: pipeline definitions, graph validation, concurrent execution with fingerprint caching,
+//! retries, run records and the per-lake run lock.
+//!
+//! Invariant: knows no stage. Tasks are trait objects that the cli builds; they declare the lake paths they
+//! read and write, and the runner decides from content hashes whether they must run.
+
+mod lock;
+mod pipeline;
+mod runner;
+
+pub use lock::RunLock;
+pub use pipeline::{Pipeline, PipelineSet, TaskSpec};
+pub use runner::{
+    BoxFuture, RunOptions, RunRecord, Task, TaskError, TaskIo, TaskRecord, TaskStatus, execute,
+};
+
+/// Errors of the runner itself (a task's own failure is recorded in the run record, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum DagError {
+    #[error("{file}: {key}: {message}")]
+    Definition {
+        file: String,
+        key: String,
+        message: String,
+    },
+    #[error("another pipeline run holds the lock on this lake ({path}); wait for it to finish")]
+    Locked { path: String },
+    #[error(transparent)]
+    Core(#[from] trialflow_core::Error),
+}
+
+impl DagError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DagError::Definition { .. } => trialflow_core::ErrorKind::Config.exit_code(),
+            DagError::Locked { .. } => 5,
+            DagError::Core(e) => e.kind().exit_code(),
+        }
+    }
+}
+
+fn def_err(file: &str, key: impl Into<String>, message: impl Into<String>) -> DagError {
+    DagError::Definition {
+        file: file.to_string(),
+        key: key.into(),
+        message: message.into(),
+    }
+}

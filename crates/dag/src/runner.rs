@@ -1,0 +1,560 @@
+//! Executes a resolved pipeline: fingerprints each task from its config, its code version and the content of
+//! its inputs (taken just before it runs), skips what is up to date, runs the rest concurrently (bounded),
+//! retries infrastructure failures with backoff, and writes `runs/<id>/run.json`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use trialflow_core::fingerprint::{Fingerprinter, sha256_hex};
+use trialflow_core::storage::Entry;
+use trialflow_core::{ErrorKind, Storage};
+
+use crate::{DagError, Pipeline, RunLock, TaskSpec, def_err};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a task reads and writes in the lake, plus fingerprint material that is not a lake object (its config
+/// section, the listing of an external source).
+#[derive(Debug, Clone, Default)]
+pub struct TaskIo {
+    /// Lake path prefixes whose content the task reads.
+    pub inputs: Vec<String>,
+    /// Lake path prefixes the task writes (checked to still exist for a task to be up to date).
+    pub outputs: Vec<String>,
+    pub fingerprint_extra: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<trialflow_core::Error> for TaskError {
+    fn from(e: trialflow_core::Error) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A unit of work. `io` must be cheap (listings, no heavy reads); `run` does the work and returns a summary.
+pub trait Task: Send + Sync {
+    fn io(&self) -> BoxFuture<'_, Result<TaskIo, TaskError>>;
+    fn run(&self) -> BoxFuture<'_, Result<serde_json::Value, TaskError>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub force: bool,
+    pub only: Option<String>,
+    pub from: Option<String>,
+    pub dry_run: bool,
+    pub max_parallel: usize,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub code_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Succeeded,
+    UpToDate,
+    Failed,
+    /// Not run because a task it depends on failed.
+    Skipped,
+    /// `--dry-run`: would run.
+    WouldRun,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub name: String,
+    pub run: String,
+    pub status: TaskStatus,
+    pub reason: String,
+    pub fingerprint: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub error: Option<TaskError>,
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub code_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub dry_run: bool,
+    pub exit_code: i32,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl RunRecord {
+    pub fn task(&self, name: &str) -> Option<&TaskRecord> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+}
+
+/// What the runner remembers about a task's last success: `runs/_state/<task>.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TaskState {
+    fingerprint: String,
+    /// Input objects with their content hash; reused while size and etag are unchanged.
+    inputs: BTreeMap<String, HashedEntry>,
+    outputs: Vec<OutputEntry>,
+    summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct HashedEntry {
+    size: u64,
+    e_tag: Option<String>,
+    sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct OutputEntry {
+    path: String,
+    size: u64,
+    e_tag: Option<String>,
+}
+
+fn state_path(task: &str) -> String {
+    format!("runs/_state/{task}.json")
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Runs `pipeline` with the task objects in `tasks` (one per task name). Takes the lake lock for the run.
+pub async fn execute(
+    pipeline: &Pipeline,
+    tasks: &HashMap<String, Arc<dyn Task>>,
+    lake: &Storage,
+    opts: &RunOptions,
+) -> Result<RunRecord, DagError> {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(RunLock::acquire(lake)?)
+    };
+    let started_at = now_rfc3339();
+    let run_id = format!(
+        "{}-{}",
+        started_at
+            .replace([':', '-'], "")
+            .trim_end_matches('Z')
+            .replace('T', "-"),
+        &sha256_hex(format!("{started_at}{}", std::process::id()).as_bytes())[..6]
+    );
+    let (selected, forced) = select(pipeline, opts)?;
+    let progress = Progress::new();
+    progress.plan(pipeline, &selected);
+
+    let specs: BTreeMap<String, TaskSpec> = pipeline
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let sem = Arc::new(Semaphore::new(opts.max_parallel.max(1)));
+    let mut records: BTreeMap<String, TaskRecord> = BTreeMap::new();
+    let mut running: BTreeSet<String> = BTreeSet::new();
+    let mut set: JoinSet<TaskRecord> = JoinSet::new();
+    loop {
+        for name in &selected {
+            if records.contains_key(name) || running.contains(name) {
+                continue;
+            }
+            let spec = &specs[name];
+            let deps: Vec<&String> = spec
+                .after
+                .iter()
+                .filter(|d| selected.contains(*d))
+                .collect();
+            if deps.iter().any(|d| !records.contains_key(*d)) {
+                continue;
+            }
+            let failed_dep = deps.iter().find(|d| {
+                matches!(
+                    records[**d].status,
+                    TaskStatus::Failed | TaskStatus::Skipped
+                )
+            });
+            if let Some(d) = failed_dep {
+                let rec = skipped(spec, format!("upstream task `{d}` did not succeed"));
+                progress.finished(&rec);
+                records.insert(name.clone(), rec);
+                continue;
+            }
+            let upstream_would_run = deps
+                .iter()
+                .any(|d| records[*d].status == TaskStatus::WouldRun);
+            let Some(task) = tasks.get(name).cloned() else {
+                return Err(def_err(
+                    &spec.file,
+                    format!("tasks.{name}"),
+                    "no implementation for this task",
+                ));
+            };
+            running.insert(name.clone());
+            let ctx = RunCtx {
+                spec: spec.clone(),
+                task,
+                lake: lake.clone(),
+                opts: opts.clone(),
+                forced: forced.contains(name),
+                upstream_would_run,
+                sem: sem.clone(),
+                progress: progress.clone(),
+            };
+            set.spawn(ctx.run());
+        }
+        match set.join_next().await {
+            Some(Ok(rec)) => {
+                running.remove(&rec.name);
+                progress.finished(&rec);
+                records.insert(rec.name.clone(), rec);
+            }
+            Some(Err(join)) => {
+                return Err(DagError::Core(trialflow_core::Error::Internal(format!(
+                    "task panicked: {join}"
+                ))));
+            }
+            None => break,
+        }
+    }
+    let tasks: Vec<TaskRecord> = pipeline
+        .tasks
+        .iter()
+        .filter_map(|t| records.remove(&t.name))
+        .collect();
+    let worst = tasks
+        .iter()
+        .filter_map(|t| t.error.as_ref().map(|e| e.kind))
+        .max_by_key(|k| k.severity());
+    let record = RunRecord {
+        run_id: run_id.clone(),
+        pipeline: pipeline.name.clone(),
+        code_version: opts.code_version.clone(),
+        started_at,
+        finished_at: now_rfc3339(),
+        dry_run: opts.dry_run,
+        exit_code: worst.map(|k| k.exit_code()).unwrap_or(0),
+        tasks,
+    };
+    if !opts.dry_run {
+        lake.put_json(&format!("runs/{run_id}/run.json"), &record)
+            .await?;
+    }
+    Ok(record)
+}
+
+/// The tasks to consider and those to run regardless of their fingerprint.
+fn select(p: &Pipeline, opts: &RunOptions) -> Result<(Vec<String>, BTreeSet<String>), DagError> {
+    let names: Vec<String> = p.tasks.iter().map(|t| t.name.clone()).collect();
+    let check = |t: &str, flag: &str| {
+        if names.iter().any(|n| n == t) {
+            Ok(())
+        } else {
+            Err(def_err(
+                &format!("--{flag}"),
+                t,
+                format!("no such task in pipeline `{}`: {names:?}", p.name),
+            ))
+        }
+    };
+    let all: BTreeSet<String> = names.iter().cloned().collect();
+    let (selected, mut forced) = if let Some(only) = &opts.only {
+        check(only, "only")?;
+        (vec![only.clone()], BTreeSet::new())
+    } else if let Some(from) = &opts.from {
+        check(from, "from")?;
+        let mut down: BTreeSet<String> = BTreeSet::from([from.clone()]);
+        for t in &p.tasks {
+            if t.after.iter().any(|d| down.contains(d)) {
+                down.insert(t.name.clone());
+            }
+        }
+        (
+            names
+                .iter()
+                .filter(|n| down.contains(*n))
+                .cloned()
+                .collect(),
+            down,
+        )
+    } else {
+        (names, BTreeSet::new())
+    };
+    if opts.force {
+        forced = all;
+    }
+    Ok((selected, forced))
+}
+
+fn skipped(spec: &TaskSpec, reason: String) -> TaskRecord {
+    TaskRecord {
+        name: spec.name.clone(),
+        run: spec.run.clone(),
+        status: TaskStatus::Skipped,
+        reason,
+        fingerprint: None,
+        attempts: 0,
+        duration_ms: 0,
+        error: None,
+        summary: serde_json::Value::Null,
+    }
+}
+
+struct RunCtx {
+    spec: TaskSpec,
+    task: Arc<dyn Task>,
+    lake: Storage,
+    opts: RunOptions,
+    forced: bool,
+    upstream_would_run: bool,
+    sem: Arc<Semaphore>,
+    progress: Progress,
+}
+
+impl RunCtx {
+    async fn run(self) -> TaskRecord {
+        let _permit = self.sem.clone().acquire_owned().await;
+        let start = Instant::now();
+        let mut rec = TaskRecord {
+            name: self.spec.name.clone(),
+            run: self.spec.run.clone(),
+            status: TaskStatus::Failed,
+            reason: String::new(),
+            fingerprint: None,
+            attempts: 0,
+            duration_ms: 0,
+            error: None,
+            summary: serde_json::Value::Null,
+        };
+        match self.run_inner(&mut rec).await {
+            Ok(()) => {}
+            Err(e) => {
+                rec.status = TaskStatus::Failed;
+                rec.error = Some(e);
+            }
+        }
+        rec.duration_ms = start.elapsed().as_millis() as u64;
+        rec
+    }
+
+    async fn run_inner(&self, rec: &mut TaskRecord) -> Result<(), TaskError> {
+        let previous: Option<TaskState> =
+            match self.lake.get_opt(&state_path(&self.spec.name)).await? {
+                Some(b) => serde_json::from_slice(&b).ok(), // an unreadable state only costs a re-run
+                None => None,
+            };
+        if self.opts.dry_run && self.upstream_would_run {
+            rec.status = TaskStatus::WouldRun;
+            rec.reason = "an upstream task would run".into();
+            return Ok(());
+        }
+        let io = self.task.io().await?;
+        let (fingerprint, inputs) = self.fingerprint(&io, previous.as_ref()).await?;
+        rec.fingerprint = Some(fingerprint.clone());
+        let outputs = self.list_outputs(&io).await?;
+        let reason = match &previous {
+            _ if self.forced => Some("forced"),
+            None => Some("never ran"),
+            Some(p) if p.fingerprint != fingerprint => Some("inputs, config or code changed"),
+            Some(p) if p.outputs != outputs || outputs.is_empty() => {
+                Some("outputs missing or modified")
+            }
+            Some(_) => None,
+        };
+        let Some(reason) = reason else {
+            rec.status = TaskStatus::UpToDate;
+            rec.reason = "up to date".into();
+            rec.summary = previous.map(|p| p.summary).unwrap_or_default();
+            return Ok(());
+        };
+        rec.reason = reason.into();
+        if self.opts.dry_run {
+            rec.status = TaskStatus::WouldRun;
+            return Ok(());
+        }
+        self.progress.started(&self.spec.name, reason);
+        let summary = loop {
+            rec.attempts += 1;
+            match self.task.run().await {
+                Ok(s) => break s,
+                Err(e) if e.kind.is_retryable() && rec.attempts <= self.opts.retries => {
+                    let wait = self.opts.backoff * 2u32.saturating_pow(rec.attempts - 1);
+                    self.progress
+                        .retrying(&self.spec.name, rec.attempts, &e, wait);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let state = TaskState {
+            fingerprint,
+            inputs,
+            outputs: self.list_outputs(&io).await?,
+            summary: summary.clone(),
+        };
+        self.lake
+            .put_json(&state_path(&self.spec.name), &state)
+            .await?;
+        rec.status = TaskStatus::Succeeded;
+        rec.summary = summary;
+        Ok(())
+    }
+
+    async fn fingerprint(
+        &self,
+        io: &TaskIo,
+        previous: Option<&TaskState>,
+    ) -> Result<(String, BTreeMap<String, HashedEntry>), TaskError> {
+        let mut fp = Fingerprinter::new();
+        fp.part("task", self.spec.name.as_bytes())
+            .part("run", self.spec.run.as_bytes())
+            .part(
+                "with",
+                serde_json::to_string(&self.spec.with)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            )
+            .part("code", self.opts.code_version.as_bytes())
+            .part(
+                "extra",
+                serde_json::to_string(&io.fingerprint_extra)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+        let mut hashed = BTreeMap::new();
+        for prefix in &io.inputs {
+            let entries = self.lake.list(prefix).await?;
+            fp.part("input", prefix.as_bytes());
+            for e in entries {
+                let known = previous
+                    .and_then(|p| p.inputs.get(&e.path))
+                    .filter(|h| h.size == e.size && h.e_tag == e.e_tag && e.e_tag.is_some());
+                let sha = match known {
+                    Some(h) => h.sha256.clone(),
+                    None => sha256_hex(&self.lake.get(&e.path).await?),
+                };
+                fp.part(&e.path, sha.as_bytes());
+                hashed.insert(
+                    e.path.clone(),
+                    HashedEntry {
+                        size: e.size,
+                        e_tag: e.e_tag,
+                        sha256: sha,
+                    },
+                );
+            }
+        }
+        Ok((fp.finish(), hashed))
+    }
+
+    async fn list_outputs(&self, io: &TaskIo) -> Result<Vec<OutputEntry>, TaskError> {
+        let mut out = Vec::new();
+        for prefix in &io.outputs {
+            let entries: Vec<Entry> = self.lake.list(prefix).await?;
+            out.extend(entries.into_iter().map(|e| OutputEntry {
+                path: e.path,
+                size: e.size,
+                e_tag: e.e_tag,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// Progress on stderr: symbols and timings on a terminal, `key=value` lines otherwise (logs, CI, Kubernetes).
+#[derive(Clone)]
+struct Progress {
+    tty: bool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn plan(&self, p: &Pipeline, selected: &[String]) {
+        if self.tty {
+            eprintln!("pipeline {} — {} task(s)", p.name, selected.len());
+        } else {
+            eprintln!("pipeline={} tasks={}", p.name, selected.len());
+        }
+    }
+
+    fn started(&self, name: &str, reason: &str) {
+        if self.tty {
+            eprintln!("  ▶ {name} ({reason})");
+        } else {
+            eprintln!("task={name} status=started reason={reason:?}");
+        }
+    }
+
+    fn retrying(&self, name: &str, attempt: u32, e: &TaskError, wait: Duration) {
+        eprintln!(
+            "task={name} status=retrying attempt={attempt} wait_ms={} error={:?}",
+            wait.as_millis(),
+            e.message
+        );
+    }
+
+    fn finished(&self, r: &TaskRecord) {
+        let secs = r.duration_ms as f64 / 1000.0;
+        if self.tty {
+            let mark = match r.status {
+                TaskStatus::Succeeded => "✓",
+                TaskStatus::UpToDate => "=",
+                TaskStatus::Failed => "✗",
+                TaskStatus::Skipped => "-",
+                TaskStatus::WouldRun => "?",
+            };
+            let detail = match (&r.error, r.status) {
+                (Some(e), _) => format!(" — {} error: {}", e.kind, e.message),
+                (None, TaskStatus::WouldRun | TaskStatus::Skipped) => format!(" — {}", r.reason),
+                _ => String::new(),
+            };
+            eprintln!("  {mark} {:<16} {:>7.2}s{detail}", r.name, secs);
+        } else {
+            let status = serde_json::to_value(r.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from));
+            let mut line = format!(
+                "task={} status={} seconds={secs:.2} attempts={}",
+                r.name,
+                status.unwrap_or_default(),
+                r.attempts
+            );
+            if let Some(e) = &r.error {
+                line.push_str(&format!(
+                    " error_kind={:?} error={:?}",
+                    e.kind.to_string(),
+                    e.message
+                ));
+            } else if matches!(r.status, TaskStatus::WouldRun | TaskStatus::Skipped) {
+                line.push_str(&format!(" reason={:?}", r.reason));
+            }
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Raw record → model input row, by the feature spec: derived columns, range checks, median imputation,
+//! standardization, one-hot categories (a missing or unseen level encodes as all zeros).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type};
+use trialflow_core::expr::eval_numeric;
+use trialflow_core::features::{FeatureSpec, OnInvalid, canonical_level};
+
+/// One raw field of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawValue {
+    Missing,
+    Number(f64),
+    Text(String),
+}
+
+/// A field that cannot be encoded; `field` is the record key, `message` says what was expected (no value).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field_err(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
+    let x = match v {
+        RawValue::Missing => return Ok(None),
+        RawValue::Number(x) => *x,
+        RawValue::Text(s) if s.trim().is_empty() => return Ok(None),
+        RawValue::Text(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| field_err(field, "expected a number"))?,
+    };
+    if x.is_finite() {
+        Ok(Some(x))
+    } else {
+        Err(field_err(field, "expected a finite number"))
+    }
+}
+
+fn as_level(v: &RawValue) -> Option<String> {
+    match v {
+        RawValue::Missing => None,
+        RawValue::Text(s) if s.trim().is_empty() => None,
+        RawValue::Text(s) => Some(s.clone()),
+        RawValue::Number(x) if x.fract() == 0.0 && x.abs() < 1e15 => Some(format!("{}", *x as i64)),
+        RawValue::Number(x) => Some(x.to_string()),
+    }
+}
+
+/// Appends the encoded row for the record behind `get` to `out`.
+pub fn encode(
+    spec: &FeatureSpec,
+    get: &dyn Fn(&str) -> RawValue,
+    out: &mut Vec<f32>,
+) -> Result<(), FieldError> {
+    let mut numbers: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for f in spec.numeric.iter().filter(|f| f.derived.is_none()) {
+        numbers.insert(f.name.clone(), as_number(&f.name, &get(&f.name))?);
+    }
+    for f in &spec.numeric {
+        let value = match (&f.derived, numbers.get(&f.name)) {
+            (None, Some(v)) => *v,
+            (Some(expr), _) => match as_number(&f.name, &get(&f.name))? {
+                Some(given) => Some(given),
+                None => {
+                    // Inputs of the derived expression that are not covariates come from the record too.
+                    let mut vars = numbers.clone();
+                    let missing_inputs: Vec<String> = identifiers(expr)
+                        .into_iter()
+                        .filter(|n| !vars.contains_key(n))
+                        .collect();
+                    for n in missing_inputs {
+                        let v = as_number(&n, &get(&n))?;
+                        vars.insert(n, v);
+                    }
+                    eval_numeric(expr, &vars).map_err(|m| field_err(&f.name, m))?
+                }
+            },
+            (None, None) => None,
+        };
+        let value = match value {
+            Some(x) if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) => {
+                match f.on_invalid {
+                    OnInvalid::Impute => None,
+                    OnInvalid::Reject => {
+                        return Err(field_err(
+                            &f.name,
+                            format!(
+                                "outside the valid range [{}, {}]",
+                                f.min.map(|v| v.to_string()).unwrap_or("-inf".into()),
+                                f.max.map(|v| v.to_string()).unwrap_or("inf".into())
+                            ),
+                        ));
+                    }
+                }
+            }
+            other => other,
+        };
+        let x = value.unwrap_or(f.impute);
+        out.push(((x - f.mean) / f.std) as f32);
+    }
+    for c in &spec.categorical {
+        let level = as_level(&get(&c.name)).map(|l| canonical_level(&c.canonical, &l));
+        for l in &c.levels {
+            out.push(if level.as_deref() == Some(l.as_str()) {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Column names an expression mentions (identifiers), for derived inputs.
+fn identifiers(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quote = false;
+    for ch in expr.chars() {
+        if ch == '"' {
+            in_quote = !in_quote;
+            continue;
+        }
+        if in_quote || ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' {
+            cur.push(ch);
+        } else if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out.retain(|s| s.parse::<f64>().is_err());
+    out
+}
+
+/// Encodes every row of `batches` (columns named as in the clean table). `rename` maps a spec field name
+/// to its column name where they differ. Returns the row-major matrix and the row count.
+pub fn encode_batches(
+    spec: &FeatureSpec,
+    batches: &[RecordBatch],
+    rename: &dyn Fn(&str) -> String,
+) -> Result<(Vec<f32>, usize), FieldError> {
+    let mut out = Vec::new();
+    let mut rows = 0;
+    for b in batches {
+        let mut cols: BTreeMap<String, ColumnReader> = BTreeMap::new();
+        let names = spec
+            .numeric
+            .iter()
+            .map(|f| f.name.clone())
+            .chain(spec.categorical.iter().map(|c| c.name.clone()));
+        for name in names {
+            let col = rename(&name);
+            let reader = match b.column_by_name(&col) {
+                None => ColumnReader::Absent,
+                Some(a) => match a.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        let s = arrow::compute::cast(a, &DataType::Utf8)
+                            .map_err(|e| field_err(&col, e.to_string()))?;
+                        ColumnReader::Text(s)
+                    }
+                    _ => {
+                        let n = arrow::compute::cast(a, &DataType::Float64)
+                            .map_err(|e| field_err(&col, e.to_string()))?;
+                        ColumnReader::Number(n)
+                    }
+                },
+            };
+            cols.insert(name, reader);
+        }
+        for i in 0..b.num_rows() {
+            let get = |name: &str| {
+                cols.get(name)
+                    .map(|c| c.get(i))
+                    .unwrap_or(RawValue::Missing)
+            };
+            encode(spec, &get, &mut out).map_err(|e| FieldError {
+                field: e.field,
+                message: format!("row {rows}: {}", e.message),
+            })?;
+            rows += 1;
+        }
+    }
+    Ok((out, rows))
+}
+
+enum ColumnReader {
+    Absent,
+    Text(arrow::array::ArrayRef),
+    Number(arrow::array::ArrayRef),
+}
+
+impl ColumnReader {
+    fn get(&self, i: usize) -> RawValue {
+        match self {
+            ColumnReader::Absent => RawValue::Missing,
+            ColumnReader::Text(a) if a.is_null(i) => RawValue::Missing,
+            ColumnReader::Number(a) if a.is_null(i) => RawValue::Missing,
+            ColumnReader::Text(a) => RawValue::Text(a.as_string::<i32>().value(i).to_string()),
+            ColumnReader::Number(a) => RawValue::Number(a.as_primitive::<Float64Type>().value(i)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trialflow_core::features::{CategoricalFeature, NumericFeature};
+
+    fn spec() -> FeatureSpec {
+        let numeric = vec![
+            NumericFeature {
+                name: "age".into(),
+                impute: 60.0,
+                mean: 60.0,
+                std: 10.0,
+                min: Some(18.0),
+                max: Some(100.0),
+                on_invalid: OnInvalid::Reject,
+                derived: None,
+            },
+            NumericFeature {
+                name: "w".into(),
+                impute: 80.0,
+                mean: 80.0,
+                std: 20.0,
+                min: Some(30.0),
+                max: Some(300.0),
+                on_invalid: OnInvalid::Impute,
+                derived: None,
+            },
+            NumericFeature {
+                name: "h".into(),
+                impute: 1.8,
+                mean: 1.7,
+                std: 0.1,
+                min: None,
+                max: None,
+                on_invalid: OnInvalid::Impute,
+                derived: None,
+            },
+            NumericFeature {
+                name: "bmi".into(),
+                impute: 25.0,
+                mean: 25.0,
+                std: 5.0,
+                min: None,
+                max: None,
+                on_invalid: OnInvalid::Impute,
+                derived: Some("w / (h * h)".into()),
+            },
+        ];
+        let categorical = vec![CategoricalFeature {
+            name: "sex".into(),
+            levels: vec!["F".into(), "M".into()],
+            canonical: [
+                ("female".to_string(), "F".to_string()),
+                ("f".into(), "F".into()),
+                ("m".into(), "M".into()),
+            ]
+            .into(),
+        }];
+        let columns = FeatureSpec::build_columns(&numeric, &categorical);
+        FeatureSpec {
+            numeric,
+            categorical,
+            columns,
+            train_rows: 1,
+            arm_field: "arm".into(),
+        }
+    }
+
+    fn enc(rec: &[(&str, RawValue)]) -> Result<Vec<f32>, FieldError> {
+        let m: BTreeMap<String, RawValue> = rec
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        encode(
+            &spec(),
+            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
+    #[test]
+    fn standardizes_imputes_derives_and_one_hots() {
+        let v = enc(&[
+            ("age", RawValue::Number(70.0)),
+            ("w", RawValue::Text("100".into())),
+            ("h", RawValue::Number(2.0)),
+            ("sex", RawValue::Text(" Female ".into())),
+        ])
+        .unwrap();
+        assert_eq!(v, vec![1.0, 1.0, 3.0, 0.0, 1.0, 0.0]);
+        // missing → median; out of range with impute → median; unseen level → zeros
+        let v = enc(&[
+            ("w", RawValue::Number(9999.0)),
+            ("sex", RawValue::Text("X".into())),
+        ])
+        .unwrap();
+        assert_eq!(v[..2], [0.0, 0.0]);
+        assert_eq!(v[4..], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn errors_name_the_field_not_the_value() {
+        let e = enc(&[("age", RawValue::Text("sixty".into()))]).unwrap_err();
+        assert_eq!(e.field, "age");
+        assert!(!e.message.contains("sixty"));
+        let e = enc(&[("age", RawValue::Number(250.0))]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("age: outside the valid range"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! The contract shared by training and serving: the feature transform of raw records, the network
+//! architectures and their forward pass, and the model artifact (safetensors weights + `model.json`).
+//!
+//! Invariants: no DataFusion, no HTTP. Training and serving call the same [`encode`], so a record is
+//! transformed identically in both.
+
+pub mod encode;
+pub mod network;
+
+pub use encode::{FieldError, RawValue, encode, encode_batches};
+pub use network::{Network, load_safetensors};
+
+use serde::{Deserialize, Serialize};
+use trialflow_core::config::ModelConfig;
+use trialflow_core::features::FeatureSpec;
+
+/// `model.json`: everything needed to use a set of weights and to know where they came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub architecture: ModelConfig,
+    pub input_dim: usize,
+    pub feature_spec: FeatureSpec,
+    /// Test-split metrics at training time.
+    pub metrics: serde_json::Value,
+    /// Content fingerprint of the training data (features + spec).
+    pub data_fingerprint: String,
+    /// Fingerprint of the `models.<name>` and `training` config sections.
+    pub config_fingerprint: String,
+    pub code_version: String,
+    pub seed: u64,
+}

@@ -1,0 +1,271 @@
+//! Training and evaluation with candle: the training loop (Adam, binary cross-entropy on logits, early stopping
+//! with best-epoch restore, seeded), test-split metrics, candidate artifacts under `candidates/<model>/`, and
+//! the leaderboard of all candidates (`candidates/evaluation.json`).
+//!
+//! Invariants: reads the processed Parquet with arrow/parquet (no DataFusion); transforms records only through
+//! `trialflow_model::encode`, the code serving uses.
+
+pub mod metrics;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use trialflow_core::config::{Config, DeviceChoice};
+use trialflow_core::features::FeatureSpec;
+use trialflow_core::fingerprint::{Fingerprinter, sha256_hex};
+use trialflow_core::lake;
+use trialflow_core::table::read_parquet_prefix;
+use trialflow_core::{Error, Result, Storage};
+use trialflow_model::{ModelCard, Network, encode_batches};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub train_rows: usize,
+    pub val_rows: usize,
+    pub test_rows: usize,
+    pub metrics: metrics::Metrics,
+}
+
+struct Split {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    rows: usize,
+}
+
+async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<Split> {
+    let prefix = format!("{}split={split}/", lake::FEATURES);
+    let batches = read_parquet_prefix(lake, &prefix).await?;
+    let (x, rows) =
+        encode_batches(spec, &batches, &|name| spec.table_column(name)).map_err(|e| {
+            Error::bad_data(
+                lake.display(&prefix),
+                format!("cannot encode features: {e}"),
+            )
+        })?;
+    let mut y = Vec::with_capacity(rows);
+    for b in &batches {
+        let col = b
+            .column_by_name("outcome")
+            .ok_or_else(|| Error::bad_data(lake.display(&prefix), "column `outcome` is missing"))?;
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float32).map_err(|e| {
+            Error::bad_data(lake.display(&prefix), format!("column `outcome`: {e}"))
+        })?;
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow::array::Float32Array>()
+            .ok_or_else(|| Error::Internal("cast".into()))?;
+        y.extend(col.iter().map(|v| v.unwrap_or(0.0)));
+    }
+    Ok(Split { x, y, rows })
+}
+
+fn device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cuda => Err(Error::config(
+            "config",
+            "training.device",
+            "`cuda` needs a binary built with `--features cuda`; this one is CPU-only",
+        )),
+    }
+}
+
+fn ce(e: candle_core::Error) -> Error {
+    Error::Internal(format!("candle: {e}"))
+}
+
+/// Numerically stable mean binary cross-entropy on logits: max(z,0) - z*y + log(1 + exp(-|z|)).
+fn bce_with_logits(z: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    let pos = z.relu()?;
+    let soft = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (pos - z.mul(y)?)?.add(&soft)?.mean_all()
+}
+
+fn dropout_masks(
+    net: &Network,
+    rows: usize,
+    rng: &mut StdRng,
+    device: &Device,
+) -> candle_core::Result<Vec<Option<Tensor>>> {
+    net.config
+        .hidden
+        .iter()
+        .enumerate()
+        .map(|(i, &width)| {
+            let p = net.config.dropout.get(i).copied().unwrap_or(0.0);
+            if p <= 0.0 {
+                return Ok(None);
+            }
+            let keep = 1.0 / (1.0 - p);
+            let m: Vec<f32> = (0..rows * width)
+                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                .collect();
+            Tensor::from_vec(m, (rows, width), device).map(Some)
+        })
+        .collect()
+}
+
+/// Trains `model` from `config.models`, writes `candidates/<model>/{model.safetensors, model.json,
+/// metrics.json}`. Deterministic for a seed on the CPU.
+pub async fn train(
+    cfg: &Config,
+    lake: &Storage,
+    model: &str,
+    code_version: &str,
+) -> Result<TrainReport> {
+    let arch = cfg
+        .models
+        .get(model)
+        .ok_or_else(|| Error::config(&cfg.source_file, format!("models.{model}"), "no such model"))?
+        .clone();
+    let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await?;
+    let train = load_split(lake, &spec, "train").await?;
+    let val = load_split(lake, &spec, "val").await?;
+    let test = load_split(lake, &spec, "test").await?;
+    if train.rows == 0 || test.rows == 0 {
+        return Err(Error::bad_data(
+            lake.display(lake::FEATURES),
+            "the train or test split is empty",
+        ));
+    }
+    let t = cfg.training.clone();
+    let dev = device(t.device)?;
+    let dim = spec.width();
+    let seed = t.seed
+        ^ u64::from_le_bytes(
+            sha256_hex(model.as_bytes()).as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+    let (net, epochs_run, best_epoch, best_val) =
+        tokio::task::block_in_place(|| -> candle_core::Result<_> {
+            let net = Network::init(&arch, dim, seed, &dev)?;
+            let mut opt = AdamW::new(
+                net.vars(),
+                ParamsAdamW {
+                    lr: t.learning_rate,
+                    weight_decay: t.weight_decay,
+                    ..Default::default()
+                },
+            )?;
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+            let xs = Tensor::from_slice(&train.x, (train.rows, dim), &dev)?;
+            let ys = Tensor::from_slice(&train.y, train.rows, &dev)?;
+            let (vx, vy) = if val.rows > 0 {
+                (
+                    Tensor::from_slice(&val.x, (val.rows, dim), &dev)?,
+                    Tensor::from_slice(&val.y, val.rows, &dev)?,
+                )
+            } else {
+                (xs.clone(), ys.clone()) // no validation split configured: stop on training loss
+            };
+            let mut order: Vec<u32> = (0..train.rows as u32).collect();
+            let mut best = (f64::INFINITY, 0usize, net.snapshot()?);
+            let mut epochs_run = 0;
+            for epoch in 1..=t.epochs {
+                epochs_run = epoch;
+                order.shuffle(&mut rng);
+                for chunk in order.chunks(t.batch_size) {
+                    let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
+                    let bx = xs.index_select(&idx, 0)?;
+                    let by = ys.index_select(&idx, 0)?;
+                    let masks = dropout_masks(&net, chunk.len(), &mut rng, &dev)?;
+                    let loss = bce_with_logits(&net.logits(&bx, Some(&masks))?, &by)?;
+                    opt.backward_step(&loss)?;
+                }
+                let val_loss =
+                    f64::from(bce_with_logits(&net.logits(&vx, None)?, &vy)?.to_scalar::<f32>()?);
+                if val_loss < best.0 - 1e-6 {
+                    best = (val_loss, epoch, net.snapshot()?);
+                } else if epoch - best.1 >= t.patience {
+                    break;
+                }
+            }
+            net.restore(&best.2)?;
+            Ok((net, epochs_run, best.1, best.0))
+        })
+        .map_err(ce)?;
+
+    let p_test = net.predict_proba(&test.x, test.rows, &dev).map_err(ce)?;
+    let metrics = metrics::Metrics::compute(&test.y, &p_test);
+    let mut data_fp = Fingerprinter::new();
+    data_fp
+        .part("train", &bytes_of(&train.x))
+        .part("y", &bytes_of(&train.y));
+    let mut cfg_fp = Fingerprinter::new();
+    cfg_fp
+        .part(
+            "model",
+            serde_json::to_string(&arch).unwrap_or_default().as_bytes(),
+        )
+        .part(
+            "training",
+            serde_json::to_string(&t).unwrap_or_default().as_bytes(),
+        );
+    let card = ModelCard {
+        name: model.to_string(),
+        architecture: arch,
+        input_dim: dim,
+        feature_spec: spec,
+        metrics: serde_json::to_value(&metrics).unwrap_or_default(),
+        data_fingerprint: data_fp.finish(),
+        config_fingerprint: cfg_fp.finish(),
+        code_version: code_version.to_string(),
+        seed,
+    };
+    let dir = lake::candidate_dir(model);
+    let weights = net.to_safetensors().map_err(Error::Internal)?;
+    lake.put(&format!("{dir}model.safetensors"), weights)
+        .await?;
+    lake.put_json(&format!("{dir}model.json"), &card).await?;
+    let report = TrainReport {
+        model: model.to_string(),
+        epochs_run,
+        best_epoch,
+        best_val_loss: best_val,
+        train_rows: train.rows,
+        val_rows: val.rows,
+        test_rows: test.rows,
+        metrics,
+    };
+    lake.put_json(&format!("{dir}metrics.json"), &report)
+        .await?;
+    Ok(report)
+}
+
+fn bytes_of(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Candidates, best test ROC AUC first.
+    pub leaderboard: Vec<TrainReport>,
+}
+
+/// Collects the named candidates' metrics into `candidates/evaluation.json`.
+pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<Evaluation> {
+    let mut leaderboard = Vec::new();
+    for name in models {
+        let r: TrainReport = lake
+            .get_json(&format!("{}metrics.json", lake::candidate_dir(name)))
+            .await?;
+        leaderboard.push(r);
+    }
+    leaderboard.sort_by(|a, b| {
+        b.metrics
+            .roc_auc
+            .total_cmp(&a.metrics.roc_auc)
+            .then(a.model.cmp(&b.model))
+    });
+    let ev = Evaluation { leaderboard };
+    lake.put_json(lake::EVALUATION, &ev).await?;
+    Ok(ev)
+}
