@@ -207,6 +207,7 @@ pub fn kaplan_meier(arm: &str, obs: &[(f64, bool)]) -> KmCurve {
 }
 
 /// k-sample log-rank test: (chi-square, df, p-value).
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
 pub fn logrank(groups: &[Vec<(f64, bool)>]) -> (f64, usize, f64) {
     let k = groups.len();
     if k < 2 {

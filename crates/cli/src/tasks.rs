@@ -113,6 +113,7 @@ impl StageTask {
                 outputs: strs(&["raw/"]),
                 // Re-listed on every run (cheap), so new or changed source files are never missed.
                 fingerprint_extra: json!({"dataset": c.section_json("dataset"), "listing": to_json(&trialflow_ingest::list_sources(c)?)}),
+                ..Default::default()
             },
             Kind::Clean => {
                 let key = trialflow_preprocess::pseudonym_key(c)?;
@@ -126,22 +127,26 @@ impl StageTask {
                     ]),
                     // The key itself never reaches the state files, only a hash of it.
                     fingerprint_extra: json!({"dataset": c.section_json("dataset"), "key": sha256_hex(&[b"trialflow-key:".as_slice(), &key].concat())}),
+                    ..Default::default()
                 }
             }
             Kind::Features => TaskIo {
                 inputs: strs(&[lake::CLEAN]),
                 outputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC, lake::SQL_FEATURES]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset"), "preprocessing": c.section_json("preprocessing")}),
+                ..Default::default()
             },
             Kind::Quality => TaskIo {
                 inputs: strs(&[lake::FEATURES, lake::CLEAN_REPORT]),
                 outputs: strs(&[lake::QUALITY_REPORT]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
+                ..Default::default()
             },
             Kind::Train(m) => TaskIo {
                 inputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC]),
                 outputs: vec![lake::candidate_dir(m)],
                 fingerprint_extra: json!({"model": to_json(&c.models.get(m)), "training": c.section_json("training")}),
+                ..Default::default()
             },
             Kind::Evaluate(models) => TaskIo {
                 inputs: models
@@ -150,16 +155,19 @@ impl StageTask {
                     .collect(),
                 outputs: strs(&[lake::EVALUATION]),
                 fingerprint_extra: json!({"models": models}),
+                ..Default::default()
             },
             Kind::Analyze => TaskIo {
                 inputs: strs(&[lake::CLEAN]),
                 outputs: strs(&[lake::ANALYSIS]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
+                ..Default::default()
             },
             Kind::Gate => TaskIo {
                 inputs: strs(&[lake::EVALUATION]),
                 outputs: strs(&[lake::GATE]),
                 fingerprint_extra: json!({"deployment": c.section_json("deployment")}),
+                ..Default::default()
             },
             Kind::Promote => {
                 let name = &c.serving.model_name;
@@ -178,8 +186,9 @@ impl StageTask {
                         v
                     },
                     outputs: vec![format!("{}{name}/", lake::DEPLOYMENTS)],
+                    fingerprint_extra: json!({"model_name": name, "repository": self.ctx.models.url()}),
                     // The repository is outside the lake: a changed repository re-checks the promotion.
-                    fingerprint_extra: json!({"model_name": name, "repository": self.ctx.models.url(), "listing": repo}),
+                    external_state: to_json(&repo),
                 }
             }
         })

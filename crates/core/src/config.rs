@@ -538,7 +538,7 @@ impl Config {
         if t.batch_size == 0 || t.epochs == 0 {
             return Err(self.err("training", "expected batch_size > 0 and epochs > 0"));
         }
-        if !(t.learning_rate > 0.0) {
+        if t.learning_rate.is_nan() || t.learning_rate <= 0.0 {
             return Err(self.err("training.learning_rate", "expected a positive number"));
         }
         if self.dag.max_parallel == 0 {

@@ -219,36 +219,6 @@ fn entry(meta: ObjectMeta) -> Entry {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn put_get_list_roundtrip() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
-        s.put("a/b.txt", Bytes::from_static(b"hi")).await.unwrap();
-        assert_eq!(&s.get("a/b.txt").await.unwrap()[..], b"hi");
-        assert!(s.get_opt("a/missing").await.unwrap().is_none());
-        let l = s.list("a").await.unwrap();
-        assert_eq!(l.len(), 1);
-        assert_eq!(l[0].path, "a/b.txt");
-        assert_eq!(l[0].size, 2);
-        assert_eq!(
-            s.list("a/b.txt").await.unwrap(),
-            l,
-            "a prefix naming an object lists that object"
-        );
-    }
-
-    #[test]
-    fn cloud_scheme_is_a_config_error_naming_the_url() {
-        let e = Storage::open("s3://bucket/lake").unwrap_err();
-        assert_eq!(e.kind(), crate::ErrorKind::Config);
-        assert!(e.to_string().contains("s3://bucket/lake"));
-    }
-}
-
 /// Splits `dir/sub/*.csv` into the directory before the first glob character and the remaining pattern.
 pub fn split_glob(path: &str) -> (String, Option<String>) {
     let Some(first) = path.find(['*', '?', '[', '{']) else {
@@ -284,4 +254,34 @@ pub fn glob_local(dir: &Path, pattern: &str) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        s.put("a/b.txt", Bytes::from_static(b"hi")).await.unwrap();
+        assert_eq!(&s.get("a/b.txt").await.unwrap()[..], b"hi");
+        assert!(s.get_opt("a/missing").await.unwrap().is_none());
+        let l = s.list("a").await.unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].path, "a/b.txt");
+        assert_eq!(l[0].size, 2);
+        assert_eq!(
+            s.list("a/b.txt").await.unwrap(),
+            l,
+            "a prefix naming an object lists that object"
+        );
+    }
+
+    #[test]
+    fn cloud_scheme_is_a_config_error_naming_the_url() {
+        let e = Storage::open("s3://bucket/lake").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Config);
+        assert!(e.to_string().contains("s3://bucket/lake"));
+    }
 }

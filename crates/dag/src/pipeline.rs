@@ -301,7 +301,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("pipelines/p.yaml: tasks.x: unknown field `afterr`"),
+            e.starts_with("pipelines/p.yaml: tasks.x.afterr: ")
+                && e.contains("unknown field `afterr`"),
             "{e}"
         );
     }

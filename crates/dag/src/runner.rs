@@ -28,6 +28,9 @@ pub struct TaskIo {
     /// Lake path prefixes the task writes (checked to still exist for a task to be up to date).
     pub outputs: Vec<String>,
     pub fingerprint_extra: serde_json::Value,
+    /// State outside the lake that the task writes (e.g. the model repository), compared after the fact:
+    /// recorded when the task succeeds, and the task is out of date once it differs.
+    pub external_state: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -114,6 +117,8 @@ struct TaskState {
     /// Input objects with their content hash; reused while size and etag are unchanged.
     inputs: BTreeMap<String, HashedEntry>,
     outputs: Vec<OutputEntry>,
+    #[serde(default)]
+    external_state: serde_json::Value,
     summary: serde_json::Value,
 }
 
@@ -407,10 +412,12 @@ impl RunCtx {
                 Err(e) => return Err(e),
             }
         };
+        let after = self.task.io().await?;
         let state = TaskState {
             fingerprint,
             inputs,
-            outputs: self.list_outputs(&io).await?,
+            outputs: self.list_outputs(&after).await?,
+            external_state: after.external_state,
             summary: summary.clone(),
         };
         self.lake

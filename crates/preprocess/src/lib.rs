@@ -54,7 +54,7 @@ pub struct CleanReport {
 
 fn df_err(step: &str, cfg: &Config, e: DataFusionError) -> Error {
     // Planning errors come from the contract's SQL (a derived column, the filter, the outcome expression).
-    match e {
+    match e.find_root() {
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::SQL(..) => {
             Error::config(
                 &cfg.source_file,
@@ -62,7 +62,7 @@ fn df_err(step: &str, cfg: &Config, e: DataFusionError) -> Error {
                 format!("the SQL generated for step `{step}` does not run: {e}"),
             )
         }
-        other => Error::Internal(format!("step `{step}`: {other}")),
+        _ => Error::Internal(format!("step `{step}`: {e}")),
     }
 }
 

@@ -82,6 +82,6 @@ mod tests {
         assert!(roc_auc(&[1.0, 1.0], &[0.1, 0.2]).is_nan());
         let m = Metrics::compute(&y, &p);
         assert_eq!(m.positives, 2);
-        assert!((m.accuracy - 0.5).abs() < 1e-12);
+        assert!((m.accuracy - 0.75).abs() < 1e-12);
     }
 }
