@@ -225,6 +225,19 @@ fn lake_digest(p: &Project) -> BTreeMap<String, String> {
     out
 }
 
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
+}
+
 fn md5ish(b: &[u8]) -> u64 {
     // FNV-1a: enough to compare two runs' files.
     b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
@@ -260,6 +273,14 @@ fn sigkill_at_any_point_then_rerun_gives_identical_outputs() {
         text(&o)
     );
     let after = lake_digest(&p);
+    let leftovers: Vec<String> = walk(&p.path(""))
+        .into_iter()
+        .filter(|f| f.contains('#'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging files left behind: {leftovers:?}"
+    );
     assert_eq!(
         reference.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>()

@@ -158,6 +158,15 @@ pub async fn execute(
     } else {
         Some(RunLock::acquire(lake)?)
     };
+    if !opts.dry_run {
+        let swept = lake.sweep_staged()?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed staging files left by an interrupted run"
+            );
+        }
+    }
     let started_at = now_rfc3339();
     let run_id = format!(
         "{}-{}",

@@ -119,6 +119,7 @@ pub async fn promote(cfg: &Config, lake: &Storage, models: &Storage) -> Result<P
         .clone()
         .ok_or_else(|| Error::bad_data(lake.display(lake::GATE), "the gate chose no candidate"))?;
     let name = cfg.serving.model_name.clone();
+    models.sweep_staged()?; // promotion runs under the lake's run lock
     let dir = lake::candidate_dir(&candidate);
     let weights = lake.get(&format!("{dir}model.safetensors")).await?;
     let sha = sha256_hex(&weights);

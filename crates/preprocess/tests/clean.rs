@@ -1,0 +1,213 @@
+//! The clean stage, data first: a tiny trial table in, the expected accepted rows and quarantine reasons out.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use trialflow_core::lake::{self, Current, CurrentObject};
+use trialflow_core::table::read_parquet_prefix;
+use trialflow_core::{Config, Storage};
+
+const CSV: &str = "\
+pid,trt,cnsr,days,age,sex,status,grp
+P1,Active,0,100,50,m,dead,a
+P2,placebo,1,200,60,F,alive,b
+P3,PBO,0,50,abc,F,alive,a
+P4,active,1,300,150,M,alive,a
+P5,Active,0,80,40,X,alive,a
+P6,placebo,1,90,45,M,maybe,a
+P1,Active,0,100,50,m,dead,a
+P7,placebo,0,10,70,F,dead,z
+P8,placebo,2,10,70,F,dead,a
+,placebo,0,10,70,F,dead,a
+P2,placebo,1,999,61,F,alive,b
+";
+
+fn config(dir: &std::path::Path, outcome: &str) -> Config {
+    let yaml = format!(
+        r#"
+storage: {{lake: "file://{d}/lake", models: "file://{d}/models"}}
+dataset:
+  name: tiny
+  sources: [{{name: t, url: "file://{d}/t.csv"}}]
+  id: pid
+  arm: {{column: trt, reference: placebo}}
+  outcome: {outcome}
+  time_to_event: {{time: days, event: cnsr, convention: cdisc_cnsr}}
+  numeric: [age]
+  categorical: [sex]
+  extra: {{grp: string}}
+  rules:
+    age: {{min: 18, max: 100, action: "null"}}
+    sex: {{allowed: [F, M]}}
+    trt: {{allowed: [placebo, active], synonyms: {{pbo: placebo}}}}
+  filter: grp <> 'z'
+privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
+models: {{m: {{hidden: []}}}}
+training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
+serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
+deployment: {{min_test_auc: 0.5}}
+"#,
+        d = dir.display()
+    );
+    Config::from_yaml(&yaml, "tiny.yaml", &[]).unwrap()
+}
+
+async fn run(
+    outcome: &str,
+) -> (
+    Vec<RecordBatch>,
+    Vec<RecordBatch>,
+    trialflow_preprocess::CleanReport,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), CSV).unwrap();
+    let cfg = config(dir.path(), outcome);
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    lake.put("raw/t/x.csv", CSV).await.unwrap();
+    let current = Current {
+        objects: vec![CurrentObject {
+            source: "t".into(),
+            url: "file:///t.csv".into(),
+            object: "raw/t/x.csv".into(),
+            sha256: String::new(),
+            rows: 11,
+        }],
+    };
+    lake.put_json(lake::RAW_CURRENT, &current).await.unwrap();
+    let report = trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    let clean = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let quarantine = read_parquet_prefix(&lake, lake::QUARANTINE).await.unwrap();
+    (clean, quarantine, report)
+}
+
+fn col_str(b: &[RecordBatch], name: &str) -> Vec<Option<String>> {
+    b.iter()
+        .flat_map(|b| {
+            let a = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
+            let s = a.as_string::<i32>().clone();
+            (0..s.len())
+                .map(move |i| (!s.is_null(i)).then(|| s.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn col_i64(b: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
+    b.iter()
+        .flat_map(|b| {
+            let a =
+                arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Int64).unwrap();
+            let s = a.as_primitive::<Int64Type>().clone();
+            (0..s.len())
+                .map(move |i| (!s.is_null(i)).then(|| s.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn col_f64(b: &[RecordBatch], name: &str) -> Vec<Option<f64>> {
+    b.iter()
+        .flat_map(|b| {
+            let a =
+                arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Float64).unwrap();
+            let s = a.as_primitive::<Float64Type>().clone();
+            (0..s.len())
+                .map(move |i| (!s.is_null(i)).then(|| s.value(i)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+#[tokio::test]
+async fn value_mapping_cdisc_events_rules_filter_and_duplicates() {
+    let (clean, quarantine, report) =
+        run("{column: status, positive: [dead], negative: [alive]}").await;
+    // accepted: P1, P2, P4 in input order
+    assert_eq!(col_i64(&clean, "_line"), [Some(2), Some(3), Some(5)]);
+    assert_eq!(
+        col_str(&clean, "arm"),
+        [s("active"), s("placebo"), s("active")]
+    );
+    assert_eq!(col_str(&clean, "sex"), [s("M"), s("F"), s("M")]);
+    assert_eq!(col_i64(&clean, "outcome"), [Some(1), Some(0), Some(0)]);
+    // CDISC: CNSR 0 = event, 1 = censored
+    assert_eq!(col_i64(&clean, "event"), [Some(1), Some(0), Some(0)]);
+    assert_eq!(
+        col_f64(&clean, "time"),
+        [Some(100.0), Some(200.0), Some(300.0)]
+    );
+    // age 150 breaks a `null` rule: the value is blanked, the row kept
+    assert_eq!(col_f64(&clean, "age"), [Some(50.0), Some(60.0), None]);
+    // ids are pseudonyms, never the raw ids
+    let ids = col_str(&clean, "subject_id");
+    assert!(ids.iter().all(|i| {
+        i.as_ref()
+            .is_some_and(|i| i.len() == 32 && !i.starts_with('P'))
+    }));
+
+    let mut reasons: Vec<(i64, String, String)> = col_i64(&quarantine, "line")
+        .into_iter()
+        .zip(col_str(&quarantine, "column"))
+        .zip(col_str(&quarantine, "rule"))
+        .map(|((l, c), r)| (l.unwrap(), c.unwrap(), r.unwrap()))
+        .collect();
+    reasons.sort();
+    let expect: Vec<(i64, &str, &str)> = vec![
+        (4, "age", "parse"),
+        (6, "sex", "allowed"),
+        (7, "status", "outcome"),
+        (8, "pid", "duplicate"),
+        (9, "", "filter"),
+        (10, "cnsr", "event"),
+        (11, "pid", "required"),
+        (12, "pid", "duplicate"),
+    ];
+    let got: Vec<(i64, &str, &str)> = reasons
+        .iter()
+        .map(|(l, c, r)| (*l, c.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(got, expect);
+    // messages never carry the offending value
+    for r in col_str(&quarantine, "reason").into_iter().flatten() {
+        assert!(!r.contains("abc") && !r.contains("maybe"), "{r}");
+    }
+    assert_eq!(
+        (report.rows_in, report.accepted, report.quarantined),
+        (11, 3, 8)
+    );
+    assert_eq!(
+        (
+            report.exact_duplicates,
+            report.repeated_ids,
+            report.excluded_by_filter
+        ),
+        (1, 1, 1)
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.column == "age" && v.rule == "range" && v.action == "null" && v.rows == 1)
+    );
+}
+
+#[tokio::test]
+async fn outcome_as_sql_expression() {
+    let (clean, _, report) = run("{expression: \"days < 150\"}").await;
+    // the outcome column no longer constrains rows: P6's `maybe` is fine now
+    assert_eq!(
+        col_i64(&clean, "_line"),
+        [Some(2), Some(3), Some(5), Some(7)]
+    );
+    assert_eq!(
+        col_i64(&clean, "outcome"),
+        [Some(1), Some(0), Some(0), Some(1)]
+    );
+    assert_eq!(report.rows_in, report.accepted + report.quarantined);
+}
