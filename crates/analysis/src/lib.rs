@@ -9,8 +9,6 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type};
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
 use trialflow_core::lake;
@@ -58,31 +56,13 @@ pub struct Analysis {
 }
 
 fn strings(batches: &[arrow::array::RecordBatch], col: &str) -> Result<Vec<Option<String>>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let a = b
-            .column_by_name(col)
-            .ok_or_else(|| Error::bad_data(lake::CLEAN, format!("column `{col}` is missing")))?;
-        let a =
-            arrow::compute::cast(a, &DataType::Utf8).map_err(|e| Error::Internal(e.to_string()))?;
-        let s = a.as_string::<i32>();
-        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_string())));
-    }
-    Ok(out)
+    trialflow_core::table::strings(batches, col)
+        .map_err(|e| Error::bad_data(lake::CLEAN, e.to_string()))
 }
 
 fn numbers(batches: &[arrow::array::RecordBatch], col: &str) -> Result<Vec<Option<f64>>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let a = b
-            .column_by_name(col)
-            .ok_or_else(|| Error::bad_data(lake::CLEAN, format!("column `{col}` is missing")))?;
-        let a = arrow::compute::cast(a, &DataType::Float64)
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let s = a.as_primitive::<Float64Type>();
-        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
-    }
-    Ok(out)
+    trialflow_core::table::floats(batches, col)
+        .map_err(|e| Error::bad_data(lake::CLEAN, e.to_string()))
 }
 
 /// Computes the analysis over `processed/clean/` and writes the JSON and HTML report.

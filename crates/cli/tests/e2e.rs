@@ -200,25 +200,14 @@ fn lake_digest(p: &Project) -> BTreeMap<String, String> {
     // Everything the pipeline produces except records of when it ran.
     let mut out = BTreeMap::new();
     for root in ["data/lake", "models"] {
-        let mut stack = vec![p.path(root)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let path = e.unwrap().path();
-                let rel = path
-                    .strip_prefix(p.dir.path())
-                    .unwrap()
-                    .display()
-                    .to_string();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if !(rel.contains("/runs/")
-                    || rel.contains("/deployments/")
-                    || rel.ends_with("_manifest.jsonl")
-                    || rel.contains('#'))
-                {
-                    let bytes = std::fs::read(&path).unwrap();
-                    out.insert(rel, format!("{:x}", md5ish(&bytes)));
-                }
+        for path in walk(&p.path(root)) {
+            let rel = path
+                .strip_prefix(&p.dir.path().display().to_string())
+                .unwrap_or(&path)
+                .to_string();
+            let skip = ["/runs/", "/deployments/", "_manifest.jsonl", "#"];
+            if !skip.iter().any(|s| rel.contains(s)) {
+                out.insert(rel, format!("{:x}", md5ish(&std::fs::read(&path).unwrap())));
             }
         }
     }

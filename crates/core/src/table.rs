@@ -60,3 +60,51 @@ pub async fn read_parquet_prefix(store: &Storage, prefix: &str) -> Result<Vec<Re
     }
     Ok(out)
 }
+
+fn cast_column(
+    batch: &RecordBatch,
+    col: &str,
+    to: &arrow::datatypes::DataType,
+) -> Result<arrow::array::ArrayRef> {
+    let a = batch
+        .column_by_name(col)
+        .ok_or_else(|| Error::bad_data("table", format!("column `{col}` is missing")))?;
+    arrow::compute::cast(a, to)
+        .map_err(|e| Error::bad_data("table", format!("column `{col}`: {e}")))
+}
+
+/// Column `col` of every batch as text (NULL → `None`).
+pub fn strings(batches: &[RecordBatch], col: &str) -> Result<Vec<Option<String>>> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in batches {
+        let a = cast_column(b, col, &arrow::datatypes::DataType::Utf8)?;
+        let s = a.as_string::<i32>();
+        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_string())));
+    }
+    Ok(out)
+}
+
+/// Column `col` of every batch as f64 (NULL → `None`).
+pub fn floats(batches: &[RecordBatch], col: &str) -> Result<Vec<Option<f64>>> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in batches {
+        let a = cast_column(b, col, &arrow::datatypes::DataType::Float64)?;
+        let s = a.as_primitive::<arrow::datatypes::Float64Type>();
+        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
+    }
+    Ok(out)
+}
+
+/// Column `col` of every batch as i64 (NULL → `None`).
+pub fn ints(batches: &[RecordBatch], col: &str) -> Result<Vec<Option<i64>>> {
+    use arrow::array::{Array, AsArray};
+    let mut out = Vec::new();
+    for b in batches {
+        let a = cast_column(b, col, &arrow::datatypes::DataType::Int64)?;
+        let s = a.as_primitive::<arrow::datatypes::Int64Type>();
+        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
+    }
+    Ok(out)
+}

@@ -11,8 +11,8 @@ pub mod udf;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
@@ -111,48 +111,16 @@ fn count_rows(b: &[RecordBatch]) -> u64 {
 }
 
 fn column_strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let Some(a) = b.column_by_name(col) else {
-            continue;
-        };
-        let Ok(a) = arrow::compute::cast(a, &DataType::Utf8) else {
-            continue;
-        };
-        let s = a.as_string::<i32>();
-        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i).to_string())));
-    }
-    out
+    // Columns read here come from queries this module wrote: a missing one is a bug, caught by tests.
+    trialflow_core::table::strings(batches, col).unwrap_or_default()
 }
 
 fn column_i64(batches: &[RecordBatch], col: &str) -> Vec<Option<i64>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let Some(a) = b.column_by_name(col) else {
-            continue;
-        };
-        let Ok(a) = arrow::compute::cast(a, &DataType::Int64) else {
-            continue;
-        };
-        let s = a.as_primitive::<Int64Type>();
-        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
-    }
-    out
+    trialflow_core::table::ints(batches, col).unwrap_or_default()
 }
 
 fn column_f64(batches: &[RecordBatch], col: &str) -> Vec<Option<f64>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let Some(a) = b.column_by_name(col) else {
-            continue;
-        };
-        let Ok(a) = arrow::compute::cast(a, &DataType::Float64) else {
-            continue;
-        };
-        let s = a.as_primitive::<Float64Type>();
-        out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
-    }
-    out
+    trialflow_core::table::floats(batches, col).unwrap_or_default()
 }
 
 /// The pseudonymization key: from the configured environment variable, else the config's development key.

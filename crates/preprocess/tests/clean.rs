@@ -2,10 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::array::RecordBatch;
 use trialflow_core::lake::{self, Current, CurrentObject};
-use trialflow_core::table::read_parquet_prefix;
+use trialflow_core::table::{self, read_parquet_prefix};
 use trialflow_core::{Config, Storage};
 
 const CSV: &str = "\
@@ -83,41 +82,15 @@ async fn run(
 }
 
 fn col_str(b: &[RecordBatch], name: &str) -> Vec<Option<String>> {
-    b.iter()
-        .flat_map(|b| {
-            let a = arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Utf8).unwrap();
-            let s = a.as_string::<i32>().clone();
-            (0..s.len())
-                .map(move |i| (!s.is_null(i)).then(|| s.value(i).to_string()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    table::strings(b, name).unwrap()
 }
 
 fn col_i64(b: &[RecordBatch], name: &str) -> Vec<Option<i64>> {
-    b.iter()
-        .flat_map(|b| {
-            let a =
-                arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Int64).unwrap();
-            let s = a.as_primitive::<Int64Type>().clone();
-            (0..s.len())
-                .map(move |i| (!s.is_null(i)).then(|| s.value(i)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    table::ints(b, name).unwrap()
 }
 
 fn col_f64(b: &[RecordBatch], name: &str) -> Vec<Option<f64>> {
-    b.iter()
-        .flat_map(|b| {
-            let a =
-                arrow::compute::cast(b.column_by_name(name).unwrap(), &DataType::Float64).unwrap();
-            let s = a.as_primitive::<Float64Type>().clone();
-            (0..s.len())
-                .map(move |i| (!s.is_null(i)).then(|| s.value(i)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    table::floats(b, name).unwrap()
 }
 
 fn s(v: &str) -> Option<String> {
