@@ -322,3 +322,199 @@ mod tests {
         assert!((p - chi2_sf(expect, 1)).abs() < 1e-12);
     }
 }
+
+/// Fisher's exact test, two-sided, for the 2×2 table `[[a, b], [c, d]]`: the probability of every table with the
+/// same margins that is no more likely than the observed one (relative tolerance 1e-7, as scipy).
+pub fn fisher_exact(t: &TwoByTwo) -> f64 {
+    let (a, b, c, d) = (t.a, t.b, t.c, t.d);
+    let (row1, col1, n) = (a + b, a + c, a + b + c + d);
+    let ln_choose = |n: u64, k: u64| libm::lgamma(n as f64 + 1.0) - libm::lgamma(k as f64 + 1.0) - libm::lgamma((n - k) as f64 + 1.0);
+    let ln_total = ln_choose(n, col1);
+    let ln_p = |x: u64| ln_choose(row1, x) + ln_choose(n - row1, col1 - x) - ln_total;
+    let lo = col1.saturating_sub(n - row1);
+    let hi = row1.min(col1);
+    let observed = ln_p(a);
+    let p: f64 = (lo..=hi).map(ln_p).filter(|lp| *lp <= observed + (1e-7f64).ln_1p()).map(f64::exp).sum();
+    p.min(1.0)
+}
+
+impl KmCurve {
+    /// S(t): the estimate just after the last event time <= t.
+    pub fn survival_at(&self, t: f64) -> f64 {
+        self.points.iter().take_while(|p| p.time <= t).last().map(|p| p.survival).unwrap_or(1.0)
+    }
+
+    /// Subjects still at risk at time t (time >= t).
+    pub fn at_risk_at(&self, t: f64) -> u64 {
+        self.points.iter().find(|p| p.time >= t).map(|p| p.at_risk).unwrap_or(0)
+    }
+
+    /// 95% CI of the median: the first times where the upper and lower confidence curves reach 0.5
+    /// (lifelines' `median_survival_times(confidence_interval_)`).
+    pub fn median_ci(&self) -> (Option<f64>, Option<f64>) {
+        let first = |f: &dyn Fn(&KmPoint) -> f64| self.points.iter().find(|p| f(p) <= 0.5).map(|p| p.time);
+        (first(&|p| p.ci_low), first(&|p| p.ci_high))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ties {
+    Efron,
+    Breslow,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoxFit {
+    pub names: Vec<String>,
+    pub coef: Vec<f64>,
+    pub se: Vec<f64>,
+    pub log_likelihood: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// Solves `a x = b` for a symmetric positive definite `a` by Gauss–Jordan with partial pivoting; also returns
+/// the inverse. `None` when singular.
+fn solve_and_invert(a: &[Vec<f64>], b: &[f64]) -> Option<(Vec<f64>, Vec<Vec<f64>>)> {
+    let n = b.len();
+    let mut m: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            let mut row = a[i].clone();
+            row.extend((0..n).map(|j| if i == j { 1.0 } else { 0.0 }));
+            row.push(b[i]);
+            row
+        })
+        .collect();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))?;
+        m.swap(col, pivot);
+        let p = m[col][col];
+        if p.abs() < 1e-12 {
+            return None;
+        }
+        for v in m[col].iter_mut() {
+            *v /= p;
+        }
+        let pivot_row = m[col].clone();
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != col {
+                let f = row[col];
+                for (x, pv) in row.iter_mut().zip(&pivot_row) {
+                    *x -= f * pv;
+                }
+            }
+        }
+    }
+    let x = m.iter().map(|r| r[2 * n]).collect();
+    let inv = m.iter().map(|r| r[n..2 * n].to_vec()).collect();
+    Some((x, inv))
+}
+
+/// Log partial likelihood, score and information at `beta`.
+fn cox_derivs(
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+    beta: &[f64],
+    ties: Ties,
+) -> (f64, Vec<f64>, Vec<Vec<f64>>) {
+    let p = beta.len();
+    let n = times.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // descending time, so the risk set grows as we walk
+    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    let eta: Vec<f64> = x.iter().map(|xi| xi.iter().zip(beta).map(|(a, b)| a * b).sum()).collect();
+    let (mut ll, mut u, mut info) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p]);
+    let (mut s0, mut s1, mut s2) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p]);
+    let mut i = 0;
+    while i < n {
+        let t = times[order[i]];
+        let (mut d0, mut d1, mut d2, mut m) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p], 0usize);
+        let start = i;
+        while i < n && times[order[i]] == t {
+            let k = order[i];
+            let w = eta[k].exp();
+            s0 += w;
+            for a in 0..p {
+                s1[a] += w * x[k][a];
+                for b in 0..p {
+                    s2[a][b] += w * x[k][a] * x[k][b];
+                }
+            }
+            if events[k] {
+                m += 1;
+                d0 += w;
+                ll += eta[k];
+                for a in 0..p {
+                    d1[a] += w * x[k][a];
+                    u[a] += x[k][a];
+                    for b in 0..p {
+                        d2[a][b] += w * x[k][a] * x[k][b];
+                    }
+                }
+            }
+            i += 1;
+        }
+        let _ = start;
+        for l in 0..m {
+            let f = match ties {
+                Ties::Efron => l as f64 / m as f64,
+                Ties::Breslow => 0.0,
+            };
+            let z0 = s0 - f * d0;
+            ll -= z0.ln();
+            for a in 0..p {
+                let z1a = s1[a] - f * d1[a];
+                u[a] -= z1a / z0;
+                for b in 0..p {
+                    let z1b = s1[b] - f * d1[b];
+                    let z2 = s2[a][b] - f * d2[a][b];
+                    info[a][b] += z2 / z0 - z1a * z1b / (z0 * z0);
+                }
+            }
+        }
+    }
+    (ll, u, info)
+}
+
+/// Cox proportional hazards by Newton–Raphson with step halving (as R's coxph): converged when the log partial
+/// likelihood changes by less than 1e-9 relative.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn cox_ph(
+    names: Vec<String>,
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+    ties: Ties,
+    max_iter: usize,
+) -> Option<CoxFit> {
+    let p = names.len();
+    let mut beta = vec![0.0; p];
+    let (mut ll, mut u, mut info) = cox_derivs(times, events, x, &beta, ties);
+    let mut iterations = 0;
+    let mut converged = false;
+    while iterations < max_iter {
+        iterations += 1;
+        let (step, _) = solve_and_invert(&info, &u)?;
+        let mut scale = 1.0;
+        let (new_beta, new) = loop {
+            let nb: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + scale * s).collect();
+            let d = cox_derivs(times, events, x, &nb, ties);
+            if d.0 >= ll - 1e-12 || scale < 1e-6 {
+                break (nb, d);
+            }
+            scale /= 2.0;
+        };
+        let change = (new.0 - ll).abs();
+        beta = new_beta;
+        (ll, u, info) = new;
+        if change <= 1e-9 * ll.abs().max(1.0) {
+            converged = true;
+            break;
+        }
+    }
+    let (_, inv) = solve_and_invert(&info, &vec![0.0; p])?;
+    let se = (0..p).map(|a| inv[a][a].max(0.0).sqrt()).collect();
+    Some(CoxFit { names, coef: beta, se, log_likelihood: ll, iterations, converged })
+}
