@@ -328,31 +328,49 @@ mod tests {
 pub fn fisher_exact(t: &TwoByTwo) -> f64 {
     let (a, b, c, d) = (t.a, t.b, t.c, t.d);
     let (row1, col1, n) = (a + b, a + c, a + b + c + d);
-    let ln_choose = |n: u64, k: u64| libm::lgamma(n as f64 + 1.0) - libm::lgamma(k as f64 + 1.0) - libm::lgamma((n - k) as f64 + 1.0);
+    let ln_choose = |n: u64, k: u64| {
+        libm::lgamma(n as f64 + 1.0)
+            - libm::lgamma(k as f64 + 1.0)
+            - libm::lgamma((n - k) as f64 + 1.0)
+    };
     let ln_total = ln_choose(n, col1);
     let ln_p = |x: u64| ln_choose(row1, x) + ln_choose(n - row1, col1 - x) - ln_total;
     let lo = col1.saturating_sub(n - row1);
     let hi = row1.min(col1);
     let observed = ln_p(a);
-    let p: f64 = (lo..=hi).map(ln_p).filter(|lp| *lp <= observed + (1e-7f64).ln_1p()).map(f64::exp).sum();
+    let p: f64 = (lo..=hi)
+        .map(ln_p)
+        .filter(|lp| *lp <= observed + (1e-7f64).ln_1p())
+        .map(f64::exp)
+        .sum();
     p.min(1.0)
 }
 
 impl KmCurve {
     /// S(t): the estimate just after the last event time <= t.
     pub fn survival_at(&self, t: f64) -> f64 {
-        self.points.iter().take_while(|p| p.time <= t).last().map(|p| p.survival).unwrap_or(1.0)
+        self.points
+            .iter()
+            .take_while(|p| p.time <= t)
+            .last()
+            .map(|p| p.survival)
+            .unwrap_or(1.0)
     }
 
     /// Subjects still at risk at time t (time >= t).
     pub fn at_risk_at(&self, t: f64) -> u64 {
-        self.points.iter().find(|p| p.time >= t).map(|p| p.at_risk).unwrap_or(0)
+        self.points
+            .iter()
+            .find(|p| p.time >= t)
+            .map(|p| p.at_risk)
+            .unwrap_or(0)
     }
 
     /// 95% CI of the median: the first times where the upper and lower confidence curves reach 0.5
     /// (lifelines' `median_survival_times(confidence_interval_)`).
     pub fn median_ci(&self) -> (Option<f64>, Option<f64>) {
-        let first = |f: &dyn Fn(&KmPoint) -> f64| self.points.iter().find(|p| f(p) <= 0.5).map(|p| p.time);
+        let first =
+            |f: &dyn Fn(&KmPoint) -> f64| self.points.iter().find(|p| f(p) <= 0.5).map(|p| p.time);
         (first(&|p| p.ci_low), first(&|p| p.ci_high))
     }
 }
@@ -366,6 +384,7 @@ pub enum Ties {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CoxFit {
+    pub ties: Ties,
     pub names: Vec<String>,
     pub coef: Vec<f64>,
     pub se: Vec<f64>,
@@ -424,14 +443,16 @@ fn cox_derivs(
     let mut order: Vec<usize> = (0..n).collect();
     // descending time, so the risk set grows as we walk
     order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
-    let eta: Vec<f64> = x.iter().map(|xi| xi.iter().zip(beta).map(|(a, b)| a * b).sum()).collect();
+    let eta: Vec<f64> = x
+        .iter()
+        .map(|xi| xi.iter().zip(beta).map(|(a, b)| a * b).sum())
+        .collect();
     let (mut ll, mut u, mut info) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p]);
     let (mut s0, mut s1, mut s2) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p]);
     let mut i = 0;
     while i < n {
         let t = times[order[i]];
         let (mut d0, mut d1, mut d2, mut m) = (0.0, vec![0.0; p], vec![vec![0.0; p]; p], 0usize);
-        let start = i;
         while i < n && times[order[i]] == t {
             let k = order[i];
             let w = eta[k].exp();
@@ -456,7 +477,6 @@ fn cox_derivs(
             }
             i += 1;
         }
-        let _ = start;
         for l in 0..m {
             let f = match ties {
                 Ties::Efron => l as f64 / m as f64,
@@ -516,5 +536,285 @@ pub fn cox_ph(
     }
     let (_, inv) = solve_and_invert(&info, &vec![0.0; p])?;
     let se = (0..p).map(|a| inv[a][a].max(0.0).sqrt()).collect();
-    Some(CoxFit { names, coef: beta, se, log_likelihood: ll, iterations, converged })
+    Some(CoxFit {
+        ties,
+        names,
+        coef: beta,
+        se,
+        log_likelihood: ll,
+        iterations,
+        converged,
+    })
+}
+
+/// Grambsch–Therneau test of proportional hazards per covariate from scaled Schoenfeld residuals (Efron-weighted
+/// means at tied times), time transformed as 1 - KM(t): lifelines' `proportional_hazard_test(time_transform="km")`.
+/// Returns (chi-square, p-value) per covariate, 1 df each.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn ph_test(
+    fit: &CoxFit,
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+) -> Option<Vec<(f64, f64)>> {
+    let p = fit.coef.len();
+    let n = times.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    let score: Vec<f64> = x
+        .iter()
+        .map(|xi| {
+            xi.iter()
+                .zip(&fit.coef)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                .exp()
+        })
+        .collect();
+    let (mut s0, mut s1) = (0.0, vec![0.0; p]);
+    // (time, residual) per event
+    let mut resid: Vec<(f64, Vec<f64>)> = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let t = times[order[i]];
+        let (mut d0, mut d1, mut deaths) = (0.0, vec![0.0; p], Vec::new());
+        while i < n && times[order[i]] == t {
+            let k = order[i];
+            s0 += score[k];
+            for a in 0..p {
+                s1[a] += score[k] * x[k][a];
+            }
+            if events[k] {
+                d0 += score[k];
+                for a in 0..p {
+                    d1[a] += score[k] * x[k][a];
+                }
+                deaths.push(k);
+            }
+            i += 1;
+        }
+        let m = deaths.len() as f64;
+        let mut mean = vec![0.0; p];
+        for l in 0..deaths.len() {
+            let f = l as f64 / m;
+            let denom = s0 - f * d0;
+            for a in 0..p {
+                mean[a] += (s1[a] - f * d1[a]) / (denom * m);
+            }
+        }
+        for k in deaths {
+            resid.push((t, (0..p).map(|a| x[k][a] - mean[a]).collect()));
+        }
+    }
+    let d = resid.len();
+    if d < 2 {
+        return None;
+    }
+    let (_, var) = solve_and_invert(&info_at(fit, times, events, x), &vec![0.0; p])?;
+    // pooled Kaplan–Meier for the time transform
+    let pooled: Vec<(f64, bool)> = times.iter().copied().zip(events.iter().copied()).collect();
+    let km = kaplan_meier("all", &pooled);
+    let g: Vec<f64> = resid
+        .iter()
+        .map(|(t, _)| 1.0 - km.survival_at(*t))
+        .collect();
+    let gbar = g.iter().sum::<f64>() / d as f64;
+    let ss: f64 = g.iter().map(|v| (v - gbar).powi(2)).sum();
+    let mut out = Vec::with_capacity(p);
+    for j in 0..p {
+        // scaled residual r*_kj = D * sum_a r_ka V_aj
+        let num: f64 = resid
+            .iter()
+            .zip(&g)
+            .map(|((_, r), gk)| {
+                (gk - gbar) * d as f64 * (0..p).map(|a| r[a] * var[a][j]).sum::<f64>()
+            })
+            .sum();
+        let chi = num * num / (d as f64 * fit.se[j].powi(2) * ss);
+        out.push((chi, chi2_sf(chi, 1)));
+    }
+    Some(out)
+}
+
+fn info_at(fit: &CoxFit, times: &[f64], events: &[bool], x: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    cox_derivs(times, events, x, &fit.coef, fit.ties).2
+}
+
+/// The covariance of a Cox fit's coefficients (inverse information at the estimate).
+pub fn cox_covariance(
+    fit: &CoxFit,
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+) -> Option<Vec<Vec<f64>>> {
+    let p = fit.coef.len();
+    solve_and_invert(&info_at(fit, times, events, x), &vec![0.0; p]).map(|(_, inv)| inv)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogisticFit {
+    pub coef: Vec<f64>,
+    /// Inverse of the information matrix at the estimate.
+    pub covariance: Vec<Vec<f64>>,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// Logistic regression by Newton–Raphson (IRLS); `x` rows must include the intercept column.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn logistic(x: &[Vec<f64>], y: &[f64], max_iter: usize) -> Option<LogisticFit> {
+    let p = x.first()?.len();
+    let mut beta = vec![0.0; p];
+    let mut dev_old = f64::INFINITY;
+    for it in 1..=max_iter {
+        let mut grad = vec![0.0; p];
+        let mut info = vec![vec![0.0; p]; p];
+        let mut dev = 0.0;
+        for (xi, &yi) in x.iter().zip(y) {
+            let eta: f64 = xi.iter().zip(&beta).map(|(a, b)| a * b).sum();
+            let mu = 1.0 / (1.0 + (-eta).exp());
+            dev -= 2.0 * (yi * mu.max(1e-300).ln() + (1.0 - yi) * (1.0 - mu).max(1e-300).ln());
+            let w = mu * (1.0 - mu);
+            for a in 0..p {
+                grad[a] += (yi - mu) * xi[a];
+                for b in 0..p {
+                    info[a][b] += w * xi[a] * xi[b];
+                }
+            }
+        }
+        let (step, cov) = solve_and_invert(&info, &grad)?;
+        if (dev_old - dev).abs() <= 1e-10 * dev.abs().max(1.0) {
+            return Some(LogisticFit {
+                coef: beta,
+                covariance: cov,
+                iterations: it,
+                converged: true,
+            });
+        }
+        dev_old = dev;
+        for a in 0..p {
+            beta[a] += step[a];
+        }
+        if beta.iter().any(|b| !b.is_finite() || b.abs() > 50.0) {
+            return Some(LogisticFit {
+                coef: beta,
+                covariance: cov,
+                iterations: it,
+                converged: false,
+            });
+        }
+    }
+    let (_, cov) =
+        solve_and_invert(&vec![vec![0.0; p]; p], &vec![0.0; p]).unwrap_or((vec![], vec![]));
+    Some(LogisticFit {
+        coef: beta,
+        covariance: cov,
+        iterations: max_iter,
+        converged: false,
+    })
+}
+
+/// Wald chi-square for the coefficients at `idx` being zero: b' V⁻¹ b, with its p-value.
+pub fn wald(coef: &[f64], cov: &[Vec<f64>], idx: &[usize]) -> Option<(f64, usize, f64)> {
+    let b: Vec<f64> = idx.iter().map(|&i| coef[i]).collect();
+    let v: Vec<Vec<f64>> = idx
+        .iter()
+        .map(|&i| idx.iter().map(|&j| cov[i][j]).collect())
+        .collect();
+    let (sol, _) = solve_and_invert(&v, &b)?;
+    let chi: f64 = b.iter().zip(&sol).map(|(a, s)| a * s).sum();
+    Some((chi, idx.len(), chi2_sf(chi, idx.len())))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Describe {
+    pub n: u64,
+    pub missing: u64,
+    pub mean: Option<f64>,
+    /// Sample standard deviation (n - 1).
+    pub sd: Option<f64>,
+    pub median: Option<f64>,
+    /// Quartiles by linear interpolation (R type 7, numpy's default).
+    pub q1: Option<f64>,
+    pub q3: Option<f64>,
+}
+
+fn quantile_sorted(v: &[f64], q: f64) -> f64 {
+    let h = (v.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (h - lo as f64) * (v[hi] - v[lo])
+}
+
+pub fn describe(values: &[Option<f64>]) -> Describe {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let missing = (values.len() - n) as u64;
+    if n == 0 {
+        return Describe {
+            n: 0,
+            missing,
+            mean: None,
+            sd: None,
+            median: None,
+            q1: None,
+            q3: None,
+        };
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let sd = (n > 1)
+        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+    Describe {
+        n: n as u64,
+        missing,
+        mean: Some(mean),
+        sd,
+        median: Some(quantile_sorted(&v, 0.5)),
+        q1: Some(quantile_sorted(&v, 0.25)),
+        q3: Some(quantile_sorted(&v, 0.75)),
+    }
+}
+
+/// Standardized mean difference of a numeric variable: (m1 - m0) / sqrt((s1² + s0²) / 2).
+pub fn smd_numeric(a: &Describe, reference: &Describe) -> Option<f64> {
+    let (m1, m0, s1, s0) = (a.mean?, reference.mean?, a.sd?, reference.sd?);
+    let pooled = ((s1 * s1 + s0 * s0) / 2.0).sqrt();
+    (pooled > 0.0).then(|| (m1 - m0) / pooled)
+}
+
+/// Standardized difference of a categorical variable from level proportions (Yang & Dalton 2012; for two
+/// levels it is (p1 - p0) / sqrt((p1(1-p1) + p0(1-p0)) / 2), signed). `p1`, `p0`: proportions of every level.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn smd_categorical(p1: &[f64], p0: &[f64]) -> Option<f64> {
+    let k = p1.len();
+    if k < 2 {
+        return None;
+    }
+    if k == 2 {
+        let pooled = ((p1[1] * (1.0 - p1[1]) + p0[1] * (1.0 - p0[1])) / 2.0).sqrt();
+        return (pooled > 0.0).then(|| (p1[1] - p0[1]) / pooled);
+    }
+    // drop the first level; S = ((S1 + S0) / 2) with S_ii = p_i(1-p_i), S_ij = -p_i p_j
+    let m = k - 1;
+    let t: Vec<f64> = (1..k).map(|i| p1[i] - p0[i]).collect();
+    let s: Vec<Vec<f64>> = (1..k)
+        .map(|i| {
+            (1..k)
+                .map(|j| {
+                    let cov = |p: &[f64]| {
+                        if i == j {
+                            p[i] * (1.0 - p[i])
+                        } else {
+                            -p[i] * p[j]
+                        }
+                    };
+                    (cov(p1) + cov(p0)) / 2.0
+                })
+                .collect()
+        })
+        .collect();
+    let (sol, _) = solve_and_invert(&s, &t)?;
+    let q: f64 = (0..m).map(|i| t[i] * sol[i]).sum();
+    Some(q.max(0.0).sqrt())
 }

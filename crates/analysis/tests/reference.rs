@@ -21,7 +21,11 @@ fn colon() -> Colon {
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let idx = |c: &str| header.iter().position(|h| *h == c).unwrap();
     let (irx, itime, istatus, ietype) = (idx("rx"), idx("time"), idx("status"), idx("etype"));
-    let mut c = Colon { rx: vec![], time: vec![], status: vec![] };
+    let mut c = Colon {
+        rx: vec![],
+        time: vec![],
+        status: vec![],
+    };
     for l in lines {
         let f: Vec<&str> = l.split(',').collect();
         if f[ietype] == "2" {
@@ -40,13 +44,18 @@ fn reference() -> Value {
 
 fn close(got: f64, want: f64, rel: f64, what: &str) {
     let tol = rel * want.abs().max(1e-12);
-    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want} (relative tolerance {rel})");
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} (relative tolerance {rel})"
+    );
 }
 
 fn groups(c: &Colon) -> BTreeMap<String, Vec<(f64, bool)>> {
     let mut g: BTreeMap<String, Vec<(f64, bool)>> = BTreeMap::new();
     for i in 0..c.rx.len() {
-        g.entry(c.rx[i].clone()).or_default().push((c.time[i], c.status[i]));
+        g.entry(c.rx[i].clone())
+            .or_default()
+            .push((c.time[i], c.status[i]));
     }
     g
 }
@@ -62,13 +71,37 @@ fn kaplan_meier_matches_lifelines() {
         assert_eq!(km.events, want["events"].as_u64().unwrap());
         assert_eq!(km.median, want["median"].as_f64(), "{arm} median");
         let (lo, hi) = km.median_ci();
-        assert_eq!((lo, hi), (want["median_ci"][0].as_f64(), want["median_ci"][1].as_f64()), "{arm} median CI");
+        assert_eq!(
+            (lo, hi),
+            (want["median_ci"][0].as_f64(), want["median_ci"][1].as_f64()),
+            "{arm} median CI"
+        );
         for (t, s) in want["survival_at"].as_object().unwrap() {
-            close(km.survival_at(t.parse().unwrap()), s.as_f64().unwrap(), 1e-9, &format!("{arm} S({t})"));
+            close(
+                km.survival_at(t.parse().unwrap()),
+                s.as_f64().unwrap(),
+                1e-9,
+                &format!("{arm} S({t})"),
+            );
         }
-        let p = km.points.iter().take_while(|p| p.time <= 1825.0).last().unwrap();
-        close(p.ci_low, want["ci_at_1825"][0].as_f64().unwrap(), 1e-6, &format!("{arm} lower CI at 1825"));
-        close(p.ci_high, want["ci_at_1825"][1].as_f64().unwrap(), 1e-6, &format!("{arm} upper CI at 1825"));
+        let p = km
+            .points
+            .iter()
+            .take_while(|p| p.time <= 1825.0)
+            .last()
+            .unwrap();
+        close(
+            p.ci_low,
+            want["ci_at_1825"][0].as_f64().unwrap(),
+            1e-6,
+            &format!("{arm} lower CI at 1825"),
+        );
+        close(
+            p.ci_high,
+            want["ci_at_1825"][1].as_f64().unwrap(),
+            1e-6,
+            &format!("{arm} upper CI at 1825"),
+        );
     }
 }
 
@@ -77,7 +110,12 @@ fn logrank_matches_lifelines() {
     let c = colon();
     let r = &reference()["logrank"];
     let (chi, df, p) = stats::logrank(&groups(&c).into_values().collect::<Vec<_>>());
-    close(chi, r["chi_square"].as_f64().unwrap(), 1e-9, "log-rank chi-square");
+    close(
+        chi,
+        r["chi_square"].as_f64().unwrap(),
+        1e-9,
+        "log-rank chi-square",
+    );
     assert_eq!(df as u64, r["df"].as_u64().unwrap());
     close(p, r["p"].as_f64().unwrap(), 1e-8, "log-rank p");
 }
@@ -85,20 +123,47 @@ fn logrank_matches_lifelines() {
 #[test]
 fn cox_efron_and_breslow_match_lifelines_and_statsmodels() {
     let c = colon();
-    let x: Vec<Vec<f64>> = c
-        .rx
-        .iter()
-        .map(|a| vec![f64::from(u8::from(a == "Lev")), f64::from(u8::from(a == "Lev+5FU"))])
-        .collect();
+    let x: Vec<Vec<f64>> =
+        c.rx.iter()
+            .map(|a| {
+                vec![
+                    f64::from(u8::from(a == "Lev")),
+                    f64::from(u8::from(a == "Lev+5FU")),
+                ]
+            })
+            .collect();
     for (ties, key) in [(Ties::Efron, "efron"), (Ties::Breslow, "breslow")] {
-        let fit = stats::cox_ph(vec!["Lev".into(), "Lev+5FU".into()], &c.time, &c.status, &x, ties, 50).unwrap();
+        let fit = stats::cox_ph(
+            vec!["Lev".into(), "Lev+5FU".into()],
+            &c.time,
+            &c.status,
+            &x,
+            ties,
+            50,
+        )
+        .unwrap();
         assert!(fit.converged, "{key}: {} iterations", fit.iterations);
         let want = &reference()["cox_rx"][key];
         for j in 0..2 {
-            close(fit.coef[j], want["coef"][j].as_f64().unwrap(), 1e-4, &format!("{key} coef {j}"));
-            close(fit.se[j], want["se"][j].as_f64().unwrap(), 1e-4, &format!("{key} se {j}"));
+            close(
+                fit.coef[j],
+                want["coef"][j].as_f64().unwrap(),
+                1e-6,
+                &format!("{key} coef {j}"),
+            );
+            close(
+                fit.se[j],
+                want["se"][j].as_f64().unwrap(),
+                1e-6,
+                &format!("{key} se {j}"),
+            );
         }
-        close(fit.log_likelihood, want["log_likelihood"].as_f64().unwrap(), 1e-8, &format!("{key} log-likelihood"));
+        close(
+            fit.log_likelihood,
+            want["log_likelihood"].as_f64().unwrap(),
+            1e-8,
+            &format!("{key} log-likelihood"),
+        );
     }
 }
 
@@ -107,9 +172,241 @@ fn chi_square_and_fisher_match_scipy() {
     let r = &reference()["binary_lev5fu_vs_obs"];
     let t = &r["table"];
     let n = |i: usize, j: usize| t[i][j].as_u64().unwrap();
-    let tab = TwoByTwo { a: n(0, 0), b: n(0, 1), c: n(1, 0), d: n(1, 1) };
+    let tab = TwoByTwo {
+        a: n(0, 0),
+        b: n(0, 1),
+        c: n(1, 0),
+        d: n(1, 1),
+    };
     let (chi, p) = tab.chi_square();
     close(chi, r["chi_square"].as_f64().unwrap(), 1e-9, "chi-square");
     close(p, r["chi_p"].as_f64().unwrap(), 1e-8, "chi-square p");
-    close(stats::fisher_exact(&tab), r["fisher_p"].as_f64().unwrap(), 1e-6, "Fisher p");
+    close(
+        stats::fisher_exact(&tab),
+        r["fisher_p"].as_f64().unwrap(),
+        1e-6,
+        "Fisher p",
+    );
+}
+
+fn colon_full() -> (Colon, Vec<BTreeMap<String, f64>>) {
+    // the other columns of the death records, by name
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/examples/colon.csv");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let mut rows = Vec::new();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let row: BTreeMap<String, f64> = header
+            .iter()
+            .zip(&f)
+            .filter_map(|(h, v)| v.parse::<f64>().ok().map(|x| (h.clone(), x)))
+            .collect();
+        if row["etype"] == 2.0 {
+            rows.push(row);
+        }
+    }
+    (colon(), rows)
+}
+
+fn rx_dummies(c: &Colon) -> Vec<Vec<f64>> {
+    c.rx.iter()
+        .map(|a| {
+            vec![
+                f64::from(u8::from(a == "Lev")),
+                f64::from(u8::from(a == "Lev+5FU")),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn ph_test_matches_lifelines_km_transform() {
+    let c = colon();
+    let x = rx_dummies(&c);
+    let fit = stats::cox_ph(
+        vec!["Lev".into(), "Lev+5FU".into()],
+        &c.time,
+        &c.status,
+        &x,
+        Ties::Efron,
+        50,
+    )
+    .unwrap();
+    let ph = stats::ph_test(&fit, &c.time, &c.status, &x).unwrap();
+    let r = &reference()["ph_test_km"];
+    for j in 0..2 {
+        close(
+            ph[j].0,
+            r["chi_square"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("PH chi-square {j}"),
+        );
+        close(
+            ph[j].1,
+            r["p"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("PH p {j}"),
+        );
+    }
+}
+
+#[test]
+fn adjusted_cox_and_subgroup_interactions_match() {
+    let (c, rows) = colon_full();
+    let r = reference();
+    let adj = &r["cox_adjusted"];
+    let names: Vec<String> = adj["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let x: Vec<Vec<f64>> = rx_dummies(&c)
+        .into_iter()
+        .zip(&rows)
+        .map(|(mut d, row)| {
+            d.extend(["age", "sex", "obstruct", "node4"].iter().map(|k| row[*k]));
+            d
+        })
+        .collect();
+    let fit = stats::cox_ph(names, &c.time, &c.status, &x, Ties::Efron, 50).unwrap();
+    for j in 0..6 {
+        close(
+            fit.coef[j],
+            adj["coef"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("adjusted coef {j}"),
+        );
+        close(
+            fit.se[j],
+            adj["se"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("adjusted se {j}"),
+        );
+    }
+
+    // Cox with rx x sex interaction: Wald test of the two interaction terms
+    let xi: Vec<Vec<f64>> = rx_dummies(&c)
+        .into_iter()
+        .zip(&rows)
+        .map(|(d, row)| vec![d[0], d[1], row["sex"], d[0] * row["sex"], d[1] * row["sex"]])
+        .collect();
+    let names: Vec<String> = ["Lev", "L5", "sex", "Lev_sex", "L5_sex"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let fit = stats::cox_ph(names, &c.time, &c.status, &xi, Ties::Efron, 50).unwrap();
+    let cov = stats::cox_covariance(&fit, &c.time, &c.status, &xi).unwrap();
+    let (w, df, p) = stats::wald(&fit.coef, &cov, &[3, 4]).unwrap();
+    let want = &r["cox_subgroup_sex"];
+    assert_eq!(df, 2);
+    close(
+        w,
+        want["interaction_wald"].as_f64().unwrap(),
+        1e-6,
+        "Cox interaction Wald",
+    );
+    close(
+        p,
+        want["interaction_p"].as_f64().unwrap(),
+        1e-6,
+        "Cox interaction p",
+    );
+
+    // logistic regression death ~ rx * sex
+    let xl: Vec<Vec<f64>> = xi.iter().map(|v| [vec![1.0], v.clone()].concat()).collect();
+    let y: Vec<f64> = c.status.iter().map(|s| f64::from(u8::from(*s))).collect();
+    let fit = stats::logistic(&xl, &y, 50).unwrap();
+    assert!(fit.converged);
+    let want = &r["logistic_rx_sex"];
+    for j in 0..6 {
+        close(
+            fit.coef[j],
+            want["coef"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("logit coef {j}"),
+        );
+        close(
+            fit.covariance[j][j].sqrt(),
+            want["se"][j].as_f64().unwrap(),
+            1e-6,
+            &format!("logit se {j}"),
+        );
+    }
+    let (w, _, p) = stats::wald(&fit.coef, &fit.covariance, &[4, 5]).unwrap();
+    close(
+        w,
+        want["interaction_wald"].as_f64().unwrap(),
+        1e-6,
+        "logit interaction Wald",
+    );
+    close(
+        p,
+        want["interaction_p"].as_f64().unwrap(),
+        1e-6,
+        "logit interaction p",
+    );
+}
+
+#[test]
+fn table1_pieces_match_pandas() {
+    let (c, rows) = colon_full();
+    let r = &reference()["table1"];
+    let mut by_arm: BTreeMap<&str, Vec<&BTreeMap<String, f64>>> = BTreeMap::new();
+    for (a, row) in c.rx.iter().zip(&rows) {
+        by_arm.entry(a.as_str()).or_default().push(row);
+    }
+    let desc = |arm: &str, col: &str| {
+        stats::describe(
+            &by_arm[arm]
+                .iter()
+                .map(|r| r.get(col).copied())
+                .collect::<Vec<_>>(),
+        )
+    };
+    for arm in ["Obs", "Lev", "Lev+5FU"] {
+        let a = desc(arm, "age");
+        let w = &r[arm];
+        assert_eq!(a.n, w["age_n"].as_u64().unwrap());
+        close(
+            a.mean.unwrap(),
+            w["age_mean"].as_f64().unwrap(),
+            1e-12,
+            "mean",
+        );
+        close(a.sd.unwrap(), w["age_sd"].as_f64().unwrap(), 1e-12, "sd");
+        close(
+            a.median.unwrap(),
+            w["age_median"].as_f64().unwrap(),
+            1e-12,
+            "median",
+        );
+        close(a.q1.unwrap(), w["age_q1"].as_f64().unwrap(), 1e-12, "q1");
+        close(a.q3.unwrap(), w["age_q3"].as_f64().unwrap(), 1e-12, "q3");
+        assert_eq!(
+            desc(arm, "nodes").missing,
+            w["nodes_missing"].as_u64().unwrap()
+        );
+    }
+    let smd = stats::smd_numeric(&desc("Lev+5FU", "age"), &desc("Obs", "age")).unwrap();
+    close(
+        smd,
+        r["smd_age_lev5fu_vs_obs"].as_f64().unwrap(),
+        1e-12,
+        "SMD age",
+    );
+    let prop = |arm: &str| {
+        let v = &by_arm[arm];
+        let p1 = v.iter().filter(|r| r["sex"] == 1.0).count() as f64 / v.len() as f64;
+        vec![1.0 - p1, p1]
+    };
+    let smd = stats::smd_categorical(&prop("Lev+5FU"), &prop("Obs")).unwrap();
+    close(
+        smd,
+        r["smd_sex_lev5fu_vs_obs"].as_f64().unwrap(),
+        1e-12,
+        "SMD sex",
+    );
 }
