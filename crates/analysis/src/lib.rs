@@ -1,19 +1,63 @@
-//! Trial statistics and the report: outcome by arm (risk difference, risk ratio, odds ratio, chi-square),
-//! Kaplan–Meier per arm and the log-rank test when the contract has time-to-event columns. Writes
+//! Trial statistics and the report: CONSORT-style flow, Table 1, the binary outcome by arm (RD, RR, OR, χ²,
+//! Fisher), Kaplan–Meier, log-rank, Cox (unadjusted and adjusted) with a proportional-hazards check, subgroup
+//! effects with interaction tests, and the models' ROC and calibration curves. Writes
 //! `reports/analysis/analysis.json` (every number) and `report.html` (self-contained, inline SVG).
 //!
-//! Invariant: no candle; reads the clean table only, so the analysis population is exactly the accepted rows.
+//! Invariant: no candle; the analysis population is exactly the clean table (accepted rows).
 
 pub mod report;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use trialflow_core::config::Config;
+use trialflow_core::config::{Config, CoxTies};
+use trialflow_core::features::table_column;
 use trialflow_core::lake;
-use trialflow_core::table::read_parquet_prefix;
+use trialflow_core::table::{floats, read_parquet_prefix, strings};
 use trialflow_core::{Error, Result, Storage};
+
+use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
+
+const Z95: f64 = 1.959_963_984_540_054;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    pub rows_ingested: u64,
+    /// Rows quarantined per (column, rule); a row breaking several rules appears under each.
+    pub excluded_by_rule: Vec<(String, String, u64)>,
+    pub excluded_by_filter: u64,
+    pub duplicates_removed: u64,
+    pub rows_excluded: u64,
+    pub analyzed: u64,
+    pub analyzed_per_arm: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NumericRow {
+    pub variable: String,
+    pub overall: Describe,
+    /// Per arm, reference first.
+    pub arms: Vec<(String, Describe)>,
+    /// Each non-reference arm against the reference.
+    pub smd: Vec<(String, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CategoricalRow {
+    pub variable: String,
+    pub levels: Vec<String>,
+    /// Counts per level (same order as `levels`) and missing, overall and per arm.
+    pub overall: (Vec<u64>, u64),
+    pub arms: Vec<(String, Vec<u64>, u64)>,
+    pub smd: Vec<(String, Option<f64>)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table1 {
+    pub numeric: Vec<NumericRow>,
+    pub categorical: Vec<CategoricalRow>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArmOutcome {
@@ -27,20 +71,95 @@ pub struct ArmOutcome {
 pub struct Comparison {
     pub arm: String,
     pub reference: String,
-    pub risk_difference: stats::Estimate,
-    pub risk_ratio: stats::Estimate,
-    pub odds_ratio: stats::Estimate,
+    pub risk_difference: Estimate,
+    pub risk_ratio: Option<Estimate>,
+    pub odds_ratio: Option<Estimate>,
     /// Pearson chi-square on the 2×2 table, no continuity correction.
-    pub chi_square: f64,
-    pub p_value: f64,
+    pub chi_square: Option<f64>,
+    pub chi_square_p: Option<f64>,
+    pub fisher_p: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SurvivalAt {
+    pub arm: String,
+    pub time: f64,
+    pub survival: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub at_risk: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HazardRatio {
+    pub term: String,
+    pub coef: f64,
+    pub se: f64,
+    pub hr: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub p: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CoxModel {
+    pub ties: String,
+    pub covariates: Vec<String>,
+    pub n: u64,
+    pub events: u64,
+    pub converged: bool,
+    pub iterations: usize,
+    pub terms: Vec<HazardRatio>,
+    /// Proportional-hazards check per term: (term, chi-square, p).
+    pub ph_test: Vec<(String, f64, f64)>,
+    /// Why the model could not be estimated, when it could not.
+    pub not_estimable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Survival {
-    pub curves: Vec<stats::KmCurve>,
+    pub curves: Vec<KmCurve>,
+    pub medians: Vec<(String, Option<f64>, Option<f64>, Option<f64>)>,
+    pub at_times: Vec<SurvivalAt>,
     pub logrank_chi_square: f64,
     pub logrank_df: usize,
     pub logrank_p_value: f64,
+    pub cox: CoxModel,
+    pub cox_adjusted: Option<CoxModel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubgroupEffect {
+    pub level: String,
+    pub arm: String,
+    pub n: u64,
+    pub events: u64,
+    /// "OR" (binary outcome) or "HR" (time to event).
+    pub measure: String,
+    pub estimate: Option<Estimate>,
+    pub not_estimable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subgroup {
+    pub variable: String,
+    pub prespecified: bool,
+    pub measure: String,
+    pub effects: Vec<SubgroupEffect>,
+    /// Wald test of the arm × subgroup interaction terms.
+    pub interaction_chi_square: Option<f64>,
+    pub interaction_df: usize,
+    pub interaction_p: Option<f64>,
+    pub not_estimable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCurves {
+    pub model: String,
+    pub roc_auc: f64,
+    pub brier: f64,
+    pub roc: Vec<(f64, f64)>,
+    pub calibration: Vec<(f64, f64, usize)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,113 +167,718 @@ pub struct Analysis {
     pub dataset: String,
     pub reference_arm: String,
     pub analyzed_rows: u64,
+    pub flow: Option<Flow>,
+    pub table1: Table1,
     pub arms: Vec<ArmOutcome>,
     pub comparisons: Vec<Comparison>,
     pub survival: Option<Survival>,
+    pub subgroups: Vec<Subgroup>,
+    pub models: Vec<ModelCurves>,
     /// Definitional choices, also printed in the report.
     pub methods: Vec<String>,
 }
 
-fn strings(batches: &[arrow::array::RecordBatch], col: &str) -> Result<Vec<Option<String>>> {
-    trialflow_core::table::strings(batches, col)
-        .map_err(|e| Error::bad_data(lake::CLEAN, e.to_string()))
+enum Column {
+    Numeric(Vec<Option<f64>>),
+    Categorical(Vec<Option<String>>),
 }
 
-fn numbers(batches: &[arrow::array::RecordBatch], col: &str) -> Result<Vec<Option<f64>>> {
-    trialflow_core::table::floats(batches, col)
-        .map_err(|e| Error::bad_data(lake::CLEAN, e.to_string()))
+/// The clean table, column by column.
+struct Data {
+    arm: Vec<String>,
+    /// Reference first, then the others sorted.
+    arms: Vec<String>,
+    outcome: Vec<f64>,
+    tte: Option<(Vec<f64>, Vec<bool>)>,
+    columns: BTreeMap<String, Column>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::bad_data(lake::CLEAN, msg)
+}
+
+fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
+    let d = &cfg.dataset;
+    let arm: Vec<String> = strings(batches, "arm")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| a.ok_or_else(|| bad(format!("row {i}: the arm is missing"))))
+        .collect::<Result<_>>()?;
+    let reference = d.arm.reference.clone();
+    let levels: BTreeSet<&String> = arm.iter().collect();
+    if levels.len() < 2 {
+        return Err(bad(format!(
+            "the arm column `{}` has {} level(s) among the analyzed rows; a comparison needs two",
+            d.arm.column,
+            levels.len()
+        )));
+    }
+    if !levels.contains(&reference) {
+        return Err(bad(format!(
+            "the reference arm `{reference}` (dataset.arm.reference) has no analyzed subject; arms are {levels:?}"
+        )));
+    }
+    let mut arms = vec![reference.clone()];
+    arms.extend(levels.into_iter().filter(|a| **a != reference).cloned());
+    let outcome = floats(batches, "outcome")?
+        .into_iter()
+        .map(|v| v.unwrap_or(0.0))
+        .collect();
+    let tte = if d.time_to_event.is_some() {
+        let t = floats(batches, "time")?;
+        let e = floats(batches, "event")?;
+        let mut times = Vec::with_capacity(t.len());
+        for (i, v) in t.iter().enumerate() {
+            match v {
+                Some(x) if *x >= 0.0 => times.push(*x),
+                _ => return Err(bad(format!("row {i}: expected a non-negative time"))),
+            }
+        }
+        Some((times, e.iter().map(|v| v.unwrap_or(0.0) > 0.5).collect()))
+    } else {
+        None
+    };
+    let mut columns = BTreeMap::new();
+    for c in &d.numeric {
+        columns.insert(
+            c.clone(),
+            Column::Numeric(floats(batches, &table_column(c))?),
+        );
+    }
+    for c in &d.categorical {
+        columns.insert(
+            c.clone(),
+            Column::Categorical(strings(batches, &table_column(c))?),
+        );
+    }
+    if let Some(site) = &d.site {
+        columns.insert(site.clone(), Column::Categorical(strings(batches, "site")?));
+    }
+    Ok(Data {
+        arm,
+        arms,
+        outcome,
+        tte,
+        columns,
+    })
+}
+
+fn levels_of(v: &[Option<String>]) -> Vec<String> {
+    v.iter()
+        .flatten()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+fn table1(cfg: &Config, data: &Data) -> Table1 {
+    let mut numeric = Vec::new();
+    let mut categorical = Vec::new();
+    let idx_of = |arm: &str| -> Vec<usize> {
+        (0..data.arm.len())
+            .filter(|&i| data.arm[i] == arm)
+            .collect()
+    };
+    let reference = &data.arms[0];
+    for name in cfg.dataset.numeric.iter().chain(&cfg.dataset.categorical) {
+        match &data.columns[name] {
+            Column::Numeric(v) => {
+                let per_arm: Vec<(String, Describe)> = data
+                    .arms
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.clone(),
+                            stats::describe(&idx_of(a).iter().map(|&i| v[i]).collect::<Vec<_>>()),
+                        )
+                    })
+                    .collect();
+                let smd = per_arm[1..]
+                    .iter()
+                    .map(|(a, d)| (a.clone(), stats::smd_numeric(d, &per_arm[0].1)))
+                    .collect();
+                numeric.push(NumericRow {
+                    variable: name.clone(),
+                    overall: stats::describe(v),
+                    arms: per_arm,
+                    smd,
+                });
+            }
+            Column::Categorical(v) => {
+                let levels = levels_of(v);
+                let count = |rows: &[usize]| -> (Vec<u64>, u64) {
+                    let counts = levels
+                        .iter()
+                        .map(|l| rows.iter().filter(|&&i| v[i].as_ref() == Some(l)).count() as u64)
+                        .collect();
+                    (
+                        counts,
+                        rows.iter().filter(|&&i| v[i].is_none()).count() as u64,
+                    )
+                };
+                let all: Vec<usize> = (0..v.len()).collect();
+                let arms: Vec<(String, Vec<u64>, u64)> = data
+                    .arms
+                    .iter()
+                    .map(|a| {
+                        let (c, m) = count(&idx_of(a));
+                        (a.clone(), c, m)
+                    })
+                    .collect();
+                let props = |c: &[u64]| {
+                    let n: u64 = c.iter().sum();
+                    c.iter()
+                        .map(|x| if n > 0 { *x as f64 / n as f64 } else { 0.0 })
+                        .collect::<Vec<f64>>()
+                };
+                let p0 = props(&arms[0].1);
+                let smd = arms[1..]
+                    .iter()
+                    .map(|(a, c, _)| (a.clone(), stats::smd_categorical(&props(c), &p0)))
+                    .collect();
+                categorical.push(CategoricalRow {
+                    variable: name.clone(),
+                    levels: levels.clone(),
+                    overall: count(&all),
+                    arms,
+                    smd,
+                });
+            }
+        }
+    }
+    let _ = reference;
+    Table1 {
+        numeric,
+        categorical,
+    }
+}
+
+fn comparisons(data: &Data) -> (Vec<ArmOutcome>, Vec<Comparison>) {
+    let mut counts: BTreeMap<&String, (u64, u64)> = BTreeMap::new();
+    for (a, y) in data.arm.iter().zip(&data.outcome) {
+        let e = counts.entry(a).or_default();
+        e.0 += 1;
+        e.1 += u64::from(*y > 0.5);
+    }
+    let arms = data
+        .arms
+        .iter()
+        .map(|a| {
+            let (n, e) = counts[a];
+            ArmOutcome {
+                arm: a.clone(),
+                n,
+                events: e,
+                risk: e as f64 / n as f64,
+            }
+        })
+        .collect();
+    let (rn, re) = counts[&data.arms[0]];
+    let comps = data.arms[1..]
+        .iter()
+        .map(|a| {
+            let (n, e) = counts[a];
+            let t = TwoByTwo {
+                a: e,
+                b: n - e,
+                c: re,
+                d: rn - re,
+            };
+            let (chi, p) = t.chi_square();
+            let finite = |x: Estimate| {
+                (x.estimate.is_finite() && x.ci_low.is_finite() && x.ci_high.is_finite())
+                    .then_some(x)
+            };
+            Comparison {
+                arm: a.clone(),
+                reference: data.arms[0].clone(),
+                risk_difference: t.risk_difference(),
+                risk_ratio: finite(t.risk_ratio()),
+                odds_ratio: finite(t.odds_ratio()),
+                chi_square: chi.is_finite().then_some(chi),
+                chi_square_p: p.is_finite().then_some(p),
+                fisher_p: stats::fisher_exact(&t),
+            }
+        })
+        .collect();
+    (arms, comps)
+}
+
+fn ties(cfg: &Config) -> Ties {
+    match cfg.analysis.ties {
+        CoxTies::Efron => Ties::Efron,
+        CoxTies::Breslow => Ties::Breslow,
+    }
+}
+
+/// Design-matrix columns for covariate `name` of row `i`: numbers as they are, categories as indicators of
+/// every level but the first. `None` when the value is missing.
+fn covariate_terms<'a>(
+    data: &'a Data,
+    name: &str,
+) -> (Vec<String>, Box<dyn Fn(usize) -> Option<Vec<f64>> + 'a>) {
+    match &data.columns[name] {
+        Column::Numeric(v) => (
+            vec![name.to_string()],
+            Box::new(move |i| v[i].map(|x| vec![x])),
+        ),
+        Column::Categorical(v) => {
+            let levels = levels_of(v);
+            let names = levels[1..].iter().map(|l| format!("{name}={l}")).collect();
+            let f = move |i: usize| {
+                v[i].as_ref().map(|x| {
+                    levels[1..]
+                        .iter()
+                        .map(|l| f64::from(u8::from(x == l)))
+                        .collect()
+                })
+            };
+            (names, Box::new(f))
+        }
+    }
+}
+
+fn arm_terms(data: &Data, i: usize) -> Vec<f64> {
+    data.arms[1..]
+        .iter()
+        .map(|a| f64::from(u8::from(&data.arm[i] == a)))
+        .collect()
+}
+
+fn hazard_ratios(fit: &stats::CoxFit, upto: usize) -> Vec<HazardRatio> {
+    (0..upto.min(fit.coef.len()))
+        .map(|j| {
+            let (b, se) = (fit.coef[j], fit.se[j]);
+            HazardRatio {
+                term: fit.names[j].clone(),
+                coef: b,
+                se,
+                hr: b.exp(),
+                ci_low: (b - Z95 * se).exp(),
+                ci_high: (b + Z95 * se).exp(),
+                p: libm::erfc((b / se).abs() / std::f64::consts::SQRT_2),
+            }
+        })
+        .collect()
+}
+
+fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
+    let Some((times, events)) = &data.tte else {
+        unreachable!("cox_model needs time-to-event data")
+    };
+    let mut names: Vec<String> = data.arms[1..].iter().map(|a| format!("arm={a}")).collect();
+    let terms: Vec<_> = adjust.iter().map(|c| covariate_terms(data, c)).collect();
+    for (n, _) in &terms {
+        names.extend(n.iter().cloned());
+    }
+    let (mut t, mut e, mut x) = (Vec::new(), Vec::new(), Vec::new());
+    'rows: for i in 0..data.arm.len() {
+        let mut row = arm_terms(data, i);
+        for (_, f) in &terms {
+            match f(i) {
+                Some(v) => row.extend(v),
+                None => continue 'rows, // complete cases only
+            }
+        }
+        t.push(times[i]);
+        e.push(events[i]);
+        x.push(row);
+    }
+    let n_events = e.iter().filter(|v| **v).count() as u64;
+    let mut model = CoxModel {
+        ties: format!("{:?}", cfg.analysis.ties).to_lowercase(),
+        covariates: adjust.to_vec(),
+        n: t.len() as u64,
+        events: n_events,
+        converged: false,
+        iterations: 0,
+        terms: Vec::new(),
+        ph_test: Vec::new(),
+        not_estimable: None,
+    };
+    if n_events == 0 {
+        model.not_estimable = Some("no events".into());
+        return model;
+    }
+    match stats::cox_ph(names.clone(), &t, &e, &x, ties(cfg), 50) {
+        None => {
+            model.not_estimable = Some(
+                "the information matrix is singular (a covariate is constant or collinear)".into(),
+            )
+        }
+        Some(fit) => {
+            model.converged = fit.converged;
+            model.iterations = fit.iterations;
+            if !fit.converged {
+                model.not_estimable =
+                    Some(format!("did not converge in {} iterations", fit.iterations));
+            }
+            model.terms = hazard_ratios(&fit, names.len());
+            if let Some(ph) = stats::ph_test(&fit, &t, &e, &x) {
+                model.ph_test = names
+                    .iter()
+                    .cloned()
+                    .zip(ph)
+                    .map(|(n, (c, p))| (n, c, p))
+                    .collect();
+            }
+        }
+    }
+    model
+}
+
+fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
+    let (times, events) = data.tte.as_ref()?;
+    let curves: Vec<KmCurve> = data
+        .arms
+        .iter()
+        .map(|a| {
+            let obs: Vec<(f64, bool)> = (0..times.len())
+                .filter(|&i| &data.arm[i] == a)
+                .map(|i| (times[i], events[i]))
+                .collect();
+            stats::kaplan_meier(a, &obs)
+        })
+        .collect();
+    let medians = curves.iter().map(|c| {
+        let (lo, hi) = c.median_ci();
+        (c.arm.clone(), c.median, lo, hi)
+    });
+    let mut at_times = Vec::new();
+    for c in &curves {
+        for &t in &cfg.analysis.survival_times {
+            let p = c.points.iter().take_while(|p| p.time <= t).last();
+            at_times.push(SurvivalAt {
+                arm: c.arm.clone(),
+                time: t,
+                survival: c.survival_at(t),
+                ci_low: p.map(|p| p.ci_low).unwrap_or(1.0),
+                ci_high: p.map(|p| p.ci_high).unwrap_or(1.0),
+                at_risk: c.at_risk_at(t),
+            });
+        }
+    }
+    let groups: Vec<Vec<(f64, bool)>> = data
+        .arms
+        .iter()
+        .map(|a| {
+            (0..times.len())
+                .filter(|&i| &data.arm[i] == a)
+                .map(|i| (times[i], events[i]))
+                .collect()
+        })
+        .collect();
+    let (chi, df, p) = stats::logrank(&groups);
+    let adjusted =
+        (!cfg.analysis.adjust.is_empty()).then(|| cox_model(cfg, data, &cfg.analysis.adjust));
+    Some(Survival {
+        medians: medians.collect(),
+        curves,
+        at_times,
+        logrank_chi_square: chi,
+        logrank_df: df,
+        logrank_p_value: p,
+        cox: cox_model(cfg, data, &[]),
+        cox_adjusted: adjusted,
+    })
+}
+
+/// Subgroup level of every row (None = missing), and the levels in order.
+fn subgroup_levels(data: &Data, column: &str, bands: &[f64]) -> (Vec<Option<String>>, Vec<String>) {
+    match &data.columns[column] {
+        Column::Categorical(v) => (v.clone(), levels_of(v)),
+        Column::Numeric(v) => {
+            let fmt = |x: f64| {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x}")
+                }
+            };
+            let mut labels = Vec::new();
+            for k in 0..=bands.len() {
+                labels.push(match (k.checked_sub(1).map(|j| bands[j]), bands.get(k)) {
+                    (None, Some(hi)) => format!("< {}", fmt(*hi)),
+                    (Some(lo), Some(hi)) => format!("{}–{}", fmt(lo), fmt(*hi)),
+                    (Some(lo), None) => format!(">= {}", fmt(lo)),
+                    (None, None) => "all".into(),
+                });
+            }
+            let lv = v
+                .iter()
+                .map(|x| x.map(|x| labels[bands.iter().filter(|b| x >= **b).count()].clone()))
+                .collect();
+            (lv, labels)
+        }
+    }
+}
+
+fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConfig) -> Subgroup {
+    let (lv, levels) = subgroup_levels(data, &sg.column, &sg.bands);
+    let measure = if data.tte.is_some() { "HR" } else { "OR" };
+    let mut effects = Vec::new();
+    for l in &levels {
+        let rows: Vec<usize> = (0..lv.len())
+            .filter(|&i| lv[i].as_ref() == Some(l))
+            .collect();
+        for a in &data.arms[1..] {
+            let members: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| &data.arm[i] == a || data.arm[i] == data.arms[0])
+                .collect();
+            let treated = |i: usize| &data.arm[i] == a;
+            let (mut est, mut why) = (None, None);
+            let events = match &data.tte {
+                Some((_, ev)) => members.iter().filter(|&&i| ev[i]).count() as u64,
+                None => members.iter().filter(|&&i| data.outcome[i] > 0.5).count() as u64,
+            };
+            match &data.tte {
+                Some((t, ev)) => {
+                    let x: Vec<Vec<f64>> = members
+                        .iter()
+                        .map(|&i| vec![f64::from(u8::from(treated(i)))])
+                        .collect();
+                    let tt: Vec<f64> = members.iter().map(|&i| t[i]).collect();
+                    let ee: Vec<bool> = members.iter().map(|&i| ev[i]).collect();
+                    let both_arms = x.iter().any(|v| v[0] == 1.0) && x.iter().any(|v| v[0] == 0.0);
+                    if events == 0 || !both_arms {
+                        why = Some(
+                            if events == 0 {
+                                "no events"
+                            } else {
+                                "an arm is empty"
+                            }
+                            .to_string(),
+                        );
+                    } else {
+                        match stats::cox_ph(vec![format!("arm={a}")], &tt, &ee, &x, ties(cfg), 50) {
+                            Some(f) if f.converged && f.se[0].is_finite() => {
+                                let h = &hazard_ratios(&f, 1)[0];
+                                est = Some(Estimate {
+                                    estimate: h.hr,
+                                    ci_low: h.ci_low,
+                                    ci_high: h.ci_high,
+                                });
+                            }
+                            Some(f) => {
+                                why =
+                                    Some(format!("did not converge in {} iterations", f.iterations))
+                            }
+                            None => why = Some("singular information matrix".into()),
+                        }
+                    }
+                }
+                None => {
+                    let cnt = |pred: &dyn Fn(usize) -> bool| {
+                        members.iter().filter(|&&i| pred(i)).count() as u64
+                    };
+                    let t = TwoByTwo {
+                        a: cnt(&|i| treated(i) && data.outcome[i] > 0.5),
+                        b: cnt(&|i| treated(i) && data.outcome[i] <= 0.5),
+                        c: cnt(&|i| !treated(i) && data.outcome[i] > 0.5),
+                        d: cnt(&|i| !treated(i) && data.outcome[i] <= 0.5),
+                    };
+                    if t.a * t.b * t.c * t.d == 0 {
+                        why = Some("a cell of the 2×2 table is empty".into());
+                    } else {
+                        est = Some(t.odds_ratio());
+                    }
+                }
+            }
+            effects.push(SubgroupEffect {
+                level: l.clone(),
+                arm: a.clone(),
+                n: members.len() as u64,
+                events,
+                measure: measure.into(),
+                estimate: est,
+                not_estimable: why,
+            });
+        }
+    }
+    // interaction: outcome ~ arm + level + arm × level (rows with a level), Wald test on the products
+    let rows: Vec<usize> = (0..lv.len()).filter(|&i| lv[i].is_some()).collect();
+    let na = data.arms.len() - 1;
+    let nl = levels.len().saturating_sub(1);
+    let design = |i: usize| -> Vec<f64> {
+        let arm = arm_terms(data, i);
+        let lvl: Vec<f64> = levels[1..]
+            .iter()
+            .map(|l| f64::from(u8::from(lv[i].as_ref() == Some(l))))
+            .collect();
+        let mut row = arm.clone();
+        row.extend(&lvl);
+        for a in &arm {
+            for l in &lvl {
+                row.push(a * l);
+            }
+        }
+        row
+    };
+    let products: Vec<usize> = (na + nl..na + nl + na * nl).collect();
+    let mut out = Subgroup {
+        variable: sg.column.clone(),
+        prespecified: sg.prespecified,
+        measure: measure.into(),
+        effects,
+        interaction_chi_square: None,
+        interaction_df: products.len(),
+        interaction_p: None,
+        not_estimable: None,
+    };
+    if nl == 0 {
+        out.not_estimable = Some("one level only".into());
+        return out;
+    }
+    let result = match &data.tte {
+        Some((t, ev)) => {
+            let x: Vec<Vec<f64>> = rows.iter().map(|&i| design(i)).collect();
+            let tt: Vec<f64> = rows.iter().map(|&i| t[i]).collect();
+            let ee: Vec<bool> = rows.iter().map(|&i| ev[i]).collect();
+            let names = (0..x.first().map_or(0, Vec::len))
+                .map(|j| format!("x{j}"))
+                .collect();
+            stats::cox_ph(names, &tt, &ee, &x, ties(cfg), 50).and_then(|f| {
+                let cov = stats::cox_covariance(&f, &tt, &ee, &x)?;
+                f.converged
+                    .then(|| stats::wald(&f.coef, &cov, &products))
+                    .flatten()
+            })
+        }
+        None => {
+            let x: Vec<Vec<f64>> = rows
+                .iter()
+                .map(|&i| [vec![1.0], design(i)].concat())
+                .collect();
+            let y: Vec<f64> = rows.iter().map(|&i| data.outcome[i]).collect();
+            let shifted: Vec<usize> = products.iter().map(|p| p + 1).collect();
+            stats::logistic(&x, &y, 50).and_then(|f| {
+                f.converged
+                    .then(|| stats::wald(&f.coef, &f.covariance, &shifted))
+                    .flatten()
+            })
+        }
+    };
+    match result {
+        Some((chi, _, p)) if chi.is_finite() && p.is_finite() => {
+            out.interaction_chi_square = Some(chi);
+            out.interaction_p = Some(p);
+        }
+        _ => {
+            out.not_estimable = Some(
+                "the interaction model could not be estimated (empty cells or no convergence)"
+                    .into(),
+            )
+        }
+    }
+    out
+}
+
+async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
+    let Some(bytes) = lake.get_opt(lake::EVALUATION).await? else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_data(lake.display(lake::EVALUATION), format!("not JSON: {e}")))?;
+    let mut out = Vec::new();
+    for m in v["leaderboard"].as_array().into_iter().flatten() {
+        let met = &m["metrics"];
+        let pairs = |key: &str| -> Vec<(f64, f64)> {
+            serde_json::from_value(met[key].clone()).unwrap_or_default()
+        };
+        let calibration = met["calibration"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["mean_predicted"].as_f64().unwrap_or(0.0),
+                    b["observed"].as_f64().unwrap_or(0.0),
+                    b["n"].as_u64().unwrap_or(0) as usize,
+                )
+            })
+            .collect();
+        out.push(ModelCurves {
+            model: m["model"].as_str().unwrap_or_default().to_string(),
+            roc_auc: met["roc_auc"].as_f64().unwrap_or(f64::NAN),
+            brier: met["brier"].as_f64().unwrap_or(f64::NAN),
+            roc: pairs("roc"),
+            calibration,
+        });
+    }
+    Ok(out)
+}
+
+async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
+    let Some(bytes) = lake.get_opt(lake::CLEAN_REPORT).await? else {
+        return Ok(None);
+    };
+    let r: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_data(lake.display(lake::CLEAN_REPORT), format!("not JSON: {e}")))?;
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let excluded_by_rule = r["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["action"] == "quarantine")
+        .map(|v| {
+            (
+                v["column"].as_str().unwrap_or("").to_string(),
+                v["rule"].as_str().unwrap_or("").to_string(),
+                v["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let per_arm = data
+        .arms
+        .iter()
+        .map(|a| {
+            (
+                a.clone(),
+                data.arm.iter().filter(|x| *x == a).count() as u64,
+            )
+        })
+        .collect();
+    Ok(Some(Flow {
+        rows_ingested: n("rows_in"),
+        excluded_by_rule,
+        excluded_by_filter: n("excluded_by_filter"),
+        duplicates_removed: n("exact_duplicates") + n("repeated_ids"),
+        rows_excluded: n("quarantined"),
+        analyzed: n("accepted"),
+        analyzed_per_arm: per_arm,
+    }))
 }
 
 /// Computes the analysis over `processed/clean/` and writes the JSON and HTML report.
 pub async fn analyze(cfg: &Config, lake: &Storage) -> Result<Analysis> {
     let batches = read_parquet_prefix(lake, lake::CLEAN).await?;
-    let arms = strings(&batches, "arm")?;
-    let outcome = numbers(&batches, "outcome")?;
-    let reference = cfg.dataset.arm.reference.clone();
-    let mut by_arm: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (a, y) in arms.iter().zip(&outcome) {
-        if let (Some(a), Some(y)) = (a, y) {
-            let e = by_arm.entry(a.clone()).or_default();
-            e.0 += 1;
-            e.1 += u64::from(*y > 0.5);
-        }
-    }
-    if !by_arm.contains_key(&reference) {
-        return Err(Error::bad_data(
-            lake.display(lake::CLEAN),
-            format!(
-                "the reference arm `{reference}` (dataset.arm.reference) has no analyzed subject"
-            ),
-        ));
-    }
-    let arm_rows: Vec<ArmOutcome> = by_arm
-        .iter()
-        .map(|(a, (n, e))| ArmOutcome {
-            arm: a.clone(),
-            n: *n,
-            events: *e,
-            risk: *e as f64 / *n as f64,
-        })
-        .collect();
-    let (rn, re) = by_arm[&reference];
-    let comparisons = by_arm
-        .iter()
-        .filter(|(a, _)| **a != reference)
-        .map(|(a, (n, e))| {
-            let t = stats::TwoByTwo {
-                a: *e,
-                b: n - e,
-                c: re,
-                d: rn - re,
-            };
-            let (chi_square, p_value) = t.chi_square();
-            Comparison {
-                arm: a.clone(),
-                reference: reference.clone(),
-                risk_difference: t.risk_difference(),
-                risk_ratio: t.risk_ratio(),
-                odds_ratio: t.odds_ratio(),
-                chi_square,
-                p_value,
-            }
-        })
-        .collect();
-    let survival = if cfg.dataset.time_to_event.is_some() {
-        let time = numbers(&batches, "time")?;
-        let event = numbers(&batches, "event")?;
-        let mut groups: BTreeMap<String, Vec<(f64, bool)>> = BTreeMap::new();
-        for ((a, t), e) in arms.iter().zip(&time).zip(&event) {
-            if let (Some(a), Some(t), Some(e)) = (a, t, e) {
-                groups.entry(a.clone()).or_default().push((*t, *e > 0.5));
-            }
-        }
-        let curves = groups
-            .iter()
-            .map(|(a, obs)| stats::kaplan_meier(a, obs))
-            .collect();
-        let (chi, df, p) = stats::logrank(&groups.into_values().collect::<Vec<_>>());
-        Some(Survival {
-            curves,
-            logrank_chi_square: chi,
-            logrank_df: df,
-            logrank_p_value: p,
-        })
-    } else {
-        None
-    };
+    let data = load(cfg, &batches)?;
+    let (arms, comparisons) = comparisons(&data);
+    let ties_name = format!("{:?}", cfg.analysis.ties);
     let analysis = Analysis {
         dataset: cfg.dataset.name.clone(),
-        reference_arm: reference,
-        analyzed_rows: arms.len() as u64,
-        arms: arm_rows,
+        reference_arm: data.arms[0].clone(),
+        analyzed_rows: data.arm.len() as u64,
+        flow: flow(lake, &data).await?,
+        table1: table1(cfg, &data),
+        arms,
         comparisons,
-        survival,
+        survival: survival(cfg, &data),
+        subgroups: cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, &data, s)).collect(),
+        models: model_curves(lake).await?,
         methods: vec![
-            "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication).".into(),
+            "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow.".into(),
+            "Table 1: mean ± SD (n − 1), median [IQR] with linear quantile interpolation (R type 7); standardized mean differences against the reference arm (categorical: Yang & Dalton).".into(),
             "Risk difference: Wald 95% CI. Risk ratio and odds ratio: 95% CI on the log scale (Katz; Woolf).".into(),
-            "Chi-square: Pearson, 1 df, no continuity correction.".into(),
-            "Kaplan–Meier: product-limit estimate; Greenwood variance; 95% CI with the log(-log) transform.".into(),
-            "Log-rank: k-sample test, (k-1) df, ties handled as in R survival::survdiff (rho = 0).".into(),
+            "Chi-square: Pearson, 1 df, no continuity correction. Fisher's exact test: two-sided, tables no more likely than the observed one.".into(),
+            "Kaplan–Meier: product-limit estimate; Greenwood variance; 95% CI with the log(−log) transform (lifelines' default); median CI where the CI curves cross 0.5.".into(),
+            "Log-rank: k-sample test with (k − 1) df (R survdiff, rho = 0).".into(),
+            format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their first level."),
+            "Proportional hazards: Grambsch–Therneau test on scaled Schoenfeld residuals against 1 − KM(t) (lifelines' proportional_hazard_test, time_transform = km).".into(),
+            "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };
     lake.put_json(&format!("{}analysis.json", lake::ANALYSIS), &analysis)

@@ -1,8 +1,10 @@
-//! The self-contained HTML report: tables and inline SVG, no scripts, no network.
+//! The self-contained HTML report: tables and inline SVG charts, no scripts, no fonts, no network. Readable on
+//! a narrow screen (charts scale, wide tables scroll) and printable.
 
 use std::fmt::Write;
 
-use crate::Analysis;
+use crate::stats::Estimate;
+use crate::{Analysis, Survival};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -11,84 +13,435 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn km_svg(a: &Analysis) -> String {
-    let Some(s) = &a.survival else {
-        return String::new();
-    };
-    let (w, h, pad) = (640.0, 320.0, 40.0);
+fn num(x: Option<f64>, digits: usize) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "—".into(),
+    }
+}
+
+fn p_value(p: Option<f64>) -> String {
+    match p {
+        Some(v) if v < 0.0001 => "&lt;0.0001".into(),
+        Some(v) if v.is_finite() => format!("{v:.4}"),
+        _ => "—".into(),
+    }
+}
+
+fn est(e: Option<&Estimate>, digits: usize) -> String {
+    match e {
+        Some(e) => format!(
+            "{:.digits$} ({:.digits$}, {:.digits$})",
+            e.estimate, e.ci_low, e.ci_high
+        ),
+        None => "not estimable".into(),
+    }
+}
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+/// A chart frame: maps data coordinates into a `w`×`h` SVG with margins, draws axes and ticks.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    bottom: f64,
+    x: (f64, f64),
+    y: (f64, f64),
+    svg: String,
+}
+
+impl Frame {
+    fn new(
+        label: &str,
+        w: f64,
+        h: f64,
+        x: (f64, f64),
+        y: (f64, f64),
+        xlabel: &str,
+        ylabel: &str,
+    ) -> Self {
+        let mut f = Frame {
+            w,
+            h,
+            left: 48.0,
+            bottom: 36.0,
+            x,
+            y,
+            svg: String::new(),
+        };
+        let _ = write!(
+            f.svg,
+            "<svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\" class=\"chart\"><rect x=\"{}\" y=\"8\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
+            esc(label),
+            f.left,
+            w - f.left - 8.0,
+            h - f.bottom - 8.0
+        );
+        for k in 0..=4 {
+            let t = k as f64 / 4.0;
+            let (xv, yv) = (x.0 + t * (x.1 - x.0), y.0 + t * (y.1 - y.0));
+            let _ = write!(
+                f.svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+                f.px(xv),
+                h - f.bottom + 13.0,
+                trim(xv),
+                f.left - 4.0,
+                f.py(yv) + 3.0,
+                trim(yv)
+            );
+        }
+        let _ = write!(
+            f.svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text><text x=\"12\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12 {:.1})\">{}</text>",
+            f.left + (w - f.left) / 2.0,
+            h - 6.0,
+            esc(xlabel),
+            (h - f.bottom) / 2.0,
+            (h - f.bottom) / 2.0,
+            esc(ylabel)
+        );
+        f
+    }
+
+    fn px(&self, v: f64) -> f64 {
+        self.left + (self.w - self.left - 8.0) * (v - self.x.0) / (self.x.1 - self.x.0).max(1e-12)
+    }
+
+    fn py(&self, v: f64) -> f64 {
+        8.0 + (self.h - self.bottom - 8.0)
+            * (1.0 - (v - self.y.0) / (self.y.1 - self.y.0).max(1e-12))
+    }
+
+    fn polyline(&mut self, pts: &[(f64, f64)], color: &str, dash: bool) {
+        let p: Vec<String> = pts
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", self.px(*x), self.py(*y)))
+            .collect();
+        let d = if dash {
+            " stroke-dasharray=\"4 3\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            self.svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.6\"{d} points=\"{}\"/>",
+            p.join(" ")
+        );
+    }
+
+    fn legend(&mut self, i: usize, text: &str, color: &str) {
+        let _ = write!(
+            self.svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{color}\">■ {}</text>",
+            self.left + 8.0,
+            22.0 + 14.0 * i as f64,
+            esc(text)
+        );
+    }
+
+    fn finish(mut self) -> String {
+        self.svg.push_str("</svg>");
+        self.svg
+    }
+}
+
+fn trim(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn km_chart(s: &Survival) -> String {
     let tmax = s
         .curves
         .iter()
         .flat_map(|c| c.points.last().map(|p| p.time))
         .fold(1.0f64, f64::max);
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-    let mut svg = format!(
-        "<svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Kaplan-Meier curves\" style=\"max-width:100%\">\
-         <rect x=\"{pad}\" y=\"10\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
-        w - pad - 10.0,
-        h - pad - 10.0
+    let mut f = Frame::new(
+        "Kaplan–Meier curves by arm",
+        640.0,
+        300.0,
+        (0.0, tmax),
+        (0.0, 1.0),
+        "time",
+        "survival",
     );
-    let x = |t: f64| pad + (w - pad - 10.0) * t / tmax;
-    let y = |s: f64| 10.0 + (h - pad - 10.0) * (1.0 - s);
     for (i, c) in s.curves.iter().enumerate() {
-        let mut pts = format!("{:.1},{:.1}", x(0.0), y(1.0));
+        let mut pts = vec![(0.0, 1.0)];
         let mut last = 1.0;
         for p in &c.points {
-            let _ = write!(
-                pts,
-                " {:.1},{:.1} {:.1},{:.1}",
-                x(p.time),
-                y(last),
-                x(p.time),
-                y(p.survival)
-            );
+            pts.push((p.time, last));
+            pts.push((p.time, p.survival));
             last = p.survival;
         }
-        let color = colors[i % colors.len()];
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{pts}\"/>\
-             <text x=\"{}\" y=\"{}\" fill=\"{color}\" font-size=\"12\">{} (n={})</text>",
-            pad + 10.0,
-            h - pad - 14.0 - 16.0 * i as f64,
-            esc(&c.arm),
-            c.n
-        );
+        let color = COLORS[i % COLORS.len()];
+        f.polyline(&pts, color, false);
+        f.legend(i, &format!("{} (n = {})", c.arm, c.n), color);
     }
-    for k in 0..=4 {
-        let v = k as f64 / 4.0;
-        let _ = write!(
-            svg,
-            "<text x=\"4\" y=\"{:.1}\" font-size=\"10\">{v:.2}</text>",
-            y(v) + 3.0
-        );
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{:.0}</text>",
-            x(tmax * v) - 8.0,
-            h - pad + 14.0,
-            tmax * v
-        );
+    let mut out = f.finish();
+    // numbers at risk under the x-axis, at the axis ticks
+    out.push_str("<table class=\"risk\"><caption>Number at risk</caption><tr><th>Arm</th>");
+    let ticks: Vec<f64> = (0..=4).map(|k| tmax * k as f64 / 4.0).collect();
+    for t in &ticks {
+        let _ = write!(out, "<th>{}</th>", trim(*t));
     }
-    svg.push_str("</svg>");
+    out.push_str("</tr>");
+    for c in &s.curves {
+        let _ = write!(out, "<tr><td>{}</td>", esc(&c.arm));
+        for t in &ticks {
+            let _ = write!(out, "<td>{}</td>", c.at_risk_at(*t));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn forest_chart(a: &Analysis) -> String {
+    let rows: Vec<(String, Option<&Estimate>)> = a
+        .subgroups
+        .iter()
+        .flat_map(|s| {
+            s.effects.iter().map(move |e| {
+                (
+                    format!("{} = {} · {}", s.variable, e.level, e.arm),
+                    e.estimate.as_ref(),
+                )
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let finite: Vec<f64> = rows
+        .iter()
+        .flat_map(|(_, e)| e.map(|e| [e.ci_low, e.ci_high]))
+        .flatten()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let lo = finite.iter().copied().fold(1.0f64, f64::min).max(1e-3).ln();
+    let hi = finite.iter().copied().fold(1.0f64, f64::max).min(1e3).ln();
+    let (lo, hi) = (lo - 0.1, hi + 0.1);
+    let (w, row_h, label_w) = (640.0, 20.0, 250.0);
+    let h = 30.0 + row_h * rows.len() as f64;
+    let x = |v: f64| label_w + (w - label_w - 10.0) * (v.max(1e-3).ln() - lo) / (hi - lo);
+    let mut svg = format!(
+        "<svg viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Forest plot of subgroup effects\" class=\"chart\">"
+    );
+    let _ = write!(
+        svg,
+        "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"4\" y2=\"{1:.1}\" stroke=\"#888\" stroke-dasharray=\"3 3\"/>",
+        x(1.0),
+        h - 20.0
+    );
+    for (i, (label, e)) in rows.iter().enumerate() {
+        let y = 14.0 + row_h * i as f64;
+        let _ = write!(
+            svg,
+            "<text x=\"4\" y=\"{:.1}\" font-size=\"11\">{}</text>",
+            y + 4.0,
+            esc(label)
+        );
+        match e {
+            Some(e) => {
+                let _ = write!(
+                    svg,
+                    "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#333\"/><rect x=\"{:.1}\" y=\"{:.1}\" width=\"7\" height=\"7\" fill=\"#1f77b4\"/>",
+                    x(e.ci_low),
+                    x(e.ci_high),
+                    x(e.estimate) - 3.5,
+                    y - 3.5
+                );
+            }
+            None => {
+                let _ = write!(
+                    svg,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#888\">not estimable</text>",
+                    label_w,
+                    y + 4.0
+                );
+            }
+        }
+    }
+    let _ = write!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">1 (log scale)</text></svg>",
+        x(1.0),
+        h - 6.0
+    );
     svg
 }
 
+fn model_charts(a: &Analysis) -> String {
+    if a.models.is_empty() {
+        return String::new();
+    }
+    let mut roc = Frame::new(
+        "ROC curves",
+        320.0,
+        300.0,
+        (0.0, 1.0),
+        (0.0, 1.0),
+        "false positive rate",
+        "true positive rate",
+    );
+    roc.polyline(&[(0.0, 0.0), (1.0, 1.0)], "#bbb", true);
+    let mut cal = Frame::new(
+        "Calibration curves",
+        320.0,
+        300.0,
+        (0.0, 1.0),
+        (0.0, 1.0),
+        "mean predicted",
+        "observed",
+    );
+    cal.polyline(&[(0.0, 0.0), (1.0, 1.0)], "#bbb", true);
+    for (i, m) in a.models.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        roc.polyline(&m.roc, color, false);
+        roc.legend(i, &format!("{} (AUC {:.3})", m.model, m.roc_auc), color);
+        let pts: Vec<(f64, f64)> = m.calibration.iter().map(|(p, o, _)| (*p, *o)).collect();
+        cal.polyline(&pts, color, false);
+        cal.legend(i, &m.model, color);
+    }
+    format!("<div class=\"pair\">{}{}</div>", roc.finish(), cal.finish())
+}
+
 pub fn html(a: &Analysis) -> String {
-    let mut body = String::new();
+    let mut b = String::new();
     let _ = write!(
-        body,
+        b,
         "<h1>Trial analysis: {}</h1><p>{} subjects analyzed; reference arm <b>{}</b>.</p>",
         esc(&a.dataset),
         a.analyzed_rows,
         esc(&a.reference_arm)
     );
-    body.push_str(
-        "<h2>Outcome by arm</h2><table><tr><th>Arm</th><th>n</th><th>Events</th><th>Risk</th></tr>",
+    if let Some(f) = &a.flow {
+        b.push_str("<h2>Flow of rows</h2><table><tr><th>Step</th><th>Rows</th></tr>");
+        let _ = write!(
+            b,
+            "<tr><td>Rows ingested</td><td>{}</td></tr>",
+            f.rows_ingested
+        );
+        for (col, rule, n) in &f.excluded_by_rule {
+            let _ = write!(
+                b,
+                "<tr><td>Excluded: rule <code>{}</code> on <code>{}</code></td><td>{n}</td></tr>",
+                esc(rule),
+                esc(col)
+            );
+        }
+        let _ = write!(
+            b,
+            "<tr><td>Excluded by the row filter</td><td>{}</td></tr>",
+            f.excluded_by_filter
+        );
+        let _ = write!(
+            b,
+            "<tr><td>Duplicates removed (first row per subject kept)</td><td>{}</td></tr>",
+            f.duplicates_removed
+        );
+        let _ = write!(
+            b,
+            "<tr><td>Rows excluded in all (a row breaking several rules counts once)</td><td>{}</td></tr>",
+            f.rows_excluded
+        );
+        for (arm, n) in &f.analyzed_per_arm {
+            let _ = write!(b, "<tr><td>Analyzed: {}</td><td>{n}</td></tr>", esc(arm));
+        }
+        b.push_str("</table>");
+    }
+    b.push_str(
+        "<h2>Table 1: baseline characteristics</h2><table><tr><th>Variable</th><th>Overall</th>",
     );
+    let arm_names: Vec<String> = a.arms.iter().map(|x| x.arm.clone()).collect();
+    for arm in &arm_names {
+        let _ = write!(b, "<th>{}</th>", esc(arm));
+    }
+    for arm in arm_names.iter().skip(1) {
+        let _ = write!(b, "<th>SMD {} vs {}</th>", esc(arm), esc(&a.reference_arm));
+    }
+    b.push_str("</tr>");
+    let d = |x: &crate::stats::Describe| {
+        format!(
+            "{} ± {}<br>{} [{}, {}]<br>n = {}{}",
+            num(x.mean, 1),
+            num(x.sd, 1),
+            num(x.median, 1),
+            num(x.q1, 1),
+            num(x.q3, 1),
+            x.n,
+            if x.missing > 0 {
+                format!(", missing {}", x.missing)
+            } else {
+                String::new()
+            }
+        )
+    };
+    for r in &a.table1.numeric {
+        let _ = write!(
+            b,
+            "<tr><td>{}<br><small>mean ± SD; median [IQR]</small></td><td>{}</td>",
+            esc(&r.variable),
+            d(&r.overall)
+        );
+        for (_, x) in &r.arms {
+            let _ = write!(b, "<td>{}</td>", d(x));
+        }
+        for (_, s) in &r.smd {
+            let _ = write!(b, "<td>{}</td>", num(*s, 3));
+        }
+        b.push_str("</tr>");
+    }
+    for r in &a.table1.categorical {
+        let cell = |counts: &[u64], missing: u64| {
+            let n: u64 = counts.iter().sum();
+            let mut s: Vec<String> = counts
+                .iter()
+                .zip(&r.levels)
+                .map(|(c, l)| {
+                    format!(
+                        "{}: {c} ({:.1}%)",
+                        esc(l),
+                        if n > 0 {
+                            100.0 * *c as f64 / n as f64
+                        } else {
+                            0.0
+                        }
+                    )
+                })
+                .collect();
+            if missing > 0 {
+                s.push(format!("missing: {missing}"));
+            }
+            s.join("<br>")
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}<br><small>n (%)</small></td><td>{}</td>",
+            esc(&r.variable),
+            cell(&r.overall.0, r.overall.1)
+        );
+        for (_, c, m) in &r.arms {
+            let _ = write!(b, "<td>{}</td>", cell(c, *m));
+        }
+        for (_, s) in &r.smd {
+            let _ = write!(b, "<td>{}</td>", num(*s, 3));
+        }
+        b.push_str("</tr>");
+    }
+    b.push_str("</table>");
+
+    b.push_str("<h2>Binary outcome by arm</h2><table><tr><th>Arm</th><th>n</th><th>Events</th><th>Risk</th></tr>");
     for r in &a.arms {
         let _ = write!(
-            body,
+            b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td></tr>",
             esc(&r.arm),
             r.n,
@@ -96,56 +449,177 @@ pub fn html(a: &Analysis) -> String {
             r.risk
         );
     }
-    body.push_str("</table><h2>Comparisons with the reference arm</h2><table><tr><th>Arm</th><th>Risk difference (95% CI)</th><th>Risk ratio (95% CI)</th><th>Odds ratio (95% CI)</th><th>χ²</th><th>p</th></tr>");
+    b.push_str("</table><table><tr><th>Arm vs reference</th><th>Risk difference (95% CI)</th><th>Risk ratio (95% CI)</th><th>Odds ratio (95% CI)</th><th>χ²</th><th>p (χ²)</th><th>p (Fisher)</th></tr>");
     for c in &a.comparisons {
-        let e = |x: &crate::stats::Estimate| {
-            format!("{:.4} ({:.4}, {:.4})", x.estimate, x.ci_low, x.ci_high)
-        };
         let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.4}</td></tr>",
+            b,
+            "<tr><td>{} vs {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&c.arm),
-            e(&c.risk_difference),
-            e(&c.risk_ratio),
-            e(&c.odds_ratio),
-            c.chi_square,
-            c.p_value
+            esc(&c.reference),
+            est(Some(&c.risk_difference), 4),
+            est(c.risk_ratio.as_ref(), 3),
+            est(c.odds_ratio.as_ref(), 3),
+            num(c.chi_square, 3),
+            p_value(c.chi_square_p),
+            p_value(Some(c.fisher_p))
         );
     }
-    body.push_str("</table>");
+    b.push_str("</table>");
+
     if let Some(s) = &a.survival {
-        body.push_str("<h2>Time to event</h2>");
-        body.push_str(&km_svg(a));
-        body.push_str("<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Median</th></tr>");
-        for c in &s.curves {
-            let median = c
-                .median
-                .map(|m| format!("{m:.0}"))
-                .unwrap_or_else(|| "not reached".into());
+        b.push_str("<h2>Time to event</h2>");
+        b.push_str(&km_chart(s));
+        b.push_str("<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Median (95% CI)</th></tr>");
+        for (c, (_, m, lo, hi)) in s.curves.iter().zip(&s.medians) {
+            let med = |v: &Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "NR".into());
             let _ = write!(
-                body,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{median}</td></tr>",
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({}, {})</td></tr>",
                 esc(&c.arm),
                 c.n,
-                c.events
+                c.events,
+                med(m),
+                med(lo),
+                med(hi)
             );
         }
+        b.push_str("</table>");
+        if !s.at_times.is_empty() {
+            b.push_str("<table><tr><th>Arm</th><th>Time</th><th>Survival (95% CI)</th><th>At risk</th></tr>");
+            for t in &s.at_times {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td></tr>",
+                    esc(&t.arm),
+                    trim(t.time),
+                    t.survival,
+                    t.ci_low,
+                    t.ci_high,
+                    t.at_risk
+                );
+            }
+            b.push_str("</table>");
+        }
         let _ = write!(
-            body,
-            "</table><p>Log-rank χ² = {:.3} on {} df, p = {:.4}.</p>",
-            s.logrank_chi_square, s.logrank_df, s.logrank_p_value
+            b,
+            "<p>Log-rank test: χ² = {:.3} on {} df, p = {}.</p>",
+            s.logrank_chi_square,
+            s.logrank_df,
+            p_value(Some(s.logrank_p_value))
         );
+        for (title, m) in [
+            ("Cox model, arm only", Some(&s.cox)),
+            ("Cox model, adjusted", s.cox_adjusted.as_ref()),
+        ] {
+            let Some(m) = m else { continue };
+            let _ = write!(
+                b,
+                "<h3>{title}</h3><p>{} ties; n = {}, events = {}; {}.</p>",
+                esc(&m.ties),
+                m.n,
+                m.events,
+                match &m.not_estimable {
+                    Some(w) => format!("<b>not estimable</b>: {}", esc(w)),
+                    None => format!("converged in {} iterations", m.iterations),
+                }
+            );
+            b.push_str("<table><tr><th>Term</th><th>HR (95% CI)</th><th>p</th><th>PH test χ² (p)</th></tr>");
+            for t in &m.terms {
+                let ph = m
+                    .ph_test
+                    .iter()
+                    .find(|(n, _, _)| *n == t.term)
+                    .map(|(_, c, p)| format!("{c:.3} ({})", p_value(Some(*p))))
+                    .unwrap_or_else(|| "—".into());
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td><td>{ph}</td></tr>",
+                    esc(&t.term),
+                    t.hr,
+                    t.ci_low,
+                    t.ci_high,
+                    p_value(Some(t.p))
+                );
+            }
+            b.push_str("</table>");
+        }
     }
-    body.push_str("<h2>Methods</h2><ul>");
+    if !a.subgroups.is_empty() {
+        b.push_str("<h2>Subgroups</h2>");
+        b.push_str(&forest_chart(a));
+        b.push_str("<table><tr><th>Subgroup</th><th>Level</th><th>Arm</th><th>n</th><th>Events</th><th>Effect (95% CI)</th><th>Interaction p</th></tr>");
+        for s in &a.subgroups {
+            let kind = if s.prespecified {
+                "pre-specified"
+            } else {
+                "exploratory"
+            };
+            let inter = match (&s.interaction_p, &s.not_estimable) {
+                (Some(p), _) => format!(
+                    "{} (χ² {} on {} df)",
+                    p_value(Some(*p)),
+                    num(s.interaction_chi_square, 2),
+                    s.interaction_df
+                ),
+                (None, Some(w)) => format!("not estimable: {}", esc(w)),
+                _ => "—".into(),
+            };
+            for (k, e) in s.effects.iter().enumerate() {
+                let effect = match (&e.estimate, &e.not_estimable) {
+                    (Some(x), _) => format!("{} {}", e.measure, est(Some(x), 3)),
+                    (None, Some(w)) => format!("not estimable: {}", esc(w)),
+                    _ => "—".into(),
+                };
+                let first = k == 0;
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{effect}</td><td>{}</td></tr>",
+                    if first {
+                        format!("{} <small>({kind})</small>", esc(&s.variable))
+                    } else {
+                        String::new()
+                    },
+                    esc(&e.level),
+                    esc(&e.arm),
+                    e.n,
+                    e.events,
+                    if first { inter.clone() } else { String::new() }
+                );
+            }
+        }
+        b.push_str("</table>");
+    }
+    if !a.models.is_empty() {
+        b.push_str("<h2>Outcome models (test split)</h2>");
+        b.push_str(&model_charts(a));
+        b.push_str("<table><tr><th>Model</th><th>ROC AUC</th><th>Brier</th></tr>");
+        for m in &a.models {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.4}</td></tr>",
+                esc(&m.model),
+                m.roc_auc,
+                m.brier
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Methods</h2><ul>");
     for m in &a.methods {
-        let _ = write!(body, "<li>{}</li>", esc(m));
+        let _ = write!(b, "<li>{}</li>", esc(m));
     }
-    body.push_str("</ul>");
+    b.push_str("</ul>");
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:auto;padding:1rem}}\
-         table{{border-collapse:collapse;margin:.5rem 0;display:block;overflow-x:auto}}td,th{{border:1px solid #ccc;padding:.25rem .5rem;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}</style></head><body>{body}</body></html>\n",
+         <title>{}</title><style>\
+         body{{font-family:system-ui,sans-serif;max-width:62rem;margin:auto;padding:1rem;color:#222}}\
+         table{{border-collapse:collapse;margin:.5rem 0 1rem;display:block;overflow-x:auto;max-width:100%}}\
+         td,th{{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;vertical-align:top}}\
+         td:first-child,th:first-child{{text-align:left}}caption{{text-align:left;font-size:.9em;color:#555}}\
+         .chart{{width:100%;max-width:640px;height:auto;display:block}}.pair{{display:flex;flex-wrap:wrap;gap:1rem}}\
+         .pair .chart{{max-width:320px}}small{{color:#666}}\
+         @media print{{body{{max-width:none}}table{{display:table;overflow:visible}}h2{{break-before:auto;break-after:avoid}}}}\
+         </style></head><body>{b}</body></html>\n",
         esc(&a.dataset)
     )
 }

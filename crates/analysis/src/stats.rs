@@ -660,13 +660,17 @@ pub struct LogisticFit {
     pub converged: bool,
 }
 
-/// Logistic regression by Newton–Raphson (IRLS); `x` rows must include the intercept column.
+/// Logistic regression by Newton–Raphson (IRLS); `x` rows must include the intercept column. Converged when
+/// the deviance changes by less than 1e-10 relative; separation (coefficients running off) stops the fit as not
+/// converged.
 #[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
 pub fn logistic(x: &[Vec<f64>], y: &[f64], max_iter: usize) -> Option<LogisticFit> {
     let p = x.first()?.len();
     let mut beta = vec![0.0; p];
     let mut dev_old = f64::INFINITY;
-    for it in 1..=max_iter {
+    let mut iterations = 0;
+    loop {
+        iterations += 1;
         let mut grad = vec![0.0; p];
         let mut info = vec![vec![0.0; p]; p];
         let mut dev = 0.0;
@@ -682,36 +686,22 @@ pub fn logistic(x: &[Vec<f64>], y: &[f64], max_iter: usize) -> Option<LogisticFi
                 }
             }
         }
-        let (step, cov) = solve_and_invert(&info, &grad)?;
-        if (dev_old - dev).abs() <= 1e-10 * dev.abs().max(1.0) {
+        let (step, covariance) = solve_and_invert(&info, &grad)?;
+        let converged = (dev_old - dev).abs() <= 1e-10 * dev.abs().max(1.0);
+        let diverged = beta.iter().any(|b| !b.is_finite() || b.abs() > 30.0);
+        if converged || diverged || iterations >= max_iter {
             return Some(LogisticFit {
                 coef: beta,
-                covariance: cov,
-                iterations: it,
-                converged: true,
+                covariance,
+                iterations,
+                converged: converged && !diverged,
             });
         }
         dev_old = dev;
         for a in 0..p {
             beta[a] += step[a];
         }
-        if beta.iter().any(|b| !b.is_finite() || b.abs() > 50.0) {
-            return Some(LogisticFit {
-                coef: beta,
-                covariance: cov,
-                iterations: it,
-                converged: false,
-            });
-        }
     }
-    let (_, cov) =
-        solve_and_invert(&vec![vec![0.0; p]; p], &vec![0.0; p]).unwrap_or((vec![], vec![]));
-    Some(LogisticFit {
-        coef: beta,
-        covariance: cov,
-        iterations: max_iter,
-        converged: false,
-    })
 }
 
 /// Wald chi-square for the coefficients at `idx` being zero: b' V⁻¹ b, with its p-value.

@@ -158,9 +158,9 @@ impl StageTask {
                 ..Default::default()
             },
             Kind::Analyze => TaskIo {
-                inputs: strs(&[lake::CLEAN]),
+                inputs: strs(&[lake::CLEAN, lake::CLEAN_REPORT, lake::EVALUATION]),
                 outputs: strs(&[lake::ANALYSIS]),
-                fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "analysis": c.section_json("analysis")}),
                 ..Default::default()
             },
             Kind::Gate => TaskIo {

@@ -30,6 +30,8 @@ pub struct Config {
     pub serving: ServingConfig,
     pub deployment: DeploymentConfig,
     #[serde(default)]
+    pub analysis: AnalysisConfig,
+    #[serde(default)]
     pub dag: DagConfig,
     /// Where this config came from, for messages; not a config key.
     #[serde(skip)]
@@ -264,6 +266,63 @@ pub struct ServingConfig {
 pub struct DeploymentConfig {
     /// Lowest test ROC AUC a candidate may have to be blessed.
     pub min_test_auc: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoxTies {
+    /// R survival's and lifelines' default.
+    Efron,
+    /// SAS PHREG's usual choice.
+    Breslow,
+}
+
+/// A subgroup for the forest plot: a categorical column (or the site), or a numeric one cut at `bands`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubgroupConfig {
+    pub column: String,
+    /// Cut points for a numeric column: `[65]` gives `< 65` and `>= 65`.
+    #[serde(default)]
+    pub bands: Vec<f64>,
+    /// Pre-specified in the protocol (true) or exploratory (false); the report marks which.
+    #[serde(default = "default_true")]
+    pub prespecified: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The trial analysis (section optional: without it, no survival times, Efron ties, no adjustment or subgroups).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    /// Times (unit of the time column) at which survival and numbers at risk are reported.
+    #[serde(default)]
+    pub survival_times: Vec<f64>,
+    #[serde(default = "default_ties")]
+    pub ties: CoxTies,
+    /// Covariates of the adjusted Cox model (complete cases).
+    #[serde(default)]
+    pub adjust: Vec<String>,
+    #[serde(default)]
+    pub subgroups: Vec<SubgroupConfig>,
+}
+
+fn default_ties() -> CoxTies {
+    CoxTies::Efron
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        Self {
+            survival_times: Vec::new(),
+            ties: CoxTies::Efron,
+            adjust: Vec::new(),
+            subgroups: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -540,6 +599,44 @@ impl Config {
         }
         if t.learning_rate.is_nan() || t.learning_rate <= 0.0 {
             return Err(self.err("training.learning_rate", "expected a positive number"));
+        }
+        let covariates: Vec<&String> = d.numeric.iter().chain(&d.categorical).collect();
+        for (i, c) in self.analysis.adjust.iter().enumerate() {
+            if !covariates.contains(&c) {
+                return Err(self.err(
+                    format!("analysis.adjust[{i}]"),
+                    "expected a numeric or categorical covariate",
+                ));
+            }
+        }
+        for (i, s) in self.analysis.subgroups.iter().enumerate() {
+            let is_site = d.site.as_ref() == Some(&s.column);
+            if !is_site && !covariates.contains(&&s.column) {
+                return Err(self.err(
+                    format!("analysis.subgroups[{i}].column"),
+                    "expected a covariate or the site column",
+                ));
+            }
+            if !s.bands.is_empty() && !d.numeric.contains(&s.column) {
+                return Err(self.err(
+                    format!("analysis.subgroups[{i}].bands"),
+                    "bands apply to numeric columns",
+                ));
+            }
+            if s.bands.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(self.err(
+                    format!("analysis.subgroups[{i}].bands"),
+                    "expected increasing cut points",
+                ));
+            }
+        }
+        if self
+            .analysis
+            .survival_times
+            .iter()
+            .any(|t| !(t.is_finite() && *t >= 0.0))
+        {
+            return Err(self.err("analysis.survival_times", "expected non-negative times"));
         }
         if self.dag.max_parallel == 0 {
             return Err(self.err("dag.max_parallel", "expected at least 1"));

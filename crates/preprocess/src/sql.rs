@@ -221,6 +221,15 @@ pub fn violations(cfg: &Config) -> String {
         }
         (None, None) => {}
     }
+    if let Some(t) = &d.time_to_event {
+        add(
+            &t.time,
+            "time",
+            "expected a non-negative time",
+            RuleAction::Quarantine,
+            format!("{} < 0", ident(&t.time)),
+        );
+    }
     if let (Some(t), Some((ev, cens))) = (&d.time_to_event, event_values(cfg)) {
         let mut all = ev.clone();
         all.extend(cens);

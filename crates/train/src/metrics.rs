@@ -12,6 +12,78 @@ pub struct Metrics {
     pub log_loss: f64,
     /// At threshold 0.5.
     pub accuracy: f64,
+    /// ROC curve points (false positive rate, true positive rate), at most ~100.
+    #[serde(default)]
+    pub roc: Vec<(f64, f64)>,
+    /// Reliability curve: ten equal-width bins of predicted probability.
+    #[serde(default)]
+    pub calibration: Vec<CalibrationBin>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub n: usize,
+    pub mean_predicted: f64,
+    pub observed: f64,
+}
+
+/// ROC points at every distinct threshold, thinned to about 100 for plotting.
+pub fn roc_curve(y: &[f32], p: &[f32]) -> Vec<(f64, f64)> {
+    let mut idx: Vec<usize> = (0..y.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let pos = y.iter().filter(|v| **v > 0.5).count() as f64;
+    let neg = y.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return Vec::new();
+    }
+    let mut pts = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        if y[i] > 0.5 {
+            tp += 1.0
+        } else {
+            fp += 1.0
+        }
+        let last_of_tie = idx.get(k + 1).is_none_or(|&j| p[j] != p[i]);
+        if last_of_tie {
+            pts.push((fp / neg, tp / pos));
+        }
+    }
+    let step = pts.len().div_ceil(100).max(1);
+    let mut thinned: Vec<(f64, f64)> = pts.iter().step_by(step).copied().collect();
+    if thinned.last() != pts.last() {
+        thinned.extend(pts.last().copied());
+    }
+    thinned
+}
+
+pub fn calibration_bins(y: &[f32], p: &[f32]) -> Vec<CalibrationBin> {
+    (0..10)
+        .filter_map(|b| {
+            let (lo, hi) = (b as f64 / 10.0, (b + 1) as f64 / 10.0);
+            let members: Vec<usize> = (0..p.len())
+                .filter(|&i| {
+                    let v = f64::from(p[i]);
+                    v >= lo && (v < hi || (b == 9 && v <= hi))
+                })
+                .collect();
+            if members.is_empty() {
+                return None;
+            }
+            let n = members.len();
+            let mean_predicted = members.iter().map(|&i| f64::from(p[i])).sum::<f64>() / n as f64;
+            let observed = members.iter().map(|&i| f64::from(y[i])).sum::<f64>() / n as f64;
+            Some(CalibrationBin {
+                lower: lo,
+                upper: hi,
+                n,
+                mean_predicted,
+                observed,
+            })
+        })
+        .collect()
 }
 
 impl Metrics {
@@ -34,6 +106,8 @@ impl Metrics {
             brier: brier / d,
             log_loss: ll / d,
             accuracy: correct as f64 / d,
+            roc: roc_curve(y, p),
+            calibration: calibration_bins(y, p),
         }
     }
 }
@@ -83,5 +157,8 @@ mod tests {
         let m = Metrics::compute(&y, &p);
         assert_eq!(m.positives, 2);
         assert!((m.accuracy - 0.75).abs() < 1e-12);
+        assert_eq!(m.roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        let bins: Vec<(usize, f64)> = m.calibration.iter().map(|b| (b.n, b.observed)).collect();
+        assert_eq!(bins, vec![(1, 0.0), (2, 0.5), (1, 1.0)]);
     }
 }
