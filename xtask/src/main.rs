@@ -1,7 +1,11 @@
 //! `cargo xtask …`: the project's commands, runnable the same way locally and in CI.
 //!
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
-//! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace.
+//! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
+//!   check.
+//! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
+//!   report in headless Chromium (installed from Debian's packages when missing) and fail on any console
+//!   message; `--screenshot` refreshes docs/report.png.
 //!
 //! Both build with the dev profile (dependencies' hot numeric kernels optimized, see Cargo.toml), so a new user
 //! compiles the dependency set once for running and testing.
@@ -45,9 +49,10 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("pipeline") => pipeline(&args[1..]),
         Some("test") => test(),
+        Some("report-check") => report_check(args.iter().any(|a| a == "--screenshot")),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask report-check [--screenshot]"
             );
             bail!("unknown or missing command")
         }
@@ -102,6 +107,119 @@ fn test() -> Result<()> {
         let mut t = cargo();
         t.args(["test", "--workspace", "--no-fail-fast"]);
         status(t, "cargo test --workspace")?;
+    }
+    report_check(false)
+}
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn ensure_chromium() -> Result<()> {
+    if Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian's chromium package for the report check");
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    status(update, "apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    status(install, "apt-get install chromium")
+        .context("the report check needs Debian's chromium (run as root, or install it)")
+}
+
+fn chromium(args: &[&str]) -> Command {
+    let mut c = Command::new(CHROMIUM);
+    // Flags that keep a headless Chromium off the network (this machine has none) and out of the user's profile.
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]);
+    c.args(args);
+    c
+}
+
+fn report_check(screenshot: bool) -> Result<()> {
+    ensure_chromium()?;
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    status(build, "cargo build --workspace --bins")?;
+    let root = root();
+    let scratch = root.join("target/report-check");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(scratch.join("config"))?;
+    std::fs::create_dir_all(scratch.join("data/raw"))?;
+    std::fs::copy(
+        root.join("config/config.yaml"),
+        scratch.join("config/config.yaml"),
+    )?;
+    for f in ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"] {
+        std::fs::copy(
+            root.join("data/raw").join(f),
+            scratch.join("data/raw").join(f),
+        )?;
+    }
+    let mut run = Command::new(root.join("target/debug/trialflow"));
+    run.current_dir(&scratch).args(["pipeline", "full"]);
+    status(run, "trialflow pipeline full (sample, scratch folder)")?;
+    let report = scratch.join("data/lake/reports/analysis/report.html");
+    let url = format!("file://{}", report.display());
+    let profile = format!(
+        "--user-data-dir={}",
+        scratch.join("chromium-profile").display()
+    );
+    let out = chromium(&[
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        &profile,
+        &url,
+    ])
+    .output()
+    .context("starting chromium")?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    if !console.is_empty() {
+        bail!(
+            "the report logged {} console message(s):\n{}",
+            console.len(),
+            console.join("\n")
+        );
+    }
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Kaplan–Meier",
+        "Table 1",
+        "Forest plot",
+        "ROC curves",
+        "Calibration curves",
+    ] {
+        if !dom.contains(needle) {
+            bail!("the rendered report lacks `{needle}`");
+        }
+    }
+    eprintln!(
+        "xtask: report check passed: {} rendered with no console message",
+        report.display()
+    );
+    if screenshot {
+        let png = format!("--screenshot={}", root.join("docs/report.png").display());
+        let mut shot = chromium(&[
+            "--window-size=1000,5200",
+            "--hide-scrollbars",
+            &png,
+            &profile,
+            &url,
+        ]);
+        shot.stderr(std::process::Stdio::null());
+        status(shot, "chromium --screenshot")?;
     }
     Ok(())
 }

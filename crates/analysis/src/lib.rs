@@ -116,10 +116,19 @@ pub struct CoxModel {
     pub not_estimable: Option<String>,
 }
 
+/// Median survival with its 95% CI; `None` = not reached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Median {
+    pub arm: String,
+    pub median: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Survival {
     pub curves: Vec<KmCurve>,
-    pub medians: Vec<(String, Option<f64>, Option<f64>, Option<f64>)>,
+    pub medians: Vec<Median>,
     pub at_times: Vec<SurvivalAt>,
     pub logrank_chi_square: f64,
     pub logrank_df: usize,
@@ -412,12 +421,11 @@ fn ties(cfg: &Config) -> Ties {
     }
 }
 
+type TermFn<'a> = Box<dyn Fn(usize) -> Option<Vec<f64>> + 'a>;
+
 /// Design-matrix columns for covariate `name` of row `i`: numbers as they are, categories as indicators of
 /// every level but the first. `None` when the value is missing.
-fn covariate_terms<'a>(
-    data: &'a Data,
-    name: &str,
-) -> (Vec<String>, Box<dyn Fn(usize) -> Option<Vec<f64>> + 'a>) {
+fn covariate_terms<'a>(data: &'a Data, name: &str) -> (Vec<String>, TermFn<'a>) {
     match &data.columns[name] {
         Column::Numeric(v) => (
             vec![name.to_string()],
@@ -542,8 +550,13 @@ fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
         })
         .collect();
     let medians = curves.iter().map(|c| {
-        let (lo, hi) = c.median_ci();
-        (c.arm.clone(), c.median, lo, hi)
+        let (ci_low, ci_high) = c.median_ci();
+        Median {
+            arm: c.arm.clone(),
+            median: c.median,
+            ci_low,
+            ci_high,
+        }
     });
     let mut at_times = Vec::new();
     for c in &curves {

@@ -80,15 +80,20 @@ impl Frame {
             w - f.left - 8.0,
             h - f.bottom - 8.0
         );
-        for k in 0..=4 {
-            let t = k as f64 / 4.0;
-            let (xv, yv) = (x.0 + t * (x.1 - x.0), y.0 + t * (y.1 - y.0));
+        for xv in nice_ticks(x.1) {
             let _ = write!(
                 f.svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
                 f.px(xv),
                 h - f.bottom + 13.0,
-                trim(xv),
+                trim(xv)
+            );
+        }
+        for k in 0..=4 {
+            let yv = y.0 + k as f64 / 4.0 * (y.1 - y.0);
+            let _ = write!(
+                f.svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
                 f.left - 4.0,
                 f.py(yv) + 3.0,
                 trim(yv)
@@ -133,12 +138,18 @@ impl Frame {
         );
     }
 
-    fn legend(&mut self, i: usize, text: &str, color: &str) {
+    /// Legend entry `i`, stacked upwards from the lower left (curves that start high leave it free) or
+    /// downwards from the upper left.
+    fn legend(&mut self, i: usize, text: &str, color: &str, lower: bool) {
+        let y = if lower {
+            self.h - self.bottom - 10.0 - 14.0 * i as f64
+        } else {
+            22.0 + 14.0 * i as f64
+        };
         let _ = write!(
             self.svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{color}\">■ {}</text>",
+            "<text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"11\" fill=\"{color}\">■ {}</text>",
             self.left + 8.0,
-            22.0 + 14.0 * i as f64,
             esc(text)
         );
     }
@@ -147,6 +158,24 @@ impl Frame {
         self.svg.push_str("</svg>");
         self.svg
     }
+}
+
+/// Round tick values from 0 to at most `max`: steps of 1, 2 or 5 × 10^k, four to eight ticks.
+fn nice_ticks(max: f64) -> Vec<f64> {
+    if max.is_nan() || max <= 0.0 || !max.is_finite() {
+        return vec![0.0];
+    }
+    let raw = max / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| max / s <= 7.0)
+        .unwrap_or(10.0 * mag);
+    (0..)
+        .map(|k| k as f64 * step)
+        .take_while(|v| *v <= max * (1.0 + 1e-9))
+        .collect()
 }
 
 fn trim(v: f64) -> String {
@@ -182,12 +211,12 @@ fn km_chart(s: &Survival) -> String {
         }
         let color = COLORS[i % COLORS.len()];
         f.polyline(&pts, color, false);
-        f.legend(i, &format!("{} (n = {})", c.arm, c.n), color);
+        f.legend(i, &format!("{} (n = {})", c.arm, c.n), color, true);
     }
     let mut out = f.finish();
     // numbers at risk under the x-axis, at the axis ticks
     out.push_str("<table class=\"risk\"><caption>Number at risk</caption><tr><th>Arm</th>");
-    let ticks: Vec<f64> = (0..=4).map(|k| tmax * k as f64 / 4.0).collect();
+    let ticks = nice_ticks(tmax);
     for t in &ticks {
         let _ = write!(out, "<th>{}</th>", trim(*t));
     }
@@ -305,10 +334,15 @@ fn model_charts(a: &Analysis) -> String {
     for (i, m) in a.models.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         roc.polyline(&m.roc, color, false);
-        roc.legend(i, &format!("{} (AUC {:.3})", m.model, m.roc_auc), color);
+        roc.legend(
+            i,
+            &format!("{} (AUC {:.3})", m.model, m.roc_auc),
+            color,
+            true,
+        );
         let pts: Vec<(f64, f64)> = m.calibration.iter().map(|(p, o, _)| (*p, *o)).collect();
         cal.polyline(&pts, color, false);
-        cal.legend(i, &m.model, color);
+        cal.legend(i, &m.model, color, false);
     }
     format!("<div class=\"pair\">{}{}</div>", roc.finish(), cal.finish())
 }
@@ -470,7 +504,7 @@ pub fn html(a: &Analysis) -> String {
         b.push_str("<h2>Time to event</h2>");
         b.push_str(&km_chart(s));
         b.push_str("<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Median (95% CI)</th></tr>");
-        for (c, (_, m, lo, hi)) in s.curves.iter().zip(&s.medians) {
+        for (c, m) in s.curves.iter().zip(&s.medians) {
             let med = |v: &Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "NR".into());
             let _ = write!(
                 b,
@@ -478,9 +512,9 @@ pub fn html(a: &Analysis) -> String {
                 esc(&c.arm),
                 c.n,
                 c.events,
-                med(m),
-                med(lo),
-                med(hi)
+                med(&m.median),
+                med(&m.ci_low),
+                med(&m.ci_high)
             );
         }
         b.push_str("</table>");
