@@ -165,7 +165,7 @@ pub struct Subgroup {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCurves {
     pub model: String,
-    pub roc_auc: f64,
+    pub roc_auc: Option<f64>,
     pub brier: f64,
     pub roc: Vec<(f64, f64)>,
     pub calibration: Vec<(f64, f64, usize)>,
@@ -815,7 +815,7 @@ async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
             .collect();
         out.push(ModelCurves {
             model: m["model"].as_str().unwrap_or_default().to_string(),
-            roc_auc: met["roc_auc"].as_f64().unwrap_or(f64::NAN),
+            roc_auc: met["roc_auc"].as_f64(),
             brier: met["brier"].as_f64().unwrap_or(f64::NAN),
             roc: pairs("roc"),
             calibration,

@@ -336,7 +336,7 @@ fn model_charts(a: &Analysis) -> String {
         roc.polyline(&m.roc, color, false);
         roc.legend(
             i,
-            &format!("{} (AUC {:.3})", m.model, m.roc_auc),
+            &format!("{} (AUC {})", m.model, num(m.roc_auc, 3)),
             color,
             true,
         );
@@ -630,9 +630,9 @@ pub fn html(a: &Analysis) -> String {
         for m in &a.models {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{:.3}</td><td>{:.4}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{:.4}</td></tr>",
                 esc(&m.model),
-                m.roc_auc,
+                num(m.roc_auc, 3),
                 m.brier
             );
         }

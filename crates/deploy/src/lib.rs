@@ -12,7 +12,8 @@ use trialflow_core::{Error, Result, Storage};
 pub struct Check {
     pub model: String,
     pub check: String,
-    pub value: f64,
+    /// `None` when the metric is undefined (e.g. AUC on a one-class test split).
+    pub value: Option<f64>,
     pub threshold: f64,
     pub passed: bool,
 }
@@ -37,7 +38,7 @@ struct Entry {
 
 #[derive(Debug, Deserialize)]
 struct EntryMetrics {
-    roc_auc: f64,
+    roc_auc: Option<f64>,
 }
 
 /// Applies the configured checks to every candidate; refuses (bad-data exit) when none passes.
@@ -52,7 +53,7 @@ pub async fn gate(cfg: &Config, lake: &Storage) -> Result<GateDecision> {
             check: "test_roc_auc >= deployment.min_test_auc".into(),
             value: e.metrics.roc_auc,
             threshold: min,
-            passed: e.metrics.roc_auc >= min, // NaN never passes
+            passed: e.metrics.roc_auc.is_some_and(|a| a >= min), // undefined AUC never passes
         })
         .collect();
     // The leaderboard is sorted best first, so the first passing candidate is the best one.
@@ -67,10 +68,8 @@ pub async fn gate(cfg: &Config, lake: &Storage) -> Result<GateDecision> {
             .checks
             .iter()
             .map(|c| {
-                format!(
-                    "{}: test ROC AUC {:.4} < {:.4}",
-                    c.model, c.value, c.threshold
-                )
+                let value = c.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "undefined".into());
+                format!("{}: test ROC AUC {value} < {:.4}", c.model, c.threshold)
             })
             .collect();
         return Err(Error::bad_data(

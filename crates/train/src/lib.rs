@@ -260,10 +260,8 @@ pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<Evaluation> {
         leaderboard.push(r);
     }
     leaderboard.sort_by(|a, b| {
-        b.metrics
-            .roc_auc
-            .total_cmp(&a.metrics.roc_auc)
-            .then(a.model.cmp(&b.model))
+        let auc = |r: &TrainReport| r.metrics.roc_auc.unwrap_or(f64::NEG_INFINITY);
+        auc(b).total_cmp(&auc(a)).then(a.model.cmp(&b.model))
     });
     let ev = Evaluation { leaderboard };
     lake.put_json(lake::EVALUATION, &ev).await?;

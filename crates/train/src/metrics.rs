@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 pub struct Metrics {
     pub n: usize,
     pub positives: usize,
-    pub roc_auc: f64,
+    /// `None` when the test split holds one class only (AUC undefined).
+    pub roc_auc: Option<f64>,
     pub brier: f64,
     pub log_loss: f64,
     /// At threshold 0.5.
@@ -102,7 +103,7 @@ impl Metrics {
         Self {
             n,
             positives,
-            roc_auc: roc_auc(y, p),
+            roc_auc: Some(roc_auc(y, p)).filter(|a| a.is_finite()),
             brier: brier / d,
             log_loss: ll / d,
             accuracy: correct as f64 / d,

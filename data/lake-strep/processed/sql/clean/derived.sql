@@ -1,0 +1,2 @@
+-- generated from config/examples/strep_tb.yaml
+SELECT *, true AS "_keep" FROM accepted;

@@ -1,0 +1,2 @@
+-- generated from config/examples/supraclavicular.yaml
+SELECT *, true AS "_keep" FROM accepted;
