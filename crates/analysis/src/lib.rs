@@ -521,6 +521,11 @@ fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
             if !fit.converged {
                 model.not_estimable =
                     Some(format!("did not converge in {} iterations", fit.iterations));
+            } else if diverges(&fit.coef) {
+                model.not_estimable = Some(
+                    "a coefficient diverges (monotone likelihood: an arm or level without events?)"
+                        .into(),
+                );
             }
             model.terms = hazard_ratios(&fit, names.len());
             if let Some(ph) = stats::ph_test(&fit, &t, &e, &x) {
@@ -627,6 +632,12 @@ fn subgroup_levels(data: &Data, column: &str, bands: &[f64]) -> (Vec<Option<Stri
     }
 }
 
+/// A coefficient this large means the likelihood is monotone (an empty cell, an arm without events): the
+/// estimate and its Wald test are meaningless, so they are reported as not estimable.
+fn diverges(coef: &[f64]) -> bool {
+    coef.iter().any(|b| !b.is_finite() || b.abs() > 15.0)
+}
+
 fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConfig) -> Subgroup {
     let (lv, levels) = subgroup_levels(data, &sg.column, &sg.bands);
     let measure = if data.tte.is_some() { "HR" } else { "OR" };
@@ -667,7 +678,7 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
                         );
                     } else {
                         match stats::cox_ph(vec![format!("arm={a}")], &tt, &ee, &x, ties(cfg), 50) {
-                            Some(f) if f.converged && f.se[0].is_finite() => {
+                            Some(f) if f.converged && !diverges(&f.coef) && f.se[0].is_finite() => {
                                 let h = &hazard_ratios(&f, 1)[0];
                                 est = Some(Estimate {
                                     estimate: h.hr,
@@ -755,7 +766,7 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
                 .collect();
             stats::cox_ph(names, &tt, &ee, &x, ties(cfg), 50).and_then(|f| {
                 let cov = stats::cox_covariance(&f, &tt, &ee, &x)?;
-                f.converged
+                (f.converged && !diverges(&f.coef))
                     .then(|| stats::wald(&f.coef, &cov, &products))
                     .flatten()
             })
@@ -768,7 +779,7 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
             let y: Vec<f64> = rows.iter().map(|&i| data.outcome[i]).collect();
             let shifted: Vec<usize> = products.iter().map(|p| p + 1).collect();
             stats::logistic(&x, &y, 50).and_then(|f| {
-                f.converged
+                (f.converged && !diverges(&f.coef))
                     .then(|| stats::wald(&f.coef, &f.covariance, &shifted))
                     .flatten()
             })
@@ -902,4 +913,135 @@ pub async fn analyze(cfg: &Config, lake: &Storage) -> Result<Analysis> {
     )
     .await?;
     Ok(analysis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &std::path::Path, extra: &str) -> Config {
+        std::fs::write(dir.join("t.csv"), "id\n").unwrap();
+        let yaml = format!(
+            r#"
+storage: {{lake: "file://{d}/lake", models: "file://{d}/models"}}
+dataset:
+  name: t
+  sources: [{{name: t, url: "file://{d}/t.csv"}}]
+  id: id
+  arm: {{column: arm, reference: A}}
+  outcome: {{column: y}}
+  time_to_event: {{time: t, event: e}}
+  categorical: [g]
+privacy: {{key_env: X_UNSET, dev_key: k}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
+models: {{m: {{hidden: []}}}}
+training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
+serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
+deployment: {{min_test_auc: 0.5}}
+{extra}
+"#,
+            d = dir.display()
+        );
+        Config::from_yaml(&yaml, "t.yaml", &[]).unwrap()
+    }
+
+    /// Arm A has events only in level g=1; arm B has no events at all in level g=2.
+    fn data() -> Data {
+        let arm: Vec<String> = ["A", "A", "A", "A", "B", "B", "B", "B", "A", "B"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let g: Vec<Option<String>> = ["1", "1", "2", "2", "1", "1", "2", "2", "1", "1"]
+            .iter()
+            .map(|s| Some(s.to_string()))
+            .collect();
+        let e = vec![
+            true, false, false, false, true, true, false, false, true, false,
+        ];
+        let t = vec![5.0, 9.0, 3.0, 8.0, 2.0, 4.0, 6.0, 7.0, 1.0, 10.0];
+        Data {
+            arms: vec!["A".into(), "B".into()],
+            outcome: e.iter().map(|v| f64::from(u8::from(*v))).collect(),
+            arm,
+            tte: Some((t, e)),
+            columns: [("g".to_string(), Column::Categorical(g))].into(),
+        }
+    }
+
+    #[test]
+    fn a_subgroup_without_events_is_not_estimable_never_nan() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "analysis: {subgroups: [{column: g}]}");
+        let s = subgroup(&cfg, &data(), &cfg.analysis.subgroups[0]);
+        let lvl2 = s.effects.iter().find(|e| e.level == "2").unwrap();
+        assert!(lvl2.estimate.is_none());
+        assert_eq!(lvl2.not_estimable.as_deref(), Some("no events"));
+        // the interaction model has no events in a whole level: reported as not estimable, not NaN
+        assert!(
+            s.interaction_p.is_none() && s.not_estimable.is_some(),
+            "{s:?}"
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            !json.contains("NaN") && !json.contains("null,\"ci"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn cox_that_cannot_be_estimated_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "");
+        let mut d = data();
+        // every event in arm A: the arm coefficient runs off to -infinity
+        if let Some((_, e)) = &mut d.tte {
+            for (i, v) in e.iter_mut().enumerate() {
+                *v = d.arm[i] == "A" && i % 2 == 0;
+            }
+        }
+        let m = cox_model(&cfg, &d, &[]);
+        assert!(
+            m.not_estimable
+                .as_deref()
+                .is_some_and(|w| w.contains("diverges")),
+            "{m:?}"
+        );
+        // and a fit stopped by the iteration limit reports its count
+        let (t, e) = d.tte.as_ref().unwrap();
+        let x: Vec<Vec<f64>> = d
+            .arm
+            .iter()
+            .map(|a| vec![f64::from(u8::from(a == "B"))])
+            .collect();
+        let fit = stats::cox_ph(vec!["b".into()], t, e, &x, Ties::Efron, 1).unwrap();
+        assert!(!fit.converged);
+        assert_eq!(fit.iterations, 1);
+    }
+
+    #[test]
+    fn one_arm_or_a_missing_reference_is_a_clear_error() {
+        use arrow::array::{Float64Array, RecordBatch, StringArray};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), "");
+        let batch = |arms: Vec<&str>| {
+            let n = arms.len();
+            RecordBatch::try_from_iter(vec![
+                (
+                    "arm",
+                    Arc::new(StringArray::from(arms)) as arrow::array::ArrayRef,
+                ),
+                ("outcome", Arc::new(Float64Array::from(vec![0.0; n]))),
+                ("time", Arc::new(Float64Array::from(vec![1.0; n]))),
+                ("event", Arc::new(Float64Array::from(vec![0.0; n]))),
+                ("g", Arc::new(StringArray::from(vec!["1"; n]))),
+            ])
+            .unwrap()
+        };
+        let e = load(&cfg, &[batch(vec!["A", "A"])]).err().unwrap();
+        assert_eq!(e.kind(), trialflow_core::ErrorKind::BadData);
+        assert!(e.to_string().contains("`arm` has 1 level(s)"), "{e}");
+        let e = load(&cfg, &[batch(vec!["B", "C"])]).err().unwrap();
+        assert!(e.to_string().contains("reference arm `A`"), "{e}");
+    }
 }

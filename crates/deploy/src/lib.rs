@@ -68,7 +68,10 @@ pub async fn gate(cfg: &Config, lake: &Storage) -> Result<GateDecision> {
             .checks
             .iter()
             .map(|c| {
-                let value = c.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "undefined".into());
+                let value = c
+                    .value
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "undefined".into());
                 format!("{}: test ROC AUC {value} < {:.4}", c.model, c.threshold)
             })
             .collect();

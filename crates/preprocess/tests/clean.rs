@@ -20,6 +20,7 @@ P7,placebo,0,10,70,F,dead,z
 P8,placebo,2,10,70,F,dead,a
 ,placebo,0,10,70,F,dead,a
 P2,placebo,1,999,61,F,alive,b
+P9,placebo,1,-5,61,F,alive,a
 ";
 
 fn config(dir: &std::path::Path, outcome: &str) -> Config {
@@ -71,7 +72,7 @@ async fn run(
             url: "file:///t.csv".into(),
             object: "raw/t/x.csv".into(),
             sha256: String::new(),
-            rows: 11,
+            rows: 12,
         }],
     };
     lake.put_json(lake::RAW_CURRENT, &current).await.unwrap();
@@ -140,6 +141,7 @@ async fn value_mapping_cdisc_events_rules_filter_and_duplicates() {
         (10, "cnsr", "event"),
         (11, "pid", "required"),
         (12, "pid", "duplicate"),
+        (13, "days", "time"),
     ];
     let got: Vec<(i64, &str, &str)> = reasons
         .iter()
@@ -152,7 +154,7 @@ async fn value_mapping_cdisc_events_rules_filter_and_duplicates() {
     }
     assert_eq!(
         (report.rows_in, report.accepted, report.quarantined),
-        (11, 3, 8)
+        (12, 3, 9)
     );
     assert_eq!(
         (
