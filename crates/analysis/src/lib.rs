@@ -169,6 +169,8 @@ pub struct ModelCurves {
     pub brier: f64,
     pub roc: Vec<(f64, f64)>,
     pub calibration: Vec<(f64, f64, usize)>,
+    /// Test metrics by arm and site, from training: (column, level, n, positives, ROC AUC).
+    pub slices: Vec<(String, String, u64, u64, Option<f64>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -830,6 +832,22 @@ async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
             brier: met["brier"].as_f64().unwrap_or(f64::NAN),
             roc: pairs("roc"),
             calibration,
+            slices: m["slices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+                    let count = |k: &str| s[k].as_u64().unwrap_or(0);
+                    (
+                        text("column"),
+                        text("level"),
+                        count("n"),
+                        count("positives"),
+                        s["roc_auc"].as_f64(),
+                    )
+                })
+                .collect(),
         });
     }
     Ok(out)

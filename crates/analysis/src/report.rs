@@ -637,6 +637,26 @@ pub fn html(a: &Analysis) -> String {
             );
         }
         b.push_str("</table>");
+        if a.models.iter().any(|m| !m.slices.is_empty()) {
+            b.push_str("<table><caption>Test ROC AUC by slice</caption><tr><th>Slice</th><th>n</th><th>Events</th>");
+            for m in &a.models {
+                let _ = write!(b, "<th>{}</th>", esc(&m.model));
+            }
+            b.push_str("</tr>");
+            for (k, (col, level, n, pos, _)) in a.models[0].slices.iter().enumerate() {
+                let _ = write!(
+                    b,
+                    "<tr><td>{} = {}</td><td>{n}</td><td>{pos}</td>",
+                    esc(col),
+                    esc(level)
+                );
+                for m in &a.models {
+                    let _ = write!(b, "<td>{}</td>", num(m.slices.get(k).and_then(|s| s.4), 3));
+                }
+                b.push_str("</tr>");
+            }
+            b.push_str("</table>");
+        }
     }
     b.push_str("<h2>Methods</h2><ul>");
     for m in &a.methods {

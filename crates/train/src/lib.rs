@@ -31,13 +31,21 @@ pub struct TrainReport {
     pub val_rows: usize,
     pub test_rows: usize,
     pub metrics: metrics::Metrics,
+    /// Test metrics within each level of the slice columns (arm, site).
+    #[serde(default)]
+    pub slices: Vec<metrics::Slice>,
 }
 
 struct Split {
     x: Vec<f32>,
     y: Vec<f32>,
     rows: usize,
+    /// Slice columns (`arm`, `site`) per row, for sliced metrics.
+    slices: Vec<(String, Vec<Option<String>>)>,
 }
+
+/// Columns the test metrics are sliced by, when the table has them.
+const SLICE_COLUMNS: [&str; 2] = ["arm", "site"];
 
 async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<Split> {
     let prefix = format!("{}split={split}/", lake::FEATURES);
@@ -63,7 +71,16 @@ async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<S
             .ok_or_else(|| Error::Internal("cast".into()))?;
         y.extend(col.iter().map(|v| v.unwrap_or(0.0)));
     }
-    Ok(Split { x, y, rows })
+    let slices = SLICE_COLUMNS
+        .iter()
+        .filter(|c| {
+            batches
+                .first()
+                .is_some_and(|b| b.column_by_name(c).is_some())
+        })
+        .map(|c| Ok((c.to_string(), trialflow_core::table::strings(&batches, c)?)))
+        .collect::<Result<_>>()?;
+    Ok(Split { x, y, rows, slices })
 }
 
 fn device(choice: DeviceChoice) -> Result<Device> {
@@ -195,6 +212,7 @@ pub async fn train(
 
     let p_test = net.predict_proba(&test.x, test.rows, &dev).map_err(ce)?;
     let metrics = metrics::Metrics::compute(&test.y, &p_test);
+    let slices = metrics::slices(&test.slices, &test.y, &p_test);
     let mut data_fp = Fingerprinter::new();
     data_fp
         .part("train", &bytes_of(&train.x))
@@ -234,6 +252,7 @@ pub async fn train(
         val_rows: val.rows,
         test_rows: test.rows,
         metrics,
+        slices,
     };
     lake.put_json(&format!("{dir}metrics.json"), &report)
         .await?;

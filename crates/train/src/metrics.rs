@@ -113,6 +113,44 @@ impl Metrics {
     }
 }
 
+/// Metrics of one level of a slice column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Slice {
+    pub column: String,
+    pub level: String,
+    pub n: usize,
+    pub positives: usize,
+    pub roc_auc: Option<f64>,
+    pub brier: f64,
+}
+
+/// Per-level metrics for every slice column; rows with a missing level are left out.
+pub fn slices(columns: &[(String, Vec<Option<String>>)], y: &[f32], p: &[f32]) -> Vec<Slice> {
+    let mut out = Vec::new();
+    for (col, values) in columns {
+        let mut levels: Vec<&String> = values.iter().flatten().collect();
+        levels.sort();
+        levels.dedup();
+        for level in levels {
+            let idx: Vec<usize> = (0..values.len())
+                .filter(|&i| values[i].as_ref() == Some(level))
+                .collect();
+            let ys: Vec<f32> = idx.iter().map(|&i| y[i]).collect();
+            let ps: Vec<f32> = idx.iter().map(|&i| p[i]).collect();
+            let m = Metrics::compute(&ys, &ps);
+            out.push(Slice {
+                column: col.clone(),
+                level: level.clone(),
+                n: m.n,
+                positives: m.positives,
+                roc_auc: m.roc_auc,
+                brier: m.brier,
+            });
+        }
+    }
+    out
+}
+
 /// ROC AUC by ranks (average ranks for ties). NaN when only one class is present.
 pub fn roc_auc(y: &[f32], p: &[f32]) -> f64 {
     let mut idx: Vec<usize> = (0..y.len()).collect();
@@ -161,5 +199,22 @@ mod tests {
         assert_eq!(m.roc, vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
         let bins: Vec<(usize, f64)> = m.calibration.iter().map(|b| (b.n, b.observed)).collect();
         assert_eq!(bins, vec![(1, 0.0), (2, 0.5), (1, 1.0)]);
+        let arm = vec![
+            Some("a".to_string()),
+            Some("a".into()),
+            Some("b".into()),
+            None,
+        ];
+        let s = slices(&[("arm".into(), arm)], &y, &p);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].level.as_str(), s[0].n, s[0].roc_auc),
+            ("a", 2, Some(1.0))
+        );
+        assert_eq!(
+            (s[1].level.as_str(), s[1].n, s[1].roc_auc),
+            ("b", 1, None),
+            "one class: AUC undefined"
+        );
     }
 }
