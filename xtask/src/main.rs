@@ -169,7 +169,12 @@ fn report_check(screenshot: bool) -> Result<()> {
     let mut run = Command::new(root.join("target/debug/trialflow"));
     run.current_dir(&scratch).args(["pipeline", "full"]);
     status(run, "trialflow pipeline full (sample, scratch folder)")?;
-    let report = scratch.join("data/lake/reports/analysis/report.html");
+    let reports = scratch.join("data/lake/reports");
+    let report = std::fs::read_dir(&reports)
+        .with_context(|| format!("listing {}", reports.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("report.html")))
+        .find(|p| p.exists())
+        .context("the pipeline wrote no report")?;
     let url = format!("file://{}", report.display());
     let profile = format!(
         "--user-data-dir={}",

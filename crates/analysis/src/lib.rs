@@ -1,7 +1,7 @@
 //! Trial statistics and the report: CONSORT-style flow, Table 1, the binary outcome by arm (RD, RR, OR, χ²,
 //! Fisher), Kaplan–Meier, log-rank, Cox (unadjusted and adjusted) with a proportional-hazards check, subgroup
 //! effects with interaction tests, and the models' ROC and calibration curves. Writes
-//! `reports/analysis/analysis.json` (every number) and `report.html` (self-contained, inline SVG).
+//! `reports/<run>/analysis.json` (every number) and `report.html` (self-contained, inline SVG).
 //!
 //! Invariant: no candle; the analysis population is exactly the clean table (accepted rows).
 
@@ -894,8 +894,8 @@ async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
     }))
 }
 
-/// Computes the analysis over `processed/clean/` and writes the JSON and HTML report.
-pub async fn analyze(cfg: &Config, lake: &Storage) -> Result<Analysis> {
+/// Computes the analysis over `processed/clean/` and writes `analysis.json` and `report.html` into `dir`.
+pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis> {
     let batches = read_parquet_prefix(lake, lake::CLEAN).await?;
     let data = load(cfg, &batches)?;
     let (arms, comparisons) = comparisons(&data);
@@ -923,13 +923,10 @@ pub async fn analyze(cfg: &Config, lake: &Storage) -> Result<Analysis> {
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };
-    lake.put_json(&format!("{}analysis.json", lake::ANALYSIS), &analysis)
+    lake.put_json(&format!("{dir}analysis.json"), &analysis)
         .await?;
-    lake.put(
-        &format!("{}report.html", lake::ANALYSIS),
-        report::html(&analysis),
-    )
-    .await?;
+    lake.put(&format!("{dir}report.html"), report::html(&analysis))
+        .await?;
     Ok(analysis)
 }
 

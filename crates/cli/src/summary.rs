@@ -121,11 +121,12 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
     if ok("quality") {
         println!("  quality report    {}", lake.display(lake::QUALITY_REPORT));
     }
-    if ok("analyze") {
-        println!(
-            "  analysis report   {}",
-            lake.display(&format!("{}report.html", lake::ANALYSIS))
-        );
+    if let Some(report) = r
+        .task("analyze")
+        .filter(|_| ok("analyze"))
+        .and_then(|t| t.summary["report"].as_str())
+    {
+        println!("  analysis report   {report}");
     }
     println!("  model repository  {}", models.display(""));
     println!(

@@ -159,7 +159,7 @@ impl StageTask {
             },
             Kind::Analyze => TaskIo {
                 inputs: strs(&[lake::CLEAN, lake::CLEAN_REPORT, lake::EVALUATION]),
-                outputs: strs(&[lake::ANALYSIS]),
+                outputs: strs(&[lake::REPORTS]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset"), "analysis": c.section_json("analysis")}),
                 ..Default::default()
             },
@@ -194,7 +194,7 @@ impl StageTask {
         })
     }
 
-    async fn run_inner(&self) -> Result<Value, Error> {
+    async fn run_inner(&self, run_id: &str) -> Result<Value, Error> {
         let Ctx {
             cfg,
             lake,
@@ -212,8 +212,9 @@ impl StageTask {
             Kind::Train(m) => to_json(&trialflow_train::train(cfg, lake, m, code_version).await?),
             Kind::Evaluate(models) => to_json(&trialflow_train::evaluate(lake, models).await?),
             Kind::Analyze => {
-                let a = trialflow_analysis::analyze(cfg, lake).await?;
-                json!({"analyzed_rows": a.analyzed_rows, "report": lake.display(&format!("{}report.html", lake::ANALYSIS))})
+                let dir = lake::report_dir(run_id);
+                let a = trialflow_analysis::analyze(cfg, lake, &dir).await?;
+                json!({"analyzed_rows": a.analyzed_rows, "report": lake.display(&format!("{dir}report.html"))})
             }
             Kind::Gate => to_json(&trialflow_deploy::gate(cfg, lake).await?),
             Kind::Promote => to_json(&trialflow_deploy::promote(cfg, lake, models).await?),
@@ -226,7 +227,7 @@ impl Task for StageTask {
         Box::pin(async move { self.io_inner().await.map_err(TaskError::from) })
     }
 
-    fn run(&self) -> BoxFuture<'_, Result<Value, TaskError>> {
-        Box::pin(async move { self.run_inner().await.map_err(TaskError::from) })
+    fn run<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<Value, TaskError>> {
+        Box::pin(async move { self.run_inner(run_id).await.map_err(TaskError::from) })
     }
 }

@@ -89,7 +89,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
         let auc = m["metrics"]["roc_auc"].as_f64().unwrap();
         assert!(auc > 0.65 && auc < 0.95, "{}: AUC {auc}", m["model"]);
     }
-    let a = p.read_json("data/lake/reports/analysis/analysis.json");
+    let a = p.report_json("data/lake");
     let rr = a["comparisons"][0]["risk_ratio"]["estimate"]
         .as_f64()
         .unwrap();
@@ -101,7 +101,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     assert!(p.path("models/cv_outcome/1/BLESSED").exists());
     assert!(p.path("data/lake/processed/quality_report.json").exists());
     assert!(
-        std::fs::read_to_string(p.path("data/lake/reports/analysis/report.html"))
+        std::fs::read_to_string(p.latest_report("data/lake").join("report.html"))
             .unwrap()
             .contains("<svg")
     );
@@ -205,7 +205,14 @@ fn lake_digest(p: &Project) -> BTreeMap<String, String> {
                 .strip_prefix(&p.dir.path().display().to_string())
                 .unwrap_or(&path)
                 .to_string();
-            let skip = ["/runs/", "/deployments/", "_manifest.jsonl", "#"];
+            // reports are kept per run (reports/<run>/): compared by content below
+            let skip = [
+                "/runs/",
+                "/deployments/",
+                "/reports/",
+                "_manifest.jsonl",
+                "#",
+            ];
             if !skip.iter().any(|s| rel.contains(s)) {
                 out.insert(rel, format!("{:x}", md5ish(&std::fs::read(&path).unwrap())));
             }
@@ -240,6 +247,8 @@ fn sigkill_at_any_point_then_rerun_gives_identical_outputs() {
     let o = p.run(&["pipeline", "full"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let reference = lake_digest(&p);
+    let reference_analysis =
+        std::fs::read(p.latest_report("data/lake").join("analysis.json")).unwrap();
     std::fs::remove_dir_all(p.path("data/lake")).unwrap();
     std::fs::remove_dir_all(p.path("models")).unwrap();
 
@@ -270,6 +279,18 @@ fn sigkill_at_any_point_then_rerun_gives_identical_outputs() {
         leftovers.is_empty(),
         "staging files left behind: {leftovers:?}"
     );
+    // every report a (possibly interrupted) run finished holds the same numbers
+    for dir in std::fs::read_dir(p.path("data/lake/reports")).unwrap() {
+        let json = dir.unwrap().path().join("analysis.json");
+        if json.exists() {
+            assert_eq!(
+                std::fs::read(&json).unwrap(),
+                reference_analysis,
+                "{}",
+                json.display()
+            );
+        }
+    }
     assert_eq!(
         reference.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>()
@@ -404,7 +425,7 @@ fn colon_example_runs_with_config_only() {
     .unwrap();
     let o = p.run(&["pipeline", "full", "--config", "config/examples/colon.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let a = p.read_json("data/lake-colon/reports/analysis/analysis.json");
+    let a = p.report_json("data/lake-colon");
     assert_eq!(a["analyzed_rows"], 929);
     assert_eq!(a["arms"].as_array().unwrap().len(), 3);
     // R: survdiff(Surv(time, status) ~ rx, data = colon, subset = etype == 2) → Chisq = 11.7 on 2 df, p = 0.003

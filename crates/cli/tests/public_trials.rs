@@ -44,8 +44,10 @@ fn run_example(trial: &str) -> Value {
         .map(|e| e.unwrap().path())
         .find(|d| d.join("reports").exists())
         .unwrap();
-    serde_json::from_slice(&std::fs::read(lake.join("reports/analysis/analysis.json")).unwrap())
-        .unwrap()
+    p.report_json(&format!(
+        "data/{}",
+        lake.file_name().unwrap().to_string_lossy()
+    ))
 }
 
 fn reference(trial: &str) -> Value {

@@ -65,6 +65,29 @@ impl Project {
         std::fs::write(p, text).unwrap();
     }
 
+    /// The newest `reports/<run>/` folder of the lake at `lake_rel` (a run that analysed writes one).
+    pub fn latest_report(&self, lake_rel: &str) -> PathBuf {
+        let dir = self.path(lake_rel).join("reports");
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("analysis.json").exists())
+            .max_by_key(|p| {
+                std::fs::metadata(p.join("analysis.json"))
+                    .unwrap()
+                    .modified()
+                    .unwrap()
+            })
+            .expect("no report folder")
+    }
+
+    pub fn report_json(&self, lake_rel: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(self.latest_report(lake_rel).join("analysis.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
     pub fn read_json(&self, rel: &str) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.path(rel)).unwrap()).unwrap()
     }

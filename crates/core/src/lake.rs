@@ -18,12 +18,17 @@ pub const QUALITY_REPORT: &str = "processed/quality_report.json";
 pub const CANDIDATES: &str = "candidates/";
 pub const EVALUATION: &str = "candidates/evaluation.json";
 pub const GATE: &str = "candidates/gate.json";
-pub const ANALYSIS: &str = "reports/analysis/";
+/// `reports/<run>/report.html` and `analysis.json`, one folder per run that analysed.
+pub const REPORTS: &str = "reports/";
 pub const DEPLOYMENTS: &str = "deployments/";
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
 
 pub fn features_file(split: &str) -> String {
     format!("{FEATURES}split={split}/part-0.parquet")
+}
+
+pub fn report_dir(run_id: &str) -> String {
+    format!("{REPORTS}{run_id}/")
 }
 
 pub fn candidate_dir(model: &str) -> String {

@@ -52,7 +52,8 @@ impl From<trialflow_core::Error> for TaskError {
 /// A unit of work. `io` must be cheap (listings, no heavy reads); `run` does the work and returns a summary.
 pub trait Task: Send + Sync {
     fn io(&self) -> BoxFuture<'_, Result<TaskIo, TaskError>>;
-    fn run(&self) -> BoxFuture<'_, Result<serde_json::Value, TaskError>>;
+    /// `run_id` names this pipeline run (for outputs kept per run, such as reports).
+    fn run<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<serde_json::Value, TaskError>>;
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +234,7 @@ pub async fn execute(
                 opts: opts.clone(),
                 forced: forced.contains(name),
                 upstream_would_run,
+                run_id: run_id.clone(),
                 sem: sem.clone(),
                 progress: progress.clone(),
             };
@@ -342,6 +344,7 @@ struct RunCtx {
     opts: RunOptions,
     forced: bool,
     upstream_would_run: bool,
+    run_id: String,
     sem: Arc<Semaphore>,
     progress: Progress,
 }
@@ -410,7 +413,7 @@ impl RunCtx {
         self.progress.started(&self.spec.name, reason);
         let summary = loop {
             rec.attempts += 1;
-            match self.task.run().await {
+            match self.task.run(&self.run_id).await {
                 Ok(s) => break s,
                 Err(e) if e.kind.is_retryable() && rec.attempts <= self.opts.retries => {
                     let wait = self.opts.backoff * 2u32.saturating_pow(rec.attempts - 1);

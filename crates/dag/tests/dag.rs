@@ -40,7 +40,7 @@ impl Task for Fake {
         })
     }
 
-    fn run(&self) -> BoxFuture<'_, Result<Value, TaskError>> {
+    fn run<'a>(&'a self, _run_id: &'a str) -> BoxFuture<'a, Result<Value, TaskError>> {
         Box::pin(async move {
             self.runs.fetch_add(1, Ordering::SeqCst);
             let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
