@@ -669,7 +669,7 @@ pub fn html(a: &Analysis) -> String {
          body{{font-family:system-ui,sans-serif;max-width:62rem;margin:auto;padding:1rem;color:#222}}\
          table{{border-collapse:collapse;margin:.5rem 0 1rem;display:block;overflow-x:auto;max-width:100%}}\
          td,th{{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;vertical-align:top}}\
-         td:first-child,th:first-child{{text-align:left}}caption{{text-align:left;font-size:.9em;color:#555}}\
+         td:first-child,th:first-child{{text-align:left;white-space:normal;min-width:8rem}}td,th{{white-space:nowrap}}caption{{text-align:left;font-size:.9em;color:#555}}\
          .chart{{width:100%;max-width:640px;height:auto;display:block}}.pair{{display:flex;flex-wrap:wrap;gap:1rem}}\
          .pair .chart{{max-width:320px}}small{{color:#666}}\
          @media print{{body{{max-width:none}}table{{display:table;overflow:visible}}h2{{break-before:auto;break-after:avoid}}}}\

@@ -169,12 +169,14 @@ pub async fn execute(
         }
     }
     let started_at = now_rfc3339();
+    // e.g. 20261126T174502Z-b89a63: sortable by time, unique per process
+    let stamp: String = started_at
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
     let run_id = format!(
-        "{}-{}",
-        started_at
-            .replace([':', '-'], "")
-            .trim_end_matches('Z')
-            .replace('T', "-"),
+        "{stamp}Z-{}",
         &sha256_hex(format!("{started_at}{}", std::process::id()).as_bytes())[..6]
     );
     let (selected, forced) = select(pipeline, opts)?;
