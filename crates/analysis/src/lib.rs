@@ -511,7 +511,14 @@ fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
         model.not_estimable = Some("no events".into());
         return model;
     }
-    match stats::cox_ph(names.clone(), &t, &e, &x, ties(cfg), 50) {
+    match stats::cox_ph(
+        names.clone(),
+        &t,
+        &e,
+        &x,
+        ties(cfg),
+        cfg.analysis.max_iterations,
+    ) {
         None => {
             model.not_estimable = Some(
                 "the information matrix is singular (a covariate is constant or collinear)".into(),
@@ -521,8 +528,10 @@ fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
             model.converged = fit.converged;
             model.iterations = fit.iterations;
             if !fit.converged {
-                model.not_estimable =
-                    Some(format!("did not converge in {} iterations", fit.iterations));
+                model.not_estimable = Some(format!(
+                    "did not converge within {} iterations (analysis.max_iterations)",
+                    fit.iterations
+                ));
             } else if diverges(&fit.coef) {
                 model.not_estimable = Some(
                     "a coefficient diverges (monotone likelihood: an arm or level without events?)"
@@ -679,7 +688,14 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
                             .to_string(),
                         );
                     } else {
-                        match stats::cox_ph(vec![format!("arm={a}")], &tt, &ee, &x, ties(cfg), 50) {
+                        match stats::cox_ph(
+                            vec![format!("arm={a}")],
+                            &tt,
+                            &ee,
+                            &x,
+                            ties(cfg),
+                            cfg.analysis.max_iterations,
+                        ) {
                             Some(f) if f.converged && !diverges(&f.coef) && f.se[0].is_finite() => {
                                 let h = &hazard_ratios(&f, 1)[0];
                                 est = Some(Estimate {
@@ -689,8 +705,10 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
                                 });
                             }
                             Some(f) => {
-                                why =
-                                    Some(format!("did not converge in {} iterations", f.iterations))
+                                why = Some(format!(
+                                    "did not converge within {} iterations",
+                                    f.iterations
+                                ))
                             }
                             None => why = Some("singular information matrix".into()),
                         }
@@ -766,12 +784,14 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
             let names = (0..x.first().map_or(0, Vec::len))
                 .map(|j| format!("x{j}"))
                 .collect();
-            stats::cox_ph(names, &tt, &ee, &x, ties(cfg), 50).and_then(|f| {
-                let cov = stats::cox_covariance(&f, &tt, &ee, &x)?;
-                (f.converged && !diverges(&f.coef))
-                    .then(|| stats::wald(&f.coef, &cov, &products))
-                    .flatten()
-            })
+            stats::cox_ph(names, &tt, &ee, &x, ties(cfg), cfg.analysis.max_iterations).and_then(
+                |f| {
+                    let cov = stats::cox_covariance(&f, &tt, &ee, &x)?;
+                    (f.converged && !diverges(&f.coef))
+                        .then(|| stats::wald(&f.coef, &cov, &products))
+                        .flatten()
+                },
+            )
         }
         None => {
             let x: Vec<Vec<f64>> = rows
@@ -780,7 +800,7 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
                 .collect();
             let y: Vec<f64> = rows.iter().map(|&i| data.outcome[i]).collect();
             let shifted: Vec<usize> = products.iter().map(|p| p + 1).collect();
-            stats::logistic(&x, &y, 50).and_then(|f| {
+            stats::logistic(&x, &y, cfg.analysis.max_iterations).and_then(|f| {
                 (f.converged && !diverges(&f.coef))
                     .then(|| stats::wald(&f.coef, &f.covariance, &shifted))
                     .flatten()
@@ -1021,16 +1041,15 @@ deployment: {{min_test_auc: 0.5}}
                 .is_some_and(|w| w.contains("diverges")),
             "{m:?}"
         );
-        // and a fit stopped by the iteration limit reports its count
-        let (t, e) = d.tte.as_ref().unwrap();
-        let x: Vec<Vec<f64>> = d
-            .arm
-            .iter()
-            .map(|a| vec![f64::from(u8::from(a == "B"))])
-            .collect();
-        let fit = stats::cox_ph(vec!["b".into()], t, e, &x, Ties::Efron, 1).unwrap();
-        assert!(!fit.converged);
-        assert_eq!(fit.iterations, 1);
+        // and a fit stopped by the iteration limit says so, with the count
+        let cfg = config(dir.path(), "analysis: {max_iterations: 1}");
+        let m = cox_model(&cfg, &data(), &[]);
+        assert!(!m.converged);
+        assert_eq!(
+            m.not_estimable.as_deref(),
+            Some("did not converge within 1 iterations (analysis.max_iterations)"),
+            "{m:?}"
+        );
     }
 
     #[test]

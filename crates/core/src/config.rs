@@ -308,6 +308,14 @@ pub struct AnalysisConfig {
     pub adjust: Vec<String>,
     #[serde(default)]
     pub subgroups: Vec<SubgroupConfig>,
+    /// Newton–Raphson iterations allowed for Cox and logistic fits; a fit that needs more is reported as not
+    /// converged, with the count.
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: usize,
+}
+
+fn default_max_iterations() -> usize {
+    50
 }
 
 fn default_ties() -> CoxTies {
@@ -321,6 +329,7 @@ impl Default for AnalysisConfig {
             ties: CoxTies::Efron,
             adjust: Vec::new(),
             subgroups: Vec::new(),
+            max_iterations: default_max_iterations(),
         }
     }
 }
