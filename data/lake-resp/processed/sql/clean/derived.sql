@@ -1,2 +1,0 @@
--- generated from config/examples/respiratory.yaml
-SELECT *, COALESCE((month = 4), false) AS "_keep" FROM accepted;

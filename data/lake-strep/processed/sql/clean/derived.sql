@@ -1,2 +1,0 @@
--- generated from config/examples/strep_tb.yaml
-SELECT *, true AS "_keep" FROM accepted;
