@@ -291,7 +291,6 @@ fn table1(cfg: &Config, data: &Data) -> Table1 {
             .filter(|&i| data.arm[i] == arm)
             .collect()
     };
-    let reference = &data.arms[0];
     for name in cfg.dataset.numeric.iter().chain(&cfg.dataset.categorical) {
         match &data.columns[name] {
             Column::Numeric(v) => {
@@ -358,7 +357,6 @@ fn table1(cfg: &Config, data: &Data) -> Table1 {
             }
         }
     }
-    let _ = reference;
     Table1 {
         numeric,
         categorical,

@@ -6,17 +6,40 @@ use std::collections::BTreeMap;
 
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
+fn parse(sql: &str) -> Result<Expr, String> {
+    let dialect = sqlparser::dialect::GenericDialect {};
+    sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| format!("not a valid SQL expression: {e}"))
+}
+
 /// Evaluates `sql` with `vars` as the numeric columns (`None` = NULL).
 pub fn eval_numeric(
     sql: &str,
     vars: &BTreeMap<String, Option<f64>>,
 ) -> Result<Option<f64>, String> {
-    let dialect = sqlparser::dialect::GenericDialect {};
-    let expr = sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| format!("not a valid SQL expression: {e}"))?;
-    eval(&expr, vars)
+    eval(&parse(sql)?, vars)
+}
+
+/// The column names `sql` refers to, in order of appearance.
+pub fn columns(sql: &str) -> Result<Vec<String>, String> {
+    fn walk(e: &Expr, out: &mut Vec<String>) {
+        match e {
+            Expr::Identifier(id) if !out.contains(&id.value) => out.push(id.value.clone()),
+            Expr::Nested(inner)
+            | Expr::UnaryOp { expr: inner, .. }
+            | Expr::Cast { expr: inner, .. } => walk(inner, out),
+            Expr::BinaryOp { left, right, .. } => {
+                walk(left, out);
+                walk(right, out);
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&parse(sql)?, &mut out);
+    Ok(out)
 }
 
 fn eval(e: &Expr, vars: &BTreeMap<String, Option<f64>>) -> Result<Option<f64>, String> {
@@ -86,5 +109,6 @@ mod tests {
         assert_eq!(eval_numeric("weight_kg / height_cm", &v).unwrap(), None);
         assert!(eval_numeric("upper(weight_kg)", &v).is_err());
         assert!(eval_numeric("nope + 1", &v).is_err());
+        assert_eq!(columns("\"w.kg\" / (h * h) + 1e2").unwrap(), ["w.kg", "h"]);
     }
 }

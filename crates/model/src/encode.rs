@@ -76,7 +76,8 @@ pub fn encode(
                 None => {
                     // Inputs of the derived expression that are not covariates come from the record too.
                     let mut vars = numbers.clone();
-                    let missing_inputs: Vec<String> = identifiers(expr)
+                    let missing_inputs: Vec<String> = trialflow_core::expr::columns(expr)
+                        .map_err(|m| field_err(&f.name, m))?
                         .into_iter()
                         .filter(|n| !vars.contains_key(n))
                         .collect();
@@ -121,29 +122,6 @@ pub fn encode(
         }
     }
     Ok(())
-}
-
-/// Column names an expression mentions (identifiers), for derived inputs.
-fn identifiers(expr: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_quote = false;
-    for ch in expr.chars() {
-        if ch == '"' {
-            in_quote = !in_quote;
-            continue;
-        }
-        if in_quote || ch.is_ascii_alphanumeric() || ch == '_' || ch == '.' {
-            cur.push(ch);
-        } else if !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out.retain(|s| s.parse::<f64>().is_err());
-    out
 }
 
 /// Encodes every row of `batches` (columns named as in the clean table). `rename` maps a spec field name
