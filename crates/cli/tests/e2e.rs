@@ -395,6 +395,20 @@ fn bad_data_exits_3_naming_source_and_column_and_real_keys_are_required() {
         "{out}"
     );
 
+    // a source with a header and no data: a clear message, exit 3, nothing panics
+    let p = Project::sample();
+    let header = std::fs::read_to_string(p.path("data/raw/clinical_trial_data_1.csv")).unwrap();
+    let header = header.lines().next().unwrap().to_string() + "\n";
+    std::fs::write(p.path("data/raw/clinical_trial_data_1.csv"), &header).unwrap();
+    std::fs::write(p.path("data/raw/clinical_trial_data_2.csv"), &header).unwrap();
+    let o = p.run(&["pipeline", "data"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(
+        text(&o).contains("the sources hold no data rows"),
+        "{}",
+        text(&o)
+    );
+
     // a config without a development key needs the key in the environment
     let p = Project::sample();
     let base = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();

@@ -269,11 +269,14 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         })
         .collect();
 
+    let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
     let clean_schema = clean_batches.first().map(|b| b.schema()).ok_or_else(|| {
-        Error::bad_data(
-            lake.display(lake::RAW_CURRENT),
-            "no row passed validation; see processed/quarantine/",
-        )
+        let why = if rows_in == 0 {
+            "the sources hold no data rows (a header at most)".to_string()
+        } else {
+            format!("none of the {rows_in} rows passed validation; every one is in processed/quarantine/ with its reason")
+        };
+        Error::bad_data(sources.join(", "), why)
     });
     let q_schema = quarantine
         .first()
