@@ -5,7 +5,6 @@
 //! is censored administratively. On top of clean values the writer adds what real exports contain: synonym
 //! and mixed-case categories, blanks, impossible values, unparseable cells, exact duplicate rows and repeated ids.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -230,7 +229,6 @@ pub fn generate(rows: usize, seed: u64, files: usize, out_dir: &Path) -> Result<
             .with_context(|| format!("renaming {} into place", tmp.display()))?;
         written.push(path);
     }
-    std::io::stdout().flush().ok();
     Ok(written)
 }
 

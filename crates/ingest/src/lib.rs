@@ -118,11 +118,17 @@ pub fn list_sources(cfg: &Config) -> Result<Vec<Listed>> {
 
 /// Reads the manifest, tolerating nothing: a corrupt line is reported with its line number.
 pub async fn read_manifest(lake: &Storage) -> Result<Vec<ManifestLine>> {
+    Ok(load_manifest(lake).await?.0)
+}
+
+/// The parsed manifest and its bytes (kept to append to without a second read).
+async fn load_manifest(lake: &Storage) -> Result<(Vec<ManifestLine>, Vec<u8>)> {
     let Some(bytes) = lake.get_opt(MANIFEST).await? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let text = String::from_utf8_lossy(&bytes);
-    text.lines()
+    let lines = text
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
@@ -133,7 +139,8 @@ pub async fn read_manifest(lake: &Storage) -> Result<Vec<ManifestLine>> {
                 )
             })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((lines, bytes.to_vec()))
 }
 
 /// Header check against the contract; returns the extra columns. Counts data records (not lines, so quoted
@@ -182,7 +189,7 @@ fn inspect_csv(url: &str, bytes: &[u8], required: &[String]) -> Result<(u64, Vec
 
 /// Copies new or changed source files into the raw zone. With `dry_run`, reports what would be copied.
 pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<IngestReport> {
-    let manifest = read_manifest(lake).await?;
+    let (manifest, mut manifest_bytes) = load_manifest(lake).await?;
     let mut latest: BTreeMap<&str, &ManifestLine> = BTreeMap::new();
     for m in &manifest {
         latest.insert(m.url.as_str(), m);
@@ -252,18 +259,20 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
     let copied = new_lines.len();
     if !dry_run {
         if !new_lines.is_empty() {
-            let mut text = lake
-                .get_opt(MANIFEST)
-                .await?
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
             for l in &new_lines {
-                text.extend(serde_json::to_vec(l).map_err(|e| Error::Internal(e.to_string()))?);
-                text.push(b'\n');
+                manifest_bytes
+                    .extend(serde_json::to_vec(l).map_err(|e| Error::Internal(e.to_string()))?);
+                manifest_bytes.push(b'\n');
             }
-            lake.put(MANIFEST, text).await?;
+            lake.put(MANIFEST, manifest_bytes).await?;
         }
-        lake.put_json(CURRENT, &current).await?;
+        // Rewriting identical bytes would only churn the object's etag for the runner's hash cache.
+        let mut current_bytes =
+            serde_json::to_vec_pretty(&current).map_err(|e| Error::Internal(e.to_string()))?;
+        current_bytes.push(b'\n');
+        if lake.get_opt(CURRENT).await?.as_deref() != Some(current_bytes.as_slice()) {
+            lake.put(CURRENT, current_bytes).await?;
+        }
     }
     Ok(IngestReport { files, copied })
 }

@@ -281,7 +281,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     let q_schema = quarantine
         .first()
         .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(ctx_schema_of_quarantine()));
+        .unwrap_or_else(|| Arc::new(quarantine_schema()));
     write_parquet(lake, lake::QUARANTINE_FILE, q_schema, &quarantine).await?;
     write_parquet(lake, lake::CLEAN_FILE, clean_schema?, clean_batches).await?;
     let report = CleanReport {
@@ -299,7 +299,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     Ok(report)
 }
 
-fn ctx_schema_of_quarantine() -> arrow::datatypes::Schema {
+fn quarantine_schema() -> arrow::datatypes::Schema {
     use arrow::datatypes::Field;
     arrow::datatypes::Schema::new(vec![
         Field::new("source", DataType::Utf8, false),

@@ -83,11 +83,11 @@ async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<S
     Ok(Split { x, y, rows, slices })
 }
 
-fn device(choice: DeviceChoice) -> Result<Device> {
-    match choice {
+fn device(cfg: &Config) -> Result<Device> {
+    match cfg.training.device {
         DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::Cpu),
         DeviceChoice::Cuda => Err(Error::config(
-            "config",
+            &cfg.source_file,
             "training.device",
             "`cuda` needs a binary built with `--features cuda`; this one is CPU-only",
         )),
@@ -153,7 +153,7 @@ pub async fn train(
         ));
     }
     let t = cfg.training.clone();
-    let dev = device(t.device)?;
+    let dev = device(cfg)?;
     let dim = spec.width();
     let seed = t.seed
         ^ u64::from_le_bytes(
