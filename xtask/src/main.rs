@@ -3,12 +3,16 @@
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
 //!   check.
+//! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk
+//!   (see bench.rs).
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
 //!   report in headless Chromium (installed from Debian's packages when missing) and fail on any console
 //!   message; `--screenshot` refreshes docs/report.png.
 //!
 //! Both build with the dev profile (dependencies' hot numeric kernels optimized, see Cargo.toml), so a new user
 //! compiles the dependency set once for running and testing.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,9 +54,10 @@ fn run() -> Result<()> {
         Some("pipeline") => pipeline(&args[1..]),
         Some("test") => test(),
         Some("report-check") => report_check(args.iter().any(|a| a == "--screenshot")),
+        Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask report-check [--screenshot]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask report-check [--screenshot]"
             );
             bail!("unknown or missing command")
         }
@@ -99,19 +104,87 @@ fn test() -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(build, "cargo build --workspace --bins")?;
+    // The server tests drive the real Python client libraries (tritonclient, kserve, prometheus_client).
+    let python = venv("serve", &root().join("xtask/requirements-serve.txt"))?;
+    let mut t = cargo();
     if has_nextest() {
-        let mut t = cargo();
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
-        status(t, "cargo nextest run --workspace")?;
     } else {
-        let mut t = cargo();
         t.args(["test", "--workspace", "--no-fail-fast"]);
-        status(t, "cargo test --workspace")?;
     }
+    t.env("TRIALFLOW_TEST_PYTHON", &python);
+    status(t, "cargo nextest run --workspace")?;
     report_check(false)
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A virtual environment under target/py/<name> with `requirements` installed; rebuilt only when the
+/// requirements file changes. Returns its python.
+pub(crate) fn venv(name: &str, requirements: &Path) -> Result<PathBuf> {
+    let dir = root().join("target/py").join(name);
+    let python = dir.join("bin/python");
+    let wanted = std::fs::read_to_string(requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    let stamp = dir.join(".requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    if !python.exists() {
+        let mut c = Command::new("python3");
+        c.args(["-m", "venv"]).arg(&dir);
+        status(c, &format!("python3 -m venv {}", dir.display()))?;
+    }
+    let mut pip = Command::new(&python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "-r",
+    ])
+    .arg(requirements);
+    status(
+        pip,
+        &format!(
+            "pip install -r {} (cached in {})",
+            requirements.display(),
+            dir.display()
+        ),
+    )?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+/// Installs a Debian package when `binary` is not on PATH.
+pub(crate) fn ensure_apt(binary: &str, package: &str) -> Result<()> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Ok(());
+    }
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    if status(install, &format!("apt-get install {package}")).is_ok() {
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    status(update, "apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    status(install, &format!("apt-get install {package}")).with_context(|| {
+        format!("{binary} is needed (Debian package {package}; run as root, or install it)")
+    })
+}
 
 fn ensure_chromium() -> Result<()> {
     if Path::new(CHROMIUM).exists() {

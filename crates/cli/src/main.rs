@@ -66,12 +66,26 @@ enum Command {
     },
     /// Load and validate the config, print it resolved (environment overrides applied).
     CheckConfig,
-    /// Serve blessed models over the TF Serving REST API.
+    /// Serve blessed models over the TF Serving REST API and the Open Inference Protocol v2.
     Serve {
         #[arg(long)]
         host: Option<String>,
         #[arg(long)]
         port: Option<u16>,
+    },
+    /// Score a CSV or Parquet file with a blessed model version (streaming; output CSV or Parquet).
+    Predict {
+        /// Model name in the repository (default: serving.model_name).
+        #[arg(long)]
+        model: Option<String>,
+        /// Version (default: the newest blessed one).
+        #[arg(long)]
+        version: Option<u64>,
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file; the input's columns plus `probability` and `error`.
+        #[arg(long)]
+        output: PathBuf,
     },
 }
 
@@ -133,6 +147,47 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         return Ok(0);
     }
+    match cli.command {
+        Command::Serve { host, port } => {
+            let cfg = Config::load_for_serving(cli.config.as_deref())?;
+            let models = Storage::open(&cfg.storage.models)?;
+            let host = host.unwrap_or_else(|| cfg.serving.host.clone());
+            let addr: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(cfg.serving.port))
+                .parse()
+                .with_context(|| format!("serving.host `{host}` is not an IP address"))?;
+            trialflow_serve::serve(&cfg, models, addr, shutdown_signal()).await?;
+            return Ok(0);
+        }
+        Command::Predict {
+            model,
+            version,
+            input,
+            output,
+        } => {
+            let cfg = Config::load_for_serving(cli.config.as_deref())?;
+            let models = Storage::open(&cfg.storage.models)?;
+            let name = model.unwrap_or_else(|| cfg.serving.model_name.clone());
+            let loaded = trialflow_serve::load_version(&models, &name, version).await?;
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                trialflow_serve::batch::score_file(&loaded, &input, &output)
+            })
+            .await
+            .context("batch scoring stopped")??;
+            println!(
+                "trialflow: predict {} version {}: {} rows, {} scored, {} not scored (see the `error` column) -> {} in {:.2}s",
+                r.model,
+                r.version,
+                r.rows,
+                r.scored,
+                r.failed,
+                r.output,
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(0);
+        }
+        _ => {}
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::CheckConfig => {
@@ -154,15 +209,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Serve { host, port } => {
-            let models = Storage::open(&cfg.storage.models)?;
-            let host = host.unwrap_or_else(|| cfg.serving.host.clone());
-            let addr: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(cfg.serving.port))
-                .parse()
-                .with_context(|| format!("serving.host `{host}` is not an IP address"))?;
-            trialflow_serve::serve(&cfg, models, addr, shutdown_signal()).await?;
-            Ok(0)
-        }
+        Command::Serve { .. } | Command::Predict { .. } => Ok(0), // handled above: serving config only
         Command::Pipeline {
             name,
             force,
@@ -244,5 +291,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    eprintln!("shutting down: draining in-flight requests");
 }

@@ -150,7 +150,9 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     assert!(body.contains("AVAILABLE"), "{body}");
     let record = r#"{"instances": [{"arm": "Treatment", "age": 67, "sex": "male", "weight_kg": 88.5, "height_cm": 176,
         "systolic_bp": 148, "diastolic_bp": 88, "ldl_mg_dl": 131, "hdl_mg_dl": 41, "creatinine_mg_dl": 1.1,
-        "hba1c_pct": 6.1, "smoker": "yes", "diabetic": "no"}, {"arm": "placebo", "age": 55}]}"#;
+        "hba1c_pct": 6.1, "smoker": "yes", "diabetic": "no"}, {"arm": "placebo", "age": 55, "sex": null,
+        "weight_kg": null, "height_cm": null, "systolic_bp": null, "diastolic_bp": null, "ldl_mg_dl": null,
+        "hdl_mg_dl": null, "creatinine_mg_dl": null, "hba1c_pct": null, "smoker": null, "diabetic": null}]}"#;
     let (code, body) = server.request("POST", "/v1/models/cv_outcome:predict", record);
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -162,7 +164,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     }
     let (code, body) = server.request(
         "POST",
-        "/v1/models/cv_outcome/versions/1:predict",
+        "/v1/models/cv_outcome/versions/2:predict",
         r#"{"instances": [{"age": "sixty"}]}"#,
     );
     assert_eq!(code, 400, "{body}");
@@ -190,10 +192,130 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     assert!(
         body.contains(
             // the appended row changed the data: the retrained model is version 2, now the latest
-            "trialflow_requests_total{model=\"cv_outcome\",version=\"2\",code=\"200\"} 1"
+            "trialflow_requests_total{api=\"v1\",model=\"cv_outcome\",version=\"2\",code=\"200\"} 1"
         ),
         "{body}"
     );
+
+    // batch scoring and the server reproduce the training run's probabilities for the whole test split
+    let gate = p.read_json("data/lake/candidates/gate.json");
+    let chosen = gate["chosen"].as_str().unwrap();
+    let trained = test_predictions(&p.path(&format!(
+        "data/lake/candidates/{chosen}/test_predictions.parquet"
+    )));
+    let o = p.run(&[
+        "predict",
+        "--input",
+        "data/lake/processed/features/split=test/part-0.parquet",
+        "--output",
+        "scored/test.csv",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} rows, {} scored, 0 not scored",
+            trained.len(),
+            trained.len()
+        )),
+        "{out}"
+    );
+    let mut rdr = csv::Reader::from_path(p.path("scored/test.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), trained.len());
+    for (r, (id, p_train)) in rows.iter().zip(&trained) {
+        assert_eq!(&r[col("subject_id")], id);
+        let p_batch: f32 = r[col("probability")].parse().unwrap();
+        assert!(
+            (p_batch - p_train).abs() < 1e-6,
+            "{id}: batch {p_batch} vs trained {p_train}"
+        );
+    }
+    let (_, md) = server.request("GET", "/v1/models/cv_outcome/metadata", "");
+    let md: serde_json::Value = serde_json::from_str(&md).unwrap();
+    let fields: Vec<String> =
+        md["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+    let mut served = Vec::new();
+    for chunk in rows.chunks(400) {
+        let instances: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|r| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        let cell = &r[col(f)];
+                        let v = if cell.is_empty() {
+                            serde_json::Value::Null
+                        } else if let Ok(x) = cell.parse::<f64>() {
+                            serde_json::json!(x)
+                        } else {
+                            serde_json::json!(cell)
+                        };
+                        (f.clone(), v)
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            })
+            .collect();
+        let (code, body) = server.request(
+            "POST",
+            "/v1/models/cv_outcome:predict",
+            &serde_json::json!({ "instances": instances }).to_string(),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        served.extend(
+            v["predictions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_f64().unwrap() as f32),
+        );
+    }
+    assert_eq!(served.len(), trained.len());
+    for ((id, p_train), p_served) in trained.iter().zip(&served) {
+        assert!(
+            (p_served - p_train).abs() < 1e-6,
+            "{id}: served {p_served} vs trained {p_train}"
+        );
+    }
+}
+
+/// `(subject_id, probability)` rows of a training run's test_predictions.parquet.
+fn test_predictions(path: &std::path::Path) -> Vec<(String, f32)> {
+    use arrow::array::{AsArray, Float32Array};
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let ids = b
+            .column_by_name("subject_id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let p = b
+            .column_by_name("probability")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap()
+            .clone();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i).to_string(), p.value(i)));
+        }
+    }
+    out
 }
 
 fn lake_digest(p: &Project) -> BTreeMap<String, String> {

@@ -257,8 +257,121 @@ pub struct ServingConfig {
     pub model_name: String,
     /// How often the model repository is checked for new versions.
     pub poll_seconds: u64,
+    /// Largest request body; larger ones are refused with 413 before they are read in full.
     pub max_body_bytes: usize,
+    /// Most rows (instances) one predict/infer request may carry.
     pub max_rows: usize,
+    /// A request still running after this long is answered 503 (its work is abandoned).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; one more is refused with 503 at once rather than queued.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Name of an environment variable holding a bearer token; when set, model endpoints require
+    /// `Authorization: Bearer <token>` (health and metrics stay open for probes and scrapers).
+    #[serde(default)]
+    pub auth_token_env: Option<String>,
+    /// Which blessed versions are loaded, for every model in the repository.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Version labels per model (`labels: {cv_outcome: {stable: 1, canary: 2}}`), as TF Serving's
+    /// `/labels/{label}` routes use them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_max_concurrent() -> usize {
+    256
+}
+
+/// TF Serving's model version policy: `latest` (the newest blessed version only; an older one stays until the
+/// new one has loaded), `all`, or `{specific: [1, 2]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionPolicy {
+    #[default]
+    Latest,
+    All,
+    Specific(Vec<u64>),
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of the blessed ones (sorted ascending).
+    pub fn select(&self, blessed: &[u64]) -> Vec<u64> {
+        match self {
+            VersionPolicy::Latest => blessed.iter().max().map(|v| vec![*v]).unwrap_or_default(),
+            VersionPolicy::All => blessed.to_vec(),
+            VersionPolicy::Specific(want) => blessed
+                .iter()
+                .copied()
+                .filter(|v| want.contains(v))
+                .collect(),
+        }
+    }
+}
+
+impl ServingConfig {
+    /// Checks what the types cannot; `file` names the config in errors.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let err = |k: &str, m: &str| Err(Error::config(file, format!("serving.{k}"), m));
+        if self.max_rows == 0 {
+            return err("max_rows", "expected at least 1");
+        }
+        if self.max_body_bytes < 1024 {
+            return err("max_body_bytes", "expected at least 1024");
+        }
+        if self.max_concurrent_requests == 0 {
+            return err("max_concurrent_requests", "expected at least 1");
+        }
+        if self.request_timeout_ms == 0 {
+            return err("request_timeout_ms", "expected at least 1");
+        }
+        if !is_model_name(&self.model_name) {
+            return err(
+                "model_name",
+                "expected letters, digits, `_`, `-` or `.` (not a path)",
+            );
+        }
+        if let Some(var) = &self.auth_token_env
+            && (var.is_empty() || var.contains('='))
+        {
+            return err(
+                "auth_token_env",
+                "expected the name of an environment variable",
+            );
+        }
+        if let VersionPolicy::Specific(v) = &self.version_policy
+            && v.is_empty()
+        {
+            return err("version_policy.specific", "expected at least one version");
+        }
+        for (model, labels) in &self.labels {
+            for label in labels.keys() {
+                if !is_model_name(label) || label.parse::<u64>().is_ok() {
+                    return Err(Error::config(
+                        file,
+                        format!("serving.labels.{model}.{label}"),
+                        "expected a label of letters, digits, `_` or `-` that is not a number",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Model names and labels double as path segments: no separators, no `.`/`..`.
+pub fn is_model_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -379,6 +492,40 @@ impl Config {
 
     /// Parses and validates YAML text; `env` supplies `TRIALFLOW_A__B` overrides.
     pub fn from_yaml(text: &str, file: &str, env: &[(String, String)]) -> Result<Self> {
+        let cfg = Self::parse(text, file, env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Loads a config for the model server alone: the serving section is validated, the dataset's
+    /// source files need not exist (a server pod does not have them).
+    pub fn load_for_serving(path: Option<&Path>) -> Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| {
+                    Error::config(
+                        p.display().to_string(),
+                        "<file>",
+                        format!("cannot read the config file: {e}"),
+                    )
+                })?,
+                p.display().to_string(),
+            ),
+            None if Path::new("config/config.yaml").exists() => {
+                return Self::load_for_serving(Some(Path::new("config/config.yaml")));
+            }
+            None => (
+                EMBEDDED_CONFIG.to_string(),
+                EMBEDDED_CONFIG_NAME.to_string(),
+            ),
+        };
+        let cfg = Self::parse(&text, &name, &env)?;
+        cfg.serving.validate(&name)?;
+        Ok(cfg)
+    }
+
+    fn parse(text: &str, file: &str, env: &[(String, String)]) -> Result<Self> {
         let mut value: Value = serde_yaml_ng::from_str(text)
             .map_err(|e| Error::config(file, "<document>", format!("not valid YAML: {e}")))?;
         apply_env_overrides(&mut value, env, file)?;
@@ -391,7 +538,6 @@ impl Config {
             )
         })?;
         cfg.source_file = file.to_string();
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -647,6 +793,7 @@ impl Config {
         {
             return Err(self.err("analysis.survival_times", "expected non-negative times"));
         }
+        self.serving.validate(&self.source_file)?;
         if self.dag.max_parallel == 0 {
             return Err(self.err("dag.max_parallel", "expected at least 1"));
         }

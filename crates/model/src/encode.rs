@@ -58,6 +58,85 @@ fn as_level(v: &RawValue) -> Option<String> {
     }
 }
 
+/// What a record must carry, for request validation and the serving signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputField {
+    pub name: String,
+    /// Numbers, or text levels for a categorical feature.
+    pub numeric: bool,
+    /// A required field must be present in every record (its value may be null: then it is imputed). A
+    /// derived feature is optional: absent, it is computed from its inputs.
+    pub required: bool,
+}
+
+/// The record fields the spec reads, in column order: covariates, then inputs of derived features that are
+/// not covariates themselves.
+pub fn input_fields(spec: &FeatureSpec) -> Vec<InputField> {
+    let mut out: Vec<InputField> = Vec::new();
+    for f in &spec.numeric {
+        out.push(InputField {
+            name: f.name.clone(),
+            numeric: true,
+            required: f.derived.is_none(),
+        });
+    }
+    for f in &spec.numeric {
+        let Some(expr) = &f.derived else { continue };
+        for c in trialflow_core::expr::columns(expr).unwrap_or_default() {
+            if !out.iter().any(|i| i.name == c) {
+                out.push(InputField {
+                    name: c,
+                    numeric: true,
+                    required: false,
+                });
+            }
+        }
+    }
+    for c in &spec.categorical {
+        out.push(InputField {
+            name: c.name.clone(),
+            numeric: false,
+            required: true,
+        });
+    }
+    out
+}
+
+/// The first field a record lacks: a required feature, or an input of a derived feature the record does
+/// not give itself. `has` says whether the record names a field (with any value, null included).
+pub fn missing_field(spec: &FeatureSpec, has: &dyn Fn(&str) -> bool) -> Option<FieldError> {
+    for f in &spec.numeric {
+        match &f.derived {
+            None if !has(&f.name) => {
+                return Some(field_err(
+                    &f.name,
+                    "required feature is missing (send null for an unknown value)",
+                ));
+            }
+            Some(expr) if !has(&f.name) => {
+                for c in trialflow_core::expr::columns(expr).unwrap_or_default() {
+                    if !has(&c) {
+                        return Some(field_err(
+                            &c,
+                            format!(
+                                "missing: `{}` is derived from it (send `{}` itself, or null for an unknown value)",
+                                f.name, f.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    spec.categorical.iter().find(|c| !has(&c.name)).map(|c| {
+        field_err(
+            &c.name,
+            "required feature is missing (send null for an unknown value)",
+        )
+    })
+}
+
 /// Appends the encoded row for the record behind `get` to `out`.
 pub fn encode(
     spec: &FeatureSpec,
@@ -134,45 +213,84 @@ pub fn encode_batches(
     let mut out = Vec::new();
     let mut rows = 0;
     for b in batches {
-        let mut cols: BTreeMap<String, ColumnReader> = BTreeMap::new();
-        let names = spec
-            .numeric
-            .iter()
-            .map(|f| f.name.clone())
-            .chain(spec.categorical.iter().map(|c| c.name.clone()));
-        for name in names {
-            let col = rename(&name);
-            let reader = match b.column_by_name(&col) {
-                None => ColumnReader::Absent,
-                Some(a) => match a.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                        let s = arrow::compute::cast(a, &DataType::Utf8)
-                            .map_err(|e| field_err(&col, e.to_string()))?;
-                        ColumnReader::Text(s)
-                    }
-                    _ => {
-                        let n = arrow::compute::cast(a, &DataType::Float64)
-                            .map_err(|e| field_err(&col, e.to_string()))?;
-                        ColumnReader::Number(n)
-                    }
-                },
-            };
-            cols.insert(name, reader);
-        }
-        for i in 0..b.num_rows() {
-            let get = |name: &str| {
-                cols.get(name)
-                    .map(|c| c.get(i))
-                    .unwrap_or(RawValue::Missing)
-            };
-            encode(spec, &get, &mut out).map_err(|e| FieldError {
+        let errors = encode_batch(spec, b, rename, &mut out)?;
+        if let Some((i, e)) = errors
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, e)| e.map(|e| (i, e)))
+        {
+            return Err(FieldError {
                 field: e.field,
-                message: format!("row {rows}: {}", e.message),
-            })?;
-            rows += 1;
+                message: format!("row {}: {}", rows + i, e.message),
+            });
         }
+        rows += b.num_rows();
     }
     Ok((out, rows))
+}
+
+/// Encodes each row of `batch`, appending one row per input row to `out`: a row that cannot be encoded
+/// gets zeros and its error in the returned list (`None` for rows that encoded). Fails only when a column
+/// cannot be read as its feature's type.
+pub fn encode_batch(
+    spec: &FeatureSpec,
+    batch: &RecordBatch,
+    rename: &dyn Fn(&str) -> String,
+    out: &mut Vec<f32>,
+) -> Result<Vec<Option<FieldError>>, FieldError> {
+    let mut cols: BTreeMap<String, ColumnReader> = BTreeMap::new();
+    let names = spec
+        .numeric
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(spec.categorical.iter().map(|c| c.name.clone()))
+        .chain(
+            spec.numeric
+                .iter()
+                .filter_map(|f| f.derived.as_deref())
+                .flat_map(|e| trialflow_core::expr::columns(e).unwrap_or_default()),
+        );
+    for name in names {
+        if cols.contains_key(&name) {
+            continue;
+        }
+        let col = rename(&name);
+        let reader = match batch.column_by_name(&col) {
+            None => ColumnReader::Absent,
+            Some(a) => match a.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    let s = arrow::compute::cast(a, &DataType::Utf8)
+                        .map_err(|e| field_err(&col, e.to_string()))?;
+                    ColumnReader::Text(s)
+                }
+                _ => {
+                    let n = arrow::compute::cast(a, &DataType::Float64)
+                        .map_err(|e| field_err(&col, e.to_string()))?;
+                    ColumnReader::Number(n)
+                }
+            },
+        };
+        cols.insert(name, reader);
+    }
+    let width = spec.width();
+    let mut errors = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let get = |name: &str| {
+            cols.get(name)
+                .map(|c| c.get(i))
+                .unwrap_or(RawValue::Missing)
+        };
+        let before = out.len();
+        match encode(spec, &get, out) {
+            Ok(()) => errors.push(None),
+            Err(e) => {
+                out.truncate(before);
+                out.resize(before + width, 0.0);
+                errors.push(Some(e));
+            }
+        }
+    }
+    Ok(errors)
 }
 
 enum ColumnReader {
@@ -293,6 +411,32 @@ mod tests {
         .unwrap();
         assert_eq!(v[..2], [0.0, 0.0]);
         assert_eq!(v[4..], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn required_fields_and_derived_inputs() {
+        let names: Vec<(String, bool)> = input_fields(&spec())
+            .into_iter()
+            .map(|f| (f.name, f.required))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("age", true),
+                ("w", true),
+                ("h", true),
+                ("bmi", false),
+                ("sex", true)
+            ]
+            .map(|(n, r)| (n.to_string(), r))
+        );
+        let all = ["age", "w", "h", "sex"];
+        assert_eq!(missing_field(&spec(), &|f| all.contains(&f)), None);
+        let e = missing_field(&spec(), &|f| f != "sex").unwrap();
+        assert_eq!(e.field, "sex");
+        // bmi given: its inputs are still covariates here, so `h` is still required
+        let e = missing_field(&spec(), &|f| f != "h").unwrap();
+        assert_eq!(e.field, "h");
     }
 
     #[test]

@@ -7,8 +7,11 @@
 pub mod encode;
 pub mod network;
 
-pub use encode::{FieldError, RawValue, encode, encode_batches};
-pub use network::{Network, load_safetensors};
+pub use encode::{
+    FieldError, InputField, RawValue, encode, encode_batch, encode_batches, input_fields,
+    missing_field,
+};
+pub use network::{DenseCpu, Network, load_safetensors};
 
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::ModelConfig;

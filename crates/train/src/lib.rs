@@ -42,6 +42,8 @@ struct Split {
     rows: usize,
     /// Slice columns (`arm`, `site`) per row, for sliced metrics.
     slices: Vec<(String, Vec<Option<String>>)>,
+    /// Pseudonymized subject ids, in row order.
+    ids: Vec<Option<String>>,
 }
 
 /// Columns the test metrics are sliced by, when the table has them.
@@ -80,7 +82,21 @@ async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<S
         })
         .map(|c| Ok((c.to_string(), trialflow_core::table::strings(&batches, c)?)))
         .collect::<Result<_>>()?;
-    Ok(Split { x, y, rows, slices })
+    let ids = if batches
+        .first()
+        .is_some_and(|b| b.column_by_name("subject_id").is_some())
+    {
+        trialflow_core::table::strings(&batches, "subject_id")?
+    } else {
+        vec![None; rows]
+    };
+    Ok(Split {
+        x,
+        y,
+        rows,
+        slices,
+        ids,
+    })
 }
 
 fn device(cfg: &Config) -> Result<Device> {
@@ -243,6 +259,7 @@ pub async fn train(
     lake.put(&format!("{dir}model.safetensors"), weights)
         .await?;
     lake.put_json(&format!("{dir}model.json"), &card).await?;
+    write_test_predictions(lake, &format!("{dir}{TEST_PREDICTIONS}"), &test, &p_test).await?;
     let report = TrainReport {
         model: model.to_string(),
         epochs_run,
@@ -257,6 +274,31 @@ pub async fn train(
     lake.put_json(&format!("{dir}metrics.json"), &report)
         .await?;
     Ok(report)
+}
+
+/// The test split's probabilities as trained, keyed by pseudonymized subject id in split row order: the
+/// reference that serving and batch scoring must reproduce.
+pub const TEST_PREDICTIONS: &str = "test_predictions.parquet";
+
+async fn write_test_predictions(lake: &Storage, rel: &str, test: &Split, p: &[f32]) -> Result<()> {
+    use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("subject_id", DataType::Utf8, true),
+        Field::new("outcome", DataType::Float32, false),
+        Field::new("probability", DataType::Float32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(test.ids.clone())) as ArrayRef,
+            Arc::new(Float32Array::from(test.y.clone())),
+            Arc::new(Float32Array::from(p.to_vec())),
+        ],
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    trialflow_core::table::write_parquet(lake, rel, schema, &[batch]).await
 }
 
 fn bytes_of(v: &[f32]) -> Vec<u8> {

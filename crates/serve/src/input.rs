@@ -1,0 +1,364 @@
+//! Request payloads → model input rows. Raw records go through the model's own feature spec
+//! (`trialflow_model::encode`, the training transform); already-transformed rows are checked for width and
+//! finiteness. Every error names the field (`instances[3].age`, `inputs[1] (sex)[0]`) and never echoes a value.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use trialflow_model::{RawValue, encode, missing_field};
+
+use crate::error::{ApiError, ApiResult};
+use crate::repository::LoadedVersion;
+
+/// Encoded rows, row-major, ready for the forward pass.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub x: Vec<f32>,
+    pub n: usize,
+}
+
+pub fn check_rows(n: usize, max: usize, field: &str) -> ApiResult<()> {
+    if n == 0 {
+        return Err(ApiError::bad(format!("{field}: expected at least one row")));
+    }
+    if n > max {
+        return Err(ApiError::too_large(format!(
+            "{field}: {n} rows exceed the limit of {max} per request (serving.max_rows)"
+        )));
+    }
+    Ok(())
+}
+
+fn json_raw(field: &str, v: &Value) -> ApiResult<RawValue> {
+    Ok(match v {
+        Value::Null => RawValue::Missing,
+        Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => RawValue::Text(s.clone()),
+        Value::Bool(b) => RawValue::Text(b.to_string()),
+        _ => {
+            return Err(ApiError::bad(format!(
+                "{field}: expected a number, a string or null"
+            )));
+        }
+    })
+}
+
+impl Rows {
+    /// Encodes one raw record; `field(name)` is how errors name a field of this record.
+    fn push_record(
+        &mut self,
+        model: &LoadedVersion,
+        get: &dyn Fn(&str) -> Option<RawValue>,
+        field: &dyn Fn(&str) -> String,
+    ) -> ApiResult<()> {
+        let spec = &model.card.feature_spec;
+        // Values first: a wrong value is named even when another field is also missing.
+        encode(spec, &|f| get(f).unwrap_or(RawValue::Missing), &mut self.x)
+            .map_err(|e| ApiError::bad(format!("{}: {}", field(&e.field), e.message)))?;
+        if let Some(e) = missing_field(spec, &|f| get(f).is_some()) {
+            return Err(ApiError::bad(format!("{}: {}", field(&e.field), e.message)));
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    fn push_numeric(&mut self, width: usize, field: &str, values: &[Value]) -> ApiResult<()> {
+        if values.len() != width {
+            return Err(ApiError::bad(format!(
+                "{field}: expected {width} numbers (a transformed feature row, see the metadata's feature_columns), got {}",
+                values.len()
+            )));
+        }
+        for (j, v) in values.iter().enumerate() {
+            let f = v
+                .as_f64()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| ApiError::bad(format!("{field}[{j}]: expected a finite number")))?;
+            self.x.push(f as f32);
+        }
+        self.n += 1;
+        Ok(())
+    }
+
+    pub fn push_transformed(&mut self, width: usize, field: &str, values: &[f64]) -> ApiResult<()> {
+        if let Some(j) = values.iter().position(|v| !v.is_finite()) {
+            return Err(ApiError::bad(format!(
+                "{field}[{j}]: expected a finite number (transformed rows cannot carry missing values)"
+            )));
+        }
+        debug_assert_eq!(values.len() % width.max(1), 0);
+        self.x.extend(values.iter().map(|v| *v as f32));
+        self.n += values.len() / width.max(1);
+        Ok(())
+    }
+}
+
+fn check_known(model: &LoadedVersion, name: &str, field: &str) -> ApiResult<()> {
+    if model.inputs.iter().any(|i| i.name == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
+    Err(ApiError::bad(format!(
+        "{field}: unknown feature; expected one of {names:?}"
+    )))
+}
+
+/// TF Serving's `instances` (row objects or numeric rows) or `inputs` (columns, or numeric rows).
+/// Returns the rows and the response key (`predictions` or `outputs`).
+pub fn tf_request(
+    model: &LoadedVersion,
+    body: &[u8],
+    max_rows: usize,
+) -> ApiResult<(Rows, &'static str)> {
+    let req: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(format!(
+            "request body: not valid JSON (line {}, column {}): {}",
+            e.line(),
+            e.column(),
+            json_error_class(&e)
+        ))
+    })?;
+    let Value::Object(req) = req else {
+        return Err(ApiError::bad(
+            "request body: expected a JSON object with `instances` or `inputs`",
+        ));
+    };
+    for k in req.keys() {
+        if !["instances", "inputs", "signature_name"].contains(&k.as_str()) {
+            return Err(ApiError::bad(format!(
+                "{k}: unknown top-level key; expected `instances` or `inputs` (and optionally `signature_name`)"
+            )));
+        }
+    }
+    if let Some(sig) = req.get("signature_name")
+        && sig.as_str() != Some("serving_default")
+    {
+        return Err(ApiError::bad(
+            "signature_name: the only signature is `serving_default`",
+        ));
+    }
+    let width = model.card.feature_spec.width();
+    let mut rows = Rows::default();
+    match (req.get("instances"), req.get("inputs")) {
+        (Some(_), Some(_)) => Err(ApiError::bad(
+            "instances, inputs: send one of them, not both",
+        )),
+        (None, None) => Err(ApiError::bad(
+            "request body: expected `instances` (rows) or `inputs` (columns)",
+        )),
+        (Some(instances), None) => {
+            let Value::Array(items) = instances else {
+                return Err(ApiError::bad("instances: expected a list of rows"));
+            };
+            check_rows(items.len(), max_rows, "instances")?;
+            rows.x.reserve(items.len() * width);
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::Object(rec) => {
+                        let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
+                        for (k, v) in rec {
+                            let f = format!("instances[{i}].{k}");
+                            check_known(model, k, &f)?;
+                            fields.insert(k.as_str(), json_raw(&f, v)?);
+                        }
+                        rows.push_record(model, &|f| fields.get(f).cloned(), &|f| {
+                            format!("instances[{i}].{f}")
+                        })?;
+                    }
+                    Value::Array(nums) => {
+                        rows.push_numeric(width, &format!("instances[{i}]"), nums)?
+                    }
+                    _ => {
+                        return Err(ApiError::bad(format!(
+                            "instances[{i}]: expected an object of named features or a list of {width} numbers"
+                        )));
+                    }
+                }
+            }
+            Ok((rows, "predictions"))
+        }
+        (None, Some(Value::Object(cols))) => {
+            let mut n = None;
+            for (k, v) in cols {
+                check_known(model, k, &format!("inputs.{k}"))?;
+                let Value::Array(vals) = v else {
+                    return Err(ApiError::bad(format!(
+                        "inputs.{k}: expected a list (one value per row)"
+                    )));
+                };
+                match n {
+                    None => n = Some(vals.len()),
+                    Some(m) if m != vals.len() => {
+                        return Err(ApiError::bad(format!(
+                            "inputs.{k}: expected {m} values like the other inputs, got {}",
+                            vals.len()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            let n = n.unwrap_or(0);
+            check_rows(n, max_rows, "inputs")?;
+            for i in 0..n {
+                let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
+                for (k, v) in cols {
+                    fields.insert(k.as_str(), json_raw(&format!("inputs.{k}[{i}]"), &v[i])?);
+                }
+                rows.push_record(model, &|f| fields.get(f).cloned(), &|f| {
+                    format!("inputs.{f}[{i}]")
+                })?;
+            }
+            Ok((rows, "outputs"))
+        }
+        (None, Some(Value::Array(list))) => {
+            check_rows(list.len(), max_rows, "inputs")?;
+            for (i, r) in list.iter().enumerate() {
+                let Value::Array(nums) = r else {
+                    return Err(ApiError::bad(format!(
+                        "inputs[{i}]: expected a list of {width} numbers"
+                    )));
+                };
+                rows.push_numeric(width, &format!("inputs[{i}]"), nums)?;
+            }
+            Ok((rows, "outputs"))
+        }
+        (None, Some(_)) => Err(ApiError::bad(
+            "inputs: expected an object of feature lists or a list of numeric rows",
+        )),
+    }
+}
+
+/// serde_json's message for a syntax error can quote the input; keep only its class.
+fn json_error_class(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Io => "read error",
+    }
+}
+
+/// One decoded tensor of an Open Inference Protocol request.
+#[derive(Debug)]
+pub enum TensorData {
+    Numbers(Vec<f64>),
+    Texts(Vec<Option<String>>),
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::Numbers(v) => v.len(),
+            TensorData::Texts(v) => v.len(),
+        }
+    }
+}
+
+/// A decoded v2 input: `name`, `shape`, data (already checked against the shape).
+#[derive(Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// The name of the v2 input that carries already-transformed rows `[n, width]`.
+pub const FEATURES_INPUT: &str = "features";
+
+/// v2 tensors → rows: either one `features` tensor `[n, width]`, or one tensor per raw feature, each `[n]`
+/// or `[n, 1]`. In numeric tensors NaN means missing (imputed, as in training); infinities are refused.
+pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> ApiResult<Rows> {
+    let width = model.card.feature_spec.width();
+    let label = |i: usize| format!("inputs[{i}] ({})", tensors[i].name);
+    let mut rows = Rows::default();
+    if let Some(i) = tensors.iter().position(|t| t.name == FEATURES_INPUT) {
+        if tensors.len() > 1 {
+            return Err(ApiError::bad(format!(
+                "{}: send either `{FEATURES_INPUT}` alone or one input per raw feature",
+                label(i)
+            )));
+        }
+        let t = &tensors[i];
+        let [n, w] = t.shape[..] else {
+            return Err(ApiError::bad(format!(
+                "{}.shape: expected [rows, {width}]",
+                label(i)
+            )));
+        };
+        if w as usize != width {
+            return Err(ApiError::bad(format!(
+                "{}.shape: expected [rows, {width}] (the transformed feature columns)",
+                label(i)
+            )));
+        }
+        check_rows(n as usize, max_rows, &label(i))?;
+        let TensorData::Numbers(v) = &t.data else {
+            return Err(ApiError::bad(format!(
+                "{}.datatype: expected FP32 or FP64",
+                label(i)
+            )));
+        };
+        rows.push_transformed(width, &label(i), v)?;
+        return Ok(rows);
+    }
+    let mut n: Option<usize> = None;
+    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in tensors.iter().enumerate() {
+        check_known(model, &t.name, &format!("{}.name", label(i)))?;
+        if by_name.insert(t.name.as_str(), i).is_some() {
+            return Err(ApiError::bad(format!(
+                "{}.name: this input is given twice",
+                label(i)
+            )));
+        }
+        let rows_here = match t.shape[..] {
+            [r] | [r, 1] => r as usize,
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "{}.shape: expected [rows] or [rows, 1] for a raw feature",
+                    label(i)
+                )));
+            }
+        };
+        match n {
+            None => n = Some(rows_here),
+            Some(m) if m != rows_here => {
+                return Err(ApiError::bad(format!(
+                    "{}.shape: expected {m} rows like the other inputs",
+                    label(i)
+                )));
+            }
+            _ => {}
+        }
+        if let TensorData::Numbers(v) = &t.data
+            && let Some(j) = v.iter().position(|x| x.is_infinite())
+        {
+            return Err(ApiError::bad(format!(
+                "{}[{j}]: expected a finite number or NaN for missing",
+                label(i)
+            )));
+        }
+    }
+    let n = n.unwrap_or(0);
+    check_rows(n, max_rows, "inputs")?;
+    rows.x.reserve(n * width);
+    for r in 0..n {
+        let get = |f: &str| -> Option<RawValue> {
+            let i = *by_name.get(f)?;
+            Some(match &tensors[i].data {
+                TensorData::Numbers(v) if v[r].is_nan() => RawValue::Missing,
+                TensorData::Numbers(v) => RawValue::Number(v[r]),
+                TensorData::Texts(v) => match &v[r] {
+                    Some(s) => RawValue::Text(s.clone()),
+                    None => RawValue::Missing,
+                },
+            })
+        };
+        let field = |f: &str| match by_name.get(f) {
+            Some(i) => format!("{}[{r}]", label(*i)),
+            None => format!("inputs ({f})"),
+        };
+        rows.push_record(model, &get, &field)?;
+    }
+    Ok(rows)
+}

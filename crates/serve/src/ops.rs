@@ -1,0 +1,302 @@
+//! Operations around every model request: bearer-token auth, the concurrency and time limits (refuse with
+//! 503 rather than queue), the access log (no row values), and the Prometheus metrics.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Attached to a model response by its handler, read by the metrics layer.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub model: String,
+    pub version: String,
+    pub rows: usize,
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+const ROW_BUCKETS: [f64; 9] = [1.0, 2.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum in micro-units (µs for latency, rows for sizes), to stay atomic.
+    sum_micro: AtomicU64,
+    count: AtomicU64,
+    scale: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64], scale: f64) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    fn observe(&self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| v <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micro
+            .fetch_add((v * self.scale) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micro.load(Ordering::Relaxed) as f64 / self.scale;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// (api, model, version, HTTP status code)
+type RequestKey = (&'static str, String, String, u16);
+
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Mutex<HashMap<RequestKey, u64>>,
+    latency: [Histogram; 2],
+    rows: Histogram,
+    rows_total: AtomicU64,
+    in_flight: AtomicI64,
+    /// busy, timeout, unauthorized
+    rejected: [AtomicU64; 3],
+    started: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::new(HashMap::new()),
+            latency: [
+                Histogram::new(&LATENCY_BUCKETS, 1e6),
+                Histogram::new(&LATENCY_BUCKETS, 1e6),
+            ],
+            rows: Histogram::new(&ROW_BUCKETS, 1.0),
+            rows_total: AtomicU64::new(0),
+            in_flight: AtomicI64::new(0),
+            rejected: Default::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+const APIS: [&str; 2] = ["v1", "v2"];
+const REJECT_REASONS: [&str; 3] = ["busy", "timeout", "unauthorized"];
+
+fn api_of(path: &str) -> usize {
+    usize::from(path.starts_with("/v2/"))
+}
+
+/// Limits, auth, access log and metrics for the model routes (outermost first).
+pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let api = api_of(req.uri().path());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let m = &s.metrics;
+    m.in_flight.fetch_add(1, Ordering::Relaxed);
+    let resp = limited(&s, req, next).await;
+    m.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    let code = resp.status().as_u16();
+    let served = resp.extensions().get::<Served>();
+    let (model, version, rows) = match served {
+        Some(sv) => (sv.model.clone(), sv.version.clone(), sv.rows),
+        None => (String::new(), String::new(), 0),
+    };
+    m.latency[api].observe(secs);
+    if rows > 0 {
+        m.rows.observe(rows as f64);
+        m.rows_total.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+    if let Ok(mut r) = m.requests.lock() {
+        *r.entry((APIS[api], model.clone(), version.clone(), code))
+            .or_default() += 1;
+    }
+    tracing::info!(target: "trialflow::access", %method, %path, status = code, model = %model, version = %version, rows, micros = (secs * 1e6) as u64, "request");
+    resp
+}
+
+async fn limited(s: &AppState, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.limits.token
+        && !authorized(&req, token)
+    {
+        s.metrics.rejected[2].fetch_add(1, Ordering::Relaxed);
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authorization: expected the header `Authorization: Bearer <token>` with the server's token",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let Ok(_permit) = s.limits.concurrency.clone().try_acquire_owned() else {
+        s.metrics.rejected[0].fetch_add(1, Ordering::Relaxed);
+        return busy(format!(
+            "server busy: {} requests in flight (serving.max_concurrent_requests); retry later",
+            s.limits.max_concurrent
+        ));
+    };
+    match tokio::time::timeout(s.limits.timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            s.metrics.rejected[1].fetch_add(1, Ordering::Relaxed);
+            busy(format!(
+                "request timed out after {} ms (serving.request_timeout_ms)",
+                s.limits.timeout.as_millis()
+            ))
+        }
+    }
+}
+
+fn busy(message: String) -> Response {
+    let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from response times.
+fn authorized(req: &Request, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_rows: usize,
+    pub max_body_bytes: usize,
+    pub max_concurrent: usize,
+    pub timeout: Duration,
+    pub token: Option<Arc<str>>,
+    pub concurrency: Arc<Semaphore>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let m = &s.metrics;
+    let mut out = String::with_capacity(4096);
+    out.push_str("# HELP trialflow_requests_total Model API requests by API, model, version and HTTP status code.\n# TYPE trialflow_requests_total counter\n");
+    if let Ok(r) = m.requests.lock() {
+        let mut rows: Vec<_> = r.iter().collect();
+        rows.sort();
+        for ((api, model, version, code), n) in rows {
+            let _ = writeln!(
+                out,
+                "trialflow_requests_total{{api=\"{api}\",model=\"{}\",version=\"{}\",code=\"{code}\"}} {n}",
+                escape(model),
+                escape(version)
+            );
+        }
+    }
+    out.push_str("# HELP trialflow_request_duration_seconds Model API request latency, by API.\n# TYPE trialflow_request_duration_seconds histogram\n");
+    for (i, api) in APIS.iter().enumerate() {
+        m.latency[i].render(
+            &mut out,
+            "trialflow_request_duration_seconds",
+            &format!("api=\"{api}\""),
+        );
+    }
+    out.push_str("# HELP trialflow_batch_rows Rows per scored request.\n# TYPE trialflow_batch_rows histogram\n");
+    m.rows.render(&mut out, "trialflow_batch_rows", "");
+    let _ = write!(
+        out,
+        "# HELP trialflow_rows_scored_total Rows scored.\n# TYPE trialflow_rows_scored_total counter\ntrialflow_rows_scored_total {}\n",
+        m.rows_total.load(Ordering::Relaxed)
+    );
+    let _ = write!(
+        out,
+        "# HELP trialflow_requests_in_flight Model API requests being handled.\n# TYPE trialflow_requests_in_flight gauge\ntrialflow_requests_in_flight {}\n",
+        m.in_flight.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP trialflow_requests_rejected_total Requests refused by a limit or auth, by reason.\n# TYPE trialflow_requests_rejected_total counter\n");
+    for (i, reason) in REJECT_REASONS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "trialflow_requests_rejected_total{{reason=\"{reason}\"}} {}",
+            m.rejected[i].load(Ordering::Relaxed)
+        );
+    }
+    out.push_str("# HELP trialflow_model_version_loaded Model versions loaded and serving (1 per version).\n# TYPE trialflow_model_version_loaded gauge\n");
+    for (model, v) in s.repo.loaded() {
+        let _ = writeln!(
+            out,
+            "trialflow_model_version_loaded{{model=\"{}\",version=\"{v}\"}} 1",
+            escape(&model)
+        );
+    }
+    let c = &s.repo.counters;
+    let _ = write!(
+        out,
+        "# HELP trialflow_model_versions_loaded Model versions loaded.\n# TYPE trialflow_model_versions_loaded gauge\ntrialflow_model_versions_loaded {}\n\
+         # HELP trialflow_model_loads_total Model version loads, by result.\n# TYPE trialflow_model_loads_total counter\n\
+         trialflow_model_loads_total{{result=\"ok\"}} {}\ntrialflow_model_loads_total{{result=\"failed\"}} {}\n\
+         # HELP trialflow_model_unloads_total Model versions retired.\n# TYPE trialflow_model_unloads_total counter\ntrialflow_model_unloads_total {}\n\
+         # HELP trialflow_repository_scan_failures_total Model repository scans that failed.\n# TYPE trialflow_repository_scan_failures_total counter\ntrialflow_repository_scan_failures_total {}\n\
+         # HELP trialflow_ready Whether the server is ready (a model is loaded and it is not shutting down).\n# TYPE trialflow_ready gauge\ntrialflow_ready {}\n\
+         # HELP trialflow_uptime_seconds Seconds since the server started.\n# TYPE trialflow_uptime_seconds gauge\ntrialflow_uptime_seconds {:.3}\n\
+         # HELP trialflow_build_info Build of the running server.\n# TYPE trialflow_build_info gauge\ntrialflow_build_info{{version=\"{}\"}} 1\n",
+        s.repo.loaded_count(),
+        c.loads_ok.load(Ordering::Relaxed),
+        c.loads_failed.load(Ordering::Relaxed),
+        c.unloads.load(Ordering::Relaxed),
+        c.scans_failed.load(Ordering::Relaxed),
+        u8::from(s.is_ready()),
+        m.started.elapsed().as_secs_f64(),
+        escape(trialflow_core::CODE_VERSION),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,230 @@
+//! TF Serving REST API: `GET /v1/models/{m}[/versions/{v}|/labels/{l}]` (version status),
+//! `GET …/metadata` (signature), `POST …:predict` with `instances` or `inputs`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::input::tf_request;
+use crate::ops::Served;
+use crate::repository::{LoadedVersion, Selector};
+use crate::{AppState, read_body};
+
+/// A parsed model path: `m`, `m/versions/{v}`, `m/labels/{l}`, then an optional `/{tail}`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ModelPath {
+    pub model: String,
+    pub selector: Selector,
+    pub tail: String,
+}
+
+pub fn parse_model_path(rest: &str) -> ApiResult<ModelPath> {
+    let (model, after) = rest.split_once('/').unwrap_or((rest, ""));
+    if !trialflow_core::config::is_model_name(model) {
+        return Err(ApiError::bad(
+            "model: expected a model name of letters, digits, `_`, `-` or `.` (not a path)",
+        ));
+    }
+    let (selector, tail) = if let Some(r) = after.strip_prefix("versions/") {
+        let (v, tail) = r.split_once('/').unwrap_or((r, ""));
+        let v = v
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad("version: expected a non-negative integer"))?;
+        (Selector::Version(v), tail)
+    } else if let Some(r) = after.strip_prefix("labels/") {
+        let (l, tail) = r.split_once('/').unwrap_or((r, ""));
+        if !trialflow_core::config::is_model_name(l) {
+            return Err(ApiError::bad(
+                "label: expected letters, digits, `_`, `-` or `.`",
+            ));
+        }
+        (Selector::Label(l.to_string()), tail)
+    } else {
+        (Selector::Latest, after)
+    };
+    Ok(ModelPath {
+        model: model.to_string(),
+        selector,
+        tail: tail.to_string(),
+    })
+}
+
+/// The version a POST addresses: the path must parse and end in `tail`, else 404 with `usage`.
+pub fn resolve_post(
+    s: &AppState,
+    path: ApiResult<ModelPath>,
+    tail: &str,
+    usage: &str,
+) -> ApiResult<std::sync::Arc<LoadedVersion>> {
+    let p = path?;
+    if p.tail != tail {
+        return Err(ApiError::not_found(usage));
+    }
+    lookup(s, &p)
+}
+
+pub fn lookup(s: &AppState, p: &ModelPath) -> ApiResult<std::sync::Arc<LoadedVersion>> {
+    s.repo
+        .get(&p.model, &p.selector)
+        .map_err(|e| ApiError::not_found(e.to_string()))
+}
+
+pub async fn get(State(s): State<AppState>, Path(rest): Path<String>) -> Response {
+    match get_inner(&s, &rest) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn get_inner(s: &AppState, rest: &str) -> ApiResult<Value> {
+    let p = parse_model_path(rest)?;
+    let loaded = lookup(s, &p)?;
+    match p.tail.as_str() {
+        "" => {
+            let versions = match p.selector {
+                Selector::Latest => s.repo.versions(&p.model),
+                _ => vec![loaded.version],
+            };
+            let status: Vec<Value> = versions
+                .iter()
+                .rev()
+                .map(|v| {
+                    json!({"version": v.to_string(), "state": "AVAILABLE",
+                           "status": {"error_code": "OK", "error_message": ""}})
+                })
+                .collect();
+            Ok(json!({ "model_version_status": status }))
+        }
+        "metadata" => Ok(metadata(&loaded, &s.repo.labels_of(&p.model))),
+        _ => Err(ApiError::not_found(
+            "resource: expected /v1/models/{model}[/versions/{v}|/labels/{l}][/metadata]",
+        )),
+    }
+}
+
+fn metadata(loaded: &LoadedVersion, labels: &std::collections::BTreeMap<String, u64>) -> Value {
+    let spec = &loaded.card.feature_spec;
+    let mut inputs = Map::new();
+    for f in &loaded.inputs {
+        let mut info = Map::new();
+        info.insert(
+            "dtype".into(),
+            json!(if f.numeric { "DT_DOUBLE" } else { "DT_STRING" }),
+        );
+        info.insert("tensor_shape".into(), json!({"dim": [{"size": "-1"}]}));
+        info.insert("required".into(), json!(f.required));
+        if let Some(n) = spec.numeric.iter().find(|n| n.name == f.name) {
+            info.insert("valid_range".into(), json!([n.min, n.max]));
+            if let Some(d) = &n.derived {
+                info.insert("derived_from".into(), json!(d));
+            }
+        }
+        if let Some(c) = spec.categorical.iter().find(|c| c.name == f.name) {
+            info.insert("levels".into(), json!(c.levels));
+        }
+        inputs.insert(f.name.clone(), Value::Object(info));
+    }
+    json!({
+        "model_spec": {"name": loaded.model, "signature_name": "", "version": loaded.version.to_string()},
+        "metadata": {"signature_def": {"signature_def": {"serving_default": {
+            "inputs": inputs,
+            "outputs": {"probability": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "1"}]}}},
+            "method_name": "tensorflow/serving/predict",
+            "feature_columns": spec.columns,
+        }}}},
+        "labels": labels,
+        "training": {
+            "metrics": loaded.card.metrics,
+            "data_fingerprint": loaded.card.data_fingerprint,
+            "config_fingerprint": loaded.card.config_fingerprint,
+            "code_version": loaded.card.code_version,
+        },
+    })
+}
+
+pub async fn post(
+    State(s): State<AppState>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(path) = rest.strip_suffix(":predict") else {
+        let what = if rest.ends_with(":classify") || rest.ends_with(":regress") {
+            "method: only :predict is served (classify and regress need tf.Example signatures)"
+        } else {
+            "resource: expected POST /v1/models/{model}[/versions/{v}|/labels/{l}]:predict"
+        };
+        return ApiError::not_found(what).into_response();
+    };
+    let loaded = match resolve_post(
+        &s,
+        parse_model_path(path),
+        "",
+        "resource: expected POST /v1/models/{model}[/versions/{v}|/labels/{l}]:predict",
+    ) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let served = |rows| Served {
+        model: loaded.model.clone(),
+        version: loaded.version.to_string(),
+        rows,
+    };
+    let result = async {
+        let bytes = read_body(&headers, body, s.limits.max_body_bytes).await?;
+        let (rows, key) = tf_request(&loaded, &bytes, s.limits.max_rows)?;
+        let p = loaded.scorer.predict_proba(&rows.x);
+        let mut out = String::with_capacity(16 + p.len() * 16);
+        out.push_str("{\"");
+        out.push_str(key);
+        out.push_str("\":[");
+        for (i, v) in p.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+            out.push(']');
+        }
+        out.push_str("]}");
+        Ok::<_, ApiError>((out, rows.n))
+    }
+    .await;
+    let (mut resp, rows) = match result {
+        Ok((body, n)) => (
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+            n,
+        ),
+        Err(e) => (e.into_response(), 0),
+    };
+    resp.extensions_mut().insert(served(rows));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_paths() {
+        let p = parse_model_path("m/versions/3/metadata").unwrap();
+        assert_eq!(
+            (p.model.as_str(), &p.selector, p.tail.as_str()),
+            ("m", &Selector::Version(3), "metadata")
+        );
+        let p = parse_model_path("m/labels/stable").unwrap();
+        assert_eq!(p.selector, Selector::Label("stable".into()));
+        assert_eq!(parse_model_path("m").unwrap().selector, Selector::Latest);
+        for bad in ["..", "../etc", "", "m/versions/x", "m/labels/..", "a b"] {
+            let e = parse_model_path(bad).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Open Inference Protocol v2 (KServe, Seldon, Triton clients): server and model metadata, readiness, and
+//! `POST /v2/models/{m}[/versions/{v}]/infer` with JSON tensors or Triton's binary tensor extension
+//! (`Inference-Header-Content-Length`: a JSON header followed by raw little-endian tensor bytes).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, ApiResult};
+use crate::input::{FEATURES_INPUT, Tensor, TensorData, v2_rows};
+use crate::ops::Served;
+use crate::repository::{LoadedVersion, Selector};
+use crate::tfserving::{ModelPath, lookup, parse_model_path, resolve_post};
+use crate::{AppState, read_body};
+
+pub const OUTPUT: &str = "probability";
+const HEADER_LEN: &str = "inference-header-content-length";
+
+pub async fn server_metadata() -> Response {
+    axum::Json(json!({
+        "name": "trialflow",
+        "version": trialflow_core::CODE_VERSION,
+        "extensions": ["binary_tensor_data", "model_repository_readonly"],
+    }))
+    .into_response()
+}
+
+pub async fn live() -> Response {
+    axum::Json(json!({"live": true})).into_response()
+}
+
+pub async fn ready(State(s): State<AppState>) -> Response {
+    let ready = s.is_ready();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        axum::Json(json!({"ready": ready, "loaded_versions": s.repo.loaded_count()})),
+    )
+        .into_response()
+}
+
+fn v2_path(rest: &str) -> ApiResult<ModelPath> {
+    let p = parse_model_path(rest)?;
+    if matches!(p.selector, Selector::Label(_)) {
+        return Err(ApiError::not_found(
+            "resource: labels are a TF Serving route; use /v2/models/{model}/versions/{v}",
+        ));
+    }
+    Ok(p)
+}
+
+pub async fn get(State(s): State<AppState>, Path(rest): Path<String>) -> Response {
+    let r = (|| -> ApiResult<Value> {
+        let p = v2_path(&rest)?;
+        let loaded = lookup(&s, &p)?;
+        match p.tail.as_str() {
+            "" => Ok(model_metadata(&s, &loaded, &p)),
+            "ready" => Ok(json!({"name": loaded.model, "ready": true})),
+            _ => Err(ApiError::not_found(
+                "resource: expected /v2/models/{model}[/versions/{v}][/ready]",
+            )),
+        }
+    })();
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn model_metadata(s: &AppState, loaded: &LoadedVersion, p: &ModelPath) -> Value {
+    let versions: Vec<String> = match p.selector {
+        Selector::Latest => s
+            .repo
+            .versions(&p.model)
+            .iter()
+            .map(u64::to_string)
+            .collect(),
+        _ => vec![loaded.version.to_string()],
+    };
+    let inputs: Vec<Value> = loaded
+        .inputs
+        .iter()
+        .map(|f| {
+            json!({"name": f.name, "datatype": if f.numeric {"FP64"} else {"BYTES"}, "shape": [-1],
+                   "parameters": {"required": f.required}})
+        })
+        .collect();
+    json!({
+        "name": loaded.model,
+        "versions": versions,
+        "platform": "trialflow_candle",
+        "inputs": inputs,
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, 1]}],
+        "parameters": {
+            "transformed_input": {"name": FEATURES_INPUT, "datatype": "FP32", "shape": [-1, loaded.card.feature_spec.width()],
+                                   "columns": loaded.card.feature_spec.columns},
+        },
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    /// Sent by KServe's client; must agree with the path when present.
+    #[serde(default)]
+    model_name: Option<String>,
+    #[serde(default)]
+    model_version: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// serde's messages quote offending values ("invalid type: string \"x\""): keep the path and the expectation.
+fn sanitize(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let inner = e.inner();
+    let msg = inner.to_string();
+    let msg = msg.split(" at line ").next().unwrap_or_default();
+    let what = match msg.find("expected") {
+        Some(i) if msg.starts_with("invalid") => &msg[i..],
+        _ if inner.is_syntax() || inner.is_eof() => "not valid JSON",
+        _ => msg,
+    };
+    if path == "." {
+        format!("request body: {what}")
+    } else {
+        format!("{path}: {what}")
+    }
+}
+
+fn elem_size(datatype: &str) -> Option<usize> {
+    Some(match datatype {
+        "BOOL" | "INT8" | "UINT8" => 1,
+        "INT16" | "UINT16" => 2,
+        "INT32" | "UINT32" | "FP32" => 4,
+        "INT64" | "UINT64" | "FP64" => 8,
+        _ => return None,
+    })
+}
+
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
+        other => out.push(other),
+    }
+}
+
+fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<Tensor> {
+    let mut count: usize = 1;
+    for (d, dim) in t.shape.iter().enumerate() {
+        if *dim < 0 {
+            return Err(ApiError::bad(format!(
+                "{field}.shape[{d}]: expected a non-negative size"
+            )));
+        }
+        count = count
+            .checked_mul(*dim as usize)
+            .ok_or_else(|| ApiError::bad(format!("{field}.shape: too large")))?;
+    }
+    let datatype = t.datatype.as_str();
+    if datatype != "BYTES" && elem_size(datatype).is_none() {
+        return Err(ApiError::bad(format!(
+            "{field}.datatype: expected BOOL, INT8…INT64, UINT8…UINT64, FP32, FP64 or BYTES (FP16/BF16 are not accepted)"
+        )));
+    }
+    let binary_size = t
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("binary_data_size"))
+        .map(|v| {
+            v.as_u64().map(|n| n as usize).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{field}.parameters.binary_data_size: expected a byte count"
+                ))
+            })
+        })
+        .transpose()?;
+    let data = match (binary_size, &t.data) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(format!(
+                "{field}: give `data` or parameters.binary_data_size, not both"
+            )));
+        }
+        (None, None) => return Err(ApiError::bad(format!("{field}.data: missing"))),
+        (Some(n), None) => {
+            if binary.len() < n {
+                return Err(ApiError::bad(format!(
+                    "{field}.parameters.binary_data_size: {n} bytes announced, {} left in the body",
+                    binary.len()
+                )));
+            }
+            let (mine, rest) = binary.split_at(n);
+            *binary = rest;
+            decode_binary(datatype, mine, count, field)?
+        }
+        (None, Some(v)) => {
+            let mut flat = Vec::new();
+            flatten(v, &mut flat);
+            if flat.len() != count {
+                return Err(ApiError::bad(format!(
+                    "{field}: shape {:?} holds {count} elements but data has {}",
+                    t.shape,
+                    flat.len()
+                )));
+            }
+            match datatype {
+                "BYTES" => TensorData::Texts(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(j, v)| match v {
+                            Value::String(s) => Ok(Some(s.clone())),
+                            Value::Null => Ok(None),
+                            _ => Err(ApiError::bad(format!(
+                                "{field}.data[{j}]: expected a string (BYTES)"
+                            ))),
+                        })
+                        .collect::<ApiResult<_>>()?,
+                ),
+                "BOOL" => TensorData::Texts(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(j, v)| {
+                            v.as_bool().map(|b| Some(b.to_string())).ok_or_else(|| {
+                                ApiError::bad(format!("{field}.data[{j}]: expected true or false"))
+                            })
+                        })
+                        .collect::<ApiResult<_>>()?,
+                ),
+                _ => TensorData::Numbers(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(j, v)| {
+                            v.as_f64().ok_or_else(|| {
+                                ApiError::bad(format!(
+                                    "{field}.data[{j}]: expected a number ({datatype})"
+                                ))
+                            })
+                        })
+                        .collect::<ApiResult<_>>()?,
+                ),
+            }
+        }
+    };
+    if data.len() != count {
+        return Err(ApiError::bad(format!(
+            "{field}: shape {:?} holds {count} elements but the data has {}",
+            t.shape,
+            data.len()
+        )));
+    }
+    Ok(Tensor {
+        name: t.name,
+        shape: t.shape,
+        data,
+    })
+}
+
+fn decode_binary(datatype: &str, b: &[u8], count: usize, field: &str) -> ApiResult<TensorData> {
+    if datatype == "BYTES" {
+        let mut out = Vec::with_capacity(count);
+        let mut rest = b;
+        while !rest.is_empty() {
+            if rest.len() < 4 {
+                return Err(ApiError::bad(format!(
+                    "{field}: BYTES element {} has a truncated length prefix",
+                    out.len()
+                )));
+            }
+            let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if rest.len() < 4 + n {
+                return Err(ApiError::bad(format!(
+                    "{field}: BYTES element {} is shorter than its length prefix",
+                    out.len()
+                )));
+            }
+            let s = std::str::from_utf8(&rest[4..4 + n]).map_err(|_| {
+                ApiError::bad(format!(
+                    "{field}: BYTES element {} is not UTF-8 text",
+                    out.len()
+                ))
+            })?;
+            out.push(Some(s.to_string()));
+            rest = &rest[4 + n..];
+        }
+        return Ok(TensorData::Texts(out));
+    }
+    let size = elem_size(datatype).unwrap_or(1);
+    if b.len() != count * size {
+        return Err(ApiError::bad(format!(
+            "{field}: {} binary bytes for {count} {datatype} elements (expected {})",
+            b.len(),
+            count * size
+        )));
+    }
+    let v: Vec<f64> = b
+        .chunks_exact(size)
+        .map(|c| match datatype {
+            "BOOL" | "UINT8" => f64::from(c[0]),
+            "INT8" => f64::from(c[0] as i8),
+            "INT16" => f64::from(i16::from_le_bytes([c[0], c[1]])),
+            "UINT16" => f64::from(u16::from_le_bytes([c[0], c[1]])),
+            "INT32" => f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            "UINT32" => f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            "FP32" => f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            "INT64" => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+            "UINT64" => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64,
+            _ => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])),
+        })
+        .collect();
+    if datatype == "BOOL" {
+        return Ok(TensorData::Texts(
+            v.iter().map(|x| Some((*x != 0.0).to_string())).collect(),
+        ));
+    }
+    Ok(TensorData::Numbers(v))
+}
+
+fn wants_binary(params: Option<&Map<String, Value>>) -> Option<bool> {
+    params
+        .and_then(|p| p.get("binary_data"))
+        .and_then(Value::as_bool)
+}
+
+pub async fn post(
+    State(s): State<AppState>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let loaded = match resolve_post(
+        &s,
+        v2_path(&rest),
+        "infer",
+        "resource: expected POST /v2/models/{model}[/versions/{v}]/infer",
+    ) {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let result = infer(&s, &loaded, &headers, body).await;
+    let (mut resp, rows) = match result {
+        Ok(r) => r,
+        Err(e) => (e.into_response(), 0),
+    };
+    resp.extensions_mut().insert(Served {
+        model: loaded.model.clone(),
+        version: loaded.version.to_string(),
+        rows,
+    });
+    resp
+}
+
+async fn infer(
+    s: &AppState,
+    loaded: &LoadedVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Response, usize)> {
+    let bytes = read_body(headers, body, s.limits.max_body_bytes).await?;
+    let (json_part, mut binary) = match headers.get(HEADER_LEN) {
+        Some(v) => {
+            let n = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad("Inference-Header-Content-Length: expected a byte count")
+                })?;
+            if n > bytes.len() {
+                return Err(ApiError::bad(format!(
+                    "Inference-Header-Content-Length: {n} is larger than the body ({} bytes)",
+                    bytes.len()
+                )));
+            }
+            (&bytes[..n], &bytes[n..])
+        }
+        None => (&bytes[..], &[][..]),
+    };
+    let de = &mut serde_json::Deserializer::from_slice(json_part);
+    let req: InferRequest =
+        serde_path_to_error::deserialize(de).map_err(|e| ApiError::bad(sanitize(&e)))?;
+    if req.model_name.as_ref().is_some_and(|m| *m != loaded.model) {
+        return Err(ApiError::bad(
+            "model_name: does not match the model in the path",
+        ));
+    }
+    if req
+        .model_version
+        .as_ref()
+        .is_some_and(|v| !v.is_empty() && *v != loaded.version.to_string())
+    {
+        return Err(ApiError::bad(
+            "model_version: does not match the version served for this path",
+        ));
+    }
+    if req.inputs.is_empty() {
+        return Err(ApiError::bad("inputs: expected at least one input tensor"));
+    }
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for (i, t) in req.inputs.into_iter().enumerate() {
+        let field = format!("inputs[{i}] ({})", t.name);
+        tensors.push(decode_tensor(t, &field, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::bad(format!(
+            "body: {} bytes of binary data follow the JSON header that no input claims",
+            binary.len()
+        )));
+    }
+    let default_binary = wants_binary(req.parameters.as_ref()).unwrap_or(false)
+        || req
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_output"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    let binary_out = match &req.outputs {
+        None => default_binary,
+        Some(outs) => {
+            if outs.is_empty() {
+                return Err(ApiError::bad(
+                    "outputs: expected at least one output, or leave it out",
+                ));
+            }
+            let mut bin = default_binary;
+            for (i, o) in outs.iter().enumerate() {
+                if o.name != OUTPUT {
+                    return Err(ApiError::bad(format!(
+                        "outputs[{i}].name: unknown output; the model has `{OUTPUT}`"
+                    )));
+                }
+                if let Some(b) = wants_binary(o.parameters.as_ref()) {
+                    bin = b;
+                }
+            }
+            bin
+        }
+    };
+    let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;
+    let p = loaded.scorer.predict_proba(&rows.x);
+    let mut head = Map::new();
+    head.insert("model_name".into(), json!(loaded.model));
+    head.insert("model_version".into(), json!(loaded.version.to_string()));
+    if let Some(id) = req.id {
+        head.insert("id".into(), json!(id));
+    }
+    let n = rows.n;
+    let resp = if binary_out {
+        head.insert(
+            "outputs".into(),
+            json!([{"name": OUTPUT, "datatype": "FP32", "shape": [n, 1],
+                    "parameters": {"binary_data_size": n * 4}}]),
+        );
+        let head = Value::Object(head).to_string();
+        let mut body = Vec::with_capacity(head.len() + n * 4);
+        body.extend_from_slice(head.as_bytes());
+        for v in &p {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+        if let Ok(v) = HeaderValue::from_str(&head.len().to_string()) {
+            r.headers_mut().insert(HEADER_LEN, v);
+        }
+        r
+    } else {
+        head.insert(
+            "outputs".into(),
+            json!([{"name": OUTPUT, "datatype": "FP32", "shape": [n, 1], "data": p}]),
+        );
+        axum::Json(Value::Object(head)).into_response()
+    };
+    Ok((resp, n))
+}

@@ -1,0 +1,471 @@
+//! `cargo xtask bench serve`: trialflow-server (release build) against a FastAPI + PyTorch server serving the
+//! same model_2 weights, side by side in one run, loaded by wrk on 127.0.0.1. Prints a markdown table with
+//! medians over the runs and the ratio to the better Python setup.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{cargo, ensure_apt, root, status, venv};
+
+struct Opts {
+    runs: usize,
+    seconds: u64,
+    connections: usize,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        runs: 3,
+        seconds: 10,
+        connections: 32,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = |name: &str| -> Result<u64> {
+            it.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse()
+                .with_context(|| format!("{name}: expected a number"))
+        };
+        match a.as_str() {
+            "--runs" => o.runs = val("--runs")?.max(1) as usize,
+            "--seconds" => o.seconds = val("--seconds")?.max(1),
+            "--connections" => o.connections = val("--connections")?.max(1) as usize,
+            other => bail!("unknown option `{other}` (expected --runs, --seconds, --connections)"),
+        }
+    }
+    Ok(o)
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("serve") => serve(&parse_opts(&args[1..])?),
+        _ => bail!("usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]"),
+    }
+}
+
+/// A scratch project with the sample trial, trained once (the pipeline's cache makes re-runs instant).
+fn trained_model(dir: &Path) -> Result<PathBuf> {
+    let root = root();
+    std::fs::create_dir_all(dir.join("config"))?;
+    std::fs::create_dir_all(dir.join("data/raw"))?;
+    std::fs::copy(
+        root.join("config/config.yaml"),
+        dir.join("config/config.yaml"),
+    )?;
+    for f in ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"] {
+        std::fs::copy(root.join("data/raw").join(f), dir.join("data/raw").join(f))?;
+    }
+    let mut c = Command::new(root.join("target/debug/trialflow"));
+    c.current_dir(dir).args(["pipeline", "training"]);
+    status(c, "trialflow pipeline training (sample trial, for model_2)")?;
+    let cand = dir.join("data/lake/candidates/model_2");
+    let repo = dir.join("bench-models");
+    let version = repo.join("model_2/1");
+    std::fs::create_dir_all(&version)?;
+    for f in ["model.safetensors", "model.json"] {
+        std::fs::copy(cand.join(f), version.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    std::fs::write(version.join("BLESSED"), "{\"benchmark\": true}")?;
+    Ok(repo)
+}
+
+/// A record of the sample's raw fields, varied by `i` so batches are not one row repeated.
+fn record(i: usize) -> Value {
+    json!({
+        "age": 40 + (i * 7) % 45, "sex": if i.is_multiple_of(2) { "male" } else { "F" },
+        "weight_kg": 60.0 + ((i * 13) % 50) as f64, "height_cm": 150 + (i * 11) % 45,
+        "systolic_bp": 110 + (i * 17) % 60, "diastolic_bp": 70 + (i * 5) % 25,
+        "ldl_mg_dl": 90 + (i * 19) % 90, "hdl_mg_dl": 35 + (i * 3) % 35,
+        "creatinine_mg_dl": 0.7 + ((i * 7) % 10) as f64 / 10.0, "hba1c_pct": 5.0 + ((i * 3) % 30) as f64 / 10.0,
+        "smoker": if i.is_multiple_of(3) { "yes" } else { "no" }, "diabetic": if i.is_multiple_of(4) { "yes" } else { "no" },
+        "arm": if i.is_multiple_of(2) { "Treatment" } else { "placebo" },
+    })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn post(port: u16, path: &str, body: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+struct Server {
+    name: String,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_ready(port: u16, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                s,
+                "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
+            let mut r = String::new();
+            let _ = s.read_to_string(&mut r);
+            if r.starts_with("HTTP/1.1 200") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{name} did not become ready on port {port}")
+}
+
+/// Peak resident memory (VmHWM) of `pid` and its descendants, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let mut total_kib = 0u64;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status"))
+            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            total_kib += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    stack.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+                }
+            }
+        }
+    }
+    total_kib as f64 / 1024.0
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn parse_ms(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return None,
+    })
+}
+
+fn wrk(port: u16, path: &str, body_file: &Path, conns: usize, seconds: u64) -> Result<Load> {
+    let script = body_file.with_extension("lua");
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nlocal f = io.open(\"{}\", \"rb\")\nwrk.body = f:read(\"*a\")\nf:close()\n",
+            body_file.display()
+        ),
+    )?;
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut l = Load::default();
+    for line in text.lines() {
+        let t = line.trim();
+        let mut w = t.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("50%"), Some(v)) => l.p50_ms = parse_ms(v).unwrap_or(f64::NAN),
+            (Some("99%"), Some(v)) => l.p99_ms = parse_ms(v).unwrap_or(f64::NAN),
+            (Some("Requests/sec:"), Some(v)) => l.rps = v.parse().unwrap_or(0.0),
+            _ => {}
+        }
+        if let Some(n) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            l.errors += n.trim().parse::<u64>().unwrap_or(0);
+        }
+        if let Some(rest) = t.strip_prefix("Socket errors:") {
+            l.errors += rest
+                .split(',')
+                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Ok(l)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+struct Row {
+    name: String,
+    single: Vec<Load>,
+    batch: Vec<Load>,
+    peak_mib: f64,
+}
+
+fn predictions(body: &str) -> Result<Vec<f64>> {
+    let v: Value = serde_json::from_str(body).context("response is not JSON")?;
+    v["predictions"]
+        .as_array()
+        .context("no predictions")?
+        .iter()
+        .map(|p| p[0].as_f64().or_else(|| p.as_f64()).context("not a number"))
+        .collect()
+}
+
+fn serve(o: &Opts) -> Result<()> {
+    ensure_apt("wrk", "wrk")?;
+    let root = root();
+    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    status(
+        build,
+        "cargo build --workspace --bins (the pipeline, to train model_2)",
+    )?;
+    // Release only for the server binary: it does not link DataFusion, so this stays a short build.
+    let mut rel = cargo();
+    rel.args([
+        "build",
+        "--release",
+        "-p",
+        "trialflow-serve",
+        "--bin",
+        "trialflow-server",
+    ]);
+    status(rel, "cargo build --release --bin trialflow-server")?;
+    let dir = root.join("target/bench/serve");
+    let repo = trained_model(&dir)?;
+    let single = json!({ "instances": [record(1)] }).to_string();
+    let batch = json!({ "instances": (0..1000).map(record).collect::<Vec<_>>() }).to_string();
+    let (single_file, batch_file) = (dir.join("single.json"), dir.join("batch.json"));
+    std::fs::write(&single_file, &single)?;
+    std::fs::write(&batch_file, &batch)?;
+    let path = "/v1/models/model_2:predict";
+
+    let ours = |dir: &Path| -> Result<Server> {
+        let port = free_port()?;
+        let child = Command::new(root.join("target/release/trialflow-server"))
+            .current_dir(dir)
+            .args(["--port", &port.to_string(), "--models"])
+            .arg(format!("file://{}", repo.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting trialflow-server")?;
+        Ok(Server {
+            name: "trialflow-server (axum, release)".into(),
+            child,
+            port,
+        })
+    };
+    let python_server = |name: &str, extra: &[&str]| -> Result<Server> {
+        let port = free_port()?;
+        let child = Command::new(&python)
+            .current_dir(root.join("xtask/bench"))
+            .args(["-m", "uvicorn", "serve_fastapi:app", "--host", "127.0.0.1"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ])
+            .args(extra)
+            .env("MODEL_DIR", repo.join("model_2/1"))
+            .env("MODEL_NAME", "model_2")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting uvicorn")?;
+        Ok(Server {
+            name: name.into(),
+            child,
+            port,
+        })
+    };
+    type Start<'a> = Box<dyn Fn() -> Result<Server> + 'a>;
+    let setups: Vec<Start> = vec![
+        Box::new(|| ours(&dir)),
+        Box::new(|| {
+            python_server(
+                "FastAPI + PyTorch, uvicorn (1 worker)",
+                &["--loop", "asyncio", "--http", "h11"],
+            )
+        }),
+        Box::new(|| {
+            python_server(
+                "FastAPI + PyTorch, uvicorn + uvloop + httptools (2 workers)",
+                &["--loop", "uvloop", "--http", "httptools", "--workers", "2"],
+            )
+        }),
+    ];
+    let mut reference: Option<Vec<f64>> = None;
+    let mut rows = Vec::new();
+    for start in &setups {
+        let s = start()?;
+        wait_ready(s.port, &s.name)?;
+        let (code, body) = post(s.port, path, &batch)?;
+        if code != 200 {
+            bail!(
+                "{}: the 1,000-row request failed ({code}): {body:.300}",
+                s.name
+            );
+        }
+        let p = predictions(&body)?;
+        match &reference {
+            None => reference = Some(p),
+            Some(r) => {
+                let worst = r
+                    .iter()
+                    .zip(&p)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                if r.len() != p.len() || worst > 1e-5 {
+                    bail!(
+                        "{} disagrees with trialflow (max |Δp| {worst:e}): not comparable",
+                        s.name
+                    );
+                }
+                eprintln!(
+                    "xtask: {} agrees with trialflow (max |Δp| {worst:.1e})",
+                    s.name
+                );
+            }
+        }
+        let mut row = Row {
+            name: s.name.clone(),
+            single: Vec::new(),
+            batch: Vec::new(),
+            peak_mib: 0.0,
+        };
+        wrk(s.port, path, &single_file, o.connections, 2)?; // warm-up
+        for run in 0..o.runs {
+            let a = wrk(s.port, path, &single_file, o.connections, o.seconds)?;
+            let b = wrk(s.port, path, &batch_file, 4, o.seconds)?;
+            eprintln!(
+                "xtask: {} run {}: single {:.0} req/s p99 {:.2} ms; batch {:.1} req/s p99 {:.1} ms",
+                s.name,
+                run + 1,
+                a.rps,
+                a.p99_ms,
+                b.rps,
+                b.p99_ms
+            );
+            row.single.push(a);
+            row.batch.push(b);
+        }
+        row.peak_mib = peak_rss_mib(s.child.id());
+        rows.push(row);
+    }
+    print_table(&rows, o);
+    Ok(())
+}
+
+fn print_table(rows: &[Row], o: &Opts) {
+    let med = |v: &[Load], f: fn(&Load) -> f64| median(v.iter().map(f).collect());
+    let best_py = rows[1..]
+        .iter()
+        .map(|r| med(&r.single, |l| l.rps))
+        .fold(0.0, f64::max);
+    let best_py_batch = rows[1..]
+        .iter()
+        .map(|r| med(&r.batch, |l| l.rps))
+        .fold(0.0, f64::max);
+    println!(
+        "\nSingle-row predict, {} connections, wrk -t2, {} s × {} runs (medians); 1,000-row requests, 4 connections.\n",
+        o.connections, o.seconds, o.runs
+    );
+    println!(
+        "| server | single req/s | p50 ms | p99 ms | × best Python | 1,000-row req/s | rows/s | p50 ms | p99 ms | × best Python | non-2xx | peak RSS MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let s_rps = med(&r.single, |l| l.rps);
+        let b_rps = med(&r.batch, |l| l.rps);
+        let errors: u64 = r.single.iter().chain(&r.batch).map(|l| l.errors).sum();
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.0} |",
+            r.name,
+            s_rps,
+            med(&r.single, |l| l.p50_ms),
+            med(&r.single, |l| l.p99_ms),
+            s_rps / best_py,
+            b_rps,
+            b_rps * 1000.0,
+            med(&r.batch, |l| l.p50_ms),
+            med(&r.batch, |l| l.p99_ms),
+            b_rps / best_py_batch,
+            errors,
+            r.peak_mib
+        );
+    }
+}
