@@ -63,8 +63,10 @@ fn trained_model(dir: &Path) -> Result<PathBuf> {
         std::fs::copy(root.join("data/raw").join(f), dir.join("data/raw").join(f))?;
     }
     let mut c = Command::new(root.join("target/debug/trialflow"));
-    c.current_dir(dir).args(["pipeline", "training"]);
-    status(c, "trialflow pipeline training (sample trial, for model_2)")?;
+    c.current_dir(dir)
+        .args(["pipeline", "full"])
+        .stdout(Stdio::null());
+    status(c, "trialflow pipeline full (sample trial, for model_2)")?;
     let cand = dir.join("data/lake/candidates/model_2");
     let repo = dir.join("bench-models");
     let version = repo.join("model_2/1");

@@ -2,9 +2,37 @@
 //! written in SQL), so that serving computes them exactly as the clean stage's SQL does: numbers, column
 //! names, `+ - * /`, unary minus and parentheses; NULL propagates and division by zero gives NULL.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
+
+/// A parsed expression and the columns it reads.
+struct Parsed {
+    expr: Expr,
+    columns: Vec<String>,
+}
+
+thread_local! {
+    // Scoring evaluates the same few derived-column expressions for every record: parse each once per
+    // thread (a parse costs far more than the arithmetic). Keys are expressions from feature specs, so the
+    // cache stays small.
+    static PARSED: RefCell<HashMap<String, Rc<Parsed>>> = RefCell::new(HashMap::new());
+}
+
+fn parsed(sql: &str) -> Result<Rc<Parsed>, String> {
+    if let Some(p) = PARSED.with(|c| c.borrow().get(sql).cloned()) {
+        return Ok(p);
+    }
+    let expr = parse(sql)?;
+    let p = Rc::new(Parsed {
+        columns: walk_columns(&expr),
+        expr,
+    });
+    PARSED.with(|c| c.borrow_mut().insert(sql.to_string(), p.clone()));
+    Ok(p)
+}
 
 fn parse(sql: &str) -> Result<Expr, String> {
     let dialect = sqlparser::dialect::GenericDialect {};
@@ -19,11 +47,23 @@ pub fn eval_numeric(
     sql: &str,
     vars: &BTreeMap<String, Option<f64>>,
 ) -> Result<Option<f64>, String> {
-    eval(&parse(sql)?, vars)
+    eval_numeric_with(sql, &|name| vars.get(name).copied())
+}
+
+/// Evaluates `sql` with `get(column)`: `None` for an unknown column, `Some(None)` for NULL.
+pub fn eval_numeric_with(
+    sql: &str,
+    get: &dyn Fn(&str) -> Option<Option<f64>>,
+) -> Result<Option<f64>, String> {
+    eval(&parsed(sql)?.expr, get)
 }
 
 /// The column names `sql` refers to, in order of appearance.
 pub fn columns(sql: &str) -> Result<Vec<String>, String> {
+    Ok(parsed(sql)?.columns.clone())
+}
+
+fn walk_columns(expr: &Expr) -> Vec<String> {
     fn walk(e: &Expr, out: &mut Vec<String>) {
         match e {
             Expr::Identifier(id) if !out.contains(&id.value) => out.push(id.value.clone()),
@@ -38,15 +78,15 @@ pub fn columns(sql: &str) -> Result<Vec<String>, String> {
         }
     }
     let mut out = Vec::new();
-    walk(&parse(sql)?, &mut out);
-    Ok(out)
+    walk(expr, &mut out);
+    out
 }
 
-fn eval(e: &Expr, vars: &BTreeMap<String, Option<f64>>) -> Result<Option<f64>, String> {
+fn eval(e: &Expr, vars: &dyn Fn(&str) -> Option<Option<f64>>) -> Result<Option<f64>, String> {
     Ok(match e {
-        Expr::Identifier(id) => *vars
-            .get(&id.value)
-            .ok_or_else(|| format!("unknown column `{}`", id.value))?,
+        Expr::Identifier(id) => {
+            vars(&id.value).ok_or_else(|| format!("unknown column `{}`", id.value))?
+        }
         Expr::Nested(inner) => eval(inner, vars)?,
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => {

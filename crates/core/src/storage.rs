@@ -59,17 +59,14 @@ pub fn local_path_of(url: &str) -> Option<PathBuf> {
 }
 
 impl Storage {
-    /// Opens a storage root. Only `file://` is built in; cloud schemes arrive with the ingestion work.
+    /// Opens a storage root: `file://…` (or a bare path), `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (also `abfs://`, `azure://`), or `http(s)://…` (read-only WebDAV-style).
+    /// Credentials, endpoints and options come from each cloud's standard environment variables
+    /// (`AWS_*` — e.g. `AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for an S3-compatible server —, `GOOGLE_*`,
+    /// `AZURE_*`), as object_store's `from_env` builders read them.
     pub fn open(url: &str) -> Result<Self> {
         let Some(root) = local_path_of(url) else {
-            let scheme = url.split("://").next().unwrap_or_default();
-            return Err(Error::config(
-                "storage",
-                url,
-                format!(
-                    "the `{scheme}://` scheme is not supported by this build (supported: file://)"
-                ),
-            ));
+            return Self::open_cloud(url);
         };
         std::fs::create_dir_all(&root).map_err(|e| {
             Error::infra(
@@ -85,6 +82,82 @@ impl Storage {
             url: url.to_string(),
             store: Arc::new(store),
             local_root: Some(root),
+        })
+    }
+
+    fn open_cloud(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::config("storage", url, format!("not a URL: {e}")))?;
+        let bad = |e: object_store::Error| Error::Storage {
+            location: url.to_string(),
+            source: e,
+        };
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
+            "s3" | "s3a" => (
+                Arc::new(
+                    object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                parsed.path().to_string(),
+            ),
+            "gs" => (
+                Arc::new(
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                parsed.path().to_string(),
+            ),
+            "az" | "adl" | "azure" | "abfs" | "abfss" => (
+                Arc::new(
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .build()
+                        .map_err(bad)?,
+                ),
+                parsed.path().to_string(),
+            ),
+            "http" | "https" => {
+                let base = format!("{}://{}", parsed.scheme(), parsed.authority());
+                (
+                    Arc::new(
+                        object_store::http::HttpBuilder::new()
+                            .with_url(base)
+                            .with_client_options(
+                                object_store::ClientOptions::new().with_allow_http(true),
+                            )
+                            .build()
+                            .map_err(bad)?,
+                    ),
+                    parsed.path().to_string(),
+                )
+            }
+            other => {
+                return Err(Error::config(
+                    "storage",
+                    url,
+                    format!(
+                        "the `{other}://` scheme is not supported (expected file, s3, gs, az, abfs, http or https)"
+                    ),
+                ));
+            }
+        };
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                store,
+                ObjectPath::from(prefix),
+            ))
+        };
+        Ok(Self {
+            url: url.to_string(),
+            store,
+            local_root: None,
         })
     }
 
@@ -321,9 +394,13 @@ mod tests {
     }
 
     #[test]
-    fn cloud_scheme_is_a_config_error_naming_the_url() {
-        let e = Storage::open("s3://bucket/lake").unwrap_err();
+    fn an_unknown_scheme_is_a_config_error_naming_the_url() {
+        let e = Storage::open("ftp://host/lake").unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Config);
-        assert!(e.to_string().contains("s3://bucket/lake"));
+        assert!(e.to_string().contains("ftp://host/lake"), "{e}");
+        assert!(
+            Storage::open("s3://bucket/lake").is_ok(),
+            "S3 roots open lazily"
+        );
     }
 }

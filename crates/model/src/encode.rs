@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
-use trialflow_core::expr::eval_numeric;
+use trialflow_core::expr::eval_numeric_with;
 use trialflow_core::features::{FeatureSpec, OnInvalid, canonical_level};
 
 /// One raw field of a record.
@@ -143,31 +143,41 @@ pub fn encode(
     get: &dyn Fn(&str) -> RawValue,
     out: &mut Vec<f32>,
 ) -> Result<(), FieldError> {
-    let mut numbers: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    for f in spec.numeric.iter().filter(|f| f.derived.is_none()) {
-        numbers.insert(f.name.clone(), as_number(&f.name, &get(&f.name))?);
-    }
+    // Values of the measured (non-derived) features, by spec position.
+    let mut measured: Vec<Option<f64>> = Vec::with_capacity(spec.numeric.len());
     for f in &spec.numeric {
-        let value = match (&f.derived, numbers.get(&f.name)) {
-            (None, Some(v)) => *v,
-            (Some(expr), _) => match as_number(&f.name, &get(&f.name))? {
+        measured.push(match f.derived {
+            None => as_number(&f.name, &get(&f.name))?,
+            Some(_) => None,
+        });
+    }
+    for (i, f) in spec.numeric.iter().enumerate() {
+        let value = match &f.derived {
+            None => measured[i],
+            Some(expr) => match as_number(&f.name, &get(&f.name))? {
                 Some(given) => Some(given),
                 None => {
                     // Inputs of the derived expression that are not covariates come from the record too.
-                    let mut vars = numbers.clone();
-                    let missing_inputs: Vec<String> = trialflow_core::expr::columns(expr)
-                        .map_err(|m| field_err(&f.name, m))?
-                        .into_iter()
-                        .filter(|n| !vars.contains_key(n))
-                        .collect();
-                    for n in missing_inputs {
-                        let v = as_number(&n, &get(&n))?;
-                        vars.insert(n, v);
+                    let inputs =
+                        trialflow_core::expr::columns(expr).map_err(|m| field_err(&f.name, m))?;
+                    let mut vars: Vec<(&str, Option<f64>)> = Vec::with_capacity(inputs.len());
+                    for c in &inputs {
+                        let v = match spec
+                            .numeric
+                            .iter()
+                            .position(|g| g.derived.is_none() && g.name == *c)
+                        {
+                            Some(j) => measured[j],
+                            None => as_number(c, &get(c))?,
+                        };
+                        vars.push((c.as_str(), v));
                     }
-                    eval_numeric(expr, &vars).map_err(|m| field_err(&f.name, m))?
+                    eval_numeric_with(expr, &|name| {
+                        vars.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+                    })
+                    .map_err(|m| field_err(&f.name, m))?
                 }
             },
-            (None, None) => None,
         };
         let value = match value {
             Some(x) if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) => {

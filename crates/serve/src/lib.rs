@@ -26,6 +26,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::sync::Semaphore;
 use trialflow_core::config::{Config, ServingConfig};
 use trialflow_core::{Error, Result, Storage};
@@ -200,7 +201,11 @@ impl Server {
         let app = router(self.state);
         tracing::info!(address = %local, "serving");
         eprintln!("serving on http://{local}");
-        let res = axum::serve(self.listener, app)
+        // Small responses: send at once rather than wait for the previous segment's ACK (Nagle).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 flag.store(true, Ordering::Relaxed);

@@ -19,8 +19,8 @@ use crate::error::ApiError;
 /// Attached to a model response by its handler, read by the metrics layer.
 #[derive(Debug, Clone)]
 pub struct Served {
-    pub model: String,
-    pub version: String,
+    pub model: Arc<str>,
+    pub version: u64,
     pub rows: usize,
 }
 
@@ -79,8 +79,8 @@ impl Histogram {
     }
 }
 
-/// (api, model, version, HTTP status code)
-type RequestKey = (&'static str, String, String, u16);
+/// (api, model and version when one was resolved, HTTP status code); no allocation per request.
+type RequestKey = (usize, Option<(Arc<str>, u64)>, u16);
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -122,8 +122,8 @@ fn api_of(path: &str) -> usize {
 pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let api = api_of(req.uri().path());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let access_log = tracing::enabled!(target: "trialflow::access", tracing::Level::INFO);
+    let request_line = access_log.then(|| (req.method().clone(), req.uri().path().to_string()));
     let m = &s.metrics;
     m.in_flight.fetch_add(1, Ordering::Relaxed);
     let resp = limited(&s, req, next).await;
@@ -131,20 +131,22 @@ pub async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let secs = start.elapsed().as_secs_f64();
     let code = resp.status().as_u16();
     let served = resp.extensions().get::<Served>();
-    let (model, version, rows) = match served {
-        Some(sv) => (sv.model.clone(), sv.version.clone(), sv.rows),
-        None => (String::new(), String::new(), 0),
-    };
+    let rows = served.map(|s| s.rows).unwrap_or(0);
     m.latency[api].observe(secs);
     if rows > 0 {
         m.rows.observe(rows as f64);
         m.rows_total.fetch_add(rows as u64, Ordering::Relaxed);
     }
+    let key = (api, served.map(|s| (s.model.clone(), s.version)), code);
     if let Ok(mut r) = m.requests.lock() {
-        *r.entry((APIS[api], model.clone(), version.clone(), code))
-            .or_default() += 1;
+        *r.entry(key).or_default() += 1;
     }
-    tracing::info!(target: "trialflow::access", %method, %path, status = code, model = %model, version = %version, rows, micros = (secs * 1e6) as u64, "request");
+    if let Some((method, path)) = request_line {
+        let (model, version) = served
+            .map(|s| (s.model.to_string(), s.version.to_string()))
+            .unwrap_or_default();
+        tracing::info!(target: "trialflow::access", %method, %path, status = code, model = %model, version = %version, rows, micros = (secs * 1e6) as u64, "request");
+    }
     resp
 }
 
@@ -224,14 +226,22 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     out.push_str("# HELP trialflow_requests_total Model API requests by API, model, version and HTTP status code.\n# TYPE trialflow_requests_total counter\n");
     if let Ok(r) = m.requests.lock() {
-        let mut rows: Vec<_> = r.iter().collect();
+        let mut rows: Vec<(&str, String, String, u16, u64)> = r
+            .iter()
+            .map(|((api, mv, code), n)| {
+                let (model, version) = mv
+                    .as_ref()
+                    .map(|(m, v)| (m.to_string(), v.to_string()))
+                    .unwrap_or_default();
+                (APIS[*api], model, version, *code, *n)
+            })
+            .collect();
         rows.sort();
-        for ((api, model, version, code), n) in rows {
+        for (api, model, version, code, n) in rows {
             let _ = writeln!(
                 out,
-                "trialflow_requests_total{{api=\"{api}\",model=\"{}\",version=\"{}\",code=\"{code}\"}} {n}",
-                escape(model),
-                escape(version)
+                "trialflow_requests_total{{api=\"{api}\",model=\"{}\",version=\"{version}\",code=\"{code}\"}} {n}",
+                escape(&model),
             );
         }
     }

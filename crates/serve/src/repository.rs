@@ -15,6 +15,8 @@ use trialflow_model::{DenseCpu, InputField, ModelCard, input_fields, load_safete
 #[derive(Debug)]
 pub struct LoadedVersion {
     pub model: String,
+    /// The model name, shared with the per-request metrics keys.
+    pub model_key: Arc<str>,
     pub version: u64,
     pub card: ModelCard,
     pub scorer: DenseCpu,
@@ -272,6 +274,7 @@ impl Repository {
         }
         Ok(LoadedVersion {
             model: model.to_string(),
+            model_key: Arc::from(model),
             version,
             inputs: input_fields(&card.feature_spec),
             card,

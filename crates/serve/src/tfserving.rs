@@ -1,6 +1,8 @@
 //! TF Serving REST API: `GET /v1/models/{m}[/versions/{v}|/labels/{l}]` (version status),
 //! `GET …/metadata` (signature), `POST …:predict` with `instances` or `inputs`.
 
+use std::fmt::Write as _;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -169,8 +171,8 @@ pub async fn post(
         Err(e) => return e.into_response(),
     };
     let served = |rows| Served {
-        model: loaded.model.clone(),
-        version: loaded.version.to_string(),
+        model: loaded.model_key.clone(),
+        version: loaded.version,
         rows,
     };
     let result = async {
@@ -185,9 +187,8 @@ pub async fn post(
             if i > 0 {
                 out.push(',');
             }
-            out.push('[');
-            out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
-            out.push(']');
+            // Display prints the shortest round-trip decimal, never an exponent: valid JSON.
+            let _ = write!(out, "[{v}]");
         }
         out.push_str("]}");
         Ok::<_, ApiError>((out, rows.n))

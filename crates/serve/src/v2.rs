@@ -374,8 +374,8 @@ pub async fn post(
         Err(e) => (e.into_response(), 0),
     };
     resp.extensions_mut().insert(Served {
-        model: loaded.model.clone(),
-        version: loaded.version.to_string(),
+        model: loaded.model_key.clone(),
+        version: loaded.version,
         rows,
     });
     resp

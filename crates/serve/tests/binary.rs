@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -35,32 +35,12 @@ fn server(dir: &Path, repo: &Path, env: &[(&str, &str)]) -> Command {
     c
 }
 
-fn spawn(mut c: Command) -> (Child, u16) {
-    let mut child = c
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("serving on http://") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
-}
-
 #[test]
 fn bearer_token_guards_model_routes_and_sigterm_drains() {
     let dir = tempfile::tempdir().unwrap();
     let repo = tempfile::tempdir().unwrap();
     write_version(repo.path(), "cv", 1, 11, true);
-    let (mut child, port) = spawn(server(
+    let (mut child, port) = spawn_server(server(
         dir.path(),
         repo.path(),
         &[

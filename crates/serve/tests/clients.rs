@@ -13,19 +13,6 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = std::env::var_os("TRIALFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/py/serve/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask test` (it installs the Python clients into target/py/serve)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn tritonclient_kserve_and_prometheus_parser_agree_with_the_server() {
     let repo = tempfile::tempdir().unwrap();
