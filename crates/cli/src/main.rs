@@ -127,7 +127,7 @@ fn main() {
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", trialflow_core::error::describe(e.as_ref()));
             exit_code(&e)
         }
     };

@@ -112,7 +112,7 @@ impl StageTask {
                 inputs: vec![],
                 outputs: strs(&["raw/"]),
                 // Re-listed on every run (cheap), so new or changed source files are never missed.
-                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "listing": to_json(&trialflow_ingest::list_sources(c)?)}),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "listing": to_json(&trialflow_ingest::list_sources(c).await?)}),
                 ..Default::default()
             },
             Kind::Clean => {

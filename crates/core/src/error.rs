@@ -123,3 +123,21 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes for people, each cause once: storage errors already repeat their source in
+/// their own message, so printing every level of the chain would repeat the same text several times.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

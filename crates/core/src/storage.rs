@@ -311,6 +311,15 @@ impl Storage {
         Ok(removed)
     }
 
+    /// Moves `from` to `to` (a rename on local disk, copy + delete on object stores), replacing `to`.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (a, b) = (self.path(from)?, self.path(to)?);
+        self.store
+            .rename(&a, &b)
+            .await
+            .map_err(|e| self.err(from, e))
+    }
+
     pub async fn delete(&self, rel: &str) -> Result<()> {
         let path = self.path(rel)?;
         match self.store.delete(&path).await {

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
-use trialflow_core::fingerprint::sha256_hex;
-use trialflow_core::storage::{glob_local, local_path_of, split_glob};
+use trialflow_core::storage::{local_path_of, split_glob};
 use trialflow_core::{Error, Result, Storage};
 
 pub use trialflow_core::lake::{Current, CurrentObject};
@@ -30,11 +29,16 @@ pub struct ManifestLine {
     pub source: String,
     pub url: String,
     pub last_modified: String,
+    #[serde(default)]
+    pub etag: Option<String>,
     pub size: u64,
     pub sha256: String,
     pub rows: u64,
     pub object: String,
     pub ingested_at: String,
+    /// Columns the contract does not use (kept in the raw copy).
+    #[serde(default)]
+    pub extra_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,57 +67,135 @@ pub struct IngestReport {
     pub copied: usize,
 }
 
-fn local_files(cfg: &Config) -> Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for (i, s) in cfg.dataset.sources.iter().enumerate() {
-        let key = format!("dataset.sources[{i}].url");
-        let path = local_path_of(&s.url).ok_or_else(|| {
-            Error::config(
-                &cfg.source_file,
-                &key,
-                "only file:// sources are supported by this build",
-            )
-        })?;
+/// Where one source's files live: a storage root, the folder to list under it, and the glob (relative to
+/// that folder) the files must match; without a glob the URL names one object.
+struct Located {
+    store: Storage,
+    /// `scheme://authority` (or the local folder) that object paths are relative to, for building URLs.
+    root_url: String,
+    folder: String,
+    glob: Option<globset::GlobMatcher>,
+}
+
+fn locate(cfg: &Config, i: usize, url: &str) -> Result<Located> {
+    let key = format!("dataset.sources[{i}].url");
+    let glob = |pattern: &str| -> Result<globset::GlobMatcher> {
+        Ok(globset::GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::config(&cfg.source_file, &key, format!("bad glob: {e}")))?
+            .compile_matcher())
+    };
+    if let Some(path) = local_path_of(url) {
         let (dir, pattern) = split_glob(&path.display().to_string());
-        let files = match pattern {
-            None => vec![PathBuf::from(&dir)],
-            Some(p) => glob_local(std::path::Path::new(&dir), &p)
-                .map_err(|e| Error::infra(&dir, format!("listing source directory: {e}")))?,
+        let (root, folder, glob) = match pattern {
+            Some(p) => (PathBuf::from(&dir), String::new(), Some(glob(&p)?)),
+            None => {
+                let p = PathBuf::from(&dir);
+                let parent = p.parent().map(PathBuf::from).unwrap_or_default();
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                (parent, name, None)
+            }
         };
-        if files.is_empty() || !files.iter().all(|f| f.is_file()) {
+        if !root.is_dir() {
             return Err(Error::config(
                 &cfg.source_file,
                 key,
-                format!("no file matches `{}`", path.display()),
+                format!("no file matches `{}` (no such folder)", path.display()),
             ));
         }
-        out.extend(files.into_iter().map(|f| (s.name.clone(), f)));
+        let root_url = format!("file://{}", root.display());
+        return Ok(Located {
+            store: Storage::open(&root_url)?,
+            root_url,
+            folder,
+            glob,
+        });
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::config(&cfg.source_file, &key, format!("not a URL: {e}")))?;
+    let root_url = format!("{}://{}", parsed.scheme(), parsed.authority());
+    let path = parsed.path().trim_start_matches('/').to_string();
+    let (folder, pattern) = split_glob(&path);
+    if pattern.is_some() && matches!(parsed.scheme(), "http" | "https") {
+        return Err(Error::config(
+            &cfg.source_file,
+            key,
+            "an http(s) source names one file: a web server cannot be listed for a glob",
+        ));
+    }
+    Ok(Located {
+        store: Storage::open(&root_url)?,
+        root_url,
+        folder,
+        glob: pattern.as_deref().map(glob).transpose()?,
+    })
+}
+
+/// One source object as listed, with where to read it.
+struct Found {
+    listed: Listed,
+    store: Storage,
+    path: String,
+    etag: Option<String>,
+    last_modified: String,
+}
+
+async fn find(cfg: &Config) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for (i, s) in cfg.dataset.sources.iter().enumerate() {
+        let loc = locate(cfg, i, &s.url)?;
+        let entries = match &loc.glob {
+            None => loc.store.head(&loc.folder).await?.into_iter().collect(),
+            Some(g) => {
+                let prefix = if loc.folder.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", loc.folder)
+                };
+                let mut v: Vec<_> = loc
+                    .store
+                    .list(&prefix)
+                    .await?
+                    .into_iter()
+                    .filter(|e| g.is_match(e.path.strip_prefix(&prefix).unwrap_or(&e.path)))
+                    .collect();
+                v.sort_by(|a, b| a.path.cmp(&b.path));
+                v
+            }
+        };
+        if entries.is_empty() {
+            return Err(Error::config(
+                &cfg.source_file,
+                format!("dataset.sources[{i}].url"),
+                format!("no file matches `{}`", s.url),
+            ));
+        }
+        for e in entries {
+            out.push(Found {
+                listed: Listed {
+                    source: s.name.clone(),
+                    url: format!("{}/{}", loc.root_url.trim_end_matches('/'), e.path),
+                    size: e.size,
+                    modified: e.e_tag.clone().unwrap_or_else(|| e.last_modified.clone()),
+                },
+                store: loc.store.clone(),
+                path: e.path,
+                etag: e.e_tag,
+                last_modified: e.last_modified,
+            });
+        }
     }
     Ok(out)
 }
 
-/// Lists the source files (name, size, modification time): the ingest task's cheap fingerprint material,
-/// re-checked on every run so that new or changed data are never missed.
-pub fn list_sources(cfg: &Config) -> Result<Vec<Listed>> {
-    local_files(cfg)?
-        .into_iter()
-        .map(|(source, path)| {
-            let meta = std::fs::metadata(&path)
-                .map_err(|e| Error::infra(path.display().to_string(), format!("stat: {e}")))?;
-            let modified = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos().to_string())
-                .unwrap_or_default();
-            Ok(Listed {
-                source,
-                url: format!("file://{}", path.display()),
-                size: meta.len(),
-                modified,
-            })
-        })
-        .collect()
+/// Lists the source files (name, size, etag or modification time): the ingest task's cheap fingerprint
+/// material, re-checked on every run so that new or changed data are never missed.
+pub async fn list_sources(cfg: &Config) -> Result<Vec<Listed>> {
+    Ok(find(cfg).await?.into_iter().map(|f| f.listed).collect())
 }
 
 /// Reads the manifest, tolerating nothing: a corrupt line is reported with its line number.
@@ -143,53 +225,245 @@ async fn load_manifest(lake: &Storage) -> Result<(Vec<ManifestLine>, Vec<u8>)> {
     Ok((lines, bytes.to_vec()))
 }
 
-/// Header check against the contract; returns the extra columns. Counts data records (not lines, so quoted
-/// newlines count once).
-fn inspect_csv(url: &str, bytes: &[u8], required: &[String]) -> Result<(u64, Vec<String>)> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}")))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    for col in required {
-        if !headers.iter().any(|h| h == col) {
-            return Err(Error::bad_data(
-                url,
-                format!(
-                    "required column `{col}` is missing (the header has {} columns)",
-                    headers.len()
-                ),
-            ));
+/// Streams a source object once: sha256, size and records counted as the bytes pass, the header checked
+/// against the contract, and (unless `dest` is `None`) the bytes written to the lake with a multipart
+/// upload. Memory stays bounded by the chunk size whatever the file size.
+async fn stream_object(
+    found: &Found,
+    required: &[String],
+    lake: &Storage,
+    dest: Option<&str>,
+) -> Result<(String, u64, CsvScan)> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use sha2::Digest;
+    let url = &found.listed.url;
+    let src_err = |e: object_store::Error| Error::Storage {
+        location: url.clone(),
+        source: e,
+    };
+    let mut stream = found
+        .store
+        .object_store()
+        .get(&object_store::path::Path::from(found.path.as_str()))
+        .await
+        .map_err(src_err)?
+        .into_stream();
+    let mut upload = match dest {
+        Some(rel) => Some(object_store::WriteMultipart::new_with_chunk_size(
+            lake.object_store()
+                .put_multipart(&object_store::path::Path::from(rel))
+                .await
+                .map_err(|e| Error::Storage {
+                    location: lake.display(rel),
+                    source: e,
+                })?,
+            UPLOAD_PART_BYTES,
+        )),
+        None => None,
+    };
+    let mut hasher = sha2::Sha256::new();
+    let mut size = 0u64;
+    let mut scan = CsvScan::new(url, required);
+    let result: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(src_err)?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            scan.feed(&chunk)?;
+            if let Some(w) = upload.as_mut() {
+                // Backpressure: at most two parts in flight.
+                w.wait_for_capacity(2).await.map_err(|e| Error::Storage {
+                    location: lake.display(dest.unwrap_or_default()),
+                    source: e,
+                })?;
+                w.write(&chunk);
+            }
+        }
+        scan.finish()
+    }
+    .await;
+    match (result, upload) {
+        (Ok(()), Some(w)) => {
+            w.finish().await.map_err(|e| Error::Storage {
+                location: lake.display(dest.unwrap_or_default()),
+                source: e,
+            })?;
+        }
+        (Ok(()), None) => {}
+        (Err(e), Some(w)) => {
+            let _ = w.abort().await;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    }
+    Ok((hex::encode(hasher.finalize()), size, scan))
+}
+
+/// Multipart part size for raw copies.
+const UPLOAD_PART_BYTES: usize = 8 << 20;
+
+/// Incremental CSV scan (csv-core, the csv crate's state machine): the header, checked against the
+/// contract, and the number of records (quoted newlines count once). Reads no values.
+struct CsvScan {
+    url: String,
+    required: Vec<String>,
+    rdr: csv_core::Reader,
+    out: Vec<u8>,
+    out_len: usize,
+    ends: Vec<usize>,
+    ends_len: usize,
+    header: Option<Vec<String>>,
+    rows: u64,
+    extra_columns: Vec<String>,
+}
+
+impl CsvScan {
+    fn new(url: &str, required: &[String]) -> Self {
+        Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            rdr: csv_core::Reader::new(),
+            out: vec![0; 64 * 1024],
+            out_len: 0,
+            ends: vec![0; 1024],
+            ends_len: 0,
+            header: None,
+            rows: 0,
+            extra_columns: Vec::new(),
         }
     }
-    let extra = headers
-        .iter()
-        .filter(|h| !required.contains(h))
-        .cloned()
-        .collect();
-    let mut rows = 0u64;
-    let mut rec = csv::ByteRecord::new();
-    loop {
-        match rdr.read_byte_record(&mut rec) {
-            Ok(true) => rows += 1,
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                return Err(Error::bad_data(
-                    format!("{url}:{line}"),
-                    format!("unreadable CSV: {e}"),
-                ));
+
+    fn feed(&mut self, mut input: &[u8]) -> Result<()> {
+        loop {
+            let (res, nin, nout, nend) = self.rdr.read_record(
+                input,
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            input = &input[nin..];
+            self.out_len += nout;
+            self.ends_len += nend;
+            match res {
+                csv_core::ReadRecordResult::InputEmpty => return Ok(()),
+                csv_core::ReadRecordResult::OutputFull => {
+                    if self.header.is_none() {
+                        let n = self.out.len();
+                        self.out.resize(n * 2, 0);
+                    } else {
+                        // Only the header's text is needed: a data field's bytes can be dropped.
+                        self.out_len = 0;
+                    }
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    if self.header.is_none() {
+                        let n = self.ends.len();
+                        self.ends.resize(n * 2, 0);
+                    } else {
+                        self.ends_len = 0;
+                    }
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.record()?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                }
+                csv_core::ReadRecordResult::End => return Ok(()),
             }
         }
     }
-    Ok((rows, extra))
+
+    fn record(&mut self) -> Result<()> {
+        if self.header.is_some() {
+            self.rows += 1;
+            return Ok(());
+        }
+        let mut headers = Vec::with_capacity(self.ends_len);
+        let mut start = 0;
+        for &end in &self.ends[..self.ends_len] {
+            let raw = std::str::from_utf8(&self.out[start..end]).map_err(|_| {
+                Error::bad_data(format!("{}:1", self.url), "the header is not UTF-8 text")
+            })?;
+            headers.push(raw.trim_start_matches('\u{feff}').trim().to_string());
+            start = end;
+        }
+        for col in &self.required {
+            if !headers.iter().any(|h| h == col) {
+                return Err(Error::bad_data(
+                    &self.url,
+                    format!(
+                        "required column `{col}` is missing (the header has {} columns)",
+                        headers.len()
+                    ),
+                ));
+            }
+        }
+        self.extra_columns = headers
+            .iter()
+            .filter(|h| !self.required.contains(h))
+            .cloned()
+            .collect();
+        self.header = Some(headers);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // Empty input tells csv-core the data ended (a last record without a newline completes).
+        loop {
+            let (res, _, nout, nend) = self.rdr.read_record(
+                &[],
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.out_len += nout;
+            self.ends_len += nend;
+            match res {
+                csv_core::ReadRecordResult::Record => {
+                    self.record()?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                }
+                csv_core::ReadRecordResult::End | csv_core::ReadRecordResult::InputEmpty => break,
+                csv_core::ReadRecordResult::OutputFull => {
+                    let n = self.out.len();
+                    self.out.resize(n * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len();
+                    self.ends.resize(n * 2, 0);
+                }
+            }
+        }
+        if self.header.is_none() {
+            return Err(Error::bad_data(
+                &self.url,
+                "the file is empty (no header row)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// Copies new or changed source files into the raw zone. With `dry_run`, reports what would be copied.
+/// A source whose size and etag (or modification time) match its last manifest line is unchanged without
+/// being read; any other is streamed once (hashed, scanned and, unless dry, copied).
 pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<IngestReport> {
     let (manifest, mut manifest_bytes) = load_manifest(lake).await?;
+    if !dry_run {
+        // Copies a killed run completed but never renamed: ingest runs under the lake's lock, so any
+        // staging object is an orphan.
+        for e in lake.list("raw/").await? {
+            if e.path.contains("/_staging/") {
+                lake.delete(&e.path).await?;
+            }
+        }
+    }
     let mut latest: BTreeMap<&str, &ManifestLine> = BTreeMap::new();
     for m in &manifest {
         latest.insert(m.url.as_str(), m);
@@ -198,46 +472,76 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
     let mut files = Vec::new();
     let mut new_lines = Vec::new();
     let mut current = Current::default();
-    for (source, path) in local_files(cfg)? {
-        let url = format!("file://{}", path.display());
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| Error::infra(&url, format!("read: {e}")))?;
-        let sha = sha256_hex(&bytes);
-        let (rows, extra_columns) = inspect_csv(&url, &bytes, &required)?;
-        let object = format!("raw/{source}/{sha}.csv");
-        let change = match latest.get(url.as_str()) {
-            Some(m) if m.sha256 == sha => Change::Unchanged,
-            Some(_) => Change::Changed,
-            None => Change::New,
-        };
-        if !dry_run && change != Change::Unchanged {
-            // Content-addressed: an object that exists already holds exactly these bytes.
-            if lake.head(&object).await?.is_none() {
-                lake.put(&object, bytes.clone()).await?;
+    for found in find(cfg).await? {
+        let url = found.listed.url.clone();
+        let source = found.listed.source.clone();
+        let previous = latest.get(url.as_str()).copied();
+        let same_listing = previous.is_some_and(|m| {
+            m.size == found.listed.size
+                && m.etag == found.etag
+                && m.last_modified == found.last_modified
+        });
+        let (sha, size, rows, extra_columns, change) = match previous {
+            Some(m) if same_listing => (
+                m.sha256.clone(),
+                m.size,
+                m.rows,
+                m.extra_columns.clone(),
+                Change::Unchanged,
+            ),
+            _ => {
+                // Written under a staging name first: the content address is known only at the end.
+                let staging = format!(
+                    "raw/{source}/_staging/{}-{}.csv",
+                    std::process::id(),
+                    files.len()
+                );
+                let dest = (!dry_run).then_some(staging.as_str());
+                let (sha, size, scan) = stream_object(&found, &required, lake, dest).await?;
+                // A source rewritten while it was read would give a copy that matches neither version.
+                if let Some(after) = found.store.head(&found.path).await?
+                    && (after.size != found.listed.size || after.e_tag != found.etag)
+                {
+                    if !dry_run {
+                        lake.delete(&staging).await?;
+                    }
+                    return Err(Error::infra(
+                        &url,
+                        "the file changed while it was being read; run again to ingest the new version",
+                    ));
+                }
+                let object = format!("raw/{source}/{sha}.csv");
+                let change = match previous {
+                    Some(m) if m.sha256 == sha => Change::Unchanged,
+                    Some(_) => Change::Changed,
+                    None => Change::New,
+                };
+                if !dry_run {
+                    // Content-addressed: an object that exists already holds exactly these bytes.
+                    if lake.head(&object).await?.is_none() {
+                        lake.rename(&staging, &object).await?;
+                    } else {
+                        lake.delete(&staging).await?;
+                    }
+                    if change != Change::Unchanged || !same_listing {
+                        new_lines.push(ManifestLine {
+                            source: source.clone(),
+                            url: url.clone(),
+                            last_modified: found.last_modified.clone(),
+                            etag: found.etag.clone(),
+                            size,
+                            sha256: sha.clone(),
+                            rows: scan.rows,
+                            object: object.clone(),
+                            ingested_at: now_rfc3339(),
+                            extra_columns: scan.extra_columns.clone(),
+                        });
+                    }
+                }
+                (sha, size, scan.rows, scan.extra_columns, change)
             }
-            let modified = std::fs::metadata(&path)
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| {
-                    time::OffsetDateTime::from(t)
-                        .format(&time::format_description::well_known::Rfc3339)
-                })
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
-            new_lines.push(ManifestLine {
-                source: source.clone(),
-                url: url.clone(),
-                last_modified: modified,
-                size: bytes.len() as u64,
-                sha256: sha.clone(),
-                rows,
-                object: object.clone(),
-                ingested_at: time::OffsetDateTime::now_utc()
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            });
-        }
+        };
+        let object = format!("raw/{source}/{sha}.csv");
         tracing::info!(source = %source, url = %url, change = ?change, rows, "source file");
         current.objects.push(CurrentObject {
             source: source.clone(),
@@ -251,12 +555,15 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
             url,
             change,
             rows,
-            bytes: bytes.len() as u64,
+            bytes: size,
             object,
             extra_columns,
         });
     }
-    let copied = new_lines.len();
+    let copied = files
+        .iter()
+        .filter(|f| f.change != Change::Unchanged)
+        .count();
     if !dry_run {
         if !new_lines.is_empty() {
             for l in &new_lines {
@@ -281,23 +588,46 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
 mod tests {
     use super::*;
 
+    fn scan(chunks: &[&[u8]], required: &[&str]) -> Result<CsvScan> {
+        let req: Vec<String> = required.iter().map(|s| s.to_string()).collect();
+        let mut s = CsvScan::new("file:///x.csv", &req);
+        for c in chunks {
+            s.feed(c)?;
+        }
+        s.finish()?;
+        Ok(s)
+    }
+
     #[test]
     fn missing_required_column_names_source_and_column() {
-        let e = inspect_csv("file:///x.csv", b"a,b\n1,2\n", &["a".into(), "c".into()]).unwrap_err();
+        let e = scan(&[b"a,b\n1,2\n"], &["a", "c"]).err().unwrap();
         assert_eq!(e.kind(), trialflow_core::ErrorKind::BadData);
         let m = e.to_string();
         assert!(m.contains("file:///x.csv") && m.contains("`c`"), "{m}");
     }
 
     #[test]
-    fn counts_records_not_lines_and_reports_extras() {
-        let (rows, extra) = inspect_csv(
-            "u",
-            b"\xef\xbb\xbfa,b,z\r\n1,\"two\nlines\",3\r\n4,5,6\r\n",
-            &["a".into()],
-        )
-        .unwrap();
-        assert_eq!(rows, 2);
-        assert_eq!(extra, vec!["b".to_string(), "z".to_string()]);
+    fn counts_records_not_lines_across_chunk_boundaries() {
+        let data: &[u8] = b"\xef\xbb\xbfa,b,z\r\n1,\"two\nlines\",3\r\n4,5,6";
+        for cut in 0..data.len() {
+            let (x, y) = data.split_at(cut);
+            let s = scan(&[x, y], &["a"]).unwrap();
+            assert_eq!(s.rows, 2, "cut at {cut}");
+            assert_eq!(s.extra_columns, vec!["b".to_string(), "z".to_string()]);
+        }
+        assert!(scan(&[b""], &[]).is_err(), "an empty file has no header");
+        assert_eq!(scan(&[b"a\n"], &["a"]).unwrap().rows, 0);
+    }
+
+    #[test]
+    fn long_headers_and_fields_grow_or_drop_buffers() {
+        let header: Vec<String> = (0..3000).map(|i| format!("column_{i}")).collect();
+        let mut data = header.join(",").into_bytes();
+        data.extend_from_slice(b"\n");
+        data.extend(std::iter::repeat_n(b'x', 200_000));
+        data.extend_from_slice(b"\n");
+        let s = scan(&[&data], &["column_2999"]).unwrap();
+        assert_eq!(s.rows, 1);
+        assert_eq!(s.header.unwrap().len(), 3000);
     }
 }

@@ -49,7 +49,7 @@ fn main() {
         Ok(rt) => match rt.block_on(run(cli)) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", trialflow_core::error::describe(e.as_ref()));
                 e.chain()
                     .find_map(|c| c.downcast_ref::<trialflow_core::Error>())
                     .map(|c| c.kind().exit_code())

@@ -1,0 +1,169 @@
+//! Sources and the lake on object storage, against a real S3 API server (moto on 127.0.0.1): ingest from
+//! `s3://…/*.csv` into a local lake and run the data pipeline on it; re-ingest copies nothing; a changed
+//! object is a new raw object beside the old one; local files into a lake in a bucket; a glob that matches
+//! nothing and a bucket that does not exist are clear errors.
+
+#![allow(clippy::unwrap_used)]
+
+mod util;
+
+use util::{Moto, Project, text};
+
+const FILES: [&str; 2] = ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"];
+
+fn with_config(p: &Project, from: &str, to: &str) {
+    let path = p.path("config/config.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    assert!(cfg.contains(from), "the sample config has `{from}`");
+    std::fs::write(&path, cfg.replace(from, to)).unwrap();
+}
+
+fn run(p: &Project, moto: &Moto, args: &[&str]) -> (Option<i32>, String) {
+    let mut c = p.cmd(args);
+    for (k, v) in moto.env() {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (o.status.code(), text(&o))
+}
+
+#[test]
+fn ingest_from_s3_then_into_an_s3_lake() {
+    let moto = Moto::start();
+    moto.create_bucket("trial");
+    let p = Project::sample();
+    for f in FILES {
+        moto.put(
+            "trial",
+            &format!("exports/{f}"),
+            std::fs::read(p.path(&format!("data/raw/{f}"))).unwrap(),
+        );
+    }
+    moto.put("trial", "exports/README.txt", b"not data".to_vec());
+    with_config(
+        &p,
+        "url: file://data/raw/clinical_trial_data_*.csv",
+        "url: s3://trial/exports/clinical_trial_data_*.csv",
+    );
+
+    let (code, out) = run(&p, &moto, &["ingest", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("new ").count(), 2, "{out}");
+    assert!(!p.path("data/lake/raw/_manifest.jsonl").exists());
+
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("s3://trial/exports/clinical_trial_data_1.csv"),
+        "{out}"
+    );
+    let manifest = std::fs::read_to_string(p.path("data/lake/raw/_manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2);
+    for line in manifest.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(m["etag"].as_str().is_some_and(|e| !e.is_empty()), "{m}");
+        let object = p.path(&format!("data/lake/{}", m["object"].as_str().unwrap()));
+        assert_eq!(
+            std::fs::metadata(&object).unwrap().len(),
+            m["size"].as_u64().unwrap()
+        );
+    }
+
+    // unchanged sources: nothing read, nothing copied, the manifest untouched
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.matches("unchanged ").count(), 2, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(p.path("data/lake/raw/_manifest.jsonl")).unwrap(),
+        manifest
+    );
+
+    // the data pipeline runs on what came from the bucket, rows reconciling with the source files
+    let (code, out) = run(&p, &moto, &["pipeline", "data"]);
+    assert_eq!(code, Some(0), "{out}");
+    let clean = p.read_json("data/lake/processed/clean_report.json");
+    let records: u64 = FILES
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(p.path(&format!("data/raw/{f}")))
+                .unwrap()
+                .lines()
+                .count() as u64
+                - 1
+        })
+        .sum();
+    assert_eq!(clean["rows_in"].as_u64(), Some(records));
+
+    // a changed object becomes a new raw object; the old one stays (lineage)
+    let mut changed = std::fs::read(p.path("data/raw/clinical_trial_data_1.csv")).unwrap();
+    changed.extend_from_slice(
+        b"CVT-99-99999,SITE01,placebo,70,F,70,165,140,85,120,50,1.0,5.6,no,no,2020-01-01,400,1,0\n",
+    );
+    moto.put("trial", "exports/clinical_trial_data_1.csv", changed);
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("changed "), "{out}");
+    let raw: Vec<_> = std::fs::read_dir(p.path("data/lake/raw/trial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".csv"))
+        .collect();
+    assert_eq!(raw.len(), 3, "{raw:?}");
+
+    // local files into a lake in a bucket
+    moto.create_bucket("lake");
+    let q = Project::sample();
+    with_config(&q, "lake: file://data/lake", "lake: s3://lake/trialflow");
+    let (code, out) = run(&q, &moto, &["ingest"]);
+    assert_eq!(code, Some(0), "{out}");
+    let keys = moto.keys("lake", "trialflow/raw");
+    assert!(
+        keys.contains(&"trialflow/raw/_manifest.jsonl".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"trialflow/raw/_current.json".to_string()),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.starts_with("trialflow/raw/trial/") && k.ends_with(".csv"))
+            .count(),
+        2,
+        "{keys:?}"
+    );
+    assert!(!keys.iter().any(|k| k.contains("_staging")), "{keys:?}");
+    let (code, out) = run(&q, &moto, &["ingest"]);
+    assert_eq!(
+        (code, out.matches("unchanged ").count()),
+        (Some(0), 2),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_glob_matching_nothing_and_a_missing_bucket_are_clear_errors() {
+    let moto = Moto::start();
+    moto.create_bucket("empty");
+    let p = Project::sample();
+    with_config(
+        &p,
+        "url: file://data/raw/clinical_trial_data_*.csv",
+        "url: s3://empty/exports/*.csv",
+    );
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("dataset.sources[0].url") && out.contains("no file matches"),
+        "{out}"
+    );
+    with_config(
+        &p,
+        "s3://empty/exports/*.csv",
+        "s3://no-such-bucket/x/*.csv",
+    );
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("no-such-bucket"), "{out}");
+    assert!(!p.path("data/lake/raw/_manifest.jsonl").exists());
+}
