@@ -54,13 +54,28 @@ pub struct SourceConfig {
     pub name: String,
     /// URL with an optional glob in the last path segments, e.g. `file://data/raw/*.csv`.
     pub url: String,
-    /// `csv` (the default; detected from the extension in later versions).
+    /// `auto` (by extension: .csv, .csv.gz/.gz, .csv.zst/.zst, .parquet, .ndjson/.jsonl/.json) or one of
+    /// `csv`, `csv.gz`, `csv.zst`, `parquet`, `ndjson`.
     #[serde(default = "default_format")]
     pub format: String,
+    /// CSV field delimiter (one ASCII character).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// CSV quote character (one ASCII character).
+    #[serde(default = "default_quote")]
+    pub quote: char,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+fn default_quote() -> char {
+    '"'
 }
 
 fn default_format() -> String {
-    "csv".into()
+    "auto".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,8 +336,8 @@ impl ServingConfig {
         if self.max_rows == 0 {
             return err("max_rows", "expected at least 1");
         }
-        if self.max_body_bytes < 1024 {
-            return err("max_body_bytes", "expected at least 1024");
+        if self.max_body_bytes == 0 {
+            return err("max_body_bytes", "expected at least 1");
         }
         if self.max_concurrent_requests == 0 {
             return err("max_concurrent_requests", "expected at least 1");
@@ -625,8 +640,28 @@ impl Config {
                     "expected a non-empty name of letters, digits, '_' or '-'",
                 ));
             }
-            if s.format != "csv" {
-                return Err(self.err(format!("dataset.sources[{i}].format"), "expected `csv`"));
+            for (key, c) in [("delimiter", s.delimiter), ("quote", s.quote)] {
+                if !c.is_ascii() || c == '\n' || c == '\r' {
+                    return Err(self.err(
+                        format!("dataset.sources[{i}].{key}"),
+                        "expected one ASCII character other than a line break",
+                    ));
+                }
+            }
+            if s.delimiter == s.quote {
+                return Err(self.err(
+                    format!("dataset.sources[{i}].quote"),
+                    "expected a character other than the delimiter",
+                ));
+            }
+            if s.format != "auto" && crate::lake::SourceFormat::parse(&s.format).is_none() {
+                return Err(self.err(
+                    format!("dataset.sources[{i}].format"),
+                    format!(
+                        "expected `auto` or one of {:?}",
+                        crate::lake::SourceFormat::NAMES
+                    ),
+                ));
             }
         }
         let o = &d.outcome;

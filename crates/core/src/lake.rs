@@ -46,6 +46,96 @@ pub struct CurrentObject {
     pub source: String,
     pub url: String,
     pub object: String,
+    #[serde(default)]
+    pub format: SourceFormat,
+    /// CSV dialect of the source (for the CSV formats).
+    #[serde(default = "comma")]
+    pub delimiter: char,
+    #[serde(default = "double_quote")]
+    pub quote: char,
     pub sha256: String,
     pub rows: u64,
+}
+
+fn comma() -> char {
+    ','
+}
+
+fn double_quote() -> char {
+    '"'
+}
+
+/// How a source file is encoded. `auto` (the config default) picks by the file name's extension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceFormat {
+    #[default]
+    #[serde(rename = "csv")]
+    Csv,
+    #[serde(rename = "csv.gz")]
+    CsvGzip,
+    #[serde(rename = "csv.zst")]
+    CsvZstd,
+    #[serde(rename = "parquet")]
+    Parquet,
+    #[serde(rename = "ndjson")]
+    Ndjson,
+}
+
+impl SourceFormat {
+    pub const NAMES: [&str; 5] = ["csv", "csv.gz", "csv.zst", "parquet", "ndjson"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Csv => "csv",
+            SourceFormat::CsvGzip => "csv.gz",
+            SourceFormat::CsvZstd => "csv.zst",
+            SourceFormat::Parquet => "parquet",
+            SourceFormat::Ndjson => "ndjson",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "csv" => SourceFormat::Csv,
+            "csv.gz" | "gzip" => SourceFormat::CsvGzip,
+            "csv.zst" | "zstd" => SourceFormat::CsvZstd,
+            "parquet" => SourceFormat::Parquet,
+            "ndjson" | "jsonl" => SourceFormat::Ndjson,
+            _ => return None,
+        })
+    }
+
+    /// The format a file name implies, if any.
+    pub fn from_name(path: &str) -> Option<Self> {
+        let p = path.to_ascii_lowercase();
+        let ends = |exts: &[&str]| exts.iter().any(|e| p.ends_with(e));
+        Some(if ends(&[".csv.gz", ".gz"]) {
+            SourceFormat::CsvGzip
+        } else if ends(&[".csv.zst", ".zst"]) {
+            SourceFormat::CsvZstd
+        } else if ends(&[".parquet", ".pq"]) {
+            SourceFormat::Parquet
+        } else if ends(&[".ndjson", ".jsonl", ".json"]) {
+            SourceFormat::Ndjson
+        } else if ends(&[".csv"]) {
+            SourceFormat::Csv
+        } else {
+            return None;
+        })
+    }
+
+    /// `configured` (`auto` or a format name) applied to `path`.
+    pub fn resolve(configured: &str, path: &str) -> Result<Self, String> {
+        if configured == "auto" {
+            Self::from_name(path).ok_or_else(|| {
+                format!(
+                    "cannot tell the format of `{path}` from its name; set `format` to one of {:?}",
+                    Self::NAMES
+                )
+            })
+        } else {
+            Self::parse(configured)
+                .ok_or_else(|| format!("expected `auto` or one of {:?}", Self::NAMES))
+        }
+    }
 }

@@ -12,7 +12,10 @@ use trialflow_core::config::Config;
 use trialflow_core::storage::{local_path_of, split_glob};
 use trialflow_core::{Error, Result, Storage};
 
-pub use trialflow_core::lake::{Current, CurrentObject};
+mod scan;
+
+pub use scan::{Scanned, Scanner};
+pub use trialflow_core::lake::{Current, CurrentObject, SourceFormat};
 use trialflow_core::lake::{RAW_CURRENT as CURRENT, RAW_MANIFEST as MANIFEST};
 
 /// A file a source pattern matches, as listed (cheap: no content read).
@@ -138,6 +141,9 @@ fn locate(cfg: &Config, i: usize, url: &str) -> Result<Located> {
 /// One source object as listed, with where to read it.
 struct Found {
     listed: Listed,
+    format: SourceFormat,
+    delimiter: u8,
+    quote: u8,
     store: Storage,
     path: String,
     etag: Option<String>,
@@ -175,7 +181,13 @@ async fn find(cfg: &Config) -> Result<Vec<Found>> {
             ));
         }
         for e in entries {
+            let format = SourceFormat::resolve(&s.format, &e.path).map_err(|m| {
+                Error::config(&cfg.source_file, format!("dataset.sources[{i}].format"), m)
+            })?;
             out.push(Found {
+                format,
+                delimiter: s.delimiter as u8,
+                quote: s.quote as u8,
                 listed: Listed {
                     source: s.name.clone(),
                     url: format!("{}/{}", loc.root_url.trim_end_matches('/'), e.path),
@@ -233,7 +245,7 @@ async fn stream_object(
     required: &[String],
     lake: &Storage,
     dest: Option<&str>,
-) -> Result<(String, u64, CsvScan)> {
+) -> Result<(String, u64, Scanned)> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     use sha2::Digest;
@@ -264,7 +276,7 @@ async fn stream_object(
     };
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
-    let mut scan = CsvScan::new(url, required);
+    let mut scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
     let result: Result<()> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(src_err)?;
@@ -280,169 +292,30 @@ async fn stream_object(
                 w.write(&chunk);
             }
         }
-        scan.finish()
+        Ok(())
     }
     .await;
-    match (result, upload) {
-        (Ok(()), Some(w)) => {
+    let result = result.and_then(|()| scan.finish());
+    let scanned = match (result, upload) {
+        (Ok(s), Some(w)) => {
             w.finish().await.map_err(|e| Error::Storage {
                 location: lake.display(dest.unwrap_or_default()),
                 source: e,
             })?;
+            s
         }
-        (Ok(()), None) => {}
+        (Ok(s), None) => s,
         (Err(e), Some(w)) => {
             let _ = w.abort().await;
             return Err(e);
         }
         (Err(e), None) => return Err(e),
-    }
-    Ok((hex::encode(hasher.finalize()), size, scan))
+    };
+    Ok((hex::encode(hasher.finalize()), size, scanned))
 }
 
 /// Multipart part size for raw copies.
 const UPLOAD_PART_BYTES: usize = 8 << 20;
-
-/// Incremental CSV scan (csv-core, the csv crate's state machine): the header, checked against the
-/// contract, and the number of records (quoted newlines count once). Reads no values.
-struct CsvScan {
-    url: String,
-    required: Vec<String>,
-    rdr: csv_core::Reader,
-    out: Vec<u8>,
-    out_len: usize,
-    ends: Vec<usize>,
-    ends_len: usize,
-    header: Option<Vec<String>>,
-    rows: u64,
-    extra_columns: Vec<String>,
-}
-
-impl CsvScan {
-    fn new(url: &str, required: &[String]) -> Self {
-        Self {
-            url: url.to_string(),
-            required: required.to_vec(),
-            rdr: csv_core::Reader::new(),
-            out: vec![0; 64 * 1024],
-            out_len: 0,
-            ends: vec![0; 1024],
-            ends_len: 0,
-            header: None,
-            rows: 0,
-            extra_columns: Vec::new(),
-        }
-    }
-
-    fn feed(&mut self, mut input: &[u8]) -> Result<()> {
-        loop {
-            let (res, nin, nout, nend) = self.rdr.read_record(
-                input,
-                &mut self.out[self.out_len..],
-                &mut self.ends[self.ends_len..],
-            );
-            input = &input[nin..];
-            self.out_len += nout;
-            self.ends_len += nend;
-            match res {
-                csv_core::ReadRecordResult::InputEmpty => return Ok(()),
-                csv_core::ReadRecordResult::OutputFull => {
-                    if self.header.is_none() {
-                        let n = self.out.len();
-                        self.out.resize(n * 2, 0);
-                    } else {
-                        // Only the header's text is needed: a data field's bytes can be dropped.
-                        self.out_len = 0;
-                    }
-                }
-                csv_core::ReadRecordResult::OutputEndsFull => {
-                    if self.header.is_none() {
-                        let n = self.ends.len();
-                        self.ends.resize(n * 2, 0);
-                    } else {
-                        self.ends_len = 0;
-                    }
-                }
-                csv_core::ReadRecordResult::Record => {
-                    self.record()?;
-                    self.out_len = 0;
-                    self.ends_len = 0;
-                }
-                csv_core::ReadRecordResult::End => return Ok(()),
-            }
-        }
-    }
-
-    fn record(&mut self) -> Result<()> {
-        if self.header.is_some() {
-            self.rows += 1;
-            return Ok(());
-        }
-        let mut headers = Vec::with_capacity(self.ends_len);
-        let mut start = 0;
-        for &end in &self.ends[..self.ends_len] {
-            let raw = std::str::from_utf8(&self.out[start..end]).map_err(|_| {
-                Error::bad_data(format!("{}:1", self.url), "the header is not UTF-8 text")
-            })?;
-            headers.push(raw.trim_start_matches('\u{feff}').trim().to_string());
-            start = end;
-        }
-        for col in &self.required {
-            if !headers.iter().any(|h| h == col) {
-                return Err(Error::bad_data(
-                    &self.url,
-                    format!(
-                        "required column `{col}` is missing (the header has {} columns)",
-                        headers.len()
-                    ),
-                ));
-            }
-        }
-        self.extra_columns = headers
-            .iter()
-            .filter(|h| !self.required.contains(h))
-            .cloned()
-            .collect();
-        self.header = Some(headers);
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        // Empty input tells csv-core the data ended (a last record without a newline completes).
-        loop {
-            let (res, _, nout, nend) = self.rdr.read_record(
-                &[],
-                &mut self.out[self.out_len..],
-                &mut self.ends[self.ends_len..],
-            );
-            self.out_len += nout;
-            self.ends_len += nend;
-            match res {
-                csv_core::ReadRecordResult::Record => {
-                    self.record()?;
-                    self.out_len = 0;
-                    self.ends_len = 0;
-                }
-                csv_core::ReadRecordResult::End | csv_core::ReadRecordResult::InputEmpty => break,
-                csv_core::ReadRecordResult::OutputFull => {
-                    let n = self.out.len();
-                    self.out.resize(n * 2, 0);
-                }
-                csv_core::ReadRecordResult::OutputEndsFull => {
-                    let n = self.ends.len();
-                    self.ends.resize(n * 2, 0);
-                }
-            }
-        }
-        if self.header.is_none() {
-            return Err(Error::bad_data(
-                &self.url,
-                "the file is empty (no header row)",
-            ));
-        }
-        Ok(())
-    }
-}
 
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
@@ -492,9 +365,10 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
             _ => {
                 // Written under a staging name first: the content address is known only at the end.
                 let staging = format!(
-                    "raw/{source}/_staging/{}-{}.csv",
+                    "raw/{source}/_staging/{}-{}.{}",
                     std::process::id(),
-                    files.len()
+                    files.len(),
+                    found.format.name()
                 );
                 let dest = (!dry_run).then_some(staging.as_str());
                 let (sha, size, scan) = stream_object(&found, &required, lake, dest).await?;
@@ -510,7 +384,7 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                         "the file changed while it was being read; run again to ingest the new version",
                     ));
                 }
-                let object = format!("raw/{source}/{sha}.csv");
+                let object = format!("raw/{source}/{sha}.{}", found.format.name());
                 let change = match previous {
                     Some(m) if m.sha256 == sha => Change::Unchanged,
                     Some(_) => Change::Changed,
@@ -541,12 +415,15 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                 (sha, size, scan.rows, scan.extra_columns, change)
             }
         };
-        let object = format!("raw/{source}/{sha}.csv");
+        let object = format!("raw/{source}/{sha}.{}", found.format.name());
         tracing::info!(source = %source, url = %url, change = ?change, rows, "source file");
         current.objects.push(CurrentObject {
             source: source.clone(),
             url: url.clone(),
             object: object.clone(),
+            format: found.format,
+            delimiter: char::from(found.delimiter),
+            quote: char::from(found.quote),
             sha256: sha,
             rows,
         });
@@ -582,52 +459,4 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
         }
     }
     Ok(IngestReport { files, copied })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scan(chunks: &[&[u8]], required: &[&str]) -> Result<CsvScan> {
-        let req: Vec<String> = required.iter().map(|s| s.to_string()).collect();
-        let mut s = CsvScan::new("file:///x.csv", &req);
-        for c in chunks {
-            s.feed(c)?;
-        }
-        s.finish()?;
-        Ok(s)
-    }
-
-    #[test]
-    fn missing_required_column_names_source_and_column() {
-        let e = scan(&[b"a,b\n1,2\n"], &["a", "c"]).err().unwrap();
-        assert_eq!(e.kind(), trialflow_core::ErrorKind::BadData);
-        let m = e.to_string();
-        assert!(m.contains("file:///x.csv") && m.contains("`c`"), "{m}");
-    }
-
-    #[test]
-    fn counts_records_not_lines_across_chunk_boundaries() {
-        let data: &[u8] = b"\xef\xbb\xbfa,b,z\r\n1,\"two\nlines\",3\r\n4,5,6";
-        for cut in 0..data.len() {
-            let (x, y) = data.split_at(cut);
-            let s = scan(&[x, y], &["a"]).unwrap();
-            assert_eq!(s.rows, 2, "cut at {cut}");
-            assert_eq!(s.extra_columns, vec!["b".to_string(), "z".to_string()]);
-        }
-        assert!(scan(&[b""], &[]).is_err(), "an empty file has no header");
-        assert_eq!(scan(&[b"a\n"], &["a"]).unwrap().rows, 0);
-    }
-
-    #[test]
-    fn long_headers_and_fields_grow_or_drop_buffers() {
-        let header: Vec<String> = (0..3000).map(|i| format!("column_{i}")).collect();
-        let mut data = header.join(",").into_bytes();
-        data.extend_from_slice(b"\n");
-        data.extend(std::iter::repeat_n(b'x', 200_000));
-        data.extend_from_slice(b"\n");
-        let s = scan(&[&data], &["column_2999"]).unwrap();
-        assert_eq!(s.rows, 1);
-        assert_eq!(s.header.unwrap().len(), 3000);
-    }
 }

@@ -150,7 +150,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     let mut next_row = 0i64;
     for o in &current.objects {
         let bytes = lake.get(&o.object).await?;
-        let batch = stage::stage_csv(&o.url, &bytes, &columns, next_row)?;
+        let batch = stage::stage_object(o, &bytes, &columns, next_row)?;
         next_row += batch.num_rows() as i64;
         staged.push(batch);
     }

@@ -1,0 +1,657 @@
+//! Streaming scans of source files as their bytes pass through ingestion: the record count, and the
+//! header (or schema, or first record's keys) checked against the dataset contract. Nothing here keeps
+//! more than a bounded buffer, whatever the file size; nothing reads values beyond the header.
+
+use std::io::Write;
+
+use trialflow_core::lake::SourceFormat;
+use trialflow_core::{Error, Result};
+
+/// What a finished scan found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scanned {
+    pub rows: u64,
+    pub extra_columns: Vec<String>,
+}
+
+fn check_columns(
+    url: &str,
+    columns: &[String],
+    required: &[String],
+    what: &str,
+) -> Result<Vec<String>> {
+    for col in required {
+        if !columns.iter().any(|h| h == col) {
+            return Err(Error::bad_data(
+                url,
+                format!(
+                    "required column `{col}` is missing (the {what} has {} columns)",
+                    columns.len()
+                ),
+            ));
+        }
+    }
+    Ok(columns
+        .iter()
+        .filter(|h| !required.contains(h))
+        .cloned()
+        .collect())
+}
+
+/// One scan per source format.
+pub enum Scanner {
+    Csv(CsvScan),
+    Gzip(Box<flate2::write::MultiGzDecoder<CsvSink>>, String),
+    Zstd(ZstdScan),
+    Ndjson(NdjsonScan),
+    Parquet(ParquetScan),
+}
+
+impl Scanner {
+    pub fn new(
+        format: SourceFormat,
+        url: &str,
+        required: &[String],
+        delimiter: u8,
+        quote: u8,
+    ) -> Result<Self> {
+        let csv = || CsvScan::new(url, required, delimiter, quote);
+        Ok(match format {
+            SourceFormat::Csv => Scanner::Csv(csv()),
+            SourceFormat::CsvGzip => Scanner::Gzip(
+                Box::new(flate2::write::MultiGzDecoder::new(CsvSink {
+                    scan: csv(),
+                    error: None,
+                })),
+                url.to_string(),
+            ),
+            SourceFormat::CsvZstd => Scanner::Zstd(ZstdScan::new(url, csv())?),
+            SourceFormat::Ndjson => Scanner::Ndjson(NdjsonScan::new(url, required)),
+            SourceFormat::Parquet => Scanner::Parquet(ParquetScan::new(url, required)),
+        })
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        match self {
+            Scanner::Csv(s) => s.feed(chunk),
+            Scanner::Gzip(d, url) => match d.write_all(chunk) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(d.get_mut().error.take().unwrap_or_else(|| {
+                    Error::bad_data(url.as_str(), format!("not valid gzip: {e}"))
+                })),
+            },
+            Scanner::Zstd(s) => s.feed(chunk),
+            Scanner::Ndjson(s) => s.feed(chunk),
+            Scanner::Parquet(s) => {
+                s.feed(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> Result<Scanned> {
+        let csv_done = |mut s: CsvScan| -> Result<Scanned> {
+            s.finish()?;
+            Ok(Scanned {
+                rows: s.rows,
+                extra_columns: s.extra_columns,
+            })
+        };
+        match self {
+            Scanner::Csv(s) => csv_done(s),
+            Scanner::Gzip(mut d, url) => {
+                let truncated = |e: std::io::Error| {
+                    Error::bad_data(url.as_str(), format!("truncated or corrupt gzip: {e}"))
+                };
+                d.try_finish().map_err(truncated)?;
+                let sink = d.finish().map_err(truncated)?;
+                if let Some(e) = sink.error {
+                    return Err(e);
+                }
+                csv_done(sink.scan)
+            }
+            Scanner::Zstd(s) => {
+                let scan = s.finish()?;
+                csv_done(scan)
+            }
+            Scanner::Ndjson(s) => s.finish(),
+            Scanner::Parquet(s) => s.finish(),
+        }
+    }
+}
+
+/// A CSV scan as a `Write` target for push decoders; the scan's own error is kept to report it as is.
+pub struct CsvSink {
+    scan: CsvScan,
+    error: Option<Error>,
+}
+
+impl Write for CsvSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.scan.feed(buf) {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                self.error = Some(e);
+                Err(std::io::Error::other("CSV scan failed"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// zstd frames decoded incrementally; a stream that ends inside a frame is truncated.
+pub struct ZstdScan {
+    url: String,
+    decoder: zstd::stream::raw::Decoder<'static>,
+    out: Vec<u8>,
+    scan: CsvScan,
+    /// The decoder's hint after the last input: 0 when a frame just ended.
+    pending: usize,
+    seen_input: bool,
+}
+
+impl ZstdScan {
+    fn new(url: &str, scan: CsvScan) -> Result<Self> {
+        Ok(Self {
+            url: url.to_string(),
+            decoder: zstd::stream::raw::Decoder::new()
+                .map_err(|e| Error::Internal(format!("zstd: cannot create a decoder: {e}")))?,
+            out: vec![0; 128 * 1024],
+            scan,
+            pending: 0,
+            seen_input: false,
+        })
+    }
+
+    fn feed(&mut self, mut input: &[u8]) -> Result<()> {
+        use zstd::stream::raw::Operation;
+        self.seen_input |= !input.is_empty();
+        while !input.is_empty() {
+            let status = self
+                .decoder
+                .run_on_buffers(input, &mut self.out)
+                .map_err(|e| Error::bad_data(self.url.as_str(), format!("not valid zstd: {e}")))?;
+            input = &input[status.bytes_read..];
+            self.pending = status.remaining;
+            self.scan.feed(&self.out[..status.bytes_written])?;
+            if status.bytes_read == 0 && status.bytes_written == 0 {
+                break;
+            }
+        }
+        // Drain what the decoder still holds for the input given so far.
+        loop {
+            use zstd::stream::raw::Operation;
+            let status = self
+                .decoder
+                .run_on_buffers(&[], &mut self.out)
+                .map_err(|e| Error::bad_data(self.url.as_str(), format!("not valid zstd: {e}")))?;
+            self.scan.feed(&self.out[..status.bytes_written])?;
+            if status.bytes_written == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<CsvScan> {
+        if self.pending != 0 || !self.seen_input {
+            return Err(Error::bad_data(
+                self.url.as_str(),
+                "truncated zstd: the data end inside a frame",
+            ));
+        }
+        Ok(self.scan)
+    }
+}
+
+/// Newline-delimited JSON: one object per non-empty line; the first object's keys are the columns.
+pub struct NdjsonScan {
+    url: String,
+    required: Vec<String>,
+    partial: Vec<u8>,
+    line: u64,
+    rows: u64,
+    extra_columns: Option<Vec<String>>,
+}
+
+impl NdjsonScan {
+    fn new(url: &str, required: &[String]) -> Self {
+        Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            partial: Vec::new(),
+            line: 0,
+            rows: 0,
+            extra_columns: None,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            let (head, tail) = rest.split_at(i);
+            if self.partial.is_empty() {
+                self.line(head)?;
+            } else {
+                let mut l = std::mem::take(&mut self.partial);
+                l.extend_from_slice(head);
+                self.line(&l)?;
+            }
+            rest = &tail[1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<()> {
+        self.line += 1;
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            Error::bad_data(format!("{}:{}", self.url, self.line), "not UTF-8 text")
+        })?;
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.rows += 1;
+        if self.extra_columns.is_none() {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                Error::bad_data(
+                    format!("{}:{}", self.url, self.line),
+                    format!("not a JSON object (column {})", e.column()),
+                )
+            })?;
+            let serde_json::Value::Object(map) = v else {
+                return Err(Error::bad_data(
+                    format!("{}:{}", self.url, self.line),
+                    "expected a JSON object per line",
+                ));
+            };
+            let keys: Vec<String> = map.keys().cloned().collect();
+            self.extra_columns = Some(check_columns(
+                &self.url,
+                &keys,
+                &self.required,
+                "first record",
+            )?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Scanned> {
+        if !self.partial.is_empty() {
+            let l = std::mem::take(&mut self.partial);
+            self.line(&l)?;
+        }
+        let Some(extra_columns) = self.extra_columns else {
+            return Err(Error::bad_data(
+                self.url.as_str(),
+                "the file has no records",
+            ));
+        };
+        Ok(Scanned {
+            rows: self.rows,
+            extra_columns,
+        })
+    }
+}
+
+/// Parquet keeps its schema and row count in a footer at the end: keep the last bytes as they pass.
+pub struct ParquetScan {
+    url: String,
+    required: Vec<String>,
+    tail: std::collections::VecDeque<u8>,
+}
+
+/// Largest Parquet footer read (metadata of thousands of row groups fit).
+const MAX_PARQUET_FOOTER: usize = 16 << 20;
+
+impl ParquetScan {
+    fn new(url: &str, required: &[String]) -> Self {
+        Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            tail: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        let keep = MAX_PARQUET_FOOTER + 8;
+        if chunk.len() >= keep {
+            self.tail.clear();
+            self.tail.extend(&chunk[chunk.len() - keep..]);
+        } else {
+            self.tail.extend(chunk);
+            let over = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..over);
+        }
+    }
+
+    fn finish(mut self) -> Result<Scanned> {
+        let bad = |m: String| Error::bad_data(self.url.as_str(), m);
+        let tail = self.tail.make_contiguous();
+        let n = tail.len();
+        if n < 12 || &tail[n - 4..] != b"PAR1" {
+            return Err(bad("not a Parquet file (no PAR1 footer)".into()));
+        }
+        let meta_len =
+            u32::from_le_bytes([tail[n - 8], tail[n - 7], tail[n - 6], tail[n - 5]]) as usize;
+        if meta_len + 8 > n {
+            return Err(bad(format!(
+                "the Parquet footer ({meta_len} bytes) is larger than the file or than {MAX_PARQUET_FOOTER} bytes"
+            )));
+        }
+        let meta = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(
+            &tail[n - 8 - meta_len..n - 8],
+        )
+        .map_err(|e| bad(format!("unreadable Parquet footer: {e}")))?;
+        let schema =
+            parquet::arrow::parquet_to_arrow_schema(meta.file_metadata().schema_descr(), None)
+                .map_err(|e| bad(format!("Parquet schema: {e}")))?;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let extra_columns = check_columns(&self.url, &columns, &self.required, "schema")?;
+        for f in schema.fields() {
+            if self.required.contains(f.name()) && f.data_type().is_nested() {
+                return Err(bad(format!(
+                    "column `{}` is {} (nested); expected a plain value column",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        Ok(Scanned {
+            rows: meta.file_metadata().num_rows().max(0) as u64,
+            extra_columns,
+        })
+    }
+}
+
+/// Incremental CSV scan (csv-core, the csv crate's state machine): the header, checked against the
+/// contract, and the number of records (quoted newlines count once). Reads no values.
+pub struct CsvScan {
+    url: String,
+    required: Vec<String>,
+    rdr: csv_core::Reader,
+    out: Vec<u8>,
+    out_len: usize,
+    ends: Vec<usize>,
+    ends_len: usize,
+    header: Option<Vec<String>>,
+    pub rows: u64,
+    pub extra_columns: Vec<String>,
+}
+
+impl CsvScan {
+    pub fn new(url: &str, required: &[String], delimiter: u8, quote: u8) -> Self {
+        Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            rdr: csv_core::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .quote(quote)
+                .build(),
+            out: vec![0; 64 * 1024],
+            out_len: 0,
+            ends: vec![0; 1024],
+            ends_len: 0,
+            header: None,
+            rows: 0,
+            extra_columns: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<()> {
+        if input.is_empty() {
+            return Ok(()); // to csv-core, empty input means the end of the data
+        }
+        loop {
+            let (res, nin, nout, nend) = self.rdr.read_record(
+                input,
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            input = &input[nin..];
+            self.out_len += nout;
+            self.ends_len += nend;
+            match res {
+                csv_core::ReadRecordResult::InputEmpty => return Ok(()),
+                csv_core::ReadRecordResult::OutputFull => {
+                    if self.header.is_none() {
+                        let n = self.out.len();
+                        self.out.resize(n * 2, 0);
+                    } else {
+                        // Only the header's text is needed: a data field's bytes can be dropped.
+                        self.out_len = 0;
+                    }
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    if self.header.is_none() {
+                        let n = self.ends.len();
+                        self.ends.resize(n * 2, 0);
+                    } else {
+                        self.ends_len = 0;
+                    }
+                }
+                csv_core::ReadRecordResult::Record => {
+                    self.record()?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                }
+                csv_core::ReadRecordResult::End => return Ok(()),
+            }
+        }
+    }
+
+    fn record(&mut self) -> Result<()> {
+        if self.header.is_some() {
+            self.rows += 1;
+            return Ok(());
+        }
+        let mut headers = Vec::with_capacity(self.ends_len);
+        let mut start = 0;
+        for &end in &self.ends[..self.ends_len] {
+            let raw = std::str::from_utf8(&self.out[start..end]).map_err(|_| {
+                Error::bad_data(format!("{}:1", self.url), "the header is not UTF-8 text")
+            })?;
+            headers.push(raw.trim_start_matches('\u{feff}').trim().to_string());
+            start = end;
+        }
+        self.extra_columns = check_columns(&self.url, &headers, &self.required, "header")?;
+        self.header = Some(headers);
+        Ok(())
+    }
+
+    pub fn finish(&mut self) -> Result<()> {
+        // Empty input tells csv-core the data ended (a last record without a newline completes).
+        loop {
+            let (res, _, nout, nend) = self.rdr.read_record(
+                &[],
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            self.out_len += nout;
+            self.ends_len += nend;
+            match res {
+                csv_core::ReadRecordResult::Record => {
+                    self.record()?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                }
+                csv_core::ReadRecordResult::End | csv_core::ReadRecordResult::InputEmpty => break,
+                csv_core::ReadRecordResult::OutputFull => {
+                    let n = self.out.len();
+                    self.out.resize(n * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len();
+                    self.ends.resize(n * 2, 0);
+                }
+            }
+        }
+        if self.header.is_none() {
+            return Err(Error::bad_data(
+                &self.url,
+                "the file is empty (no header row)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]], required: &[&str]) -> Result<CsvScan> {
+        let req: Vec<String> = required.iter().map(|s| s.to_string()).collect();
+        let mut s = CsvScan::new("file:///x.csv", &req, b',', b'"');
+        for c in chunks {
+            s.feed(c)?;
+        }
+        s.finish()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn missing_required_column_names_source_and_column() {
+        let e = scan(&[b"a,b\n1,2\n"], &["a", "c"]).err().unwrap();
+        assert_eq!(e.kind(), trialflow_core::ErrorKind::BadData);
+        let m = e.to_string();
+        assert!(m.contains("file:///x.csv") && m.contains("`c`"), "{m}");
+    }
+
+    #[test]
+    fn counts_records_not_lines_across_chunk_boundaries() {
+        let data: &[u8] = b"\xef\xbb\xbfa,b,z\r\n1,\"two\nlines\",3\r\n4,5,6";
+        for cut in 0..data.len() {
+            let (x, y) = data.split_at(cut);
+            let s = scan(&[x, y], &["a"]).unwrap();
+            assert_eq!(s.rows, 2, "cut at {cut}");
+            assert_eq!(s.extra_columns, vec!["b".to_string(), "z".to_string()]);
+        }
+        assert!(scan(&[b""], &[]).is_err(), "an empty file has no header");
+        assert_eq!(scan(&[b"a\n"], &["a"]).unwrap().rows, 0);
+    }
+
+    #[test]
+    fn long_headers_and_fields_grow_or_drop_buffers() {
+        let header: Vec<String> = (0..3000).map(|i| format!("column_{i}")).collect();
+        let mut data = header.join(",").into_bytes();
+        data.extend_from_slice(b"\n");
+        data.extend(std::iter::repeat_n(b'x', 200_000));
+        data.extend_from_slice(b"\n");
+        let s = scan(&[&data], &["column_2999"]).unwrap();
+        assert_eq!(s.rows, 1);
+        assert_eq!(s.header.unwrap().len(), 3000);
+    }
+
+    fn scan_format(format: SourceFormat, data: &[u8], required: &[&str]) -> Result<Scanned> {
+        let req: Vec<String> = required.iter().map(|s| s.to_string()).collect();
+        let mut s = Scanner::new(format, "file:///x", &req, b',', b'"')?;
+        // odd chunk sizes, so that every decoder sees frames and lines split across chunks
+        for c in data.chunks(7) {
+            s.feed(c)?;
+        }
+        s.finish()
+    }
+
+    const CSV: &[u8] = b"id,age,x\n1,61,a\n2,,\"b\nc\"\n3,70,z\n";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_and_zstd_stream_through_the_csv_scan_and_truncation_is_caught() {
+        let gz = gzip(CSV);
+        let s = scan_format(SourceFormat::CsvGzip, &gz, &["id", "age"]).unwrap();
+        assert_eq!(
+            (s.rows, s.extra_columns.clone()),
+            (3, vec!["x".to_string()])
+        );
+        // two concatenated members are one stream (as gzip -c a b > ab.gz makes)
+        let mut two = gzip(b"id,age\n1,2\n");
+        two.extend(gzip(b"3,4\n"));
+        assert_eq!(
+            scan_format(SourceFormat::CsvGzip, &two, &["id"])
+                .unwrap()
+                .rows,
+            2
+        );
+        let e = scan_format(SourceFormat::CsvGzip, &gz[..gz.len() - 5], &["id"]).unwrap_err();
+        assert!(e.to_string().contains("gzip"), "{e}");
+        let e = scan_format(SourceFormat::CsvGzip, CSV, &["id"]).unwrap_err();
+        assert!(e.to_string().contains("gzip"), "{e}");
+
+        let zst = zstd::stream::encode_all(CSV, 3).unwrap();
+        assert_eq!(
+            scan_format(SourceFormat::CsvZstd, &zst, &["id"])
+                .unwrap()
+                .rows,
+            3
+        );
+        let e = scan_format(SourceFormat::CsvZstd, &zst[..zst.len() - 3], &["id"]).unwrap_err();
+        assert!(e.to_string().contains("truncated zstd"), "{e}");
+        let e = scan_format(SourceFormat::CsvZstd, CSV, &["id"]).unwrap_err();
+        assert!(e.to_string().contains("zstd"), "{e}");
+    }
+
+    #[test]
+    fn ndjson_counts_objects_and_checks_the_first_records_keys() {
+        let data =
+            b"{\"id\": 1, \"age\": 61, \"x\": true}\n\n{\"id\": 2}\r\n{\"id\": 3, \"age\": null}";
+        let s = scan_format(SourceFormat::Ndjson, data, &["id", "age"]).unwrap();
+        assert_eq!((s.rows, s.extra_columns), (3, vec!["x".to_string()]));
+        let e = scan_format(SourceFormat::Ndjson, data, &["id", "sex"]).unwrap_err();
+        assert!(e.to_string().contains("`sex`"), "{e}");
+        let e = scan_format(SourceFormat::Ndjson, b"{\"id\": 1}\n[1, 2]\n", &["id"]);
+        assert_eq!(
+            e.unwrap().rows,
+            2,
+            "only the first record is parsed at ingest"
+        );
+        let e = scan_format(SourceFormat::Ndjson, b"\n{oops\n", &["id"]).unwrap_err();
+        assert!(e.to_string().contains("file:///x:2"), "{e}");
+        assert!(scan_format(SourceFormat::Ndjson, b"\n\n", &["id"]).is_err());
+    }
+
+    #[test]
+    fn parquet_footer_gives_rows_and_schema() {
+        use arrow::array::{Float64Array, RecordBatch, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("age", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])),
+                Arc::new(Float64Array::from(vec![
+                    Some(61.0),
+                    None,
+                    Some(70.0),
+                    Some(1.0),
+                ])),
+            ],
+        )
+        .unwrap();
+        let bytes = trialflow_core::table::encode_parquet(schema, &[batch]).unwrap();
+        let s = scan_format(SourceFormat::Parquet, &bytes, &["id", "age"]).unwrap();
+        assert_eq!((s.rows, s.extra_columns.len()), (4, 0));
+        let e = scan_format(SourceFormat::Parquet, &bytes, &["id", "sex"]).unwrap_err();
+        assert!(
+            e.to_string().contains("`sex`") && e.to_string().contains("schema"),
+            "{e}"
+        );
+        let e = scan_format(SourceFormat::Parquet, CSV, &["id"]).unwrap_err();
+        assert!(e.to_string().contains("not a Parquet file"), "{e}");
+        let e = scan_format(SourceFormat::Parquet, &bytes[..bytes.len() - 1], &["id"]).unwrap_err();
+        assert!(e.to_string().contains("Parquet"), "{e}");
+    }
+}
