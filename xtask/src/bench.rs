@@ -46,7 +46,10 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
 pub fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&parse_opts(&args[1..])?),
-        _ => bail!("usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]"),
+        Some("ingest") => ingest(&parse_opts(&args[1..])?),
+        _ => bail!(
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]"
+        ),
     }
 }
 
@@ -470,4 +473,189 @@ fn print_table(rows: &[Row], o: &Opts) {
             r.peak_mib
         );
     }
+}
+
+/// Runs `cmd` to completion, sampling its peak resident memory; returns (seconds, peak MiB).
+fn measured(mut cmd: Command, what: &str) -> Result<(f64, f64)> {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let mut peak = 0.0f64;
+    let status = loop {
+        peak = peak.max(peak_rss_mib(child.id()));
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{what} failed ({status}): {err}");
+    }
+    Ok((secs, peak))
+}
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start(python: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let bin = python
+            .parent()
+            .context("python has no folder")?
+            .join("moto_server");
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("moto did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        write!(
+            s,
+            "PUT /lake HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok(Self { child, port })
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A ≥ 1 GiB CSV made of the sample trial's records, repeated (kept between runs).
+fn big_csv(dir: &Path) -> Result<(PathBuf, u64)> {
+    let path = dir.join("data/raw/clinical_trial_data_big.csv");
+    if let Ok(m) = std::fs::metadata(&path)
+        && m.len() >= 1 << 30
+    {
+        return Ok((path, m.len()));
+    }
+    std::fs::create_dir_all(dir.join("data/raw"))?;
+    let sample = std::fs::read_to_string(root().join("data/raw/clinical_trial_data_1.csv"))?;
+    let (header, body) = sample.split_once('\n').context("empty sample")?;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    writeln!(w, "{header}")?;
+    let mut size = header.len() as u64 + 1;
+    while size < 1 << 30 {
+        w.write_all(body.as_bytes())?;
+        size += body.len() as u64;
+    }
+    w.flush()?;
+    Ok((path, size))
+}
+
+fn ingest(o: &Opts) -> Result<()> {
+    let root = root();
+    let python = venv("serve", &root.join("xtask/requirements-serve.txt"))?;
+    let mut rel = cargo();
+    rel.args([
+        "build",
+        "--release",
+        "-p",
+        "trialflow-ingest",
+        "--bin",
+        "trialflow-ingest",
+    ]);
+    status(rel, "cargo build --release --bin trialflow-ingest")?;
+    let dir = root.join("target/bench/ingest");
+    std::fs::create_dir_all(dir.join("config"))?;
+    std::fs::write(
+        dir.join("config/config.yaml"),
+        std::fs::read_to_string(root.join("config/config.yaml"))?
+            .replace("clinical_trial_data_*.csv", "clinical_trial_data_big.csv"),
+    )?;
+    let (file, size) = big_csv(&dir)?;
+    let mib = size as f64 / (1 << 20) as f64;
+    let bin = root.join("target/release/trialflow-ingest");
+    let mut rows: Vec<(&str, Vec<(f64, f64)>)> = vec![
+        ("trialflow-ingest: local → local lake", vec![]),
+        ("cp (local copy, no hashing or checks)", vec![]),
+        ("trialflow-ingest: local → S3 lake (moto)", vec![]),
+        ("boto3 upload_file: local → S3 (moto)", vec![]),
+    ];
+    for run in 0..o.runs {
+        let lake = dir.join("lake-local");
+        let _ = std::fs::remove_dir_all(&lake);
+        let mut c = Command::new(&bin);
+        c.current_dir(&dir).env(
+            "TRIALFLOW_STORAGE__LAKE",
+            format!("file://{}", lake.display()),
+        );
+        rows[0].1.push(measured(c, "trialflow-ingest (local)")?);
+        let copy = dir.join("copy.csv");
+        let mut c = Command::new("cp");
+        c.arg(&file).arg(&copy);
+        rows[1].1.push(measured(c, "cp")?);
+        let _ = std::fs::remove_file(&copy);
+        // A fresh S3 server per run: moto keeps objects in memory.
+        let moto = Moto::start(&python)?;
+        let mut c = Command::new(&bin);
+        c.current_dir(&dir)
+            .env("TRIALFLOW_STORAGE__LAKE", format!("s3://lake/run{run}"));
+        moto.env(&mut c);
+        rows[2].1.push(measured(c, "trialflow-ingest (S3)")?);
+        drop(moto);
+        let moto = Moto::start(&python)?;
+        let mut c = Command::new(&python);
+        c.args([
+            "-c",
+            "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1]).upload_file(sys.argv[2], 'lake', 'peer.csv')",
+            &format!("http://127.0.0.1:{}", moto.port),
+        ])
+        .arg(&file);
+        moto.env(&mut c);
+        rows[3].1.push(measured(c, "boto3 upload_file")?);
+        eprintln!(
+            "xtask: ingest run {}: local {:.1} s, S3 {:.1} s",
+            run + 1,
+            rows[0].1[run].0,
+            rows[2].1[run].0
+        );
+    }
+    println!(
+        "\n{:.0} MiB CSV ({} runs, medians). trialflow-ingest hashes (sha256), scans every record and checks the header while it copies.\n",
+        mib, o.runs
+    );
+    println!("| what | seconds | MB/s | peak RSS MiB |");
+    println!("|---|---:|---:|---:|");
+    for (name, v) in &rows {
+        let secs = median(v.iter().map(|x| x.0).collect());
+        let peak = median(v.iter().map(|x| x.1).collect());
+        println!(
+            "| {name} | {secs:.2} | {:.0} | {peak:.0} |",
+            size as f64 / 1e6 / secs
+        );
+    }
+    Ok(())
 }

@@ -3,8 +3,8 @@
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
 //!   check.
-//! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk
-//!   (see bench.rs).
+//! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
+//!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake (see bench.rs).
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
 //!   report in headless Chromium (installed from Debian's packages when missing) and fail on any console
 //!   message; `--screenshot` refreshes docs/report.png.
@@ -57,7 +57,7 @@ fn run() -> Result<()> {
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask report-check [--screenshot]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask report-check [--screenshot]"
             );
             bail!("unknown or missing command")
         }

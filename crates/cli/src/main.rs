@@ -199,13 +199,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let lake = Storage::open(&cfg.storage.lake)?;
             let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;
             for f in &r.files {
-                println!(
-                    "{:<10} {} ({} rows, {} bytes)",
-                    format!("{:?}", f.change).to_lowercase(),
-                    f.url,
-                    f.rows,
-                    f.bytes
-                );
+                println!("{f}");
             }
             Ok(0)
         }

@@ -141,3 +141,17 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// Prints `e` on stderr for people and returns the documented exit code of the first trialflow error in
+/// its chain (1 when there is none): what the binaries do with an error that ends them.
+pub fn report(e: &(dyn std::error::Error + 'static)) -> i32 {
+    eprintln!("error: {}", describe(e));
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<Error>() {
+            return t.kind().exit_code();
+        }
+        cause = c.source();
+    }
+    1
+}

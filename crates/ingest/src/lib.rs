@@ -64,6 +64,18 @@ pub struct FileReport {
     pub extra_columns: Vec<String>,
 }
 
+impl std::fmt::Display for FileReport {
+    /// `new        s3://bucket/a.csv (3042 rows, 512000 bytes)`: what the commands print per file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let change = format!("{:?}", self.change).to_lowercase();
+        write!(
+            f,
+            "{change:<10} {} ({} rows, {} bytes)",
+            self.url, self.rows, self.bytes
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngestReport {
     pub files: Vec<FileReport>,

@@ -48,13 +48,7 @@ fn main() {
     let code = match rt.enable_all().build() {
         Ok(rt) => match rt.block_on(run(cli)) {
             Ok(()) => 0,
-            Err(e) => {
-                eprintln!("error: {}", trialflow_core::error::describe(e.as_ref()));
-                e.chain()
-                    .find_map(|c| c.downcast_ref::<trialflow_core::Error>())
-                    .map(|c| c.kind().exit_code())
-                    .unwrap_or(1)
-            }
+            Err(e) => trialflow_core::error::report(e.as_ref()),
         },
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

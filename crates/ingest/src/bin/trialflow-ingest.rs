@@ -1,0 +1,47 @@
+//! `trialflow-ingest`: ingestion alone (no DataFusion, no candle), for a lean ingestion job and for the
+//! ingestion benchmark. Same config and output as `trialflow ingest`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+use trialflow_core::{CODE_VERSION, Config, Storage};
+
+#[derive(Parser)]
+#[command(name = "trialflow-ingest", version = CODE_VERSION, about = "Copy new or changed trial source files into the lake's raw zone")]
+struct Cli {
+    /// Config file (default: config/config.yaml, else the embedded sample config).
+    #[arg(long, env = "TRIALFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// List what would be copied and why, without copying.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => match rt.block_on(run(cli)) {
+            Ok(()) => 0,
+            Err(e) => trialflow_core::error::report(e.as_ref()),
+        },
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    let lake = Storage::open(&cfg.storage.lake)?;
+    let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await?;
+    for f in &r.files {
+        println!("{f}");
+    }
+    Ok(())
+}
