@@ -1,7 +1,8 @@
 //! Sources and the lake on object storage, against a real S3 API server (moto on 127.0.0.1): ingest from
 //! `s3://…/*.csv` into a local lake and run the data pipeline on it; re-ingest copies nothing; a changed
 //! object is a new raw object beside the old one; local files into a lake in a bucket; a glob that matches
-//! nothing and a bucket that does not exist are clear errors.
+//! nothing and a bucket that does not exist are clear errors. A source on a plain HTTP server (python -m
+//! http.server) is ingested by URL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -166,4 +167,60 @@ fn a_glob_matching_nothing_and_a_missing_bucket_are_clear_errors() {
     assert_eq!(code, Some(4), "{out}");
     assert!(out.contains("no-such-bucket"), "{out}");
     assert!(!p.path("data/lake/raw/_manifest.jsonl").exists());
+}
+
+#[test]
+fn ingest_from_an_http_server() {
+    let p = Project::sample();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let python = std::env::var_os("TRIALFLOW_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| util::repo_root().join("target/py/serve/bin/python"));
+    let mut server = std::process::Command::new(python)
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(p.path("data/raw"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed().as_secs() < 20, "http.server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let path = p.path("config/config.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap().replace(
+        "    - name: trial\n",
+        &format!(
+            "    - name: web\n      url: http://127.0.0.1:{port}/clinical_trial_data_2.csv\n    - name: trial\n"
+        ),
+    );
+    std::fs::write(
+        &path,
+        cfg.replace("clinical_trial_data_*.csv", "clinical_trial_data_1.csv"),
+    )
+    .unwrap();
+    let o = p.run(&["ingest"]);
+    let out = text(&o);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "new        http://127.0.0.1:{port}/clinical_trial_data_2.csv"
+        )),
+        "{out}"
+    );
+    let current = p.read_json("data/lake/raw/_current.json");
+    assert_eq!(current["objects"].as_array().unwrap().len(), 2);
 }
