@@ -88,6 +88,7 @@ pub fn typed(cfg: &Config) -> String {
         "\"_source\"".into(),
         "\"_line\"".into(),
         "\"_rowhash\"".into(),
+        "\"_defect\"".into(),
     ];
     for c in cfg.source_columns() {
         if numeric.contains(&c) {
@@ -111,7 +112,10 @@ pub fn typed(cfg: &Config) -> String {
 pub fn violations(cfg: &Config) -> String {
     let d = &cfg.dataset;
     let numeric = cfg.numeric_source_columns();
-    let mut parts: Vec<String> = Vec::new();
+    // A malformed record (ragged, not UTF-8) is quarantined whole, its defect as the reason.
+    let mut parts: Vec<String> = vec![
+        "SELECT \"_row\", '_record' AS \"column\", 'malformed' AS \"rule\", \"_defect\" AS \"reason\", 'quarantine' AS \"action\" FROM typed WHERE \"_defect\" IS NOT NULL".to_string(),
+    ];
     let mut add = |column: &str, rule: &str, reason: &str, action: RuleAction, cond: String| {
         let action = match action {
             RuleAction::Quarantine => "quarantine",

@@ -15,6 +15,8 @@ pub fn staged_schema(columns: &[String]) -> SchemaRef {
         Field::new("_source", DataType::Utf8, false),
         Field::new("_line", DataType::Int64, false),
         Field::new("_rowhash", DataType::Utf8, false),
+        // Why the record itself is malformed (ragged, not UTF-8): such rows are quarantined whole.
+        Field::new("_defect", DataType::Utf8, true),
     ];
     fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
     Arc::new(Schema::new(fields))
@@ -27,6 +29,7 @@ struct Stager {
     source: StringBuilder,
     line: Int64Builder,
     hash: StringBuilder,
+    defect: StringBuilder,
     cols: Vec<StringBuilder>,
     next: i64,
 }
@@ -39,13 +42,19 @@ impl Stager {
             source: StringBuilder::new(),
             line: Int64Builder::new(),
             hash: StringBuilder::new(),
+            defect: StringBuilder::new(),
             cols: columns.iter().map(|_| StringBuilder::new()).collect(),
             next: first_row,
         }
     }
 
     /// One record: `values[i]` is contract column i as text (trimmed here; empty = NULL).
-    fn push<'a>(&mut self, line: u64, values: impl Iterator<Item = Option<&'a str>>) {
+    fn push<'a>(
+        &mut self,
+        line: u64,
+        values: impl Iterator<Item = Option<&'a str>>,
+        defect: Option<&str>,
+    ) {
         let mut h = Sha256::new();
         for (b, v) in self.cols.iter_mut().zip(values) {
             let v = v.map(str::trim).unwrap_or("");
@@ -61,6 +70,7 @@ impl Stager {
         self.source.append_value(&self.url);
         self.line.append_value(line as i64);
         self.hash.append_value(hex::encode(&h.finalize()[..12]));
+        self.defect.append_option(defect);
         self.next += 1;
     }
 
@@ -70,6 +80,7 @@ impl Stager {
             Arc::new(self.source.finish()),
             Arc::new(self.line.finish()),
             Arc::new(self.hash.finish()),
+            Arc::new(self.defect.finish()),
         ];
         arrays.extend(
             self.cols
@@ -155,26 +166,48 @@ fn stage_csv_with(
         })
         .collect::<Result<_>>()?;
     let mut st = Stager::new(url, columns, first_row);
-    let mut rec = csv::StringRecord::new();
+    let mut rec = csv::ByteRecord::new();
+    let mut texts: Vec<Option<String>> = Vec::with_capacity(columns.len());
     loop {
         let pos_line = rdr.position().line();
-        match rdr.read_record(&mut rec) {
+        match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
                 let l = e.position().map(|p| p.line()).unwrap_or(pos_line);
-                // The message says what is wrong (bad UTF-8, broken quoting), never the cell's content.
-                let what = match e.kind() {
-                    csv::ErrorKind::Utf8 { err, .. } => {
-                        format!("field {} is not valid UTF-8", err.field() + 1)
-                    }
-                    _ => "malformed CSV record".to_string(),
-                };
-                return Err(Error::bad_data(format!("{url}:{l}"), what));
+                // The message says what is wrong, never the cell's content.
+                return Err(Error::bad_data(
+                    format!("{url}:{l}"),
+                    "malformed CSV record",
+                ));
             }
         }
         let record_line = rec.position().map(|p| p.line()).unwrap_or(pos_line);
-        st.push(record_line, idx.iter().map(|&i| rec.get(i)));
+        // Row-level defects quarantine the row (with this reason) instead of failing the file.
+        let mut defect = (rec.len() != headers.len()).then(|| {
+            format!(
+                "the record has {} fields; the header has {}",
+                rec.len(),
+                headers.len()
+            )
+        });
+        texts.clear();
+        for (c, &i) in columns.iter().zip(&idx) {
+            let v = match rec.get(i).map(std::str::from_utf8) {
+                None => None,
+                Some(Ok(v)) => Some(v.to_string()),
+                Some(Err(_)) => {
+                    defect.get_or_insert_with(|| format!("field `{c}` is not UTF-8 text"));
+                    None
+                }
+            };
+            texts.push(v);
+        }
+        st.push(
+            record_line,
+            texts.iter().map(|v| v.as_deref()),
+            defect.as_deref(),
+        );
     }
     st.finish(columns)
 }
@@ -218,7 +251,7 @@ fn stage_ndjson(
                 }
             });
         }
-        st.push(line, values.iter().map(|v| v.as_deref()));
+        st.push(line, values.iter().map(|v| v.as_deref()), None);
     }
     st.finish(columns)
 }
@@ -265,6 +298,7 @@ fn stage_parquet(
             st.push(
                 line,
                 texts.iter().map(|a| (!a.is_null(r)).then(|| a.value(r))),
+                None,
             );
         }
     }
