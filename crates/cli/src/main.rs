@@ -150,7 +150,7 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Serve { host, port } => {
             let cfg = Config::load_for_serving(cli.config.as_deref())?;
-            let models = Storage::open(&cfg.storage.models)?;
+            let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
             let host = host.unwrap_or_else(|| cfg.serving.host.clone());
             let addr: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(cfg.serving.port))
                 .parse()
@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> Result<i32> {
             output,
         } => {
             let cfg = Config::load_for_serving(cli.config.as_deref())?;
-            let models = Storage::open(&cfg.storage.models)?;
+            let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
             let name = model.unwrap_or_else(|| cfg.serving.model_name.clone());
             let loaded = trialflow_serve::load_version(&models, &name, version).await?;
             let started = std::time::Instant::now();
@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Generate { .. } => Ok(0), // handled above: needs no config
         Command::Ingest { dry_run } => {
-            let lake = Storage::open(&cfg.storage.lake)?;
+            let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
             let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;
             for f in &r.files {
                 println!("{f}");
@@ -214,8 +214,8 @@ async fn run(cli: Cli) -> Result<i32> {
         } => {
             let set = load_pipelines(pipelines)?;
             let pipeline = set.resolve(&name, tasks::KINDS)?;
-            let lake = Storage::open(&cfg.storage.lake)?;
-            let models = Storage::open(&cfg.storage.models)?;
+            let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
+            let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
             let opts = RunOptions {
                 force,
                 only,

@@ -297,7 +297,7 @@ fn walk_for(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
 
 /// Azurite (npm, installed by `cargo xtask test` under target/node) for Azure Blob: a container written with
 /// Microsoft's Python SDK, ingested through object_store's emulator settings (`AZURE_STORAGE_USE_EMULATOR`,
-/// `AZURITE_BLOB_STORAGE_URL`).
+/// `AZURITE_BLOB_STORAGE_URL`); a wrong account key is a configuration error (exit 2), not retried.
 #[test]
 fn ingest_from_azure_blob() {
     let p = Project::sample();
@@ -338,6 +338,20 @@ fn ingest_from_azure_blob() {
         "url: file://data/raw/clinical_trial_data_*.csv",
         "url: az://trial/exports/clinical_trial_data_*.csv",
     );
+    // wrong credentials: refused at once as a configuration problem, naming the source
+    let o = p
+        .cmd(&["ingest"])
+        .env("AZURE_STORAGE_USE_EMULATOR", "true")
+        .env(
+            "AZURITE_BLOB_STORAGE_URL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("AZURE_STORAGE_ACCOUNT_KEY", "d3Jvbmcta2V5")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("az://trial/exports/"), "{out}");
     ingest_both_files(
         &p,
         server,

@@ -188,13 +188,17 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (to restart a stopped server where clients expect it).
+    pub fn start_on(port: u16) -> Self {
         let bin = test_python().parent().unwrap().join("moto_server");
         assert!(
             bin.exists(),
             "{} is missing: run `cargo xtask test` (it installs moto into target/py/serve)",
             bin.display()
         );
-        let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -274,10 +278,17 @@ impl Moto {
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
+impl Moto {
+    /// Stops the server (as a crash would: no goodbye).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

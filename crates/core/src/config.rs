@@ -45,6 +45,32 @@ pub struct StorageConfig {
     pub lake: String,
     /// Root of the model repository (TF Serving layout: `<model>/<version>/`).
     pub models: String,
+    /// Timeouts and retries for object-store requests (sources, lake and models on s3/gs/az/http).
+    #[serde(default)]
+    pub client: StorageClientConfig,
+}
+
+/// How object-store requests wait and retry. Retries (with exponential backoff) cover connection errors,
+/// timeouts and 5xx answers; a 4xx (missing bucket, denied) fails at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageClientConfig {
+    pub timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    pub retries: usize,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout_seconds: u64,
+}
+
+impl Default for StorageClientConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: 60,
+            connect_timeout_seconds: 5,
+            retries: 5,
+            retry_timeout_seconds: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -114,6 +114,12 @@ impl Error {
                 // A missing object is a broken contract between stages, not a flaky network.
                 object_store::Error::NotFound { .. } => ErrorKind::BadData,
                 object_store::Error::InvalidPath { .. } => ErrorKind::Config,
+                // Wrong or missing credentials: retrying cannot help; the configuration must change.
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => ErrorKind::Config,
+                // Cloud clients report a refused signature as a generic error; its HTTP status is only
+                // in the message (object_store's retry error type is private).
+                e if is_auth_failure(&e.to_string()) => ErrorKind::Config,
                 _ => ErrorKind::Infra,
             },
             Error::Infra { .. } => ErrorKind::Infra,
@@ -123,6 +129,12 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn is_auth_failure(message: &str) -> bool {
+    ["status code: 401", "status code: 403"]
+        .iter()
+        .any(|s| message.contains(s))
+}
 
 /// An error and its causes for people, each cause once: storage errors already repeat their source in
 /// their own message, so printing every level of the chain would repeat the same text several times.

@@ -65,8 +65,13 @@ impl Storage {
     /// (`AWS_*` — e.g. `AWS_ENDPOINT`, `AWS_ALLOW_HTTP` for an S3-compatible server —, `GOOGLE_*`,
     /// `AZURE_*`), as object_store's `from_env` builders read them.
     pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, &crate::config::StorageClientConfig::default())
+    }
+
+    /// [`Storage::open`] with the configured timeouts and retries for object stores.
+    pub fn open_with(url: &str, client: &crate::config::StorageClientConfig) -> Result<Self> {
         let Some(root) = local_path_of(url) else {
-            return Self::open_cloud(url);
+            return Self::open_cloud(url, client);
         };
         std::fs::create_dir_all(&root).map_err(|e| {
             Error::infra(
@@ -85,9 +90,25 @@ impl Storage {
         })
     }
 
-    fn open_cloud(url: &str) -> Result<Self> {
+    fn open_cloud(url: &str, client: &crate::config::StorageClientConfig) -> Result<Self> {
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::config("storage", url, format!("not a URL: {e}")))?;
+        let secs = std::time::Duration::from_secs;
+        // Set key by key: replacing the builders' client options would drop what `from_env` read
+        // (e.g. AWS_ALLOW_HTTP).
+        use object_store::ClientConfigKey as K;
+        let timeouts = [
+            (K::Timeout, format!("{}s", client.timeout_seconds)),
+            (
+                K::ConnectTimeout,
+                format!("{}s", client.connect_timeout_seconds),
+            ),
+        ];
+        let retry = object_store::RetryConfig {
+            max_retries: client.retries,
+            retry_timeout: secs(client.retry_timeout_seconds),
+            ..Default::default()
+        };
         let bad = |e: object_store::Error| Error::Storage {
             location: url.to_string(),
             source: e,
@@ -95,7 +116,15 @@ impl Storage {
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
             "s3" | "s3a" => (
                 Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
+                    timeouts
+                        .iter()
+                        .fold(
+                            object_store::aws::AmazonS3Builder::from_env(),
+                            |b, (k, v)| {
+                                b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v)
+                            },
+                        )
+                        .with_retry(retry)
                         .with_url(url)
                         .build()
                         .map_err(bad)?,
@@ -104,7 +133,15 @@ impl Storage {
             ),
             "gs" => (
                 Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    timeouts
+                        .iter()
+                        .fold(
+                            object_store::gcp::GoogleCloudStorageBuilder::from_env(),
+                            |b, (k, v)| {
+                                b.with_config(object_store::gcp::GoogleConfigKey::Client(*k), v)
+                            },
+                        )
+                        .with_retry(retry)
                         .with_url(url)
                         .build()
                         .map_err(bad)?,
@@ -113,7 +150,15 @@ impl Storage {
             ),
             "az" | "adl" | "azure" | "abfs" | "abfss" => (
                 Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                    timeouts
+                        .iter()
+                        .fold(
+                            object_store::azure::MicrosoftAzureBuilder::from_env(),
+                            |b, (k, v)| {
+                                b.with_config(object_store::azure::AzureConfigKey::Client(*k), v)
+                            },
+                        )
+                        .with_retry(retry)
                         .with_url(url)
                         .build()
                         .map_err(bad)?,
@@ -127,8 +172,12 @@ impl Storage {
                         object_store::http::HttpBuilder::new()
                             .with_url(base)
                             .with_client_options(
-                                object_store::ClientOptions::new().with_allow_http(true),
+                                object_store::ClientOptions::new()
+                                    .with_allow_http(true)
+                                    .with_timeout(secs(client.timeout_seconds))
+                                    .with_connect_timeout(secs(client.connect_timeout_seconds)),
                             )
+                            .with_retry(retry)
                             .build()
                             .map_err(bad)?,
                     ),

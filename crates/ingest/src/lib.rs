@@ -124,7 +124,7 @@ fn locate(cfg: &Config, i: usize, url: &str) -> Result<Located> {
         }
         let root_url = format!("file://{}", root.display());
         return Ok(Located {
-            store: Storage::open(&root_url)?,
+            store: Storage::open_with(&root_url, &cfg.storage.client)?,
             root_url,
             folder,
             glob,
@@ -143,7 +143,7 @@ fn locate(cfg: &Config, i: usize, url: &str) -> Result<Located> {
         ));
     }
     Ok(Located {
-        store: Storage::open(&root_url)?,
+        store: Storage::open_with(&root_url, &cfg.storage.client)?,
         root_url,
         folder,
         glob: pattern.as_deref().map(glob).transpose()?,

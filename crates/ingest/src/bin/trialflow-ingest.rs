@@ -38,7 +38,7 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
-    let lake = Storage::open(&cfg.storage.lake)?;
+    let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
     let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await?;
     for f in &r.files {
         println!("{f}");

@@ -60,7 +60,10 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load_for_serving(cli.config.as_deref())?;
-    let models = Storage::open(cli.models.as_deref().unwrap_or(&cfg.storage.models))?;
+    let models = Storage::open_with(
+        cli.models.as_deref().unwrap_or(&cfg.storage.models),
+        &cfg.storage.client,
+    )?;
     let host = cli.host.unwrap_or_else(|| cfg.serving.host.clone());
     let addr: std::net::SocketAddr = format!("{host}:{}", cli.port.unwrap_or(cfg.serving.port))
         .parse()
