@@ -89,15 +89,6 @@ enum Command {
     },
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIALFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json { b.json().init() } else { b.init() }
-}
-
 /// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 1 other.
 fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
@@ -113,7 +104,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
 
 fn main() {
     let cli = Cli::parse();
-    init_logs(cli.json_logs);
+    trialflow_core::binary::init_logs(cli.json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,11 +142,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Serve { host, port } => {
             let cfg = Config::load_for_serving(cli.config.as_deref())?;
             let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
-            let host = host.unwrap_or_else(|| cfg.serving.host.clone());
-            let addr: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(cfg.serving.port))
-                .parse()
-                .with_context(|| format!("serving.host `{host}` is not an IP address"))?;
-            trialflow_serve::serve(&cfg, models, addr, shutdown_signal()).await?;
+            let addr = trialflow_serve::listen_addr(&cfg, host.as_deref(), port)?;
+            trialflow_serve::serve(&cfg, models, addr, trialflow_serve::shutdown_signal()).await?;
             return Ok(0);
         }
         Command::Predict {
@@ -267,22 +255,4 @@ fn load_pipelines(dir: Option<PathBuf>) -> Result<PipelineSet> {
         })
         .collect();
     Ok(PipelineSet::parse(&sources)?)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -32,15 +32,8 @@ fn sample_rows(n: usize) -> Vec<String> {
 
 /// (line, rule, reason) of the quarantined rows from the first file.
 fn quarantined(p: &Project) -> Vec<(i64, String, String)> {
-    let file =
-        std::fs::File::open(p.path("data/lake/processed/quarantine/part-0.parquet")).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut out = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
+    for b in util::parquet_batches(&p.path("data/lake/processed/quarantine/part-0.parquet")) {
         let src = b
             .column_by_name("source")
             .unwrap()

@@ -291,14 +291,8 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
 /// `(subject_id, probability)` rows of a training run's test_predictions.parquet.
 fn test_predictions(path: &std::path::Path) -> Vec<(String, f32)> {
     use arrow::array::{AsArray, Float32Array};
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut out = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
+    for b in util::parquet_batches(path) {
         let ids = b
             .column_by_name("subject_id")
             .unwrap()

@@ -326,3 +326,14 @@ pub fn test_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/py/serve/bin/python"))
 }
+
+/// Every record batch of a Parquet file.
+pub fn parquet_batches(path: &Path) -> Vec<arrow::array::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}

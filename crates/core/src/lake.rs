@@ -31,6 +31,25 @@ pub fn report_dir(run_id: &str) -> String {
     format!("{REPORTS}{run_id}/")
 }
 
+/// Versions under `<name>/` in a model repository (`<name>/<version>/…`, servable once `BLESSED` exists):
+/// `(version, blessed)`, ascending.
+pub async fn model_versions(
+    models: &crate::Storage,
+    name: &str,
+) -> crate::Result<Vec<(u64, bool)>> {
+    let mut out: std::collections::BTreeMap<u64, bool> = Default::default();
+    for e in models.list(name).await? {
+        let mut parts = e.path.split('/');
+        if let (Some(m), Some(v), Some(file)) = (parts.next(), parts.next(), parts.next())
+            && m == name
+            && let Ok(v) = v.parse::<u64>()
+        {
+            *out.entry(v).or_default() |= file == "BLESSED";
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 pub fn candidate_dir(model: &str) -> String {
     format!("{CANDIDATES}{model}/")
 }

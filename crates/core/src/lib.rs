@@ -3,6 +3,7 @@
 //!
 //! Invariant: nothing here knows DataFusion, candle or HTTP.
 
+pub mod binary;
 pub mod config;
 pub mod error;
 pub mod expr;

@@ -96,21 +96,6 @@ pub struct Promotion {
     pub location: String,
 }
 
-/// Versions under `<name>/` in the model repository: `(version, blessed)`.
-pub async fn versions(models: &Storage, name: &str) -> Result<Vec<(u64, bool)>> {
-    let mut out: std::collections::BTreeMap<u64, bool> = Default::default();
-    for e in models.list(name).await? {
-        let mut parts = e.path.split('/').skip(1);
-        if let (Some(v), Some(file)) = (parts.next(), parts.next())
-            && let Ok(v) = v.parse::<u64>()
-        {
-            let blessed = out.entry(v).or_default();
-            *blessed |= file == "BLESSED";
-        }
-    }
-    Ok(out.into_iter().collect())
-}
-
 const FILES: [&str; 3] = ["model.safetensors", "model.json", "metrics.json"];
 
 /// Copies the gate's choice into `<models>/<serving.model_name>/<version>/`.
@@ -125,7 +110,7 @@ pub async fn promote(cfg: &Config, lake: &Storage, models: &Storage) -> Result<P
     let dir = lake::candidate_dir(&candidate);
     let weights = lake.get(&format!("{dir}model.safetensors")).await?;
     let sha = sha256_hex(&weights);
-    let existing = versions(models, &name).await?;
+    let existing = lake::model_versions(models, &name).await?;
     for (v, blessed) in &existing {
         if *blessed
             && let Some(w) = models

@@ -392,6 +392,45 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Folder (under `raw/<source>/`) of copies whose content address is not known yet.
+const STAGING: &str = "_staging";
+
+/// The content-addressed raw copy of a source file.
+fn raw_object(source: &str, sha: &str, format: SourceFormat) -> String {
+    format!("raw/{source}/{sha}.{}", format.name())
+}
+
+/// Streams `found` once; unless `staging` is `None` (dry run), publishes the copy under its content address
+/// (a copy that exists already holds exactly these bytes). A source rewritten while it was read would give
+/// a copy that matches neither version: refused, nothing published.
+async fn copy_in(
+    found: &Found,
+    required: &[String],
+    lake: &Storage,
+    staging: Option<&str>,
+) -> Result<(String, u64, Scanned)> {
+    let (sha, size, scan, read_meta) = stream_object(found, required, lake, staging).await?;
+    let after = found.store.head(&found.path).await?;
+    if after.is_none_or(|a| (a.size, a.e_tag) != read_meta) || size != read_meta.0 {
+        if let Some(staging) = staging {
+            lake.delete(staging).await?;
+        }
+        return Err(Error::infra(
+            &found.listed.url,
+            "the file changed while it was being read; run again to ingest the new version",
+        ));
+    }
+    if let Some(staging) = staging {
+        let object = raw_object(&found.listed.source, &sha, found.format);
+        if lake.head(&object).await?.is_none() {
+            lake.rename(staging, &object).await?;
+        } else {
+            lake.delete(staging).await?;
+        }
+    }
+    Ok((sha, size, scan))
+}
+
 /// Copies new or changed source files into the raw zone. With `dry_run`, reports what would be copied.
 /// A source whose size and etag (or modification time) match its last manifest line is unchanged without
 /// being read; any other is streamed once (hashed, scanned and, unless dry, copied).
@@ -400,8 +439,8 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
     if !dry_run {
         // Copies a killed run completed but never renamed: ingest runs under the lake's lock, so any
         // staging object is an orphan.
-        for e in lake.list("raw/").await? {
-            if e.path.contains("/_staging/") {
+        for src in &cfg.dataset.sources {
+            for e in lake.list(&format!("raw/{}/{STAGING}/", src.name)).await? {
                 lake.delete(&e.path).await?;
             }
         }
@@ -432,59 +471,43 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                 Change::Unchanged,
             ),
             _ => {
-                // Written under a staging name first: the content address is known only at the end.
                 let staging = format!(
-                    "raw/{source}/_staging/{}-{}.{}",
+                    "raw/{source}/{STAGING}/{}-{}.{}",
                     std::process::id(),
                     files.len(),
                     found.format.name()
                 );
-                let dest = (!dry_run).then_some(staging.as_str());
-                let (sha, size, scan, read_meta) =
-                    stream_object(&found, &required, lake, dest).await?;
-                // A source rewritten while it was read would give a copy that matches neither version.
-                let after = found.store.head(&found.path).await?;
-                if after.is_none_or(|a| (a.size, a.e_tag) != read_meta) || size != read_meta.0 {
-                    if !dry_run {
-                        lake.delete(&staging).await?;
-                    }
-                    return Err(Error::infra(
-                        &url,
-                        "the file changed while it was being read; run again to ingest the new version",
-                    ));
-                }
-                let object = format!("raw/{source}/{sha}.{}", found.format.name());
+                let (sha, size, scan) = copy_in(
+                    &found,
+                    &required,
+                    lake,
+                    (!dry_run).then_some(staging.as_str()),
+                )
+                .await?;
                 let change = match previous {
                     Some(m) if m.sha256 == sha => Change::Unchanged,
                     Some(_) => Change::Changed,
                     None => Change::New,
                 };
-                if !dry_run {
-                    // Content-addressed: an object that exists already holds exactly these bytes.
-                    if lake.head(&object).await?.is_none() {
-                        lake.rename(&staging, &object).await?;
-                    } else {
-                        lake.delete(&staging).await?;
-                    }
-                    if change != Change::Unchanged || !same_listing {
-                        new_lines.push(ManifestLine {
-                            source: source.clone(),
-                            url: url.clone(),
-                            last_modified: found.last_modified.clone(),
-                            etag: found.etag.clone(),
-                            size,
-                            sha256: sha.clone(),
-                            rows: scan.rows,
-                            object: object.clone(),
-                            ingested_at: now_rfc3339(),
-                            extra_columns: scan.extra_columns.clone(),
-                        });
-                    }
+                // A touched but identical source gets a line too, so the next run need not read it.
+                if !dry_run && (change != Change::Unchanged || !same_listing) {
+                    new_lines.push(ManifestLine {
+                        source: source.clone(),
+                        url: url.clone(),
+                        last_modified: found.last_modified.clone(),
+                        etag: found.etag.clone(),
+                        size,
+                        sha256: sha.clone(),
+                        rows: scan.rows,
+                        object: raw_object(&source, &sha, found.format),
+                        ingested_at: now_rfc3339(),
+                        extra_columns: scan.extra_columns.clone(),
+                    });
                 }
                 (sha, size, scan.rows, scan.extra_columns, change)
             }
         };
-        let object = format!("raw/{source}/{sha}.{}", found.format.name());
+        let object = raw_object(&source, &sha, found.format);
         tracing::info!(source = %source, url = %url, change = ?change, rows, "source file");
         current.objects.push(CurrentObject {
             source: source.clone(),

@@ -168,8 +168,12 @@ impl ZstdScan {
 
     fn feed(&mut self, mut input: &[u8]) -> Result<()> {
         use zstd::stream::raw::Operation;
-        self.seen_input |= !input.is_empty();
-        while !input.is_empty() {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.seen_input = true;
+        // Until the input is used up and the decoder leaves room in the output (nothing held back).
+        loop {
             let status = self
                 .decoder
                 .run_on_buffers(input, &mut self.out)
@@ -177,20 +181,14 @@ impl ZstdScan {
             input = &input[status.bytes_read..];
             self.pending = status.remaining;
             self.scan.feed(&self.out[..status.bytes_written])?;
-            if status.bytes_read == 0 && status.bytes_written == 0 {
+            if input.is_empty() && status.bytes_written < self.out.len() {
                 break;
             }
-        }
-        // Drain what the decoder still holds for the input given so far.
-        loop {
-            use zstd::stream::raw::Operation;
-            let status = self
-                .decoder
-                .run_on_buffers(&[], &mut self.out)
-                .map_err(|e| Error::bad_data(self.url.as_str(), format!("not valid zstd: {e}")))?;
-            self.scan.feed(&self.out[..status.bytes_written])?;
-            if status.bytes_written == 0 {
-                break;
+            if status.bytes_read == 0 && status.bytes_written == 0 {
+                return Err(Error::bad_data(
+                    self.url.as_str(),
+                    "not valid zstd: no progress",
+                ));
             }
         }
         Ok(())

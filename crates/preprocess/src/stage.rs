@@ -127,16 +127,7 @@ pub fn stage_object(
     }
 }
 
-/// Parses one CSV object (comma-separated, double quotes).
-pub fn stage_csv(
-    url: &str,
-    bytes: &[u8],
-    columns: &[String],
-    first_row: i64,
-) -> Result<RecordBatch> {
-    stage_csv_with(url, bytes, columns, first_row, b',', b'"')
-}
-
+/// Parses one CSV object with its dialect.
 fn stage_csv_with(
     url: &str,
     bytes: &[u8],
@@ -313,7 +304,15 @@ mod tests {
     #[test]
     fn trims_nulls_empties_and_numbers_lines() {
         let cols = vec!["id".to_string(), "age".to_string()];
-        let b = stage_csv("u", b"age,id,x\n 61 ,a,z\n,b,z\n\"7\n\",c,z\n", &cols, 10).unwrap();
+        let b = stage_csv_with(
+            "u",
+            b"age,id,x\n 61 ,a,z\n,b,z\n\"7\n\",c,z\n",
+            &cols,
+            10,
+            b',',
+            b'"',
+        )
+        .unwrap();
         assert_eq!(b.num_rows(), 3);
         let age = b.column_by_name("age").unwrap().as_string::<i32>();
         assert_eq!(age.value(0), "61");
@@ -332,7 +331,15 @@ mod tests {
 
     #[test]
     fn missing_column_is_bad_data_naming_it() {
-        let e = stage_csv("file:///t.csv", b"a\n1\n", &["b".to_string()], 0).unwrap_err();
+        let e = stage_csv_with(
+            "file:///t.csv",
+            b"a\n1\n",
+            &["b".to_string()],
+            0,
+            b',',
+            b'"',
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("file:///t.csv") && e.to_string().contains("`b`"));
     }
 }

@@ -65,7 +65,7 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Ap
         return Err(too_large());
     }
     axum::body::to_bytes(body, max).await.map_err(|e| {
-        if format!("{e:?}").contains("LengthLimit") {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
             too_large()
         } else {
             ApiError::bad("request body: could not be read")
@@ -218,6 +218,20 @@ impl Server {
     }
 }
 
+/// The address to listen on: `serving.host`/`serving.port` unless given on the command line.
+pub fn listen_addr(cfg: &Config, host: Option<&str>, port: Option<u16>) -> Result<SocketAddr> {
+    let host = host.unwrap_or(&cfg.serving.host);
+    format!("{host}:{}", port.unwrap_or(cfg.serving.port))
+        .parse()
+        .map_err(|_| {
+            Error::config(
+                &cfg.source_file,
+                "serving.host",
+                format!("`{host}` is not an IP address"),
+            )
+        })
+}
+
 /// Binds and serves until `shutdown` resolves.
 pub async fn serve(
     cfg: &Config,
@@ -229,4 +243,23 @@ pub async fn serve(
         .await?
         .run(shutdown)
         .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

@@ -24,6 +24,21 @@ pub struct Served {
     pub rows: usize,
 }
 
+/// A model handler's answer with the version it used attached for the metrics layer; rows count only when
+/// the request succeeded.
+pub fn served(
+    loaded: &crate::repository::LoadedVersion,
+    result: crate::error::ApiResult<(Response, usize)>,
+) -> Response {
+    let (mut resp, rows) = result.unwrap_or_else(|e| (e.into_response(), 0));
+    resp.extensions_mut().insert(Served {
+        model: loaded.model_key.clone(),
+        version: loaded.version,
+        rows,
+    });
+    resp
+}
+
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];

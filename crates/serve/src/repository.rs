@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use candle_core::Device;
 use trialflow_core::config::{VersionPolicy, is_model_name};
+use trialflow_core::lake::model_versions;
 use trialflow_core::{Error, Result, Storage};
 use trialflow_model::{DenseCpu, InputField, ModelCard, input_fields, load_safetensors};
 
@@ -209,7 +210,7 @@ impl Repository {
                 {
                     continue;
                 }
-                match self.load(model, *v).await {
+                match load(&self.store, model, *v).await {
                     Ok(l) => {
                         self.counters.loads_ok.fetch_add(1, Ordering::Relaxed);
                         changes.push(format!("loaded {model}/{v}"));
@@ -252,50 +253,36 @@ impl Repository {
         }
         Ok(changes)
     }
-
-    async fn load(&self, model: &str, version: u64) -> Result<LoadedVersion> {
-        let dir = format!("{model}/{version}");
-        let card: ModelCard = self.store.get_json(&format!("{dir}/model.json")).await?;
-        let bytes = self.store.get(&format!("{dir}/model.safetensors")).await?;
-        let weights = self.store.display(&format!("{dir}/model.safetensors"));
-        let network = load_safetensors(&card.architecture, &bytes, &Device::Cpu)
-            .map_err(|m| Error::bad_data(&weights, m))?;
-        let scorer = DenseCpu::from_network(&network)
-            .map_err(|e| Error::bad_data(&weights, e.to_string()))?;
-        if scorer.input_dim() != card.feature_spec.width() {
-            return Err(Error::bad_data(
-                &weights,
-                format!(
-                    "the first layer takes {} inputs but the feature spec has {} columns",
-                    scorer.input_dim(),
-                    card.feature_spec.width()
-                ),
-            ));
-        }
-        Ok(LoadedVersion {
-            model: model.to_string(),
-            model_key: Arc::from(model),
-            version,
-            inputs: input_fields(&card.feature_spec),
-            card,
-            scorer,
-        })
-    }
 }
 
-/// Versions in `store` under `model` with a BLESSED marker (for tools that do not run a server).
-pub async fn blessed_versions(store: &Storage, model: &str) -> Result<BTreeSet<u64>> {
-    let mut out = BTreeSet::new();
-    for e in store.list(model).await? {
-        let parts: Vec<&str> = e.path.split('/').collect();
-        if let [m, v, "BLESSED"] = parts.as_slice()
-            && *m == model
-            && let Ok(v) = v.parse::<u64>()
-        {
-            out.insert(v);
-        }
+/// Loads `<model>/<version>/` from `store`: the card, the weights, the scoring copy, checked against each other.
+async fn load(store: &Storage, model: &str, version: u64) -> Result<LoadedVersion> {
+    let dir = format!("{model}/{version}");
+    let card: ModelCard = store.get_json(&format!("{dir}/model.json")).await?;
+    let bytes = store.get(&format!("{dir}/model.safetensors")).await?;
+    let weights = store.display(&format!("{dir}/model.safetensors"));
+    let network = load_safetensors(&card.architecture, &bytes, &Device::Cpu)
+        .map_err(|m| Error::bad_data(&weights, m))?;
+    let scorer =
+        DenseCpu::from_network(&network).map_err(|e| Error::bad_data(&weights, e.to_string()))?;
+    if scorer.input_dim() != card.feature_spec.width() {
+        return Err(Error::bad_data(
+            &weights,
+            format!(
+                "the first layer takes {} inputs but the feature spec has {} columns",
+                scorer.input_dim(),
+                card.feature_spec.width()
+            ),
+        ));
     }
-    Ok(out)
+    Ok(LoadedVersion {
+        model: model.to_string(),
+        model_key: Arc::from(model),
+        version,
+        inputs: input_fields(&card.feature_spec),
+        card,
+        scorer,
+    })
 }
 
 /// Loads one version for batch scoring: `version` or the newest blessed one.
@@ -304,7 +291,11 @@ pub async fn load_version(
     model: &str,
     version: Option<u64>,
 ) -> Result<Arc<LoadedVersion>> {
-    let blessed = blessed_versions(store, model).await?;
+    let blessed: BTreeSet<u64> = model_versions(store, model)
+        .await?
+        .into_iter()
+        .filter_map(|(v, blessed)| blessed.then_some(v))
+        .collect();
     let v = match version {
         Some(v) if blessed.contains(&v) => v,
         Some(v) => {
@@ -320,10 +311,5 @@ pub async fn load_version(
             )
         })?,
     };
-    let repo = Repository::new(
-        store.clone(),
-        VersionPolicy::Specific(vec![v]),
-        BTreeMap::new(),
-    );
-    repo.load(model, v).await.map(Arc::new)
+    load(store, model, v).await.map(Arc::new)
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::input::tf_request;
-use crate::ops::Served;
+use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
 use crate::{AppState, read_body};
 
@@ -170,43 +170,37 @@ pub async fn post(
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let served = |rows| Served {
-        model: loaded.model_key.clone(),
-        version: loaded.version,
-        rows,
-    };
-    let result = async {
-        let bytes = read_body(&headers, body, s.limits.max_body_bytes).await?;
-        let (rows, key) = tf_request(&loaded, &bytes, s.limits.max_rows)?;
-        let p = loaded.scorer.predict_proba(&rows.x);
-        let mut out = String::with_capacity(16 + p.len() * 16);
-        out.push_str("{\"");
-        out.push_str(key);
-        out.push_str("\":[");
-        for (i, v) in p.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            // Display prints the shortest round-trip decimal, never an exponent: valid JSON.
-            let _ = write!(out, "[{v}]");
+    let result = predict(&s, &loaded, &headers, body).await;
+    served(&loaded, result)
+}
+
+async fn predict(
+    s: &AppState,
+    loaded: &LoadedVersion,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Response, usize)> {
+    let bytes = read_body(headers, body, s.limits.max_body_bytes).await?;
+    let (rows, key) = tf_request(loaded, &bytes, s.limits.max_rows)?;
+    let p = loaded.scorer.predict_proba(&rows.x);
+    let mut out = String::with_capacity(16 + p.len() * 16);
+    out.push_str("{\"");
+    out.push_str(key);
+    out.push_str("\":[");
+    for (i, v) in p.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        out.push_str("]}");
-        Ok::<_, ApiError>((out, rows.n))
+        // Display prints the shortest round-trip decimal, never an exponent: valid JSON.
+        let _ = write!(out, "[{v}]");
     }
-    .await;
-    let (mut resp, rows) = match result {
-        Ok((body, n)) => (
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response(),
-            n,
-        ),
-        Err(e) => (e.into_response(), 0),
-    };
-    resp.extensions_mut().insert(served(rows));
-    resp
+    out.push_str("]}");
+    let resp = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        out,
+    )
+        .into_response();
+    Ok((resp, rows.n))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::input::{FEATURES_INPUT, Tensor, TensorData, v2_rows};
-use crate::ops::Served;
+use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
 use crate::tfserving::{ModelPath, lookup, parse_model_path, resolve_post};
 use crate::{AppState, read_body};
@@ -369,16 +369,7 @@ pub async fn post(
         Err(e) => return e.into_response(),
     };
     let result = infer(&s, &loaded, &headers, body).await;
-    let (mut resp, rows) = match result {
-        Ok(r) => r,
-        Err(e) => (e.into_response(), 0),
-    };
-    resp.extensions_mut().insert(Served {
-        model: loaded.model_key.clone(),
-        version: loaded.version,
-        rows,
-    });
-    resp
+    served(&loaded, result)
 }
 
 async fn infer(

@@ -16,24 +16,15 @@ struct Cli {
     /// List what would be copied and why, without copying.
     #[arg(long)]
     dry_run: bool,
+    /// Logs as JSON lines on stderr.
+    #[arg(long)]
+    json_logs: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
-    let code = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => match rt.block_on(run(cli)) {
-            Ok(()) => 0,
-            Err(e) => trialflow_core::error::report(e.as_ref()),
-        },
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            1
-        }
-    };
-    std::process::exit(code);
+    trialflow_core::binary::init_logs(cli.json_logs);
+    std::process::exit(trialflow_core::binary::run_main(None, run(cli)));
 }
 
 async fn run(cli: Cli) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use trialflow_core::{CODE_VERSION, Config, Storage};
 
@@ -31,31 +31,9 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TRIALFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.json_logs {
-        b.json().init()
-    } else {
-        b.init()
-    }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let code = match rt.enable_all().build() {
-        Ok(rt) => match rt.block_on(run(cli)) {
-            Ok(()) => 0,
-            Err(e) => trialflow_core::error::report(e.as_ref()),
-        },
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            1
-        }
-    };
-    std::process::exit(code);
+    trialflow_core::binary::init_logs(cli.json_logs);
+    let threads = cli.threads;
+    std::process::exit(trialflow_core::binary::run_main(threads, run(cli)));
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -64,25 +42,7 @@ async fn run(cli: Cli) -> Result<()> {
         cli.models.as_deref().unwrap_or(&cfg.storage.models),
         &cfg.storage.client,
     )?;
-    let host = cli.host.unwrap_or_else(|| cfg.serving.host.clone());
-    let addr: std::net::SocketAddr = format!("{host}:{}", cli.port.unwrap_or(cfg.serving.port))
-        .parse()
-        .with_context(|| format!("serving.host `{host}` is not an IP address"))?;
-    trialflow_serve::serve(&cfg, models, addr, shutdown_signal()).await?;
+    let addr = trialflow_serve::listen_addr(&cfg, cli.host.as_deref(), cli.port)?;
+    trialflow_serve::serve(&cfg, models, addr, trialflow_serve::shutdown_signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
