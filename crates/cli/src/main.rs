@@ -73,6 +73,11 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// The model repository: list versions, promote one, roll back the served one.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+    },
     /// Score a CSV or Parquet file with a blessed model version (streaming; output CSV or Parquet).
     Predict {
         /// Model name in the repository (default: serving.model_name).
@@ -87,6 +92,27 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelsAction {
+    /// Versions of a model (default: serving.model_name): state, which one is served, where each came from.
+    List {
+        model: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve an existing version again (published as a copy under the next version number).
+    Promote {
+        model: String,
+        version: u64,
+        /// Promote a version that is not blessed (rolled back, or never passed the gate); recorded as forced.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take the served version out of service; the blessed version before it is served again.
+    Rollback { model: String },
 }
 
 /// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 1 other.
@@ -192,6 +218,10 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Serve { .. } | Command::Predict { .. } => Ok(0), // handled above: serving config only
+        Command::Models { action } => {
+            let models = open_models(&cfg)?;
+            models_command(&cfg, &models, action).await
+        }
         Command::Pipeline {
             name,
             force,
@@ -203,7 +233,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let set = load_pipelines(pipelines)?;
             let pipeline = set.resolve(&name, tasks::KINDS)?;
             let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
-            let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
+            let models = open_models(&cfg)?;
             let opts = RunOptions {
                 force,
                 only,
@@ -220,11 +250,155 @@ async fn run(cli: Cli) -> Result<i32> {
                 models: models.clone(),
                 code_version: CODE_VERSION.into(),
             });
-            let task_objects = tasks::build(&pipeline, ctx)?;
+            let task_objects = tasks::build(&pipeline, ctx.clone())?;
             let started = std::time::Instant::now();
-            let record = trialflow_dag::execute(&pipeline, &task_objects, &lake, &opts).await?;
+            let result = trialflow_dag::execute(&pipeline, &task_objects, &lake, &opts).await;
+            if !dry_run {
+                push_summary(&ctx.cfg, &name, &result, started.elapsed()).await;
+            }
+            let record = result?;
             summary::print(&record, &lake, &models, started.elapsed());
             Ok(record.exit_code)
+        }
+    }
+}
+
+/// The model repository, opened for changes: a local root that cannot be created is a repository that is not
+/// writable, which only the configuration (or the mount) can fix.
+fn open_models(cfg: &Config) -> Result<Storage, trialflow_core::Error> {
+    Storage::open_with(&cfg.storage.models, &cfg.storage.client).map_err(|e| match e {
+        trialflow_core::Error::Infra { location, message } => trialflow_core::Error::config(
+            location,
+            "storage.models",
+            format!("the model repository is not writable: {message}"),
+        ),
+        e => e,
+    })
+}
+
+/// Reports the run to the Pushgateway when one is configured. A push that fails is logged, not fatal: the
+/// pipeline's own result stands.
+async fn push_summary(
+    cfg: &Config,
+    pipeline: &str,
+    result: &std::result::Result<trialflow_dag::RunRecord, trialflow_dag::DagError>,
+    elapsed: Duration,
+) {
+    let Some(url) = &cfg.monitoring.pushgateway_url else {
+        return;
+    };
+    let (record, exit_code) = match result {
+        Ok(r) => (Some(r), r.exit_code),
+        Err(e) => (None, e.exit_code()),
+    };
+    let mut s = trialflow_deploy::pushgateway::RunSummary {
+        pipeline: pipeline.to_string(),
+        exit_code,
+        finished_unix: time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9,
+        duration_seconds: elapsed.as_secs_f64(),
+        ..Default::default()
+    };
+    if let Some(r) = record {
+        for t in &r.tasks {
+            *s.tasks
+                .entry(format!("{:?}", t.status).to_lowercase())
+                .or_default() += 1;
+        }
+        if let Some(clean) = r.task("clean").filter(|t| !t.summary.is_null()) {
+            for (kind, key) in [
+                ("read", "rows_in"),
+                ("accepted", "accepted"),
+                ("quarantined", "quarantined"),
+            ] {
+                if let Some(n) = clean.summary[key].as_u64() {
+                    s.rows.insert(kind.into(), n);
+                }
+            }
+        }
+    }
+    let job = cfg
+        .monitoring
+        .pushgateway_job
+        .as_deref()
+        .unwrap_or(trialflow_deploy::pushgateway::DEFAULT_JOB);
+    match trialflow_deploy::pushgateway::push(url, job, &s).await {
+        Ok(()) => tracing::info!(pipeline, "pushed the run's metrics to the Pushgateway"),
+        Err(e) => {
+            tracing::warn!(pipeline, error = %e, "could not push the run's metrics to the Pushgateway")
+        }
+    }
+}
+
+async fn models_command(cfg: &Config, models: &Storage, action: ModelsAction) -> Result<i32> {
+    match action {
+        ModelsAction::List { model, json } => {
+            let name = model.unwrap_or_else(|| cfg.serving.model_name.clone());
+            let v = trialflow_deploy::scan(models, &name).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v.versions)?);
+                return Ok(0);
+            }
+            println!("{} in {}", name, models.display(""));
+            println!(
+                "  {:<8} {:<10} {:<7} {:<10} {:<26} {:<8} source",
+                "VERSION", "STATE", "SERVED", "ROC AUC", "PROMOTED", "FORCED"
+            );
+            for i in &v.versions {
+                let rec = i.record.clone().unwrap_or_default();
+                let auc = models
+                    .get_opt(&format!("{name}/{}/metrics.json", i.version))
+                    .await?
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|m| m["metrics"]["roc_auc"].as_f64());
+                println!(
+                    "  {:<8} {:<10} {:<7} {:<10} {:<26} {:<8} {}",
+                    i.version,
+                    format!("{:?}", i.state).to_lowercase(),
+                    if i.served { "yes" } else { "" },
+                    auc.map(|a| format!("{a:.4}")).unwrap_or_default(),
+                    rec["at"].as_str().unwrap_or(""),
+                    if rec["forced"].as_bool() == Some(true) {
+                        "FORCED"
+                    } else {
+                        ""
+                    },
+                    rec["source"].as_str().unwrap_or("")
+                );
+            }
+            if v.versions.is_empty() {
+                println!("  (no versions)");
+            }
+            Ok(0)
+        }
+        ModelsAction::Promote {
+            model,
+            version,
+            force,
+        } => {
+            let p = trialflow_deploy::promote_version(cfg, models, &model, version, force).await?;
+            if p.new_version {
+                println!(
+                    "trialflow: {model} version {version} promoted as version {}{} → {}",
+                    p.version,
+                    if p.forced {
+                        " (FORCED: not blessed)"
+                    } else {
+                        ""
+                    },
+                    p.location
+                );
+            } else {
+                println!("trialflow: {model} version {version} is already the served version");
+            }
+            Ok(0)
+        }
+        ModelsAction::Rollback { model } => {
+            let r = trialflow_deploy::rollback(cfg, models, &model).await?;
+            println!(
+                "trialflow: {model} version {} rolled back; version {} is served again",
+                r.revoked, r.serving
+            );
+            Ok(0)
         }
     }
 }

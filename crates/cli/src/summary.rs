@@ -92,20 +92,36 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
     if !models_line.is_empty() {
         println!("Models (test ROC AUC): {}", models_line.join(" · "));
     }
+    if let Some(t) = r.task("gate").filter(|t| !t.summary.is_null()) {
+        let s = &t.summary;
+        let checks = s["checks"].as_array().cloned().unwrap_or_default();
+        if let Some(chosen) = s["chosen"].as_str() {
+            let mine = checks.iter().filter(|c| c["model"] == chosen).count();
+            let vs = s["served_version"]
+                .as_u64()
+                .map(|v| format!(", compared with served version {v}"))
+                .unwrap_or_default();
+            println!("Gate: {chosen} blessed, {mine} checks passed{vs}");
+        }
+    }
     if let Some(t) = r.task("promote").filter(|t| !t.summary.is_null()) {
         let s = &t.summary;
-        println!(
-            "Promoted: {} version {} (candidate {}{}) → {}",
-            s["model_name"].as_str().unwrap_or(""),
-            s["version"],
-            s["candidate"].as_str().unwrap_or(""),
-            if s["new_version"].as_bool() == Some(false) {
-                ", already served"
-            } else {
-                ""
-            },
-            s["location"].as_str().unwrap_or("")
-        );
+        if let Some(note) = s["note"].as_str() {
+            println!("Promotion: {note}");
+        } else {
+            println!(
+                "Promoted: {} version {} (from {}{}) → {}",
+                s["model_name"].as_str().unwrap_or(""),
+                s["version"],
+                s["source"].as_str().unwrap_or(""),
+                if s["new_version"].as_bool() == Some(false) {
+                    ", already served"
+                } else {
+                    ""
+                },
+                s["location"].as_str().unwrap_or("")
+            );
+        }
     }
     for t in r.tasks.iter().filter(|t| t.error.is_some()) {
         if let Some(e) = &t.error {

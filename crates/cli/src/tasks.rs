@@ -12,6 +12,7 @@ use trialflow_dag::{BoxFuture, Pipeline, Task, TaskError, TaskIo};
 
 pub const KINDS: &[&str] = &[
     "ingest", "clean", "features", "quality", "train", "evaluate", "analyze", "gate", "promote",
+    "render",
 ];
 
 pub struct Ctx {
@@ -31,6 +32,11 @@ enum Kind {
     Analyze,
     Gate,
     Promote,
+    /// Kustomize overlays rendered into the lake, from `dir` or the manifests built into the binary.
+    Render {
+        dir: Option<std::path::PathBuf>,
+        overlays: Vec<String>,
+    },
 }
 
 struct StageTask {
@@ -82,8 +88,40 @@ pub fn build(pipeline: &Pipeline, ctx: Arc<Ctx>) -> Result<HashMap<String, Arc<d
                 Kind::Evaluate(models)
             }
             "analyze" => Kind::Analyze,
-            "gate" => Kind::Gate,
+            "gate" => {
+                trialflow_deploy::validate(&ctx.cfg)?;
+                Kind::Gate
+            }
             "promote" => Kind::Promote,
+            "render" => {
+                let key = |k: &str| format!("tasks.{}.with.{k}", t.name);
+                let dir = match t.with.get("dir") {
+                    None => None,
+                    Some(v) => Some(std::path::PathBuf::from(v.as_str().ok_or_else(|| {
+                        Error::config(&t.file, key("dir"), "expected a directory path")
+                    })?)),
+                };
+                let overlays: Vec<String> = serde_json::from_value(arg("overlays")?.clone())
+                    .map_err(|e| {
+                        Error::config(
+                            &t.file,
+                            key("overlays"),
+                            format!("expected a list of names: {e}"),
+                        )
+                    })?;
+                let files = manifest_files(&dir);
+                for o in &overlays {
+                    let k = format!("overlays/{o}/kustomization.yaml");
+                    if files.read(&k).is_none() {
+                        return Err(Error::config(
+                            &t.file,
+                            key("overlays"),
+                            format!("no overlay `{o}`: {} does not exist", files.describe(&k)),
+                        ));
+                    }
+                }
+                Kind::Render { dir, overlays }
+            }
             other => {
                 return Err(Error::config(
                     &t.file,
@@ -165,23 +203,28 @@ impl StageTask {
             },
             Kind::Gate => TaskIo {
                 inputs: strs(&[lake::EVALUATION]),
-                outputs: strs(&[lake::GATE]),
-                fingerprint_extra: json!({"deployment": c.section_json("deployment")}),
+                outputs: strs(&[lake::GATE, lake::BLESSINGS]),
+                fingerprint_extra: json!({"deployment": c.section_json("deployment"), "training": c.section_json("training"), "model_name": c.serving.model_name}),
                 ..Default::default()
+            },
+            Kind::Render { dir, overlays } => TaskIo {
+                inputs: vec![],
+                outputs: overlays
+                    .iter()
+                    .map(|o| format!("{}{o}.yaml", lake::MANIFESTS))
+                    .collect(),
+                fingerprint_extra: json!({"overlays": overlays, "code_version": self.ctx.code_version}),
+                external_state: match dir {
+                    Some(d) => json!(manifests_digest(d)?),
+                    None => json!("embedded"),
+                },
             },
             Kind::Promote => {
                 let name = &c.serving.model_name;
-                let repo: Vec<(String, u64)> = self
-                    .ctx
-                    .models
-                    .list(name)
-                    .await?
-                    .into_iter()
-                    .map(|e| (e.path, e.size))
-                    .collect();
+                let repo = self.repository_state().await?;
                 TaskIo {
                     inputs: {
-                        let mut v = strs(&[lake::GATE]);
+                        let mut v = strs(&[lake::GATE, lake::BLESSINGS]);
                         v.extend(c.models.keys().map(|m| lake::candidate_dir(m)));
                         v
                     },
@@ -216,10 +259,72 @@ impl StageTask {
                 let a = trialflow_analysis::analyze(cfg, lake, &dir).await?;
                 json!({"analyzed_rows": a.analyzed_rows, "report": lake.display(&format!("{dir}report.html"))})
             }
-            Kind::Gate => to_json(&trialflow_deploy::gate(cfg, lake).await?),
+            Kind::Gate => to_json(&trialflow_deploy::gate(cfg, lake, models).await?),
+            Kind::Render { dir, overlays } => {
+                let mut written = Vec::new();
+                for o in overlays {
+                    let yaml = trialflow_deploy::manifests::render(
+                        &*manifest_files(dir),
+                        o,
+                        code_version,
+                    )?;
+                    let rel = format!("{}{o}.yaml", lake::MANIFESTS);
+                    lake.put(&rel, yaml).await?;
+                    written.push(lake.display(&rel));
+                }
+                json!({"manifests": written})
+            }
             Kind::Promote => to_json(&trialflow_deploy::promote(cfg, lake, models).await?),
         })
     }
+}
+
+impl StageTask {
+    /// The served model's version folders (paths and sizes), outside the lake's own bookkeeping.
+    async fn repository_state(&self) -> Result<Vec<(String, u64)>, Error> {
+        let name = &self.ctx.cfg.serving.model_name;
+        Ok(self
+            .ctx
+            .models
+            .list(&format!("{name}/"))
+            .await?
+            .into_iter()
+            .filter(|e| !e.path.contains("/_lock") && !e.path.contains("/_history/"))
+            .map(|e| (e.path, e.size))
+            .collect())
+    }
+}
+
+fn manifest_files(dir: &Option<std::path::PathBuf>) -> Box<dyn trialflow_deploy::manifests::Files> {
+    match dir {
+        Some(d) => Box::new(trialflow_deploy::manifests::Disk(d.clone())),
+        None => Box::new(trialflow_deploy::manifests::Embedded),
+    }
+}
+
+/// A content hash of every file under the manifests directory, so that an edited manifest re-renders.
+fn manifests_digest(dir: &std::path::Path) -> Result<String, Error> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push((p.display().to_string(), sha256_hex(&std::fs::read(&p)?)));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files).map_err(|e| {
+        Error::config(
+            dir.display().to_string(),
+            "tasks.render.with.dir",
+            format!("cannot read: {e}"),
+        )
+    })?;
+    files.sort();
+    Ok(sha256_hex(to_json(&files).to_string().as_bytes()))
 }
 
 impl Task for StageTask {

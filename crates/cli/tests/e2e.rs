@@ -49,7 +49,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     let o = p.run(&["pipeline", "full"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert_eq!(summary_counts(&out), (11, 0), "{out}");
+    assert_eq!(summary_counts(&out), (12, 0), "{out}");
     for needle in [
         "Rows (read / accepted / quarantined)",
         "clinical_trial_data_1.csv",
@@ -108,7 +108,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
 
     // again at once: everything is up to date
     let out = text(&p.run(&["pipeline", "full"]));
-    assert_eq!(summary_counts(&out), (0, 11), "{out}");
+    assert_eq!(summary_counts(&out), (0, 12), "{out}");
 
     // touching a raw file re-lists the source but changes nothing downstream
     let f = p.path("data/raw/clinical_trial_data_1.csv");
@@ -120,7 +120,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
         .set_modified(now)
         .unwrap();
     let out = text(&p.run(&["pipeline", "full"]));
-    assert_eq!(summary_counts(&out), (1, 10), "{out}");
+    assert_eq!(summary_counts(&out), (1, 11), "{out}");
     assert!(out.contains("task=ingest status=succeeded"), "{out}");
 
     // --dry-run after a content change plans ingest and everything downstream, runs nothing
@@ -326,11 +326,21 @@ fn lake_digest(p: &Project) -> BTreeMap<String, String> {
                 "/runs/",
                 "/deployments/",
                 "/reports/",
+                "/_history/",
                 "_manifest.jsonl",
                 "#",
             ];
             if !skip.iter().any(|s| rel.contains(s)) {
-                out.insert(rel, format!("{:x}", md5ish(&std::fs::read(&path).unwrap())));
+                let mut bytes = std::fs::read(&path).unwrap();
+                // deployment records and blessings say when they were written: compare the rest
+                if rel.ends_with("BLESSED") || rel.ends_with("deployment.json") {
+                    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    for k in ["at", "blessed_at"] {
+                        v.as_object_mut().unwrap().remove(k);
+                    }
+                    bytes = v.to_string().into_bytes();
+                }
+                out.insert(rel, format!("{:x}", md5ish(&bytes)));
             }
         }
     }

@@ -28,7 +28,10 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     pub training: TrainingConfig,
     pub serving: ServingConfig,
+    #[serde(default)]
     pub deployment: DeploymentConfig,
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
     #[serde(default)]
     pub analysis: AnalysisConfig,
     #[serde(default)]
@@ -283,6 +286,23 @@ pub struct TrainingConfig {
     pub patience: usize,
     #[serde(default = "default_device")]
     pub device: DeviceChoice,
+    /// Probability at or above which a prediction is positive (accuracy, sensitivity, specificity).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Bootstrap resamples for the metrics' 95% intervals (seeded by `seed`); 0 turns intervals off.
+    #[serde(default = "default_resamples")]
+    pub bootstrap_resamples: usize,
+    /// Columns of the processed table the test metrics are sliced by, besides the arm and the site.
+    #[serde(default)]
+    pub slices: Vec<String>,
+}
+
+fn default_threshold() -> f64 {
+    0.5
+}
+
+fn default_resamples() -> usize {
+    1000
 }
 
 fn default_device() -> DeviceChoice {
@@ -415,11 +435,76 @@ pub fn is_model_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The quality gate. Metric names are those of `metrics.json` (`roc_auc`, `pr_auc`, `brier`, `log_loss`,
+/// `accuracy`, `sensitivity`, `specificity`, `ece`, each also with `_ci_lower` / `_ci_upper`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
-    /// Lowest test ROC AUC a candidate may have to be blessed.
-    pub min_test_auc: f64,
+    /// Bounds on the candidate's test metrics.
+    #[serde(default)]
+    pub checks: Vec<MetricCheck>,
+    /// Bounds every slice (arm, site, `training.slices`) with at least `min_rows` rows must meet.
+    #[serde(default)]
+    pub slice_checks: Vec<SliceCheck>,
+    /// No regression beyond a margin against the version now served, both scored on this test split.
+    #[serde(default)]
+    pub regression: Option<RegressionCheck>,
+    /// A promotion lock older than this is taken to be left by a killed run and is broken.
+    #[serde(default = "default_lock_stale")]
+    pub lock_stale_seconds: u64,
+}
+
+fn default_lock_stale() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricCheck {
+    pub metric: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SliceCheck {
+    pub metric: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Smaller slices are reported but not checked (too few rows for the metric to mean anything).
+    #[serde(default = "default_slice_rows")]
+    pub min_rows: usize,
+}
+
+fn default_slice_rows() -> usize {
+    30
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionCheck {
+    pub metric: String,
+    /// How much worse than the served version the candidate may be (lower for AUCs and rates, higher for
+    /// Brier, log loss and ECE).
+    pub margin: f64,
+}
+
+/// Operations: where batch runs report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Prometheus Pushgateway base URL (e.g. `http://pushgateway:9091`); pipeline runs push their summary
+    /// metrics there. Unset: nothing is pushed.
+    #[serde(default)]
+    pub pushgateway_url: Option<String>,
+    /// The `job` grouping key (default `trialflow_pipeline`).
+    #[serde(default)]
+    pub pushgateway_job: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -815,6 +900,34 @@ impl Config {
         }
         if t.learning_rate.is_nan() || t.learning_rate <= 0.0 {
             return Err(self.err("training.learning_rate", "expected a positive number"));
+        }
+        if !(t.threshold > 0.0 && t.threshold < 1.0) {
+            return Err(self.err("training.threshold", "expected a probability in (0, 1)"));
+        }
+        let bounds = self
+            .deployment
+            .checks
+            .iter()
+            .map(|c| (c.min, c.max))
+            .chain(self.deployment.slice_checks.iter().map(|c| (c.min, c.max)));
+        for (i, (min, max)) in bounds.enumerate() {
+            if min.is_none() && max.is_none() {
+                let n = self.deployment.checks.len();
+                let key = if i < n {
+                    format!("deployment.checks[{i}]")
+                } else {
+                    format!("deployment.slice_checks[{}]", i - n)
+                };
+                return Err(self.err(key, "expected `min`, `max` or both"));
+            }
+        }
+        if let Some(url) = &self.monitoring.pushgateway_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(self.err(
+                "monitoring.pushgateway_url",
+                "expected an http:// or https:// URL",
+            ));
         }
         let covariates: Vec<&String> = d.numeric.iter().chain(&d.categorical).collect();
         for (i, c) in self.analysis.adjust.iter().enumerate() {

@@ -18,6 +18,10 @@ pub const QUALITY_REPORT: &str = "processed/quality_report.json";
 pub const CANDIDATES: &str = "candidates/";
 pub const EVALUATION: &str = "candidates/evaluation.json";
 pub const GATE: &str = "candidates/gate.json";
+/// `gate/<candidate>/BLESSED`: the gate's verdict on one candidate's weights.
+pub const BLESSINGS: &str = "gate/";
+/// `deployments/manifests/<overlay>.yaml`: Kubernetes manifests rendered by the deployment pipeline.
+pub const MANIFESTS: &str = "deployments/manifests/";
 /// `reports/<run>/report.html` and `analysis.json`, one folder per run that analysed.
 pub const REPORTS: &str = "reports/";
 pub const DEPLOYMENTS: &str = "deployments/";

@@ -369,6 +369,25 @@ impl Storage {
             .map_err(|e| self.err(from, e))
     }
 
+    /// Writes `rel` only if no object is there: `Ok(false)` when one already is. The primitive behind
+    /// locks that must hold across machines (local disk, S3, GCS and Azure support it).
+    pub async fn create(&self, rel: &str, bytes: impl Into<Bytes>) -> Result<bool> {
+        let path = self.path(rel)?;
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from_bytes(bytes.into()), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
     pub async fn delete(&self, rel: &str) -> Result<()> {
         let path = self.path(rel)?;
         match self.store.delete(&path).await {

@@ -396,6 +396,9 @@ impl RunCtx {
             _ if self.forced => Some("forced"),
             None => Some("never ran"),
             Some(p) if p.fingerprint != fingerprint => Some("inputs, config or code changed"),
+            Some(p) if p.external_state != io.external_state => {
+                Some("state outside the lake changed")
+            }
             Some(p) if p.outputs != outputs || outputs.is_empty() => {
                 Some("outputs missing or modified")
             }

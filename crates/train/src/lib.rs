@@ -46,10 +46,15 @@ struct Split {
     ids: Vec<Option<String>>,
 }
 
-/// Columns the test metrics are sliced by, when the table has them.
+/// Columns the test metrics are always sliced by, when the table has them.
 const SLICE_COLUMNS: [&str; 2] = ["arm", "site"];
 
-async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<Split> {
+async fn load_split(
+    lake: &Storage,
+    spec: &FeatureSpec,
+    split: &str,
+    extra_slices: &[String],
+) -> Result<Split> {
     let prefix = format!("{}split={split}/", lake::FEATURES);
     let batches = read_parquet_prefix(lake, &prefix).await?;
     let (x, rows) =
@@ -73,13 +78,22 @@ async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<S
             .ok_or_else(|| Error::Internal("cast".into()))?;
         y.extend(col.iter().map(|v| v.unwrap_or(0.0)));
     }
+    let has = |c: &str| {
+        batches
+            .first()
+            .is_some_and(|b| b.column_by_name(c).is_some())
+    };
+    if let Some(missing) = extra_slices.iter().find(|c| !batches.is_empty() && !has(c)) {
+        return Err(Error::bad_data(
+            lake.display(&prefix),
+            format!("slice column `{missing}` (training.slices) is not in the processed table"),
+        ));
+    }
     let slices = SLICE_COLUMNS
         .iter()
-        .filter(|c| {
-            batches
-                .first()
-                .is_some_and(|b| b.column_by_name(c).is_some())
-        })
+        .copied()
+        .filter(|c| has(c))
+        .chain(extra_slices.iter().map(String::as_str))
         .map(|c| Ok((c.to_string(), trialflow_core::table::strings(&batches, c)?)))
         .collect::<Result<_>>()?;
     let ids = if batches
@@ -101,7 +115,14 @@ async fn load_split(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<S
 
 fn device(cfg: &Config) -> Result<Device> {
     match cfg.training.device {
-        DeviceChoice::Cpu | DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto if cfg!(feature = "cuda") => {
+            Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu))
+        }
+        DeviceChoice::Auto => Ok(Device::Cpu),
+        DeviceChoice::Cuda if cfg!(feature = "cuda") => {
+            Device::new_cuda(0).map_err(|e| Error::infra("cuda:0", format!("no usable GPU: {e}")))
+        }
         DeviceChoice::Cuda => Err(Error::config(
             &cfg.source_file,
             "training.device",
@@ -159,9 +180,10 @@ pub async fn train(
         .ok_or_else(|| Error::config(&cfg.source_file, format!("models.{model}"), "no such model"))?
         .clone();
     let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await?;
-    let train = load_split(lake, &spec, "train").await?;
-    let val = load_split(lake, &spec, "val").await?;
-    let test = load_split(lake, &spec, "test").await?;
+    let slice_cols = &cfg.training.slices;
+    let train = load_split(lake, &spec, "train", &[]).await?;
+    let val = load_split(lake, &spec, "val", &[]).await?;
+    let test = load_split(lake, &spec, "test", slice_cols).await?;
     if train.rows == 0 || test.rows == 0 {
         return Err(Error::bad_data(
             lake.display(lake::FEATURES),
@@ -227,8 +249,9 @@ pub async fn train(
         .map_err(ce)?;
 
     let p_test = net.predict_proba(&test.x, test.rows, &dev).map_err(ce)?;
-    let metrics = metrics::Metrics::compute(&test.y, &p_test);
-    let slices = metrics::slices(&test.slices, &test.y, &p_test);
+    let how = evaluation(&t);
+    let metrics = metrics::Metrics::evaluate(&test.y, &p_test, &how);
+    let slices = metrics::slices(&test.slices, &test.y, &p_test, &how);
     let mut data_fp = Fingerprinter::new();
     data_fp
         .part("train", &bytes_of(&train.x))
@@ -274,6 +297,40 @@ pub async fn train(
     lake.put_json(&format!("{dir}metrics.json"), &report)
         .await?;
     Ok(report)
+}
+
+/// Scores a saved model on the lake's current test split, encoded with the model's own feature spec:
+/// `(outcomes, probabilities)`. The quality gate compares the served version with a candidate this way.
+pub async fn score_test_split(
+    lake: &Storage,
+    card: &trialflow_model::ModelCard,
+    weights: &[u8],
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let test = load_split(lake, &card.feature_spec, "test", &[]).await?;
+    let net = trialflow_model::load_safetensors(&card.architecture, weights, &Device::Cpu)
+        .map_err(|e| Error::bad_data(format!("model `{}`", card.name), e))?;
+    let dense = trialflow_model::DenseCpu::from_network(&net).map_err(ce)?;
+    if dense.input_dim() != card.feature_spec.width() {
+        return Err(Error::bad_data(
+            format!("model `{}`", card.name),
+            format!(
+                "weights take {} inputs, the feature spec gives {}",
+                dense.input_dim(),
+                card.feature_spec.width()
+            ),
+        ));
+    }
+    let p = dense.predict_proba(&test.x);
+    Ok((test.y, p))
+}
+
+/// The configured threshold and bootstrap, seeded by the training seed.
+pub fn evaluation(t: &trialflow_core::config::TrainingConfig) -> metrics::Evaluation {
+    metrics::Evaluation {
+        threshold: t.threshold,
+        resamples: t.bootstrap_resamples,
+        seed: t.seed,
+    }
 }
 
 /// The test split's probabilities as trained, keyed by pseudonymized subject id in split row order: the

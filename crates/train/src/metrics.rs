@@ -1,7 +1,26 @@
-//! Test-split metrics. ROC AUC is the Mann–Whitney statistic with ties counted one half, as scikit-learn's
-//! `roc_auc_score` computes it.
+//! Test-split metrics, each with a seeded bootstrap 95% interval. Definitions follow scikit-learn: ROC AUC is
+//! the Mann–Whitney statistic with ties counted one half (`roc_auc_score`), PR AUC is average precision
+//! (`average_precision_score`), the reliability curve uses ten equal-width bins (`calibration_curve`), and the
+//! expected calibration error weighs each bin's |mean predicted − observed| by its share of rows.
 
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// The scalar metrics, by the names the quality gate and metrics.json use. Their `<name>_ci_lower` and
+/// `<name>_ci_upper` are the bootstrap interval's bounds.
+pub const SCALAR_METRICS: [&str; 8] = [
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "ece",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
@@ -9,10 +28,31 @@ pub struct Metrics {
     pub positives: usize,
     /// `None` when the test split holds one class only (AUC undefined).
     pub roc_auc: Option<f64>,
+    /// Average precision; `None` without positives.
+    #[serde(default)]
+    pub pr_auc: Option<f64>,
     pub brier: f64,
     pub log_loss: f64,
-    /// At threshold 0.5.
+    /// Probability at or above which a prediction counts as positive.
+    #[serde(default = "half")]
+    pub threshold: f64,
+    /// At `threshold`.
     pub accuracy: f64,
+    /// True-positive rate at `threshold`; `None` without positives.
+    #[serde(default)]
+    pub sensitivity: Option<f64>,
+    /// True-negative rate at `threshold`; `None` without negatives.
+    #[serde(default)]
+    pub specificity: Option<f64>,
+    /// Expected calibration error over the reliability curve's bins.
+    #[serde(default)]
+    pub ece: f64,
+    /// Percentile bootstrap 95% intervals `[lower, upper]` by metric name (resamples in `bootstrap`).
+    #[serde(default)]
+    pub ci: BTreeMap<String, [f64; 2]>,
+    /// Bootstrap resamples behind `ci` (0: no intervals).
+    #[serde(default)]
+    pub bootstrap: usize,
     /// ROC curve points (false positive rate, true positive rate), at most ~100.
     #[serde(default)]
     pub roc: Vec<(f64, f64)>,
@@ -87,45 +127,239 @@ pub fn calibration_bins(y: &[f32], p: &[f32]) -> Vec<CalibrationBin> {
         .collect()
 }
 
-impl Metrics {
-    pub fn compute(y: &[f32], p: &[f32]) -> Self {
-        let n = y.len();
-        let positives = y.iter().filter(|v| **v > 0.5).count();
-        let (mut brier, mut ll, mut correct) = (0.0, 0.0, 0usize);
-        for (&yi, &pi) in y.iter().zip(p) {
-            let (yi, pi) = (f64::from(yi), f64::from(pi));
-            brier += (pi - yi).powi(2);
-            let pc = pi.clamp(1e-15, 1.0 - 1e-15);
-            ll -= yi * pc.ln() + (1.0 - yi) * (1.0 - pc).ln();
-            correct += usize::from((pi >= 0.5) == (yi > 0.5));
-        }
-        let d = n.max(1) as f64;
+fn half() -> f64 {
+    0.5
+}
+
+/// How the metrics are computed: the decision threshold and the bootstrap.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluation {
+    pub threshold: f64,
+    pub resamples: usize,
+    pub seed: u64,
+}
+
+impl Default for Evaluation {
+    fn default() -> Self {
         Self {
-            n,
-            positives,
-            roc_auc: Some(roc_auc(y, p)).filter(|a| a.is_finite()),
-            brier: brier / d,
-            log_loss: ll / d,
-            accuracy: correct as f64 / d,
-            roc: roc_curve(y, p),
-            calibration: calibration_bins(y, p),
+            threshold: 0.5,
+            resamples: 1000,
+            seed: 0,
         }
     }
 }
 
-/// Metrics of one level of a slice column.
+/// The scalar metrics of one sample, in `SCALAR_METRICS` order; NaN where undefined.
+fn scalars(y: &[f32], p: &[f32], threshold: f64) -> [f64; 8] {
+    let n = y.len();
+    let (mut brier, mut ll) = (0.0, 0.0);
+    let (mut tp, mut tn, mut pos) = (0usize, 0usize, 0usize);
+    for (&yi, &pi) in y.iter().zip(p) {
+        let (yv, pv) = (f64::from(yi), f64::from(pi));
+        brier += (pv - yv).powi(2);
+        let pc = pv.clamp(1e-15, 1.0 - 1e-15);
+        ll -= yv * pc.ln() + (1.0 - yv) * (1.0 - pc).ln();
+        let (actual, predicted) = (yi > 0.5, pv >= threshold);
+        pos += usize::from(actual);
+        tp += usize::from(actual && predicted);
+        tn += usize::from(!actual && !predicted);
+    }
+    let ratio = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
+    let d = n.max(1) as f64;
+    [
+        roc_auc(y, p),
+        average_precision(y, p),
+        brier / d,
+        ll / d,
+        ratio(tp + tn, n),
+        ratio(tp, pos),
+        ratio(tn, n - pos),
+        ece(&calibration_bins(y, p), n),
+    ]
+}
+
+fn defined(v: f64) -> Option<f64> {
+    Some(v).filter(|v| v.is_finite())
+}
+
+impl Metrics {
+    /// Metrics at threshold 0.5 without intervals.
+    pub fn compute(y: &[f32], p: &[f32]) -> Self {
+        Self::evaluate(
+            y,
+            p,
+            &Evaluation {
+                resamples: 0,
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn evaluate(y: &[f32], p: &[f32], how: &Evaluation) -> Self {
+        let n = y.len();
+        let s = scalars(y, p, how.threshold);
+        Self {
+            n,
+            positives: y.iter().filter(|v| **v > 0.5).count(),
+            roc_auc: defined(s[0]),
+            pr_auc: defined(s[1]),
+            brier: s[2],
+            log_loss: s[3],
+            threshold: how.threshold,
+            accuracy: if n == 0 { 0.0 } else { s[4] },
+            sensitivity: defined(s[5]),
+            specificity: defined(s[6]),
+            ece: s[7],
+            ci: bootstrap(y, p, how),
+            bootstrap: how.resamples,
+            roc: roc_curve(y, p),
+            calibration: calibration_bins(y, p),
+        }
+    }
+
+    /// A scalar metric by name (`SCALAR_METRICS`, or one with `_ci_lower`/`_ci_upper`): `None` for a name
+    /// that does not exist, `Some(None)` for a metric undefined on this sample.
+    pub fn get(&self, name: &str) -> Option<Option<f64>> {
+        let (base, bound) = match name
+            .strip_suffix("_ci_lower")
+            .map(|b| (b, 0))
+            .or_else(|| name.strip_suffix("_ci_upper").map(|b| (b, 1)))
+        {
+            Some((b, i)) => (b, Some(i)),
+            None => (name, None),
+        };
+        if !SCALAR_METRICS.contains(&base) {
+            return None;
+        }
+        if let Some(i) = bound {
+            return Some(self.ci.get(base).map(|c| c[i]));
+        }
+        Some(match base {
+            "roc_auc" => self.roc_auc,
+            "pr_auc" => self.pr_auc,
+            "brier" => Some(self.brier),
+            "log_loss" => Some(self.log_loss),
+            "accuracy" => Some(self.accuracy),
+            "sensitivity" => self.sensitivity,
+            "specificity" => self.specificity,
+            _ => Some(self.ece),
+        })
+    }
+
+    /// Every name `get` accepts.
+    pub fn names() -> Vec<String> {
+        SCALAR_METRICS
+            .iter()
+            .flat_map(|m| {
+                [
+                    m.to_string(),
+                    format!("{m}_ci_lower"),
+                    format!("{m}_ci_upper"),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Percentile intervals from `how.resamples` resamples drawn with replacement; a resample in which a metric
+/// is undefined (e.g. one class only) does not count for that metric.
+fn bootstrap(y: &[f32], p: &[f32], how: &Evaluation) -> BTreeMap<String, [f64; 2]> {
+    let n = y.len();
+    if how.resamples == 0 || n == 0 {
+        return BTreeMap::new();
+    }
+    let mut rng = StdRng::seed_from_u64(how.seed);
+    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(how.resamples); SCALAR_METRICS.len()];
+    let (mut ys, mut ps) = (vec![0f32; n], vec![0f32; n]);
+    for _ in 0..how.resamples {
+        for k in 0..n {
+            let i = rng.random_range(0..n);
+            ys[k] = y[i];
+            ps[k] = p[i];
+        }
+        for (d, v) in draws.iter_mut().zip(scalars(&ys, &ps, how.threshold)) {
+            if v.is_finite() {
+                d.push(v);
+            }
+        }
+    }
+    SCALAR_METRICS
+        .iter()
+        .zip(draws)
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(name, mut d)| {
+            d.sort_by(f64::total_cmp);
+            (
+                name.to_string(),
+                [percentile(&d, 2.5), percentile(&d, 97.5)],
+            )
+        })
+        .collect()
+}
+
+/// numpy's default (linear) percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Σ over bins of (rows in bin / rows) · |mean predicted − observed rate|.
+fn ece(bins: &[CalibrationBin], n: usize) -> f64 {
+    if n == 0 {
+        return f64::NAN;
+    }
+    bins.iter()
+        .map(|b| b.n as f64 / n as f64 * (b.mean_predicted - b.observed).abs())
+        .sum()
+}
+
+/// Average precision: Σ (Rₖ − Rₖ₋₁)·Pₖ over the distinct thresholds, highest first. NaN without positives.
+pub fn average_precision(y: &[f32], p: &[f32]) -> f64 {
+    let pos = y.iter().filter(|v| **v > 0.5).count() as f64;
+    if pos == 0.0 {
+        return f64::NAN;
+    }
+    let mut idx: Vec<usize> = (0..y.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        if y[i] > 0.5 {
+            tp += 1.0
+        } else {
+            fp += 1.0
+        }
+        if idx.get(k + 1).is_none_or(|&j| p[j] != p[i]) {
+            let recall = tp / pos;
+            ap += (recall - last_recall) * tp / (tp + fp);
+            last_recall = recall;
+        }
+    }
+    ap
+}
+
+/// Metrics of one level of a slice column (without the curves).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Slice {
     pub column: String,
     pub level: String,
-    pub n: usize,
-    pub positives: usize,
-    pub roc_auc: Option<f64>,
-    pub brier: f64,
+    #[serde(flatten)]
+    pub metrics: Metrics,
 }
 
 /// Per-level metrics for every slice column; rows with a missing level are left out.
-pub fn slices(columns: &[(String, Vec<Option<String>>)], y: &[f32], p: &[f32]) -> Vec<Slice> {
+pub fn slices(
+    columns: &[(String, Vec<Option<String>>)],
+    y: &[f32],
+    p: &[f32],
+    how: &Evaluation,
+) -> Vec<Slice> {
     let mut out = Vec::new();
     for (col, values) in columns {
         let mut levels: Vec<&String> = values.iter().flatten().collect();
@@ -137,14 +371,13 @@ pub fn slices(columns: &[(String, Vec<Option<String>>)], y: &[f32], p: &[f32]) -
                 .collect();
             let ys: Vec<f32> = idx.iter().map(|&i| y[i]).collect();
             let ps: Vec<f32> = idx.iter().map(|&i| p[i]).collect();
-            let m = Metrics::compute(&ys, &ps);
+            let mut m = Metrics::evaluate(&ys, &ps, how);
+            m.roc.clear();
+            m.calibration.clear();
             out.push(Slice {
                 column: col.clone(),
                 level: level.clone(),
-                n: m.n,
-                positives: m.positives,
-                roc_auc: m.roc_auc,
-                brier: m.brier,
+                metrics: m,
             });
         }
     }
@@ -205,16 +438,49 @@ mod tests {
             Some("b".into()),
             None,
         ];
-        let s = slices(&[("arm".into(), arm)], &y, &p);
+        let s = slices(&[("arm".into(), arm)], &y, &p, &Evaluation::default());
         assert_eq!(s.len(), 2);
         assert_eq!(
-            (s[0].level.as_str(), s[0].n, s[0].roc_auc),
+            (s[0].level.as_str(), s[0].metrics.n, s[0].metrics.roc_auc),
             ("a", 2, Some(1.0))
         );
         assert_eq!(
-            (s[1].level.as_str(), s[1].n, s[1].roc_auc),
+            (s[1].level.as_str(), s[1].metrics.n, s[1].metrics.roc_auc),
             ("b", 1, None),
             "one class: AUC undefined"
         );
+        // 0.8 (positive): recall ½ at precision 1; the tie at 0.4 adds the other positive and a negative: recall 1 at ⅔
+        assert!((average_precision(&y, &p) - (0.5 * 1.0 + 0.5 * (2.0 / 3.0))).abs() < 1e-12);
+        assert_eq!(m.get("sensitivity"), Some(Some(0.5)));
+        assert_eq!(m.get("specificity"), Some(Some(1.0)));
+        assert_eq!(m.get("no_such_metric"), None);
+        assert_eq!(
+            m.get("roc_auc_ci_lower"),
+            Some(None),
+            "no bootstrap asked for"
+        );
+    }
+
+    #[test]
+    fn bootstrap_intervals_are_seeded_and_bracket_the_estimate() {
+        let n = 400;
+        let y: Vec<f32> = (0..n).map(|i| f32::from(i % 3 == 0)).collect();
+        let p: Vec<f32> = (0..n)
+            .map(|i| 0.6 * (i * 37 % 100) as f32 / 100.0 + 0.4 * y[i])
+            .collect();
+        let how = Evaluation {
+            seed: 7,
+            ..Default::default()
+        };
+        let a = Metrics::evaluate(&y, &p, &how);
+        let b = Metrics::evaluate(&y, &p, &how);
+        assert_eq!(a.ci, b.ci, "same seed, same intervals");
+        for name in SCALAR_METRICS {
+            let v = a.get(name).flatten().expect(name);
+            let [lo, hi] = a.ci[name];
+            assert!(lo <= v && v <= hi && lo < hi, "{name}: {lo} {v} {hi}");
+        }
+        let other = Metrics::evaluate(&y, &p, &Evaluation { seed: 8, ..how });
+        assert_ne!(a.ci, other.ci);
     }
 }

@@ -1,0 +1,324 @@
+//! The quality gate: configured checks over every evaluated candidate; the best candidate that passes all of
+//! them is blessed (`gate/<model>/BLESSED` lists the checks and their values).
+
+use serde::{Deserialize, Serialize};
+use trialflow_core::config::{Config, RegressionCheck};
+use trialflow_core::fingerprint::sha256_hex;
+use trialflow_core::lake;
+use trialflow_core::{Error, Result, Storage};
+use trialflow_model::ModelCard;
+use trialflow_train::TrainReport;
+use trialflow_train::metrics::{Evaluation, Metrics};
+
+use crate::repository::{self, Versions};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Check {
+    pub model: String,
+    /// The metric as configured, e.g. `roc_auc_ci_lower`.
+    pub metric: String,
+    /// What the metric was computed on: `test`, `slice site=SITE03`, or `served version 3`.
+    pub scope: String,
+    /// `None` when the metric is undefined there (e.g. AUC on one class).
+    pub value: Option<f64>,
+    /// `>=` or `<=`.
+    pub op: String,
+    pub bound: f64,
+    pub passed: bool,
+    /// Why a check was not applied or how it was computed, when that is not the plain case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Check {
+    pub fn describe(&self) -> String {
+        let value = self
+            .value
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "undefined".into());
+        format!(
+            "{} {} = {value}, expected {} {:.4}",
+            self.scope, self.metric, self.op, self.bound
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateDecision {
+    /// The best candidate that passed every check.
+    pub chosen: Option<String>,
+    /// The version served when the gate ran (what regressions are measured against).
+    pub served_version: Option<u64>,
+    pub checks: Vec<Check>,
+}
+
+/// The `gate/<model>/BLESSED` marker: the gate's verdict on exactly these weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blessing {
+    pub candidate: String,
+    pub weights_sha256: String,
+    pub blessed_at: String,
+    pub checks: Vec<Check>,
+}
+
+pub fn blessing_path(candidate: &str) -> String {
+    format!("{}{candidate}/BLESSED", lake::BLESSINGS)
+}
+
+/// Rejects gate checks on metrics that do not exist, before anything runs.
+pub fn validate(cfg: &Config) -> Result<()> {
+    let d = &cfg.deployment;
+    let named = d
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("deployment.checks[{i}].metric"), &c.metric))
+        .chain(
+            d.slice_checks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("deployment.slice_checks[{i}].metric"), &c.metric)),
+        )
+        .chain(
+            d.regression
+                .iter()
+                .map(|r| ("deployment.regression.metric".to_string(), &r.metric)),
+        );
+    for (key, metric) in named {
+        let known = Metrics::names();
+        if !known.contains(metric) {
+            return Err(Error::config(
+                &cfg.source_file,
+                key,
+                format!(
+                    "no metric `{metric}`; expected one of: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(r) = &d.regression
+        && (r.metric.ends_with("_ci_lower") || r.metric.ends_with("_ci_upper"))
+    {
+        return Err(Error::config(
+            &cfg.source_file,
+            "deployment.regression.metric",
+            "compare point estimates (e.g. `roc_auc`): the served version is scored without a bootstrap",
+        ));
+    }
+    Ok(())
+}
+
+/// Lower Brier score, log loss and calibration error are better; higher everything else.
+fn higher_is_better(metric: &str) -> bool {
+    !["brier", "log_loss", "ece"]
+        .iter()
+        .any(|m| metric.starts_with(m))
+}
+
+fn bound_checks(
+    model: &str,
+    scope: &str,
+    metrics: &Metrics,
+    metric: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+) -> Vec<Check> {
+    let value = metrics.get(metric).flatten();
+    let mut out = Vec::new();
+    for (op, bound) in [(">=", min), ("<=", max)] {
+        let Some(bound) = bound else { continue };
+        out.push(Check {
+            model: model.into(),
+            metric: metric.into(),
+            scope: scope.into(),
+            value,
+            op: op.into(),
+            bound,
+            passed: value.is_some_and(|v| if op == ">=" { v >= bound } else { v <= bound }),
+            note: None,
+        });
+    }
+    out
+}
+
+/// The served version, scored on this test split (or, when its features no longer fit the split, its own
+/// recorded test metrics).
+struct Served {
+    version: u64,
+    metrics: Metrics,
+    note: Option<String>,
+}
+
+async fn served_metrics(
+    cfg: &Config,
+    lake: &Storage,
+    models: &Storage,
+    versions: &Versions,
+) -> Result<Option<Served>> {
+    let Some(version) = versions.served() else {
+        return Ok(None);
+    };
+    let name = &cfg.serving.model_name;
+    let card: ModelCard = models
+        .get_json(&format!("{name}/{version}/model.json"))
+        .await?;
+    let weights = models
+        .get(&format!("{name}/{version}/model.safetensors"))
+        .await?;
+    let how = Evaluation {
+        threshold: cfg.training.threshold,
+        resamples: 0,
+        seed: 0,
+    };
+    match trialflow_train::score_test_split(lake, &card, &weights).await {
+        Ok((y, p)) => Ok(Some(Served {
+            version,
+            metrics: Metrics::evaluate(&y, &p, &how),
+            note: Some(format!(
+                "served version {version} re-scored on this test split"
+            )),
+        })),
+        Err(e) if e.kind() == trialflow_core::ErrorKind::BadData => {
+            let report: TrainReport = models
+                .get_json(&format!("{name}/{version}/metrics.json"))
+                .await?;
+            tracing::warn!(version, error = %e, "the served version cannot score this test split; comparing recorded test metrics");
+            Ok(Some(Served {
+                version,
+                metrics: report.metrics,
+                note: Some(format!(
+                    "served version {version}'s features do not fit this split; its recorded test metrics are compared"
+                )),
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn regression_check(model: &str, r: &RegressionCheck, m: &Metrics, served: &Served) -> Check {
+    let value = m.get(&r.metric).flatten();
+    let reference = served.metrics.get(&r.metric).flatten();
+    let (op, bound) = match (higher_is_better(&r.metric), reference) {
+        (true, Some(s)) => (">=", s - r.margin),
+        (false, Some(s)) => ("<=", s + r.margin),
+        (_, None) => (">=", f64::NAN),
+    };
+    Check {
+        model: model.into(),
+        metric: r.metric.clone(),
+        scope: format!("test vs served version {}", served.version),
+        value,
+        op: op.into(),
+        bound,
+        passed: match (value, reference) {
+            (Some(v), Some(_)) => {
+                if op == ">=" {
+                    v >= bound
+                } else {
+                    v <= bound
+                }
+            }
+            // Nothing to regress from.
+            (_, None) => true,
+            (None, Some(_)) => false,
+        },
+        note: served.note.clone(),
+    }
+}
+
+/// Applies the configured checks to every candidate and blesses the best one that passes them all; refuses
+/// (bad-data exit, every failed check listed) when none does.
+pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<GateDecision> {
+    validate(cfg)?;
+    let ev: trialflow_train::Evaluation = lake.get_json(lake::EVALUATION).await?;
+    let versions = repository::scan(models, &cfg.serving.model_name).await?;
+    let served = served_metrics(cfg, lake, models, &versions).await?;
+    let d = &cfg.deployment;
+    let mut checks = Vec::new();
+    for e in &ev.leaderboard {
+        for c in &d.checks {
+            checks.extend(bound_checks(
+                &e.model, "test", &e.metrics, &c.metric, c.min, c.max,
+            ));
+        }
+        for c in &d.slice_checks {
+            for s in &e.slices {
+                let scope = format!("slice {}={}", s.column, s.level);
+                let mut found = bound_checks(&e.model, &scope, &s.metrics, &c.metric, c.min, c.max);
+                for check in &mut found {
+                    if s.metrics.n < c.min_rows {
+                        check.passed = true;
+                        check.note = Some(format!(
+                            "{} rows < min_rows {}: not checked",
+                            s.metrics.n, c.min_rows
+                        ));
+                    } else if check.value.is_none() {
+                        check.passed = true;
+                        check.note =
+                            Some("undefined on this slice (one class): not checked".into());
+                    }
+                }
+                checks.extend(found);
+            }
+        }
+        if let (Some(r), Some(s)) = (&d.regression, &served) {
+            checks.push(regression_check(&e.model, r, &e.metrics, s));
+        }
+    }
+    // The leaderboard is sorted best first, so the first candidate without a failed check is the best one.
+    let chosen = ev
+        .leaderboard
+        .iter()
+        .find(|e| checks.iter().all(|c| c.model != e.model || c.passed))
+        .map(|e| e.model.clone());
+    for e in &ev.leaderboard {
+        if Some(&e.model) != chosen.as_ref() {
+            lake.delete(&blessing_path(&e.model)).await?;
+        }
+    }
+    let decision = GateDecision {
+        chosen: chosen.clone(),
+        served_version: served.as_ref().map(|s| s.version),
+        checks,
+    };
+    lake.put_json(lake::GATE, &decision).await?;
+    let Some(chosen) = chosen else {
+        let mut lines = Vec::new();
+        for e in &ev.leaderboard {
+            let failed: Vec<String> = decision
+                .checks
+                .iter()
+                .filter(|c| c.model == e.model && !c.passed)
+                .map(Check::describe)
+                .collect();
+            lines.push(format!("{}: {}", e.model, failed.join("; ")));
+        }
+        return Err(Error::bad_data(
+            lake.display(lake::GATE),
+            format!(
+                "the quality gate refused every candidate, nothing promoted; failed checks — {}",
+                lines.join(" | ")
+            ),
+        ));
+    };
+    let weights = lake
+        .get(&format!(
+            "{}model.safetensors",
+            lake::candidate_dir(&chosen)
+        ))
+        .await?;
+    let blessing = Blessing {
+        candidate: chosen.clone(),
+        weights_sha256: sha256_hex(&weights),
+        blessed_at: repository::now(),
+        checks: decision
+            .checks
+            .iter()
+            .filter(|c| c.model == chosen)
+            .cloned()
+            .collect(),
+    };
+    lake.put_json(&blessing_path(&chosen), &blessing).await?;
+    Ok(decision)
+}
