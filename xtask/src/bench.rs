@@ -47,8 +47,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&parse_opts(&args[1..])?),
         Some("ingest") => ingest(&parse_opts(&args[1..])?),
+        Some("train") => train(&parse_opts(&args[1..])?),
         _ => bail!(
-            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]"
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]"
         ),
     }
 }
@@ -286,27 +287,27 @@ fn predictions(body: &str) -> Result<Vec<f64>> {
         .collect()
 }
 
-fn serve(o: &Opts) -> Result<()> {
-    ensure_apt("wrk", "wrk")?;
-    let root = root();
-    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
+/// The debug workspace binaries (the pipeline trains the sample trial's models) and one release binary, the
+/// thing measured. Returns the release binary's path.
+fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(
         build,
-        "cargo build --workspace --bins (the pipeline, to train model_2)",
+        "cargo build --workspace --bins (the pipeline, for the sample trial)",
     )?;
-    // Release only for the server binary: it does not link DataFusion, so this stays a short build.
     let mut rel = cargo();
-    rel.args([
-        "build",
-        "--release",
-        "-p",
-        "trialflow-serve",
-        "--bin",
-        "trialflow-server",
-    ]);
-    status(rel, "cargo build --release --bin trialflow-server")?;
+    rel.args(["build", "--release", "-p", package, "--bin", bin]);
+    status(rel, &format!("cargo build --release --bin {bin}"))?;
+    Ok(root().join("target/release").join(bin))
+}
+
+fn serve(o: &Opts) -> Result<()> {
+    ensure_apt("wrk", "wrk")?;
+    let root = root();
+    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
+    // Release only for the server binary: it does not link DataFusion, so this stays a short build.
+    build_for_bench("trialflow-serve", "trialflow-server")?;
     let dir = root.join("target/bench/serve");
     let repo = trained_model(&dir)?;
     let single = json!({ "instances": [record(1)] }).to_string();
@@ -655,6 +656,160 @@ fn ingest(o: &Opts) -> Result<()> {
         println!(
             "| {name} | {secs:.2} | {:.0} | {peak:.0} |",
             size as f64 / 1e6 / secs
+        );
+    }
+    Ok(())
+}
+
+/// The last line of a command's stdout as JSON.
+fn json_line(mut cmd: Command, what: &str) -> Result<Value> {
+    let out = cmd.output().with_context(|| what.to_string())?;
+    if !out.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("{what}: not JSON: {line}"))
+}
+
+/// Training FLOPs per sample (forward 2, backward 4 per weight): the ceiling comparison's unit.
+fn train_flops(model: &str, dim: usize) -> f64 {
+    let weights = match model {
+        "model_1" => dim * 64 + 64,
+        _ => dim * 128 + 128 * 64 + 64,
+    };
+    6.0 * weights as f64
+}
+
+/// `cargo xtask bench train`: samples/s of the brief's two networks at batch 32, 256 and 4096 on 1M rows × 20
+/// features, trialflow (candle, CPU, release) beside PyTorch and Keras (TensorFlow CPU), and the test AUC each
+/// reaches on the sample trial with the same protocol.
+fn train(o: &Opts) -> Result<()> {
+    const ROWS: usize = 1_000_000;
+    const DIM: usize = 20;
+    const CEILING_GFLOPS: f64 = 300.0;
+    let root = root();
+    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
+    let bin = build_for_bench("trialflow-train", "trialflow-train-bench")?;
+    let dir = root.join("target/bench/train");
+    trained_model(&dir)?;
+    let synthetic = dir.join("synthetic");
+    if !synthetic.join("y.f32").exists() {
+        let mut c = Command::new(&bin);
+        c.args([
+            "gen",
+            "--rows",
+            &ROWS.to_string(),
+            "--dim",
+            &DIM.to_string(),
+            "--out",
+        ])
+        .arg(&synthetic);
+        json_line(c, "generating 1M rows")?;
+    }
+    let sample = dir.join("sample");
+    let mut c = Command::new(&bin);
+    c.args(["export", "--lake"])
+        .arg(format!("file://{}", dir.join("data/lake").display()))
+        .arg("--out")
+        .arg(&sample);
+    json_line(c, "exporting the sample trial's splits")?;
+    let peers = root.join("xtask/bench/train_peers.py");
+    let frameworks = ["trialflow", "torch", "keras"];
+    let mut rows_out = Vec::new();
+    for model in ["model_1", "model_2"] {
+        for batch in [32usize, 256, 4096] {
+            let rows = (batch * 1500).clamp(65_536, ROWS);
+            let mut medians = Vec::new();
+            for fw in frameworks {
+                let mut samples = Vec::new();
+                for _ in 0..o.runs {
+                    let mut c = if fw == "trialflow" {
+                        let mut c = Command::new(&bin);
+                        c.arg("throughput")
+                            .arg("--data")
+                            .arg(&synthetic)
+                            .args(["--dim", &DIM.to_string(), "--model", model])
+                            .args(["--batch", &batch.to_string(), "--rows", &rows.to_string()]);
+                        c
+                    } else {
+                        let mut c = Command::new(&python);
+                        c.arg(&peers)
+                            .args(["throughput", fw])
+                            .arg(&synthetic)
+                            .args([
+                                &DIM.to_string(),
+                                model,
+                                &batch.to_string(),
+                                &rows.to_string(),
+                            ]);
+                        c
+                    };
+                    c.stderr(Stdio::null());
+                    let v = json_line(c, &format!("{fw} {model} batch {batch}"))?;
+                    samples.push(v["samples_per_s"].as_f64().unwrap_or(0.0));
+                }
+                let m = median(samples);
+                eprintln!("xtask: {model} batch {batch:>4} {fw:<9} {m:>12.0} samples/s");
+                medians.push(m);
+            }
+            rows_out.push((model, batch, rows, medians));
+        }
+    }
+    let mut aucs = Vec::new();
+    for model in ["model_1", "model_2"] {
+        let mut row = Vec::new();
+        for fw in frameworks {
+            let mut c = if fw == "trialflow" {
+                let mut c = Command::new(&bin);
+                c.arg("auc")
+                    .arg("--data")
+                    .arg(&sample)
+                    .args(["--model", model, "--batch", "64", "--epochs", "20"]);
+                c
+            } else {
+                let mut c = Command::new(&python);
+                c.arg(&peers)
+                    .args(["auc", fw])
+                    .arg(&sample)
+                    .args([model, "64", "20"]);
+                c
+            };
+            c.stderr(Stdio::null());
+            let v = json_line(c, &format!("{fw} {model} sample AUC"))?;
+            row.push(v["test_auc"].as_f64().unwrap_or(f64::NAN));
+        }
+        aucs.push((model, row));
+    }
+    println!(
+        "\n## Training throughput (samples/s, median of {} run(s); 1 epoch after a 20-batch warm-up)\n",
+        o.runs
+    );
+    println!(
+        "| model | batch | rows timed | trialflow (candle) | PyTorch | Keras | trialflow / best peer | trialflow % of {CEILING_GFLOPS:.0} GFLOP/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (model, batch, rows, m) in &rows_out {
+        let best = m[1].max(m[2]);
+        let flops = m[0] * train_flops(model, DIM) / 1e9;
+        println!(
+            "| {model} | {batch} | {rows} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.1}% |",
+            m[0],
+            m[1],
+            m[2],
+            m[0] / best,
+            100.0 * flops / CEILING_GFLOPS
+        );
+    }
+    println!(
+        "\n## Test ROC AUC on the sample trial (20 epochs, batch 64, Adam 1e-3, no early stopping)\n"
+    );
+    println!("| model | trialflow | PyTorch | Keras |");
+    println!("|---|---|---|---|");
+    for (model, row) in &aucs {
+        println!(
+            "| {model} | {:.4} | {:.4} | {:.4} |",
+            row[0], row[1], row[2]
         );
     }
     Ok(())

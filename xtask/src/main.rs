@@ -4,7 +4,8 @@
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
 //!   check.
 //! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
-//!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake (see bench.rs).
+//!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
+//!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs).
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
 //!   report in headless Chromium (installed from Debian's packages when missing) and fail on any console
 //!   message; `--screenshot` refreshes docs/report.png.
@@ -57,7 +58,7 @@ fn run() -> Result<()> {
         Some("bench") => bench::bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask report-check [--screenshot]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask report-check [--screenshot]"
             );
             bail!("unknown or missing command")
         }
@@ -105,8 +106,9 @@ fn test() -> Result<()> {
     build.args(["build", "--workspace", "--bins"]);
     status(build, "cargo build --workspace --bins")?;
     // Real clients and servers for the tests: Python (tritonclient, kserve, prometheus_client, moto,
-    // fake-gcs-server, azure-storage-blob) and Azurite from npm.
+    // fake-gcs-server, azure-storage-blob, safetensors; MLflow in its own environment) and Azurite from npm.
     let python = venv("serve", &root().join("xtask/requirements-serve.txt"))?;
+    let mlflow = venv("mlflow", &root().join("xtask/requirements-mlflow.txt"))?;
     npm_tool(AZURITE)?;
     let mut t = cargo();
     if has_nextest() {
@@ -115,6 +117,7 @@ fn test() -> Result<()> {
         t.args(["test", "--workspace", "--no-fail-fast"]);
     }
     t.env("TRIALFLOW_TEST_PYTHON", &python);
+    t.env("TRIALFLOW_TEST_MLFLOW", mlflow.with_file_name("mlflow"));
     status(t, "cargo nextest run --workspace")?;
     report_check(false)
 }

@@ -46,6 +46,10 @@ enum Command {
         /// Directory of pipeline definitions (default: ./pipelines, else the embedded copies).
         #[arg(long)]
         pipelines: Option<PathBuf>,
+        /// Training device, overriding training.device: auto (CUDA when built with it and a GPU is present),
+        /// cpu or cuda.
+        #[arg(long, value_parser = ["auto", "cpu", "cuda"])]
+        device: Option<String>,
     },
     /// Write the synthetic sample trial (CSV files) used as the bundled default.
     Generate {
@@ -202,7 +206,14 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         _ => {}
     }
-    let cfg = Config::load(cli.config.as_deref())?;
+    let mut cfg = Config::load(cli.config.as_deref())?;
+    if let Command::Pipeline {
+        device: Some(d), ..
+    } = &cli.command
+    {
+        cfg.training.device =
+            serde_json::from_value(serde_json::Value::String(d.clone())).context("--device")?;
+    }
     match cli.command {
         Command::CheckConfig => {
             println!("{}", serde_json::to_string_pretty(&cfg)?);
@@ -229,6 +240,7 @@ async fn run(cli: Cli) -> Result<i32> {
             from,
             dry_run,
             pipelines,
+            device: _,
         } => {
             let set = load_pipelines(pipelines)?;
             let pipeline = set.resolve(&name, tasks::KINDS)?;

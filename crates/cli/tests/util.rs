@@ -337,3 +337,21 @@ pub fn parquet_batches(path: &Path) -> Vec<arrow::array::RecordBatch> {
         .map(Result::unwrap)
         .collect()
 }
+
+/// A numeric column of every batch, as f32.
+pub fn f32_column(batches: &[arrow::array::RecordBatch], name: &str) -> Vec<f32> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column_by_name(name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Float32).unwrap();
+            c.as_any()
+                .downcast_ref::<arrow::array::Float32Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}

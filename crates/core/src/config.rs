@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub monitoring: MonitoringConfig,
     #[serde(default)]
+    pub tracking: TrackingConfig,
+    #[serde(default)]
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub dag: DagConfig,
@@ -295,6 +297,30 @@ pub struct TrainingConfig {
     /// Columns of the processed table the test metrics are sliced by, besides the arm and the site.
     #[serde(default)]
     pub slices: Vec<String>,
+    /// What early stopping watches on the validation split (patience epochs without improvement).
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Weight of the positive class in the loss (PyTorch's `pos_weight`), e.g. negatives/positives for a rare
+    /// outcome; unset = 1.
+    #[serde(default)]
+    pub pos_weight: Option<f64>,
+    /// Permutation feature importance on the test split: repeats per feature (0 turns it off).
+    #[serde(default = "default_importance_repeats")]
+    pub importance_repeats: usize,
+}
+
+fn default_importance_repeats() -> usize {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Lowest validation loss (binary cross-entropy).
+    #[default]
+    ValLoss,
+    /// Highest validation ROC AUC.
+    ValAuc,
 }
 
 fn default_threshold() -> f64 {
@@ -492,6 +518,22 @@ pub struct RegressionCheck {
     /// How much worse than the served version the candidate may be (lower for AUCs and rates, higher for
     /// Brier, log loss and ECE).
     pub margin: f64,
+}
+
+/// Experiment tracking. Every training run is recorded in the lake (`candidates/<model>/metrics.json` and the
+/// run record); with `mlflow_uri` it is also logged to that MLflow tracking server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// e.g. `http://mlflow:5000`.
+    #[serde(default)]
+    pub mlflow_uri: Option<String>,
+    /// Experiment name (default: `dataset.name`).
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// Fail the training task when MLflow cannot be reached (default: warn and record the failure).
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Operations: where batch runs report.
@@ -901,6 +943,9 @@ impl Config {
         if t.learning_rate.is_nan() || t.learning_rate <= 0.0 {
             return Err(self.err("training.learning_rate", "expected a positive number"));
         }
+        if t.pos_weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+            return Err(self.err("training.pos_weight", "expected a positive number"));
+        }
         if !(t.threshold > 0.0 && t.threshold < 1.0) {
             return Err(self.err("training.threshold", "expected a probability in (0, 1)"));
         }
@@ -920,6 +965,11 @@ impl Config {
                 };
                 return Err(self.err(key, "expected `min`, `max` or both"));
             }
+        }
+        if let Some(url) = &self.tracking.mlflow_uri
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(self.err("tracking.mlflow_uri", "expected an http:// or https:// URL"));
         }
         if let Some(url) = &self.monitoring.pushgateway_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

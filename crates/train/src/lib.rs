@@ -6,6 +6,7 @@
 //! `trialflow_model::encode`, the code serving uses.
 
 pub mod metrics;
+pub mod tracking;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -34,6 +35,111 @@ pub struct TrainReport {
     /// Test metrics within each level of the slice columns (arm, site).
     #[serde(default)]
     pub slices: Vec<metrics::Slice>,
+    /// Permutation feature importance on the test split, largest first.
+    #[serde(default)]
+    pub importance: Vec<Importance>,
+    /// Loss and validation AUC per epoch.
+    #[serde(default)]
+    pub history: Vec<Epoch>,
+    /// Where the run was logged: `{"mlflow": {…}}`, or `{"error": "…"}` when MLflow could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Epoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// `None` when the validation split holds one class.
+    pub val_auc: Option<f64>,
+}
+
+/// How much the test ROC AUC drops when one input field's values are shuffled across rows (all one-hot
+/// columns of a categorical field together).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Importance {
+    pub feature: String,
+    pub auc_drop_mean: f64,
+    pub auc_drop_std: f64,
+}
+
+/// Input fields and their model input columns: a numeric field is one column, a categorical one its levels.
+fn field_columns(spec: &FeatureSpec) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = spec
+        .numeric
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), vec![i]))
+        .collect();
+    let mut next = spec.numeric.len();
+    for c in &spec.categorical {
+        out.push((c.name.clone(), (next..next + c.levels.len()).collect()));
+        next += c.levels.len();
+    }
+    out
+}
+
+fn permutation_importance(
+    dense: &trialflow_model::DenseCpu,
+    spec: &FeatureSpec,
+    test: &Split,
+    repeats: usize,
+    seed: u64,
+) -> Vec<Importance> {
+    let dim = spec.width();
+    let base = metrics::roc_auc(&test.y, &dense.predict_proba(&test.x));
+    if !base.is_finite() {
+        return Vec::new();
+    }
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(2));
+    let mut out = Vec::new();
+    let mut x = test.x.clone();
+    for (feature, cols) in field_columns(spec) {
+        let mut drops = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let mut perm: Vec<usize> = (0..test.rows).collect();
+            perm.shuffle(&mut rng);
+            for (r, &from) in perm.iter().enumerate() {
+                for &c in &cols {
+                    x[r * dim + c] = test.x[from * dim + c];
+                }
+            }
+            drops.push(base - metrics::roc_auc(&test.y, &dense.predict_proba(&x)));
+        }
+        for r in 0..test.rows {
+            for &c in &cols {
+                x[r * dim + c] = test.x[r * dim + c];
+            }
+        }
+        let mean = drops.iter().sum::<f64>() / repeats as f64;
+        let var = drops.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / repeats as f64;
+        out.push(Importance {
+            feature,
+            auc_drop_mean: mean,
+            auc_drop_std: var.sqrt(),
+        });
+    }
+    out.sort_by(|a, b| b.auc_drop_mean.total_cmp(&a.auc_drop_mean));
+    out
+}
+
+/// Encoded inputs (row-major, `rows × dim`) and 0/1 outcomes: what the fitting functions take.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrays<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub rows: usize,
+}
+
+impl Split {
+    fn arrays(&self) -> Arrays<'_> {
+        Arrays {
+            x: &self.x,
+            y: &self.y,
+            rows: self.rows,
+        }
+    }
 }
 
 struct Split {
@@ -57,6 +163,28 @@ async fn load_split(
 ) -> Result<Split> {
     let prefix = format!("{}split={split}/", lake::FEATURES);
     let batches = read_parquet_prefix(lake, &prefix).await?;
+    if let Some(first) = batches.first() {
+        let fields = spec
+            .numeric
+            .iter()
+            .filter(|n| n.derived.is_none())
+            .map(|n| &n.name)
+            .chain(spec.categorical.iter().map(|c| &c.name));
+        let missing: Vec<String> = fields
+            .map(|f| spec.table_column(f))
+            .filter(|c| first.column_by_name(c).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::bad_data(
+                lake.display(&prefix),
+                format!(
+                    "the feature spec ({}) names columns the table does not have: {}; re-run the features task",
+                    lake::FEATURE_SPEC,
+                    missing.join(", ")
+                ),
+            ));
+        }
+    }
     let (x, rows) =
         encode_batches(spec, &batches, &|name| spec.table_column(name)).map_err(|e| {
             Error::bad_data(
@@ -135,11 +263,70 @@ fn ce(e: candle_core::Error) -> Error {
     Error::Internal(format!("candle: {e}"))
 }
 
-/// Numerically stable mean binary cross-entropy on logits: max(z,0) - z*y + log(1 + exp(-|z|)).
-fn bce_with_logits(z: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    let pos = z.relu()?;
-    let soft = (z.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    (pos - z.mul(y)?)?.add(&soft)?.mean_all()
+/// Numerically stable mean binary cross-entropy on logits with a positive-class weight `w` (PyTorch's
+/// `BCEWithLogitsLoss(pos_weight=w)`): (1 − y)·z + (1 + (w − 1)·y)·softplus(−z), where
+/// softplus(−z) = max(−z, 0) + log(1 + exp(−|z|)).
+fn bce_with_logits(z: &Tensor, y: &Tensor, pos_weight: f64) -> candle_core::Result<Tensor> {
+    let softplus_neg = (z.neg()?.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let negative_part = y.affine(-1.0, 1.0)?.mul(z)?;
+    let weight = y.affine(pos_weight - 1.0, 1.0)?;
+    (negative_part + weight.mul(&softplus_neg)?)?.mean_all()
+}
+
+/// Refuses features that are not finite, naming the split and the model input column.
+fn check_finite(split: &Split, name: &str, spec: &FeatureSpec, location: &str) -> Result<()> {
+    let dim = spec.width().max(1);
+    if let Some(i) = split.x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::bad_data(
+            location,
+            format!(
+                "the {name} split has a NaN or infinite value in feature `{}` (row {} of the split); \
+                 expected finite numbers after imputation",
+                spec.columns.get(i % dim).map_or("?", String::as_str),
+                i / dim + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A split must hold both outcomes to learn from (train) or to be scored by AUC (test).
+fn check_both_classes(split: &Split, name: &str, location: &str) -> Result<()> {
+    let positives = split.y.iter().filter(|v| **v > 0.5).count();
+    if positives == 0 || positives == split.rows {
+        return Err(Error::bad_data(
+            location,
+            format!(
+                "the {name} split has one outcome class only ({} rows, {positives} positive); expected both",
+                split.rows
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Why training stopped without a model.
+#[derive(Debug)]
+pub enum FitError {
+    Candle(candle_core::Error),
+    /// The loss became NaN or infinite (epoch, batch; batch 0 = the validation loss).
+    Diverged(usize, usize),
+}
+
+impl From<candle_core::Error> for FitError {
+    fn from(e: candle_core::Error) -> Self {
+        FitError::Candle(e)
+    }
+}
+
+/// A trained network with its best epoch restored.
+#[derive(Debug)]
+pub struct Fitted {
+    pub network: Network,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub history: Vec<Epoch>,
 }
 
 fn dropout_masks(
@@ -166,6 +353,252 @@ fn dropout_masks(
         .collect()
 }
 
+/// The logistic baseline (`hidden: []`) is fitted to its optimum, as a statistician (or scikit-learn's
+/// `LogisticRegression(penalty=None)`) would: Newton–Raphson on the mean (positive-weighted) cross-entropy plus
+/// `weight_decay/2·‖w‖²` (the intercept unpenalized), with step halving. Returns `[bias, w…]` and one history
+/// entry per iteration. Deterministic; early stopping does not apply.
+fn fit_logistic(
+    train: &Arrays,
+    val: &Arrays,
+    dim: usize,
+    pos_weight: f64,
+    l2: f64,
+) -> (Vec<f64>, Vec<Epoch>) {
+    let k = dim + 1;
+    let n = train.rows as f64;
+    let row = |x: &[f32], i: usize| -> Vec<f64> {
+        std::iter::once(1.0)
+            .chain(x[i * dim..(i + 1) * dim].iter().map(|v| f64::from(*v)))
+            .collect()
+    };
+    let rows: Vec<Vec<f64>> = (0..train.rows).map(|i| row(train.x, i)).collect();
+    let weight = |y: f32| if y > 0.5 { pos_weight } else { 1.0 };
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    // Mean weighted cross-entropy of logits z against y, stable for large |z|.
+    let xent = |z: f64, y: f32| {
+        let softplus_neg = (-z).max(0.0) + (-z.abs()).exp().ln_1p();
+        (1.0 - f64::from(y)) * z + softplus_neg
+    };
+    let objective = |theta: &[f64]| {
+        let data: f64 = rows
+            .iter()
+            .zip(train.y)
+            .map(|(r, &y)| weight(y) * xent(dot(r, theta), y))
+            .sum::<f64>()
+            / n;
+        data + l2 / 2.0 * theta[1..].iter().map(|w| w * w).sum::<f64>()
+    };
+    let eval_split = |theta: &[f64], s: &Arrays| -> (f64, Option<f64>) {
+        if s.rows == 0 {
+            return (f64::NAN, None);
+        }
+        let z: Vec<f32> = (0..s.rows)
+            .map(|i| dot(&row(s.x, i), theta) as f32)
+            .collect();
+        let loss = z
+            .iter()
+            .zip(s.y)
+            .map(|(&z, &y)| weight(y) * xent(f64::from(z), y))
+            .sum::<f64>()
+            / s.rows as f64;
+        (
+            loss,
+            Some(metrics::roc_auc(s.y, &z)).filter(|a| a.is_finite()),
+        )
+    };
+    let mut theta = vec![0.0; k];
+    let mut history = Vec::new();
+    let mut current = objective(&theta);
+    for iteration in 1..=100 {
+        let mut g = vec![0.0; k];
+        let mut h = vec![0.0; k * k];
+        for (r, &y) in rows.iter().zip(train.y) {
+            let p = 1.0 / (1.0 + (-dot(r, &theta)).exp());
+            let s = weight(y);
+            let resid = s * (p - f64::from(y)) / n;
+            let curv = s * p * (1.0 - p) / n;
+            for a in 0..k {
+                g[a] += resid * r[a];
+                for b in 0..=a {
+                    h[a * k + b] += curv * r[a] * r[b];
+                }
+            }
+        }
+        for a in 0..k {
+            for b in 0..a {
+                h[b * k + a] = h[a * k + b];
+            }
+            // the ridge keeps the system solvable when a column is constant or levels are separated
+            h[a * k + a] += if a == 0 { 1e-10 } else { l2 + 1e-10 };
+            if a > 0 {
+                g[a] += l2 * theta[a];
+            }
+        }
+        let step = cholesky_solve(&h, &g, k);
+        let mut t = 1.0;
+        let mut next: Vec<f64> = theta.iter().zip(&step).map(|(a, d)| a - d).collect();
+        let mut value = objective(&next);
+        while value > current + 1e-15 && t > 1e-9 {
+            t /= 2.0;
+            next = theta.iter().zip(&step).map(|(a, d)| a - t * d).collect();
+            value = objective(&next);
+        }
+        let moved = step.iter().map(|d| (t * d).abs()).fold(0.0, f64::max);
+        theta = next;
+        let improvement = current - value;
+        current = value;
+        let (val_loss, val_auc) = eval_split(&theta, if val.rows > 0 { val } else { train });
+        history.push(Epoch {
+            epoch: iteration,
+            train_loss: eval_split(&theta, train).0,
+            val_loss,
+            val_auc,
+        });
+        if moved < 1e-9 || improvement.abs() < 1e-15 {
+            break;
+        }
+    }
+    (theta, history)
+}
+
+/// Solves `a·x = b` for a symmetric positive definite `a` (k×k, row-major).
+fn cholesky_solve(a: &[f64], b: &[f64], k: usize) -> Vec<f64> {
+    let mut l = vec![0.0; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            let sum: f64 = (0..j).map(|m| l[i * k + m] * l[j * k + m]).sum();
+            if i == j {
+                l[i * k + i] = (a[i * k + i] - sum).max(1e-300).sqrt();
+            } else {
+                l[i * k + j] = (a[i * k + j] - sum) / l[j * k + j];
+            }
+        }
+    }
+    let mut y = vec![0.0; k];
+    for i in 0..k {
+        let sum: f64 = (0..i).map(|m| l[i * k + m] * y[m]).sum();
+        y[i] = (b[i] - sum) / l[i * k + i];
+    }
+    let mut x = vec![0.0; k];
+    for i in (0..k).rev() {
+        let sum: f64 = (i + 1..k).map(|m| l[m * k + i] * x[m]).sum();
+        x[i] = (y[i] - sum) / l[i * k + i];
+    }
+    x
+}
+
+/// Trains one architecture on `train`, early-stopping on `val` (or on `train` when `val` is empty): the
+/// logistic baseline by Newton–Raphson, networks with AdamW in mini-batches. Deterministic for a seed on the CPU.
+pub fn fit(
+    arch: &trialflow_core::config::ModelConfig,
+    t: &trialflow_core::config::TrainingConfig,
+    train: Arrays,
+    val: Arrays,
+    dim: usize,
+    seed: u64,
+    dev: &Device,
+) -> std::result::Result<Fitted, FitError> {
+    let pos_weight = t.pos_weight.unwrap_or(1.0);
+    let monitor_auc = t.monitor == trialflow_core::config::Monitor::ValAuc && val.rows > 0;
+    if arch.hidden.is_empty() {
+        let (theta, history) = fit_logistic(&train, &val, dim, pos_weight, t.weight_decay);
+        if theta.iter().any(|v| !v.is_finite()) {
+            return Err(FitError::Diverged(history.len(), 1));
+        }
+        let net = Network::init(arch, dim, seed, dev)?;
+        let (w, b) = &net.layers[0];
+        let wv: Vec<f32> = theta[1..].iter().map(|v| *v as f32).collect();
+        w.set(&Tensor::from_vec(wv, (1, dim), dev)?)?;
+        b.set(&Tensor::from_vec(vec![theta[0] as f32], 1, dev)?)?;
+        let last = history.last().map_or(f64::NAN, |e| e.val_loss);
+        return Ok(Fitted {
+            network: net,
+            epochs_run: history.len(),
+            best_epoch: history.len(),
+            best_val_loss: last,
+            history,
+        });
+    }
+    let net = Network::init(arch, dim, seed, dev)?;
+    let mut opt = AdamW::new(
+        net.vars(),
+        ParamsAdamW {
+            lr: t.learning_rate,
+            weight_decay: t.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+    let xs = Tensor::from_slice(train.x, (train.rows, dim), dev)?;
+    let ys = Tensor::from_slice(train.y, train.rows, dev)?;
+    let (vx, vy) = if val.rows > 0 {
+        (
+            Tensor::from_slice(val.x, (val.rows, dim), dev)?,
+            Tensor::from_slice(val.y, val.rows, dev)?,
+        )
+    } else {
+        (xs.clone(), ys.clone()) // no validation split configured: stop on training loss
+    };
+    let mut order: Vec<u32> = (0..train.rows as u32).collect();
+    // (score to minimize: val loss, or −AUC; epoch; weights; val loss at that epoch)
+    let mut best = (f64::INFINITY, 0usize, net.snapshot()?, f64::INFINITY);
+    let mut epochs_run = 0;
+    let mut history = Vec::new();
+    for epoch in 1..=t.epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for (b, chunk) in order.chunks(t.batch_size).enumerate() {
+            let idx = Tensor::from_slice(chunk, chunk.len(), dev)?;
+            let bx = xs.index_select(&idx, 0)?;
+            let by = ys.index_select(&idx, 0)?;
+            let masks = dropout_masks(&net, chunk.len(), &mut rng, dev)?;
+            let loss = bce_with_logits(&net.logits(&bx, Some(&masks))?, &by, pos_weight)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(FitError::Diverged(epoch, b + 1));
+            }
+            loss_sum += f64::from(value) * chunk.len() as f64;
+            opt.backward_step(&loss)?;
+        }
+        let val_logits = net.logits(&vx, None)?;
+        let val_loss =
+            f64::from(bce_with_logits(&val_logits, &vy, pos_weight)?.to_scalar::<f32>()?);
+        if !val_loss.is_finite() {
+            return Err(FitError::Diverged(epoch, 0));
+        }
+        let val_auc = if val.rows > 0 {
+            Some(metrics::roc_auc(val.y, &val_logits.to_vec1::<f32>()?)).filter(|a| a.is_finite())
+        } else {
+            None
+        };
+        history.push(Epoch {
+            epoch,
+            train_loss: loss_sum / train.rows as f64,
+            val_loss,
+            val_auc,
+        });
+        let score = if monitor_auc {
+            -val_auc.unwrap_or(f64::NAN)
+        } else {
+            val_loss
+        };
+        if score < best.0 - 1e-6 {
+            best = (score, epoch, net.snapshot()?, val_loss);
+        } else if epoch - best.1 >= t.patience {
+            break;
+        }
+    }
+    net.restore(&best.2)?;
+    Ok(Fitted {
+        network: net,
+        epochs_run,
+        best_epoch: best.1,
+        best_val_loss: best.3,
+        history,
+    })
+}
+
 /// Trains `model` from `config.models`, writes `candidates/<model>/{model.safetensors, model.json,
 /// metrics.json}`. Deterministic for a seed on the CPU.
 pub async fn train(
@@ -179,16 +612,21 @@ pub async fn train(
         .get(model)
         .ok_or_else(|| Error::config(&cfg.source_file, format!("models.{model}"), "no such model"))?
         .clone();
+    let started = std::time::SystemTime::now();
     let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await?;
     let slice_cols = &cfg.training.slices;
     let train = load_split(lake, &spec, "train", &[]).await?;
     let val = load_split(lake, &spec, "val", &[]).await?;
     let test = load_split(lake, &spec, "test", slice_cols).await?;
-    if train.rows == 0 || test.rows == 0 {
-        return Err(Error::bad_data(
-            lake.display(lake::FEATURES),
-            "the train or test split is empty",
-        ));
+    let at = lake.display(lake::FEATURES);
+    for (name, split) in [("train", &train), ("test", &test)] {
+        if split.rows == 0 {
+            return Err(Error::bad_data(&at, format!("the {name} split is empty")));
+        }
+        check_both_classes(split, name, &at)?;
+    }
+    for (name, split) in [("train", &train), ("val", &val), ("test", &test)] {
+        check_finite(split, name, &spec, &at)?;
     }
     let t = cfg.training.clone();
     let dev = device(cfg)?;
@@ -199,58 +637,44 @@ pub async fn train(
                 .try_into()
                 .unwrap_or([0; 8]),
         );
-    let (net, epochs_run, best_epoch, best_val) =
-        tokio::task::block_in_place(|| -> candle_core::Result<_> {
-            let net = Network::init(&arch, dim, seed, &dev)?;
-            let mut opt = AdamW::new(
-                net.vars(),
-                ParamsAdamW {
-                    lr: t.learning_rate,
-                    weight_decay: t.weight_decay,
-                    ..Default::default()
-                },
-            )?;
-            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
-            let xs = Tensor::from_slice(&train.x, (train.rows, dim), &dev)?;
-            let ys = Tensor::from_slice(&train.y, train.rows, &dev)?;
-            let (vx, vy) = if val.rows > 0 {
-                (
-                    Tensor::from_slice(&val.x, (val.rows, dim), &dev)?,
-                    Tensor::from_slice(&val.y, val.rows, &dev)?,
-                )
+    let trained = tokio::task::block_in_place(|| {
+        fit(&arch, &t, train.arrays(), val.arrays(), dim, seed, &dev)
+    });
+    let (net, epochs_run, best_epoch, best_val, history) = match trained {
+        Ok(f) => (
+            f.network,
+            f.epochs_run,
+            f.best_epoch,
+            f.best_val_loss,
+            f.history,
+        ),
+        Err(FitError::Candle(e)) => return Err(ce(e)),
+        Err(FitError::Diverged(epoch, batch)) => {
+            let when = if batch == 0 {
+                format!("on the validation split after epoch {epoch}")
             } else {
-                (xs.clone(), ys.clone()) // no validation split configured: stop on training loss
+                format!("at epoch {epoch}, batch {batch}")
             };
-            let mut order: Vec<u32> = (0..train.rows as u32).collect();
-            let mut best = (f64::INFINITY, 0usize, net.snapshot()?);
-            let mut epochs_run = 0;
-            for epoch in 1..=t.epochs {
-                epochs_run = epoch;
-                order.shuffle(&mut rng);
-                for chunk in order.chunks(t.batch_size) {
-                    let idx = Tensor::from_slice(chunk, chunk.len(), &dev)?;
-                    let bx = xs.index_select(&idx, 0)?;
-                    let by = ys.index_select(&idx, 0)?;
-                    let masks = dropout_masks(&net, chunk.len(), &mut rng, &dev)?;
-                    let loss = bce_with_logits(&net.logits(&bx, Some(&masks))?, &by)?;
-                    opt.backward_step(&loss)?;
-                }
-                let val_loss =
-                    f64::from(bce_with_logits(&net.logits(&vx, None)?, &vy)?.to_scalar::<f32>()?);
-                if val_loss < best.0 - 1e-6 {
-                    best = (val_loss, epoch, net.snapshot()?);
-                } else if epoch - best.1 >= t.patience {
-                    break;
-                }
-            }
-            net.restore(&best.2)?;
-            Ok((net, epochs_run, best.1, best.0))
-        })
-        .map_err(ce)?;
+            return Err(Error::config(
+                &cfg.source_file,
+                "training.learning_rate",
+                format!(
+                    "training of `{model}` diverged: the loss became NaN or infinite {when}; nothing was \
+                     saved. Lower the learning rate (or check the features' scale)"
+                ),
+            ));
+        }
+    };
 
     let p_test = net.predict_proba(&test.x, test.rows, &dev).map_err(ce)?;
     let how = evaluation(&t);
     let metrics = metrics::Metrics::evaluate(&test.y, &p_test, &how);
+    let importance = if t.importance_repeats > 0 {
+        let dense = trialflow_model::DenseCpu::from_network(&net).map_err(ce)?;
+        permutation_importance(&dense, &spec, &test, t.importance_repeats, seed)
+    } else {
+        Vec::new()
+    };
     let slices = metrics::slices(&test.slices, &test.y, &p_test, &how);
     let mut data_fp = Fingerprinter::new();
     data_fp
@@ -279,11 +703,11 @@ pub async fn train(
     };
     let dir = lake::candidate_dir(model);
     let weights = net.to_safetensors().map_err(Error::Internal)?;
-    lake.put(&format!("{dir}model.safetensors"), weights)
+    lake.put(&format!("{dir}model.safetensors"), weights.clone())
         .await?;
     lake.put_json(&format!("{dir}model.json"), &card).await?;
     write_test_predictions(lake, &format!("{dir}{TEST_PREDICTIONS}"), &test, &p_test).await?;
-    let report = TrainReport {
+    let mut report = TrainReport {
         model: model.to_string(),
         epochs_run,
         best_epoch,
@@ -293,10 +717,155 @@ pub async fn train(
         test_rows: test.rows,
         metrics,
         slices,
+        importance,
+        history,
+        tracking: None,
     };
+    if let Some(uri) = &cfg.tracking.mlflow_uri {
+        let files = [
+            ("model.safetensors", weights),
+            ("model.json", json_bytes(&card)),
+            ("metrics.json", json_bytes(&report)),
+        ];
+        report.tracking = Some(
+            match log_to_mlflow(cfg, uri, &report, &card, &files, started).await {
+                Ok(run) => serde_json::json!({"mlflow": run}),
+                Err(e) if !cfg.tracking.required => {
+                    tracing::warn!(model, error = %e, "the run could not be logged to MLflow; training goes on (tracking.required: false)");
+                    serde_json::json!({"error": e.to_string()})
+                }
+                Err(e) => return Err(e),
+            },
+        );
+    }
     lake.put_json(&format!("{dir}metrics.json"), &report)
         .await?;
     Ok(report)
+}
+
+fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One MLflow run per training run: params (architecture and training settings), per-epoch loss and AUC,
+/// the final test metrics with their intervals, tags (code version, data and config fingerprints), and the
+/// artifacts. A run that fails half-way is marked FAILED on the server.
+async fn log_to_mlflow(
+    cfg: &Config,
+    uri: &str,
+    report: &TrainReport,
+    card: &ModelCard,
+    files: &[(&str, Vec<u8>)],
+    started: std::time::SystemTime,
+) -> Result<tracking::RunRef> {
+    use tracking::{Metric, param};
+    let client = tracking::Mlflow::new(uri)?;
+    let experiment = cfg
+        .tracking
+        .experiment
+        .clone()
+        .unwrap_or_else(|| cfg.dataset.name.clone());
+    let experiment_id = client.experiment(&experiment).await?;
+    let (run_id, artifact_uri) = client
+        .create_run(&experiment_id, &report.model, unix_ms(started))
+        .await?;
+    let now = unix_ms(std::time::SystemTime::now());
+    let t = &cfg.training;
+    let a = &card.architecture;
+    let params = vec![
+        param("model", &report.model),
+        param("hidden", format!("{:?}", a.hidden)),
+        param("dropout", format!("{:?}", a.dropout)),
+        param("activation", format!("{:?}", a.activation).to_lowercase()),
+        param("input_dim", card.input_dim),
+        param("seed", card.seed),
+        param("epochs", t.epochs),
+        param("batch_size", t.batch_size),
+        param("learning_rate", t.learning_rate),
+        param("weight_decay", t.weight_decay),
+        param("patience", t.patience),
+        param("monitor", format!("{:?}", t.monitor)),
+        param("pos_weight", t.pos_weight.unwrap_or(1.0)),
+        param("threshold", t.threshold),
+        param("bootstrap_resamples", t.bootstrap_resamples),
+        param("train_rows", report.train_rows),
+        param("val_rows", report.val_rows),
+        param("test_rows", report.test_rows),
+    ];
+    let tags = vec![
+        param("trialflow.code_version", &card.code_version),
+        param("trialflow.data_fingerprint", &card.data_fingerprint),
+        param("trialflow.config_fingerprint", &card.config_fingerprint),
+        param("trialflow.dataset", &cfg.dataset.name),
+        param("mlflow.source.name", "trialflow"),
+        param("mlflow.source.type", "JOB"),
+    ];
+    let mut metrics = Vec::new();
+    for e in &report.history {
+        let step = e.epoch as i64;
+        let mut push = |key: &str, value: Option<f64>| {
+            if let Some(value) = value.filter(|v| v.is_finite()) {
+                metrics.push(Metric {
+                    key: key.into(),
+                    value,
+                    step,
+                    timestamp: now,
+                });
+            }
+        };
+        push("train_loss", Some(e.train_loss));
+        push("val_loss", Some(e.val_loss));
+        push("val_auc", e.val_auc);
+    }
+    for name in metrics::Metrics::names() {
+        if let Some(v) = report
+            .metrics
+            .get(&name)
+            .flatten()
+            .filter(|v| v.is_finite())
+        {
+            metrics.push(Metric {
+                key: format!("test_{name}"),
+                value: v,
+                step: 0,
+                timestamp: now,
+            });
+        }
+    }
+    metrics.push(Metric {
+        key: "best_epoch".into(),
+        value: report.best_epoch as f64,
+        step: 0,
+        timestamp: now,
+    });
+    let logged = async {
+        client.log(&run_id, &metrics, &params, &tags).await?;
+        for (name, bytes) in files {
+            client.upload(&artifact_uri, name, bytes.clone()).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    let end = unix_ms(std::time::SystemTime::now());
+    client
+        .finish(
+            &run_id,
+            if logged.is_ok() { "FINISHED" } else { "FAILED" },
+            end,
+        )
+        .await?;
+    logged?;
+    Ok(tracking::RunRef {
+        tracking_uri: uri.to_string(),
+        experiment_id,
+        run_id,
+        artifact_uri,
+    })
 }
 
 /// Scores a saved model on the lake's current test split, encoded with the model's own feature spec:
@@ -322,6 +891,16 @@ pub async fn score_test_split(
     }
     let p = dense.predict_proba(&test.x);
     Ok((test.y, p))
+}
+
+/// One split's encoded inputs and outcomes, as training sees them: `(x, y, rows)`.
+pub async fn load_arrays(
+    lake: &Storage,
+    spec: &FeatureSpec,
+    split: &str,
+) -> Result<(Vec<f32>, Vec<f32>, usize)> {
+    let s = load_split(lake, spec, split, &[]).await?;
+    Ok((s.x, s.y, s.rows))
 }
 
 /// The configured threshold and bootstrap, seeded by the training seed.
@@ -384,4 +963,37 @@ pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<Evaluation> {
     let ev = Evaluation { leaderboard };
     lake.put_json(lake::EVALUATION, &ev).await?;
     Ok(ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_bce_matches_pytorchs_definition() {
+        let softplus = |v: f64| (1.0 + v.exp()).ln();
+        let (z, y) = ([0.5f32, -1.0, 2.0, -30.0], [1.0f32, 0.0, 1.0, 1.0]);
+        for w in [1.0, 3.0] {
+            // PyTorch: −[w·y·log σ(z) + (1 − y)·log(1 − σ(z))]
+            let expected: f64 = z
+                .iter()
+                .zip(&y)
+                .map(|(&z, &y)| {
+                    let (z, y) = (f64::from(z), f64::from(y));
+                    w * y * softplus(-z) + (1.0 - y) * softplus(z)
+                })
+                .sum::<f64>()
+                / z.len() as f64;
+            let zt = Tensor::from_slice(&z, 4, &Device::Cpu).unwrap();
+            let yt = Tensor::from_slice(&y, 4, &Device::Cpu).unwrap();
+            let got = bce_with_logits(&zt, &yt, w)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                (f64::from(got) - expected).abs() < 1e-5,
+                "w={w}: {got} vs {expected}"
+            );
+        }
+    }
 }
