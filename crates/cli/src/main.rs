@@ -13,6 +13,11 @@ use clap::{Parser, Subcommand};
 use trialflow_core::{CODE_VERSION, Config, Storage};
 use trialflow_dag::{PipelineSet, RunOptions};
 
+/// candle allocates a fresh buffer per tensor op; glibc's malloc hands large ones back to the kernel every time,
+/// and the page faults dominated training at large batches (`cargo xtask bench train`, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "trialflow", version = CODE_VERSION, about = "Clinical-trial data → validated dataset, statistics, models and a prediction API")]
 struct Cli {

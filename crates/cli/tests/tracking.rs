@@ -140,8 +140,10 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 impl Drop for MlflowServer {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
+        // The server and its workers share the process group the server leads. (`pkill -g` names the group
+        // explicitly: `kill -TERM -<pgid>` can be read by some `kill` binaries as a signal number.)
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-g", &self.child.id().to_string()])
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -18,6 +18,9 @@ use rand::{Rng, SeedableRng};
 use trialflow_core::config::{Activation, ModelConfig, Monitor, TrainingConfig};
 use trialflow_train::{Arrays, fit};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(args: &[String], flag: &str) -> Result<String> {
     let i = args
         .iter()
