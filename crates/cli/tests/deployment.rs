@@ -555,3 +555,90 @@ fn pipeline_runs_push_their_summary_to_the_pushgateway() {
     let out = ok(&p.run(&["pipeline", "data"]));
     assert!(out.contains("could not push the run's metrics"), "{out}");
 }
+
+/// The same lifecycle with the model repository in S3 (moto): promotion, the lock object (created with
+/// `If-None-Match: *`), rollback.
+#[test]
+fn the_repository_lifecycle_works_on_object_storage() {
+    let moto = util::Moto::start();
+    moto.create_bucket("models");
+    let p = Project::sample();
+    let cfg = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
+    p.write(
+        "config/config.yaml",
+        &cfg.replace("models: file://models", "models: s3://models/repository"),
+    );
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = p.cmd(args);
+        for (k, v) in moto.env() {
+            c.env(k, v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    ok(&run(&["pipeline", "full"], &[]));
+    ok(&run(
+        &["pipeline", "full"],
+        &[("TRIALFLOW_TRAINING__SEED", "7")],
+    ));
+    let keys = moto.keys("models", "repository/cv_outcome/");
+    for f in [
+        "1/BLESSED",
+        "2/BLESSED",
+        "2/deployment.json",
+        "2/model.safetensors",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(&format!("cv_outcome/{f}"))),
+            "{f}: {keys:?}"
+        );
+    }
+    assert!(
+        !keys.iter().any(|k| k.contains("_lock")),
+        "the lock is released: {keys:?}"
+    );
+
+    // A held lock in the bucket stops a second change.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    moto.put(
+        "models",
+        "repository/cv_outcome/_lock.json",
+        format!(
+            r#"{{"action":"rollback","pid":7,"host":"pod-a","since":"now","since_unix":{now}}}"#
+        )
+        .into_bytes(),
+    );
+    let o = run(&["models", "rollback", "cv_outcome"], &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("pid 7 on pod-a"), "{}", text(&o));
+    // Left by a killed run an hour ago: broken, and the rollback goes ahead.
+    moto.put(
+        "models",
+        "repository/cv_outcome/_lock.json",
+        format!(
+            r#"{{"action":"rollback","pid":7,"host":"pod-a","since":"then","since_unix":{}}}"#,
+            now - 3600
+        )
+        .into_bytes(),
+    );
+
+    let out = ok(&run(&["models", "rollback", "cv_outcome"], &[]));
+    assert!(
+        out.contains("version 2 rolled back; version 1 is served again"),
+        "{out}"
+    );
+    let keys = moto.keys("models", "repository/cv_outcome/2/");
+    assert!(
+        keys.iter().any(|k| k.ends_with("REVOKED")) && !keys.iter().any(|k| k.ends_with("BLESSED")),
+        "{keys:?}"
+    );
+    let listed = ok(&run(&["models", "list", "--json"], &[]));
+    let v: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v[0]["served"], true);
+    assert_eq!(v[1]["state"], "revoked");
+}
