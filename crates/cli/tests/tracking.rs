@@ -297,8 +297,8 @@ fn training_runs_are_logged_to_a_real_mlflow_server() {
 
     // MLflow unreachable: training finishes and the failure is recorded; with tracking.required it fails.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let o = p
-        .cmd(&[
+    let train_baseline = |required: &str| {
+        p.cmd(&[
             "pipeline",
             "training",
             "--only",
@@ -306,8 +306,11 @@ fn training_runs_are_logged_to_a_real_mlflow_server() {
             "--force",
         ])
         .env("TRIALFLOW_TRACKING__MLFLOW_URI", &closed)
+        .env("TRIALFLOW_TRACKING__REQUIRED", required)
         .output()
-        .unwrap();
+        .unwrap()
+    };
+    let o = train_baseline("false");
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("could not be logged to MLflow"),
@@ -325,17 +328,6 @@ fn training_runs_are_logged_to_a_real_mlflow_server() {
             .contains("MLflow"),
         "{report}"
     );
-    let o = p
-        .cmd(&[
-            "pipeline",
-            "training",
-            "--only",
-            "train_baseline",
-            "--force",
-        ])
-        .env("TRIALFLOW_TRACKING__MLFLOW_URI", &closed)
-        .env("TRIALFLOW_TRACKING__REQUIRED", "true")
-        .output()
-        .unwrap();
+    let o = train_baseline("true");
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 }

@@ -84,8 +84,8 @@ pub fn validate(cfg: &Config) -> Result<()> {
                 .iter()
                 .map(|r| ("deployment.regression.metric".to_string(), &r.metric)),
         );
+    let known = Metrics::names();
     for (key, metric) in named {
-        let known = Metrics::names();
         if !known.contains(metric) {
             return Err(Error::config(
                 &cfg.source_file,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use trialflow_core::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -358,11 +358,12 @@ pub fn render(files: &dyn Files, overlay: &str, tag: &str) -> Result<String> {
         for_each_container(&mut r.doc, &mut |c| {
             if let Some(image) = c["image"].as_str() {
                 let (base, current) = split_image(image);
-                // Only our own images follow the code version; pinned third-party images stay as written.
-                if base.ends_with("/trialflow-server")
-                    || base.ends_with("/trialflow-pipeline")
-                    || base.ends_with("/trialflow-pipeline-cuda")
-                    || base.ends_with("/trialflow-ballista")
+                // Only our own images (deployment/dockerfiles/trialflow-*.Dockerfile) follow the code version;
+                // pinned third-party images stay as written.
+                if base
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("trialflow-"))
                 {
                     let t = if current.is_empty() || current == "latest" {
                         image_tag(tag)
@@ -422,11 +423,6 @@ fn is_empty(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         _ => false,
     }
-}
-
-/// A mapping's keys in a stable order, for messages.
-pub fn keys(v: &Map<String, Value>) -> String {
-    v.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
