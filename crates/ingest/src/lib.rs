@@ -324,10 +324,23 @@ async fn stream_object(
     let result = result.and_then(|()| scan.finish());
     let scanned = match (result, upload) {
         (Ok(s), Some(w)) => {
-            w.finish().await.map_err(|e| Error::Storage {
-                location: lake.display(dest.unwrap_or_default()),
-                source: e,
-            })?;
+            if let Err(e) = w.finish().await {
+                // A completion whose answer was lost (timed out, then retried against an upload the store had
+                // already completed; object_store then aborts and reports the abort's 404) is an error although
+                // the object is there. Trust the staged object when it is whole: its size is what was streamed.
+                let rel = dest.unwrap_or_default();
+                match lake.head(rel).await {
+                    Ok(Some(entry)) if entry.size == size => {
+                        tracing::warn!(object = %lake.display(rel), error = %e, "multipart completion reported an error but the object is complete; continuing");
+                    }
+                    _ => {
+                        return Err(Error::Storage {
+                            location: lake.display(rel),
+                            source: e,
+                        });
+                    }
+                }
+            }
             s
         }
         (Ok(s), None) => s,
