@@ -661,6 +661,26 @@ fn ingest(o: &Opts) -> Result<()> {
     Ok(())
 }
 
+/// The sample trial's encoded splits (`x_{split}.f32`, `y_{split}.f32`, `dim`) in `dir/sample`, from a scratch
+/// project that ran the pipeline, exported by `bin` (a CPU build of trialflow-train-bench).
+fn export_sample(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    trained_model(dir)?;
+    let sample = dir.join("sample");
+    let mut c = Command::new(bin);
+    c.args(["export", "--lake"])
+        .arg(format!("file://{}", dir.join("data/lake").display()))
+        .arg("--out")
+        .arg(&sample);
+    json_line(c, "exporting the sample trial's splits")?;
+    Ok(sample)
+}
+
+/// [`export_sample`] with the release CPU bench binary, for the GPU bundle.
+pub(crate) fn sample_splits() -> Result<PathBuf> {
+    let bin = build_for_bench("trialflow-train", "trialflow-train-bench")?;
+    export_sample(&bin, &root().join("target/bench/train"))
+}
+
 /// The last line of a command's stdout as JSON.
 fn json_line(mut cmd: Command, what: &str) -> Result<Value> {
     let out = cmd.output().with_context(|| what.to_string())?;
@@ -682,7 +702,7 @@ fn train_flops(model: &str, dim: usize) -> f64 {
 }
 
 /// `cargo xtask bench train`: samples/s of the brief's two networks at batch 32, 256 and 4096 on 1M rows × 20
-/// features, trialflow (candle, CPU, release) beside PyTorch and Keras (TensorFlow CPU), and the test AUC each
+/// features, trialflow (the fused CPU step, release) beside PyTorch and Keras (TensorFlow CPU), and the test AUC each
 /// reaches on the sample trial with the same protocol.
 fn train(o: &Opts) -> Result<()> {
     const ROWS: usize = 1_000_000;
@@ -692,7 +712,7 @@ fn train(o: &Opts) -> Result<()> {
     let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
     let bin = build_for_bench("trialflow-train", "trialflow-train-bench")?;
     let dir = root.join("target/bench/train");
-    trained_model(&dir)?;
+    let sample = export_sample(&bin, &dir)?;
     let synthetic = dir.join("synthetic");
     if !synthetic.join("y.f32").exists() {
         let mut c = Command::new(&bin);
@@ -707,13 +727,6 @@ fn train(o: &Opts) -> Result<()> {
         .arg(&synthetic);
         json_line(c, "generating 1M rows")?;
     }
-    let sample = dir.join("sample");
-    let mut c = Command::new(&bin);
-    c.args(["export", "--lake"])
-        .arg(format!("file://{}", dir.join("data/lake").display()))
-        .arg("--out")
-        .arg(&sample);
-    json_line(c, "exporting the sample trial's splits")?;
     let peers = root.join("xtask/bench/train_peers.py");
     let frameworks = ["trialflow", "torch", "keras"];
     let mut rows_out = Vec::new();
@@ -786,7 +799,7 @@ fn train(o: &Opts) -> Result<()> {
         o.runs
     );
     println!(
-        "| model | batch | rows timed | trialflow (candle) | PyTorch | Keras | trialflow / best peer | trialflow % of {CEILING_GFLOPS:.0} GFLOP/s |"
+        "| model | batch | rows timed | trialflow | PyTorch | Keras | trialflow / best peer | trialflow % of {CEILING_GFLOPS:.0} GFLOP/s |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (model, batch, rows, m) in &rows_out {

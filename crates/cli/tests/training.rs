@@ -21,6 +21,19 @@ fn write_parquet(path: &Path, batches: &[RecordBatch]) {
     w.close().unwrap();
 }
 
+fn write_row_groups_of_100(path: &Path, batches: &[RecordBatch]) {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(100))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), Some(props)).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
 fn split_file(p: &Project, split: &str) -> std::path::PathBuf {
     p.path(&format!(
         "data/lake/processed/features/split={split}/part-0.parquet"
@@ -214,4 +227,94 @@ fn bad_training_inputs_are_clear_errors_and_save_no_model() {
     std::fs::write(&spec_path, spec_text).unwrap();
     let (code, err) = train_one(&p, &[]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// A train split above `training.max_in_memory_mib` is streamed in blocks of `stream_block_rows` rows, row group
+/// by row group: never held whole, seeded (two runs, one set of weights), as good as the in-memory run, and a
+/// bad value in it is still an error that names where it is.
+#[test]
+fn a_train_split_above_the_memory_limit_is_streamed_in_blocks() {
+    let p = Project::sample();
+    let out = p.run(&["pipeline", "data"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = |p: &Project| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(p.path("data/lake/candidates/model_1/metrics.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let weights = |p: &Project| {
+        std::fs::read(p.path("data/lake/candidates/model_1/model.safetensors")).unwrap()
+    };
+    let (code, err) = train_one(&p, &[]);
+    assert_eq!(code, 0, "{err}");
+    let in_memory = metrics(&p);
+    assert!(in_memory.get("stream").is_none());
+
+    // several row groups, so that their order is shuffled too
+    let train = split_file(&p, "train");
+    write_row_groups_of_100(&train, &parquet_batches(&train));
+
+    let streaming = [
+        ("TRIALFLOW_TRAINING__MAX_IN_MEMORY_MIB", "0"),
+        ("TRIALFLOW_TRAINING__STREAM_BLOCK_ROWS", "128"),
+    ];
+    let (code, err) = train_one(&p, &streaming);
+    assert_eq!(code, 0, "{err}");
+    let streamed = metrics(&p);
+    let first = weights(&p);
+    let train_rows = in_memory["train_rows"].as_u64().unwrap();
+    assert_eq!(streamed["train_rows"], in_memory["train_rows"]);
+    assert_eq!(streamed["test_rows"], in_memory["test_rows"]);
+    let stats = &streamed["stream"];
+    assert_eq!(
+        stats["row_groups"].as_u64().unwrap(),
+        train_rows.div_ceil(100)
+    );
+    assert_eq!(stats["largest_block_rows"].as_u64().unwrap(), 128);
+    assert_eq!(
+        stats["blocks_per_epoch"].as_u64().unwrap(),
+        train_rows.div_ceil(128)
+    );
+    let auc = |m: &serde_json::Value| m["metrics"]["roc_auc"].as_f64().unwrap();
+    assert!(
+        (auc(&streamed) - auc(&in_memory)).abs() < 0.03,
+        "streamed AUC {} vs in memory {}",
+        auc(&streamed),
+        auc(&in_memory)
+    );
+    let (code, err) = train_one(&p, &streaming);
+    assert_eq!(code, 0, "{err}");
+    assert!(first == weights(&p), "two seeded streamed runs differ");
+
+    // a NaN in the third row group: an error naming the object, the row group and the row
+    let mut written = 0;
+    let with_nan: Vec<RecordBatch> = parquet_batches(&train)
+        .iter()
+        .map(|b| {
+            let i = b.schema().index_of("ldl_mg_dl").unwrap();
+            let mut v: Vec<Option<f64>> = b
+                .column(i)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .unwrap()
+                .iter()
+                .collect();
+            if (written..written + b.num_rows()).contains(&205) {
+                v[205 - written] = Some(f64::NAN);
+            }
+            written += b.num_rows();
+            let mut cols = b.columns().to_vec();
+            cols[i] = Arc::new(Float64Array::from(v));
+            RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect();
+    write_row_groups_of_100(&train, &with_nan);
+    let (code, err) = train_one(&p, &streaming);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("part-0.parquet (row group 2, from row 0)")
+            && err.contains("ldl_mg_dl: row 5"),
+        "{err}"
+    );
 }

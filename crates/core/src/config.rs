@@ -307,6 +307,22 @@ pub struct TrainingConfig {
     /// Permutation feature importance on the test split: repeats per feature (0 turns it off).
     #[serde(default = "default_importance_repeats")]
     pub importance_repeats: usize,
+    /// Above this encoded size (rows × model inputs × 4 bytes) the train and validation splits are streamed
+    /// from the lake in blocks instead of held in memory (CPU training; the test split is always held, its
+    /// rows are needed together for the bootstrap, slices and importance).
+    #[serde(default = "default_max_in_memory_mib")]
+    pub max_in_memory_mib: u64,
+    /// Rows per block when streaming: the unit of shuffling within an epoch (row groups are shuffled too).
+    #[serde(default = "default_stream_block_rows")]
+    pub stream_block_rows: usize,
+}
+
+fn default_max_in_memory_mib() -> u64 {
+    2048
+}
+
+fn default_stream_block_rows() -> usize {
+    262_144
 }
 
 fn default_importance_repeats() -> usize {
@@ -939,6 +955,12 @@ impl Config {
         let t = &self.training;
         if t.batch_size == 0 || t.epochs == 0 {
             return Err(self.err("training", "expected batch_size > 0 and epochs > 0"));
+        }
+        if t.stream_block_rows < t.batch_size {
+            return Err(self.err(
+                "training.stream_block_rows",
+                "expected at least training.batch_size rows (a block holds whole batches)",
+            ));
         }
         if t.learning_rate.is_nan() || t.learning_rate <= 0.0 {
             return Err(self.err("training.learning_rate", "expected a positive number"));

@@ -328,18 +328,24 @@ async fn stream_object(
                 // A completion whose answer was lost (timed out, then retried against an upload the store had
                 // already completed; object_store then aborts and reports the abort's 404) is an error although
                 // the object is there. Trust the staged object when it is whole: its size is what was streamed.
+                // The first completion may still be assembling the object on a loaded server, so look a few
+                // times (about 15 s in all) before calling the copy failed.
                 let rel = dest.unwrap_or_default();
-                match lake.head(rel).await {
-                    Ok(Some(entry)) if entry.size == size => {
-                        tracing::warn!(object = %lake.display(rel), error = %e, "multipart completion reported an error but the object is complete; continuing");
-                    }
-                    _ => {
-                        return Err(Error::Storage {
-                            location: lake.display(rel),
-                            source: e,
-                        });
+                let mut whole = false;
+                for wait_ms in [0u64, 250, 500, 1000, 2000, 4000, 8000] {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                    if matches!(lake.head(rel).await, Ok(Some(entry)) if entry.size == size) {
+                        whole = true;
+                        break;
                     }
                 }
+                if !whole {
+                    return Err(Error::Storage {
+                        location: lake.display(rel),
+                        source: e,
+                    });
+                }
+                tracing::warn!(object = %lake.display(rel), error = %e, "multipart completion reported an error but the object is complete; continuing");
             }
             s
         }

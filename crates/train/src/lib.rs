@@ -5,7 +5,9 @@
 //! Invariants: reads the processed Parquet with arrow/parquet (no DataFusion); transforms records only through
 //! `trialflow_model::encode`, the code serving uses.
 
+pub mod fused;
 pub mod metrics;
+pub mod stream;
 pub mod tracking;
 
 use candle_core::{Device, Tensor};
@@ -31,6 +33,9 @@ pub struct TrainReport {
     pub train_rows: usize,
     pub val_rows: usize,
     pub test_rows: usize,
+    /// Set when the train and validation splits were streamed from the lake (`training.max_in_memory_mib`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamStats>,
     pub metrics: metrics::Metrics,
     /// Test metrics within each level of the slice columns (arm, site).
     #[serde(default)]
@@ -164,47 +169,12 @@ async fn load_split(
     let prefix = format!("{}split={split}/", lake::FEATURES);
     let batches = read_parquet_prefix(lake, &prefix).await?;
     if let Some(first) = batches.first() {
-        let fields = spec
-            .numeric
-            .iter()
-            .filter(|n| n.derived.is_none())
-            .map(|n| &n.name)
-            .chain(spec.categorical.iter().map(|c| &c.name));
-        let missing: Vec<String> = fields
-            .map(|f| spec.table_column(f))
-            .filter(|c| first.column_by_name(c).is_none())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::bad_data(
-                lake.display(&prefix),
-                format!(
-                    "the feature spec ({}) names columns the table does not have: {}; re-run the features task",
-                    lake::FEATURE_SPEC,
-                    missing.join(", ")
-                ),
-            ));
-        }
+        check_columns(spec, &first.schema(), &lake.display(&prefix))?;
     }
-    let (x, rows) =
-        encode_batches(spec, &batches, &|name| spec.table_column(name)).map_err(|e| {
-            Error::bad_data(
-                lake.display(&prefix),
-                format!("cannot encode features: {e}"),
-            )
-        })?;
+    let (x, rows) = encode(spec, &batches, &lake.display(&prefix))?;
     let mut y = Vec::with_capacity(rows);
     for b in &batches {
-        let col = b
-            .column_by_name("outcome")
-            .ok_or_else(|| Error::bad_data(lake.display(&prefix), "column `outcome` is missing"))?;
-        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float32).map_err(|e| {
-            Error::bad_data(lake.display(&prefix), format!("column `outcome`: {e}"))
-        })?;
-        let col = col
-            .as_any()
-            .downcast_ref::<arrow::array::Float32Array>()
-            .ok_or_else(|| Error::Internal("cast".into()))?;
-        y.extend(col.iter().map(|v| v.unwrap_or(0.0)));
+        y.extend(outcomes(b, &lake.display(&prefix))?);
     }
     let has = |c: &str| {
         batches
@@ -239,6 +209,59 @@ async fn load_split(
         slices,
         ids,
     })
+}
+
+/// The processed table must have every column the feature spec reads.
+fn check_columns(
+    spec: &FeatureSpec,
+    schema: &arrow::datatypes::Schema,
+    location: &str,
+) -> Result<()> {
+    let fields = spec
+        .numeric
+        .iter()
+        .filter(|n| n.derived.is_none())
+        .map(|n| &n.name)
+        .chain(spec.categorical.iter().map(|c| &c.name));
+    let missing: Vec<String> = fields
+        .map(|f| spec.table_column(f))
+        .filter(|c| schema.column_with_name(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::bad_data(
+            location,
+            format!(
+                "the feature spec ({}) names columns the table does not have: {}; re-run the features task",
+                lake::FEATURE_SPEC,
+                missing.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Model inputs of `batches` through the one transform serving uses.
+fn encode(
+    spec: &FeatureSpec,
+    batches: &[arrow::record_batch::RecordBatch],
+    location: &str,
+) -> Result<(Vec<f32>, usize)> {
+    encode_batches(spec, batches, &|name| spec.table_column(name))
+        .map_err(|e| Error::bad_data(location, format!("cannot encode features: {e}")))
+}
+
+/// The `outcome` column as 0/1 floats.
+fn outcomes(batch: &arrow::record_batch::RecordBatch, location: &str) -> Result<Vec<f32>> {
+    let col = batch
+        .column_by_name("outcome")
+        .ok_or_else(|| Error::bad_data(location, "column `outcome` is missing"))?;
+    let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float32)
+        .map_err(|e| Error::bad_data(location, format!("column `outcome`: {e}")))?;
+    let col = col
+        .as_any()
+        .downcast_ref::<arrow::array::Float32Array>()
+        .ok_or_else(|| Error::Internal("cast".into()))?;
+    Ok(col.iter().map(|v| v.unwrap_or(0.0)).collect())
 }
 
 fn device(cfg: &Config) -> Result<Device> {
@@ -309,8 +332,16 @@ fn check_both_classes(split: &Split, name: &str, location: &str) -> Result<()> {
 #[derive(Debug)]
 pub enum FitError {
     Candle(candle_core::Error),
+    /// Reading a streamed split failed, or it held a value training cannot use.
+    Data(Error),
     /// The loss became NaN or infinite (epoch, batch; batch 0 = the validation loss).
     Diverged(usize, usize),
+}
+
+impl From<Error> for FitError {
+    fn from(e: Error) -> Self {
+        FitError::Data(e)
+    }
 }
 
 impl From<candle_core::Error> for FitError {
@@ -488,7 +519,8 @@ fn cholesky_solve(a: &[f64], b: &[f64], k: usize) -> Vec<f64> {
 }
 
 /// Trains one architecture on `train`, early-stopping on `val` (or on `train` when `val` is empty): the
-/// logistic baseline by Newton–Raphson, networks with AdamW in mini-batches. Deterministic for a seed on the CPU.
+/// logistic baseline by Newton–Raphson, networks with AdamW in mini-batches (on the CPU by the fused step of
+/// [`fused`], on a GPU by candle's autograd). Deterministic for a seed on the CPU.
 pub fn fit(
     arch: &trialflow_core::config::ModelConfig,
     t: &trialflow_core::config::TrainingConfig,
@@ -520,6 +552,14 @@ pub fn fit(
         });
     }
     let net = Network::init(arch, dim, seed, dev)?;
+    if dev.is_cpu() {
+        let mut data = InMemory {
+            train,
+            val: if val.rows > 0 { val } else { train },
+            order: (0..train.rows as u32).collect(),
+        };
+        return fit_fused(net, t, &mut data, val.rows > 0, seed);
+    }
     let mut opt = AdamW::new(
         net.vars(),
         ParamsAdamW {
@@ -540,8 +580,12 @@ pub fn fit(
         (xs.clone(), ys.clone()) // no validation split configured: stop on training loss
     };
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
-    // (score to minimize: val loss, or −AUC; epoch; weights; val loss at that epoch)
-    let mut best = (f64::INFINITY, 0usize, net.snapshot()?, f64::INFINITY);
+    let mut stopping = EarlyStopping {
+        best: (f64::INFINITY, 0, f64::INFINITY),
+        patience: t.patience,
+        monitor_auc,
+    };
+    let mut best = net.snapshot()?;
     let mut epochs_run = 0;
     let mut history = Vec::new();
     for epoch in 1..=t.epochs {
@@ -572,31 +616,283 @@ pub fn fit(
         } else {
             None
         };
-        history.push(Epoch {
+        let e = Epoch {
             epoch,
             train_loss: loss_sum / train.rows as f64,
             val_loss,
             val_auc,
-        });
-        let score = if monitor_auc {
-            -val_auc.unwrap_or(f64::NAN)
-        } else {
-            val_loss
         };
-        if score < best.0 - 1e-6 {
-            best = (score, epoch, net.snapshot()?, val_loss);
-        } else if epoch - best.1 >= t.patience {
-            break;
+        let verdict = stopping.observe(&e);
+        history.push(e);
+        match verdict {
+            Verdict::Improved => best = net.snapshot()?,
+            Verdict::Continue => {}
+            Verdict::Stop => break,
         }
     }
-    net.restore(&best.2)?;
+    net.restore(&best)?;
     Ok(Fitted {
         network: net,
         epochs_run,
-        best_epoch: best.1,
-        best_val_loss: best.3,
+        best_epoch: stopping.best.1,
+        best_val_loss: stopping.best.2,
         history,
     })
+}
+
+/// Tracks the best epoch and decides when to stop: the one early-stopping rule of both training paths.
+struct EarlyStopping {
+    /// (score to minimize: val loss, or −AUC; epoch; val loss at that epoch)
+    best: (f64, usize, f64),
+    patience: usize,
+    monitor_auc: bool,
+}
+
+enum Verdict {
+    Improved,
+    Continue,
+    Stop,
+}
+
+impl EarlyStopping {
+    fn observe(&mut self, e: &Epoch) -> Verdict {
+        let score = if self.monitor_auc {
+            -e.val_auc.unwrap_or(f64::NAN)
+        } else {
+            e.val_loss
+        };
+        if score < self.best.0 - 1e-6 {
+            self.best = (score, e.epoch, e.val_loss);
+            Verdict::Improved
+        } else if e.epoch - self.best.1 >= self.patience {
+            Verdict::Stop
+        } else {
+            Verdict::Continue
+        }
+    }
+}
+
+/// Where the fused loop's rows come from: visits `(x, y, row order)` blocks for an epoch's training (shuffled
+/// by the seeded generator) and `(x, y)` blocks for validation.
+/// Visits one block of training rows: features, outcomes, the row order to batch them in.
+type TrainVisit<'v> = dyn FnMut(&[f32], &[f32], &[u32]) -> std::result::Result<(), FitError> + 'v;
+/// Visits one block of validation rows: features, outcomes.
+type BlockVisit<'v> = dyn FnMut(&[f32], &[f32]) -> std::result::Result<(), FitError> + 'v;
+
+trait Rows {
+    fn rows(&self) -> usize;
+    fn train_epoch(
+        &mut self,
+        rng: &mut StdRng,
+        visit: &mut TrainVisit<'_>,
+    ) -> std::result::Result<(), FitError>;
+    fn validation(&self, visit: &mut BlockVisit<'_>) -> std::result::Result<(), FitError>;
+}
+
+/// Splits in memory: one block, the whole split, shuffled as a whole.
+struct InMemory<'a> {
+    train: Arrays<'a>,
+    val: Arrays<'a>,
+    order: Vec<u32>,
+}
+
+impl Rows for InMemory<'_> {
+    fn rows(&self) -> usize {
+        self.train.rows
+    }
+
+    fn train_epoch(
+        &mut self,
+        rng: &mut StdRng,
+        visit: &mut TrainVisit<'_>,
+    ) -> std::result::Result<(), FitError> {
+        self.order.shuffle(rng);
+        visit(self.train.x, self.train.y, &self.order)
+    }
+
+    fn validation(&self, visit: &mut BlockVisit<'_>) -> std::result::Result<(), FitError> {
+        visit(self.val.x, self.val.y)
+    }
+}
+
+/// Splits streamed from the lake (see [`stream`]).
+struct Streamed<'a> {
+    train: &'a stream::StreamedSplit,
+    val: &'a stream::StreamedSplit,
+    spec: &'a FeatureSpec,
+    block_rows: usize,
+    stats: StreamStats,
+}
+
+/// How a streamed training run read its train split (in `metrics.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Parquet row groups of the train split (the unit shuffled each epoch).
+    pub row_groups: usize,
+    /// Blocks handed to the training loop per epoch.
+    pub blocks_per_epoch: usize,
+    /// The most rows held at once (at most `training.stream_block_rows`).
+    pub largest_block_rows: usize,
+}
+
+impl Rows for Streamed<'_> {
+    fn rows(&self) -> usize {
+        self.train.rows
+    }
+
+    fn train_epoch(
+        &mut self,
+        rng: &mut StdRng,
+        visit: &mut TrainVisit<'_>,
+    ) -> std::result::Result<(), FitError> {
+        let mut units = self.train.units();
+        units.shuffle(rng);
+        let mut order = Vec::new();
+        let (mut blocks, mut largest) = (0, 0);
+        self.train
+            .for_each_block(self.spec, &units, self.block_rows, &mut |x, y| {
+                blocks += 1;
+                largest = largest.max(y.len());
+                order.clear();
+                order.extend(0..y.len() as u32);
+                order.shuffle(rng);
+                visit(x, y, &order)
+            })?;
+        self.stats = StreamStats {
+            row_groups: units.len(),
+            blocks_per_epoch: blocks,
+            largest_block_rows: largest.max(self.stats.largest_block_rows),
+        };
+        Ok(())
+    }
+
+    fn validation(&self, visit: &mut BlockVisit<'_>) -> std::result::Result<(), FitError> {
+        let split = if self.val.rows > 0 {
+            self.val
+        } else {
+            self.train
+        };
+        split.for_each_block(self.spec, &split.units(), self.block_rows, visit)
+    }
+}
+
+/// The CPU path of [`fit`]: the same loop (seeded shuffle, AdamW, early stopping, best-epoch restore) around
+/// the fused step of [`fused`], over rows in memory or streamed.
+fn fit_fused(
+    net: Network,
+    t: &trialflow_core::config::TrainingConfig,
+    data: &mut dyn Rows,
+    has_val: bool,
+    seed: u64,
+) -> std::result::Result<Fitted, FitError> {
+    let pos_weight = t.pos_weight.unwrap_or(1.0) as f32;
+    let monitor_auc = t.monitor == trialflow_core::config::Monitor::ValAuc && has_val;
+    let dim = net.layers[0].0.as_tensor().dims2()?.1;
+    let layers = net
+        .layers
+        .iter()
+        .map(|(w, b)| {
+            Ok((
+                w.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+                b.as_tensor().to_vec1::<f32>()?,
+            ))
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let mut mlp = fused::Mlp::from_layers(&layers, dim, net.config.activation, &net.config.dropout);
+    let mut opt = fused::AdamW::new(mlp.params.len(), t.learning_rate, t.weight_decay);
+    let mut trainer = fused::Trainer::new(&mlp, seed.wrapping_add(1));
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_add(1));
+    let mut stopping = EarlyStopping {
+        best: (f64::INFINITY, 0, f64::INFINITY),
+        patience: t.patience,
+        monitor_auc,
+    };
+    let mut best_params = mlp.params.clone();
+    let mut epochs_run = 0;
+    let mut history = Vec::new();
+    for epoch in 1..=t.epochs {
+        epochs_run = epoch;
+        let mut loss_sum = 0.0;
+        let mut batch_no = 0;
+        data.train_epoch(&mut rng, &mut |x, y, order| {
+            for chunk in order.chunks(t.batch_size) {
+                batch_no += 1;
+                let loss = trainer.step(&mut mlp, &mut opt, x, y, chunk, pos_weight);
+                if !loss.is_finite() {
+                    return Err(FitError::Diverged(epoch, batch_no));
+                }
+                loss_sum += loss * chunk.len() as f64;
+            }
+            Ok(())
+        })?;
+        let (mut val_logits, mut val_y) = (Vec::new(), Vec::new());
+        data.validation(&mut |x, y| {
+            val_logits.extend(mlp.logits(x));
+            val_y.extend_from_slice(y);
+            Ok(())
+        })?;
+        let val_loss = val_logits
+            .iter()
+            .zip(&val_y)
+            .map(|(&z, &y)| fused::bce_loss(z, y, pos_weight))
+            .sum::<f64>()
+            / val_y.len().max(1) as f64;
+        if !val_loss.is_finite() || mlp.params.iter().any(|p| !p.is_finite()) {
+            return Err(FitError::Diverged(epoch, 0));
+        }
+        let val_auc = if has_val {
+            Some(metrics::roc_auc(&val_y, &val_logits)).filter(|a| a.is_finite())
+        } else {
+            None
+        };
+        let e = Epoch {
+            epoch,
+            train_loss: loss_sum / data.rows().max(1) as f64,
+            val_loss,
+            val_auc,
+        };
+        let verdict = stopping.observe(&e);
+        history.push(e);
+        match verdict {
+            Verdict::Improved => best_params.clone_from(&mlp.params),
+            Verdict::Continue => {}
+            Verdict::Stop => break,
+        }
+    }
+    mlp.params = best_params;
+    for ((w, b), (wv, bv)) in net.layers.iter().zip(mlp.layers()) {
+        w.set(&Tensor::from_vec(wv, w.as_tensor().shape(), &Device::Cpu)?)?;
+        b.set(&Tensor::from_vec(bv, b.as_tensor().shape(), &Device::Cpu)?)?;
+    }
+    Ok(Fitted {
+        network: net,
+        epochs_run,
+        best_epoch: stopping.best.1,
+        best_val_loss: stopping.best.2,
+        history,
+    })
+}
+
+/// [`fit`] for splits streamed from the lake (CPU only), by the fused loop. The logistic baseline is then fitted
+/// by AdamW like the networks: its Newton steps would need every row at once.
+pub fn fit_streamed(
+    arch: &trialflow_core::config::ModelConfig,
+    t: &trialflow_core::config::TrainingConfig,
+    train: &stream::StreamedSplit,
+    val: &stream::StreamedSplit,
+    spec: &FeatureSpec,
+    seed: u64,
+) -> std::result::Result<(Fitted, StreamStats), FitError> {
+    let net = Network::init(arch, spec.width(), seed, &Device::Cpu)?;
+    let mut data = Streamed {
+        train,
+        val,
+        spec,
+        block_rows: t.stream_block_rows,
+        stats: StreamStats::default(),
+    };
+    let fitted = fit_fused(net, t, &mut data, val.rows > 0, seed)?;
+    Ok((fitted, data.stats))
 }
 
 /// Trains `model` from `config.models`, writes `candidates/<model>/{model.safetensors, model.json,
@@ -615,11 +911,61 @@ pub async fn train(
     let started = std::time::SystemTime::now();
     let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await?;
     let slice_cols = &cfg.training.slices;
-    let train = load_split(lake, &spec, "train", &[]).await?;
-    let val = load_split(lake, &spec, "val", &[]).await?;
-    let test = load_split(lake, &spec, "test", slice_cols).await?;
+    let t = cfg.training.clone();
+    let dev = device(cfg)?;
+    let dim = spec.width();
     let at = lake.display(lake::FEATURES);
-    for (name, split) in [("train", &train), ("test", &test)] {
+    // the footers say how large the train split is; above the limit it is streamed, never loaded whole
+    let train_stream = stream::StreamedSplit::open(lake, &spec, "train").await?;
+    let encoded = train_stream.rows as u64 * dim as u64 * 4;
+    let encoded_mib = encoded >> 20;
+    let streamed = encoded > t.max_in_memory_mib.saturating_mul(1 << 20);
+    if streamed && !dev.is_cpu() {
+        return Err(Error::config(
+            &cfg.source_file,
+            "training.device",
+            format!(
+                "the train split ({encoded_mib} MiB encoded) is above training.max_in_memory_mib ({}): it is \
+                 streamed, and streamed training runs on the CPU only",
+                t.max_in_memory_mib
+            ),
+        ));
+    }
+    let empty = || Split {
+        x: Vec::new(),
+        y: Vec::new(),
+        rows: 0,
+        slices: Vec::new(),
+        ids: Vec::new(),
+    };
+    let (train, val, val_stream) = if streamed {
+        if train_stream.rows == 0 {
+            return Err(Error::bad_data(&at, "the train split is empty"));
+        }
+        let (rows, positives) = train_stream.count_outcomes().await?;
+        if positives == 0 || positives == rows {
+            return Err(Error::bad_data(
+                &at,
+                format!(
+                    "the train split has one outcome class only ({rows} rows, {positives} positive); expected both"
+                ),
+            ));
+        }
+        let val_stream = stream::StreamedSplit::open(lake, &spec, "val").await?;
+        (empty(), empty(), Some(val_stream))
+    } else {
+        (
+            load_split(lake, &spec, "train", &[]).await?,
+            load_split(lake, &spec, "val", &[]).await?,
+            None,
+        )
+    };
+    let test = load_split(lake, &spec, "test", slice_cols).await?;
+    let mut checked = vec![("test", &test)];
+    if !streamed {
+        checked.insert(0, ("train", &train));
+    }
+    for (name, split) in checked {
         if split.rows == 0 {
             return Err(Error::bad_data(&at, format!("the {name} split is empty")));
         }
@@ -628,17 +974,21 @@ pub async fn train(
     for (name, split) in [("train", &train), ("val", &val), ("test", &test)] {
         check_finite(split, name, &spec, &at)?;
     }
-    let t = cfg.training.clone();
-    let dev = device(cfg)?;
-    let dim = spec.width();
     let seed = t.seed
         ^ u64::from_le_bytes(
             sha256_hex(model.as_bytes()).as_bytes()[..8]
                 .try_into()
                 .unwrap_or([0; 8]),
         );
-    let trained = tokio::task::block_in_place(|| {
-        fit(&arch, &t, train.arrays(), val.arrays(), dim, seed, &dev)
+    let mut stream_stats = None;
+    let trained = tokio::task::block_in_place(|| match &val_stream {
+        Some(val_stream) => fit_streamed(&arch, &t, &train_stream, val_stream, &spec, seed).map(
+            |(fitted, stats)| {
+                stream_stats = Some(stats);
+                fitted
+            },
+        ),
+        None => fit(&arch, &t, train.arrays(), val.arrays(), dim, seed, &dev),
     });
     let (net, epochs_run, best_epoch, best_val, history) = match trained {
         Ok(f) => (
@@ -649,6 +999,7 @@ pub async fn train(
             f.history,
         ),
         Err(FitError::Candle(e)) => return Err(ce(e)),
+        Err(FitError::Data(e)) => return Err(e),
         Err(FitError::Diverged(epoch, batch)) => {
             let when = if batch == 0 {
                 format!("on the validation split after epoch {epoch}")
@@ -677,9 +1028,14 @@ pub async fn train(
     };
     let slices = metrics::slices(&test.slices, &test.y, &p_test, &how);
     let mut data_fp = Fingerprinter::new();
-    data_fp
-        .part("train", &bytes_of(&train.x))
-        .part("y", &bytes_of(&train.y));
+    if streamed {
+        // what was read, by object: hashing every row would cost another pass over the split
+        data_fp.part("train_objects", train_stream.fingerprint().as_bytes());
+    } else {
+        data_fp
+            .part("train", &bytes_of(&train.x))
+            .part("y", &bytes_of(&train.y));
+    }
     let mut cfg_fp = Fingerprinter::new();
     cfg_fp
         .part(
@@ -712,9 +1068,10 @@ pub async fn train(
         epochs_run,
         best_epoch,
         best_val_loss: best_val,
-        train_rows: train.rows,
-        val_rows: val.rows,
+        train_rows: train_stream.rows,
+        val_rows: val_stream.as_ref().map_or(val.rows, |v| v.rows),
         test_rows: test.rows,
+        stream: stream_stats,
         metrics,
         slices,
         importance,

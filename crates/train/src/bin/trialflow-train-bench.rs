@@ -3,8 +3,9 @@
 //!
 //!   trialflow-train-bench gen --rows N --dim D --out DIR         synthetic x.f32 / y.f32 (seeded)
 //!   trialflow-train-bench export --lake URL --out DIR            the sample trial's encoded splits
-//!   trialflow-train-bench throughput --data DIR --dim D --model M --batch B --rows N
+//!   trialflow-train-bench throughput --data DIR --dim D --model M --batch B --rows N [--cuda]
 //!   trialflow-train-bench auc --data DIR --model M --batch B --epochs E
+//!   trialflow-train-bench gpu-check --data DIR [--cpu-only] [--json FILE]   (the bundle of `cargo xtask gpu-check`)
 //!
 //! Each command prints one JSON line.
 
@@ -80,7 +81,247 @@ fn training(batch: usize, epochs: usize) -> TrainingConfig {
         monitor: Monitor::ValLoss,
         pos_weight: None,
         importance_repeats: 0,
+        max_in_memory_mib: 1 << 20,
+        stream_block_rows: 262_144,
     }
+}
+
+/// Standard normal features and a nonlinear logistic outcome (seeded): the throughput data.
+fn synthetic(rows: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = StdRng::seed_from_u64(20_261_126);
+    let coef: Vec<f32> = (0..dim).map(|i| if i < 8 { 0.4 } else { 0.05 }).collect();
+    let mut x = Vec::with_capacity(rows * dim);
+    let mut y = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let row: Vec<f32> = (0..dim)
+            .map(|_| {
+                // Box–Muller: standard normal features
+                let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+                (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect();
+        let z: f32 = row.iter().zip(&coef).map(|(a, b)| a * b).sum::<f32>()
+            + 0.5 * row[0] * row.get(1).copied().unwrap_or(0.0)
+            - 1.0;
+        y.push(f32::from(rng.random::<f32>() < 1.0 / (1.0 + (-z).exp())));
+        x.extend(row);
+    }
+    (x, y)
+}
+
+fn device(cuda: bool) -> Result<Device> {
+    if cuda {
+        Device::new_cuda(0).map_err(|e| anyhow::anyhow!("no usable GPU: {e}"))
+    } else {
+        Ok(Device::Cpu)
+    }
+}
+
+/// Seconds for one training epoch over the first `rows` rows, after a short warm-up.
+fn epoch_seconds(
+    arch: &ModelConfig,
+    x: &[f32],
+    y: &[f32],
+    dim: usize,
+    batch: usize,
+    rows: usize,
+    dev: &Device,
+) -> Result<f64> {
+    let val_rows = 1024.min(rows);
+    let val = Arrays {
+        x: &x[..val_rows * dim],
+        y: &y[..val_rows],
+        rows: val_rows,
+    };
+    let warm = (batch * 20).min(rows);
+    let warm_arrays = Arrays {
+        x: &x[..warm * dim],
+        y: &y[..warm],
+        rows: warm,
+    };
+    fit(arch, &training(batch, 1), warm_arrays, val, dim, 42, dev)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let train = Arrays {
+        x: &x[..rows * dim],
+        y: &y[..rows],
+        rows,
+    };
+    let start = Instant::now();
+    fit(arch, &training(batch, 1), train, val, dim, 42, dev)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+struct SampleSplits {
+    dim: usize,
+    x: [Vec<f32>; 3],
+    y: [Vec<f32>; 3],
+}
+
+impl SampleSplits {
+    fn load(data: &Path) -> Result<Self> {
+        let dim: usize = std::fs::read_to_string(data.join("dim"))
+            .with_context(|| data.join("dim").display().to_string())?
+            .trim()
+            .parse()
+            .context("dim: expected a number")?;
+        let mut x: [Vec<f32>; 3] = Default::default();
+        let mut y: [Vec<f32>; 3] = Default::default();
+        for (i, s) in ["train", "val", "test"].iter().enumerate() {
+            x[i] = read_f32(&data.join(format!("x_{s}.f32")))?;
+            y[i] = read_f32(&data.join(format!("y_{s}.f32")))?;
+        }
+        Ok(Self { dim, x, y })
+    }
+
+    fn arrays(&self, i: usize) -> Arrays<'_> {
+        Arrays {
+            x: &self.x[i],
+            y: &self.y[i],
+            rows: self.y[i].len(),
+        }
+    }
+}
+
+/// Test metrics of model_2 trained on one device (20 epochs, batch 64, seed 42), and the network.
+fn sample_run(
+    s: &SampleSplits,
+    dev: &Device,
+) -> Result<(trialflow_train::metrics::Metrics, trialflow_model::Network)> {
+    let arch = architecture("model_2")?;
+    let f = fit(
+        &arch,
+        &training(64, 20),
+        s.arrays(0),
+        s.arrays(1),
+        s.dim,
+        42,
+        dev,
+    )
+    .map_err(|e| anyhow::anyhow!("training on {dev:?}: {e:?}"))?;
+    let p = trialflow_model::DenseCpu::from_network(&f.network)?.predict_proba(&s.x[2]);
+    Ok((
+        trialflow_train::metrics::Metrics::compute(&s.y[2], &p),
+        f.network,
+    ))
+}
+
+/// On a GPU machine: model_2 trained on the CPU and on the GPU must reach the same test metrics (within
+/// training noise: the GPU's reductions run in another order), the GPU forward pass must equal the CPU one on
+/// the same weights, and throughput is measured on both.
+fn gpu_check(args: &[String]) -> Result<()> {
+    let samples = SampleSplits::load(Path::new(&arg(args, "--data")?))?;
+    let cpu_only = args.iter().any(|a| a == "--cpu-only");
+    let mut report = serde_json::Map::new();
+    let mut failures = Vec::new();
+    let (cpu_metrics, cpu_net) = sample_run(&samples, &Device::Cpu)?;
+    let auc = |m: &trialflow_train::metrics::Metrics| m.roc_auc.unwrap_or(f64::NAN);
+    println!(
+        "{:<34} {:>10} {:>10}",
+        "sample trial, model_2", "CPU", "GPU"
+    );
+    let mut gpu = None;
+    if !cpu_only {
+        let cuda = device(true)?;
+        let (gpu_metrics, _) = sample_run(&samples, &cuda)?;
+        // the forward pass alone: the CPU-trained weights on the GPU
+        let on_gpu = trialflow_model::load_safetensors(
+            &cpu_net.config,
+            &cpu_net.to_safetensors().map_err(anyhow::Error::msg)?,
+            &cuda,
+        )
+        .map_err(anyhow::Error::msg)?;
+        let rows = samples.y[2].len();
+        let p_gpu = on_gpu.predict_proba(&samples.x[2], rows, &cuda)?;
+        let p_cpu = trialflow_model::DenseCpu::from_network(&cpu_net)?.predict_proba(&samples.x[2]);
+        let forward = p_gpu
+            .iter()
+            .zip(&p_cpu)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if (auc(&gpu_metrics) - auc(&cpu_metrics)).abs() > 0.01 || !auc(&gpu_metrics).is_finite() {
+            failures.push(format!(
+                "test AUC: GPU {:.4} vs CPU {:.4} (more than 0.01 apart)",
+                auc(&gpu_metrics),
+                auc(&cpu_metrics)
+            ));
+        }
+        if (gpu_metrics.brier - cpu_metrics.brier).abs() > 0.01 {
+            failures.push(format!(
+                "Brier: GPU {:.4} vs CPU {:.4}",
+                gpu_metrics.brier, cpu_metrics.brier
+            ));
+        }
+        if forward.is_nan() || forward > 1e-4 {
+            failures.push(format!(
+                "forward pass: GPU and CPU probabilities differ by {forward:e} (> 1e-4)"
+            ));
+        }
+        report.insert("forward_max_abs_diff".into(), f64::from(forward).into());
+        report.insert("gpu_test".into(), serde_json::to_value(&gpu_metrics)?);
+        gpu = Some((gpu_metrics, forward, cuda));
+    }
+    report.insert("cpu_test".into(), serde_json::to_value(&cpu_metrics)?);
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+    let g = gpu.as_ref().map(|g| &g.0);
+    for (name, c, gv) in [
+        ("test ROC AUC", auc(&cpu_metrics), g.map(auc)),
+        ("test Brier", cpu_metrics.brier, g.map(|m| m.brier)),
+        ("test log loss", cpu_metrics.log_loss, g.map(|m| m.log_loss)),
+    ] {
+        println!("{name:<34} {:>10} {:>10}", cell(Some(c)), cell(gv));
+    }
+    if let Some((_, forward, _)) = &gpu {
+        println!("{:<34} {:>21e}", "forward |Δp| max (same weights)", forward);
+    }
+    // throughput on 1M × 20 synthetic rows, as `cargo xtask bench train` measures it
+    const ROWS: usize = 1_000_000;
+    const DIM: usize = 20;
+    let (x, y) = synthetic(ROWS, DIM);
+    println!(
+        "\n{:<10} {:>6} {:>14} {:>14} {:>8}",
+        "model", "batch", "CPU samples/s", "GPU samples/s", "GPU/CPU"
+    );
+    let mut table = Vec::new();
+    for model in ["model_1", "model_2"] {
+        let arch = architecture(model)?;
+        for batch in [32usize, 256, 4096] {
+            let rows = (batch * 1500).clamp(65_536, ROWS);
+            let cpu = rows as f64 / epoch_seconds(&arch, &x, &y, DIM, batch, rows, &Device::Cpu)?;
+            let on_gpu = match &gpu {
+                Some((_, _, cuda)) => {
+                    Some(rows as f64 / epoch_seconds(&arch, &x, &y, DIM, batch, rows, cuda)?)
+                }
+                None => None,
+            };
+            println!(
+                "{model:<10} {batch:>6} {cpu:>14.0} {:>14} {:>8}",
+                on_gpu.map_or("-".into(), |v| format!("{v:.0}")),
+                on_gpu.map_or("-".into(), |v| format!("{:.2}", v / cpu))
+            );
+            table.push(serde_json::json!({
+                "model": model, "batch": batch, "rows": rows,
+                "cpu_samples_per_s": cpu, "gpu_samples_per_s": on_gpu,
+            }));
+        }
+    }
+    report.insert("throughput".into(), table.into());
+    report.insert("failures".into(), failures.clone().into());
+    if let Ok(path) = arg(args, "--json") {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?).with_context(|| path.clone())?;
+    }
+    if !failures.is_empty() {
+        bail!("GPU check failed:\n  {}", failures.join("\n  "));
+    }
+    println!(
+        "\n{}",
+        if cpu_only {
+            "CPU half passed (GPU skipped: --cpu-only)"
+        } else {
+            "GPU check passed"
+        }
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -90,24 +331,7 @@ fn main() -> Result<()> {
             let (rows, dim) = (num(&args, "--rows")?, num(&args, "--dim")?);
             let out = PathBuf::from(arg(&args, "--out")?);
             std::fs::create_dir_all(&out)?;
-            let mut rng = StdRng::seed_from_u64(20_261_126);
-            let coef: Vec<f32> = (0..dim).map(|i| if i < 8 { 0.4 } else { 0.05 }).collect();
-            let mut x = Vec::with_capacity(rows * dim);
-            let mut y = Vec::with_capacity(rows);
-            for _ in 0..rows {
-                let row: Vec<f32> = (0..dim)
-                    .map(|_| {
-                        // Box–Muller: standard normal features
-                        let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
-                        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-                    })
-                    .collect();
-                let z: f32 = row.iter().zip(&coef).map(|(a, b)| a * b).sum::<f32>()
-                    + 0.5 * row[0] * row[1]
-                    - 1.0;
-                y.push(f32::from(rng.random::<f32>() < 1.0 / (1.0 + (-z).exp())));
-                x.extend(row);
-            }
+            let (x, y) = synthetic(rows, dim);
             write_f32(&out.join("x.f32"), &x)?;
             write_f32(&out.join("y.f32"), &y)?;
             println!("{{\"rows\": {rows}, \"dim\": {dim}}}");
@@ -140,51 +364,14 @@ fn main() -> Result<()> {
             let y = read_f32(&data.join("y.f32"))?;
             let rows = rows.min(y.len());
             let arch = architecture(&arg(&args, "--model")?)?;
-            let val_rows = 1024.min(rows);
-            let val = Arrays {
-                x: &x[..val_rows * dim],
-                y: &y[..val_rows],
-                rows: val_rows,
-            };
-            // a short warm-up, then one epoch over `rows` rows
-            let warm = (batch * 20).min(rows);
-            let warm_arrays = Arrays {
-                x: &x[..warm * dim],
-                y: &y[..warm],
-                rows: warm,
-            };
-            fit(
-                &arch,
-                &training(batch, 1),
-                warm_arrays,
-                val,
-                dim,
-                42,
-                &Device::Cpu,
-            )
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let train = Arrays {
-                x: &x[..rows * dim],
-                y: &y[..rows],
-                rows,
-            };
-            let start = Instant::now();
-            fit(
-                &arch,
-                &training(batch, 1),
-                train,
-                val,
-                dim,
-                42,
-                &Device::Cpu,
-            )
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            let secs = start.elapsed().as_secs_f64();
+            let dev = device(args.iter().any(|a| a == "--cuda"))?;
+            let secs = epoch_seconds(&arch, &x, &y, dim, batch, rows, &dev)?;
             println!(
                 "{{\"samples_per_s\": {:.1}, \"seconds\": {secs:.3}, \"rows\": {rows}}}",
                 rows as f64 / secs
             );
         }
+        Some("gpu-check") => gpu_check(&args)?,
         Some("auc") => {
             let data = PathBuf::from(arg(&args, "--data")?);
             let dim: usize = std::fs::read_to_string(data.join("dim"))?.trim().parse()?;
@@ -215,7 +402,9 @@ fn main() -> Result<()> {
             let auc = trialflow_train::metrics::roc_auc(&ys, &dense.predict_proba(&xs));
             println!("{{\"test_auc\": {auc:.6}, \"epochs\": {}}}", f.epochs_run);
         }
-        _ => bail!("usage: trialflow-train-bench gen|export|throughput|auc … (see the source)"),
+        _ => bail!(
+            "usage: trialflow-train-bench gen|export|throughput|auc|gpu-check … (see the source)"
+        ),
     }
     Ok(())
 }
