@@ -28,7 +28,12 @@ export LD_LIBRARY_PATH="${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 fi
-missing=$(ldd "$here/trialflow-train-bench" 2>&1 | grep 'not found' || true)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+bin="$work/trialflow-train-bench"
+gzip -dc "$here/trialflow-train-bench.gz" > "$bin"
+chmod +x "$bin"
+missing=$(ldd "$bin" 2>&1 | grep 'not found' || true)
 if [ -n "$missing" ]; then
   echo "run.sh: libraries not found (put them in $here/lib or install the nvidia cu13 wheels):" >&2
   echo "$missing" >&2
@@ -37,4 +42,4 @@ fi
 json=""
 if [ -n "${OUT:-}" ]; then json="--json $OUT/gpu-check.json"; fi
 # shellcheck disable=SC2086
-exec "$here/trialflow-train-bench" gpu-check --data "$here/data/sample" $json "$@"
+"$bin" gpu-check --data "$here/data/sample" $json "$@"

@@ -1,4 +1,4 @@
-//! `cargo xtask gpu-check [--cpu-smoke]`: the CUDA build and the bundle that checks it on a GPU machine.
+//! `cargo xtask gpu-check [--cpu-smoke] [--with-libs]`: the CUDA build and the bundle that checks it on a GPU machine.
 //!
 //! The build needs no GPU: the CUDA 13.0 toolkit comes from PyPI wheels (xtask/gpu/requirements-cuda.txt,
 //! cached in target/py/cuda), and the driver library the binary links against is a stub made here from the
@@ -6,13 +6,13 @@
 //! on the GPU machine). What is built is `trialflow-train-bench` with `--features cuda` (the training code
 //! without DataFusion), in its own target folder (target/cuda) so the CPU build is never disturbed.
 //!
-//! The bundle, target/gpu-bundle (binary, run.sh, the sample trial's encoded splits), runs on a Linux x86-64
+//! The bundle, target/gpu-bundle (gzipped binary, run.sh, the sample trial's encoded splits), runs on a Linux x86-64
 //! machine with an NVIDIA GPU, the driver and no Rust or network: `sh target/gpu-bundle/run.sh` trains model_2
 //! on the CPU and on the GPU, compares their test metrics and forward passes, and prints throughput. The CUDA
 //! runtime libraries (cuBLAS, cuRAND, cudart, nvrtc) are taken from `lib/` in the bundle when present, else from
-//! the machine's Python `nvidia` wheels (PyTorch cu130 brings them); they are not copied in by default because
-//! cuBLAS alone is larger than what the lent machines accept. `--cpu-smoke` runs the bundle here against the stub
-//! (CPU half only), which proves the binary starts and finds everything it needs.
+//! the machine's Python `nvidia` wheels (PyTorch cu130 brings them); `--with-libs` copies them in (~700 MB), not
+//! the default because cuBLAS alone is larger than what the lent machines accept. `--cpu-smoke` runs the bundle
+//! here against the stub (CPU half only), which proves the binary starts and finds everything it needs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +38,9 @@ pub fn gpu_check(args: &[String]) -> Result<()> {
     let home = cuda_home()?;
     let bin = build(&home)?;
     let bundle = bundle(&bin)?;
+    if args.iter().any(|a| a == "--with-libs") {
+        copy_runtime_libs(&bin, &home, &bundle.join("lib"))?;
+    }
     eprintln!(
         "xtask: bundle ready in {} ({:.1} MiB): run `sh {}/run.sh` on the GPU machine",
         bundle.display(),
@@ -229,6 +232,10 @@ fn bundle(bin: &Path) -> Result<PathBuf> {
     let mut strip = Command::new("strip");
     strip.arg(&dest);
     status(strip, "strip the CUDA binary")?;
+    // ~75 MB stripped (candle's PTX kernels are text): compressed, the bundle fits what a lent machine accepts
+    let mut gzip = Command::new("gzip");
+    gzip.args(["-9", "-f"]).arg(&dest);
+    status(gzip, "gzip the CUDA binary")?;
     std::fs::copy(root().join("xtask/gpu/run.sh"), dir.join("run.sh"))?;
     // The sample trial's splits, encoded by the CPU build of the same binary (the pipeline makes the lake).
     let sample = crate::bench::sample_splits()?;
@@ -239,6 +246,33 @@ fn bundle(bin: &Path) -> Result<PathBuf> {
         std::fs::copy(&p, data.join(p.file_name().context("file name")?))?;
     }
     Ok(dir)
+}
+
+/// The CUDA runtime libraries the binary needs (its `NEEDED` entries but the driver's libcuda), copied from the
+/// wheels into the bundle's lib/: a bundle for GPU machines without them (~700 MB, cuBLASLt most of it).
+fn copy_runtime_libs(bin: &Path, home: &Path, dest: &Path) -> Result<()> {
+    let out = Command::new("readelf")
+        .args(["-d"])
+        .arg(bin)
+        .output()
+        .context("readelf -d")?;
+    let needed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next().map(str::to_string))
+        .filter(|n| n.starts_with("libcu") && !n.starts_with("libcuda."))
+        .collect();
+    std::fs::create_dir_all(dest)?;
+    let mut names = needed.clone();
+    if needed.iter().any(|n| n.starts_with("libcublas.")) {
+        names.push("libcublasLt.so.13".into()); // cuBLAS's own dependency
+    }
+    for name in names {
+        let from = home.join("lib").join(&name);
+        std::fs::copy(&from, dest.join(&name))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
+    Ok(())
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {
