@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 
 use crate::{cargo, ensure_apt, root, status, venv};
 
-struct Opts {
-    runs: usize,
+pub(crate) struct Opts {
+    pub(crate) runs: usize,
     seconds: u64,
     connections: usize,
+    /// Rows of the generated trial (`bench preprocess`).
+    pub(crate) rows: usize,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -24,6 +26,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         runs: 3,
         seconds: 10,
         connections: 32,
+        rows: 5_000_000,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -37,7 +40,10 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--runs" => o.runs = val("--runs")?.max(1) as usize,
             "--seconds" => o.seconds = val("--seconds")?.max(1),
             "--connections" => o.connections = val("--connections")?.max(1) as usize,
-            other => bail!("unknown option `{other}` (expected --runs, --seconds, --connections)"),
+            "--rows" => o.rows = val("--rows")?.max(1000) as usize,
+            other => bail!(
+                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows)"
+            ),
         }
     }
     Ok(o)
@@ -48,8 +54,9 @@ pub fn bench(args: &[String]) -> Result<()> {
         Some("serve") => serve(&parse_opts(&args[1..])?),
         Some("ingest") => ingest(&parse_opts(&args[1..])?),
         Some("train") => train(&parse_opts(&args[1..])?),
+        Some("preprocess") => crate::bench_preprocess::preprocess(&parse_opts(&args[1..])?),
         _ => bail!(
-            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]"
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]"
         ),
     }
 }
@@ -166,7 +173,7 @@ fn wait_ready(port: u16, name: &str) -> Result<()> {
 }
 
 /// Peak resident memory (VmHWM) of `pid` and its descendants, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
     let mut total_kib = 0u64;
     let mut stack = vec![pid];
     while let Some(p) = stack.pop() {
@@ -258,7 +265,7 @@ fn wrk(port: u16, path: &str, body_file: &Path, conns: usize, seconds: u64) -> R
     Ok(l)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
@@ -289,7 +296,7 @@ fn predictions(body: &str) -> Result<Vec<f64>> {
 
 /// The debug workspace binaries (the pipeline trains the sample trial's models) and one release binary, the
 /// thing measured. Returns the release binary's path.
-fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
+pub(crate) fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(
@@ -477,13 +484,28 @@ fn print_table(rows: &[Row], o: &Opts) {
 }
 
 /// Runs `cmd` to completion, sampling its peak resident memory; returns (seconds, peak MiB).
-fn measured(mut cmd: Command, what: &str) -> Result<(f64, f64)> {
+fn measured(cmd: Command, what: &str) -> Result<(f64, f64)> {
+    let (secs, peak, _, _) = run_measured(cmd, what)?;
+    Ok((secs, peak))
+}
+
+/// Seconds, peak RSS in MiB (the process and its children), stdout and stderr of a command that must succeed.
+pub(crate) fn run_measured(mut cmd: Command, what: &str) -> Result<(f64, f64, String, String)> {
     let start = Instant::now();
     let mut child = cmd
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {what}"))?;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().context("stdout")?));
+    let err = drain(Box::new(child.stderr.take().context("stderr")?));
     let mut peak = 0.0f64;
     let status = loop {
         peak = peak.max(peak_rss_mib(child.id()));
@@ -493,14 +515,14 @@ fn measured(mut cmd: Command, what: &str) -> Result<(f64, f64)> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let secs = start.elapsed().as_secs_f64();
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
     if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
         bail!("{what} failed ({status}): {err}");
     }
-    Ok((secs, peak))
+    Ok((secs, peak, out, err))
 }
 
 struct Moto {

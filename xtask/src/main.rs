@@ -5,7 +5,8 @@
 //!   check.
 //! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
 //!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
-//!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs).
+//!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs);
+//!   `cargo xtask bench preprocess [--rows N] [--runs N]`: the data pipeline against DuckDB, Polars and pandas.
 //! - `cargo xtask gpu-check [--cpu-smoke] [--with-libs]`: the CUDA build (no GPU needed) and a bundle that checks it on a GPU
 //!   machine (see gpu.rs).
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
@@ -16,6 +17,7 @@
 //! compiles the dependency set once for running and testing.
 
 mod bench;
+mod bench_preprocess;
 mod gpu;
 
 use std::path::{Path, PathBuf};
@@ -62,7 +64,7 @@ fn run() -> Result<()> {
         Some("gpu-check") => gpu::gpu_check(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]"
             );
             bail!("unknown or missing command")
         }

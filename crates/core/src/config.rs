@@ -234,6 +234,14 @@ pub struct SplitConfig {
     pub test: f64,
     /// Salt of the id hash that assigns splits; change it to draw a new split.
     pub salt: String,
+    /// Stratify on the outcome: within each outcome class subjects are ordered by their salted hash and cut at
+    /// the fractions, so every split carries the trial's event rate (to one subject per class).
+    #[serde(default)]
+    pub stratify: bool,
+    /// Keep every subject of a group in one split (a clean-table column, e.g. `site`): the salted hash of the
+    /// group's value assigns the whole group, so fractions hold only approximately with few groups.
+    #[serde(default)]
+    pub group_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -652,6 +660,19 @@ impl Default for DagConfig {
 }
 
 impl Config {
+    /// Columns a split may be grouped by (`preprocessing.split.group_by`), as the contract names them: the arm,
+    /// the site, categorical and extra columns.
+    pub fn split_group_columns(&self) -> Vec<&str> {
+        let d = &self.dataset;
+        let mut v = vec!["arm"];
+        if d.site.is_some() {
+            v.push("site");
+        }
+        v.extend(d.categorical.iter().map(String::as_str));
+        v.extend(d.extra.keys().map(String::as_str));
+        v
+    }
+
     /// Loads `path`, or the embedded default when `path` is `None` and `config/config.yaml` does not exist.
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -933,6 +954,23 @@ impl Config {
             return Err(self.err(
                 "preprocessing.split",
                 "expected train + val + test = 1 with non-empty train and test",
+            ));
+        }
+        if s.stratify && s.group_by.is_some() {
+            return Err(self.err(
+                "preprocessing.split",
+                "expected either stratify or group_by: stratifying whole groups is not supported",
+            ));
+        }
+        if let Some(g) = &s.group_by
+            && !self.split_group_columns().contains(&g.as_str())
+        {
+            return Err(self.err(
+                "preprocessing.split.group_by",
+                format!(
+                    "expected a column of the clean table: one of {:?}",
+                    self.split_group_columns()
+                ),
             ));
         }
         if self.models.is_empty() {

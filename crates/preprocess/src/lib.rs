@@ -324,6 +324,42 @@ pub struct FeaturesReport {
     pub feature_columns: usize,
 }
 
+/// The split assignment: a position `_u` in [0, 1) per row, cut at the fractions. By default `_u` is the salted
+/// hash of the pseudonymized id; `group_by` hashes the group's value instead (a whole group lands in one split);
+/// `stratify` replaces `_u` by the row's rank within its outcome class, (rank − ½)/count, ordered by the hash, so
+/// each class is cut at the same fractions.
+fn split_sql(s: &trialflow_core::config::SplitConfig) -> String {
+    let hashed = match &s.group_by {
+        Some(g) => {
+            let col = if g == "arm" || g == "site" {
+                g.clone()
+            } else {
+                trialflow_core::features::table_column(g)
+            };
+            format!(
+                "split_unit(coalesce(CAST({} AS VARCHAR), ''))",
+                sql::ident(&col)
+            )
+        }
+        None => "split_unit(\"subject_id\")".to_string(),
+    };
+    let unit = if s.stratify {
+        format!(
+            "(CAST(row_number() OVER (PARTITION BY \"outcome\" ORDER BY {hashed}, \"subject_id\") AS DOUBLE) - 0.5) \
+             / CAST(count(*) OVER (PARTITION BY \"outcome\") AS DOUBLE)"
+        )
+    } else {
+        hashed
+    };
+    format!(
+        "SELECT * EXCLUDE (\"_source\", \"_line\", \"_u\"), \
+         CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \
+         FROM (SELECT *, {unit} AS \"_u\" FROM clean)",
+        t = s.train,
+        tv = s.train + s.val
+    )
+}
+
 /// Assigns splits by the salted hash of the pseudonymized id, writes `processed/features/split=…/` and the
 /// feature spec computed from the train split only.
 pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
@@ -332,13 +368,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     let s = &cfg.preprocessing.split;
     ctx.register_udf(udf::split_unit_udf(s.salt.clone()));
     register(&ctx, "clean", clean)?;
-    let split_sql = format!(
-        "SELECT * EXCLUDE (\"_source\", \"_line\", \"_u\"), \
-         CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \
-         FROM (SELECT *, split_unit(\"subject_id\") AS \"_u\" FROM clean)",
-        t = s.train,
-        tv = s.train + s.val
-    );
+    let split_sql = split_sql(s);
     materialize(&ctx, cfg, "features", &split_sql).await?;
     lake.put(
         &format!("{}split.sql", lake::SQL_FEATURES),

@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod util;
+
 use arrow::array::RecordBatch;
-use trialflow_core::lake::{self, Current, CurrentObject};
+use trialflow_core::lake;
 use trialflow_core::table::{self, read_parquet_prefix};
 use trialflow_core::{Config, Storage};
 
@@ -65,20 +67,7 @@ async fn run(
     std::fs::write(dir.path().join("t.csv"), CSV).unwrap();
     let cfg = config(dir.path(), outcome);
     let lake = Storage::open(&cfg.storage.lake).unwrap();
-    lake.put("raw/t/x.csv", CSV).await.unwrap();
-    let current = Current {
-        objects: vec![CurrentObject {
-            source: "t".into(),
-            url: "file:///t.csv".into(),
-            object: "raw/t/x.csv".into(),
-            format: lake::SourceFormat::Csv,
-            delimiter: ',',
-            quote: '"',
-            sha256: String::new(),
-            rows: 12,
-        }],
-    };
-    lake.put_json(lake::RAW_CURRENT, &current).await.unwrap();
+    util::put_raw(&lake, CSV, 12).await;
     let report = trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
     let clean = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
     let quarantine = read_parquet_prefix(&lake, lake::QUARANTINE).await.unwrap();

@@ -1,0 +1,178 @@
+//! Split assignment, data first: a generated trial of 600 subjects in 12 sites goes through `clean` and
+//! `features` under each split mode, and the splits are checked for what each mode promises.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use trialflow_core::lake;
+use trialflow_core::table::{self, read_parquet_prefix};
+use trialflow_core::{Config, Storage};
+
+const SUBJECTS: usize = 600;
+
+/// Subjects with a deterministic pseudo-random outcome (about 20% events) and site.
+fn csv() -> String {
+    let mut out = String::from("pid,trt,site,age,sex,dead\n");
+    let mut state: u64 = 12345;
+    for i in 0..SUBJECTS {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let r = (state >> 33) as usize;
+        let arm = if r.is_multiple_of(2) {
+            "placebo"
+        } else {
+            "active"
+        };
+        let dead = u8::from(r % 100 < 20);
+        out.push_str(&format!(
+            "P{i:04},{arm},S{:02},{},{},{dead}\n",
+            (r >> 8) % 12,
+            40 + (r >> 4) % 40,
+            if (r >> 12).is_multiple_of(2) {
+                "F"
+            } else {
+                "M"
+            }
+        ));
+    }
+    out
+}
+
+fn yaml(dir: &std::path::Path, split: &str) -> String {
+    format!(
+        r#"
+storage: {{lake: "file://{d}/lake", models: "file://{d}/models"}}
+dataset:
+  name: splits
+  sources: [{{name: t, url: "file://{d}/t.csv"}}]
+  id: pid
+  arm: {{column: trt, reference: placebo}}
+  site: site
+  outcome: {{column: dead}}
+  numeric: [age]
+  categorical: [sex]
+  rules:
+    sex: {{allowed: [F, M]}}
+    trt: {{allowed: [placebo, active]}}
+privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s{split}}}}}
+models: {{m: {{hidden: []}}}}
+training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
+serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
+deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
+"#,
+        d = dir.display()
+    )
+}
+
+fn config(dir: &std::path::Path, split: &str) -> Config {
+    Config::from_yaml(&yaml(dir, split), "splits.yaml", &[]).unwrap()
+}
+
+/// (split, site, outcome) of every subject, by pseudonymized id.
+async fn assign(split: &str) -> BTreeMap<String, (String, String, i64)> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv()).unwrap();
+    let cfg = config(dir.path(), split);
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    util::put_raw(&lake, &csv(), SUBJECTS as u64).await;
+    trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    let mut out = BTreeMap::new();
+    for s in lake::SPLITS {
+        let b = read_parquet_prefix(&lake, &format!("{}split={s}/", lake::FEATURES))
+            .await
+            .unwrap();
+        let ids = table::strings(&b, "subject_id").unwrap();
+        let sites = table::strings(&b, "site").unwrap();
+        let outcomes = table::ints(&b, "outcome").unwrap();
+        for ((id, site), y) in ids.into_iter().zip(sites).zip(outcomes) {
+            out.insert(id.unwrap(), (s.to_string(), site.unwrap(), y.unwrap()));
+        }
+    }
+    assert_eq!(out.len(), SUBJECTS, "every subject in exactly one split");
+    out
+}
+
+fn counts(a: &BTreeMap<String, (String, String, i64)>) -> BTreeMap<(String, i64), usize> {
+    let mut c = BTreeMap::new();
+    for (s, _, y) in a.values() {
+        *c.entry((s.clone(), *y)).or_insert(0) += 1;
+    }
+    c
+}
+
+#[tokio::test]
+async fn stratified_splits_cut_each_outcome_class_at_the_fractions() {
+    let a = assign(", stratify: true").await;
+    let c = counts(&a);
+    for y in [0, 1] {
+        let class: usize = ["train", "val", "test"]
+            .iter()
+            .map(|s| c.get(&(s.to_string(), y)).copied().unwrap_or(0))
+            .sum();
+        for (s, f) in [("train", 0.6), ("val", 0.2), ("test", 0.2)] {
+            let n = c.get(&(s.to_string(), y)).copied().unwrap_or(0) as f64;
+            assert!(
+                (n - f * class as f64).abs() <= 1.0,
+                "outcome {y}, {s}: {n} of {class} (expected {f} of them to one subject)"
+            );
+        }
+    }
+    // deterministic: the same input gives the same assignment
+    assert_eq!(a, assign(", stratify: true").await);
+}
+
+#[tokio::test]
+async fn grouped_splits_keep_each_site_in_one_split_and_the_default_does_not() {
+    let a = assign(", group_by: site").await;
+    let mut split_of_site: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (s, site, _) in a.values() {
+        split_of_site.entry(site).or_default().insert(s);
+    }
+    assert_eq!(split_of_site.len(), 12);
+    assert!(
+        split_of_site.values().all(|s| s.len() == 1),
+        "{split_of_site:?}"
+    );
+    let used: BTreeSet<&str> = split_of_site.values().flatten().copied().collect();
+    assert!(used.contains("train") && used.len() >= 2, "{used:?}");
+
+    let plain = assign("").await;
+    let mut mixed = BTreeMap::<&str, BTreeSet<&str>>::new();
+    for (s, site, _) in plain.values() {
+        mixed.entry(site).or_default().insert(s);
+    }
+    assert!(
+        mixed.values().any(|s| s.len() > 1),
+        "the id hash spreads a site over splits"
+    );
+}
+
+#[test]
+fn stratify_with_group_by_and_an_unknown_group_column_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv()).unwrap();
+    let error = |split: &str| {
+        Config::from_yaml(&yaml(dir.path(), split), "splits.yaml", &[])
+            .err()
+            .map(|e| e.to_string())
+    };
+    let both = error(", stratify: true, group_by: site").unwrap();
+    assert!(
+        both.contains("splits.yaml")
+            && both.contains("preprocessing.split")
+            && both.contains("either stratify or group_by"),
+        "{both}"
+    );
+    let unknown = error(", group_by: region").unwrap();
+    assert!(
+        unknown.contains("preprocessing.split.group_by") && unknown.contains("\"site\""),
+        "{unknown}"
+    );
+    assert_eq!(error(", group_by: sex"), None);
+}
