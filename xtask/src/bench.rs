@@ -296,7 +296,7 @@ fn predictions(body: &str) -> Result<Vec<f64>> {
 
 /// The debug workspace binaries (the pipeline trains the sample trial's models) and one release binary, the
 /// thing measured. Returns the release binary's path.
-pub(crate) fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
+fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(
