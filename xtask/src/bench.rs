@@ -303,6 +303,11 @@ fn build_for_bench(package: &str, bin: &str) -> Result<PathBuf> {
         build,
         "cargo build --workspace --bins (the pipeline, for the sample trial)",
     )?;
+    build_release(package, bin)
+}
+
+/// One release binary, the thing a benchmark measures. Returns its path.
+pub(crate) fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
     let mut rel = cargo();
     rel.args(["build", "--release", "-p", package, "--bin", bin]);
     status(rel, &format!("cargo build --release --bin {bin}"))?;

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 
-use crate::bench::{Opts, median, run_measured};
-use crate::{cargo, root, status, venv};
+use crate::bench::{Opts, build_release, median, run_measured};
+use crate::{root, status, venv};
 
 /// Rows written: trialflow's quality report (rows per split), a peer's JSON line.
 fn rows_out(tool: &str, dir: &Path, stdout: &str) -> u64 {
@@ -48,17 +48,7 @@ fn task_seconds(log: &str, task: &str) -> Option<f64> {
 pub(crate) fn preprocess(o: &Opts) -> Result<()> {
     let root = root();
     let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "trialflow-cli",
-        "--bin",
-        "trialflow",
-    ]);
-    status(build, "cargo build --release --bin trialflow")?;
-    let bin = root.join("target/release/trialflow");
+    let bin = build_release("trialflow-cli", "trialflow")?;
     let dir = root.join(format!("target/bench/preprocess/{}", o.rows));
     let raw = dir.join("data/raw");
     if !raw.join(".complete").exists() {
