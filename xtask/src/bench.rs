@@ -19,6 +19,8 @@ pub(crate) struct Opts {
     connections: usize,
     /// Rows of the generated trial (`bench preprocess`).
     pub(crate) rows: usize,
+    /// Only these tools (`bench preprocess --only trialflow,duckdb`); empty = all.
+    pub(crate) only: Vec<String>,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -27,6 +29,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         seconds: 10,
         connections: 32,
         rows: 5_000_000,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -41,8 +44,14 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--seconds" => o.seconds = val("--seconds")?.max(1),
             "--connections" => o.connections = val("--connections")?.max(1) as usize,
             "--rows" => o.rows = val("--rows")?.max(1000) as usize,
+            "--only" => {
+                let list = it
+                    .next()
+                    .context("--only: expected a comma-separated tool list")?;
+                o.only = list.split(',').map(str::to_string).collect();
+            }
             other => bail!(
-                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows)"
+                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows, --only)"
             ),
         }
     }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench preprocess [--rows N] [--runs N]`: the data pipeline's preprocessing (`clean`, `features`,
+//! `cargo xtask bench preprocess [--rows N] [--runs N] [--only trialflow,duckdb,…]`: the data pipeline's preprocessing (`clean`, `features`,
 //! `quality` of `trialflow pipeline data`, release build) against the same job in DuckDB, Polars and pandas
 //! (xtask/bench/preprocess_peers.py, installed into target/py/bench), side by side in one run, on the sample
 //! trial generated at N rows (default 5M; cached under target/bench/preprocess/<N>). Prints wall time, peak
@@ -82,6 +82,10 @@ pub(crate) fn preprocess(o: &Opts) -> Result<()> {
     let tools = ["trialflow", "duckdb", "polars", "pandas"];
     let mut rows = Vec::new();
     for tool in tools {
+        // trialflow always runs: the table is its ratios.
+        if tool != "trialflow" && !o.only.is_empty() && !o.only.iter().any(|t| t == tool) {
+            continue;
+        }
         let (mut secs, mut peaks, mut parts) = (Vec::new(), Vec::new(), Vec::new());
         let mut written = 0;
         for run in 0..o.runs {

@@ -75,6 +75,13 @@ enum Command {
     },
     /// Load and validate the config, print it resolved (environment overrides applied).
     CheckConfig,
+    /// Write the preprocessing SQL generated from the dataset contract as files to read and edit; point
+    /// `preprocessing.sql_dir` at them to run them instead.
+    Sql {
+        /// Directory (default: preprocessing.sql_dir, else pipelines/sql).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve blessed models over the TF Serving REST API and the Open Inference Protocol v2.
     Serve {
         #[arg(long)]
@@ -225,6 +232,15 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Generate { .. } => Ok(0), // handled above: needs no config
+        Command::Sql { out } => {
+            let dir = out
+                .or_else(|| cfg.preprocessing.sql_dir.as_ref().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("pipelines/sql"));
+            for f in trialflow_preprocess::write_sql_dir(&cfg, &dir)? {
+                println!("wrote {}", f.display());
+            }
+            Ok(0)
+        }
         Command::Ingest { dry_run } => {
             let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
             let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;

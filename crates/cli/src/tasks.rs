@@ -164,14 +164,14 @@ impl StageTask {
                         lake::SQL_CLEAN,
                     ]),
                     // The key itself never reaches the state files, only a hash of it.
-                    fingerprint_extra: json!({"dataset": c.section_json("dataset"), "key": sha256_hex(&[b"trialflow-key:".as_slice(), &key].concat())}),
+                    fingerprint_extra: json!({"dataset": c.section_json("dataset"), "sql": trialflow_preprocess::sql_fingerprint(c)?, "key": sha256_hex(&[b"trialflow-key:".as_slice(), &key].concat())}),
                     ..Default::default()
                 }
             }
             Kind::Features => TaskIo {
                 inputs: strs(&[lake::CLEAN]),
                 outputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC, lake::SQL_FEATURES]),
-                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "preprocessing": c.section_json("preprocessing")}),
+                fingerprint_extra: json!({"dataset": c.section_json("dataset"), "preprocessing": c.section_json("preprocessing"), "sql": trialflow_preprocess::sql_fingerprint(c)?}),
                 ..Default::default()
             },
             Kind::Quality => TaskIo {

@@ -248,6 +248,11 @@ pub struct SplitConfig {
 #[serde(deny_unknown_fields)]
 pub struct PreprocessingConfig {
     pub split: SplitConfig,
+    /// A directory of the preprocessing SQL (`typed.sql` … `clean.sql`, `split.sql`), run instead of the SQL
+    /// generated from the contract: write it with `trialflow sql`, then edit it. Relative to the working
+    /// directory, as local sources are.
+    #[serde(default)]
+    pub sql_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

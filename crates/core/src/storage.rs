@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
@@ -250,6 +250,29 @@ impl Storage {
         res.bytes().await.map_err(|e| self.err(rel, e))
     }
 
+    /// A blocking `Read` over `rel`, fed by a task that streams the object (a few chunks in flight, so memory
+    /// does not grow with the object). Read it on a blocking thread (`spawn_blocking`), never in async code.
+    pub async fn blocking_reader(&self, rel: &str) -> Result<ObjectReader> {
+        let path = self.path(rel)?;
+        let res = self.store.get(&path).await.map_err(|e| self.err(rel, e))?;
+        let mut stream = res.into_stream();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let location = self.display(rel);
+        tokio::spawn(async move {
+            while let Some(chunk) = stream.next().await {
+                let item = chunk.map_err(|e| std::io::Error::other(format!("{location}: {e}")));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(ObjectReader {
+            rx,
+            current: Bytes::new(),
+        })
+    }
+
     /// `Ok(None)` when the object does not exist.
     pub async fn get_opt(&self, rel: &str) -> Result<Option<Bytes>> {
         match self.get(rel).await {
@@ -394,6 +417,26 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(rel, e)),
         }
+    }
+}
+
+/// See [`Storage::blocking_reader`].
+pub struct ObjectReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl std::io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => self.current = chunk?,
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 

@@ -9,11 +9,15 @@ use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result, Storage};
 
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
 /// Encodes batches as one Parquet file (zstd). Deterministic: the same batches give the same bytes.
 pub fn encode_parquet(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
+    let props = writer_properties();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -107,4 +111,143 @@ pub fn ints(batches: &[RecordBatch], col: &str) -> Result<Vec<Option<i64>>> {
         out.extend((0..s.len()).map(|i| (!s.is_null(i)).then(|| s.value(i))));
     }
     Ok(out)
+}
+
+enum SinkMessage {
+    Batch(RecordBatch),
+    Finish,
+}
+
+/// A Parquet object written batch by batch (zstd, as [`write_parquet`]) while the producer goes on: encoding
+/// runs on a blocking thread and the bytes go up as a multipart upload, so memory stays at about one row
+/// group whatever the table's size. The object appears only when [`ParquetSink::finish`] completes the
+/// upload; a sink dropped or failed before that aborts it and leaves the previous object in place.
+pub struct ParquetSink {
+    tx: Option<tokio::sync::mpsc::Sender<SinkMessage>>,
+    done: tokio::task::JoinHandle<Result<u64>>,
+    location: String,
+}
+
+/// `std::io::Write` over the multipart upload, for the encoder's thread.
+struct BlockingUpload {
+    handle: tokio::runtime::Handle,
+    writer: object_store::buffered::BufWriter,
+}
+
+impl std::io::Write for BlockingUpload {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        self.handle.block_on(self.writer.write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const UPLOAD_PART_BYTES: usize = 16 << 20;
+
+impl ParquetSink {
+    pub fn create(store: &Storage, rel: &str, schema: SchemaRef) -> Result<Self> {
+        let path = object_store::path::Path::parse(rel)
+            .map_err(|e| Error::config("storage", rel, format!("invalid object path: {e}")))?;
+        let location = store.display(rel);
+        let writer = object_store::buffered::BufWriter::with_capacity(
+            store.object_store(),
+            path,
+            UPLOAD_PART_BYTES,
+        );
+        let handle = tokio::runtime::Handle::current();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SinkMessage>(2);
+        let at = location.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            use tokio::io::AsyncWriteExt;
+            // Large writes: each one into the upload is a trip through the runtime.
+            let upload =
+                std::io::BufWriter::with_capacity(4 << 20, BlockingUpload { handle, writer });
+            let fail = |what: &str, e: &dyn std::fmt::Display| {
+                Error::infra(at.clone(), format!("{what}: {e}"))
+            };
+            let mut w = ArrowWriter::try_new(upload, schema, Some(writer_properties()))
+                .map_err(|e| fail("encoding parquet", &e))?;
+            let mut rows = 0u64;
+            let mut finished = false;
+            let mut failure = None;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    SinkMessage::Batch(b) => {
+                        rows += b.num_rows() as u64;
+                        if let Err(e) = w.write(&b) {
+                            failure = Some(fail("encoding parquet", &e));
+                            break;
+                        }
+                    }
+                    SinkMessage::Finish => {
+                        finished = true;
+                        break;
+                    }
+                }
+            }
+            if let (true, None) = (finished, &failure) {
+                let mut up = w
+                    .into_inner()
+                    .map_err(|e| fail("encoding parquet", &e))?
+                    .into_inner()
+                    .map_err(|e| fail("writing parquet", e.error()))?;
+                let h = up.handle.clone();
+                h.block_on(up.writer.shutdown())
+                    .map_err(|e| fail("completing the upload", &e))?;
+                return Ok(rows);
+            }
+            // Never published; aborting only frees the staged parts (best effort).
+            let up = w.inner_mut().get_mut();
+            let h = up.handle.clone();
+            let _ = h.block_on(up.writer.abort());
+            Err(failure.unwrap_or_else(|| fail("writing parquet", &"the producer stopped")))
+        });
+        Ok(Self {
+            tx: Some(tx),
+            done,
+            location,
+        })
+    }
+
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let sent = match &self.tx {
+            Some(tx) => tx.send(SinkMessage::Batch(batch)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The encoder stopped early: its error says why.
+        self.tx = None;
+        Err(self.wait().await.err().unwrap_or_else(|| {
+            Error::Internal(format!("{}: the parquet encoder stopped", self.location))
+        }))
+    }
+
+    async fn wait(&mut self) -> Result<u64> {
+        (&mut self.done)
+            .await
+            .map_err(|e| Error::Internal(format!("{}: parquet encoder: {e}", self.location)))?
+    }
+
+    /// Completes the object; returns the rows written.
+    pub async fn finish(mut self) -> Result<u64> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(SinkMessage::Finish).await;
+        }
+        self.wait().await
+    }
+
+    /// Drops the upload: the previous object (if any) stays.
+    pub async fn abort(mut self) {
+        self.tx = None;
+        let _ = self.wait().await;
+    }
 }

@@ -4,6 +4,8 @@
 //! Invariants: no candle; subject ids leave `clean` only as keyed pseudonyms; input rows = accepted +
 //! quarantined, checked on every run; messages name sources, lines, columns and rules, never values.
 
+pub mod router;
+pub mod source;
 pub mod sql;
 pub mod stage;
 pub mod udf;
@@ -12,15 +14,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
-use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::{Config, RuleAction};
 use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, OnInvalid};
 use trialflow_core::lake::{self, Current};
-use trialflow_core::table::{read_parquet_prefix, write_parquet};
+use trialflow_core::table::ParquetSink;
 use trialflow_core::{Error, Result, Storage};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,62 +53,135 @@ pub struct CleanReport {
     pub repeated_ids: u64,
 }
 
-fn df_err(step: &str, cfg: &Config, e: DataFusionError) -> Error {
-    // Planning errors come from the contract's SQL (a derived column, the filter, the outcome expression).
+fn df_err(step: &'static str, cfg: &Config, e: DataFusionError) -> Error {
+    sql_err(&SqlStep::generated(cfg, step), e)
+}
+
+/// One preprocessing statement and where it came from: generated from the contract, or a file of
+/// `preprocessing.sql_dir`.
+#[derive(Debug, Clone)]
+pub struct SqlStep {
+    pub name: &'static str,
+    pub text: String,
+    /// The file that a person fixes when the statement does not run.
+    pub origin: String,
+    pub edited: bool,
+}
+
+impl SqlStep {
+    fn generated(cfg: &Config, name: &'static str) -> Self {
+        Self {
+            name,
+            text: String::new(),
+            origin: cfg.source_file.clone(),
+            edited: false,
+        }
+    }
+}
+
+fn sql_err(step: &SqlStep, e: DataFusionError) -> Error {
+    // Planning and parse errors come from the SQL (the contract's expressions, or an edited file): the
+    // parser's message carries the line and column.
     match e.find_root() {
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) | DataFusionError::SQL(..) => {
-            Error::config(
-                &cfg.source_file,
-                "dataset",
-                format!("the SQL generated for step `{step}` does not run: {e}"),
-            )
+            if step.edited {
+                Error::config(
+                    &step.origin,
+                    step.name,
+                    format!("this SQL does not run: {e}"),
+                )
+            } else {
+                Error::config(
+                    &step.origin,
+                    "dataset",
+                    format!(
+                        "the SQL generated for step `{}` does not run: {e}",
+                        step.name
+                    ),
+                )
+            }
         }
-        _ => Error::Internal(format!("step `{step}`: {e}")),
+        _ => Error::Internal(format!("step `{}`: {e}", step.name)),
     }
+}
+
+/// The preprocessing SQL generated from the contract, in order: the clean views, then the split.
+pub fn generated_sql(cfg: &Config) -> Vec<(&'static str, String)> {
+    let mut steps = clean_steps(cfg);
+    steps.push(("split", split_sql(&cfg.preprocessing.split)));
+    steps
+}
+
+const SQL_FILE_HEADER: &str = "-- trialflow preprocessing SQL, generated from";
+
+/// Writes the generated SQL as `<dir>/<step>.sql` (what `preprocessing.sql_dir` then runs); returns the
+/// files written.
+pub fn write_sql_dir(cfg: &Config, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::infra(dir.display().to_string(), format!("cannot create: {e}")))?;
+    let mut written = Vec::new();
+    for (name, text) in generated_sql(cfg) {
+        let path = dir.join(format!("{name}.sql"));
+        let body = format!(
+            "{SQL_FILE_HEADER} {} (`trialflow sql`); edit freely.\n{text};\n",
+            cfg.source_file
+        );
+        let tmp = dir.join(format!(".{name}.sql.tmp"));
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::infra(path.display().to_string(), format!("cannot write: {e}")))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The statement for `name`: generated, or read from `preprocessing.sql_dir`.
+pub fn sql_step(cfg: &Config, name: &'static str, generated: String) -> Result<SqlStep> {
+    let Some(dir) = &cfg.preprocessing.sql_dir else {
+        return Ok(SqlStep {
+            text: generated,
+            ..SqlStep::generated(cfg, name)
+        });
+    };
+    let path = std::path::Path::new(dir).join(format!("{name}.sql"));
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::config(
+            &cfg.source_file,
+            "preprocessing.sql_dir",
+            format!("cannot read {origin}: {e} (write the directory with `trialflow sql`)"),
+        )
+    })?;
+    // One statement per file: a trailing `;` is optional.
+    let text = text.trim_end().trim_end_matches(';').to_string();
+    Ok(SqlStep {
+        name,
+        text,
+        origin,
+        edited: true,
+    })
+}
+
+/// What the clean and features tasks fingerprint beyond the config: the edited SQL files' text.
+pub fn sql_fingerprint(cfg: &Config) -> Result<Option<Vec<String>>> {
+    if cfg.preprocessing.sql_dir.is_none() {
+        return Ok(None);
+    }
+    generated_sql(cfg)
+        .into_iter()
+        .map(|(name, text)| sql_step(cfg, name, text).map(|s| s.text))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 async fn run_sql(
     ctx: &SessionContext,
     cfg: &Config,
-    step: &str,
+    step: &'static str,
     sql: &str,
 ) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql(sql).await.map_err(|e| df_err(step, cfg, e))?;
     df.collect().await.map_err(|e| df_err(step, cfg, e))
-}
-
-/// Runs `sql` and registers its result as table `name` (materialized once, reused by later steps).
-async fn materialize(
-    ctx: &SessionContext,
-    cfg: &Config,
-    name: &str,
-    sql: &str,
-) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| df_err(name, cfg, e))?;
-    let planned = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(|e| df_err(name, cfg, e))?;
-    // Execution may relax nullability relative to the plan; the batches' own schema is the truth.
-    let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
-    let table =
-        MemTable::try_new(schema, vec![batches.clone()]).map_err(|e| df_err(name, cfg, e))?;
-    ctx.register_table(name, Arc::new(table))
-        .map_err(|e| df_err(name, cfg, e))?;
-    Ok(batches)
-}
-
-fn register(ctx: &SessionContext, name: &str, batches: Vec<RecordBatch>) -> Result<()> {
-    let Some(first) = batches.first() else {
-        return Err(Error::bad_data(name, "no rows"));
-    };
-    let table = MemTable::try_new(first.schema(), vec![batches])
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    ctx.register_table(name, Arc::new(table))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(())
-}
-
-fn count_rows(b: &[RecordBatch]) -> u64 {
-    b.iter().map(|b| b.num_rows() as u64).sum()
 }
 
 fn column_strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
@@ -141,174 +215,198 @@ pub fn pseudonym_key(cfg: &Config) -> Result<Vec<u8>> {
     }
 }
 
-/// Validates, cleans, deduplicates and pseudonymizes the current raw objects into `processed/clean/` and
-/// `processed/quarantine/`.
-pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
-    let current: Current = lake.get_json(lake::RAW_CURRENT).await?;
-    let columns = cfg.source_columns();
-    let mut staged = Vec::new();
-    let mut next_row = 0i64;
-    for o in &current.objects {
-        let bytes = lake.get(&o.object).await?;
-        let batch = stage::stage_object(o, &bytes, &columns, next_row)?;
-        next_row += batch.num_rows() as i64;
-        staged.push(batch);
+/// SQL would read any number as a truth value (`CASE WHEN days + 1` is true for most rows): the outcome
+/// expression must be a condition.
+async fn check_outcome_expression(cfg: &Config, ctx: &SessionContext) -> Result<()> {
+    let Some(expr) = &cfg.dataset.outcome.expression else {
+        return Ok(());
+    };
+    let df = ctx
+        .sql(&format!("SELECT ({expr}) AS o FROM typed"))
+        .await
+        .map_err(|e| df_err("typed", cfg, e))?;
+    let t = df.schema().field(0).data_type().clone();
+    if t != arrow::datatypes::DataType::Boolean && t != arrow::datatypes::DataType::Null {
+        return Err(Error::config(
+            &cfg.source_file,
+            "dataset.outcome.expression",
+            format!(
+                "expected a condition (true = the outcome happened), e.g. `status = 'dead'` or `flag = 1`; \
+                 this expression is {t}"
+            ),
+        ));
     }
-    let ctx = SessionContext::new();
-    ctx.register_udf(udf::pseudonymize_udf(pseudonym_key(cfg)?));
-    let schema = stage::staged_schema(&columns);
-    let table = MemTable::try_new(schema, vec![staged.clone()])
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    ctx.register_table("staged", Arc::new(table))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(())
+}
 
-    let steps = [
+/// The clean steps in order, each registered as a view over the one before.
+fn clean_steps(cfg: &Config) -> Vec<(&'static str, String)> {
+    vec![
         ("typed", sql::typed(cfg)),
-        ("violations", sql::violations(cfg)),
+        ("checked", sql::checked(cfg)),
         ("accepted", sql::accepted(cfg)),
         ("derived", sql::derived(cfg)),
-        ("ranked", sql::ranked(cfg)),
-        ("excluded", sql::excluded(cfg)),
         ("clean", sql::clean(cfg)),
-    ];
-    let mut results: BTreeMap<&str, Vec<RecordBatch>> = BTreeMap::new();
-    for (name, text) in &steps {
-        results.insert(name, materialize(&ctx, cfg, name, text).await?);
-        lake.put(
-            &format!("{}{name}.sql", lake::SQL_CLEAN),
-            format!("-- generated from {}\n{text};\n", cfg.source_file),
-        )
-        .await?;
-    }
-    let quarantine = run_sql(
-        &ctx,
-        cfg,
-        "quarantine",
-        "SELECT \"_source\" AS source, \"_line\" AS line, pseudonymize(\"subject\") AS subject_id, \
-         \"column\", \"rule\", \"reason\" FROM excluded ORDER BY \"_row\", \"rule\", \"column\"",
-    )
-    .await?;
-    let violation_counts = run_sql(
-        &ctx,
-        cfg,
-        "violation_counts",
-        "SELECT \"column\", \"rule\", \"action\", count(DISTINCT \"_row\") AS n FROM violations \
-         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-    )
-    .await?;
+    ]
+}
 
-    let clean_batches = &results["clean"];
-    let excluded = &results["excluded"];
-    let rows_in = next_row as u64;
-    let accepted = count_rows(clean_batches);
-    let mut quarantined_rows: Vec<i64> =
-        column_i64(excluded, "_row").into_iter().flatten().collect();
-    quarantined_rows.sort_unstable();
-    quarantined_rows.dedup();
-    let quarantined = quarantined_rows.len() as u64;
-    if rows_in != accepted + quarantined {
-        return Err(Error::Internal(format!(
-            "row accounting broke: {rows_in} in, {accepted} accepted, {quarantined} quarantined"
-        )));
+/// Validates, cleans, deduplicates and pseudonymizes the current raw objects into `processed/clean/` and
+/// `processed/quarantine/`, streaming: the raw objects are read, checked and written batch by batch.
+pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
+    if lake.head(lake::RAW_CURRENT).await?.is_none() {
+        return Err(Error::bad_data(
+            lake.display(lake::RAW_CURRENT),
+            "nothing has been ingested into this lake: run `trialflow ingest` (or the data pipeline) first",
+        ));
     }
+    let current: Current = lake.get_json(lake::RAW_CURRENT).await?;
+    let columns = cfg.source_columns();
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(stage::BATCH_ROWS),
+    );
+    ctx.register_udf(udf::pseudonymize_udf(pseudonym_key(cfg)?));
+    let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns)?;
+    ctx.register_table("staged", Arc::new(staged))
+        .map_err(|e| Error::Internal(e.to_string()))?;
 
-    let mut per_source: BTreeMap<String, SourceCounts> = BTreeMap::new();
-    for o in &current.objects {
-        per_source.insert(
-            o.url.clone(),
-            SourceCounts {
-                source: o.url.clone(),
-                ..Default::default()
-            },
-        );
-    }
-    for s in column_strings(&staged, "_source").into_iter().flatten() {
-        per_source.entry(s.clone()).or_default().rows_in += 1;
-    }
-    for s in column_strings(clean_batches, "_source")
-        .into_iter()
-        .flatten()
-    {
-        per_source.entry(s).or_default().accepted += 1;
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (row, src) in column_i64(excluded, "_row")
-        .into_iter()
-        .zip(column_strings(excluded, "_source"))
-    {
-        if let (Some(r), Some(s)) = (row, src)
-            && seen.insert(r)
-        {
-            per_source.entry(s).or_default().quarantined += 1;
+    let steps = clean_steps(cfg);
+    for old in lake.list(lake::SQL_CLEAN).await? {
+        let name = old.path.rsplit('/').next().unwrap_or_default();
+        if !steps.iter().any(|(s, _)| format!("{s}.sql") == name) {
+            lake.delete(&old.path).await?;
         }
     }
-    let rules = column_strings(excluded, "rule");
-    let reasons = column_strings(excluded, "reason");
-    let excluded_by_filter = rules
-        .iter()
-        .filter(|r| r.as_deref() == Some("filter"))
-        .count() as u64;
-    let exact_duplicates = reasons
-        .iter()
-        .filter(|r| r.as_deref().is_some_and(|r| r.starts_with("exact")))
-        .count() as u64;
-    let repeated_ids = reasons
-        .iter()
-        .filter(|r| r.as_deref().is_some_and(|r| r.starts_with("repeated")))
-        .count() as u64;
-    let violations = column_strings(&violation_counts, "column")
-        .into_iter()
-        .zip(column_strings(&violation_counts, "rule"))
-        .zip(column_strings(&violation_counts, "action"))
-        .zip(column_i64(&violation_counts, "n"))
-        .map(|(((c, r), a), n)| ViolationCount {
-            column: c.unwrap_or_default(),
-            rule: r.unwrap_or_default(),
-            action: a.unwrap_or_default(),
-            rows: n.unwrap_or_default() as u64,
-        })
-        .collect();
+    let mut last = None;
+    for (name, text) in steps.iter().cloned() {
+        let step = sql_step(cfg, name, text)?;
+        let df = ctx.sql(&step.text).await.map_err(|e| sql_err(&step, e))?;
+        ctx.register_table(name, df.clone().into_view())
+            .map_err(|e| sql_err(&step, e))?;
+        if name == "typed" {
+            check_outcome_expression(cfg, &ctx).await?;
+        }
+        lake.put(
+            &format!("{}{name}.sql", lake::SQL_CLEAN),
+            format!("-- from {}\n{};\n", step.origin, step.text),
+        )
+        .await?;
+        last = Some((df, step));
+    }
+    let Some((df, clean_step)) = last else {
+        return Err(Error::Internal("no clean steps".into()));
+    };
+    let expected_rows: u64 = current.objects.iter().map(|o| o.rows).sum();
+    let mut router = router::Router::new(
+        df.schema().as_arrow(),
+        &cfg.dataset.id,
+        expected_rows.min(1 << 28) as usize,
+    )?;
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| df_err("clean", cfg, e))?;
+    let mut quarantine =
+        ParquetSink::create(lake, lake::QUARANTINE_FILE, router::quarantine_schema())?;
+    let mut clean_sink: Option<ParquetSink> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                let staged_error = staging.lock().ok().and_then(|mut t| t.error.take());
+                return Err(staged_error.unwrap_or_else(|| sql_err(&clean_step, e)));
+            }
+        };
+        let accepted = router.route(&batch)?;
+        if router.pending_quarantine() >= stage::BATCH_ROWS {
+            quarantine.write(router.take_quarantine()?).await?;
+        }
+        if accepted.num_rows() > 0 {
+            let sink = match &mut clean_sink {
+                Some(s) => s,
+                None => clean_sink.insert(ParquetSink::create(
+                    lake,
+                    lake::CLEAN_FILE,
+                    router.clean_schema(),
+                )?),
+            };
+            sink.write(accepted).await?;
+        }
+    }
+    quarantine.write(router.take_quarantine()?).await?;
+    quarantine.finish().await?;
 
-    let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
-    let clean_schema = clean_batches.first().map(|b| b.schema()).ok_or_else(|| {
+    let staged = std::mem::take(
+        &mut *staging
+            .lock()
+            .map_err(|_| Error::Internal("staging tally".into()))?,
+    );
+    if let Some(e) = staged.error {
+        return Err(e);
+    }
+    let t = router.tally;
+    let rows_in: u64 = staged.rows_per_object.iter().map(|(_, n)| n).sum();
+    if rows_in != t.accepted + t.quarantined || rows_in != t.rows {
+        return Err(Error::Internal(format!(
+            "row accounting broke: {rows_in} in, {} out of clean.sql, {} accepted, {} quarantined",
+            t.rows, t.accepted, t.quarantined
+        )));
+    }
+    let mut per_source: BTreeMap<String, SourceCounts> = BTreeMap::new();
+    for (url, n) in &staged.rows_per_object {
+        let e = per_source
+            .entry(url.clone())
+            .or_insert_with(|| SourceCounts {
+                source: url.clone(),
+                ..Default::default()
+            });
+        e.rows_in += n;
+    }
+    for (url, (acc, quar)) in &t.per_source {
+        let e = per_source.entry(url.clone()).or_default();
+        e.accepted += acc;
+        e.quarantined += quar;
+    }
+    let Some(clean_sink) = clean_sink else {
+        let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
         let why = if rows_in == 0 {
             "the sources hold no data rows (a header at most)".to_string()
         } else {
-            format!("none of the {rows_in} rows passed validation; every one is in processed/quarantine/ with its reason")
+            format!(
+                "none of the {rows_in} rows passed validation; every one is in processed/quarantine/ with its reason"
+            )
         };
-        Error::bad_data(sources.join(", "), why)
-    });
-    let q_schema = quarantine
-        .first()
-        .map(|b| b.schema())
-        .unwrap_or_else(|| Arc::new(quarantine_schema()));
-    write_parquet(lake, lake::QUARANTINE_FILE, q_schema, &quarantine).await?;
-    write_parquet(lake, lake::CLEAN_FILE, clean_schema?, clean_batches).await?;
+        return Err(Error::bad_data(sources.join(", "), why));
+    };
+    clean_sink.finish().await?;
     let report = CleanReport {
         rows_in,
-        accepted,
-        quarantined,
+        accepted: t.accepted,
+        quarantined: t.quarantined,
         per_source: per_source.into_values().collect(),
-        violations,
-        excluded_by_filter,
-        exact_duplicates,
-        repeated_ids,
+        violations: t
+            .violations
+            .into_iter()
+            .map(|((column, rule, action), rows)| ViolationCount {
+                column,
+                rule,
+                action,
+                rows,
+            })
+            .collect(),
+        excluded_by_filter: t.excluded_by_filter,
+        exact_duplicates: t.exact_duplicates,
+        repeated_ids: t.repeated_ids,
     };
     lake.put_json(lake::CLEAN_REPORT, &report).await?;
-    tracing::info!(rows_in, accepted, quarantined, "clean");
+    tracing::info!(
+        rows_in,
+        accepted = report.accepted,
+        quarantined = report.quarantined,
+        "clean"
+    );
     Ok(report)
-}
-
-fn quarantine_schema() -> arrow::datatypes::Schema {
-    use arrow::datatypes::Field;
-    arrow::datatypes::Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("line", DataType::Int64, false),
-        Field::new("subject_id", DataType::Utf8, true),
-        Field::new("column", DataType::Utf8, false),
-        Field::new("rule", DataType::Utf8, false),
-        Field::new("reason", DataType::Utf8, false),
-    ])
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -360,51 +458,152 @@ fn split_sql(s: &trialflow_core::config::SplitConfig) -> String {
     )
 }
 
-/// Assigns splits by the salted hash of the pseudonymized id, writes `processed/features/split=…/` and the
-/// feature spec computed from the train split only.
+/// The URL under which a context sees the lake (any backend: the lake's own object store is registered there).
+const LAKE_URL: &str = "trialflow-lake://lake/";
+
+/// A context that reads the lake's Parquet tables through the lake's object store.
+fn lake_context(lake: &Storage, config: SessionConfig) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config(config);
+    let url = datafusion::execution::object_store::ObjectStoreUrl::parse(LAKE_URL)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    ctx.register_object_store(url.as_ref(), lake.object_store());
+    Ok(ctx)
+}
+
+/// Registers the Parquet objects under `prefix` as table `name`.
+async fn register_lake_table(
+    ctx: &SessionContext,
+    lake: &Storage,
+    name: &str,
+    prefix: &str,
+) -> Result<()> {
+    let parquet = lake
+        .list(prefix)
+        .await?
+        .into_iter()
+        .any(|e| e.path.ends_with(".parquet"));
+    if !parquet {
+        return Err(Error::bad_data(
+            lake.display(prefix),
+            "no Parquet table here: run the stage that writes it first",
+        ));
+    }
+    ctx.register_parquet(
+        name,
+        format!("{LAKE_URL}{prefix}"),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .map_err(|e| {
+        Error::bad_data(
+            lake.display(prefix),
+            format!("not a readable Parquet table: {e}"),
+        )
+    })
+}
+
+/// Assigns splits by the salted hash of the pseudonymized id, streams `processed/features/split=…/` (rows in
+/// the clean table's order) and computes the feature spec from the written train split only.
 pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
-    let clean = read_parquet_prefix(lake, lake::CLEAN).await?;
-    let ctx = SessionContext::new();
+    // One partition: the split files keep the clean table's row order, the same on every machine.
+    let ctx = lake_context(
+        lake,
+        SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(stage::BATCH_ROWS),
+    )?;
     let s = &cfg.preprocessing.split;
     ctx.register_udf(udf::split_unit_udf(s.salt.clone()));
-    register(&ctx, "clean", clean)?;
-    let split_sql = split_sql(s);
-    materialize(&ctx, cfg, "features", &split_sql).await?;
+    register_lake_table(&ctx, lake, "clean", lake::CLEAN).await?;
+    let step = sql_step(cfg, "split", split_sql(s))?;
     lake.put(
         &format!("{}split.sql", lake::SQL_FEATURES),
-        format!("{split_sql};\n"),
+        format!("-- from {}\n{};\n", step.origin, step.text),
     )
     .await?;
-    let mut report = FeaturesReport::default();
+    let df = ctx.sql(&step.text).await.map_err(|e| sql_err(&step, e))?;
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        df.schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut sinks = Vec::new();
     for split in lake::SPLITS {
-        let q =
-            format!("SELECT * FROM features WHERE \"split\" = '{split}' ORDER BY \"subject_id\"");
-        let df = ctx.sql(&q).await.map_err(|e| df_err("features", cfg, e))?;
-        let planned = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| df_err("features", cfg, e))?;
-        let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
-        let events = column_i64(&batches, "outcome")
-            .into_iter()
-            .flatten()
-            .sum::<i64>() as u64;
+        sinks.push(ParquetSink::create(
+            lake,
+            &lake::features_file(split),
+            schema.clone(),
+        )?);
+    }
+    let mut counts = [(0u64, 0u64); 3];
+    let mut stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| sql_err(&step, e))?;
+        let batch = arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let split_col = batch.column_by_name("split").ok_or_else(|| {
+            Error::config(&step.origin, "split", "the result has no `split` column")
+        })?;
+        for (i, split) in lake::SPLITS.iter().enumerate() {
+            let mask = arrow::compute::kernels::cmp::eq(
+                split_col,
+                &arrow::array::StringArray::new_scalar(*split),
+            )
+            .map_err(|e| Error::Internal(e.to_string()))?;
+            let part = arrow::compute::filter_record_batch(&batch, &mask)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            counts[i].0 += part.num_rows() as u64;
+            counts[i].1 += column_i64(std::slice::from_ref(&part), "outcome")
+                .into_iter()
+                .flatten()
+                .sum::<i64>() as u64;
+            sinks[i].write(part).await?;
+        }
+    }
+    let mut report = FeaturesReport::default();
+    for ((split, sink), (rows, events)) in lake::SPLITS.iter().zip(sinks).zip(counts) {
+        sink.finish().await?;
         report.splits.push(SplitCounts {
-            split: split.into(),
-            rows: count_rows(&batches),
+            split: split.to_string(),
+            rows,
             outcome_events: events,
         });
-        write_parquet(lake, &lake::features_file(split), schema, &batches).await?;
     }
-    let spec = feature_spec(cfg, &ctx).await?;
+    let spec = feature_spec(cfg, lake).await?;
     report.feature_columns = spec.width();
     lake.put_json(lake::FEATURE_SPEC, &spec).await?;
     Ok(report)
 }
 
-async fn feature_spec(cfg: &Config, ctx: &SessionContext) -> Result<FeatureSpec> {
+/// Imputation values, moments and levels from `processed/features/split=train/` alone.
+async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
+    let ctx = lake_context(lake, SessionConfig::new())?;
+    register_lake_table(
+        &ctx,
+        lake,
+        "train",
+        &format!("{}split=train/", lake::FEATURES),
+    )
+    .await?;
     let d = &cfg.dataset;
-    let train = "FROM features WHERE \"split\" = 'train'";
-    let train_rows =
-        count_rows(&run_sql(ctx, cfg, "feature_spec", &format!("SELECT 1 {train}")).await?);
+    let mut aggregates = vec!["count(*) AS \"n\"".to_string()];
+    for (i, c) in d.numeric.iter().enumerate() {
+        let col = sql::ident(&sql::table_column(c));
+        aggregates.push(format!(
+            "median({col}) AS \"m{i}\", avg({col}) AS \"a{i}\", stddev_pop({col}) AS \"s{i}\""
+        ));
+    }
+    let b = run_sql(
+        &ctx,
+        cfg,
+        "feature_spec",
+        &format!("SELECT {} FROM train", aggregates.join(", ")),
+    )
+    .await?;
+    let train_rows = column_i64(&b, "n").first().copied().flatten().unwrap_or(0) as u64;
     if train_rows == 0 {
         return Err(Error::bad_data(
             "processed/features/split=train",
@@ -412,12 +611,13 @@ async fn feature_spec(cfg: &Config, ctx: &SessionContext) -> Result<FeatureSpec>
         ));
     }
     let mut numeric = Vec::new();
-    for c in &d.numeric {
-        let col = sql::ident(&sql::table_column(c));
-        let q =
-            format!("SELECT median({col}) AS m, avg({col}) AS a, stddev_pop({col}) AS s {train}");
-        let b = run_sql(ctx, cfg, "feature_spec", &q).await?;
-        let get = |n: &str| column_f64(&b, n).first().copied().flatten();
+    for (i, c) in d.numeric.iter().enumerate() {
+        let get = |n: &str| {
+            column_f64(&b, &format!("{n}{i}"))
+                .first()
+                .copied()
+                .flatten()
+        };
         let rule = d.rules.get(c);
         numeric.push(NumericFeature {
             name: c.clone(),
@@ -442,10 +642,10 @@ async fn feature_spec(cfg: &Config, ctx: &SessionContext) -> Result<FeatureSpec>
     for (name, col) in arm.into_iter().chain(cats) {
         let rule = d.rules.get(&name);
         let q = format!(
-            "SELECT DISTINCT {c} AS v {train} AND {c} IS NOT NULL ORDER BY 1",
+            "SELECT DISTINCT {c} AS v FROM train WHERE {c} IS NOT NULL ORDER BY 1",
             c = sql::ident(&col)
         );
-        let b = run_sql(ctx, cfg, "feature_spec", &q).await?;
+        let b = run_sql(&ctx, cfg, "feature_spec", &q).await?;
         categorical.push(CategoricalFeature {
             name,
             levels: column_strings(&b, "v").into_iter().flatten().collect(),
@@ -496,29 +696,35 @@ pub struct QualityReport {
 /// `processed/quality_report.json`.
 pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
     let clean: CleanReport = lake.get_json(lake::CLEAN_REPORT).await?;
-    let ctx = SessionContext::new();
-    register(
-        &ctx,
-        "features",
-        read_parquet_prefix(lake, lake::FEATURES).await?,
-    )?;
+    let ctx = lake_context(lake, SessionConfig::new())?;
+    register_lake_table(&ctx, lake, "features", lake::FEATURES).await?;
     let d = &cfg.dataset;
     let mut numeric = Vec::new();
-    for c in &d.numeric {
+    let mut aggregates = Vec::new();
+    for (i, c) in d.numeric.iter().enumerate() {
         let col = sql::ident(&sql::table_column(c));
+        aggregates.push(format!(
+            "count({col}) AS \"n{i}\", count(*) - count({col}) AS \"nulls{i}\", min({col}) AS \"lo{i}\", \
+             max({col}) AS \"hi{i}\", avg({col}) AS \"mean{i}\", stddev_pop({col}) AS \"sd{i}\""
+        ));
+    }
+    let b = if aggregates.is_empty() {
+        Vec::new()
+    } else {
         let q = format!(
-            "SELECT \"split\", \"arm\", count({col}) AS n, count(*) - count({col}) AS nulls, min({col}) AS lo, \
-             max({col}) AS hi, avg({col}) AS mean, stddev_pop({col}) AS sd FROM features GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT \"split\", \"arm\", {} FROM features GROUP BY 1, 2 ORDER BY 1, 2",
+            aggregates.join(", ")
         );
-        let b = run_sql(&ctx, cfg, "quality", &q).await?;
-        let (splits, arms) = (column_strings(&b, "split"), column_strings(&b, "arm"));
-        let (n, nulls) = (column_i64(&b, "n"), column_i64(&b, "nulls"));
-        let (lo, hi, mean, sd) = (
-            column_f64(&b, "lo"),
-            column_f64(&b, "hi"),
-            column_f64(&b, "mean"),
-            column_f64(&b, "sd"),
+        run_sql(&ctx, cfg, "quality", &q).await?
+    };
+    let (splits, arms) = (column_strings(&b, "split"), column_strings(&b, "arm"));
+    for (k, c) in d.numeric.iter().enumerate() {
+        let (n, nulls) = (
+            column_i64(&b, &format!("n{k}")),
+            column_i64(&b, &format!("nulls{k}")),
         );
+        let f = |name: &str| column_f64(&b, &format!("{name}{k}"));
+        let (lo, hi, mean, sd) = (f("lo"), f("hi"), f("mean"), f("sd"));
         for i in 0..splits.len() {
             numeric.push(NumericSummary {
                 column: c.clone(),

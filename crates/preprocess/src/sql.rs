@@ -1,8 +1,11 @@
 //! SQL generated from the dataset contract. Each function returns a statement a person can read; the clean
 //! task writes them to `processed/sql/` beside its outputs.
 //!
-//! Tables: `staged` (every contract column as trimmed text, empty = NULL, plus `_row`, `_source`, `_line`,
-//! `_rowhash`) → `typed` → `violations` → `accepted` → `derived` → `excluded` / `clean`.
+//! Views, each over the one before, run as one streaming plan: `staged` (every contract column as trimmed text,
+//! empty = NULL, plus `_row`, `_source`, `_line`, `_rowhash`, `_defect`) → `typed` → `checked` (one `_check_N`
+//! column per rule: NULL, or `action|column|rule|reason` where the row breaks it) → `accepted` → `derived` →
+//! `clean`. Every input row comes out of `clean`; the clean task routes it to the clean table or to the
+//! quarantine by its checks, the filter's verdict `_keep` and the first-row-per-id rule.
 
 use trialflow_core::config::{Config, EventConvention, Rule, RuleAction};
 pub use trialflow_core::features::table_column;
@@ -107,26 +110,37 @@ pub fn typed(cfg: &Config) -> String {
     format!("SELECT\n  {}\nFROM staged", cols.join(",\n  "))
 }
 
-/// `violations`: one row per broken rule: `_row, column, rule, reason, action`. Reasons name the rule, never
-/// the value.
-pub fn violations(cfg: &Config) -> String {
+/// The prefix of the check columns in `checked` and after.
+pub const CHECK_PREFIX: &str = "_check_";
+
+/// The label a check column carries where a row breaks its rule: `action|column|rule|reason`. Reasons name
+/// the rule, never the value.
+pub fn check_label(action: RuleAction, column: &str, rule: &str, reason: &str) -> String {
+    let action = match action {
+        RuleAction::Quarantine => "quarantine",
+        RuleAction::Null => "null",
+    };
+    format!("{action}|{column}|{rule}|{reason}")
+}
+
+/// The check columns: `CASE WHEN <broken> THEN '<label>' END AS "_check_N"`.
+fn checks(cfg: &Config) -> Vec<String> {
     let d = &cfg.dataset;
     let numeric = cfg.numeric_source_columns();
     // A malformed record (ragged, not UTF-8) is quarantined whole, its defect as the reason.
-    let mut parts: Vec<String> = vec![
-        "SELECT \"_row\", '_record' AS \"column\", 'malformed' AS \"rule\", \"_defect\" AS \"reason\", 'quarantine' AS \"action\" FROM typed WHERE \"_defect\" IS NOT NULL".to_string(),
-    ];
+    let mut parts: Vec<String> = vec![format!(
+        "CASE WHEN \"_defect\" IS NOT NULL THEN concat({}, \"_defect\") END",
+        lit(&check_label(
+            RuleAction::Quarantine,
+            "_record",
+            "malformed",
+            ""
+        ))
+    )];
     let mut add = |column: &str, rule: &str, reason: &str, action: RuleAction, cond: String| {
-        let action = match action {
-            RuleAction::Quarantine => "quarantine",
-            RuleAction::Null => "null",
-        };
         parts.push(format!(
-            "SELECT \"_row\", {} AS \"column\", {} AS \"rule\", {} AS \"reason\", {} AS \"action\" FROM typed WHERE {cond}",
-            lit(column),
-            lit(rule),
-            lit(reason),
-            lit(action)
+            "CASE WHEN {cond} THEN {} END",
+            lit(&check_label(action, column, rule, reason))
         ));
     };
     let mut required = vec![d.id.clone(), d.arm.column.clone()];
@@ -135,6 +149,8 @@ pub fn violations(cfg: &Config) -> String {
         required.push(t.time.clone());
         required.push(t.event.clone());
     }
+    let mut seen = std::collections::BTreeSet::new();
+    required.retain(|c| seen.insert(c.clone()));
     for c in &required {
         let raw = if numeric.contains(c) {
             format!("{c}__raw")
@@ -249,7 +265,23 @@ pub fn violations(cfg: &Config) -> String {
             ),
         );
     }
-    parts.join("\nUNION ALL\n")
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| format!("{p} AS {}", ident(&format!("{CHECK_PREFIX}{}", i + 1))))
+        .collect()
+}
+
+/// The names of the check columns, in order.
+pub fn check_columns(cfg: &Config) -> Vec<String> {
+    (1..=checks(cfg).len())
+        .map(|i| format!("{CHECK_PREFIX}{i}"))
+        .collect()
+}
+
+/// `checked`: typed rows plus one check column per rule.
+pub fn checked(cfg: &Config) -> String {
+    format!("SELECT\n  *,\n  {}\nFROM typed", checks(cfg).join(",\n  "))
 }
 
 fn range_violation(c: &str, rule: &Rule) -> Option<String> {
@@ -262,17 +294,18 @@ fn range_violation(c: &str, rule: &Rule) -> Option<String> {
     }
 }
 
-/// `accepted`: typed rows with no quarantine violation, `null`-action values nulled, outcome/time/event
-/// derived into `_outcome`, `_time`, `_event`.
+/// `accepted`: `null`-action values nulled, outcome/time/event derived into `_outcome`, `_time`, `_event`,
+/// the checks carried on (rows that break a quarantine rule are routed out by the clean task).
 pub fn accepted(cfg: &Config) -> String {
     let d = &cfg.dataset;
     let numeric = cfg.numeric_source_columns();
     let mut cols = vec![
-        "t.\"_row\"".to_string(),
-        "t.\"_source\"".into(),
-        "t.\"_line\"".into(),
-        "t.\"_rowhash\"".into(),
+        "\"_row\"".to_string(),
+        "\"_source\"".into(),
+        "\"_line\"".into(),
+        "\"_rowhash\"".into(),
     ];
+    cols.extend(check_columns(cfg).iter().map(|c| ident(c)));
     for c in cfg.source_columns() {
         let rule = d.rules.get(&c).filter(|r| r.action == RuleAction::Null);
         let expr = match rule {
@@ -315,10 +348,7 @@ pub fn accepted(cfg: &Config) -> String {
             ident(EVENT)
         ));
     }
-    format!(
-        "SELECT\n  {}\nFROM typed t\nWHERE t.\"_row\" NOT IN (SELECT \"_row\" FROM violations WHERE \"action\" = 'quarantine')",
-        cols.join(",\n  ")
-    )
+    format!("SELECT\n  {}\nFROM checked", cols.join(",\n  "))
 }
 
 /// `derived`: accepted rows plus derived columns and the row filter's verdict.
@@ -334,40 +364,13 @@ pub fn derived(cfg: &Config) -> String {
         .map(|f| format!("COALESCE(({f}), false)"))
         .unwrap_or_else(|| "true".into());
     format!(
-        "SELECT {}, {keep} AS \"_keep\" FROM accepted",
-        cols.join(", ")
+        "SELECT\n  {},\n  {keep} AS \"_keep\"\nFROM accepted",
+        cols.join(",\n  ")
     )
 }
 
-/// `ranked`: rows the filter keeps, numbered per subject id in input order, to drop duplicates.
-pub fn ranked(cfg: &Config) -> String {
-    let id = ident(&cfg.dataset.id);
-    format!(
-        "SELECT *,\n  ROW_NUMBER() OVER (PARTITION BY {id} ORDER BY \"_row\") AS \"_rank\",\n  \
-         FIRST_VALUE(\"_rowhash\") OVER (PARTITION BY {id} ORDER BY \"_row\") AS \"_first_hash\"\n\
-         FROM derived WHERE \"_keep\""
-    )
-}
-
-/// `excluded`: every input row that is not in `clean`, with why: quarantine violations, the row filter,
-/// duplicates. A row may carry several quarantine violations; it counts once.
-pub fn excluded(cfg: &Config) -> String {
-    let id = ident(&cfg.dataset.id);
-    format!(
-        "SELECT v.\"_row\", s.\"_source\", s.\"_line\", s.{id} AS \"subject\", v.\"column\", v.\"rule\", v.\"reason\"\n\
-         FROM violations v JOIN staged s ON v.\"_row\" = s.\"_row\" WHERE v.\"action\" = 'quarantine'\n\
-         UNION ALL\n\
-         SELECT \"_row\", \"_source\", \"_line\", {id}, '', 'filter', 'excluded by the row filter' FROM derived WHERE NOT \"_keep\"\n\
-         UNION ALL\n\
-         SELECT \"_row\", \"_source\", \"_line\", {id}, {id_lit}, 'duplicate',\n  \
-           CASE WHEN \"_rowhash\" = \"_first_hash\" THEN 'exact duplicate of an earlier row' \
-         ELSE 'repeated subject id; the first row is kept' END\n\
-         FROM ranked WHERE \"_rank\" > 1",
-        id_lit = lit(&cfg.dataset.id)
-    )
-}
-
-/// `clean`: one row per subject, pseudonymized, with the contract's columns under their own names.
+/// `clean`: every row, pseudonymized, with the contract's columns under their own names, then the routing
+/// columns (`_row`, `_rowhash`, `_keep`, the checks) that the clean task reads and drops.
 pub fn clean(cfg: &Config) -> String {
     let d = &cfg.dataset;
     let mut cols = vec![
@@ -387,8 +390,9 @@ pub fn clean(cfg: &Config) -> String {
     }
     cols.push("\"_source\"".into());
     cols.push("\"_line\"".into());
-    format!(
-        "SELECT\n  {}\nFROM ranked WHERE \"_rank\" = 1\nORDER BY \"_row\"",
-        cols.join(",\n  ")
-    )
+    for c in ["_row", "_rowhash", "_keep"] {
+        cols.push(ident(c));
+    }
+    cols.extend(check_columns(cfg).iter().map(|c| ident(c)));
+    format!("SELECT\n  {}\nFROM derived", cols.join(",\n  "))
 }

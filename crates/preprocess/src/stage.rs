@@ -1,20 +1,27 @@
-//! Raw CSV objects → the `staged` table: every contract column as trimmed text (empty = NULL), plus the
+//! Raw objects → batches of the `staged` table: every contract column as trimmed text (empty = NULL), plus the
 //! lineage columns `_row` (global input order), `_source` (source URL), `_line` (line of the record in its
 //! file) and `_rowhash` (hash of the record's contract fields, to tell exact duplicates from repeated ids).
+//! Objects are read as streams and handed on in batches of [`BATCH_ROWS`], so memory does not grow with them.
 
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder};
+use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use sha2::{Digest, Sha256};
+use trialflow_core::lake::CurrentObject;
 use trialflow_core::{Error, Result};
+
+/// Rows per staged batch: large enough to amortize per-batch work in DataFusion, small enough that a few
+/// batches in flight stay in the tens of megabytes.
+pub const BATCH_ROWS: usize = 32 * 1024;
 
 pub fn staged_schema(columns: &[String]) -> SchemaRef {
     let mut fields = vec![
         Field::new("_row", DataType::Int64, false),
         Field::new("_source", DataType::Utf8, false),
         Field::new("_line", DataType::Int64, false),
-        Field::new("_rowhash", DataType::Utf8, false),
+        Field::new("_rowhash", DataType::UInt64, false),
         // Why the record itself is malformed (ragged, not UTF-8): such rows are quarantined whole.
         Field::new("_defect", DataType::Utf8, true),
     ];
@@ -22,44 +29,53 @@ pub fn staged_schema(columns: &[String]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Receives each staged batch as soon as it is full.
+pub type Emit<'a> = dyn FnMut(RecordBatch) -> Result<()> + 'a;
+
 /// The staged table's builders: lineage columns plus one text column per contract column.
-struct Stager {
+struct Stager<'a> {
     url: String,
+    schema: SchemaRef,
     row: Int64Builder,
     source: StringBuilder,
     line: Int64Builder,
-    hash: StringBuilder,
+    hash: UInt64Builder,
     defect: StringBuilder,
     cols: Vec<StringBuilder>,
     next: i64,
+    pending: usize,
+    emit: &'a mut Emit<'a>,
 }
 
-impl Stager {
-    fn new(url: &str, columns: &[String], first_row: i64) -> Self {
+impl<'a> Stager<'a> {
+    fn new(url: &str, columns: &[String], first_row: i64, emit: &'a mut Emit<'a>) -> Self {
         Self {
             url: url.to_string(),
+            schema: staged_schema(columns),
             row: Int64Builder::new(),
             source: StringBuilder::new(),
             line: Int64Builder::new(),
-            hash: StringBuilder::new(),
+            hash: UInt64Builder::new(),
             defect: StringBuilder::new(),
             cols: columns.iter().map(|_| StringBuilder::new()).collect(),
             next: first_row,
+            pending: 0,
+            emit,
         }
     }
 
     /// One record: `values[i]` is contract column i as text (trimmed here; empty = NULL).
-    fn push<'a>(
+    fn push<'v>(
         &mut self,
         line: u64,
-        values: impl Iterator<Item = Option<&'a str>>,
+        values: impl Iterator<Item = Option<&'v str>>,
         defect: Option<&str>,
-    ) {
-        let mut h = Sha256::new();
+    ) -> Result<()> {
+        // Only compared within one run (exact duplicate or not), so any fixed-seed hash will do.
+        let mut h = foldhash::fast::FixedState::with_seed(0x7269_616c_666c_6f77).build_hasher();
         for (b, v) in self.cols.iter_mut().zip(values) {
             let v = v.map(str::trim).unwrap_or("");
-            h.update((v.len() as u64).to_le_bytes());
-            h.update(v.as_bytes());
+            v.hash(&mut h);
             if v.is_empty() {
                 b.append_null()
             } else {
@@ -69,12 +85,21 @@ impl Stager {
         self.row.append_value(self.next);
         self.source.append_value(&self.url);
         self.line.append_value(line as i64);
-        self.hash.append_value(hex::encode(&h.finalize()[..12]));
+        self.hash.append_value(h.finish());
         self.defect.append_option(defect);
         self.next += 1;
+        self.pending += 1;
+        if self.pending >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    fn finish(mut self, columns: &[String]) -> Result<RecordBatch> {
+    fn flush(&mut self) -> Result<()> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        self.pending = 0;
         let mut arrays: Vec<ArrayRef> = vec![
             Arc::new(self.row.finish()),
             Arc::new(self.source.finish()),
@@ -87,8 +112,15 @@ impl Stager {
                 .iter_mut()
                 .map(|b| Arc::new(b.finish()) as ArrayRef),
         );
-        RecordBatch::try_new(staged_schema(columns), arrays)
-            .map_err(|e| Error::Internal(e.to_string()))
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        (self.emit)(batch)
+    }
+
+    /// Flushes the last batch; returns the next global row number.
+    fn finish(mut self) -> Result<i64> {
+        self.flush()?;
+        Ok(self.next)
     }
 }
 
@@ -99,51 +131,81 @@ fn missing(url: &str, c: &str, what: &str) -> Error {
     )
 }
 
-/// Stages one raw object of any source format. `first_row` numbers rows globally across sources.
-pub fn stage_object(
-    o: &trialflow_core::lake::CurrentObject,
-    bytes: &[u8],
+/// Stages one raw object of any source format read from `reader`. `first_row` numbers rows globally across
+/// sources; returns the row number after this object's last row.
+pub fn stage_object<'a>(
+    o: &CurrentObject,
+    reader: impl Read,
     columns: &[String],
     first_row: i64,
-) -> Result<RecordBatch> {
+    emit: &'a mut Emit<'a>,
+) -> Result<i64> {
     use trialflow_core::lake::SourceFormat;
     let url = o.url.as_str();
     let (delimiter, quote) = (o.delimiter as u8, o.quote as u8);
+    let st = Stager::new(url, columns, first_row, emit);
     match o.format {
-        SourceFormat::Csv => stage_csv_with(url, bytes, columns, first_row, delimiter, quote),
-        SourceFormat::CsvGzip => {
-            let mut text = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(bytes), &mut text)
-                .map_err(|e| Error::bad_data(url, format!("truncated or corrupt gzip: {e}")))?;
-            stage_csv_with(url, &text, columns, first_row, delimiter, quote)
-        }
+        SourceFormat::Csv => stage_csv_with(st, reader, columns, delimiter, quote),
+        SourceFormat::CsvGzip => stage_csv_with(
+            st,
+            flate2::read::MultiGzDecoder::new(reader),
+            columns,
+            delimiter,
+            quote,
+        ),
         SourceFormat::CsvZstd => {
-            let text = zstd::stream::decode_all(bytes)
-                .map_err(|e| Error::bad_data(url, format!("truncated or corrupt zstd: {e}")))?;
-            stage_csv_with(url, &text, columns, first_row, delimiter, quote)
+            let dec = zstd::stream::read::Decoder::new(reader)
+                .map_err(|e| Error::bad_data(url, format!("corrupt zstd: {e}")))?;
+            stage_csv_with(st, dec, columns, delimiter, quote)
         }
-        SourceFormat::Ndjson => stage_ndjson(url, bytes, columns, first_row),
-        SourceFormat::Parquet => stage_parquet(url, bytes, columns, first_row),
+        SourceFormat::Ndjson => stage_ndjson(st, std::io::BufReader::new(reader), columns),
+        SourceFormat::Parquet => {
+            let mut bytes = Vec::new();
+            let mut reader = reader;
+            reader
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::bad_data(url, format!("cannot read: {e}")))?;
+            stage_parquet(st, bytes, columns)
+        }
+    }
+}
+
+/// A decoder or transport failure inside the CSV reader, told apart from a malformed record.
+fn io_failure(url: &str, line: u64, e: &csv::Error) -> Option<Error> {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => Some(Error::bad_data(
+            format!("{url}:{line}"),
+            format!(
+                "cannot read the object (truncated or corrupt compression, or storage failed): {io}"
+            ),
+        )),
+        _ => None,
     }
 }
 
 /// Parses one CSV object with its dialect.
 fn stage_csv_with(
-    url: &str,
-    bytes: &[u8],
+    mut st: Stager<'_>,
+    reader: impl Read,
     columns: &[String],
-    first_row: i64,
     delimiter: u8,
     quote: u8,
-) -> Result<RecordBatch> {
+) -> Result<i64> {
+    let url = st.url.clone();
+    let url = url.as_str();
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .delimiter(delimiter)
         .quote(quote)
-        .from_reader(bytes);
+        .buffer_capacity(1 << 20)
+        .from_reader(reader);
     let headers: Vec<String> = rdr
         .headers()
-        .map_err(|e| Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}")))?
+        .map_err(|e| {
+            io_failure(url, 1, &e).unwrap_or_else(|| {
+                Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}"))
+            })
+        })?
         .iter()
         .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
         .collect();
@@ -156,9 +218,7 @@ fn stage_csv_with(
                 .ok_or_else(|| missing(url, c, "header"))
         })
         .collect::<Result<_>>()?;
-    let mut st = Stager::new(url, columns, first_row);
     let mut rec = csv::ByteRecord::new();
-    let mut texts: Vec<Option<String>> = Vec::with_capacity(columns.len());
     loop {
         let pos_line = rdr.position().line();
         match rdr.read_byte_record(&mut rec) {
@@ -167,10 +227,9 @@ fn stage_csv_with(
             Err(e) => {
                 let l = e.position().map(|p| p.line()).unwrap_or(pos_line);
                 // The message says what is wrong, never the cell's content.
-                return Err(Error::bad_data(
-                    format!("{url}:{l}"),
-                    "malformed CSV record",
-                ));
+                return Err(io_failure(url, l, &e).unwrap_or_else(|| {
+                    Error::bad_data(format!("{url}:{l}"), "malformed CSV record")
+                }));
             }
         }
         let record_line = rec.position().map(|p| p.line()).unwrap_or(pos_line);
@@ -182,41 +241,46 @@ fn stage_csv_with(
                 headers.len()
             )
         });
-        texts.clear();
+        let mut texts: Vec<Option<&str>> = Vec::with_capacity(columns.len());
         for (c, &i) in columns.iter().zip(&idx) {
-            let v = match rec.get(i).map(std::str::from_utf8) {
+            texts.push(match rec.get(i).map(std::str::from_utf8) {
                 None => None,
-                Some(Ok(v)) => Some(v.to_string()),
+                Some(Ok(v)) => Some(v),
                 Some(Err(_)) => {
                     defect.get_or_insert_with(|| format!("field `{c}` is not UTF-8 text"));
                     None
                 }
-            };
-            texts.push(v);
+            });
         }
-        st.push(
-            record_line,
-            texts.iter().map(|v| v.as_deref()),
-            defect.as_deref(),
-        );
+        st.push(record_line, texts.into_iter(), defect.as_deref())?;
     }
-    st.finish(columns)
+    st.finish()
 }
 
 /// One JSON object per line; values become text as the CSV path sees them (numbers as written, booleans as
 /// `true`/`false`, null as NULL). Nested values are refused, naming the line and key.
 fn stage_ndjson(
-    url: &str,
-    bytes: &[u8],
+    mut st: Stager<'_>,
+    mut reader: impl std::io::BufRead,
     columns: &[String],
-    first_row: i64,
-) -> Result<RecordBatch> {
-    let mut st = Stager::new(url, columns, first_row);
+) -> Result<i64> {
+    let url = st.url.clone();
+    let url = url.as_str();
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = i as u64 + 1;
+    let mut raw = Vec::new();
+    let mut line = 0u64;
+    loop {
+        raw.clear();
+        line += 1;
         let at = || format!("{url}:{line}");
-        let text = std::str::from_utf8(raw).map_err(|_| Error::bad_data(at(), "not UTF-8 text"))?;
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::bad_data(at(), format!("cannot read the object: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        let text =
+            std::str::from_utf8(&raw).map_err(|_| Error::bad_data(at(), "not UTF-8 text"))?;
         let text = text.trim_start_matches('\u{feff}').trim();
         if text.is_empty() {
             continue;
@@ -242,25 +306,21 @@ fn stage_ndjson(
                 }
             });
         }
-        st.push(line, values.iter().map(|v| v.as_deref()), None);
+        st.push(line, values.iter().map(|v| v.as_deref()), None)?;
     }
-    st.finish(columns)
+    st.finish()
 }
 
 /// Parquet columns cast to text; `_line` is the row's position in the file (1-based).
-fn stage_parquet(
-    url: &str,
-    bytes: &[u8],
-    columns: &[String],
-    first_row: i64,
-) -> Result<RecordBatch> {
+fn stage_parquet(mut st: Stager<'_>, bytes: Vec<u8>, columns: &[String]) -> Result<i64> {
     use arrow::array::{Array, AsArray};
+    let url = st.url.clone();
+    let url = url.as_str();
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes::Bytes::copy_from_slice(bytes),
+        bytes::Bytes::from(bytes),
     )
     .and_then(|b| b.with_batch_size(8192).build())
     .map_err(|e| Error::bad_data(url, format!("not a readable Parquet file: {e}")))?;
-    let mut st = Stager::new(url, columns, first_row);
     let mut line = 0u64;
     for batch in reader {
         let batch =
@@ -290,10 +350,10 @@ fn stage_parquet(
                 line,
                 texts.iter().map(|a| (!a.is_null(r)).then(|| a.value(r))),
                 None,
-            );
+            )?;
         }
     }
-    st.finish(columns)
+    st.finish()
 }
 
 #[cfg(test)]
@@ -301,18 +361,22 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
 
+    fn stage_csv(url: &str, bytes: &[u8], cols: &[String], first_row: i64) -> Result<RecordBatch> {
+        let mut out = Vec::new();
+        let mut emit = |b: RecordBatch| {
+            out.push(b);
+            Ok(())
+        };
+        let st = Stager::new(url, cols, first_row, &mut emit);
+        stage_csv_with(st, bytes, cols, b',', b'"')?;
+        arrow::compute::concat_batches(&staged_schema(cols), &out)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
     #[test]
     fn trims_nulls_empties_and_numbers_lines() {
         let cols = vec!["id".to_string(), "age".to_string()];
-        let b = stage_csv_with(
-            "u",
-            b"age,id,x\n 61 ,a,z\n,b,z\n\"7\n\",c,z\n",
-            &cols,
-            10,
-            b',',
-            b'"',
-        )
-        .unwrap();
+        let b = stage_csv("u", b"age,id,x\n 61 ,a,z\n,b,z\n\"7\n\",c,z\n", &cols, 10).unwrap();
         assert_eq!(b.num_rows(), 3);
         let age = b.column_by_name("age").unwrap().as_string::<i32>();
         assert_eq!(age.value(0), "61");
@@ -331,15 +395,7 @@ mod tests {
 
     #[test]
     fn missing_column_is_bad_data_naming_it() {
-        let e = stage_csv_with(
-            "file:///t.csv",
-            b"a\n1\n",
-            &["b".to_string()],
-            0,
-            b',',
-            b'"',
-        )
-        .unwrap_err();
+        let e = stage_csv("file:///t.csv", b"a\n1\n", &["b".to_string()], 0).unwrap_err();
         assert!(e.to_string().contains("file:///t.csv") && e.to_string().contains("`b`"));
     }
 }

@@ -13,12 +13,39 @@ use sha2::{Digest, Sha256};
 /// Keyed pseudonym of a subject id: the first 16 bytes of HMAC-SHA256, hex. Stable for a key; without the
 /// key it cannot be reversed or recomputed.
 pub fn pseudonym(key: &[u8], id: &str) -> String {
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts keys of any length"),
-    };
-    mac.update(id.as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    let mut out = [0u8; 32];
+    Pseudonymizer::new(key).write_hex(id, &mut out).to_string()
+}
+
+/// The keyed HMAC with its key already absorbed: each id then costs two SHA-256 blocks, not four.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    keyed: Hmac<Sha256>,
+}
+
+impl Pseudonymizer {
+    pub fn new(key: &[u8]) -> Self {
+        match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(keyed) => Self { keyed },
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        }
+    }
+
+    /// The pseudonym of `id` as 32 lower-case hex digits, written into `out`.
+    pub fn write_hex<'a>(&self, id: &str, out: &'a mut [u8; 32]) -> &'a str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut mac = self.keyed.clone();
+        mac.update(id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        for (i, b) in digest[..16].iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        match std::str::from_utf8(out) {
+            Ok(s) => s,
+            Err(_) => unreachable!("hex digits are ASCII"),
+        }
+    }
 }
 
 /// Uniform in [0, 1) from the salted hash of `id`.
@@ -43,6 +70,7 @@ fn string_arg(args: &[ColumnarValue]) -> Result<ArrayRef, DataFusionError> {
 }
 
 pub fn pseudonymize_udf(key: Vec<u8>) -> ScalarUDF {
+    let p = Pseudonymizer::new(&key);
     create_udf(
         "pseudonymize",
         vec![DataType::Utf8],
@@ -52,11 +80,12 @@ pub fn pseudonymize_udf(key: Vec<u8>) -> ScalarUDF {
             let arr = string_arg(args)?;
             let s = arr.as_string::<i32>();
             let mut b = StringBuilder::with_capacity(s.len(), s.len() * 32);
+            let mut hex = [0u8; 32];
             for i in 0..s.len() {
                 if s.is_null(i) {
                     b.append_null()
                 } else {
-                    b.append_value(pseudonym(&key, s.value(i)))
+                    b.append_value(p.write_hex(s.value(i), &mut hex))
                 }
             }
             Ok(ColumnarValue::Array(Arc::new(b.finish())))

@@ -9,51 +9,8 @@ use trialflow_core::lake;
 use trialflow_core::table::{self, read_parquet_prefix};
 use trialflow_core::{Config, Storage};
 
-const CSV: &str = "\
-pid,trt,cnsr,days,age,sex,status,grp
-P1,Active,0,100,50,m,dead,a
-P2,placebo,1,200,60,F,alive,b
-P3,PBO,0,50,abc,F,alive,a
-P4,active,1,300,150,M,alive,a
-P5,Active,0,80,40,X,alive,a
-P6,placebo,1,90,45,M,maybe,a
-P1,Active,0,100,50,m,dead,a
-P7,placebo,0,10,70,F,dead,z
-P8,placebo,2,10,70,F,dead,a
-,placebo,0,10,70,F,dead,a
-P2,placebo,1,999,61,F,alive,b
-P9,placebo,1,-5,61,F,alive,a
-";
-
 fn config(dir: &std::path::Path, outcome: &str) -> Config {
-    let yaml = format!(
-        r#"
-storage: {{lake: "file://{d}/lake", models: "file://{d}/models"}}
-dataset:
-  name: tiny
-  sources: [{{name: t, url: "file://{d}/t.csv"}}]
-  id: pid
-  arm: {{column: trt, reference: placebo}}
-  outcome: {outcome}
-  time_to_event: {{time: days, event: cnsr, convention: cdisc_cnsr}}
-  numeric: [age]
-  categorical: [sex]
-  extra: {{grp: string}}
-  rules:
-    age: {{min: 18, max: 100, action: "null"}}
-    sex: {{allowed: [F, M]}}
-    trt: {{allowed: [placebo, active], synonyms: {{pbo: placebo}}}}
-  filter: grp <> 'z'
-privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k}}
-preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
-models: {{m: {{hidden: []}}}}
-training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
-serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
-deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
-"#,
-        d = dir.display()
-    );
-    Config::from_yaml(&yaml, "tiny.yaml", &[]).unwrap()
+    Config::from_yaml(&util::tiny_yaml(dir, outcome, ""), "tiny.yaml", &[]).unwrap()
 }
 
 async fn run(
@@ -64,10 +21,10 @@ async fn run(
     trialflow_preprocess::CleanReport,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("t.csv"), CSV).unwrap();
+    std::fs::write(dir.path().join("t.csv"), util::TINY_CSV).unwrap();
     let cfg = config(dir.path(), outcome);
     let lake = Storage::open(&cfg.storage.lake).unwrap();
-    util::put_raw(&lake, CSV, 12).await;
+    util::put_raw(&lake, util::TINY_CSV, 12).await;
     let report = trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
     let clean = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
     let quarantine = read_parquet_prefix(&lake, lake::QUARANTINE).await.unwrap();

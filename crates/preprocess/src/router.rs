@@ -1,0 +1,381 @@
+//! Routes each row that `clean.sql` yields, in input order: to the quarantine when a quarantine check fired,
+//! when the row filter excluded it, or when its subject was already accepted (the first row per subject is
+//! kept: "exact duplicate" when all its contract fields equal that first row's, else "repeated subject id");
+//! to the clean table otherwise. Memory: one 32-byte entry per accepted subject, nothing per column.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use trialflow_core::{Error, Result};
+
+use crate::sql::CHECK_PREFIX;
+
+const ROUTING: [&str; 3] = ["_row", "_rowhash", "_keep"];
+
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("subject_id", DataType::Utf8, true),
+        Field::new("column", DataType::Utf8, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+    ]))
+}
+
+/// A fired check: `action|column|rule|reason`.
+struct Check<'a> {
+    quarantine: bool,
+    action: &'a str,
+    column: &'a str,
+    rule: &'a str,
+    reason: &'a str,
+}
+
+fn parse_check<'a>(check_column: &str, label: &'a str) -> Result<Check<'a>> {
+    let mut parts = label.splitn(4, '|');
+    let (Some(action), Some(column), Some(rule), Some(reason)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Error::bad_data(
+            format!("clean.sql: column `{check_column}`"),
+            "a check yields NULL or `action|column|rule|reason` (action `quarantine` or `null`)",
+        ));
+    };
+    let quarantine = match action {
+        "quarantine" => true,
+        "null" => false,
+        _ => {
+            return Err(Error::bad_data(
+                format!("clean.sql: column `{check_column}`"),
+                "a check's action is `quarantine` or `null`",
+            ));
+        }
+    };
+    Ok(Check {
+        quarantine,
+        action,
+        column,
+        rule,
+        reason,
+    })
+}
+
+#[derive(Default)]
+struct QuarantineBuilder {
+    source: StringBuilder,
+    line: Int64Builder,
+    subject: StringBuilder,
+    column: StringBuilder,
+    rule: StringBuilder,
+    reason: StringBuilder,
+    len: usize,
+}
+
+impl QuarantineBuilder {
+    fn push(
+        &mut self,
+        source: &str,
+        line: i64,
+        subject: Option<&str>,
+        column: &str,
+        rule: &str,
+        reason: &str,
+    ) {
+        self.source.append_value(source);
+        self.line.append_value(line);
+        self.subject.append_option(subject);
+        self.column.append_value(column);
+        self.rule.append_value(rule);
+        self.reason.append_value(reason);
+        self.len += 1;
+    }
+
+    fn take(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.source.finish()),
+            Arc::new(self.line.finish()),
+            Arc::new(self.subject.finish()),
+            Arc::new(self.column.finish()),
+            Arc::new(self.rule.finish()),
+            Arc::new(self.reason.finish()),
+        ];
+        RecordBatch::try_new(quarantine_schema(), arrays)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
+
+/// Counts for the clean report.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub rows: u64,
+    pub accepted: u64,
+    pub quarantined: u64,
+    pub excluded_by_filter: u64,
+    pub exact_duplicates: u64,
+    pub repeated_ids: u64,
+    /// (column, rule, action) → rows.
+    pub violations: BTreeMap<(String, String, String), u64>,
+    /// source → (accepted, quarantined).
+    pub per_source: BTreeMap<String, (u64, u64)>,
+}
+
+pub struct Router {
+    id_column: String,
+    clean_columns: Vec<usize>,
+    clean_schema: SchemaRef,
+    checks: Vec<(usize, String)>,
+    first_row_hash: HashMap<u128, u64, BuildHasherDefault<KeyHasher>>,
+    quarantine: QuarantineBuilder,
+    pub tally: Tally,
+}
+
+/// The map's hasher: keys are already uniform 128-bit values, so their low 64 bits are the hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(b);
+        }
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+/// The subject's key: its pseudonym (128 bits of HMAC as 32 hex digits) read as a number, so de-duplication
+/// is exactly as fine as pseudonymization. Any other id text (an edited clean.sql) gets two fixed-seed
+/// 64-bit hashes.
+fn subject_key(id: &str) -> u128 {
+    if id.len() == 32
+        && let Ok(k) = u128::from_str_radix(id, 16)
+    {
+        return k;
+    }
+    let h = |seed: u64| foldhash::fast::FixedState::with_seed(seed).hash_one(id);
+    (u128::from(h(1)) << 64) | u128::from(h(2))
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        Error::bad_data(
+            "clean.sql",
+            format!("the result has no column `{name}` (the clean task routes rows by it)"),
+        )
+    })
+}
+
+impl Router {
+    /// `schema` is clean.sql's result schema: the clean table's columns, then the routing columns.
+    /// `id_column` names the subject id in the sources (the quarantine's column for duplicates).
+    /// `expected_rows` sizes the subject map up front (growing it re-hashes every key).
+    pub fn new(schema: &Schema, id_column: &str, expected_rows: usize) -> Result<Self> {
+        let mut clean_columns = Vec::new();
+        let mut checks = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if f.name().starts_with(CHECK_PREFIX) {
+                if f.data_type() != &DataType::Utf8 {
+                    return Err(Error::bad_data(
+                        format!("clean.sql: column `{}`", f.name()),
+                        format!("a check column is text; found {}", f.data_type()),
+                    ));
+                }
+                checks.push((i, f.name().clone()));
+            } else if !ROUTING.contains(&f.name().as_str()) {
+                clean_columns.push(i);
+            }
+        }
+        for name in ["subject_id", "_source", "_line"]
+            .into_iter()
+            .chain(ROUTING)
+        {
+            if schema.column_with_name(name).is_none() {
+                return Err(Error::bad_data(
+                    "clean.sql",
+                    format!("the result has no column `{name}` (the clean task routes rows by it)"),
+                ));
+            }
+        }
+        // Nullable throughout: execution may relax what the plan promised, and a Parquet file has one schema.
+        let clean_schema = Arc::new(Schema::new(
+            clean_columns
+                .iter()
+                .map(|&i| schema.field(i).as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            id_column: id_column.to_string(),
+            clean_columns,
+            clean_schema,
+            checks,
+            first_row_hash: HashMap::with_capacity_and_hasher(
+                expected_rows,
+                BuildHasherDefault::default(),
+            ),
+            quarantine: QuarantineBuilder::default(),
+            tally: Tally::default(),
+        })
+    }
+
+    pub fn clean_schema(&self) -> SchemaRef {
+        self.clean_schema.clone()
+    }
+
+    /// Routes one batch; returns its clean rows. Quarantine rows collect until [`Router::take_quarantine`].
+    pub fn route(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let cast_err = |name: &str| {
+            Error::bad_data(
+                format!("clean.sql: column `{name}`"),
+                "unexpected type for a routing column",
+            )
+        };
+        let subject = column(batch, "subject_id")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| cast_err("subject_id"))?;
+        let source = column(batch, "_source")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| cast_err("_source"))?;
+        let line = column(batch, "_line")?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| cast_err("_line"))?;
+        let rowhash = column(batch, "_rowhash")?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| cast_err("_rowhash"))?;
+        let keep = column(batch, "_keep")?
+            .as_boolean_opt()
+            .ok_or_else(|| cast_err("_keep"))?;
+        // Most checks fire on no row of a batch: only the others are looked at row by row.
+        let checks: Vec<(&str, &StringArray)> = self
+            .checks
+            .iter()
+            .map(|(i, name)| (name.as_str(), batch.column(*i).as_string::<i32>()))
+            .filter(|(_, a)| a.null_count() < a.len())
+            .collect();
+        let mut accept = Vec::with_capacity(batch.num_rows());
+        let mut fired: Vec<Check> = Vec::new();
+        for r in 0..batch.num_rows() {
+            self.tally.rows += 1;
+            let src = source.value(r);
+            let ln = line.value(r);
+            let id = subject.is_valid(r).then(|| subject.value(r));
+            fired.clear();
+            for (name, arr) in &checks {
+                if arr.is_valid(r) {
+                    fired.push(parse_check(name, arr.value(r))?);
+                }
+            }
+            let mut quarantined = false;
+            if !fired.is_empty() {
+                fired.sort_by(|a, b| (a.rule, a.column).cmp(&(b.rule, b.column)));
+                let mut counted: Vec<(&str, &str, &str)> = Vec::new();
+                for c in &fired {
+                    let key = (c.column, c.rule, c.action);
+                    if !counted.contains(&key) {
+                        counted.push(key);
+                        *self
+                            .tally
+                            .violations
+                            .entry((c.column.into(), c.rule.into(), c.action.into()))
+                            .or_default() += 1;
+                    }
+                    if c.quarantine {
+                        quarantined = true;
+                        self.quarantine
+                            .push(src, ln, id, c.column, c.rule, c.reason);
+                    }
+                }
+            }
+            let kept = keep.is_valid(r) && keep.value(r);
+            if !quarantined && !kept {
+                quarantined = true;
+                self.tally.excluded_by_filter += 1;
+                self.quarantine
+                    .push(src, ln, id, "", "filter", "excluded by the row filter");
+            }
+            if !quarantined {
+                match id {
+                    None => {
+                        quarantined = true;
+                        self.quarantine.push(
+                            src,
+                            ln,
+                            None,
+                            &self.id_column,
+                            "required",
+                            "required value is missing",
+                        );
+                    }
+                    Some(id) => {
+                        let hash = rowhash.value(r);
+                        match self.first_row_hash.entry(subject_key(id)) {
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(hash);
+                            }
+                            std::collections::hash_map::Entry::Occupied(first) => {
+                                let first = first.get();
+                                quarantined = true;
+                                let reason = if *first == hash {
+                                    self.tally.exact_duplicates += 1;
+                                    "exact duplicate of an earlier row"
+                                } else {
+                                    self.tally.repeated_ids += 1;
+                                    "repeated subject id; the first row is kept"
+                                };
+                                self.quarantine.push(
+                                    src,
+                                    ln,
+                                    Some(id),
+                                    &self.id_column,
+                                    "duplicate",
+                                    reason,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            let counts = match self.tally.per_source.get_mut(src) {
+                Some(c) => c,
+                None => self.tally.per_source.entry(src.to_string()).or_default(),
+            };
+            if quarantined {
+                counts.1 += 1;
+                self.tally.quarantined += 1;
+            } else {
+                counts.0 += 1;
+                self.tally.accepted += 1;
+            }
+            accept.push(!quarantined);
+        }
+        let projected = batch
+            .project(&self.clean_columns)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let kept = arrow::compute::filter_record_batch(&projected, &BooleanArray::from(accept))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        RecordBatch::try_new(self.clean_schema.clone(), kept.columns().to_vec())
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    pub fn pending_quarantine(&self) -> usize {
+        self.quarantine.len
+    }
+
+    pub fn take_quarantine(&mut self) -> Result<RecordBatch> {
+        self.quarantine.take()
+    }
+}

@@ -1,0 +1,118 @@
+//! The `staged` table as a stream: the current raw objects are read from the lake and staged on a blocking
+//! thread, object after object, while DataFusion consumes the batches. One partition, in input order: the
+//! clean task keeps the first row per subject, so order is part of the result.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use trialflow_core::lake::CurrentObject;
+use trialflow_core::{Error, Result, Storage};
+
+use crate::stage;
+
+/// What staging saw: rows per source (in object order) and the first error, kept whole so that the task
+/// reports it as it was raised (DataFusion only carries a message).
+#[derive(Debug, Default)]
+pub struct StagedTally {
+    pub rows_per_object: Vec<(String, u64)>,
+    pub error: Option<Error>,
+}
+
+#[derive(Debug)]
+pub struct StagedSource {
+    lake: Storage,
+    objects: Vec<CurrentObject>,
+    columns: Vec<String>,
+    schema: SchemaRef,
+    tally: Arc<Mutex<StagedTally>>,
+}
+
+impl StagedSource {
+    pub fn table(
+        lake: &Storage,
+        objects: &[CurrentObject],
+        columns: &[String],
+    ) -> Result<(StreamingTable, Arc<Mutex<StagedTally>>)> {
+        let schema = stage::staged_schema(columns);
+        let tally = Arc::new(Mutex::new(StagedTally::default()));
+        let source = Self {
+            lake: lake.clone(),
+            objects: objects.to_vec(),
+            columns: columns.to_vec(),
+            schema: schema.clone(),
+            tally: tally.clone(),
+        };
+        let table = StreamingTable::try_new(schema, vec![Arc::new(source)])
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok((table, tally))
+    }
+}
+
+type Sender = tokio::sync::mpsc::Sender<std::result::Result<RecordBatch, DataFusionError>>;
+
+async fn produce(
+    lake: Storage,
+    objects: Vec<CurrentObject>,
+    columns: Arc<Vec<String>>,
+    tally: Arc<Mutex<StagedTally>>,
+    tx: Sender,
+) -> Result<()> {
+    let mut next_row = 0i64;
+    for o in objects {
+        let reader = lake.blocking_reader(&o.object).await?;
+        let (cols, sender) = (columns.clone(), tx.clone());
+        let first = next_row;
+        let url = o.url.clone();
+        next_row = tokio::task::spawn_blocking(move || {
+            let mut emit = |b: RecordBatch| {
+                // A closed channel means the consumer stopped (its own error says why).
+                sender
+                    .blocking_send(Ok(b))
+                    .map_err(|_| Error::Internal("the clean task stopped reading".into()))
+            };
+            stage::stage_object(&o, reader, &cols, first, &mut emit)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("staging: {e}")))??;
+        if let Ok(mut t) = tally.lock() {
+            t.rows_per_object.push((url, (next_row - first) as u64));
+        }
+    }
+    Ok(())
+}
+
+impl PartitionStream for StagedSource {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let (lake, objects, tally) = (self.lake.clone(), self.objects.clone(), self.tally.clone());
+        let columns = Arc::new(self.columns.clone());
+        tokio::spawn(async move {
+            let sender = tx.clone();
+            if let Err(e) = produce(lake, objects, columns, tally.clone(), tx).await {
+                let message = e.to_string();
+                if let Ok(mut t) = tally.lock() {
+                    t.error.get_or_insert(e);
+                }
+                let _ = sender
+                    .send(Err(DataFusionError::Execution(format!(
+                        "staging: {message}"
+                    ))))
+                    .await;
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
