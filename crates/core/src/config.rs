@@ -253,6 +253,10 @@ pub struct PreprocessingConfig {
     /// directory, as local sources are.
     #[serde(default)]
     pub sql_dir: Option<String>,
+    /// A categorical level the train split never had, at encoding time (val/test rows, serving, batch
+    /// scoring): `zeros` (default: encoded as missing) or `error` (the record is refused, naming the field).
+    #[serde(default)]
+    pub unseen_level: crate::features::UnseenLevel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,14 +31,27 @@ pub struct NumericFeature {
     pub derived: Option<String>,
 }
 
+/// What a level that the train split never had becomes at encoding time (`preprocessing.unseen_level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnseenLevel {
+    /// All zeros, as a missing value: the model sees none of the known levels.
+    #[default]
+    Zeros,
+    /// Refused, naming the field: a record the model was not trained for is not scored.
+    Error,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CategoricalFeature {
     pub name: String,
-    /// One-hot levels seen in the train split, in column order. A missing or unseen level encodes as all
-    /// zeros (the reference of every level), never as an error.
+    /// One-hot levels seen in the train split, in column order. A missing level encodes as all zeros (the
+    /// reference of every level); an unseen one as `unseen` says.
     pub levels: Vec<String>,
     /// Lower-cased spelling → canonical level, from the dataset rules (synonyms and the allowed levels).
     pub canonical: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unseen: UnseenLevel,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

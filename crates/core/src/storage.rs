@@ -254,6 +254,12 @@ impl Storage {
     /// does not grow with the object). Read it on a blocking thread (`spawn_blocking`), never in async code.
     pub async fn blocking_reader(&self, rel: &str) -> Result<ObjectReader> {
         let path = self.path(rel)?;
+        if let Some(root) = &self.local_root {
+            // Local disk: read the file itself (object_store streams it in 8 KiB chunks, each a task hand-off).
+            let file = std::fs::File::open(root.join(path.as_ref()))
+                .map_err(|e| Error::infra(self.display(rel), format!("cannot open: {e}")))?;
+            return Ok(ObjectReader::Local(file));
+        }
         let res = self.store.get(&path).await.map_err(|e| self.err(rel, e))?;
         let mut stream = res.into_stream();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -267,7 +273,7 @@ impl Storage {
                 }
             }
         });
-        Ok(ObjectReader {
+        Ok(ObjectReader::Streamed {
             rx,
             current: Bytes::new(),
         })
@@ -421,21 +427,28 @@ impl Storage {
 }
 
 /// See [`Storage::blocking_reader`].
-pub struct ObjectReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-    current: Bytes,
+pub enum ObjectReader {
+    Local(std::fs::File),
+    Streamed {
+        rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+        current: Bytes,
+    },
 }
 
 impl std::io::Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
+        let (rx, current) = match self {
+            ObjectReader::Local(f) => return f.read(buf),
+            ObjectReader::Streamed { rx, current } => (rx, current),
+        };
+        while current.is_empty() {
+            match rx.blocking_recv() {
                 None => return Ok(0),
-                Some(chunk) => self.current = chunk?,
+                Some(chunk) => *current = chunk?,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
+        let n = buf.len().min(current.len());
+        buf[..n].copy_from_slice(&current.split_to(n));
         Ok(n)
     }
 }

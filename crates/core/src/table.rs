@@ -12,6 +12,11 @@ use crate::{Error, Result, Storage};
 fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        // Pseudonyms are unique per row: a dictionary only costs time before the writer gives it up.
+        .set_column_dictionary_enabled(
+            parquet::schema::types::ColumnPath::from("subject_id"),
+            false,
+        )
         .build()
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
 use trialflow_core::expr::eval_numeric_with;
-use trialflow_core::features::{FeatureSpec, OnInvalid, canonical_level};
+use trialflow_core::features::{FeatureSpec, OnInvalid, UnseenLevel, canonical_level};
 
 /// One raw field of a record.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +202,19 @@ pub fn encode(
     }
     for c in &spec.categorical {
         let level = as_level(&get(&c.name)).map(|l| canonical_level(&c.canonical, &l));
+        if let Some(l) = &level
+            && c.unseen == UnseenLevel::Error
+            && !c.levels.contains(l)
+        {
+            // The record's level is not repeated: the message lists what the model knows.
+            return Err(field_err(
+                &c.name,
+                format!(
+                    "a level the training data never had (known: {}); preprocessing.unseen_level is `error`",
+                    c.levels.join(", ")
+                ),
+            ));
+        }
         for l in &c.levels {
             out.push(if level.as_deref() == Some(l.as_str()) {
                 1.0
@@ -378,6 +391,7 @@ mod tests {
                 ("m".into(), "M".into()),
             ]
             .into(),
+            unseen: UnseenLevel::Zeros,
         }];
         let columns = FeatureSpec::build_columns(&numeric, &categorical);
         FeatureSpec {
@@ -421,6 +435,41 @@ mod tests {
         .unwrap();
         assert_eq!(v[..2], [0.0, 0.0]);
         assert_eq!(v[4..], [0.0, 0.0]);
+    }
+
+    #[test]
+    fn an_unseen_level_is_refused_when_the_spec_says_error() {
+        let mut strict = spec();
+        strict.categorical[0].unseen = UnseenLevel::Error;
+        let m: BTreeMap<String, RawValue> =
+            [("sex".to_string(), RawValue::Text("X".into()))].into();
+        let mut out = Vec::new();
+        let e = encode(
+            &strict,
+            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
+            &mut out,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "sex");
+        assert!(
+            e.message.contains("F, M") && !e.message.contains('X'),
+            "{}",
+            e.message
+        );
+        // known levels (any spelling) and missing values still encode
+        let m: BTreeMap<String, RawValue> =
+            [("sex".to_string(), RawValue::Text("female".into()))].into();
+        out.clear();
+        encode(
+            &strict,
+            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[4..], [1.0, 0.0]);
+        out.clear();
+        encode(&strict, &|_| RawValue::Missing, &mut out).unwrap();
+        assert_eq!(out[4..], [0.0, 0.0]);
     }
 
     #[test]

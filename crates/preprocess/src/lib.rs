@@ -650,6 +650,7 @@ async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
             name,
             levels: column_strings(&b, "v").into_iter().flatten().collect(),
             canonical: sql::canonical_map(rule).into_iter().collect(),
+            unseen: cfg.preprocessing.unseen_level,
         });
     }
     let columns = FeatureSpec::build_columns(&numeric, &categorical);

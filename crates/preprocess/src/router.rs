@@ -171,6 +171,14 @@ fn subject_key(id: &str) -> u128 {
     (u128::from(h(1)) << 64) | u128::from(h(2))
 }
 
+fn count_source(per_source: &mut BTreeMap<String, (u64, u64)>, run: Option<(&str, u64, u64)>) {
+    if let Some((src, accepted, quarantined)) = run {
+        let counts = per_source.entry(src.to_string()).or_default();
+        counts.0 += accepted;
+        counts.1 += quarantined;
+    }
+}
+
 fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
     batch.column_by_name(name).ok_or_else(|| {
         Error::bad_data(
@@ -268,6 +276,7 @@ impl Router {
             .collect();
         let mut accept = Vec::with_capacity(batch.num_rows());
         let mut fired: Vec<Check> = Vec::new();
+        let mut run: Option<(&str, u64, u64)> = None;
         for r in 0..batch.num_rows() {
             self.tally.rows += 1;
             let src = source.value(r);
@@ -349,19 +358,25 @@ impl Router {
                     }
                 }
             }
-            let counts = match self.tally.per_source.get_mut(src) {
-                Some(c) => c,
-                None => self.tally.per_source.entry(src.to_string()).or_default(),
-            };
             if quarantined {
-                counts.1 += 1;
                 self.tally.quarantined += 1;
             } else {
-                counts.0 += 1;
                 self.tally.accepted += 1;
+            }
+            // Batches hold one source each (the stager flushes at every object's end): count per run of rows.
+            match run.as_mut() {
+                Some((s, a, q)) if *s == src => {
+                    *a += u64::from(!quarantined);
+                    *q += u64::from(quarantined);
+                }
+                _ => {
+                    count_source(&mut self.tally.per_source, run.take());
+                    run = Some((src, u64::from(!quarantined), u64::from(quarantined)));
+                }
             }
             accept.push(!quarantined);
         }
+        count_source(&mut self.tally.per_source, run);
         let projected = batch
             .project(&self.clean_columns)
             .map_err(|e| Error::Internal(e.to_string()))?;

@@ -135,3 +135,27 @@ async fn outcome_as_sql_expression() {
     );
     assert_eq!(report.rows_in, report.accepted + report.quarantined);
 }
+
+#[tokio::test]
+async fn the_feature_spec_carries_the_unseen_level_policy() {
+    use trialflow_core::features::{FeatureSpec, UnseenLevel};
+    for (extra, expected) in [
+        ("", UnseenLevel::Zeros),
+        (", unseen_level: error", UnseenLevel::Error),
+    ] {
+        let (_dir, cfg) = util::tiny(
+            "{column: status, positive: [dead], negative: [alive]}",
+            extra,
+        );
+        let lake = Storage::open(&cfg.storage.lake).unwrap();
+        util::put_raw(&lake, util::TINY_CSV, 12).await;
+        trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+        trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+        let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await.unwrap();
+        assert!(!spec.categorical.is_empty());
+        assert!(
+            spec.categorical.iter().all(|c| c.unseen == expected),
+            "{extra}"
+        );
+    }
+}

@@ -67,6 +67,7 @@ pub fn spec() -> FeatureSpec {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .chain(levels.iter().map(|l| (l.to_lowercase(), l.to_string())))
             .collect(),
+        unseen: Default::default(),
     };
     let categorical = vec![
         cat("arm", &["placebo", "treatment"], &[("control", "placebo")]),
