@@ -232,7 +232,7 @@ impl Storage {
         }
     }
 
-    fn path(&self, rel: &str) -> Result<ObjectPath> {
+    pub(crate) fn path(&self, rel: &str) -> Result<ObjectPath> {
         ObjectPath::parse(rel)
             .map_err(|e| Error::config("storage", rel, format!("invalid object path: {e}")))
     }
@@ -250,8 +250,9 @@ impl Storage {
         res.bytes().await.map_err(|e| self.err(rel, e))
     }
 
-    /// A blocking `Read` over `rel`, fed by a task that streams the object (a few chunks in flight, so memory
-    /// does not grow with the object). Read it on a blocking thread (`spawn_blocking`), never in async code.
+    /// A blocking `Read` over `rel`: the file itself on local disk, else fed by a task that streams the object
+    /// (a few chunks in flight, so memory does not grow with the object). Read it on a blocking thread
+    /// (`spawn_blocking`), never in async code.
     pub async fn blocking_reader(&self, rel: &str) -> Result<ObjectReader> {
         let path = self.path(rel)?;
         if let Some(root) = &self.local_root {

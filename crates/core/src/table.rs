@@ -118,6 +118,18 @@ pub fn ints(batches: &[RecordBatch], col: &str) -> Result<Vec<Option<i64>>> {
     Ok(out)
 }
 
+/// `schema` with every field nullable: execution may relax what a plan promised, and a Parquet file has one
+/// schema for all its batches.
+pub fn nullable(schema: &arrow::datatypes::Schema) -> SchemaRef {
+    std::sync::Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
 enum SinkMessage {
     Batch(RecordBatch),
     Finish,
@@ -126,8 +138,9 @@ enum SinkMessage {
 /// A Parquet object written batch by batch (zstd, as [`write_parquet`]) while the producer goes on: encoding
 /// runs on a blocking thread and the bytes go up as a multipart upload, so memory stays at about one row
 /// group whatever the table's size. The object appears only when [`ParquetSink::finish`] completes the
-/// upload; a sink dropped or failed before that aborts it and leaves the previous object in place.
+/// upload; a sink dropped (or failed) before that aborts it and leaves the previous object in place.
 pub struct ParquetSink {
+    schema: SchemaRef,
     tx: Option<tokio::sync::mpsc::Sender<SinkMessage>>,
     done: tokio::task::JoinHandle<Result<u64>>,
     location: String,
@@ -154,9 +167,9 @@ impl std::io::Write for BlockingUpload {
 const UPLOAD_PART_BYTES: usize = 16 << 20;
 
 impl ParquetSink {
+    /// Every batch written is taken as having `schema` (same columns; see [`nullable`]).
     pub fn create(store: &Storage, rel: &str, schema: SchemaRef) -> Result<Self> {
-        let path = object_store::path::Path::parse(rel)
-            .map_err(|e| Error::config("storage", rel, format!("invalid object path: {e}")))?;
+        let path = store.path(rel)?;
         let location = store.display(rel);
         let writer = object_store::buffered::BufWriter::with_capacity(
             store.object_store(),
@@ -166,6 +179,7 @@ impl ParquetSink {
         let handle = tokio::runtime::Handle::current();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<SinkMessage>(2);
         let at = location.clone();
+        let encoder_schema = schema.clone();
         let done = tokio::task::spawn_blocking(move || {
             use tokio::io::AsyncWriteExt;
             // Large writes: each one into the upload is a trip through the runtime.
@@ -174,7 +188,7 @@ impl ParquetSink {
             let fail = |what: &str, e: &dyn std::fmt::Display| {
                 Error::infra(at.clone(), format!("{what}: {e}"))
             };
-            let mut w = ArrowWriter::try_new(upload, schema, Some(writer_properties()))
+            let mut w = ArrowWriter::try_new(upload, encoder_schema, Some(writer_properties()))
                 .map_err(|e| fail("encoding parquet", &e))?;
             let mut rows = 0u64;
             let mut finished = false;
@@ -212,6 +226,7 @@ impl ParquetSink {
             Err(failure.unwrap_or_else(|| fail("writing parquet", &"the producer stopped")))
         });
         Ok(Self {
+            schema,
             tx: Some(tx),
             done,
             location,
@@ -222,6 +237,8 @@ impl ParquetSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
+            .map_err(|e| Error::Internal(format!("{}: {e}", self.location)))?;
         let sent = match &self.tx {
             Some(tx) => tx.send(SinkMessage::Batch(batch)).await.is_ok(),
             None => false,
@@ -248,11 +265,5 @@ impl ParquetSink {
             let _ = tx.send(SinkMessage::Finish).await;
         }
         self.wait().await
-    }
-
-    /// Drops the upload: the previous object (if any) stays.
-    pub async fn abort(mut self) {
-        self.tx = None;
-        let _ = self.wait().await;
     }
 }

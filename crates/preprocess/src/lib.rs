@@ -306,7 +306,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     let mut stream = df
         .execute_stream()
         .await
-        .map_err(|e| df_err("clean", cfg, e))?;
+        .map_err(|e| sql_err(&clean_step, e))?;
     let mut quarantine =
         ParquetSink::create(lake, lake::QUARANTINE_FILE, router::quarantine_schema())?;
     let mut clean_sink: Option<ParquetSink> = None;
@@ -522,14 +522,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     )
     .await?;
     let df = ctx.sql(&step.text).await.map_err(|e| sql_err(&step, e))?;
-    let schema = Arc::new(arrow::datatypes::Schema::new(
-        df.schema()
-            .as_arrow()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ));
+    let schema = trialflow_core::table::nullable(df.schema().as_arrow());
     let mut sinks = Vec::new();
     for split in lake::SPLITS {
         sinks.push(ParquetSink::create(
@@ -538,12 +531,10 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
             schema.clone(),
         )?);
     }
-    let mut counts = [(0u64, 0u64); 3];
+    let mut events = [0u64; 3];
     let mut stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| sql_err(&step, e))?;
-        let batch = arrow::array::RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-            .map_err(|e| Error::Internal(e.to_string()))?;
         let split_col = batch.column_by_name("split").ok_or_else(|| {
             Error::config(&step.origin, "split", "the result has no `split` column")
         })?;
@@ -555,8 +546,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
             .map_err(|e| Error::Internal(e.to_string()))?;
             let part = arrow::compute::filter_record_batch(&batch, &mask)
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            counts[i].0 += part.num_rows() as u64;
-            counts[i].1 += column_i64(std::slice::from_ref(&part), "outcome")
+            events[i] += column_i64(std::slice::from_ref(&part), "outcome")
                 .into_iter()
                 .flatten()
                 .sum::<i64>() as u64;
@@ -564,12 +554,11 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
         }
     }
     let mut report = FeaturesReport::default();
-    for ((split, sink), (rows, events)) in lake::SPLITS.iter().zip(sinks).zip(counts) {
-        sink.finish().await?;
+    for ((split, sink), outcome_events) in lake::SPLITS.iter().zip(sinks).zip(events) {
         report.splits.push(SplitCounts {
             split: split.to_string(),
-            rows,
-            outcome_events: events,
+            rows: sink.finish().await?,
+            outcome_events,
         });
     }
     let spec = feature_spec(cfg, lake).await?;

@@ -126,8 +126,18 @@ pub struct Tally {
     pub per_source: BTreeMap<String, (u64, u64)>,
 }
 
+/// Where the routing columns are in clean.sql's result.
+struct RoutingColumns {
+    subject: usize,
+    source: usize,
+    line: usize,
+    rowhash: usize,
+    keep: usize,
+}
+
 pub struct Router {
     id_column: String,
+    routing: RoutingColumns,
     clean_columns: Vec<usize>,
     clean_schema: SchemaRef,
     checks: Vec<(usize, String)>,
@@ -179,15 +189,6 @@ fn count_source(per_source: &mut BTreeMap<String, (u64, u64)>, run: Option<(&str
     }
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
-    batch.column_by_name(name).ok_or_else(|| {
-        Error::bad_data(
-            "clean.sql",
-            format!("the result has no column `{name}` (the clean task routes rows by it)"),
-        )
-    })
-}
-
 impl Router {
     /// `schema` is clean.sql's result schema: the clean table's columns, then the routing columns.
     /// `id_column` names the subject id in the sources (the quarantine's column for duplicates).
@@ -208,26 +209,35 @@ impl Router {
                 clean_columns.push(i);
             }
         }
-        for name in ["subject_id", "_source", "_line"]
-            .into_iter()
-            .chain(ROUTING)
-        {
-            if schema.column_with_name(name).is_none() {
-                return Err(Error::bad_data(
-                    "clean.sql",
-                    format!("the result has no column `{name}` (the clean task routes rows by it)"),
-                ));
-            }
-        }
-        // Nullable throughout: execution may relax what the plan promised, and a Parquet file has one schema.
-        let clean_schema = Arc::new(Schema::new(
-            clean_columns
-                .iter()
-                .map(|&i| schema.field(i).as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        ));
+        let find = |name: &str, expected: &DataType| match schema.column_with_name(name) {
+            Some((i, f)) if f.data_type() == expected => Ok(i),
+            Some((_, f)) => Err(Error::bad_data(
+                format!("clean.sql: column `{name}`"),
+                format!(
+                    "a routing column of type {expected}; found {}",
+                    f.data_type()
+                ),
+            )),
+            None => Err(Error::bad_data(
+                "clean.sql",
+                format!("the result has no column `{name}` (the clean task routes rows by it)"),
+            )),
+        };
+        let routing = RoutingColumns {
+            subject: find("subject_id", &DataType::Utf8)?,
+            source: find("_source", &DataType::Utf8)?,
+            line: find("_line", &DataType::Int64)?,
+            rowhash: find("_rowhash", &DataType::UInt64)?,
+            keep: find("_keep", &DataType::Boolean)?,
+        };
+        let clean_schema = trialflow_core::table::nullable(
+            &schema
+                .project(&clean_columns)
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
         Ok(Self {
             id_column: id_column.to_string(),
+            routing,
             clean_columns,
             clean_schema,
             checks,
@@ -246,27 +256,13 @@ impl Router {
 
     /// Routes one batch; returns its clean rows. Quarantine rows collect until [`Router::take_quarantine`].
     pub fn route(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let cast_err = |name: &str| {
-            Error::bad_data(
-                format!("clean.sql: column `{name}`"),
-                "unexpected type for a routing column",
-            )
-        };
-        let subject = column(batch, "subject_id")?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| cast_err("subject_id"))?;
-        let source = column(batch, "_source")?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| cast_err("_source"))?;
-        let line = column(batch, "_line")?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| cast_err("_line"))?;
-        let rowhash = column(batch, "_rowhash")?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| cast_err("_rowhash"))?;
-        let keep = column(batch, "_keep")?
-            .as_boolean_opt()
-            .ok_or_else(|| cast_err("_keep"))?;
+        // Types were checked against the plan in `new`; the batches carry the plan's types.
+        let c = &self.routing;
+        let subject = batch.column(c.subject).as_string::<i32>();
+        let source = batch.column(c.source).as_string::<i32>();
+        let line = batch.column(c.line).as_primitive::<Int64Type>();
+        let rowhash = batch.column(c.rowhash).as_primitive::<UInt64Type>();
+        let keep = batch.column(c.keep).as_boolean();
         // Most checks fire on no row of a batch: only the others are looked at row by row.
         let checks: Vec<(&str, &StringArray)> = self
             .checks
@@ -380,9 +376,7 @@ impl Router {
         let projected = batch
             .project(&self.clean_columns)
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let kept = arrow::compute::filter_record_batch(&projected, &BooleanArray::from(accept))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        RecordBatch::try_new(self.clean_schema.clone(), kept.columns().to_vec())
+        arrow::compute::filter_record_batch(&projected, &BooleanArray::from(accept))
             .map_err(|e| Error::Internal(e.to_string()))
     }
 
