@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
-//!   check.
+//!   check; all with the `ballista` feature (`TEST_FEATURES`).
 //! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
 //!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
 //!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs);
@@ -59,7 +59,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("pipeline") => pipeline(&args[1..]),
         Some("test") => test(),
-        Some("report-check") => report_check(args.iter().any(|a| a == "--screenshot")),
+        Some("report-check") => report_check(args.iter().any(|a| a == "--screenshot"), &[]),
         Some("bench") => bench::bench(&args[1..]),
         Some("gpu-check") => gpu::gpu_check(&args[1..]),
         _ => {
@@ -93,6 +93,10 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// The optional parts the tests cover too (one feature set, so the dependencies compile once): Ballista
+/// against a real scheduler and executor (`crates/cli/tests/ballista.rs`).
+const TEST_FEATURES: &str = "trialflow-cli/ballista";
+
 fn test() -> Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -102,6 +106,8 @@ fn test() -> Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--features",
+        TEST_FEATURES,
         "--",
         "-D",
         "warnings",
@@ -109,7 +115,13 @@ fn test() -> Result<()> {
     status(clippy, "cargo clippy --workspace --all-targets -D warnings")?;
     // The end-to-end tests run the real binary; build it with the same features first.
     let mut build = cargo();
-    build.args(["build", "--workspace", "--bins"]);
+    build.args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--features",
+        TEST_FEATURES,
+    ]);
     status(build, "cargo build --workspace --bins")?;
     // Real clients and servers for the tests: Python (tritonclient, kserve, prometheus_client, moto,
     // fake-gcs-server, azure-storage-blob, safetensors; MLflow in its own environment) and Azurite from npm.
@@ -122,10 +134,12 @@ fn test() -> Result<()> {
     } else {
         t.args(["test", "--workspace", "--no-fail-fast"]);
     }
+    t.args(["--features", TEST_FEATURES]);
     t.env("TRIALFLOW_TEST_PYTHON", &python);
     t.env("TRIALFLOW_TEST_MLFLOW", mlflow.with_file_name("mlflow"));
     status(t, "cargo nextest run --workspace")?;
-    report_check(false)
+    // the binary just built for the tests: no second build of the dependency set
+    report_check(false, &["--features", TEST_FEATURES])
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -253,10 +267,13 @@ fn chromium(args: &[&str]) -> Command {
     c
 }
 
-fn report_check(screenshot: bool) -> Result<()> {
+/// `features`: extra cargo arguments of the build it runs.
+fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
     ensure_chromium()?;
     let mut build = cargo();
-    build.args(["build", "--workspace", "--bins"]);
+    build
+        .args(["build", "--workspace", "--bins"])
+        .args(features);
     status(build, "cargo build --workspace --bins")?;
     let root = root();
     let scratch = root.join("target/report-check");

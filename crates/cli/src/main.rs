@@ -94,6 +94,12 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
+    /// A Ballista scheduler or executor that runs trialflow's SQL (for `execution.engine: df://host:port`; in a
+    /// build with `--features ballista`).
+    Cluster {
+        #[command(subcommand)]
+        role: ClusterRole,
+    },
     /// Score a CSV or Parquet file with a blessed model version (streaming; output CSV or Parquet).
     Predict {
         /// Model name in the repository (default: serving.model_name).
@@ -107,6 +113,35 @@ enum Command {
         /// Output file; the input's columns plus `probability` and `error`.
         #[arg(long)]
         output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterRole {
+    /// The scheduler: plans each query into stages and hands their tasks to executors.
+    Scheduler {
+        /// Address to listen on (gRPC).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+    },
+    /// An executor: runs tasks and serves their results over Arrow Flight.
+    Executor {
+        /// The scheduler to serve.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: std::net::SocketAddr,
+        /// Host to listen on and to advertise to the scheduler.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        #[arg(long, default_value_t = 50051)]
+        flight_port: u16,
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Folder for shuffle files (default: a temporary folder).
+        #[arg(long)]
+        work_dir: Option<String>,
+        /// Tasks at once (default: the machine's cores).
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
     },
 }
 
@@ -129,6 +164,49 @@ enum ModelsAction {
     },
     /// Take the served version out of service; the blessed version before it is served again.
     Rollback { model: String },
+}
+
+#[cfg(feature = "ballista")]
+async fn cluster(role: ClusterRole) -> Result<i32> {
+    use trialflow_preprocess::cluster;
+    match role {
+        ClusterRole::Scheduler { bind } => {
+            println!("trialflow: ballista scheduler on {bind}");
+            cluster::run_scheduler(bind).await?;
+        }
+        ClusterRole::Executor {
+            scheduler,
+            bind_host,
+            flight_port,
+            grpc_port,
+            work_dir,
+            concurrent_tasks,
+        } => {
+            println!(
+                "trialflow: ballista executor on {bind_host}:{flight_port}, scheduler {scheduler}"
+            );
+            cluster::run_executor(cluster::ExecutorOptions {
+                scheduler,
+                bind_host,
+                flight_port,
+                grpc_port,
+                work_dir,
+                concurrent_tasks,
+            })
+            .await?;
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn cluster(_role: ClusterRole) -> Result<i32> {
+    Err(trialflow_core::Error::config(
+        "trialflow cluster",
+        "build",
+        "this trialflow was built without Ballista: build it with `--features ballista`",
+    )
+    .into())
 }
 
 /// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 1 other.
@@ -181,6 +259,7 @@ async fn run(cli: Cli) -> Result<i32> {
         return Ok(0);
     }
     match cli.command {
+        Command::Cluster { role } => return cluster(role).await,
         Command::Serve { host, port } => {
             let cfg = Config::load_for_serving(cli.config.as_deref())?;
             let models = Storage::open_with(&cfg.storage.models, &cfg.storage.client)?;
@@ -231,7 +310,8 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(0)
         }
-        Command::Generate { .. } => Ok(0), // handled above: needs no config
+        // handled above: they need no config
+        Command::Generate { .. } | Command::Cluster { .. } => Ok(0),
         Command::Sql { out } => {
             let dir = out
                 .or_else(|| cfg.preprocessing.sql_dir.as_ref().map(PathBuf::from))

@@ -38,6 +38,8 @@ pub struct Config {
     pub analysis: AnalysisConfig,
     #[serde(default)]
     pub dag: DagConfig,
+    #[serde(default)]
+    pub execution: ExecutionConfig,
     /// Where this config came from, for messages; not a config key.
     #[serde(skip)]
     pub source_file: String,
@@ -658,6 +660,30 @@ pub struct DagConfig {
     pub backoff_ms: u64,
 }
 
+/// Where the preprocessing SQL runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// `local` (DataFusion in this process) or `df://host:port`, a Ballista scheduler (a build with the
+    /// `ballista` cargo feature): the same SQL then runs on the cluster.
+    pub engine: String,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        Self {
+            engine: "local".into(),
+        }
+    }
+}
+
+impl ExecutionConfig {
+    /// The scheduler's `host:port` when the engine is a Ballista cluster.
+    pub fn ballista_scheduler(&self) -> Option<&str> {
+        self.engine.strip_prefix("df://")
+    }
+}
+
 impl Default for DagConfig {
     fn default() -> Self {
         Self {
@@ -1090,7 +1116,39 @@ impl Config {
         if self.dag.max_parallel == 0 {
             return Err(self.err("dag.max_parallel", "expected at least 1"));
         }
+        self.check_engine()?;
         self.check_local_sources()
+    }
+
+    fn check_engine(&self) -> Result<()> {
+        let engine = &self.execution.engine;
+        if engine == "local" {
+            return Ok(());
+        }
+        let Some(addr) = self.execution.ballista_scheduler() else {
+            return Err(self.err(
+                "execution.engine",
+                "expected `local` or `df://host:port` (a Ballista scheduler)",
+            ));
+        };
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || addr.contains('/') {
+            return Err(self.err(
+                "execution.engine",
+                "expected `df://host:port`, e.g. `df://127.0.0.1:50050`",
+            ));
+        }
+        // Executors read the lake's tables by path: they need the same files, on a shared filesystem.
+        if crate::storage::local_path_of(&self.storage.lake).is_none() {
+            return Err(self.err(
+                "storage.lake",
+                "a Ballista engine reads the lake by path: expected a file:// lake on a filesystem the \
+                 executors share (object-store lakes on a cluster are not supported yet)",
+            ));
+        }
+        Ok(())
     }
 
     /// A local source whose pattern matches no file is a missing file, reported at load time.
@@ -1188,6 +1246,36 @@ mod tests {
         assert!(check_sql_expr("age >= 18 AND sex = 'F'").is_ok());
         assert!(check_sql_expr("age >= ").is_err());
         assert!(check_sql_expr("a b c").is_err());
+    }
+
+    #[test]
+    fn the_engine_is_local_or_a_ballista_scheduler_over_a_shared_lake() {
+        let with = |vars: &[(&str, &str)]| {
+            let env: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::from_yaml(EMBEDDED_CONFIG, "test.yaml", &env).unwrap_err()
+        };
+        for bad in [
+            "spark://h:7077",
+            "df://host",
+            "df://h:port",
+            "df://h:1/path",
+        ] {
+            let e = with(&[("TRIALFLOW_EXECUTION__ENGINE", bad)]);
+            assert!(
+                e.to_string()
+                    .starts_with("test.yaml: execution.engine: expected"),
+                "{bad}: {e}"
+            );
+        }
+        let e = with(&[
+            ("TRIALFLOW_EXECUTION__ENGINE", "df://127.0.0.1:50050"),
+            ("TRIALFLOW_STORAGE__LAKE", "s3://bucket/lake"),
+        ]);
+        assert!(e.to_string().contains("storage.lake"), "{e}");
+        assert!(e.to_string().contains("file:// lake"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 pub const RAW_MANIFEST: &str = "raw/_manifest.jsonl";
 pub const RAW_CURRENT: &str = "raw/_current.json";
+/// The current raw objects staged as one Parquet table (typed as staging reads them, raw ids included), for a
+/// Ballista cluster to read; removed when the clean task ends.
+pub const STAGED_FILE: &str = "raw/_staged.parquet";
 pub const CLEAN: &str = "processed/clean/";
 pub const CLEAN_FILE: &str = "processed/clean/part-0.parquet";
 pub const QUARANTINE: &str = "processed/quarantine/";

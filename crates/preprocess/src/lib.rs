@@ -4,6 +4,9 @@
 //! Invariants: no candle; subject ids leave `clean` only as keyed pseudonyms; input rows = accepted +
 //! quarantined, checked on every run; messages name sources, lines, columns and rules, never values.
 
+#[cfg(feature = "ballista")]
+pub mod cluster;
+pub mod engine;
 pub mod router;
 pub mod source;
 pub mod sql;
@@ -15,7 +18,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::{Config, RuleAction};
@@ -23,6 +26,8 @@ use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, 
 use trialflow_core::lake::{self, Current};
 use trialflow_core::table::ParquetSink;
 use trialflow_core::{Error, Result, Storage};
+
+use crate::engine::SqlEngine;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SourceCounts {
@@ -261,16 +266,89 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     }
     let current: Current = lake.get_json(lake::RAW_CURRENT).await?;
     let columns = cfg.source_columns();
-    let ctx = SessionContext::new_with_config(
-        SessionConfig::new()
-            .with_target_partitions(1)
-            .with_batch_size(stage::BATCH_ROWS),
-    );
-    ctx.register_udf(udf::pseudonymize_udf(pseudonym_key(cfg)?));
     let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns)?;
-    ctx.register_table("staged", Arc::new(staged))
+    let local = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(stage::BATCH_ROWS);
+    if cfg.execution.ballista_scheduler().is_none() {
+        let engine = SqlEngine::local(lake, local)?;
+        engine
+            .ctx
+            .register_table("staged", Arc::new(staged))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        return clean_with(cfg, lake, &engine, &current, staging).await;
+    }
+    // A cluster cannot read this process's stream: the staged rows go to the lake first, as Parquet.
+    let engine = SqlEngine::new(
+        cfg,
+        lake,
+        SessionConfig::new().with_batch_size(stage::BATCH_ROWS),
+    )
+    .await?;
+    let staging_ctx = SessionContext::new_with_config(local);
+    staging_ctx
+        .register_table("staged", Arc::new(staged))
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let result = async {
+        stage_to_lake(&staging_ctx, lake, &staging).await?;
+        engine
+            .ctx
+            .register_parquet(
+                "staged",
+                engine.table_url(lake::STAGED_FILE),
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .map_err(|e| Error::Internal(format!("staged table: {e}")))?;
+        clean_with(cfg, lake, &engine, &current, staging).await
+    }
+    .await;
+    // The staged table holds raw ids: it lives only as long as the task.
+    if let Err(e) = lake.delete(lake::STAGED_FILE).await {
+        tracing::warn!(error = %e, "could not remove the staged table");
+    }
+    result
+}
 
+/// Writes the `staged` stream to [`lake::STAGED_FILE`].
+async fn stage_to_lake(
+    ctx: &SessionContext,
+    lake: &Storage,
+    staging: &std::sync::Mutex<source::StagedTally>,
+) -> Result<()> {
+    let df = ctx
+        .table("staged")
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut sink = ParquetSink::create(lake, lake::STAGED_FILE, df.schema().inner().clone())?;
+    let mut stream = df
+        .execute_stream()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| {
+            staging
+                .lock()
+                .ok()
+                .and_then(|mut t| t.error.take())
+                .unwrap_or_else(|| Error::Internal(format!("staging: {e}")))
+        })?;
+        sink.write(batch).await?;
+    }
+    sink.finish().await?;
+    Ok(())
+}
+
+/// The clean views over the registered `staged` table, run on `engine`, routed and written.
+async fn clean_with(
+    cfg: &Config,
+    lake: &Storage,
+    engine: &SqlEngine,
+    current: &Current,
+    staging: Arc<std::sync::Mutex<source::StagedTally>>,
+) -> Result<CleanReport> {
+    let ctx = &engine.ctx;
+    ctx.register_udf(udf::pseudonymize_udf(pseudonym_key(cfg)?));
     let steps = clean_steps(cfg);
     for old in lake.list(lake::SQL_CLEAN).await? {
         let name = old.path.rsplit('/').next().unwrap_or_default();
@@ -285,7 +363,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         ctx.register_table(name, df.clone().into_view())
             .map_err(|e| sql_err(&step, e))?;
         if name == "typed" {
-            check_outcome_expression(cfg, &ctx).await?;
+            check_outcome_expression(cfg, ctx).await?;
         }
         lake.put(
             &format!("{}{name}.sql", lake::SQL_CLEAN),
@@ -303,6 +381,13 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         &cfg.dataset.id,
         expected_rows.min(1 << 28) as usize,
     )?;
+    // A cluster runs the scan in parallel: the rows come back in input order only when asked to.
+    let df = if engine.cluster.is_some() {
+        df.sort(vec![col("_row").sort(true, false)])
+            .map_err(|e| sql_err(&clean_step, e))?
+    } else {
+        df
+    };
     let mut stream = df
         .execute_stream()
         .await
@@ -458,63 +543,25 @@ fn split_sql(s: &trialflow_core::config::SplitConfig) -> String {
     )
 }
 
-/// The URL under which a context sees the lake (any backend: the lake's own object store is registered there).
-const LAKE_URL: &str = "trialflow-lake://lake/";
-
-/// A context that reads the lake's Parquet tables through the lake's object store.
-fn lake_context(lake: &Storage, config: SessionConfig) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(config);
-    let url = datafusion::execution::object_store::ObjectStoreUrl::parse(LAKE_URL)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    ctx.register_object_store(url.as_ref(), lake.object_store());
-    Ok(ctx)
-}
-
-/// Registers the Parquet objects under `prefix` as table `name`.
-async fn register_lake_table(
-    ctx: &SessionContext,
-    lake: &Storage,
-    name: &str,
-    prefix: &str,
-) -> Result<()> {
-    let parquet = lake
-        .list(prefix)
-        .await?
-        .into_iter()
-        .any(|e| e.path.ends_with(".parquet"));
-    if !parquet {
-        return Err(Error::bad_data(
-            lake.display(prefix),
-            "no Parquet table here: run the stage that writes it first",
-        ));
-    }
-    ctx.register_parquet(
-        name,
-        format!("{LAKE_URL}{prefix}"),
-        datafusion::prelude::ParquetReadOptions::default(),
-    )
-    .await
-    .map_err(|e| {
-        Error::bad_data(
-            lake.display(prefix),
-            format!("not a readable Parquet table: {e}"),
-        )
-    })
-}
-
 /// Assigns splits by the salted hash of the pseudonymized id, streams `processed/features/split=…/` (rows in
 /// the clean table's order) and computes the feature spec from the written train split only.
 pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
-    // One partition: the split files keep the clean table's row order, the same on every machine.
-    let ctx = lake_context(
+    // One partition: the split files keep the clean table's row order, the same on every machine (and on a
+    // cluster, where this makes the split one task).
+    let engine = SqlEngine::new(
+        cfg,
         lake,
         SessionConfig::new()
             .with_target_partitions(1)
             .with_batch_size(stage::BATCH_ROWS),
-    )?;
+    )
+    .await?;
+    let ctx = &engine.ctx;
     let s = &cfg.preprocessing.split;
     ctx.register_udf(udf::split_unit_udf(s.salt.clone()));
-    register_lake_table(&ctx, lake, "clean", lake::CLEAN).await?;
+    engine
+        .register_lake_table(lake, "clean", lake::CLEAN)
+        .await?;
     let step = sql_step(cfg, "split", split_sql(s))?;
     lake.put(
         &format!("{}split.sql", lake::SQL_FEATURES),
@@ -569,14 +616,11 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
 
 /// Imputation values, moments and levels from `processed/features/split=train/` alone.
 async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
-    let ctx = lake_context(lake, SessionConfig::new())?;
-    register_lake_table(
-        &ctx,
-        lake,
-        "train",
-        &format!("{}split=train/", lake::FEATURES),
-    )
-    .await?;
+    let engine = SqlEngine::new(cfg, lake, SessionConfig::new()).await?;
+    let ctx = &engine.ctx;
+    engine
+        .register_lake_table(lake, "train", &format!("{}split=train/", lake::FEATURES))
+        .await?;
     let d = &cfg.dataset;
     let mut aggregates = vec!["count(*) AS \"n\"".to_string()];
     for (i, c) in d.numeric.iter().enumerate() {
@@ -586,7 +630,7 @@ async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
         ));
     }
     let b = run_sql(
-        &ctx,
+        ctx,
         cfg,
         "feature_spec",
         &format!("SELECT {} FROM train", aggregates.join(", ")),
@@ -634,7 +678,7 @@ async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
             "SELECT DISTINCT {c} AS v FROM train WHERE {c} IS NOT NULL ORDER BY 1",
             c = sql::ident(&col)
         );
-        let b = run_sql(&ctx, cfg, "feature_spec", &q).await?;
+        let b = run_sql(ctx, cfg, "feature_spec", &q).await?;
         categorical.push(CategoricalFeature {
             name,
             levels: column_strings(&b, "v").into_iter().flatten().collect(),
@@ -686,8 +730,11 @@ pub struct QualityReport {
 /// `processed/quality_report.json`.
 pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
     let clean: CleanReport = lake.get_json(lake::CLEAN_REPORT).await?;
-    let ctx = lake_context(lake, SessionConfig::new())?;
-    register_lake_table(&ctx, lake, "features", lake::FEATURES).await?;
+    let engine = SqlEngine::new(cfg, lake, SessionConfig::new()).await?;
+    let ctx = &engine.ctx;
+    engine
+        .register_lake_table(lake, "features", lake::FEATURES)
+        .await?;
     let d = &cfg.dataset;
     let mut numeric = Vec::new();
     let mut aggregates = Vec::new();
@@ -705,7 +752,7 @@ pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
             "SELECT \"split\", \"arm\", {} FROM features GROUP BY 1, 2 ORDER BY 1, 2",
             aggregates.join(", ")
         );
-        run_sql(&ctx, cfg, "quality", &q).await?
+        run_sql(ctx, cfg, "quality", &q).await?
     };
     let (splits, arms) = (column_strings(&b, "split"), column_strings(&b, "arm"));
     for (k, c) in d.numeric.iter().enumerate() {
@@ -735,7 +782,7 @@ pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
         let q = format!(
             "SELECT \"split\", \"arm\", {col} AS v, count(*) AS n FROM features GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         );
-        let b = run_sql(&ctx, cfg, "quality", &q).await?;
+        let b = run_sql(ctx, cfg, "quality", &q).await?;
         let (splits, arms, levels, n) = (
             column_strings(&b, "split"),
             column_strings(&b, "arm"),
@@ -753,7 +800,7 @@ pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
         }
     }
     let b = run_sql(
-        &ctx,
+        ctx,
         cfg,
         "quality",
         "SELECT \"split\", count(*) AS n, sum(\"outcome\") AS e FROM features GROUP BY 1 ORDER BY 1",

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, Float64Builder, StringBuilder};
 use arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -69,50 +71,110 @@ fn string_arg(args: &[ColumnarValue]) -> Result<ArrayRef, DataFusionError> {
     Ok(arrow::compute::cast(&arr, &DataType::Utf8)?)
 }
 
-pub fn pseudonymize_udf(key: Vec<u8>) -> ScalarUDF {
-    let p = Pseudonymizer::new(&key);
-    create_udf(
-        "pseudonymize",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arr = string_arg(args)?;
-            let s = arr.as_string::<i32>();
-            let mut b = StringBuilder::with_capacity(s.len(), s.len() * 32);
-            let mut hex = [0u8; 32];
-            for i in 0..s.len() {
-                if s.is_null(i) {
-                    b.append_null()
-                } else {
-                    b.append_value(p.write_hex(s.value(i), &mut hex))
-                }
+/// `pseudonymize(id)`. A type of its own (not a closure) so that a Ballista codec can ship the key with
+/// the plan: executors then need no key of their own.
+#[derive(PartialEq, Eq, Hash)]
+pub struct Pseudonymize {
+    key: Vec<u8>,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for Pseudonymize {
+    // Plans are printed in logs and errors: never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonymize { key: <redacted> }")
+    }
+}
+
+impl Pseudonymize {
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl ScalarUDFImpl for Pseudonymize {
+    fn name(&self) -> &str {
+        "pseudonymize"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType, DataFusionError> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue, DataFusionError> {
+        let p = Pseudonymizer::new(&self.key);
+        let arr = string_arg(&args.args)?;
+        let s = arr.as_string::<i32>();
+        let mut b = StringBuilder::with_capacity(s.len(), s.len() * 32);
+        let mut hex = [0u8; 32];
+        for i in 0..s.len() {
+            if s.is_null(i) {
+                b.append_null()
+            } else {
+                b.append_value(p.write_hex(s.value(i), &mut hex))
             }
-            Ok(ColumnarValue::Array(Arc::new(b.finish())))
-        }),
-    )
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
+}
+
+pub fn pseudonymize_udf(key: Vec<u8>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Pseudonymize {
+        key,
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+    })
+}
+
+/// `split_unit(id)`, carrying its salt (see [`Pseudonymize`]).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SplitUnit {
+    salt: String,
+    signature: Signature,
+}
+
+impl SplitUnit {
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+}
+
+impl ScalarUDFImpl for SplitUnit {
+    fn name(&self) -> &str {
+        "split_unit"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType, DataFusionError> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue, DataFusionError> {
+        let arr = string_arg(&args.args)?;
+        let s = arr.as_string::<i32>();
+        let mut b = Float64Builder::with_capacity(s.len());
+        for i in 0..s.len() {
+            if s.is_null(i) {
+                b.append_null()
+            } else {
+                b.append_value(split_unit(&self.salt, s.value(i)))
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(b.finish())))
+    }
 }
 
 pub fn split_unit_udf(salt: String) -> ScalarUDF {
-    create_udf(
-        "split_unit",
-        vec![DataType::Utf8],
-        DataType::Float64,
-        Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            let arr = string_arg(args)?;
-            let s = arr.as_string::<i32>();
-            let mut b = Float64Builder::with_capacity(s.len());
-            for i in 0..s.len() {
-                if s.is_null(i) {
-                    b.append_null()
-                } else {
-                    b.append_value(split_unit(&salt, s.value(i)))
-                }
-            }
-            Ok(ColumnarValue::Array(Arc::new(b.finish())))
-        }),
-    )
+    ScalarUDF::new_from_impl(SplitUnit {
+        salt,
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+    })
 }
 
 #[cfg(test)]
