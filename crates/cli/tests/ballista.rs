@@ -197,6 +197,16 @@ fn the_data_pipeline_on_a_ballista_cluster_equals_the_local_engine_row_for_row()
     ] {
         assert_json_close(&json_doc(&local, doc), &json_doc(&remote, doc), doc);
     }
+
+    // A staged table that a killed cluster run left behind is removed by the next clean, local or not.
+    let staged = remote.path("data/lake/raw/_staged.parquet");
+    std::fs::write(&staged, b"left by a killed run").unwrap();
+    let o = remote.run(&["pipeline", "data", "--from", "clean"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        !staged.exists(),
+        "a stale staged table survived a local clean"
+    );
 }
 
 #[test]

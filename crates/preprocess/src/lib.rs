@@ -271,6 +271,8 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         .with_target_partitions(1)
         .with_batch_size(stage::BATCH_ROWS);
     if cfg.execution.ballista_scheduler().is_none() {
+        // A killed cluster run may have left its staged table (raw ids) behind.
+        lake.delete(lake::STAGED_FILE).await?;
         let engine = SqlEngine::local(lake, local)?;
         engine
             .ctx
