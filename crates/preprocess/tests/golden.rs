@@ -43,11 +43,9 @@ dataset:
 {contract}
 privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: golden}}
 preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
-models: {{m: {{hidden: []}}}}
-training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
-serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
-deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
+{tail}
 "#,
+        tail = util::CONFIG_TAIL,
         w = work.display()
     );
     Config::from_yaml(&yaml, &format!("{name}/contract.yaml"), &[]).unwrap()

@@ -64,11 +64,9 @@ dataset:
   filter: grp <> 'z'
 privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k}}
 preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}{preprocessing}}}
-models: {{m: {{hidden: []}}}}
-training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}
-serving: {{host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}}
-deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
+{tail}
 "#,
+        tail = CONFIG_TAIL,
         d = dir.display()
     )
 }
@@ -85,3 +83,9 @@ pub fn tiny(outcome: &str, preprocessing: &str) -> (tempfile::TempDir, trialflow
     .unwrap();
     (dir, cfg)
 }
+
+/// The config sections the preprocessing tests do not exercise (models, training, serving, deployment).
+pub const CONFIG_TAIL: &str = "models: {m: {hidden: []}}
+training: {seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}
+serving: {host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}
+deployment: {checks: [{metric: roc_auc, min: 0.5}]}";
