@@ -6,7 +6,7 @@ SELECT
   "_rowhash",
   "_defect",
   "subject_id",
-  CASE lower("arm") WHEN 'active' THEN 'treatment' WHEN 'drug x' THEN 'treatment' WHEN 'pbo' THEN 'placebo' WHEN 'placebo' THEN 'placebo' WHEN 'treatment' THEN 'treatment' WHEN 'trt' THEN 'treatment' ELSE "arm" END AS "arm",
+  coalesce(CASE lower("arm") WHEN 'active' THEN 'treatment' WHEN 'drug x' THEN 'treatment' WHEN 'pbo' THEN 'placebo' WHEN 'placebo' THEN 'placebo' WHEN 'treatment' THEN 'treatment' WHEN 'trt' THEN 'treatment' END, "arm") AS "arm",
   "site" AS "site",
   "event",
   TRY_CAST("followup_days" AS DOUBLE) AS "followup_days",
@@ -29,7 +29,7 @@ SELECT
   "creatinine_mg_dl" AS "creatinine_mg_dl__raw",
   TRY_CAST("hba1c_pct" AS DOUBLE) AS "hba1c_pct",
   "hba1c_pct" AS "hba1c_pct__raw",
-  CASE lower("sex") WHEN 'f' THEN 'F' WHEN 'female' THEN 'F' WHEN 'm' THEN 'M' WHEN 'male' THEN 'M' ELSE "sex" END AS "sex",
-  CASE lower("smoker") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' ELSE "smoker" END AS "smoker",
-  CASE lower("diabetic") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' ELSE "diabetic" END AS "diabetic"
+  coalesce(CASE lower("sex") WHEN 'f' THEN 'F' WHEN 'female' THEN 'F' WHEN 'm' THEN 'M' WHEN 'male' THEN 'M' END, "sex") AS "sex",
+  coalesce(CASE lower("smoker") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, "smoker") AS "smoker",
+  coalesce(CASE lower("diabetic") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, "diabetic") AS "diabetic"
 FROM staged;

@@ -170,12 +170,17 @@ impl StageTask {
             }
             Kind::Features => TaskIo {
                 inputs: strs(&[lake::CLEAN]),
-                outputs: strs(&[lake::FEATURES, lake::FEATURE_SPEC, lake::SQL_FEATURES]),
+                outputs: strs(&[
+                    lake::FEATURES,
+                    lake::FEATURE_SPEC,
+                    lake::SPLIT_STATS,
+                    lake::SQL_FEATURES,
+                ]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset"), "preprocessing": c.section_json("preprocessing"), "sql": trialflow_preprocess::sql_fingerprint(c)?}),
                 ..Default::default()
             },
             Kind::Quality => TaskIo {
-                inputs: strs(&[lake::FEATURES, lake::CLEAN_REPORT]),
+                inputs: strs(&[lake::SPLIT_STATS, lake::CLEAN_REPORT]),
                 outputs: strs(&[lake::QUALITY_REPORT]),
                 fingerprint_extra: json!({"dataset": c.section_json("dataset")}),
                 ..Default::default()

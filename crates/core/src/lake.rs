@@ -18,6 +18,9 @@ pub const SQL_FEATURES: &str = "processed/sql/features/";
 pub const FEATURES: &str = "processed/features/";
 pub const FEATURE_SPEC: &str = "processed/feature_spec.json";
 pub const QUALITY_REPORT: &str = "processed/quality_report.json";
+/// Per split and arm statistics of the split tables, gathered while `features` writes them; the quality
+/// report's figures.
+pub const SPLIT_STATS: &str = "processed/split_stats.json";
 pub const CANDIDATES: &str = "candidates/";
 pub const EVALUATION: &str = "candidates/evaluation.json";
 pub const GATE: &str = "candidates/gate.json";

@@ -10,13 +10,13 @@ use parquet::file::properties::WriterProperties;
 use crate::{Error, Result, Storage};
 
 fn writer_properties() -> WriterProperties {
+    let id = parquet::schema::types::ColumnPath::from("subject_id");
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        // Pseudonyms are unique per row: a dictionary only costs time before the writer gives it up.
-        .set_column_dictionary_enabled(
-            parquet::schema::types::ColumnPath::from("subject_id"),
-            false,
-        )
+        // Pseudonyms are unique per row: a dictionary only costs time before the writer gives it up, and
+        // their min/max prune nothing (a comparison per row for no use).
+        .set_column_dictionary_enabled(id.clone(), false)
+        .set_column_statistics_enabled(id, parquet::file::properties::EnabledStatistics::None)
         .build()
 }
 

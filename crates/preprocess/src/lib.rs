@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod engine;
 pub mod router;
 pub mod source;
+mod spec;
+pub mod split_stats;
 pub mod sql;
 pub mod stage;
 pub mod udf;
@@ -21,8 +23,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use trialflow_core::config::{Config, RuleAction};
-use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, OnInvalid};
+use trialflow_core::config::Config;
 use trialflow_core::lake::{self, Current};
 use trialflow_core::table::ParquetSink;
 use trialflow_core::{Error, Result, Storage};
@@ -179,27 +180,33 @@ pub fn sql_fingerprint(cfg: &Config) -> Result<Option<Vec<String>>> {
         .map(Some)
 }
 
-async fn run_sql(
-    ctx: &SessionContext,
-    cfg: &Config,
-    step: &'static str,
-    sql: &str,
-) -> Result<Vec<RecordBatch>> {
-    let df = ctx.sql(sql).await.map_err(|e| df_err(step, cfg, e))?;
-    df.collect().await.map_err(|e| df_err(step, cfg, e))
-}
-
-fn column_strings(batches: &[RecordBatch], col: &str) -> Vec<Option<String>> {
-    // Columns read here come from queries this module wrote: a missing one is a bug, caught by tests.
-    trialflow_core::table::strings(batches, col).unwrap_or_default()
-}
-
 fn column_i64(batches: &[RecordBatch], col: &str) -> Vec<Option<i64>> {
     trialflow_core::table::ints(batches, col).unwrap_or_default()
 }
 
-fn column_f64(batches: &[RecordBatch], col: &str) -> Vec<Option<f64>> {
-    trialflow_core::table::floats(batches, col).unwrap_or_default()
+/// Column `name` of a batch of `split.sql`'s result (from `origin`), cast to `to` for `purpose`; a missing or
+/// uncastable column is a config error naming the file.
+fn split_column(
+    batch: &RecordBatch,
+    name: &str,
+    to: &arrow::datatypes::DataType,
+    origin: &str,
+    purpose: &str,
+) -> Result<arrow::array::ArrayRef> {
+    let a = batch.column_by_name(name).ok_or_else(|| {
+        Error::config(
+            origin,
+            "split",
+            format!("the result has no column `{name}` ({purpose} needs it)"),
+        )
+    })?;
+    arrow::compute::cast(a, to).map_err(|_| {
+        Error::config(
+            origin,
+            "split",
+            format!("column `{name}` is {}; {purpose} needs {to}", a.data_type()),
+        )
+    })
 }
 
 /// The pseudonymization key: from the configured environment variable, else the config's development key.
@@ -546,7 +553,7 @@ fn split_sql(s: &trialflow_core::config::SplitConfig) -> String {
 }
 
 /// Assigns splits by the salted hash of the pseudonymized id, streams `processed/features/split=…/` (rows in
-/// the clean table's order) and computes the feature spec from the written train split only.
+/// the clean table's order) and computes the feature spec from the train rows alone, as they are written.
 pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     // One partition: the split files keep the clean table's row order, the same on every machine (and on a
     // cluster, where this makes the split one task).
@@ -580,7 +587,19 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
             schema.clone(),
         )?);
     }
+    let started = std::time::Instant::now();
     let mut events = [0u64; 3];
+    // A hint for the value buffers: the clean table's rows times the train fraction.
+    let clean_rows = lake
+        .get_json::<CleanReport>(lake::CLEAN_REPORT)
+        .await
+        .map_or(0, |r| r.accepted);
+    let mut train = spec::TrainStats::new(
+        cfg,
+        &step.origin,
+        (clean_rows as f64 * s.train * 1.01) as usize,
+    );
+    let mut stats = split_stats::SplitStats::new(cfg, &step.origin);
     let mut stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| sql_err(&step, e))?;
@@ -599,6 +618,10 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
                 .into_iter()
                 .flatten()
                 .sum::<i64>() as u64;
+            if *split == "train" {
+                train.observe(&part)?;
+            }
+            stats.observe(split, &part)?;
             sinks[i].write(part).await?;
         }
     }
@@ -610,92 +633,16 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
             outcome_events,
         });
     }
-    let spec = feature_spec(cfg, lake).await?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "split tables written"
+    );
+    let spec = train.finish(cfg)?;
+    lake.put_json(lake::SPLIT_STATS, &stats.finish(&report.splits))
+        .await?;
     report.feature_columns = spec.width();
     lake.put_json(lake::FEATURE_SPEC, &spec).await?;
     Ok(report)
-}
-
-/// Imputation values, moments and levels from `processed/features/split=train/` alone.
-async fn feature_spec(cfg: &Config, lake: &Storage) -> Result<FeatureSpec> {
-    let engine = SqlEngine::new(cfg, lake, SessionConfig::new()).await?;
-    let ctx = &engine.ctx;
-    engine
-        .register_lake_table(lake, "train", &format!("{}split=train/", lake::FEATURES))
-        .await?;
-    let d = &cfg.dataset;
-    let mut aggregates = vec!["count(*) AS \"n\"".to_string()];
-    for (i, c) in d.numeric.iter().enumerate() {
-        let col = sql::ident(&sql::table_column(c));
-        aggregates.push(format!(
-            "median({col}) AS \"m{i}\", avg({col}) AS \"a{i}\", stddev_pop({col}) AS \"s{i}\""
-        ));
-    }
-    let b = run_sql(
-        ctx,
-        cfg,
-        "feature_spec",
-        &format!("SELECT {} FROM train", aggregates.join(", ")),
-    )
-    .await?;
-    let train_rows = column_i64(&b, "n").first().copied().flatten().unwrap_or(0) as u64;
-    if train_rows == 0 {
-        return Err(Error::bad_data(
-            "processed/features/split=train",
-            "the train split is empty",
-        ));
-    }
-    let mut numeric = Vec::new();
-    for (i, c) in d.numeric.iter().enumerate() {
-        let get = |n: &str| {
-            column_f64(&b, &format!("{n}{i}"))
-                .first()
-                .copied()
-                .flatten()
-        };
-        let rule = d.rules.get(c);
-        numeric.push(NumericFeature {
-            name: c.clone(),
-            impute: get("m").unwrap_or(0.0),
-            mean: get("a").unwrap_or(0.0),
-            std: get("s").filter(|s| *s > 0.0).unwrap_or(1.0),
-            min: rule.and_then(|r| r.min),
-            max: rule.and_then(|r| r.max),
-            on_invalid: match rule.map(|r| r.action) {
-                Some(RuleAction::Quarantine) => OnInvalid::Reject,
-                _ => OnInvalid::Impute,
-            },
-            derived: d.derived.get(c).cloned(),
-        });
-    }
-    let mut categorical = Vec::new();
-    let arm = [(d.arm.column.clone(), "arm".to_string())];
-    let cats = d
-        .categorical
-        .iter()
-        .map(|c| (c.clone(), sql::table_column(c)));
-    for (name, col) in arm.into_iter().chain(cats) {
-        let rule = d.rules.get(&name);
-        let q = format!(
-            "SELECT DISTINCT {c} AS v FROM train WHERE {c} IS NOT NULL ORDER BY 1",
-            c = sql::ident(&col)
-        );
-        let b = run_sql(ctx, cfg, "feature_spec", &q).await?;
-        categorical.push(CategoricalFeature {
-            name,
-            levels: column_strings(&b, "v").into_iter().flatten().collect(),
-            canonical: sql::canonical_map(rule).into_iter().collect(),
-            unseen: cfg.preprocessing.unseen_level,
-        });
-    }
-    let columns = FeatureSpec::build_columns(&numeric, &categorical);
-    Ok(FeatureSpec {
-        numeric,
-        categorical,
-        columns,
-        train_rows,
-        arm_field: d.arm.column.clone(),
-    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -729,100 +676,15 @@ pub struct QualityReport {
 }
 
 /// Per-column statistics by split and arm, rule violations, duplicates and exclusions:
-/// `processed/quality_report.json`.
-pub async fn quality(cfg: &Config, lake: &Storage) -> Result<QualityReport> {
+/// `processed/quality_report.json`, from the clean report and the split statistics that `features` gathered.
+pub async fn quality(_cfg: &Config, lake: &Storage) -> Result<QualityReport> {
     let clean: CleanReport = lake.get_json(lake::CLEAN_REPORT).await?;
-    let engine = SqlEngine::new(cfg, lake, SessionConfig::new()).await?;
-    let ctx = &engine.ctx;
-    engine
-        .register_lake_table(lake, "features", lake::FEATURES)
-        .await?;
-    let d = &cfg.dataset;
-    let mut numeric = Vec::new();
-    let mut aggregates = Vec::new();
-    for (i, c) in d.numeric.iter().enumerate() {
-        let col = sql::ident(&sql::table_column(c));
-        aggregates.push(format!(
-            "count({col}) AS \"n{i}\", count(*) - count({col}) AS \"nulls{i}\", min({col}) AS \"lo{i}\", \
-             max({col}) AS \"hi{i}\", avg({col}) AS \"mean{i}\", stddev_pop({col}) AS \"sd{i}\""
-        ));
-    }
-    let b = if aggregates.is_empty() {
-        Vec::new()
-    } else {
-        let q = format!(
-            "SELECT \"split\", \"arm\", {} FROM features GROUP BY 1, 2 ORDER BY 1, 2",
-            aggregates.join(", ")
-        );
-        run_sql(ctx, cfg, "quality", &q).await?
-    };
-    let (splits, arms) = (column_strings(&b, "split"), column_strings(&b, "arm"));
-    for (k, c) in d.numeric.iter().enumerate() {
-        let (n, nulls) = (
-            column_i64(&b, &format!("n{k}")),
-            column_i64(&b, &format!("nulls{k}")),
-        );
-        let f = |name: &str| column_f64(&b, &format!("{name}{k}"));
-        let (lo, hi, mean, sd) = (f("lo"), f("hi"), f("mean"), f("sd"));
-        for i in 0..splits.len() {
-            numeric.push(NumericSummary {
-                column: c.clone(),
-                split: splits[i].clone().unwrap_or_default(),
-                arm: arms[i].clone().unwrap_or_default(),
-                count: n[i].unwrap_or_default() as u64,
-                nulls: nulls[i].unwrap_or_default() as u64,
-                min: lo[i],
-                max: hi[i],
-                mean: mean[i],
-                std: sd[i],
-            });
-        }
-    }
-    let mut categorical = Vec::new();
-    for c in &d.categorical {
-        let col = sql::ident(&sql::table_column(c));
-        let q = format!(
-            "SELECT \"split\", \"arm\", {col} AS v, count(*) AS n FROM features GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
-        );
-        let b = run_sql(ctx, cfg, "quality", &q).await?;
-        let (splits, arms, levels, n) = (
-            column_strings(&b, "split"),
-            column_strings(&b, "arm"),
-            column_strings(&b, "v"),
-            column_i64(&b, "n"),
-        );
-        for i in 0..splits.len() {
-            categorical.push(LevelCount {
-                column: c.clone(),
-                split: splits[i].clone().unwrap_or_default(),
-                arm: arms[i].clone().unwrap_or_default(),
-                level: levels[i].clone(),
-                count: n[i].unwrap_or_default() as u64,
-            });
-        }
-    }
-    let b = run_sql(
-        ctx,
-        cfg,
-        "quality",
-        "SELECT \"split\", count(*) AS n, sum(\"outcome\") AS e FROM features GROUP BY 1 ORDER BY 1",
-    )
-    .await?;
-    let splits = column_strings(&b, "split")
-        .into_iter()
-        .zip(column_i64(&b, "n"))
-        .zip(column_i64(&b, "e"))
-        .map(|((s, n), e)| SplitCounts {
-            split: s.unwrap_or_default(),
-            rows: n.unwrap_or_default() as u64,
-            outcome_events: e.unwrap_or_default() as u64,
-        })
-        .collect();
+    let s: split_stats::SplitSummary = lake.get_json(lake::SPLIT_STATS).await?;
     let report = QualityReport {
         clean,
-        splits,
-        numeric,
-        categorical,
+        splits: s.splits,
+        numeric: s.numeric,
+        categorical: s.categorical,
     };
     lake.put_json(lake::QUALITY_REPORT, &report).await?;
     Ok(report)

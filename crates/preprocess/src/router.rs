@@ -1,10 +1,11 @@
 //! Routes each row that `clean.sql` yields, in input order: to the quarantine when a quarantine check fired,
 //! when the row filter excluded it, or when its subject was already accepted (the first row per subject is
 //! kept: "exact duplicate" when all its contract fields equal that first row's, else "repeated subject id");
-//! to the clean table otherwise. Memory: one 32-byte entry per accepted subject, nothing per column.
+//! to the clean table otherwise. Memory: a 24-byte slot per accepted subject (at most 2/3 of the slots in use),
+//! nothing per column.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -141,30 +142,90 @@ pub struct Router {
     clean_columns: Vec<usize>,
     clean_schema: SchemaRef,
     checks: Vec<(usize, String)>,
-    first_row_hash: HashMap<u128, u64, BuildHasherDefault<KeyHasher>>,
+    first_rows: FirstRows,
     quarantine: QuarantineBuilder,
     pub tally: Tally,
 }
 
-/// The map's hasher: keys are already uniform 128-bit values, so their low 64 bits are the hash.
-#[derive(Default)]
-struct KeyHasher(u64);
+/// The first row's hash per accepted subject key: open addressing with linear probing over one flat array.
+/// Keys are uniform 128-bit values (pseudonyms), so their low bits are the slot. One slot holds key and
+/// value together: a lookup costs one cache line, and [`FirstRows::touch`] can load that line ahead of use.
+struct FirstRows {
+    /// `[key high, key low, row hash]`; the all-zero key marks an empty slot.
+    slots: Vec<[u64; 3]>,
+    len: usize,
+    /// The all-zero key itself, kept aside.
+    zero: Option<u64>,
+}
 
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+enum FirstRow {
+    New,
+    Seen(u64),
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(b);
+impl FirstRows {
+    fn with_capacity(rows: usize) -> Self {
+        // At most 2/3 full: linear probing stays short.
+        let slots = (rows.max(1024) * 3 / 2).next_power_of_two();
+        Self {
+            slots: vec![[0; 3]; slots],
+            len: 0,
+            zero: None,
         }
     }
 
-    fn write_u128(&mut self, v: u128) {
-        self.0 = v as u64;
+    fn home(&self, key: u128) -> usize {
+        (key as usize) & (self.slots.len() - 1)
+    }
+
+    /// Loads the slot where a lookup of `key` starts, so that the lookup finds it in cache.
+    fn touch(&self, key: u128) -> u64 {
+        let slot = &self.slots[self.home(key)];
+        slot[0] ^ slot[2]
+    }
+
+    /// Records `hash` as the first row of `key` unless the key has one already, which is returned.
+    fn first(&mut self, key: u128, hash: u64) -> FirstRow {
+        if key == 0 {
+            return match self.zero {
+                Some(h) => FirstRow::Seen(h),
+                None => {
+                    self.zero = Some(hash);
+                    FirstRow::New
+                }
+            };
+        }
+        let (hi, lo) = ((key >> 64) as u64, key as u64);
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let slot = &mut self.slots[i];
+            if slot[0] == hi && slot[1] == lo {
+                return FirstRow::Seen(slot[2]);
+            }
+            if slot[0] == 0 && slot[1] == 0 {
+                *slot = [hi, lo, hash];
+                self.len += 1;
+                if self.len * 3 > self.slots.len() * 2 {
+                    self.grow();
+                }
+                return FirstRow::New;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![[0; 3]; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        let mask = self.slots.len() - 1;
+        for s in old.into_iter().filter(|s| s[0] != 0 || s[1] != 0) {
+            let mut i = (s[1] as usize) & mask;
+            while self.slots[i][0] != 0 || self.slots[i][1] != 0 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = s;
+        }
     }
 }
 
@@ -172,14 +233,34 @@ impl Hasher for KeyHasher {
 /// is exactly as fine as pseudonymization. Any other id text (an edited clean.sql) gets two fixed-seed
 /// 64-bit hashes.
 fn subject_key(id: &str) -> u128 {
-    if id.len() == 32
-        && let Ok(k) = u128::from_str_radix(id, 16)
-    {
+    if let Some(k) = hex_u128(id.as_bytes()) {
         return k;
     }
     let h = |seed: u64| foldhash::fast::FixedState::with_seed(seed).hash_one(id);
     (u128::from(h(1)) << 64) | u128::from(h(2))
 }
+
+/// 32 hex digits as a number (`from_str_radix` is generic over radix and several times slower per row).
+fn hex_u128(hex: &[u8]) -> Option<u128> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut k = 0u128;
+    for &c in hex {
+        let nibble = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        k = (k << 4) | u128::from(nibble);
+    }
+    Some(k)
+}
+
+/// Rows whose subject lookups are started together: the map is far larger than the caches, and lookups
+/// issued back to back overlap their memory latency where the routing loop would wait for each in turn.
+const LOOKAHEAD: usize = 64;
 
 fn count_source(per_source: &mut BTreeMap<String, (u64, u64)>, run: Option<(&str, u64, u64)>) {
     if let Some((src, accepted, quarantined)) = run {
@@ -241,10 +322,7 @@ impl Router {
             clean_columns,
             clean_schema,
             checks,
-            first_row_hash: HashMap::with_capacity_and_hasher(
-                expected_rows,
-                BuildHasherDefault::default(),
-            ),
+            first_rows: FirstRows::with_capacity(expected_rows),
             quarantine: QuarantineBuilder::default(),
             tally: Tally::default(),
         })
@@ -273,7 +351,19 @@ impl Router {
         let mut accept = Vec::with_capacity(batch.num_rows());
         let mut fired: Vec<Check> = Vec::new();
         let mut run: Option<(&str, u64, u64)> = None;
+        let mut keys = [0u128; LOOKAHEAD];
         for r in 0..batch.num_rows() {
+            if r % LOOKAHEAD == 0 {
+                let end = (r + LOOKAHEAD).min(batch.num_rows());
+                let mut found = 0u64;
+                for (k, i) in keys.iter_mut().zip(r..end) {
+                    if subject.is_valid(i) {
+                        *k = subject_key(subject.value(i));
+                        found ^= self.first_rows.touch(*k);
+                    }
+                }
+                std::hint::black_box(found);
+            }
             self.tally.rows += 1;
             let src = source.value(r);
             let ln = line.value(r);
@@ -327,14 +417,11 @@ impl Router {
                     }
                     Some(id) => {
                         let hash = rowhash.value(r);
-                        match self.first_row_hash.entry(subject_key(id)) {
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(hash);
-                            }
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                let first = first.get();
+                        match self.first_rows.first(keys[r % LOOKAHEAD], hash) {
+                            FirstRow::New => {}
+                            FirstRow::Seen(first) => {
                                 quarantined = true;
-                                let reason = if *first == hash {
+                                let reason = if first == hash {
                                     self.tally.exact_duplicates += 1;
                                     "exact duplicate of an earlier row"
                                 } else {
@@ -386,5 +473,40 @@ impl Router {
 
     pub fn take_quarantine(&mut self) -> Result<RecordBatch> {
         self.quarantine.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys_read_as_numbers_and_other_ids_are_hashed() {
+        let hex = "00ff10a0b0c0d0e0f00112233445566A";
+        assert_eq!(hex_u128(hex.as_bytes()), u128::from_str_radix(hex, 16).ok());
+        assert_eq!(hex_u128(b"00ff10a0b0c0d0e0f00112233445566g"), None);
+        assert_eq!(hex_u128(b"abc"), None);
+        assert_ne!(subject_key("P0001"), subject_key("P0002"));
+        assert_eq!(subject_key("P0001"), subject_key("P0001"));
+    }
+
+    #[test]
+    fn first_rows_keep_the_first_hash_through_growth_and_for_the_zero_key() {
+        let mut t = FirstRows::with_capacity(0);
+        let keys: Vec<u128> = (0..5000u128)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834))
+            .collect();
+        assert_eq!(keys[0], 0, "the zero key is among them");
+        for (i, &k) in keys.iter().enumerate() {
+            assert!(matches!(t.first(k, i as u64), FirstRow::New));
+        }
+        assert!(t.slots.len() > 5000, "grown from its 1024-row start");
+        for (i, &k) in keys.iter().enumerate() {
+            assert!(matches!(t.first(k, 7), FirstRow::Seen(h) if h == i as u64));
+        }
+        // Keys that share their low bits still tell apart by the high ones.
+        assert!(matches!(t.first(1u128 << 64, 1), FirstRow::New));
+        assert!(matches!(t.first(2u128 << 64, 2), FirstRow::New));
+        assert!(matches!(t.first(1u128 << 64, 9), FirstRow::Seen(1)));
     }
 }

@@ -47,6 +47,10 @@ pub fn canonical_map(rule: Option<&Rule>) -> Vec<(String, String)> {
     out
 }
 
+/// `coalesce(CASE lower(c) WHEN spelling THEN level … END, c)`: a known spelling becomes its level, anything
+/// else stays as it was (and fails the allowed-levels check). Literal WHENs and THENs without an ELSE let
+/// DataFusion evaluate the CASE as one hash lookup per row; `ELSE c` would make it test the branches one by
+/// one over the rows still unmatched.
 fn categorical_expr(col: &str, rule: Option<&Rule>) -> String {
     let map = canonical_map(rule);
     if map.is_empty() {
@@ -57,7 +61,7 @@ fn categorical_expr(col: &str, rule: Option<&Rule>) -> String {
         .map(|(k, v)| format!("WHEN {} THEN {}", lit(k), lit(v)))
         .collect();
     format!(
-        "CASE lower({c}) {} ELSE {c} END",
+        "coalesce(CASE lower({c}) {} END, {c})",
         arms.join(" "),
         c = ident(col)
     )
@@ -310,7 +314,12 @@ pub fn accepted(cfg: &Config) -> String {
         let rule = d.rules.get(&c).filter(|r| r.action == RuleAction::Null);
         let expr = match rule {
             Some(r) if numeric.contains(&c) => match range_violation(&c, r) {
-                Some(cond) => format!("CASE WHEN {cond} THEN NULL ELSE {} END", ident(&c)),
+                // `NOT (broken)` is NULL for a NULL value, so the value stays NULL; a CASE whose only branch
+                // yields a column is one null mask for DataFusion, where `THEN NULL ELSE c` merges branches.
+                Some(cond) if cond.starts_with('(') => {
+                    format!("CASE WHEN NOT {cond} THEN {} END", ident(&c))
+                }
+                Some(cond) => format!("CASE WHEN NOT ({cond}) THEN {} END", ident(&c)),
                 None => ident(&c),
             },
             Some(r) if r.allowed.is_some() => format!(

@@ -242,14 +242,21 @@ fn stage_csv_with(
             )
         });
         let mut texts: Vec<Option<&str>> = Vec::with_capacity(columns.len());
+        // One UTF-8 check for the whole record, then each field a slice of it (a slice that would split a
+        // character is refused by `get`, and the field is checked alone below).
+        let whole = std::str::from_utf8(rec.as_slice()).ok();
         for (c, &i) in columns.iter().zip(&idx) {
-            texts.push(match rec.get(i).map(std::str::from_utf8) {
-                None => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(_)) => {
-                    defect.get_or_insert_with(|| format!("field `{c}` is not UTF-8 text"));
-                    None
-                }
+            let checked = whole.and_then(|w| rec.range(i).and_then(|r| w.get(r)));
+            texts.push(match checked {
+                Some(v) => Some(v),
+                None => match rec.get(i).map(std::str::from_utf8) {
+                    None => None,
+                    Some(Ok(v)) => Some(v),
+                    Some(Err(_)) => {
+                        defect.get_or_insert_with(|| format!("field `{c}` is not UTF-8 text"));
+                        None
+                    }
+                },
             });
         }
         st.push(record_line, texts.into_iter(), defect.as_deref())?;
@@ -391,6 +398,22 @@ mod tests {
             .unwrap()
             .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!(row.value(2), 12);
+    }
+
+    #[test]
+    fn a_character_split_across_two_fields_is_a_defect_though_the_record_reads_as_utf8() {
+        let cols = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        // "é" is C3 A9: the record's bytes are valid UTF-8 only when the fields are joined.
+        let b = stage_csv("u", b"a,b,c\nx,\xC3,\xA9\ny,\xC3\xA9,z\n", &cols, 0).unwrap();
+        let defect = b.column_by_name("_defect").unwrap().as_string::<i32>();
+        assert!(
+            defect.value(0).contains("field `b` is not UTF-8"),
+            "{}",
+            defect.value(0)
+        );
+        assert!(defect.is_null(1));
+        let bcol = b.column_by_name("b").unwrap().as_string::<i32>();
+        assert_eq!(bcol.value(1), "é");
     }
 
     #[test]

@@ -7,9 +7,11 @@ mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use trialflow_core::features::FeatureSpec;
 use trialflow_core::lake;
 use trialflow_core::table::{self, read_parquet_prefix};
 use trialflow_core::{Config, Storage};
+use trialflow_preprocess::udf;
 
 const SUBJECTS: usize = 600;
 
@@ -94,6 +96,159 @@ async fn assign(split: &str) -> BTreeMap<String, (String, String, i64)> {
     }
     assert_eq!(out.len(), SUBJECTS, "every subject in exactly one split");
     out
+}
+
+/// The feature spec that `clean` + `features` compute from `csv` under the default split.
+async fn spec_of(csv: &str) -> FeatureSpec {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+    let cfg = config(dir.path(), "");
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    util::put_raw(&lake, csv, SUBJECTS as u64).await;
+    trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    lake.get_json(lake::FEATURE_SPEC).await.unwrap()
+}
+
+/// Rewrites the age, sex and arm of the rows whose subject `pick` selects (the id stays, so does the split).
+fn rewrite(csv: &str, pick: impl Fn(&str) -> bool) -> (String, usize) {
+    let mut changed = 0;
+    let mut out = String::new();
+    for (i, line) in csv.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        if i > 0 && pick(f[0]) {
+            changed += 1;
+            let arm = if f[1] == "placebo" {
+                "active"
+            } else {
+                "placebo"
+            };
+            let sex = if f[4] == "F" { "M" } else { "F" };
+            out.push_str(&format!("{},{arm},{},99,{sex},{}\n", f[0], f[2], f[5]));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (out, changed)
+}
+
+#[tokio::test]
+async fn the_feature_spec_comes_from_train_rows_only() {
+    // The default split: the salted hash of the pseudonym, cut at 0.6 (config: key `k`, salt `s`).
+    let in_train = |id: &str| udf::split_unit("s", &udf::pseudonym(b"k", id)) < 0.6;
+    let base = spec_of(&csv()).await;
+    assert_eq!(
+        base.train_rows as usize,
+        csv().lines().skip(1).filter(|l| in_train(&l[..5])).count()
+    );
+
+    let (held_out, changed) = rewrite(&csv(), |id| !in_train(id));
+    assert!(changed > SUBJECTS / 4, "{changed} val/test rows rewritten");
+    assert_eq!(
+        spec_of(&held_out).await,
+        base,
+        "a val or test row moved a statistic"
+    );
+
+    // The check can fail: one train row's values do move the statistics.
+    let first_train = csv()
+        .lines()
+        .skip(1)
+        .map(|l| l[..5].to_string())
+        .find(|id| in_train(id))
+        .unwrap();
+    let (one_train, changed) = rewrite(&csv(), |id| id == first_train);
+    assert_eq!(changed, 1);
+    let moved = spec_of(&one_train).await;
+    assert_ne!(moved.numeric[0].mean, base.numeric[0].mean);
+}
+
+#[tokio::test]
+async fn the_quality_report_describes_the_written_split_tables() {
+    // Some ages and sexes blank, so that nulls are counted too.
+    let data: String = csv()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            if i > 0 && i % 7 == 0 {
+                f[3] = "";
+            }
+            if i > 0 && i % 11 == 0 {
+                f[4] = "";
+            }
+            format!("{}\n", f.join(","))
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), &data).unwrap();
+    let cfg = config(dir.path(), "");
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    util::put_raw(&lake, &data, SUBJECTS as u64).await;
+    trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    let report = trialflow_preprocess::quality(&cfg, &lake).await.unwrap();
+
+    // The same figures computed here from the split tables as written.
+    let mut ages: BTreeMap<(String, String), Vec<Option<f64>>> = BTreeMap::new();
+    let mut sexes: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
+    let mut rows: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for s in lake::SPLITS {
+        let b = read_parquet_prefix(&lake, &format!("{}split={s}/", lake::FEATURES))
+            .await
+            .unwrap();
+        let arm = table::strings(&b, "arm").unwrap();
+        let age = table::floats(&b, "age").unwrap();
+        let sex = table::strings(&b, "sex").unwrap();
+        let outcome = table::ints(&b, "outcome").unwrap();
+        for i in 0..arm.len() {
+            let key = (s.to_string(), arm[i].clone().unwrap());
+            ages.entry(key.clone()).or_default().push(age[i]);
+            *sexes.entry((key.0, key.1, sex[i].clone())).or_default() += 1;
+            let r = rows.entry(s.to_string()).or_default();
+            r.0 += 1;
+            r.1 += outcome[i].unwrap() as u64;
+        }
+    }
+    let got: Vec<_> = report
+        .numeric
+        .iter()
+        .filter(|n| n.column == "age")
+        .collect();
+    assert_eq!(got.len(), ages.len());
+    let mut nulls_seen = 0;
+    for n in got {
+        let values = &ages[&(n.split.clone(), n.arm.clone())];
+        let present: Vec<f64> = values.iter().flatten().copied().collect();
+        let mean = present.iter().sum::<f64>() / present.len() as f64;
+        let var = present.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / present.len() as f64;
+        assert_eq!(n.count as usize, present.len());
+        assert_eq!(n.nulls as usize, values.len() - present.len());
+        nulls_seen += n.nulls;
+        assert_eq!(n.min, present.iter().copied().reduce(f64::min));
+        assert_eq!(n.max, present.iter().copied().reduce(f64::max));
+        assert!((n.mean.unwrap() - mean).abs() < 1e-9, "{n:?}");
+        assert!((n.std.unwrap() - var.sqrt()).abs() < 1e-9, "{n:?}");
+    }
+    assert!(nulls_seen > 0);
+    let levels: BTreeMap<(String, String, Option<String>), u64> = report
+        .categorical
+        .iter()
+        .filter(|c| c.column == "sex")
+        .map(|c| ((c.split.clone(), c.arm.clone(), c.level.clone()), c.count))
+        .collect();
+    assert_eq!(levels, sexes);
+    assert!(
+        levels.keys().any(|k| k.2.is_none()),
+        "blank sexes are a level of their own"
+    );
+    let splits: BTreeMap<String, (u64, u64)> = report
+        .splits
+        .iter()
+        .map(|s| (s.split.clone(), (s.rows, s.outcome_events)))
+        .collect();
+    assert_eq!(splits, rows);
 }
 
 fn counts(a: &BTreeMap<String, (String, String, i64)>) -> BTreeMap<(String, i64), usize> {
