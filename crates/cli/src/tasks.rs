@@ -254,7 +254,7 @@ impl StageTask {
             Kind::Clean => to_json(&trialflow_preprocess::clean(cfg, lake).await?),
             Kind::Features => to_json(&trialflow_preprocess::features(cfg, lake).await?),
             Kind::Quality => {
-                let q = trialflow_preprocess::quality(cfg, lake).await?;
+                let q = trialflow_preprocess::quality(lake).await?;
                 json!({"splits": q.splits, "report": lake.display(lake::QUALITY_REPORT)})
             }
             Kind::Train(m) => to_json(&trialflow_train::train(cfg, lake, m, code_version).await?),

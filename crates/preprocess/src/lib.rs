@@ -677,7 +677,7 @@ pub struct QualityReport {
 
 /// Per-column statistics by split and arm, rule violations, duplicates and exclusions:
 /// `processed/quality_report.json`, from the clean report and the split statistics that `features` gathered.
-pub async fn quality(_cfg: &Config, lake: &Storage) -> Result<QualityReport> {
+pub async fn quality(lake: &Storage) -> Result<QualityReport> {
     let clean: CleanReport = lake.get_json(lake::CLEAN_REPORT).await?;
     let s: split_stats::SplitSummary = lake.get_json(lake::SPLIT_STATS).await?;
     let report = QualityReport {

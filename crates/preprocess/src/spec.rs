@@ -71,14 +71,11 @@ impl TrainStats {
     /// One batch of the train split.
     pub(crate) fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
+        let origin = &self.origin;
+        let column =
+            |name: &str, to| crate::split_column(batch, name, to, origin, "the feature spec");
         for i in 0..self.numeric.len() {
-            let a = crate::split_column(
-                batch,
-                &self.numeric[i].column,
-                &DataType::Float64,
-                &self.origin,
-                "the feature spec",
-            )?;
+            let a = column(&self.numeric[i].column, &DataType::Float64)?;
             let a = a.as_primitive::<Float64Type>();
             let values = &mut self.numeric[i].values;
             if a.null_count() == 0 {
@@ -88,13 +85,7 @@ impl TrainStats {
             }
         }
         for i in 0..self.categorical.len() {
-            let a = crate::split_column(
-                batch,
-                &self.categorical[i].column,
-                &DataType::Utf8,
-                &self.origin,
-                "the feature spec",
-            )?;
+            let a = column(&self.categorical[i].column, &DataType::Utf8)?;
             let levels = &mut self.categorical[i].levels;
             for v in a.as_string::<i32>().iter().flatten() {
                 if !levels.contains(v) {

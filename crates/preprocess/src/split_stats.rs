@@ -13,7 +13,7 @@ use trialflow_core::config::Config;
 use crate::{LevelCount, NumericSummary, SplitCounts, sql};
 
 /// Count, nulls, extremes and moments of one column in one group, merged batch by batch (Chan et al.).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Moments {
     n: u64,
     nulls: u64,
@@ -21,6 +21,19 @@ struct Moments {
     max: f64,
     mean: f64,
     m2: f64,
+}
+
+impl Default for Moments {
+    fn default() -> Self {
+        Self {
+            n: 0,
+            nulls: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            mean: 0.0,
+            m2: 0.0,
+        }
+    }
 }
 
 impl Moments {
@@ -58,11 +71,19 @@ fn short_key(s: &str) -> Option<u128> {
     Some(u128::from_le_bytes(k))
 }
 
-#[derive(Default)]
 struct Group {
     numeric: Vec<Moments>,
     /// Per categorical column: level (NULL as `None`) → rows.
     levels: Vec<BTreeMap<Option<String>, u64>>,
+}
+
+impl Group {
+    fn new(numeric: usize, categorical: usize) -> Self {
+        Self {
+            numeric: vec![Moments::default(); numeric],
+            levels: vec![BTreeMap::new(); categorical],
+        }
+    }
 }
 
 /// What the quality report takes from the split tables.
@@ -104,14 +125,11 @@ impl SplitStats {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let origin = &self.origin;
+        let column =
+            |name: &str, to| crate::split_column(batch, name, to, origin, "the quality report");
         // Arms are a handful of levels: a row's group is found by comparing with the levels seen in this batch.
-        let arm = crate::split_column(
-            batch,
-            "arm",
-            &DataType::Utf8,
-            &self.origin,
-            "the quality report",
-        )?;
+        let arm = column("arm", &DataType::Utf8)?;
         let arm = arm.as_string::<i32>();
         let mut arms: Vec<(Option<u128>, &str)> = Vec::new();
         let gid: Vec<usize> = (0..arm.len())
@@ -128,65 +146,40 @@ impl SplitStats {
                 })
             })
             .collect();
-        let mut local: Vec<Group> = arms
-            .iter()
-            .map(|_| Group {
-                numeric: vec![Moments::default(); self.numeric.len()],
-                levels: vec![BTreeMap::new(); self.categorical.len()],
-            })
-            .collect();
+        let (nn, nc) = (self.numeric.len(), self.categorical.len());
+        let mut local: Vec<Group> = arms.iter().map(|_| Group::new(nn, nc)).collect();
         for (k, (_, col)) in self.numeric.iter().enumerate() {
-            let a = crate::split_column(
-                batch,
-                col,
-                &DataType::Float64,
-                &self.origin,
-                "the quality report",
-            )?;
+            let a = column(col, &DataType::Float64)?;
             let a = a.as_primitive::<Float64Type>();
-            let mut sums = vec![(0u64, 0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY); arms.len()];
+            // Two passes over the batch: count, extremes and sum, then squares about the batch's mean.
+            let mut m = vec![Moments::default(); arms.len()];
             for (r, &g) in gid.iter().enumerate() {
-                let s = &mut sums[g];
+                let m = &mut m[g];
                 if a.is_valid(r) {
                     let x = a.value(r);
-                    s.0 += 1;
-                    s.2 += x;
-                    s.3 = s.3.min(x);
-                    s.4 = s.4.max(x);
+                    m.n += 1;
+                    m.mean += x;
+                    m.min = m.min.min(x);
+                    m.max = m.max.max(x);
                 } else {
-                    s.1 += 1;
+                    m.nulls += 1;
                 }
             }
-            let means: Vec<f64> = sums
-                .iter()
-                .map(|s| if s.0 > 0 { s.2 / s.0 as f64 } else { 0.0 })
-                .collect();
-            let mut m2 = vec![0.0f64; arms.len()];
+            for m in &mut m {
+                m.mean /= m.n.max(1) as f64;
+            }
             for (r, &g) in gid.iter().enumerate() {
                 if a.is_valid(r) {
-                    let d = a.value(r) - means[g];
-                    m2[g] += d * d;
+                    let d = a.value(r) - m[g].mean;
+                    m[g].m2 += d * d;
                 }
             }
-            for (g, s) in sums.iter().enumerate() {
-                local[g].numeric[k] = Moments {
-                    n: s.0,
-                    nulls: s.1,
-                    min: s.3,
-                    max: s.4,
-                    mean: means[g],
-                    m2: m2[g],
-                };
+            for (g, m) in m.into_iter().enumerate() {
+                local[g].numeric[k] = m;
             }
         }
         for (k, (_, col)) in self.categorical.iter().enumerate() {
-            let a = crate::split_column(
-                batch,
-                col,
-                &DataType::Utf8,
-                &self.origin,
-                "the quality report",
-            )?;
+            let a = column(col, &DataType::Utf8)?;
             let a = a.as_string::<i32>();
             // Levels are usually few and short: each row's level is one number compared with the first
             // ones seen in this batch; longer or further levels are hashed.
@@ -224,10 +217,7 @@ impl SplitStats {
             let group = self
                 .groups
                 .entry((split.to_string(), a.to_string()))
-                .or_insert_with(|| Group {
-                    numeric: vec![Moments::default(); self.numeric.len()],
-                    levels: vec![BTreeMap::new(); self.categorical.len()],
-                });
+                .or_insert_with(|| Group::new(nn, nc));
             for (m, o) in group.numeric.iter_mut().zip(&l.numeric) {
                 m.merge(o);
             }

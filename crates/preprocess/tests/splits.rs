@@ -188,7 +188,7 @@ async fn the_quality_report_describes_the_written_split_tables() {
     util::put_raw(&lake, &data, SUBJECTS as u64).await;
     trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
     trialflow_preprocess::features(&cfg, &lake).await.unwrap();
-    let report = trialflow_preprocess::quality(&cfg, &lake).await.unwrap();
+    let report = trialflow_preprocess::quality(&lake).await.unwrap();
 
     // The same figures computed here from the split tables as written.
     let mut ages: BTreeMap<(String, String), Vec<Option<f64>>> = BTreeMap::new();
