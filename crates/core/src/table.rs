@@ -10,13 +10,24 @@ use parquet::file::properties::WriterProperties;
 use crate::{Error, Result, Storage};
 
 fn writer_properties() -> WriterProperties {
-    let id = parquet::schema::types::ColumnPath::from("subject_id");
+    use parquet::file::properties::EnabledStatistics;
+    use parquet::schema::types::ColumnPath;
+    let (id, source, line) = (
+        ColumnPath::from("subject_id"),
+        ColumnPath::from("_source"),
+        ColumnPath::from("_line"),
+    );
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         // Pseudonyms are unique per row: a dictionary only costs time before the writer gives it up, and
         // their min/max prune nothing (a comparison per row for no use).
         .set_column_dictionary_enabled(id.clone(), false)
-        .set_column_statistics_enabled(id, parquet::file::properties::EnabledStatistics::None)
+        .set_column_statistics_enabled(id, EnabledStatistics::None)
+        // The lineage columns: one long URL repeated (its min/max cost a full comparison per row and
+        // prune nothing), and line numbers that mostly step by one (a delta each, almost no bits).
+        .set_column_statistics_enabled(source, EnabledStatistics::None)
+        .set_column_dictionary_enabled(line.clone(), false)
+        .set_column_encoding(line, parquet::basic::Encoding::DELTA_BINARY_PACKED)
         .build()
 }
 

@@ -85,9 +85,9 @@ impl TrainStats {
             }
         }
         for i in 0..self.categorical.len() {
-            let a = column(&self.categorical[i].column, &DataType::Utf8)?;
+            let a = column(&self.categorical[i].column, &DataType::Utf8View)?;
             let levels = &mut self.categorical[i].levels;
-            for v in a.as_string::<i32>().iter().flatten() {
+            for v in a.as_string_view().iter().flatten() {
                 if !levels.contains(v) {
                     levels.insert(v.to_string());
                 }

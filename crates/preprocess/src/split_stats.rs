@@ -129,8 +129,8 @@ impl SplitStats {
         let column =
             |name: &str, to| crate::split_column(batch, name, to, origin, "the quality report");
         // Arms are a handful of levels: a row's group is found by comparing with the levels seen in this batch.
-        let arm = column("arm", &DataType::Utf8)?;
-        let arm = arm.as_string::<i32>();
+        let arm = column("arm", &DataType::Utf8View)?;
+        let arm = arm.as_string_view();
         let mut arms: Vec<(Option<u128>, &str)> = Vec::new();
         let gid: Vec<usize> = (0..arm.len())
             .map(|r| {
@@ -179,8 +179,8 @@ impl SplitStats {
             }
         }
         for (k, (_, col)) in self.categorical.iter().enumerate() {
-            let a = column(col, &DataType::Utf8)?;
-            let a = a.as_string::<i32>();
+            let a = column(col, &DataType::Utf8View)?;
+            let a = a.as_string_view();
             // Levels are usually few and short: each row's level is one number compared with the first
             // ones seen in this batch; longer or further levels are hashed.
             let mut seen: Vec<(usize, u128, u64, Option<&str>)> = Vec::new();

@@ -176,7 +176,8 @@ fn checks(cfg: &Config) -> Vec<String> {
             "expected a finite number",
             RuleAction::Quarantine,
             format!(
-                "{raw} IS NOT NULL AND NOT COALESCE({v} > -1e308 AND {v} < 1e308, false)",
+                // NaN and ±inf fail the comparison, NULL (unparseable) the COALESCE; one comparison, not two.
+                "{raw} IS NOT NULL AND NOT COALESCE(abs({v}) < 1e308, false)",
                 raw = ident(&format!("{c}__raw")),
                 v = ident(c)
             ),

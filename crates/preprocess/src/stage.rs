@@ -7,7 +7,10 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Builder, RecordBatch, StringBuilder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringArray, StringBuilder, UInt64Builder,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use trialflow_core::lake::CurrentObject;
 use trialflow_core::{Error, Result};
@@ -37,7 +40,6 @@ struct Stager<'a> {
     url: String,
     schema: SchemaRef,
     row: Int64Builder,
-    source: StringBuilder,
     line: Int64Builder,
     hash: UInt64Builder,
     defect: StringBuilder,
@@ -53,7 +55,6 @@ impl<'a> Stager<'a> {
             url: url.to_string(),
             schema: staged_schema(columns),
             row: Int64Builder::new(),
-            source: StringBuilder::new(),
             line: Int64Builder::new(),
             hash: UInt64Builder::new(),
             defect: StringBuilder::new(),
@@ -83,7 +84,6 @@ impl<'a> Stager<'a> {
             }
         }
         self.row.append_value(self.next);
-        self.source.append_value(&self.url);
         self.line.append_value(line as i64);
         self.hash.append_value(h.finish());
         self.defect.append_option(defect);
@@ -99,19 +99,22 @@ impl<'a> Stager<'a> {
         if self.pending == 0 {
             return Ok(());
         }
-        self.pending = 0;
+        let rows = std::mem::take(&mut self.pending);
         let mut arrays: Vec<ArrayRef> = vec![
             Arc::new(self.row.finish()),
-            Arc::new(self.source.finish()),
+            Arc::new(repeated(&self.url, rows)?),
             Arc::new(self.line.finish()),
             Arc::new(self.hash.finish()),
             Arc::new(self.defect.finish()),
         ];
-        arrays.extend(
-            self.cols
-                .iter_mut()
-                .map(|b| Arc::new(b.finish()) as ArrayRef),
-        );
+        for b in &mut self.cols {
+            let column = b.finish();
+            // The next batch's text is about as long as this one's: sized once, its buffer is never
+            // re-allocated and copied while it fills (nor its fresh pages faulted in twice).
+            let bytes = column.value_data().len();
+            *b = StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8);
+            arrays.push(Arc::new(column));
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| Error::Internal(e.to_string()))?;
         (self.emit)(batch)
@@ -122,6 +125,26 @@ impl<'a> Stager<'a> {
         self.flush()?;
         Ok(self.next)
     }
+}
+
+/// `text` on each of `rows` rows, built in one piece: the source URL is the same on every row of a batch.
+fn repeated(text: &str, rows: usize) -> Result<StringArray> {
+    let too_long = || {
+        Error::bad_data(
+            text,
+            "the source URL is too long to repeat on every row of a batch",
+        )
+    };
+    let len = i32::try_from(text.len()).map_err(|_| too_long())?;
+    let offsets = (0..=rows)
+        .map(|i| i32::try_from(i).ok().and_then(|i| i.checked_mul(len)))
+        .collect::<Option<Vec<i32>>>()
+        .ok_or_else(too_long)?;
+    Ok(StringArray::new(
+        OffsetBuffer::new(offsets.into()),
+        text.repeat(rows).into_bytes().into(),
+        None,
+    ))
 }
 
 fn missing(url: &str, c: &str, what: &str) -> Error {
@@ -367,6 +390,19 @@ fn stage_parquet(mut st: Stager<'_>, bytes: Vec<u8>, columns: &[String]) -> Resu
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+
+    #[test]
+    fn the_source_column_repeats_the_url_on_every_row() {
+        let a = repeated("file:///trial/a.csv", 3).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.null_count(), 0);
+        assert!(a.iter().all(|v| v == Some("file:///trial/a.csv")));
+        assert_eq!(repeated("x", 0).unwrap().len(), 0);
+        // Offsets past i32: an error naming the source, not a panic.
+        let long = "u".repeat(1 << 20);
+        let e = repeated(&long, 4096).unwrap_err().to_string();
+        assert!(e.contains("too long"), "{e}");
+    }
 
     fn stage_csv(url: &str, bytes: &[u8], cols: &[String], first_row: i64) -> Result<RecordBatch> {
         let mut out = Vec::new();
