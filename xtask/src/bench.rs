@@ -82,7 +82,7 @@ fn trained_model(dir: &Path) -> Result<PathBuf> {
     for f in ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"] {
         std::fs::copy(root.join("data/raw").join(f), dir.join("data/raw").join(f))?;
     }
-    let mut c = Command::new(root.join("target/debug/trialflow"));
+    let mut c = Command::new(crate::built("debug", "trialflow")?);
     c.current_dir(dir)
         .args(["pipeline", "full"])
         .stdout(Stdio::null());
@@ -320,7 +320,7 @@ pub(crate) fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
     let mut rel = cargo();
     rel.args(["build", "--release", "-p", package, "--bin", bin]);
     status(rel, &format!("cargo build --release --bin {bin}"))?;
-    Ok(root().join("target/release").join(bin))
+    crate::built("release", bin)
 }
 
 fn serve(o: &Opts) -> Result<()> {
@@ -340,7 +340,7 @@ fn serve(o: &Opts) -> Result<()> {
 
     let ours = |dir: &Path| -> Result<Server> {
         let port = free_port()?;
-        let child = Command::new(root.join("target/release/trialflow-server"))
+        let child = Command::new(crate::built("release", "trialflow-server")?)
             .current_dir(dir)
             .args(["--port", &port.to_string(), "--models"])
             .arg(format!("file://{}", repo.display()))
@@ -634,7 +634,7 @@ fn ingest(o: &Opts) -> Result<()> {
     )?;
     let (file, size) = big_csv(&dir)?;
     let mib = size as f64 / (1 << 20) as f64;
-    let bin = root.join("target/release/trialflow-ingest");
+    let bin = crate::built("release", "trialflow-ingest")?;
     let mut rows: Vec<(&str, Vec<(f64, f64)>)> = vec![
         ("trialflow-ingest: local → local lake", vec![]),
         ("cp (local copy, no hashing or checks)", vec![]),

@@ -19,6 +19,7 @@
 mod bench;
 mod bench_preprocess;
 mod gpu;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,6 +38,42 @@ fn root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo puts what it builds: `<root>/target` unless `CARGO_TARGET_DIR` or a cargo config says otherwise,
+/// so asked of cargo itself. Caches that xtask installs (virtual environments, npm tools) stay in
+/// `<root>/target`.
+pub(crate) fn target_dir() -> Result<PathBuf> {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(d) = DIR.get() {
+        return Ok(d.clone());
+    }
+    let mut c = cargo();
+    c.args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+        "--offline",
+    ]);
+    let out = c.output().context("running cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading cargo metadata's output")?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata gave no target_directory")?;
+    Ok(DIR.get_or_init(|| dir).clone())
+}
+
+/// A binary cargo built in `profile` (`debug` or `release`).
+pub(crate) fn built(profile: &str, bin: &str) -> Result<PathBuf> {
+    Ok(target_dir()?.join(profile).join(bin))
 }
 
 fn cargo() -> Command {
@@ -75,7 +112,7 @@ fn pipeline(args: &[String]) -> Result<()> {
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);
     status(build, "cargo build --workspace --bins")?;
-    let bin = root().join("target/debug/trialflow");
+    let bin = built("debug", "trialflow")?;
     let mut c = Command::new(&bin);
     c.current_dir(root()).arg("pipeline").args(args);
     let s = c
@@ -94,7 +131,7 @@ fn has_nextest() -> bool {
 }
 
 /// The optional parts the tests cover too (one feature set, so the dependencies compile once): Ballista
-/// against a real scheduler and executor (`crates/cli/tests/ballista.rs`).
+/// against a real scheduler and executor (`crates/cli/tests/it/ballista.rs`).
 const TEST_FEATURES: &str = "trialflow-cli/ballista";
 
 fn test() -> Result<()> {
@@ -290,7 +327,7 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
             scratch.join("data/raw").join(f),
         )?;
     }
-    let mut run = Command::new(root.join("target/debug/trialflow"));
+    let mut run = Command::new(built("debug", "trialflow")?);
     run.current_dir(&scratch).args(["pipeline", "full"]);
     status(run, "trialflow pipeline full (sample, scratch folder)")?;
     let reports = scratch.join("data/lake/reports");

@@ -7,11 +7,15 @@
 
 pub mod report;
 pub mod stats;
+mod task;
+
+pub use task::TASKS;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::{Config, CoxTies};
+use trialflow_core::contracts::{self, CleanReport, EvaluationReport, TrainReport};
 use trialflow_core::features::table_column;
 use trialflow_core::lake;
 use trialflow_core::table::{floats, read_parquet_prefix, strings};
@@ -821,75 +825,49 @@ fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConf
 }
 
 async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
-    let Some(bytes) = lake.get_opt(lake::EVALUATION).await? else {
+    let Some(ev) = contracts::load_opt::<EvaluationReport>(lake).await? else {
         return Ok(Vec::new());
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::bad_data(lake.display(lake::EVALUATION), format!("not JSON: {e}")))?;
-    let mut out = Vec::new();
-    for m in v["leaderboard"].as_array().into_iter().flatten() {
-        let met = &m["metrics"];
-        let pairs = |key: &str| -> Vec<(f64, f64)> {
-            serde_json::from_value(met[key].clone()).unwrap_or_default()
-        };
-        let calibration = met["calibration"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| {
+    Ok(ev.leaderboard.iter().map(model_curve).collect())
+}
+
+fn model_curve(m: &TrainReport) -> ModelCurves {
+    let met = &m.metrics;
+    ModelCurves {
+        model: m.model.clone(),
+        roc_auc: met.roc_auc,
+        brier: met.brier,
+        roc: met.roc.clone(),
+        calibration: met
+            .calibration
+            .iter()
+            .map(|b| (b.mean_predicted, b.observed, b.n))
+            .collect(),
+        slices: m
+            .slices
+            .iter()
+            .map(|s| {
                 (
-                    b["mean_predicted"].as_f64().unwrap_or(0.0),
-                    b["observed"].as_f64().unwrap_or(0.0),
-                    b["n"].as_u64().unwrap_or(0) as usize,
+                    s.column.clone(),
+                    s.level.clone(),
+                    s.metrics.n as u64,
+                    s.metrics.positives as u64,
+                    s.metrics.roc_auc,
                 )
             })
-            .collect();
-        out.push(ModelCurves {
-            model: m["model"].as_str().unwrap_or_default().to_string(),
-            roc_auc: met["roc_auc"].as_f64(),
-            brier: met["brier"].as_f64().unwrap_or(f64::NAN),
-            roc: pairs("roc"),
-            calibration,
-            slices: m["slices"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-                    let count = |k: &str| s[k].as_u64().unwrap_or(0);
-                    (
-                        text("column"),
-                        text("level"),
-                        count("n"),
-                        count("positives"),
-                        s["roc_auc"].as_f64(),
-                    )
-                })
-                .collect(),
-        });
+            .collect(),
     }
-    Ok(out)
 }
 
 async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
-    let Some(bytes) = lake.get_opt(lake::CLEAN_REPORT).await? else {
+    let Some(r) = contracts::load_opt::<CleanReport>(lake).await? else {
         return Ok(None);
     };
-    let r: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::bad_data(lake.display(lake::CLEAN_REPORT), format!("not JSON: {e}")))?;
-    let n = |k: &str| r[k].as_u64().unwrap_or(0);
-    let excluded_by_rule = r["violations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["action"] == "quarantine")
-        .map(|v| {
-            (
-                v["column"].as_str().unwrap_or("").to_string(),
-                v["rule"].as_str().unwrap_or("").to_string(),
-                v["rows"].as_u64().unwrap_or(0),
-            )
-        })
+    let excluded_by_rule = r
+        .violations
+        .iter()
+        .filter(|v| v.action == "quarantine")
+        .map(|v| (v.column.clone(), v.rule.clone(), v.rows))
         .collect();
     let per_arm = data
         .arms
@@ -902,12 +880,12 @@ async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
         })
         .collect();
     Ok(Some(Flow {
-        rows_ingested: n("rows_in"),
+        rows_ingested: r.rows_in,
         excluded_by_rule,
-        excluded_by_filter: n("excluded_by_filter"),
-        duplicates_removed: n("exact_duplicates") + n("repeated_ids"),
-        rows_excluded: n("quarantined"),
-        analyzed: n("accepted"),
+        excluded_by_filter: r.excluded_by_filter,
+        duplicates_removed: r.exact_duplicates + r.repeated_ids,
+        rows_excluded: r.quarantined,
+        analyzed: r.accepted,
         analyzed_per_arm: per_arm,
     }))
 }

@@ -344,7 +344,8 @@ async fn run(cli: Cli) -> Result<i32> {
             device: _,
         } => {
             let set = load_pipelines(pipelines)?;
-            let pipeline = set.resolve(&name, tasks::KINDS)?;
+            let registry = tasks::registry();
+            let pipeline = set.resolve(&name, &registry.names())?;
             let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
             let models = open_models(&cfg)?;
             let opts = RunOptions {
@@ -357,13 +358,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 backoff: Duration::from_millis(cfg.dag.backoff_ms),
                 code_version: CODE_VERSION.to_string(),
             };
-            let ctx = Arc::new(tasks::Ctx {
+            let ctx = Arc::new(trialflow_dag::StageContext {
                 cfg,
                 lake: lake.clone(),
                 models: models.clone(),
                 code_version: CODE_VERSION.into(),
             });
-            let task_objects = tasks::build(&pipeline, ctx.clone())?;
+            let task_objects = registry.build(&pipeline, &ctx)?;
             let started = std::time::Instant::now();
             let result = trialflow_dag::execute(&pipeline, &task_objects, &lake, &opts).await;
             if !dry_run {

@@ -1,17 +1,34 @@
 //! The end-of-run summary: what came in, what was kept, how the models did, what was promoted, where it all is.
+//!
+//! Task summaries are read back as the stage contracts their tasks returned; one that does not read is
+//! reported as such (naming the task and the field), never printed as zeros.
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use trialflow_core::contracts::{
+    self, AnalysisSummary, CleanReport, FeaturesReport, GateDecision, Promotion, TrainReport,
+};
 use trialflow_core::{Storage, lake};
-use trialflow_dag::{RunRecord, TaskStatus};
+use trialflow_dag::{RunRecord, TaskRecord, TaskStatus};
 
-fn f(v: &Value, path: &[&str]) -> Value {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.clone()
+/// Summaries of the tasks of kind `run` that produced one, read as `T`.
+fn summaries<'a, T: DeserializeOwned>(
+    r: &'a RunRecord,
+    run: &'a str,
+) -> impl Iterator<Item = (&'a TaskRecord, T)> + 'a {
+    r.tasks
+        .iter()
+        .filter(move |t| t.run == run && !t.summary.is_null())
+        .filter_map(
+            |t| match contracts::from_summary::<T>(&t.name, &t.summary) {
+                Ok(s) => Some((t, s)),
+                Err(e) => {
+                    println!("Unreadable summary: {e}");
+                    None
+                }
+            },
+        )
 }
 
 pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration) {
@@ -41,87 +58,42 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
         }
         return;
     }
-    if let Some(t) = r.task("clean").filter(|t| !t.summary.is_null()) {
-        println!("Rows (read / accepted / quarantined):");
-        if let Some(srcs) = t.summary["per_source"].as_array() {
-            for s in srcs {
-                println!(
-                    "  {:<60} {} / {} / {}",
-                    s["source"].as_str().unwrap_or(""),
-                    s["rows_in"],
-                    s["accepted"],
-                    s["quarantined"]
-                );
-            }
-        }
-        let s = &t.summary;
-        println!(
-            "  {:<60} {} / {} / {}  (filter {}, exact duplicates {}, repeated ids {})",
-            "total",
-            s["rows_in"],
-            s["accepted"],
-            s["quarantined"],
-            s["excluded_by_filter"],
-            s["exact_duplicates"],
-            s["repeated_ids"]
-        );
+    for (_, s) in summaries::<CleanReport>(r, "clean") {
+        print_rows(&s);
     }
-    if let Some(t) = r.task("features").filter(|t| !t.summary.is_null()) {
-        let parts: Vec<String> = t.summary["splits"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| format!("{} {}", s["split"].as_str().unwrap_or(""), s["rows"]))
-                    .collect()
-            })
-            .unwrap_or_default();
+    for (_, s) in summaries::<FeaturesReport>(r, "features") {
+        let parts: Vec<String> = s
+            .splits
+            .iter()
+            .map(|c| format!("{} {}", c.split, c.rows))
+            .collect();
         println!("Splits: {}", parts.join(" · "));
     }
-    let models_line: Vec<String> = r
-        .tasks
-        .iter()
-        .filter(|t| t.run == "train" && !t.summary.is_null())
-        .map(|t| {
-            let auc = f(&t.summary, &["metrics", "roc_auc"])
-                .as_f64()
+    let models_line: Vec<String> = summaries::<TrainReport>(r, "train")
+        .map(|(_, s)| {
+            let auc = s
+                .metrics
+                .roc_auc
                 .map(|a| format!("{a:.3}"))
                 .unwrap_or("n/a".into());
-            format!("{} {auc}", t.summary["model"].as_str().unwrap_or(&t.name))
+            format!("{} {auc}", s.model)
         })
         .collect();
     if !models_line.is_empty() {
         println!("Models (test ROC AUC): {}", models_line.join(" · "));
     }
-    if let Some(t) = r.task("gate").filter(|t| !t.summary.is_null()) {
-        let s = &t.summary;
-        let checks = s["checks"].as_array().cloned().unwrap_or_default();
-        if let Some(chosen) = s["chosen"].as_str() {
-            let mine = checks.iter().filter(|c| c["model"] == chosen).count();
-            let vs = s["served_version"]
-                .as_u64()
+    for (_, s) in summaries::<GateDecision>(r, "gate") {
+        if let Some(chosen) = &s.chosen {
+            let mine = s.checks.iter().filter(|c| &c.model == chosen).count();
+            let vs = s
+                .served_version
                 .map(|v| format!(", compared with served version {v}"))
                 .unwrap_or_default();
             println!("Gate: {chosen} blessed, {mine} checks passed{vs}");
         }
     }
-    if let Some(t) = r.task("promote").filter(|t| !t.summary.is_null()) {
-        let s = &t.summary;
-        if let Some(note) = s["note"].as_str() {
-            println!("Promotion: {note}");
-        } else {
-            println!(
-                "Promoted: {} version {} (from {}{}) → {}",
-                s["model_name"].as_str().unwrap_or(""),
-                s["version"],
-                s["source"].as_str().unwrap_or(""),
-                if s["new_version"].as_bool() == Some(false) {
-                    ", already served"
-                } else {
-                    ""
-                },
-                s["location"].as_str().unwrap_or("")
-            );
-        }
+    for (_, s) in summaries::<Promotion>(r, "promote") {
+        print_promotion(&s);
     }
     for t in r.tasks.iter().filter(|t| t.error.is_some()) {
         if let Some(e) = &t.error {
@@ -130,23 +102,57 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
     }
     println!("Outputs:");
     println!("  lake              {}", lake.display(""));
-    let ok = |name: &str| {
-        r.task(name)
-            .is_some_and(|t| matches!(t.status, TaskStatus::Succeeded | TaskStatus::UpToDate))
-    };
-    if ok("quality") {
+    let ok = |t: &TaskRecord| matches!(t.status, TaskStatus::Succeeded | TaskStatus::UpToDate);
+    if r.tasks.iter().any(|t| t.run == "quality" && ok(t)) {
         println!("  quality report    {}", lake.display(lake::QUALITY_REPORT));
     }
-    if let Some(report) = r
-        .task("analyze")
-        .filter(|_| ok("analyze"))
-        .and_then(|t| t.summary["report"].as_str())
-    {
-        println!("  analysis report   {report}");
+    for (t, s) in summaries::<AnalysisSummary>(r, "analyze") {
+        if ok(t) {
+            println!("  analysis report   {}", s.report);
+        }
     }
     println!("  model repository  {}", models.display(""));
     println!(
         "  run record        {}",
         lake.display(&format!("runs/{}/run.json", r.run_id))
     );
+}
+
+fn print_rows(s: &CleanReport) {
+    println!("Rows (read / accepted / quarantined):");
+    for src in &s.per_source {
+        println!(
+            "  {:<60} {} / {} / {}",
+            src.source, src.rows_in, src.accepted, src.quarantined
+        );
+    }
+    println!(
+        "  {:<60} {} / {} / {}  (filter {}, exact duplicates {}, repeated ids {})",
+        "total",
+        s.rows_in,
+        s.accepted,
+        s.quarantined,
+        s.excluded_by_filter,
+        s.exact_duplicates,
+        s.repeated_ids
+    );
+}
+
+fn print_promotion(s: &Promotion) {
+    if let Some(note) = &s.note {
+        println!("Promotion: {note}");
+    } else {
+        println!(
+            "Promoted: {} version {} (from {}{}) → {}",
+            s.model_name,
+            s.version,
+            s.source,
+            if s.new_version {
+                ""
+            } else {
+                ", already served"
+            },
+            s.location
+        );
+    }
 }

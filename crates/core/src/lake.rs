@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The raw zone: content-addressed copies of the sources.
+pub const RAW: &str = "raw/";
 pub const RAW_MANIFEST: &str = "raw/_manifest.jsonl";
 pub const RAW_CURRENT: &str = "raw/_current.json";
 /// The current raw objects staged as one Parquet table (typed as staging reads them, raw ids included), for a

@@ -5,11 +5,13 @@
 
 pub mod binary;
 pub mod config;
+pub mod contracts;
 pub mod error;
 pub mod expr;
 pub mod features;
 pub mod fingerprint;
 pub mod lake;
+pub mod recording;
 pub mod storage;
 pub mod table;
 

@@ -214,6 +214,24 @@ impl Storage {
         &self.url
     }
 
+    /// The same root with every object access recorded, all through the object store (a local root is then
+    /// read like a remote one, so that no access bypasses the record).
+    pub fn recording(&self) -> (Self, Arc<crate::recording::Recorder>) {
+        let recorder = Arc::new(crate::recording::Recorder::default());
+        let store = crate::recording::RecordingStore {
+            inner: self.store.clone(),
+            recorder: recorder.clone(),
+        };
+        (
+            Self {
+                url: self.url.clone(),
+                store: Arc::new(store),
+                local_root: None,
+            },
+            recorder,
+        )
+    }
+
     /// The store itself, for engines (DataFusion) that register it under a URL of their own.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
@@ -311,12 +329,7 @@ impl Storage {
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<T> {
         let bytes = self.get(rel).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::bad_data(
-                self.display(rel),
-                format!("not the expected JSON document: {e}"),
-            )
-        })
+        crate::contracts::parse(&self.display(rel), &bytes)
     }
 
     pub async fn head(&self, rel: &str) -> Result<Option<Entry>> {

@@ -1,18 +1,21 @@
 //! The DAG runner: pipeline definitions, graph validation, concurrent execution with fingerprint caching,
 //! retries, run records and the per-lake run lock.
 //!
-//! Invariant: knows no stage. Tasks are trait objects that the cli builds; they declare the lake paths they
-//! read and write, and the runner decides from content hashes whether they must run.
+//! Invariant: knows no stage. Tasks are trait objects that stage crates export as [`TaskKind`]s and the cli
+//! registers; they declare the lake paths they read and write, and the runner decides from content hashes
+//! whether they must run.
 
 mod lock;
 mod pipeline;
 mod runner;
+mod stage;
 
 pub use lock::RunLock;
 pub use pipeline::{Pipeline, PipelineSet, TaskSpec};
 pub use runner::{
     BoxFuture, RunOptions, RunRecord, Task, TaskError, TaskIo, TaskRecord, TaskStatus, execute,
 };
+pub use stage::{BuildTask, Registry, StageContext, StageTask, TaskKind, summary};
 
 /// Errors of the runner itself (a task's own failure is recorded in the run record, not returned).
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct TaskIo {
     /// Lake path prefixes whose content the task reads.
     pub inputs: Vec<String>,
+    /// Lake prefixes the task also reads whose content an input already pins (content-addressed objects an
+    /// input names): allowed reads, not hashed.
+    pub pinned_reads: Vec<String>,
     /// Lake path prefixes the task writes (checked to still exist for a task to be up to date).
     pub outputs: Vec<String>,
     pub fingerprint_extra: serde_json::Value,

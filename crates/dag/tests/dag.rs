@@ -15,10 +15,11 @@ use trialflow_dag::{
     TaskStatus, execute,
 };
 
-/// Copies its input object (if any) to its output with its own name appended.
+/// Writes the concatenation of its input objects with its own name appended. It declares exactly the objects
+/// it reads, so "up to date" is earned by hashing them, never by an input left undeclared.
 struct Fake {
     name: String,
-    input: Option<String>,
+    inputs: Vec<String>,
     lake: Storage,
     runs: AtomicUsize,
     /// Errors returned by the first attempts, in order.
@@ -32,10 +33,11 @@ impl Task for Fake {
     fn io(&self) -> BoxFuture<'_, Result<TaskIo, TaskError>> {
         Box::pin(async move {
             Ok(TaskIo {
-                inputs: self.input.iter().map(|i| format!("out/{i}")).collect(),
+                inputs: self.inputs.clone(),
                 outputs: vec![format!("out/{}", self.name)],
                 fingerprint_extra: Value::Null,
                 external_state: Value::Null,
+                ..Default::default()
             })
         })
     }
@@ -53,10 +55,10 @@ impl Task for Fake {
                     message: format!("{} failed on purpose", self.name),
                 });
             }
-            let mut data = match &self.input {
-                Some(i) => self.lake.get(&format!("out/{i}")).await?.to_vec(),
-                None => self.lake.get("src").await?.to_vec(),
-            };
+            let mut data = Vec::new();
+            for i in &self.inputs {
+                data.extend_from_slice(&self.lake.get(i).await?);
+            }
             data.extend_from_slice(self.name.as_bytes());
             self.lake.put(&format!("out/{}", self.name), data).await?;
             Ok(json!({"task": self.name}))
@@ -82,19 +84,19 @@ fn harness(sleep_ms: u64) -> Harness {
     let set = PipelineSet::parse(&[("p".into(), "p.yaml".into(), PIPE.into())]).unwrap();
     let active = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
-    let inputs = [
-        ("a", None),
-        ("b", Some("a")),
-        ("c", Some("a")),
-        ("d", Some("b")),
-        ("e", None),
+    let inputs: [(&str, &[&str]); 5] = [
+        ("a", &["src"]),
+        ("b", &["out/a"]),
+        ("c", &["out/a"]),
+        ("d", &["out/b", "out/c"]),
+        ("e", &["src"]),
     ];
     let tasks = inputs
         .iter()
         .map(|(n, i)| {
             let f = Fake {
                 name: n.to_string(),
-                input: i.map(String::from),
+                inputs: i.iter().map(|s| s.to_string()).collect(),
                 lake: lake.clone(),
                 runs: AtomicUsize::new(0),
                 failures: Mutex::new(Vec::new()),
@@ -155,7 +157,7 @@ async fn second_run_is_up_to_date_and_input_change_reruns_downstream_only() {
     let r = h.run(&opts()).await.unwrap();
     assert_eq!(r.exit_code, 0);
     assert!(r.tasks.iter().all(|t| t.status == TaskStatus::Succeeded));
-    assert_eq!(&h.lake.get("out/d").await.unwrap()[..], b"xabd");
+    assert_eq!(&h.lake.get("out/d").await.unwrap()[..], b"xabxacd");
     // the run record is in the lake
     let rec: RunRecord = h
         .lake
@@ -178,8 +180,19 @@ async fn second_run_is_up_to_date_and_input_change_reruns_downstream_only() {
     assert_eq!(Harness::status(&r, "c"), TaskStatus::Succeeded);
     assert_eq!(Harness::status(&r, "a"), TaskStatus::UpToDate);
     assert_eq!(Harness::status(&r, "b"), TaskStatus::UpToDate);
-    // c restored the same bytes, so d's inputs hash as before: d is up to date
+    // c restored the same bytes, so d's inputs (b and c, both declared) hash as before: d is up to date
     assert_eq!(Harness::status(&r, "d"), TaskStatus::UpToDate);
+    assert_eq!(h.runs("d"), 1);
+
+    // a changed source re-runs everything that reads it, directly or not
+    h.lake.put("src", "y").await.unwrap();
+    let r = h.run(&opts()).await.unwrap();
+    assert!(
+        r.tasks.iter().all(|t| t.status == TaskStatus::Succeeded),
+        "{:?}",
+        r.tasks
+    );
+    assert_eq!(&h.lake.get("out/d").await.unwrap()[..], b"yabyacd");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,69 +1,17 @@
 //! The quality gate: configured checks over every evaluated candidate; the best candidate that passes all of
 //! them is blessed (`gate/<model>/BLESSED` lists the checks and their values).
 
-use serde::{Deserialize, Serialize};
 use trialflow_core::config::{Config, RegressionCheck};
+use trialflow_core::contracts::{self, EvaluationReport, Metrics, TrainReport};
 use trialflow_core::fingerprint::sha256_hex;
 use trialflow_core::lake;
 use trialflow_core::{Error, Result, Storage};
 use trialflow_model::ModelCard;
-use trialflow_train::TrainReport;
-use trialflow_train::metrics::{Evaluation, Metrics};
+use trialflow_model::metrics::{self, Evaluation};
 
 use crate::repository::{self, Versions};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Check {
-    pub model: String,
-    /// The metric as configured, e.g. `roc_auc_ci_lower`.
-    pub metric: String,
-    /// What the metric was computed on: `test`, `slice site=SITE03`, or `served version 3`.
-    pub scope: String,
-    /// `None` when the metric is undefined there (e.g. AUC on one class).
-    pub value: Option<f64>,
-    /// `>=` or `<=`.
-    pub op: String,
-    pub bound: f64,
-    pub passed: bool,
-    /// Why a check was not applied or how it was computed, when that is not the plain case.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl Check {
-    pub fn describe(&self) -> String {
-        let value = self
-            .value
-            .map(|v| format!("{v:.4}"))
-            .unwrap_or_else(|| "undefined".into());
-        format!(
-            "{} {} = {value}, expected {} {:.4}",
-            self.scope, self.metric, self.op, self.bound
-        )
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GateDecision {
-    /// The best candidate that passed every check.
-    pub chosen: Option<String>,
-    /// The version served when the gate ran (what regressions are measured against).
-    pub served_version: Option<u64>,
-    pub checks: Vec<Check>,
-}
-
-/// The `gate/<model>/BLESSED` marker: the gate's verdict on exactly these weights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Blessing {
-    pub candidate: String,
-    pub weights_sha256: String,
-    pub blessed_at: String,
-    pub checks: Vec<Check>,
-}
-
-pub fn blessing_path(candidate: &str) -> String {
-    format!("{}{candidate}/BLESSED", lake::BLESSINGS)
-}
+pub use trialflow_core::contracts::{Blessing, Check, GateDecision, blessing_path};
 
 /// Rejects gate checks on metrics that do not exist, before anything runs.
 pub fn validate(cfg: &Config) -> Result<()> {
@@ -171,18 +119,17 @@ async fn served_metrics(
         resamples: 0,
         seed: 0,
     };
-    match trialflow_train::score_test_split(lake, &card, &weights).await {
+    match trialflow_model::score::score_split(lake, &card, &weights, "test").await {
         Ok((y, p)) => Ok(Some(Served {
             version,
-            metrics: Metrics::evaluate(&y, &p, &how),
+            metrics: metrics::evaluate(&y, &p, &how),
             note: Some(format!(
                 "served version {version} re-scored on this test split"
             )),
         })),
         Err(e) if e.kind() == trialflow_core::ErrorKind::BadData => {
-            let report: TrainReport = models
-                .get_json(&format!("{name}/{version}/metrics.json"))
-                .await?;
+            let report: TrainReport =
+                contracts::read(models, &format!("{name}/{version}/metrics.json")).await?;
             tracing::warn!(version, error = %e, "the served version cannot score this test split; comparing recorded test metrics");
             Ok(Some(Served {
                 version,
@@ -231,7 +178,7 @@ fn regression_check(model: &str, r: &RegressionCheck, m: &Metrics, served: &Serv
 /// (bad-data exit, every failed check listed) when none does.
 pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<GateDecision> {
     validate(cfg)?;
-    let ev: trialflow_train::Evaluation = lake.get_json(lake::EVALUATION).await?;
+    let ev: EvaluationReport = contracts::load(lake).await?;
     let versions = repository::scan(models, &cfg.serving.model_name).await?;
     let served = served_metrics(cfg, lake, models, &versions).await?;
     let d = &cfg.deployment;
@@ -282,7 +229,7 @@ pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<Gate
         served_version: served.as_ref().map(|s| s.version),
         checks,
     };
-    lake.put_json(lake::GATE, &decision).await?;
+    contracts::save(lake, &decision).await?;
     let Some(chosen) = chosen else {
         let mut lines = Vec::new();
         for e in &ev.leaderboard {

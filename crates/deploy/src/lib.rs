@@ -8,8 +8,10 @@ pub mod gate;
 pub mod manifests;
 pub mod pushgateway;
 pub mod repository;
+mod task;
 
 pub use gate::{Blessing, Check, GateDecision, gate, validate};
 pub use repository::{
     Promotion, Rollback, State, VersionInfo, Versions, promote, promote_version, rollback, scan,
 };
+pub use task::TASKS;

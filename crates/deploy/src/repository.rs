@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use trialflow_core::config::Config;
+use trialflow_core::contracts;
 use trialflow_core::fingerprint::sha256_hex;
 use trialflow_core::lake;
 use trialflow_core::{Error, Result, Storage};
@@ -224,20 +225,7 @@ async fn locked<T>(
     Ok(out)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Promotion {
-    pub model_name: String,
-    pub version: u64,
-    /// The candidate (pipeline promotion) or `version N` (a copy of an existing version).
-    pub source: String,
-    /// False when the version was already the served one (nothing written).
-    pub new_version: bool,
-    pub forced: bool,
-    pub location: String,
-    /// Why nothing was published, when that is not because the version is already served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
+pub use trialflow_core::contracts::Promotion;
 
 async fn history(models: &Storage, model: &str, action: &str, record: &Value) -> Result<()> {
     let ts = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
@@ -276,12 +264,12 @@ fn card_fingerprints(card: &[u8]) -> (Value, Value) {
 
 /// Promotes the gate's blessed candidate into `<models>/<serving.model_name>/<next version>/`.
 pub async fn promote(cfg: &Config, lake: &Storage, models: &Storage) -> Result<Promotion> {
-    let decision: GateDecision = lake.get_json(lake::GATE).await?;
+    let decision: GateDecision = contracts::load(lake).await?;
     let candidate = decision
         .chosen
         .clone()
         .ok_or_else(|| Error::bad_data(lake.display(lake::GATE), "the gate chose no candidate"))?;
-    let blessing: Blessing = lake.get_json(&blessing_path(&candidate)).await?;
+    let blessing: Blessing = contracts::read(lake, &blessing_path(&candidate)).await?;
     let dir = lake::candidate_dir(&candidate);
     let weights = lake.get(&format!("{dir}model.safetensors")).await?;
     let sha = sha256_hex(&weights);

@@ -13,8 +13,10 @@ use trialflow_core::storage::{local_path_of, split_glob};
 use trialflow_core::{Error, Result, Storage};
 
 mod scan;
+mod task;
 
 pub use scan::{Scanned, Scanner};
+pub use task::TASKS;
 pub use trialflow_core::lake::{Current, CurrentObject, SourceFormat};
 use trialflow_core::lake::{RAW_CURRENT as CURRENT, RAW_MANIFEST as MANIFEST};
 

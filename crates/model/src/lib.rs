@@ -1,17 +1,28 @@
 //! The contract shared by training and serving: the feature transform of raw records, the network
 //! architectures and their forward pass, and the model artifact (safetensors weights + `model.json`).
 //!
+//! Also the evaluation of a model's predictions (`metrics`) and its scoring on a split of the lake (`score`),
+//! which need no tensor library: the candle network (`network`) is behind the default feature `candle`, so the
+//! gate's crate scores models without depending on candle.
+//!
 //! Invariants: no DataFusion, no HTTP. Training and serving call the same [`encode`], so a record is
 //! transformed identically in both.
 
+pub mod dense;
 pub mod encode;
+pub mod metrics;
+#[cfg(feature = "candle")]
 pub mod network;
+pub mod score;
+pub mod split;
 
+pub use dense::DenseCpu;
 pub use encode::{
     FieldError, InputField, RawValue, encode, encode_batch, encode_batches, input_fields,
     missing_field,
 };
-pub use network::{DenseCpu, Network, load_safetensors};
+#[cfg(feature = "candle")]
+pub use network::{Network, load_safetensors};
 
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::ModelConfig;

@@ -9,6 +9,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use trialflow_core::config::{Activation, ModelConfig};
 
+use crate::DenseCpu;
+
 #[derive(Debug)]
 pub struct Network {
     pub config: ModelConfig,
@@ -123,17 +125,6 @@ impl Network {
     }
 }
 
-/// The forward pass in plain f32 loops, for scoring on the CPU. Per-request tensor set-up costs more than
-/// the arithmetic for the small batches a server sees, so serving and batch scoring use this copy of the
-/// weights; a test keeps it equal to the candle forward pass.
-#[derive(Debug, Clone)]
-pub struct DenseCpu {
-    /// Per layer: weights transposed to `[in][out]` (so the inner loop is a vectorizable axpy), bias,
-    /// input and output widths.
-    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
-    activation: Activation,
-}
-
 impl DenseCpu {
     pub fn from_network(net: &Network) -> candle_core::Result<Self> {
         let mut layers = Vec::new();
@@ -142,51 +133,7 @@ impl DenseCpu {
             let wt: Vec<f32> = w.as_tensor().t()?.contiguous()?.flatten_all()?.to_vec1()?;
             layers.push((wt, b.as_tensor().to_vec1::<f32>()?, in_dim, out_dim));
         }
-        Ok(Self {
-            layers,
-            activation: net.config.activation,
-        })
-    }
-
-    pub fn input_dim(&self) -> usize {
-        self.layers.first().map(|l| l.2).unwrap_or(0)
-    }
-
-    /// Probabilities for a row-major matrix `x` of `x.len() / input_dim` rows.
-    pub fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
-        let dim = self.input_dim().max(1);
-        let rows = x.len() / dim;
-        let widest = self.layers.iter().map(|l| l.3).max().unwrap_or(1);
-        let mut a = vec![0f32; widest];
-        let mut b = vec![0f32; widest];
-        let last = self.layers.len().saturating_sub(1);
-        let mut out = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let row = &x[r * dim..(r + 1) * dim];
-            for (i, (wt, bias, in_dim, out_dim)) in self.layers.iter().enumerate() {
-                let input: &[f32] = if i == 0 { row } else { &a[..*in_dim] };
-                let h = &mut b[..*out_dim];
-                h.copy_from_slice(bias);
-                for (k, &xk) in input.iter().enumerate() {
-                    if xk != 0.0 {
-                        let w = &wt[k * out_dim..(k + 1) * out_dim];
-                        for (hj, wj) in h.iter_mut().zip(w) {
-                            *hj += xk * wj;
-                        }
-                    }
-                }
-                if i < last {
-                    match self.activation {
-                        Activation::Relu => h.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        Activation::Tanh => h.iter_mut().for_each(|v| *v = v.tanh()),
-                    }
-                }
-                std::mem::swap(&mut a, &mut b);
-            }
-            let z = a[0];
-            out.push(1.0 / (1.0 + (-z).exp()));
-        }
-        out
+        Ok(Self::from_layers(layers, net.config.activation))
     }
 }
 

@@ -13,6 +13,7 @@ mod spec;
 pub mod split_stats;
 pub mod sql;
 pub mod stage;
+mod task;
 pub mod udf;
 
 use std::collections::BTreeMap;
@@ -22,42 +23,16 @@ use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
+use trialflow_core::contracts;
 use trialflow_core::lake::{self, Current};
 use trialflow_core::table::ParquetSink;
 use trialflow_core::{Error, Result, Storage};
 
 use crate::engine::SqlEngine;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SourceCounts {
-    pub source: String,
-    pub rows_in: u64,
-    pub accepted: u64,
-    pub quarantined: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ViolationCount {
-    pub column: String,
-    pub rule: String,
-    pub action: String,
-    pub rows: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct CleanReport {
-    pub rows_in: u64,
-    pub accepted: u64,
-    pub quarantined: u64,
-    pub per_source: Vec<SourceCounts>,
-    /// Every rule violation, including those whose action only nulled a value.
-    pub violations: Vec<ViolationCount>,
-    pub excluded_by_filter: u64,
-    pub exact_duplicates: u64,
-    pub repeated_ids: u64,
-}
+pub use task::TASKS;
+pub use trialflow_core::contracts::{CleanReport, SourceCounts, ViolationCount};
 
 fn df_err(step: &'static str, cfg: &Config, e: DataFusionError) -> Error {
     sql_err(&SqlStep::generated(cfg, step), e)
@@ -271,7 +246,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
             "nothing has been ingested into this lake: run `trialflow ingest` (or the data pipeline) first",
         ));
     }
-    let current: Current = lake.get_json(lake::RAW_CURRENT).await?;
+    let current: Current = contracts::load(lake).await?;
     let columns = cfg.source_columns();
     let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns)?;
     let local = SessionConfig::new()
@@ -493,7 +468,7 @@ async fn clean_with(
         exact_duplicates: t.exact_duplicates,
         repeated_ids: t.repeated_ids,
     };
-    lake.put_json(lake::CLEAN_REPORT, &report).await?;
+    contracts::save(lake, &report).await?;
     tracing::info!(
         rows_in,
         accepted = report.accepted,
@@ -503,18 +478,7 @@ async fn clean_with(
     Ok(report)
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SplitCounts {
-    pub split: String,
-    pub rows: u64,
-    pub outcome_events: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FeaturesReport {
-    pub splits: Vec<SplitCounts>,
-    pub feature_columns: usize,
-}
+pub use trialflow_core::contracts::{FeaturesReport, SplitCounts};
 
 /// The split assignment: a position `_u` in [0, 1) per row, cut at the fractions. By default `_u` is the salted
 /// hash of the pseudonymized id; `group_by` hashes the group's value instead (a whole group lands in one split);
@@ -590,8 +554,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     let started = std::time::Instant::now();
     let mut events = [0u64; 3];
     // A hint for the value buffers: the clean table's rows times the train fraction.
-    let clean_rows = lake
-        .get_json::<CleanReport>(lake::CLEAN_REPORT)
+    let clean_rows = contracts::load::<CleanReport>(lake)
         .await
         .map_or(0, |r| r.accepted);
     let mut train = spec::TrainStats::new(
@@ -638,54 +601,27 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
         "split tables written"
     );
     let spec = train.finish(cfg)?;
-    lake.put_json(lake::SPLIT_STATS, &stats.finish(&report.splits))
-        .await?;
+    contracts::save(lake, &stats.finish(&report.splits)).await?;
     report.feature_columns = spec.width();
-    lake.put_json(lake::FEATURE_SPEC, &spec).await?;
+    contracts::save(lake, &spec).await?;
     Ok(report)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NumericSummary {
-    pub column: String,
-    pub split: String,
-    pub arm: String,
-    pub count: u64,
-    pub nulls: u64,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub mean: Option<f64>,
-    pub std: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LevelCount {
-    pub column: String,
-    pub split: String,
-    pub arm: String,
-    pub level: Option<String>,
-    pub count: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QualityReport {
-    pub clean: CleanReport,
-    pub splits: Vec<SplitCounts>,
-    pub numeric: Vec<NumericSummary>,
-    pub categorical: Vec<LevelCount>,
-}
+pub use trialflow_core::contracts::{
+    LevelCount, NumericSummary, QualityReport, QualitySummary, SplitSummary,
+};
 
 /// Per-column statistics by split and arm, rule violations, duplicates and exclusions:
 /// `processed/quality_report.json`, from the clean report and the split statistics that `features` gathered.
 pub async fn quality(lake: &Storage) -> Result<QualityReport> {
-    let clean: CleanReport = lake.get_json(lake::CLEAN_REPORT).await?;
-    let s: split_stats::SplitSummary = lake.get_json(lake::SPLIT_STATS).await?;
+    let clean: CleanReport = contracts::load(lake).await?;
+    let s: SplitSummary = contracts::load(lake).await?;
     let report = QualityReport {
         clean,
         splits: s.splits,
         numeric: s.numeric,
         categorical: s.categorical,
     };
-    lake.put_json(lake::QUALITY_REPORT, &report).await?;
+    contracts::save(lake, &report).await?;
     Ok(report)
 }

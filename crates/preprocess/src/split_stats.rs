@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
-use serde::{Deserialize, Serialize};
 use trialflow_core::Result;
 use trialflow_core::config::Config;
 
-use crate::{LevelCount, NumericSummary, SplitCounts, sql};
+use crate::{LevelCount, NumericSummary, SplitCounts, SplitSummary, sql};
 
 /// Count, nulls, extremes and moments of one column in one group, merged batch by batch (Chan et al.).
 #[derive(Clone, Copy)]
@@ -84,14 +83,6 @@ impl Group {
             levels: vec![BTreeMap::new(); categorical],
         }
     }
-}
-
-/// What the quality report takes from the split tables.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SplitSummary {
-    pub splits: Vec<SplitCounts>,
-    pub numeric: Vec<NumericSummary>,
-    pub categorical: Vec<LevelCount>,
 }
 
 pub(crate) struct SplitStats {

@@ -6,8 +6,8 @@
 //! `trialflow_model::encode`, the code serving uses.
 
 pub mod fused;
-pub mod metrics;
 pub mod stream;
+mod task;
 pub mod tracking;
 
 use candle_core::{Device, Tensor};
@@ -15,59 +15,21 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use trialflow_core::config::{Config, DeviceChoice};
+use trialflow_core::contracts;
 use trialflow_core::features::FeatureSpec;
 use trialflow_core::fingerprint::{Fingerprinter, sha256_hex};
 use trialflow_core::lake;
-use trialflow_core::table::read_parquet_prefix;
 use trialflow_core::{Error, Result, Storage};
-use trialflow_model::{ModelCard, Network, encode_batches};
+use trialflow_model::{ModelCard, Network};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainReport {
-    pub model: String,
-    pub epochs_run: usize,
-    pub best_epoch: usize,
-    pub best_val_loss: f64,
-    pub train_rows: usize,
-    pub val_rows: usize,
-    pub test_rows: usize,
-    /// Set when the train and validation splits were streamed from the lake (`training.max_in_memory_mib`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<StreamStats>,
-    pub metrics: metrics::Metrics,
-    /// Test metrics within each level of the slice columns (arm, site).
-    #[serde(default)]
-    pub slices: Vec<metrics::Slice>,
-    /// Permutation feature importance on the test split, largest first.
-    #[serde(default)]
-    pub importance: Vec<Importance>,
-    /// Loss and validation AUC per epoch.
-    #[serde(default)]
-    pub history: Vec<Epoch>,
-    /// Where the run was logged: `{"mlflow": {…}}`, or `{"error": "…"}` when MLflow could not be reached.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracking: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Epoch {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub val_loss: f64,
-    /// `None` when the validation split holds one class.
-    pub val_auc: Option<f64>,
-}
-
-/// How much the test ROC AUC drops when one input field's values are shuffled across rows (all one-hot
-/// columns of a categorical field together).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Importance {
-    pub feature: String,
-    pub auc_drop_mean: f64,
-    pub auc_drop_std: f64,
-}
+pub use task::TASKS;
+pub use trialflow_core::contracts::{
+    Epoch, EvaluationReport, Importance, StreamStats, TrainReport,
+};
+pub use trialflow_model::metrics;
+pub use trialflow_model::split::{Arrays, SLICE_COLUMNS, Split, load_split};
 
 /// Input fields and their model input columns: a numeric field is one column, a categorical one its levels.
 fn field_columns(spec: &FeatureSpec) -> Vec<(String, Vec<usize>)> {
@@ -127,141 +89,6 @@ fn permutation_importance(
     }
     out.sort_by(|a, b| b.auc_drop_mean.total_cmp(&a.auc_drop_mean));
     out
-}
-
-/// Encoded inputs (row-major, `rows × dim`) and 0/1 outcomes: what the fitting functions take.
-#[derive(Debug, Clone, Copy)]
-pub struct Arrays<'a> {
-    pub x: &'a [f32],
-    pub y: &'a [f32],
-    pub rows: usize,
-}
-
-impl Split {
-    fn arrays(&self) -> Arrays<'_> {
-        Arrays {
-            x: &self.x,
-            y: &self.y,
-            rows: self.rows,
-        }
-    }
-}
-
-struct Split {
-    x: Vec<f32>,
-    y: Vec<f32>,
-    rows: usize,
-    /// Slice columns (`arm`, `site`) per row, for sliced metrics.
-    slices: Vec<(String, Vec<Option<String>>)>,
-    /// Pseudonymized subject ids, in row order.
-    ids: Vec<Option<String>>,
-}
-
-/// Columns the test metrics are always sliced by, when the table has them.
-const SLICE_COLUMNS: [&str; 2] = ["arm", "site"];
-
-async fn load_split(
-    lake: &Storage,
-    spec: &FeatureSpec,
-    split: &str,
-    extra_slices: &[String],
-) -> Result<Split> {
-    let prefix = format!("{}split={split}/", lake::FEATURES);
-    let batches = read_parquet_prefix(lake, &prefix).await?;
-    if let Some(first) = batches.first() {
-        check_columns(spec, &first.schema(), &lake.display(&prefix))?;
-    }
-    let (x, rows) = encode(spec, &batches, &lake.display(&prefix))?;
-    let mut y = Vec::with_capacity(rows);
-    for b in &batches {
-        y.extend(outcomes(b, &lake.display(&prefix))?);
-    }
-    let has = |c: &str| {
-        batches
-            .first()
-            .is_some_and(|b| b.column_by_name(c).is_some())
-    };
-    if let Some(missing) = extra_slices.iter().find(|c| !batches.is_empty() && !has(c)) {
-        return Err(Error::bad_data(
-            lake.display(&prefix),
-            format!("slice column `{missing}` (training.slices) is not in the processed table"),
-        ));
-    }
-    let slices = SLICE_COLUMNS
-        .iter()
-        .copied()
-        .filter(|c| has(c))
-        .chain(extra_slices.iter().map(String::as_str))
-        .map(|c| Ok((c.to_string(), trialflow_core::table::strings(&batches, c)?)))
-        .collect::<Result<_>>()?;
-    let ids = if batches
-        .first()
-        .is_some_and(|b| b.column_by_name("subject_id").is_some())
-    {
-        trialflow_core::table::strings(&batches, "subject_id")?
-    } else {
-        vec![None; rows]
-    };
-    Ok(Split {
-        x,
-        y,
-        rows,
-        slices,
-        ids,
-    })
-}
-
-/// The processed table must have every column the feature spec reads.
-fn check_columns(
-    spec: &FeatureSpec,
-    schema: &arrow::datatypes::Schema,
-    location: &str,
-) -> Result<()> {
-    let fields = spec
-        .numeric
-        .iter()
-        .filter(|n| n.derived.is_none())
-        .map(|n| &n.name)
-        .chain(spec.categorical.iter().map(|c| &c.name));
-    let missing: Vec<String> = fields
-        .map(|f| spec.table_column(f))
-        .filter(|c| schema.column_with_name(c).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::bad_data(
-            location,
-            format!(
-                "the feature spec ({}) names columns the table does not have: {}; re-run the features task",
-                lake::FEATURE_SPEC,
-                missing.join(", ")
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Model inputs of `batches` through the one transform serving uses.
-fn encode(
-    spec: &FeatureSpec,
-    batches: &[arrow::record_batch::RecordBatch],
-    location: &str,
-) -> Result<(Vec<f32>, usize)> {
-    encode_batches(spec, batches, &|name| spec.table_column(name))
-        .map_err(|e| Error::bad_data(location, format!("cannot encode features: {e}")))
-}
-
-/// The `outcome` column as 0/1 floats.
-fn outcomes(batch: &arrow::record_batch::RecordBatch, location: &str) -> Result<Vec<f32>> {
-    let col = batch
-        .column_by_name("outcome")
-        .ok_or_else(|| Error::bad_data(location, "column `outcome` is missing"))?;
-    let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float32)
-        .map_err(|e| Error::bad_data(location, format!("column `outcome`: {e}")))?;
-    let col = col
-        .as_any()
-        .downcast_ref::<arrow::array::Float32Array>()
-        .ok_or_else(|| Error::Internal("cast".into()))?;
-    Ok(col.iter().map(|v| v.unwrap_or(0.0)).collect())
 }
 
 fn device(cfg: &Config) -> Result<Device> {
@@ -724,17 +551,6 @@ struct Streamed<'a> {
     stats: StreamStats,
 }
 
-/// How a streamed training run read its train split (in `metrics.json`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StreamStats {
-    /// Parquet row groups of the train split (the unit shuffled each epoch).
-    pub row_groups: usize,
-    /// Blocks handed to the training loop per epoch.
-    pub blocks_per_epoch: usize,
-    /// The most rows held at once (at most `training.stream_block_rows`).
-    pub largest_block_rows: usize,
-}
-
 impl Rows for Streamed<'_> {
     fn rows(&self) -> usize {
         self.train.rows
@@ -909,7 +725,7 @@ pub async fn train(
         .ok_or_else(|| Error::config(&cfg.source_file, format!("models.{model}"), "no such model"))?
         .clone();
     let started = std::time::SystemTime::now();
-    let spec: FeatureSpec = lake.get_json(lake::FEATURE_SPEC).await?;
+    let spec: FeatureSpec = contracts::load(lake).await?;
     let slice_cols = &cfg.training.slices;
     let t = cfg.training.clone();
     let dev = device(cfg)?;
@@ -1019,7 +835,7 @@ pub async fn train(
 
     let p_test = net.predict_proba(&test.x, test.rows, &dev).map_err(ce)?;
     let how = evaluation(&t);
-    let metrics = metrics::Metrics::evaluate(&test.y, &p_test, &how);
+    let metrics = metrics::evaluate(&test.y, &p_test, &how);
     let importance = if t.importance_repeats > 0 {
         let dense = trialflow_model::DenseCpu::from_network(&net).map_err(ce)?;
         permutation_importance(&dense, &spec, &test, t.importance_repeats, seed)
@@ -1062,7 +878,13 @@ pub async fn train(
     lake.put(&format!("{dir}model.safetensors"), weights.clone())
         .await?;
     lake.put_json(&format!("{dir}model.json"), &card).await?;
-    write_test_predictions(lake, &format!("{dir}{TEST_PREDICTIONS}"), &test, &p_test).await?;
+    write_test_predictions(
+        lake,
+        &format!("{dir}{}", contracts::TEST_PREDICTIONS),
+        &test,
+        &p_test,
+    )
+    .await?;
     let mut report = TrainReport {
         model: model.to_string(),
         epochs_run,
@@ -1095,7 +917,7 @@ pub async fn train(
             },
         );
     }
-    lake.put_json(&format!("{dir}metrics.json"), &report)
+    lake.put_json(&contracts::candidate_metrics(model), &report)
         .await?;
     Ok(report)
 }
@@ -1179,7 +1001,7 @@ async fn log_to_mlflow(
         push("val_loss", Some(e.val_loss));
         push("val_auc", e.val_auc);
     }
-    for name in metrics::Metrics::names() {
+    for name in trialflow_core::contracts::Metrics::names() {
         if let Some(v) = report
             .metrics
             .get(&name)
@@ -1227,29 +1049,6 @@ async fn log_to_mlflow(
 
 /// Scores a saved model on the lake's current test split, encoded with the model's own feature spec:
 /// `(outcomes, probabilities)`. The quality gate compares the served version with a candidate this way.
-pub async fn score_test_split(
-    lake: &Storage,
-    card: &trialflow_model::ModelCard,
-    weights: &[u8],
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let test = load_split(lake, &card.feature_spec, "test", &[]).await?;
-    let net = trialflow_model::load_safetensors(&card.architecture, weights, &Device::Cpu)
-        .map_err(|e| Error::bad_data(format!("model `{}`", card.name), e))?;
-    let dense = trialflow_model::DenseCpu::from_network(&net).map_err(ce)?;
-    if dense.input_dim() != card.feature_spec.width() {
-        return Err(Error::bad_data(
-            format!("model `{}`", card.name),
-            format!(
-                "weights take {} inputs, the feature spec gives {}",
-                dense.input_dim(),
-                card.feature_spec.width()
-            ),
-        ));
-    }
-    let p = dense.predict_proba(&test.x);
-    Ok((test.y, p))
-}
-
 /// One split's encoded inputs and outcomes, as training sees them: `(x, y, rows)`.
 pub async fn load_arrays(
     lake: &Storage,
@@ -1268,10 +1067,6 @@ pub fn evaluation(t: &trialflow_core::config::TrainingConfig) -> metrics::Evalua
         seed: t.seed,
     }
 }
-
-/// The test split's probabilities as trained, keyed by pseudonymized subject id in split row order: the
-/// reference that serving and batch scoring must reproduce.
-pub const TEST_PREDICTIONS: &str = "test_predictions.parquet";
 
 async fn write_test_predictions(lake: &Storage, rel: &str, test: &Split, p: &[f32]) -> Result<()> {
     use arrow::array::{ArrayRef, Float32Array, RecordBatch, StringArray};
@@ -1298,27 +1093,19 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Evaluation {
-    /// Candidates, best test ROC AUC first.
-    pub leaderboard: Vec<TrainReport>,
-}
-
 /// Collects the named candidates' metrics into `candidates/evaluation.json`.
-pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<Evaluation> {
+pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<EvaluationReport> {
     let mut leaderboard = Vec::new();
     for name in models {
-        let r: TrainReport = lake
-            .get_json(&format!("{}metrics.json", lake::candidate_dir(name)))
-            .await?;
+        let r: TrainReport = contracts::read(lake, &contracts::candidate_metrics(name)).await?;
         leaderboard.push(r);
     }
     leaderboard.sort_by(|a, b| {
         let auc = |r: &TrainReport| r.metrics.roc_auc.unwrap_or(f64::NEG_INFINITY);
         auc(b).total_cmp(&auc(a)).then(a.model.cmp(&b.model))
     });
-    let ev = Evaluation { leaderboard };
-    lake.put_json(lake::EVALUATION, &ev).await?;
+    let ev = EvaluationReport { leaderboard };
+    contracts::save(lake, &ev).await?;
     Ok(ev)
 }
 
@@ -1352,5 +1139,67 @@ mod tests {
                 "w={w}: {got} vs {expected}"
             );
         }
+    }
+
+    /// The claim of docs/training.md: the fused CPU step gives bit-identical weights whatever the thread count
+    /// (fixed chunks summed in order, counter-seeded dropout).
+    #[test]
+    fn weights_are_bit_identical_whatever_the_thread_count() {
+        let (dim, rows) = (6, 700);
+        let mut rng = StdRng::seed_from_u64(5);
+        let x: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let y: Vec<f32> = (0..rows)
+            .map(|r| {
+                f32::from(x[r * dim] + 0.5 * x[r * dim + 1] + rng.random_range(-1.0..1.0) > 0.0)
+            })
+            .collect();
+        let (tx, ty) = (&x[..500 * dim], &y[..500]);
+        let (vx, vy) = (&x[500 * dim..], &y[500..]);
+        let arch = trialflow_core::config::ModelConfig {
+            hidden: vec![16, 8],
+            dropout: vec![0.3, 0.0],
+            activation: trialflow_core::config::Activation::Relu,
+        };
+        let t = training(4, 64);
+        let weights_with = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let f = fit(
+                    &arch,
+                    &t,
+                    Arrays {
+                        x: tx,
+                        y: ty,
+                        rows: 500,
+                    },
+                    Arrays {
+                        x: vx,
+                        y: vy,
+                        rows: 200,
+                    },
+                    dim,
+                    9,
+                    &Device::Cpu,
+                )
+                .unwrap();
+                f.network.to_safetensors().unwrap()
+            })
+        };
+        let one = weights_with(1);
+        assert_eq!(one, weights_with(2), "1 vs 2 threads");
+        assert_eq!(one, weights_with(3), "1 vs 3 threads");
+    }
+
+    /// A training section with the given epochs and batch, every optional key at its default.
+    fn training(epochs: usize, batch_size: usize) -> trialflow_core::config::TrainingConfig {
+        serde_json::from_value(serde_json::json!({
+            "seed": 1, "epochs": epochs, "batch_size": batch_size, "learning_rate": 0.01, "patience": epochs,
+        }))
+        .unwrap()
     }
 }

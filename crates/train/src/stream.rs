@@ -75,7 +75,7 @@ impl StreamedSplit {
                     format!("not a readable Parquet file: {err}"),
                 )
             })?;
-            crate::check_columns(spec, meta.schema(), &lake.display(&e.path))?;
+            trialflow_model::split::check_columns(spec, meta.schema(), &lake.display(&e.path))?;
             rows += meta.metadata().file_metadata().num_rows().max(0) as usize;
             objects.push(Object {
                 path: e.path,
@@ -145,7 +145,7 @@ impl StreamedSplit {
             let location = self.lake.display(&self.objects[unit.0].path);
             let mut stream = self.batches(unit, true).await?;
             while let Some(b) = next(&mut stream, &location).await? {
-                let y = crate::outcomes(&b, &location)?;
+                let y = trialflow_model::split::outcomes(&b, &location)?;
                 rows += y.len();
                 positives += y.iter().filter(|v| **v > 0.5).count();
             }
@@ -172,7 +172,7 @@ impl StreamedSplit {
             let mut stream = handle.block_on(self.batches(unit, false))?;
             let mut row_in_group = 0;
             while let Some(b) = handle.block_on(next(&mut stream, &location))? {
-                let (bx, rows) = crate::encode(
+                let (bx, rows) = trialflow_model::split::encode(
                     spec,
                     std::slice::from_ref(&b),
                     &format!("{location} (row group {}, from row {row_in_group})", unit.1),
@@ -192,7 +192,7 @@ impl StreamedSplit {
                     .into());
                 }
                 row_in_group += rows;
-                let by = crate::outcomes(&b, &location)?;
+                let by = trialflow_model::split::outcomes(&b, &location)?;
                 // fill the block up to block_rows, hand it over, continue with the rest of the batch
                 let mut at = 0;
                 while at < rows {

@@ -1,7 +1,7 @@
 """Reference numbers for trialflow's analysis of the public example trials, from lifelines, statsmodels and scipy.
 
 Run from the repository root:  python3 crates/analysis/tests/reference/public_trials.py
-Writes crates/analysis/tests/reference/public_trials.json; crates/cli/tests/public_trials.rs runs
+Writes crates/analysis/tests/reference/public_trials.json; crates/cli/tests/it/public_trials.rs runs
 `trialflow pipeline … --config config/examples/<trial>.yaml` and compares its analysis.json with it.
 Each entry below restates the population and definitions of its config file.
 """

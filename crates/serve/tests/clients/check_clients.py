@@ -1,6 +1,6 @@
 """Real Open Inference Protocol / Prometheus clients against a running trialflow server.
 
-Run by crates/serve/tests/clients.rs (which starts the server and computes the expected probabilities with
+Run by crates/serve/tests/it/clients.rs (which starts the server and computes the expected probabilities with
 trialflow's own transform); `cargo xtask test` installs the pinned clients (xtask/requirements-serve.txt).
 
     python check_clients.py HOST:PORT CASES.json

@@ -200,15 +200,21 @@ fn sample_run(
     )
     .map_err(|e| anyhow::anyhow!("training on {dev:?}: {e:?}"))?;
     let p = trialflow_model::DenseCpu::from_network(&f.network)?.predict_proba(&s.x[2]);
-    Ok((
-        trialflow_train::metrics::Metrics::compute(&s.y[2], &p),
-        f.network,
-    ))
+    Ok((trialflow_train::metrics::compute(&s.y[2], &p), f.network))
 }
 
 /// On a GPU machine: model_2 trained on the CPU and on the GPU must reach the same test metrics (within
 /// training noise: the GPU's reductions run in another order), the GPU forward pass must equal the CPU one on
 /// the same weights, and throughput is measured on both.
+/// A failure when `gpu` and `cpu` are more than `tol` apart, or either is not a finite number (a NaN compares
+/// false with everything, so a plain `> tol` test would let it pass).
+fn apart(name: &str, gpu: f64, cpu: f64, tol: f64) -> Option<String> {
+    let close = gpu.is_finite() && cpu.is_finite() && (gpu - cpu).abs() <= tol;
+    (!close).then(|| {
+        format!("{name}: GPU {gpu:.4} vs CPU {cpu:.4} (more than {tol} apart, or not a number)")
+    })
+}
+
 fn gpu_check(args: &[String]) -> Result<()> {
     let samples = SampleSplits::load(Path::new(&arg(args, "--data")?))?;
     let cpu_only = args.iter().any(|a| a == "--cpu-only");
@@ -216,6 +222,16 @@ fn gpu_check(args: &[String]) -> Result<()> {
     let mut failures = Vec::new();
     let (cpu_metrics, cpu_net) = sample_run(&samples, &Device::Cpu)?;
     let auc = |m: &trialflow_train::metrics::Metrics| m.roc_auc.unwrap_or(f64::NAN);
+    // the CPU half is the reference: a NaN there must fail too, not make every comparison pass
+    for (name, v) in [
+        ("CPU test AUC", auc(&cpu_metrics)),
+        ("CPU test Brier", cpu_metrics.brier),
+        ("CPU test log loss", cpu_metrics.log_loss),
+    ] {
+        if !v.is_finite() {
+            failures.push(format!("{name} is {v}"));
+        }
+    }
     println!(
         "{:<34} {:>10} {:>10}",
         "sample trial, model_2", "CPU", "GPU"
@@ -239,18 +255,13 @@ fn gpu_check(args: &[String]) -> Result<()> {
             .zip(&p_cpu)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        if (auc(&gpu_metrics) - auc(&cpu_metrics)).abs() > 0.01 || !auc(&gpu_metrics).is_finite() {
-            failures.push(format!(
-                "test AUC: GPU {:.4} vs CPU {:.4} (more than 0.01 apart)",
-                auc(&gpu_metrics),
-                auc(&cpu_metrics)
-            ));
-        }
-        if (gpu_metrics.brier - cpu_metrics.brier).abs() > 0.01 {
-            failures.push(format!(
-                "Brier: GPU {:.4} vs CPU {:.4}",
-                gpu_metrics.brier, cpu_metrics.brier
-            ));
+        for (name, g, c) in [
+            ("test AUC", auc(&gpu_metrics), auc(&cpu_metrics)),
+            ("test Brier", gpu_metrics.brier, cpu_metrics.brier),
+        ] {
+            if let Some(f) = apart(name, g, c, 0.01) {
+                failures.push(f);
+            }
         }
         if forward.is_nan() || forward > 1e-4 {
             failures.push(format!(
@@ -407,4 +418,18 @@ fn main() -> Result<()> {
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apart;
+
+    #[test]
+    fn a_nan_metric_fails_the_gpu_check() {
+        assert!(apart("auc", 0.80, 0.805, 0.01).is_none());
+        assert!(apart("auc", 0.80, 0.82, 0.01).is_some());
+        assert!(apart("auc", f64::NAN, 0.80, 0.01).is_some());
+        assert!(apart("auc", 0.80, f64::NAN, 0.01).is_some());
+        assert!(apart("brier", f64::INFINITY, 0.2, 0.01).is_some());
+    }
 }

@@ -1,0 +1,487 @@
+//! The analysis of every public example trial against lifelines / statsmodels / scipy, run through the real
+//! binary and its config (`config/examples/<trial>.yaml`). Reference numbers: crates/analysis/tests/reference/
+//! public_trials.py → public_trials.json.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use crate::util;
+
+use crate::util::{Project, text};
+use serde_json::Value;
+
+fn close(got: f64, want: f64, rel: f64, what: &str) {
+    let tol = rel * want.abs().max(1e-12);
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} (relative tolerance {rel})"
+    );
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+/// Runs the data pipeline and the analysis task for one example and returns its analysis.json.
+fn run_example(trial: &str) -> Value {
+    let p = Project::sample();
+    let root = util::repo_root();
+    let cfg = format!("config/examples/{trial}.yaml");
+    std::fs::create_dir_all(p.path("config/examples")).unwrap();
+    std::fs::create_dir_all(p.path("data/examples")).unwrap();
+    std::fs::copy(root.join(&cfg), p.path(&cfg)).unwrap();
+    std::fs::copy(
+        root.join(format!("data/examples/{trial}.csv")),
+        p.path(&format!("data/examples/{trial}.csv")),
+    )
+    .unwrap();
+    let o = p.run(&["pipeline", "data", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = p.run(&["pipeline", "full", "--only", "analyze", "--config", &cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lake = std::fs::read_dir(p.path("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| d.join("reports").exists())
+        .unwrap();
+    p.report_json(&format!(
+        "data/{}",
+        lake.file_name().unwrap().to_string_lossy()
+    ))
+}
+
+fn reference(trial: &str) -> Value {
+    let path = util::repo_root().join("crates/analysis/tests/reference/public_trials.json");
+    let all: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    all[trial].clone()
+}
+
+/// The keys of a reference object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+/// `field` of every element of the array `v`, sorted.
+fn field(v: &Value, name: &str) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| x[name].as_str().unwrap_or_default().to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+/// Everything the reference holds is in trialflow's output too: the value checks below walk trialflow's
+/// output, so an item it dropped would otherwise fail nothing.
+fn check_coverage(trial: &str, a: &Value, r: &Value) {
+    assert_eq!(field(&a["arms"], "arm"), keys(&r["arms"]), "{trial}: arms");
+    assert_eq!(
+        field(&a["comparisons"], "arm"),
+        keys(&r["comparisons"]),
+        "{trial}: comparisons"
+    );
+    assert_eq!(
+        field(&a["table1"]["numeric"], "variable"),
+        keys(&r["table1"]),
+        "{trial}: Table 1 numeric rows"
+    );
+    assert_eq!(
+        field(&a["subgroups"], "variable"),
+        keys(&r["subgroups"]),
+        "{trial}: subgroups"
+    );
+    for sg in a["subgroups"].as_array().into_iter().flatten() {
+        let v = sg["variable"].as_str().unwrap_or_default();
+        let mut got: Vec<String> = sg["effects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}|{}",
+                    e["level"].as_str().unwrap_or(""),
+                    e["arm"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        got.sort();
+        let want = keys(&r["subgroups"][v]["effects"]);
+        assert!(
+            want.iter().all(|k| got.contains(k)),
+            "{trial} {v}: subgroup effects {got:?}, reference {want:?}"
+        );
+    }
+    let Some(want) = r.get("survival") else {
+        return;
+    };
+    let s = &a["survival"];
+    assert_eq!(
+        field(&s["medians"], "arm"),
+        keys(&want["medians"]),
+        "{trial}: medians"
+    );
+    let mut at: Vec<String> = s["at_times"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}|{}",
+                t["arm"].as_str().unwrap_or(""),
+                t["time"].as_f64().unwrap_or(f64::NAN) as i64
+            )
+        })
+        .collect();
+    at.sort();
+    let mut want_at: Vec<String> = keys(&want["at_times"])
+        .iter()
+        .flat_map(|arm| {
+            keys(&want["at_times"][arm])
+                .into_iter()
+                .map(move |t| format!("{arm}|{t}"))
+        })
+        .collect();
+    want_at.sort();
+    assert_eq!(at, want_at, "{trial}: survival at times");
+    assert_eq!(
+        len(&s["cox"]["terms"]),
+        len(&want["cox"]["coef"]),
+        "{trial}: Cox terms"
+    );
+    assert_eq!(
+        len(&s["cox"]["ph_test"]),
+        len(&want["ph"]["chi2"]),
+        "{trial}: PH tests"
+    );
+    assert_eq!(
+        len(&s["cox"]["ph_test"]),
+        len(&want["ph"]["p"]),
+        "{trial}: PH p-values"
+    );
+    if let Some(wa) = want.get("cox_adjusted") {
+        assert_eq!(
+            len(&s["cox_adjusted"]["terms"]),
+            len(&wa["coef"]),
+            "{trial}: adjusted Cox terms"
+        );
+    }
+}
+
+fn check(trial: &str) {
+    let a = run_example(trial);
+    let r = reference(trial);
+    check_coverage(trial, &a, &r);
+    assert_eq!(a["analyzed_rows"], r["n"], "{trial}: population");
+    // outcome by arm
+    for arm in a["arms"].as_array().unwrap() {
+        let name = arm["arm"].as_str().unwrap();
+        assert_eq!(arm["n"], r["arms"][name]["n"], "{trial} {name} n");
+        assert_eq!(
+            arm["events"], r["arms"][name]["events"],
+            "{trial} {name} events"
+        );
+    }
+    for c in a["comparisons"].as_array().unwrap() {
+        let want = &r["comparisons"][c["arm"].as_str().unwrap()];
+        let what = format!("{trial} {}", c["arm"]);
+        close(
+            f(&c["risk_difference"]["estimate"]),
+            f(&want["rd"]),
+            1e-9,
+            &format!("{what} RD"),
+        );
+        close(
+            f(&c["risk_difference"]["ci_low"]),
+            f(&want["rd_ci"][0]),
+            1e-9,
+            &format!("{what} RD low"),
+        );
+        close(
+            f(&c["risk_difference"]["ci_high"]),
+            f(&want["rd_ci"][1]),
+            1e-9,
+            &format!("{what} RD high"),
+        );
+        for (mine, theirs) in [("risk_ratio", "rr"), ("odds_ratio", "or")] {
+            if want[theirs].is_null() {
+                assert!(c[mine].is_null(), "{what} {mine} should be not estimable");
+                continue;
+            }
+            close(
+                f(&c[mine]["estimate"]),
+                f(&want[theirs]),
+                1e-9,
+                &format!("{what} {mine}"),
+            );
+            close(
+                f(&c[mine]["ci_low"]),
+                f(&want[&format!("{theirs}_ci")][0]),
+                1e-9,
+                &format!("{what} {mine} low"),
+            );
+            close(
+                f(&c[mine]["ci_high"]),
+                f(&want[&format!("{theirs}_ci")][1]),
+                1e-9,
+                &format!("{what} {mine} high"),
+            );
+        }
+        if !want["chi2"].is_null() {
+            close(
+                f(&c["chi_square"]),
+                f(&want["chi2"]),
+                1e-9,
+                &format!("{what} chi2"),
+            );
+            close(
+                f(&c["chi_square_p"]),
+                f(&want["chi2_p"]),
+                1e-8,
+                &format!("{what} chi2 p"),
+            );
+        }
+        close(
+            f(&c["fisher_p"]),
+            f(&want["fisher_p"]),
+            1e-6,
+            &format!("{what} Fisher p"),
+        );
+    }
+    // Table 1, numeric rows
+    for row in a["table1"]["numeric"].as_array().unwrap() {
+        let v = row["variable"].as_str().unwrap();
+        let want = &r["table1"][v];
+        for (arm, d) in row["arms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x[0].as_str().unwrap(), &x[1]))
+        {
+            assert_eq!(d["n"], want[arm]["n"], "{trial} {v} {arm} n");
+            assert_eq!(
+                d["missing"], want["missing"][arm],
+                "{trial} {v} {arm} missing"
+            );
+            for k in ["mean", "sd", "median", "q1", "q3"] {
+                close(
+                    f(&d[k]),
+                    f(&want[arm][k]),
+                    1e-9,
+                    &format!("{trial} {v} {arm} {k}"),
+                );
+            }
+        }
+        for s in row["smd"].as_array().unwrap() {
+            close(
+                f(&s[1]),
+                f(&want["smd"][s[0].as_str().unwrap()]),
+                1e-9,
+                &format!("{trial} {v} SMD"),
+            );
+        }
+    }
+    // time to event
+    if let Some(want) = r.get("survival") {
+        let s = &a["survival"];
+        for m in s["medians"].as_array().unwrap() {
+            let w = &want["medians"][m["arm"].as_str().unwrap()];
+            assert_eq!(
+                (
+                    m["median"].as_f64(),
+                    m["ci_low"].as_f64(),
+                    m["ci_high"].as_f64()
+                ),
+                (w[0].as_f64(), w[1].as_f64(), w[2].as_f64()),
+                "{trial} median"
+            );
+        }
+        for t in s["at_times"].as_array().unwrap() {
+            let w =
+                &want["at_times"][t["arm"].as_str().unwrap()][format!("{}", f(&t["time"]) as i64)];
+            close(
+                f(&t["survival"]),
+                f(&w["s"]),
+                1e-9,
+                &format!("{trial} S(t)"),
+            );
+            close(
+                f(&t["ci_low"]),
+                f(&w["ci"][0]),
+                1e-6,
+                &format!("{trial} S(t) low"),
+            );
+            close(
+                f(&t["ci_high"]),
+                f(&w["ci"][1]),
+                1e-6,
+                &format!("{trial} S(t) high"),
+            );
+            assert_eq!(t["at_risk"], w["at_risk"], "{trial} at risk");
+        }
+        close(
+            f(&s["logrank_chi_square"]),
+            f(&want["logrank"][0]),
+            1e-9,
+            &format!("{trial} log-rank"),
+        );
+        close(
+            f(&s["logrank_p_value"]),
+            f(&want["logrank"][1]),
+            1e-8,
+            &format!("{trial} log-rank p"),
+        );
+        for (j, term) in s["cox"]["terms"].as_array().unwrap().iter().enumerate() {
+            close(
+                f(&term["coef"]),
+                f(&want["cox"]["coef"][j]),
+                1e-6,
+                &format!("{trial} Cox coef"),
+            );
+            close(
+                f(&term["se"]),
+                f(&want["cox"]["se"][j]),
+                1e-6,
+                &format!("{trial} Cox se"),
+            );
+            close(
+                f(&term["p"]),
+                f(&want["cox"]["p"][j]),
+                1e-6,
+                &format!("{trial} Cox p"),
+            );
+            close(
+                s["cox"]["ph_test"][j][1].as_f64().unwrap(),
+                f(&want["ph"]["chi2"][j]),
+                1e-6,
+                &format!("{trial} PH chi2"),
+            );
+            close(
+                s["cox"]["ph_test"][j][2].as_f64().unwrap(),
+                f(&want["ph"]["p"][j]),
+                1e-6,
+                &format!("{trial} PH p"),
+            );
+        }
+        if let Some(wa) = want.get("cox_adjusted") {
+            let adj = &s["cox_adjusted"];
+            assert_eq!(adj["n"], wa["n"], "{trial} adjusted n (complete cases)");
+            for (j, term) in adj["terms"].as_array().unwrap().iter().enumerate() {
+                close(
+                    f(&term["coef"]),
+                    f(&wa["coef"][j]),
+                    1e-6,
+                    &format!("{trial} adjusted coef {j}"),
+                );
+                close(
+                    f(&term["se"]),
+                    f(&wa["se"][j]),
+                    1e-6,
+                    &format!("{trial} adjusted se {j}"),
+                );
+            }
+        }
+    }
+    // subgroups
+    for sg in a["subgroups"].as_array().unwrap() {
+        let v = sg["variable"].as_str().unwrap();
+        let want = &r["subgroups"][v];
+        for e in sg["effects"].as_array().unwrap() {
+            let key = format!(
+                "{}|{}",
+                e["level"].as_str().unwrap(),
+                e["arm"].as_str().unwrap()
+            );
+            let w = &want["effects"][&key];
+            assert!(
+                !w.is_null() || e["estimate"].is_null(),
+                "{trial} {v} {key}: reference says not estimable"
+            );
+            if w.is_null() {
+                assert!(
+                    e["not_estimable"].is_string(),
+                    "{trial} {v} {key}: a reason is given"
+                );
+                continue;
+            }
+            let tol = if e["measure"] == "HR" { 1e-6 } else { 1e-9 };
+            close(
+                f(&e["estimate"]["estimate"]),
+                f(&w[0]),
+                tol,
+                &format!("{trial} {v} {key} effect"),
+            );
+            close(
+                f(&e["estimate"]["ci_low"]),
+                f(&w[1]),
+                tol,
+                &format!("{trial} {v} {key} low"),
+            );
+            close(
+                f(&e["estimate"]["ci_high"]),
+                f(&w[2]),
+                tol,
+                &format!("{trial} {v} {key} high"),
+            );
+        }
+        if want["interaction"].is_null() {
+            assert!(
+                sg["interaction_p"].is_null(),
+                "{trial} {v}: interaction should be not estimable"
+            );
+        } else {
+            close(
+                f(&sg["interaction_chi_square"]),
+                f(&want["interaction"][0]),
+                1e-6,
+                &format!("{trial} {v} interaction"),
+            );
+            close(
+                f(&sg["interaction_p"]),
+                f(&want["interaction"][1]),
+                1e-6,
+                &format!("{trial} {v} interaction p"),
+            );
+        }
+    }
+}
+
+#[test]
+fn indomethacin_trial() {
+    check("indo_rct");
+}
+
+#[test]
+fn streptomycin_trial() {
+    check("strep_tb");
+}
+
+#[test]
+fn supraclavicular_trial_with_censoring_flag_convention() {
+    check("supraclavicular");
+}
+
+#[test]
+fn respiratory_trial_month_4() {
+    check("respiratory");
+}
+
+#[test]
+fn colon_trial_three_arms_adjusted_cox() {
+    check("colon");
+}
+
+#[test]
+fn opt_trial_messy_export() {
+    check("opt");
+}

@@ -1,0 +1,125 @@
+//! The forward pass in plain f32 loops over weights read straight from safetensors: what serving, batch
+//! scoring and the gate use, with no tensor library.
+
+use safetensors::{Dtype, SafeTensors};
+use trialflow_core::config::{Activation, ModelConfig};
+
+/// The forward pass in plain f32 loops, for scoring on the CPU. Per-request tensor set-up costs more than
+/// the arithmetic for the small batches a server sees, so serving and batch scoring use this copy of the
+/// weights; a test keeps it equal to the candle forward pass.
+#[derive(Debug, Clone)]
+pub struct DenseCpu {
+    /// Per layer: weights transposed to `[in][out]` (so the inner loop is a vectorizable axpy), bias,
+    /// input and output widths.
+    layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
+    activation: Activation,
+}
+
+impl DenseCpu {
+    pub(crate) fn from_layers(
+        layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
+        activation: Activation,
+    ) -> Self {
+        Self { layers, activation }
+    }
+
+    /// The weights of a `model.safetensors` file written for the architecture `config`, read without
+    /// candle (the gate and serving score with this copy). Shapes are checked against each other and
+    /// against `config`.
+    pub fn from_safetensors(config: &ModelConfig, bytes: &[u8]) -> Result<Self, String> {
+        let file =
+            SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let mut layers = Vec::new();
+        let mut expected_in: Option<usize> = None;
+        for i in 0..=config.hidden.len() {
+            let (w, w_shape) = tensor_f32(&file, &format!("layers.{i}.weight"))?;
+            let (b, b_shape) = tensor_f32(&file, &format!("layers.{i}.bias"))?;
+            let [out_dim, in_dim] = w_shape[..] else {
+                return Err(format!(
+                    "tensor `layers.{i}.weight` has shape {w_shape:?}, expected [out, in]"
+                ));
+            };
+            let want_out = config.hidden.get(i).copied().unwrap_or(1);
+            if out_dim != want_out
+                || b_shape != [out_dim]
+                || expected_in.is_some_and(|e| e != in_dim)
+            {
+                return Err(format!(
+                    "layer {i}: weight {w_shape:?} and bias {b_shape:?} do not fit the architecture (hidden {:?})",
+                    config.hidden
+                ));
+            }
+            expected_in = Some(out_dim);
+            // `[out][in]` → `[in][out]`
+            let mut wt = vec![0f32; w.len()];
+            for o in 0..out_dim {
+                for k in 0..in_dim {
+                    wt[k * out_dim + o] = w[o * in_dim + k];
+                }
+            }
+            layers.push((wt, b, in_dim, out_dim));
+        }
+        Ok(Self::from_layers(layers, config.activation))
+    }
+
+    pub fn input_dim(&self) -> usize {
+        self.layers.first().map(|l| l.2).unwrap_or(0)
+    }
+
+    /// Probabilities for a row-major matrix `x` of `x.len() / input_dim` rows.
+    pub fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
+        let dim = self.input_dim().max(1);
+        let rows = x.len() / dim;
+        let widest = self.layers.iter().map(|l| l.3).max().unwrap_or(1);
+        let mut a = vec![0f32; widest];
+        let mut b = vec![0f32; widest];
+        let last = self.layers.len().saturating_sub(1);
+        let mut out = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let row = &x[r * dim..(r + 1) * dim];
+            for (i, (wt, bias, in_dim, out_dim)) in self.layers.iter().enumerate() {
+                let input: &[f32] = if i == 0 { row } else { &a[..*in_dim] };
+                let h = &mut b[..*out_dim];
+                h.copy_from_slice(bias);
+                for (k, &xk) in input.iter().enumerate() {
+                    if xk != 0.0 {
+                        let w = &wt[k * out_dim..(k + 1) * out_dim];
+                        for (hj, wj) in h.iter_mut().zip(w) {
+                            *hj += xk * wj;
+                        }
+                    }
+                }
+                if i < last {
+                    match self.activation {
+                        Activation::Relu => h.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        Activation::Tanh => h.iter_mut().for_each(|v| *v = v.tanh()),
+                    }
+                }
+                std::mem::swap(&mut a, &mut b);
+            }
+            let z = a[0];
+            out.push(1.0 / (1.0 + (-z).exp()));
+        }
+        out
+    }
+}
+
+/// A tensor's values as f32 (f32 and f64 files) and its shape.
+fn tensor_f32(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<f32>, Vec<usize>), String> {
+    let t = file
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    let data = t.data();
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        other => return Err(format!("tensor `{name}` is {other:?}; expected F32 or F64")),
+    };
+    Ok((values, t.shape().to_vec()))
+}

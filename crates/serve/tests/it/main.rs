@@ -1,0 +1,11 @@
+//! The integration tests of the server, one test binary for all; `common` is their harness.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+mod api;
+mod batch;
+mod binary;
+mod clients;
+mod s3;

@@ -1,0 +1,90 @@
+//! The `train` task (one model of `config.models`, `with: {model: NAME}`) and the `evaluate` task (the
+//! leaderboard of `with: {models: [NAME, …]}`).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use trialflow_core::contracts;
+use trialflow_core::{Error, lake};
+use trialflow_dag::{StageContext, StageTask, Task, TaskIo, TaskKind, TaskSpec, summary};
+
+pub const TASKS: &[TaskKind] = &[
+    TaskKind {
+        name: "train",
+        build: build_train,
+    },
+    TaskKind {
+        name: "evaluate",
+        build: build_evaluate,
+    },
+];
+
+struct Train {
+    ctx: Arc<StageContext>,
+    model: String,
+}
+
+fn build_train(spec: &TaskSpec, ctx: &Arc<StageContext>) -> Result<Arc<dyn Task>, Error> {
+    let model: String = spec.arg("model", "a model name")?;
+    if !ctx.cfg.models.contains_key(&model) {
+        return Err(spec.arg_error(
+            "model",
+            format!(
+                "`{model}` is not in the config's `models` ({:?})",
+                ctx.cfg.models.keys().collect::<Vec<_>>()
+            ),
+        ));
+    }
+    Ok(Arc::new(Train {
+        ctx: ctx.clone(),
+        model,
+    }))
+}
+
+impl StageTask for Train {
+    async fn io(&self) -> Result<TaskIo, Error> {
+        let c = &self.ctx.cfg;
+        Ok(TaskIo {
+            inputs: vec![lake::FEATURES.into(), lake::FEATURE_SPEC.into()],
+            outputs: vec![lake::candidate_dir(&self.model)],
+            fingerprint_extra: json!({"model": summary(&c.models.get(&self.model))?, "training": c.section_json("training")}),
+            ..Default::default()
+        })
+    }
+
+    async fn run(&self, _run_id: &str) -> Result<serde_json::Value, Error> {
+        let c = &self.ctx;
+        summary(&crate::train(&c.cfg, &c.lake, &self.model, &c.code_version).await?)
+    }
+}
+
+struct Evaluate {
+    ctx: Arc<StageContext>,
+    models: Vec<String>,
+}
+
+fn build_evaluate(spec: &TaskSpec, ctx: &Arc<StageContext>) -> Result<Arc<dyn Task>, Error> {
+    Ok(Arc::new(Evaluate {
+        ctx: ctx.clone(),
+        models: spec.arg("models", "a list of names")?,
+    }))
+}
+
+impl StageTask for Evaluate {
+    async fn io(&self) -> Result<TaskIo, Error> {
+        Ok(TaskIo {
+            inputs: self
+                .models
+                .iter()
+                .map(|m| contracts::candidate_metrics(m))
+                .collect(),
+            outputs: vec![lake::EVALUATION.into()],
+            fingerprint_extra: json!({"models": self.models}),
+            ..Default::default()
+        })
+    }
+
+    async fn run(&self, _run_id: &str) -> Result<serde_json::Value, Error> {
+        summary(&crate::evaluate(&self.ctx.lake, &self.models).await?)
+    }
+}

@@ -1,0 +1,267 @@
+//! Tidy checks of the tree, run as tests (`cargo xtask test` runs them with the rest): the dependency
+//! invariants of ARCHITECTURE.md read from cargo itself, a module doc on every source file, no `unwrap` or
+//! `expect` outside tests in library code, and no test update mode under CI.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use crate::root;
+
+    /// The workspace crates and the internal crates each may depend on (directly).
+    const LAYERS: &[(&str, &[&str])] = &[
+        ("trialflow-core", &[]),
+        ("trialflow-dag", &["trialflow-core"]),
+        ("trialflow-model", &["trialflow-core"]),
+        // stage crates: the shared libraries only, never another stage
+        ("trialflow-ingest", &["trialflow-core", "trialflow-dag"]),
+        ("trialflow-preprocess", &["trialflow-core", "trialflow-dag"]),
+        (
+            "trialflow-train",
+            &["trialflow-core", "trialflow-dag", "trialflow-model"],
+        ),
+        ("trialflow-analysis", &["trialflow-core", "trialflow-dag"]),
+        (
+            "trialflow-deploy",
+            &["trialflow-core", "trialflow-dag", "trialflow-model"],
+        ),
+        ("trialflow-serve", &["trialflow-core", "trialflow-model"]),
+    ];
+
+    /// External crates (by name prefix) and the only workspace crates whose dependency closure may hold them.
+    /// The cli, which knows every stage, holds them all.
+    const CONFINED: &[(&str, &[&str])] = &[
+        ("datafusion", &["trialflow-preprocess"]),
+        ("ballista", &["trialflow-preprocess"]),
+        (
+            "candle-",
+            &["trialflow-model", "trialflow-train", "trialflow-serve"],
+        ),
+        ("axum", &["trialflow-serve"]),
+    ];
+
+    fn cargo(args: &[&str]) -> String {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(args)
+            .output()
+            .expect("running cargo");
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("cargo's output is UTF-8")
+    }
+
+    /// Each workspace member's direct normal dependencies, by name.
+    fn direct_dependencies() -> BTreeMap<String, BTreeSet<String>> {
+        let meta: serde_json::Value = serde_json::from_str(&cargo(&[
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ]))
+        .expect("cargo metadata's JSON");
+        let mut out = BTreeMap::new();
+        for p in meta["packages"].as_array().into_iter().flatten() {
+            let deps = p["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["kind"].is_null())
+                .filter_map(|d| d["name"].as_str().map(String::from))
+                .collect();
+            out.insert(p["name"].as_str().unwrap_or_default().to_string(), deps);
+        }
+        out
+    }
+
+    /// The crates a build of `package` alone compiles (normal edges, its own features resolved).
+    fn closure(package: &str) -> BTreeSet<String> {
+        cargo(&[
+            "tree",
+            "--offline",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
+    }
+
+    #[test]
+    fn crates_depend_only_on_the_layers_below_them() {
+        let deps = direct_dependencies();
+        let mut wrong = Vec::new();
+        for (krate, allowed) in LAYERS {
+            let Some(d) = deps.get(*krate) else {
+                wrong.push(format!("{krate} is not a workspace member"));
+                continue;
+            };
+            for dep in d.iter().filter(|d| d.starts_with("trialflow-")) {
+                if !allowed.contains(&dep.as_str()) {
+                    wrong.push(format!(
+                        "{krate} depends on {dep}; it may depend on {allowed:?} only"
+                    ));
+                }
+            }
+        }
+        if let Some(x) = deps.get("xtask") {
+            wrong.extend(
+                x.iter()
+                    .filter(|d| !["anyhow", "serde_json"].contains(&d.as_str()))
+                    .map(|d| format!("xtask depends on {d}: std + anyhow + serde_json only")),
+            );
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn heavy_dependencies_stay_in_their_crates() {
+        let mut wrong = Vec::new();
+        for (krate, _) in LAYERS {
+            let all = closure(krate);
+            assert!(all.contains(*krate), "cargo tree of {krate}: {all:?}");
+            for (prefix, owners) in CONFINED {
+                if owners.contains(krate) {
+                    continue;
+                }
+                for dep in all.iter().filter(|d| d.starts_with(prefix)) {
+                    wrong.push(format!(
+                        "{krate} builds {dep}; only {owners:?} may depend on {prefix}*"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rust_files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    fn sources() -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(root().join("crates"))
+            .expect("crates/")
+            .flatten()
+        {
+            rust_files(&dir.path().join("src"), &mut files);
+        }
+        rust_files(&root().join("xtask/src"), &mut files);
+        files.sort();
+        assert!(files.len() > 50, "found only {} source files", files.len());
+        files
+    }
+
+    #[test]
+    fn every_source_file_says_what_it_is_for() {
+        let missing: Vec<String> = sources()
+            .into_iter()
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                !text.trim_start().starts_with("//!")
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "source files without a module doc (`//!` first):\n{}",
+            missing.join("\n")
+        );
+    }
+
+    /// The code of a source file before its test module.
+    fn production_part(text: &str) -> &str {
+        text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+    }
+
+    #[test]
+    fn library_code_does_not_unwrap() {
+        let mut found = Vec::new();
+        for f in sources() {
+            let p = f.to_string_lossy();
+            // binaries and the build tool report with anyhow; tests may panic
+            if p.contains("/src/bin/") || p.contains("/xtask/") || p.ends_with("cli/src/main.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            for (n, line) in production_part(&text).lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if code.contains(".unwrap()") || code.contains(".expect(") {
+                    found.push(format!("{p}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "unwrap/expect in library code (return an error naming the input instead):\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn production_part_stops_at_the_test_module() {
+        let text = "fn a() {}\n#[cfg(test)]\nmod tests { fn b() { x.unwrap(); } }\n";
+        assert!(!production_part(text).contains("unwrap"));
+    }
+
+    /// Environment variables that make a test rewrite its expectations.
+    const UPDATE_MODES: &[&str] = &["UPDATE_EXPECT", "UPDATE_GOLDEN", "INSTA_UPDATE", "BLESS"];
+
+    #[test]
+    fn no_update_mode_under_ci() {
+        if std::env::var_os("CI").is_some() {
+            for m in UPDATE_MODES {
+                assert!(
+                    std::env::var_os(m).is_none(),
+                    "{m} is set under CI: expectations are never rewritten by a CI run"
+                );
+            }
+        }
+        // and every test that has an update mode refuses it under CI itself
+        let mut tests = Vec::new();
+        for dir in std::fs::read_dir(root().join("crates"))
+            .expect("crates/")
+            .flatten()
+        {
+            rust_files(&dir.path().join("tests"), &mut tests);
+        }
+        let mut unguarded = Vec::new();
+        for f in tests {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            let uses = UPDATE_MODES.iter().any(|m| {
+                text.contains(&format!("var_os(\"{m}\")"))
+                    || text.contains(&format!("var(\"{m}\")"))
+            });
+            if uses && !text.contains("var_os(\"CI\")") {
+                unguarded.push(f.display().to_string());
+            }
+        }
+        assert!(
+            unguarded.is_empty(),
+            "tests with an update mode that CI does not refuse:\n{}",
+            unguarded.join("\n")
+        );
+    }
+}
