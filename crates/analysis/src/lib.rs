@@ -7,6 +7,7 @@
 
 pub mod report;
 pub mod stats;
+mod subgroups;
 mod task;
 
 pub use task::TASKS;
@@ -22,6 +23,7 @@ use trialflow_core::table::{floats, read_parquet_prefix, strings};
 use trialflow_core::{Error, Result, Storage};
 
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
+use subgroups::subgroup;
 
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -615,213 +617,10 @@ fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
     })
 }
 
-/// Subgroup level of every row (None = missing), and the levels in order.
-fn subgroup_levels(data: &Data, column: &str, bands: &[f64]) -> (Vec<Option<String>>, Vec<String>) {
-    match &data.columns[column] {
-        Column::Categorical(v) => (v.clone(), levels_of(v)),
-        Column::Numeric(v) => {
-            let fmt = |x: f64| {
-                if x.fract() == 0.0 {
-                    format!("{x:.0}")
-                } else {
-                    format!("{x}")
-                }
-            };
-            let mut labels = Vec::new();
-            for k in 0..=bands.len() {
-                labels.push(match (k.checked_sub(1).map(|j| bands[j]), bands.get(k)) {
-                    (None, Some(hi)) => format!("< {}", fmt(*hi)),
-                    (Some(lo), Some(hi)) => format!("{}–{}", fmt(lo), fmt(*hi)),
-                    (Some(lo), None) => format!(">= {}", fmt(lo)),
-                    (None, None) => "all".into(),
-                });
-            }
-            let lv = v
-                .iter()
-                .map(|x| x.map(|x| labels[bands.iter().filter(|b| x >= **b).count()].clone()))
-                .collect();
-            (lv, labels)
-        }
-    }
-}
-
 /// A coefficient this large means the likelihood is monotone (an empty cell, an arm without events): the
 /// estimate and its Wald test are meaningless, so they are reported as not estimable.
 fn diverges(coef: &[f64]) -> bool {
     coef.iter().any(|b| !b.is_finite() || b.abs() > 15.0)
-}
-
-fn subgroup(cfg: &Config, data: &Data, sg: &trialflow_core::config::SubgroupConfig) -> Subgroup {
-    let (lv, levels) = subgroup_levels(data, &sg.column, &sg.bands);
-    let measure = if data.tte.is_some() { "HR" } else { "OR" };
-    let mut effects = Vec::new();
-    for l in &levels {
-        let rows: Vec<usize> = (0..lv.len())
-            .filter(|&i| lv[i].as_ref() == Some(l))
-            .collect();
-        for a in &data.arms[1..] {
-            let members: Vec<usize> = rows
-                .iter()
-                .copied()
-                .filter(|&i| &data.arm[i] == a || data.arm[i] == data.arms[0])
-                .collect();
-            let treated = |i: usize| &data.arm[i] == a;
-            let (mut est, mut why) = (None, None);
-            let events = match &data.tte {
-                Some((_, ev)) => members.iter().filter(|&&i| ev[i]).count() as u64,
-                None => members.iter().filter(|&&i| data.outcome[i] > 0.5).count() as u64,
-            };
-            match &data.tte {
-                Some((t, ev)) => {
-                    let x: Vec<Vec<f64>> = members
-                        .iter()
-                        .map(|&i| vec![f64::from(u8::from(treated(i)))])
-                        .collect();
-                    let tt: Vec<f64> = members.iter().map(|&i| t[i]).collect();
-                    let ee: Vec<bool> = members.iter().map(|&i| ev[i]).collect();
-                    let both_arms = x.iter().any(|v| v[0] == 1.0) && x.iter().any(|v| v[0] == 0.0);
-                    if events == 0 || !both_arms {
-                        why = Some(
-                            if events == 0 {
-                                "no events"
-                            } else {
-                                "an arm is empty"
-                            }
-                            .to_string(),
-                        );
-                    } else {
-                        match stats::cox_ph(
-                            vec![format!("arm={a}")],
-                            &tt,
-                            &ee,
-                            &x,
-                            ties(cfg),
-                            cfg.analysis.max_iterations,
-                        ) {
-                            Some(f) if f.converged && !diverges(&f.coef) && f.se[0].is_finite() => {
-                                let h = &hazard_ratios(&f, 1)[0];
-                                est = Some(Estimate {
-                                    estimate: h.hr,
-                                    ci_low: h.ci_low,
-                                    ci_high: h.ci_high,
-                                });
-                            }
-                            Some(f) => {
-                                why = Some(format!(
-                                    "did not converge within {} iterations",
-                                    f.iterations
-                                ))
-                            }
-                            None => why = Some("singular information matrix".into()),
-                        }
-                    }
-                }
-                None => {
-                    let cnt = |pred: &dyn Fn(usize) -> bool| {
-                        members.iter().filter(|&&i| pred(i)).count() as u64
-                    };
-                    let t = TwoByTwo {
-                        a: cnt(&|i| treated(i) && data.outcome[i] > 0.5),
-                        b: cnt(&|i| treated(i) && data.outcome[i] <= 0.5),
-                        c: cnt(&|i| !treated(i) && data.outcome[i] > 0.5),
-                        d: cnt(&|i| !treated(i) && data.outcome[i] <= 0.5),
-                    };
-                    if t.a * t.b * t.c * t.d == 0 {
-                        why = Some("a cell of the 2×2 table is empty".into());
-                    } else {
-                        est = Some(t.odds_ratio());
-                    }
-                }
-            }
-            effects.push(SubgroupEffect {
-                level: l.clone(),
-                arm: a.clone(),
-                n: members.len() as u64,
-                events,
-                measure: measure.into(),
-                estimate: est,
-                not_estimable: why,
-            });
-        }
-    }
-    // interaction: outcome ~ arm + level + arm × level (rows with a level), Wald test on the products
-    let rows: Vec<usize> = (0..lv.len()).filter(|&i| lv[i].is_some()).collect();
-    let na = data.arms.len() - 1;
-    let nl = levels.len().saturating_sub(1);
-    let design = |i: usize| -> Vec<f64> {
-        let arm = arm_terms(data, i);
-        let lvl: Vec<f64> = levels[1..]
-            .iter()
-            .map(|l| f64::from(u8::from(lv[i].as_ref() == Some(l))))
-            .collect();
-        let mut row = arm.clone();
-        row.extend(&lvl);
-        for a in &arm {
-            for l in &lvl {
-                row.push(a * l);
-            }
-        }
-        row
-    };
-    let products: Vec<usize> = (na + nl..na + nl + na * nl).collect();
-    let mut out = Subgroup {
-        variable: sg.column.clone(),
-        prespecified: sg.prespecified,
-        measure: measure.into(),
-        effects,
-        interaction_chi_square: None,
-        interaction_df: products.len(),
-        interaction_p: None,
-        not_estimable: None,
-    };
-    if nl == 0 {
-        out.not_estimable = Some("one level only".into());
-        return out;
-    }
-    let result = match &data.tte {
-        Some((t, ev)) => {
-            let x: Vec<Vec<f64>> = rows.iter().map(|&i| design(i)).collect();
-            let tt: Vec<f64> = rows.iter().map(|&i| t[i]).collect();
-            let ee: Vec<bool> = rows.iter().map(|&i| ev[i]).collect();
-            let names = (0..x.first().map_or(0, Vec::len))
-                .map(|j| format!("x{j}"))
-                .collect();
-            stats::cox_ph(names, &tt, &ee, &x, ties(cfg), cfg.analysis.max_iterations).and_then(
-                |f| {
-                    let cov = stats::cox_covariance(&f, &tt, &ee, &x)?;
-                    (f.converged && !diverges(&f.coef))
-                        .then(|| stats::wald(&f.coef, &cov, &products))
-                        .flatten()
-                },
-            )
-        }
-        None => {
-            let x: Vec<Vec<f64>> = rows
-                .iter()
-                .map(|&i| [vec![1.0], design(i)].concat())
-                .collect();
-            let y: Vec<f64> = rows.iter().map(|&i| data.outcome[i]).collect();
-            let shifted: Vec<usize> = products.iter().map(|p| p + 1).collect();
-            stats::logistic(&x, &y, cfg.analysis.max_iterations).and_then(|f| {
-                (f.converged && !diverges(&f.coef))
-                    .then(|| stats::wald(&f.coef, &f.covariance, &shifted))
-                    .flatten()
-            })
-        }
-    };
-    match result {
-        Some((chi, _, p)) if chi.is_finite() && p.is_finite() => {
-            out.interaction_chi_square = Some(chi);
-            out.interaction_p = Some(p);
-        }
-        _ => {
-            out.not_estimable = Some(
-                "the interaction model could not be estimated (empty cells or no convergence)"
-                    .into(),
-            )
-        }
-    }
-    out
 }
 
 async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {

@@ -347,6 +347,7 @@ fn model_charts(a: &Analysis) -> String {
     format!("<div class=\"pair\">{}{}</div>", roc.finish(), cal.finish())
 }
 
+/// The self-contained report page: one section per analysis, in the order a statistician reads them.
 pub fn html(a: &Analysis) -> String {
     let mut b = String::new();
     let _ = write!(
@@ -356,6 +357,18 @@ pub fn html(a: &Analysis) -> String {
         a.analyzed_rows,
         esc(&a.reference_arm)
     );
+    flow_section(&mut b, a);
+    table1_section(&mut b, a);
+    outcome_section(&mut b, a);
+    survival_section(&mut b, a);
+    subgroup_section(&mut b, a);
+    models_section(&mut b, a);
+    methods_section(&mut b, a);
+    page(&a.dataset, &b)
+}
+
+/// The flow of rows: ingested, excluded by each rule, the filter and de-duplication, analyzed per arm.
+fn flow_section(b: &mut String, a: &Analysis) {
     if let Some(f) = &a.flow {
         b.push_str("<h2>Flow of rows</h2><table><tr><th>Step</th><th>Rows</th></tr>");
         let _ = write!(
@@ -391,6 +404,10 @@ pub fn html(a: &Analysis) -> String {
         }
         b.push_str("</table>");
     }
+}
+
+/// Table 1: baseline characteristics by arm, with standardized mean differences.
+fn table1_section(b: &mut String, a: &Analysis) {
     b.push_str(
         "<h2>Table 1: baseline characteristics</h2><table><tr><th>Variable</th><th>Overall</th>",
     );
@@ -471,7 +488,10 @@ pub fn html(a: &Analysis) -> String {
         b.push_str("</tr>");
     }
     b.push_str("</table>");
+}
 
+/// The binary outcome by arm and each arm against the reference.
+fn outcome_section(b: &mut String, a: &Analysis) {
     b.push_str("<h2>Binary outcome by arm</h2><table><tr><th>Arm</th><th>n</th><th>Events</th><th>Risk</th></tr>");
     for r in &a.arms {
         let _ = write!(
@@ -499,7 +519,10 @@ pub fn html(a: &Analysis) -> String {
         );
     }
     b.push_str("</table>");
+}
 
+/// Time to event: Kaplan–Meier curves and tables, the log-rank test, Cox models with the PH test.
+fn survival_section(b: &mut String, a: &Analysis) {
     if let Some(s) = &a.survival {
         b.push_str("<h2>Time to event</h2>");
         b.push_str(&km_chart(s));
@@ -578,6 +601,10 @@ pub fn html(a: &Analysis) -> String {
             b.push_str("</table>");
         }
     }
+}
+
+/// Subgroup effects as a forest plot with interaction tests.
+fn subgroup_section(b: &mut String, a: &Analysis) {
     if !a.subgroups.is_empty() {
         b.push_str("<h2>Subgroups</h2>");
         b.push_str(&forest_chart(a));
@@ -623,6 +650,10 @@ pub fn html(a: &Analysis) -> String {
         }
         b.push_str("</table>");
     }
+}
+
+/// The outcome models' ROC and calibration curves and sliced metrics.
+fn models_section(b: &mut String, a: &Analysis) {
     if !a.models.is_empty() {
         b.push_str("<h2>Outcome models (test split)</h2>");
         b.push_str(&model_charts(a));
@@ -658,11 +689,19 @@ pub fn html(a: &Analysis) -> String {
             b.push_str("</table>");
         }
     }
+}
+
+/// Every method choice the analysis made.
+fn methods_section(b: &mut String, a: &Analysis) {
     b.push_str("<h2>Methods</h2><ul>");
     for m in &a.methods {
         let _ = write!(b, "<li>{}</li>", esc(m));
     }
     b.push_str("</ul>");
+}
+
+/// The HTML page around `body`, styled for screens and print.
+fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{}</title><style>\
@@ -673,7 +712,7 @@ pub fn html(a: &Analysis) -> String {
          .chart{{width:100%;max-width:640px;height:auto;display:block}}.pair{{display:flex;flex-wrap:wrap;gap:1rem}}\
          .pair .chart{{max-width:320px}}small{{color:#666}}\
          @media print{{body{{max-width:none}}table{{display:table;overflow:visible}}h2{{break-before:auto;break-after:avoid}}}}\
-         </style></head><body>{b}</body></html>\n",
-        esc(&a.dataset)
+         </style></head><body>{body}</body></html>\n",
+        esc(title)
     )
 }

@@ -297,14 +297,14 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         _ => {}
     }
-    let mut cfg = Config::load(cli.config.as_deref())?;
-    if let Command::Pipeline {
-        device: Some(d), ..
-    } = &cli.command
-    {
-        cfg.training.device =
-            serde_json::from_value(serde_json::Value::String(d.clone())).context("--device")?;
-    }
+    // `--device` is one more override of the config, checked with the rest
+    let overrides: Vec<(String, String)> = match &cli.command {
+        Command::Pipeline {
+            device: Some(d), ..
+        } => vec![("TRIALFLOW_TRAINING__DEVICE".into(), d.clone())],
+        _ => Vec::new(),
+    };
+    let cfg = Config::load_with(cli.config.as_deref(), &overrides)?;
     match cli.command {
         Command::CheckConfig => {
             println!("{}", serde_json::to_string_pretty(&cfg)?);

@@ -710,7 +710,14 @@ impl Config {
 
     /// Loads `path`, or the embedded default when `path` is `None` and `config/config.yaml` does not exist.
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with(path, &[])
+    }
+
+    /// [`Config::load`] with `overrides` (`TRIALFLOW_A__B`, value) applied after the environment's, e.g. a
+    /// command-line flag: the result is validated like any other value, never patched in after the fact.
+    pub fn load_with(path: Option<&Path>, overrides: &[(String, String)]) -> Result<Self> {
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        env.extend(overrides.iter().cloned());
         match path {
             Some(p) => {
                 let name = p.display().to_string();
@@ -722,7 +729,7 @@ impl Config {
             None => {
                 let default = Path::new("config/config.yaml");
                 if default.exists() {
-                    Self::load(Some(default))
+                    Self::load_with(Some(default), overrides)
                 } else {
                     Self::from_yaml(EMBEDDED_CONFIG, EMBEDDED_CONFIG_NAME, &env)
                 }
@@ -840,8 +847,32 @@ impl Config {
         s
     }
 
-    /// Checks what the types cannot: referenced columns, parseable SQL, consistent levels and fractions.
+    /// Every check of every section, in the order a reader meets the sections; what the types cannot say:
+    /// referenced columns, parseable SQL, expressions serving can evaluate, consistent levels and fractions,
+    /// metric names the gate knows. `check-config` runs exactly this, so a config that passes it does not fail
+    /// later for a config reason.
     pub fn validate(&self) -> Result<()> {
+        self.check_sources()?;
+        self.check_outcome()?;
+        self.check_derived()?;
+        self.check_filter_and_types()?;
+        self.check_rules()?;
+        self.check_split()?;
+        self.check_models()?;
+        self.check_training()?;
+        self.check_deployment()?;
+        self.check_urls()?;
+        self.check_analysis()?;
+        self.serving.validate(&self.source_file)?;
+        if self.dag.max_parallel == 0 {
+            return Err(self.err("dag.max_parallel", "expected at least 1"));
+        }
+        self.check_engine()?;
+        self.check_local_sources()
+    }
+
+    /// `dataset.sources`: unique names, one-character dialects, known formats.
+    fn check_sources(&self) -> Result<()> {
         let d = &self.dataset;
         if d.sources.is_empty() {
             return Err(self.err("dataset.sources", "expected at least one source"));
@@ -889,6 +920,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `dataset.outcome`: a column (with an optional value mapping) or an expression.
+    fn check_outcome(&self) -> Result<()> {
+        let d = &self.dataset;
         let o = &d.outcome;
         match (&o.column, &o.expression) {
             (Some(_), None) => {}
@@ -911,15 +948,38 @@ impl Config {
         if o.negative.is_some() && o.positive.is_none() {
             return Err(self.err("dataset.outcome.negative", "`negative` needs `positive`"));
         }
+        Ok(())
+    }
+
+    /// `dataset.derived`: each expression is one serving can evaluate, over the contract's columns.
+    fn check_derived(&self) -> Result<()> {
+        let d = &self.dataset;
+        let inputs = self.source_columns();
         for (name, expr) in &d.derived {
-            check_sql_expr(expr).map_err(|m| self.err(format!("dataset.derived.{name}"), m))?;
+            let key = format!("dataset.derived.{name}");
+            check_sql_expr(expr).map_err(|m| self.err(&key, m))?;
             if !d.numeric.contains(name) {
                 return Err(self.err(
-                    format!("dataset.derived.{name}"),
+                    key,
                     "a derived column must also be listed in `dataset.numeric`",
                 ));
             }
+            // Serving computes derived columns from a request with `core::expr`, a subset of SQL: an expression
+            // the clean stage's SQL accepts but serving cannot evaluate would fail only after training.
+            let known = |c: &str| inputs.iter().any(|i| i == c) && !d.derived.contains_key(c);
+            crate::expr::check_numeric(expr, &known).map_err(|m| {
+                self.err(
+                    key,
+                    format!("{m} (derived columns use numbers, contract columns, + - * / and parentheses)"),
+                )
+            })?;
         }
+        Ok(())
+    }
+
+    /// `dataset.filter` parses; no column is both numeric and categorical.
+    fn check_filter_and_types(&self) -> Result<()> {
+        let d = &self.dataset;
         if let Some(f) = &d.filter {
             check_sql_expr(f).map_err(|m| self.err("dataset.filter", m))?;
         }
@@ -931,6 +991,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `dataset.rules`: on contract columns, of the column's type, with consistent bounds and levels.
+    fn check_rules(&self) -> Result<()> {
+        let d = &self.dataset;
         let columns = self.source_columns();
         for (col, rule) in &d.rules {
             let key = format!("dataset.rules.{col}");
@@ -976,6 +1042,11 @@ impl Config {
                 format!("expected one of the allowed arm levels {allowed:?}"),
             ));
         }
+        Ok(())
+    }
+
+    /// `preprocessing.split`: fractions that add up, stratification or grouping on a real column.
+    fn check_split(&self) -> Result<()> {
         let s = &self.preprocessing.split;
         for (k, v) in [("train", s.train), ("val", s.val), ("test", s.test)] {
             if !(0.0..=1.0).contains(&v) {
@@ -1008,6 +1079,11 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `models`: at least one, with positive widths and one dropout rate per hidden layer.
+    fn check_models(&self) -> Result<()> {
         if self.models.is_empty() {
             return Err(self.err("models", "expected at least one model"));
         }
@@ -1025,6 +1101,11 @@ impl Config {
                 return Err(self.err(format!("models.{name}.hidden"), "expected widths > 0"));
             }
         }
+        Ok(())
+    }
+
+    /// `training`: positive sizes and rates, a threshold that is a probability.
+    fn check_training(&self) -> Result<()> {
         let t = &self.training;
         if t.batch_size == 0 || t.epochs == 0 {
             return Err(self.err("training", "expected batch_size > 0 and epochs > 0"));
@@ -1044,6 +1125,12 @@ impl Config {
         if !(t.threshold > 0.0 && t.threshold < 1.0) {
             return Err(self.err("training.threshold", "expected a probability in (0, 1)"));
         }
+        Ok(())
+    }
+
+    /// `deployment`: every gate check bounded, on a metric the gate computes.
+    fn check_deployment(&self) -> Result<()> {
+        self.check_gate_metrics()?;
         let bounds = self
             .deployment
             .checks
@@ -1061,6 +1148,54 @@ impl Config {
                 return Err(self.err(key, "expected `min`, `max` or both"));
             }
         }
+        Ok(())
+    }
+
+    /// Gate checks name metrics the gate computes (`metrics.json`'s names); a regression compares point
+    /// estimates, since the served version is re-scored without a bootstrap.
+    fn check_gate_metrics(&self) -> Result<()> {
+        let d = &self.deployment;
+        let named = d
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("deployment.checks[{i}].metric"), &c.metric))
+            .chain(
+                d.slice_checks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("deployment.slice_checks[{i}].metric"), &c.metric)),
+            )
+            .chain(
+                d.regression
+                    .iter()
+                    .map(|r| ("deployment.regression.metric".to_string(), &r.metric)),
+            );
+        let known = crate::contracts::Metrics::names();
+        for (key, metric) in named {
+            if !known.contains(metric) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "no metric `{metric}`; expected one of: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = &d.regression
+            && (r.metric.ends_with("_ci_lower") || r.metric.ends_with("_ci_upper"))
+        {
+            return Err(self.err(
+                "deployment.regression.metric",
+                "compare point estimates (e.g. `roc_auc`): the served version is scored without a bootstrap",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `tracking` and `monitoring`: HTTP URLs.
+    fn check_urls(&self) -> Result<()> {
         if let Some(url) = &self.tracking.mlflow_uri
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -1074,6 +1209,12 @@ impl Config {
                 "expected an http:// or https:// URL",
             ));
         }
+        Ok(())
+    }
+
+    /// `analysis`: adjustment and subgroup columns that are covariates, increasing bands, valid times.
+    fn check_analysis(&self) -> Result<()> {
+        let d = &self.dataset;
         let covariates: Vec<&String> = d.numeric.iter().chain(&d.categorical).collect();
         for (i, c) in self.analysis.adjust.iter().enumerate() {
             if !covariates.contains(&c) {
@@ -1112,12 +1253,7 @@ impl Config {
         {
             return Err(self.err("analysis.survival_times", "expected non-negative times"));
         }
-        self.serving.validate(&self.source_file)?;
-        if self.dag.max_parallel == 0 {
-            return Err(self.err("dag.max_parallel", "expected at least 1"));
-        }
-        self.check_engine()?;
-        self.check_local_sources()
+        Ok(())
     }
 
     fn check_engine(&self) -> Result<()> {
@@ -1239,6 +1375,65 @@ mod tests {
 
     fn load(text: &str) -> Result<Config> {
         Config::from_yaml(text, "test.yaml", &[])
+    }
+
+    fn sample_with(key: &str, value: &str) -> Result<Config> {
+        Config::from_yaml(
+            EMBEDDED_CONFIG,
+            "test.yaml",
+            &[(format!("TRIALFLOW_{key}"), value.to_string())],
+        )
+    }
+
+    #[test]
+    fn a_derived_column_serving_cannot_compute_is_a_config_error() {
+        for (expr, why) in [
+            ("ln(weight_kg)", "unsupported expression"),
+            (
+                "weight_kg / no_such_column",
+                "unknown column `no_such_column`",
+            ),
+            ("weight_kg % 7", "unsupported operator"),
+        ] {
+            let e = sample_with("DATASET__DERIVED", &format!("{{bmi: '{expr}'}}"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("test.yaml: dataset.derived.bmi: ") && e.contains(why),
+                "{expr}: {e}"
+            );
+        }
+        // what serving evaluates passes this check (the sample's own files may be elsewhere: any later error
+        // is about them, not the expression)
+        let e = sample_with(
+            "DATASET__DERIVED",
+            "{bmi: 'weight_kg / ((height_cm / 100.0) * (height_cm / 100.0))'}",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(!e.contains("dataset.derived"), "{e}");
+    }
+
+    #[test]
+    fn a_misspelt_gate_metric_is_a_config_error() {
+        let e = sample_with("DEPLOYMENT__CHECKS", "[{metric: auroc_lower, min: 0.6}]")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("test.yaml: deployment.checks[0].metric: no metric `auroc_lower`"),
+            "{e}"
+        );
+        let e = sample_with(
+            "DEPLOYMENT__REGRESSION",
+            "{metric: roc_auc_ci_lower, margin: 0.1}",
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("deployment.regression.metric"), "{e}");
     }
 
     #[test]

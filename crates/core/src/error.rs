@@ -77,6 +77,10 @@ pub enum Error {
     Infra { location: String, message: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A library trialflow uses failed where trialflow's own inputs should not make it fail (encoding a
+    /// document, building an Arrow batch): a bug, reported with the library's error kept as the source.
+    #[error("internal error: {0}")]
+    Bug(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl Error {
@@ -106,6 +110,11 @@ impl Error {
         }
     }
 
+    /// See [`Error::Bug`]: `.map_err(Error::bug)`.
+    pub fn bug(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Error::Bug(source.into())
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config { .. } => ErrorKind::Config,
@@ -123,7 +132,7 @@ impl Error {
                 _ => ErrorKind::Infra,
             },
             Error::Infra { .. } => ErrorKind::Infra,
-            Error::Internal(_) => ErrorKind::Internal,
+            Error::Internal(_) | Error::Bug(_) => ErrorKind::Internal,
         }
     }
 }

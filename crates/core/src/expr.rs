@@ -58,6 +58,12 @@ pub fn eval_numeric_with(
     eval(&parsed(sql)?.expr, get)
 }
 
+/// Whether `sql` is an expression this evaluator computes, over columns for which `known` holds: evaluated
+/// once with every column at 1 (a division by zero is NULL, not an error).
+pub fn check_numeric(sql: &str, known: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    eval_numeric_with(sql, &|c| known(c).then_some(Some(1.0))).map(|_| ())
+}
+
 /// The column names `sql` refers to, in order of appearance.
 pub fn columns(sql: &str) -> Result<Vec<String>, String> {
     Ok(parsed(sql)?.columns.clone())

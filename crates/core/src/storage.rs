@@ -321,8 +321,7 @@ impl Storage {
     }
 
     pub async fn put_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
-        let mut bytes =
-            serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut bytes = serde_json::to_vec_pretty(value).map_err(Error::bug)?;
         bytes.push(b'\n');
         self.put(rel, bytes).await
     }

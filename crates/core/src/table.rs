@@ -35,8 +35,7 @@ fn writer_properties() -> WriterProperties {
 pub fn encode_parquet(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
     let props = writer_properties();
     let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(Error::bug)?;
     for b in batches {
         w.write(b)
             .map_err(|e| Error::Internal(format!("encoding parquet: {e}")))?;

@@ -13,50 +13,6 @@ use crate::repository::{self, Versions};
 
 pub use trialflow_core::contracts::{Blessing, Check, GateDecision, blessing_path};
 
-/// Rejects gate checks on metrics that do not exist, before anything runs.
-pub fn validate(cfg: &Config) -> Result<()> {
-    let d = &cfg.deployment;
-    let named = d
-        .checks
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (format!("deployment.checks[{i}].metric"), &c.metric))
-        .chain(
-            d.slice_checks
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (format!("deployment.slice_checks[{i}].metric"), &c.metric)),
-        )
-        .chain(
-            d.regression
-                .iter()
-                .map(|r| ("deployment.regression.metric".to_string(), &r.metric)),
-        );
-    let known = Metrics::names();
-    for (key, metric) in named {
-        if !known.contains(metric) {
-            return Err(Error::config(
-                &cfg.source_file,
-                key,
-                format!(
-                    "no metric `{metric}`; expected one of: {}",
-                    known.join(", ")
-                ),
-            ));
-        }
-    }
-    if let Some(r) = &d.regression
-        && (r.metric.ends_with("_ci_lower") || r.metric.ends_with("_ci_upper"))
-    {
-        return Err(Error::config(
-            &cfg.source_file,
-            "deployment.regression.metric",
-            "compare point estimates (e.g. `roc_auc`): the served version is scored without a bootstrap",
-        ));
-    }
-    Ok(())
-}
-
 /// Lower Brier score, log loss and calibration error are better; higher everything else.
 fn higher_is_better(metric: &str) -> bool {
     !["brier", "log_loss", "ece"]
@@ -177,7 +133,6 @@ fn regression_check(model: &str, r: &RegressionCheck, m: &Metrics, served: &Serv
 /// Applies the configured checks to every candidate and blesses the best one that passes them all; refuses
 /// (bad-data exit, every failed check listed) when none does.
 pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<GateDecision> {
-    validate(cfg)?;
     let ev: EvaluationReport = contracts::load(lake).await?;
     let versions = repository::scan(models, &cfg.serving.model_name).await?;
     let served = served_metrics(cfg, lake, models, &versions).await?;

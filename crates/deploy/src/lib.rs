@@ -10,7 +10,7 @@ pub mod pushgateway;
 pub mod repository;
 mod task;
 
-pub use gate::{Blessing, Check, GateDecision, gate, validate};
+pub use gate::{Blessing, Check, GateDecision, gate};
 pub use repository::{
     Promotion, Rollback, State, VersionInfo, Versions, promote, promote_version, rollback, scan,
 };

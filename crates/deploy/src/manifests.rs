@@ -343,9 +343,7 @@ pub fn to_yaml(resources: &[Resource]) -> Result<String> {
     let mut out = String::new();
     for r in resources {
         out.push_str("---\n");
-        out.push_str(
-            &serde_yaml_ng::to_string(&r.doc).map_err(|e| Error::Internal(e.to_string()))?,
-        );
+        out.push_str(&serde_yaml_ng::to_string(&r.doc).map_err(Error::bug)?);
     }
     Ok(out)
 }

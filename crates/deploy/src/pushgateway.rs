@@ -128,7 +128,7 @@ pub async fn push(base: &str, job: &str, s: &RunSummary) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(Error::bug)?;
     let res = client
         .post(&url)
         .header("content-type", "text/plain; version=0.0.4")

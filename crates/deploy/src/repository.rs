@@ -155,7 +155,7 @@ impl<'a> Lock<'a> {
             "since": now(),
             "since_unix": started.unix_timestamp(),
         }))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(Error::bug)?;
         for _ in 0..2 {
             let created = models.create(&rel, body.clone()).await.map_err(|e| {
                 Error::config(

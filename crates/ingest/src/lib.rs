@@ -557,15 +557,13 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
     if !dry_run {
         if !new_lines.is_empty() {
             for l in &new_lines {
-                manifest_bytes
-                    .extend(serde_json::to_vec(l).map_err(|e| Error::Internal(e.to_string()))?);
+                manifest_bytes.extend(serde_json::to_vec(l).map_err(Error::bug)?);
                 manifest_bytes.push(b'\n');
             }
             lake.put(MANIFEST, manifest_bytes).await?;
         }
         // Rewriting identical bytes would only churn the object's etag for the runner's hash cache.
-        let mut current_bytes =
-            serde_json::to_vec_pretty(&current).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut current_bytes = serde_json::to_vec_pretty(&current).map_err(Error::bug)?;
         current_bytes.push(b'\n');
         if lake.get_opt(CURRENT).await?.as_deref() != Some(current_bytes.as_slice()) {
             lake.put(CURRENT, current_bytes).await?;

@@ -31,7 +31,7 @@ impl SqlEngine {
     pub fn local(lake: &Storage, config: SessionConfig) -> Result<Self> {
         let ctx = SessionContext::new_with_config(config);
         let url = datafusion::execution::object_store::ObjectStoreUrl::parse(LAKE_URL)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::bug)?;
         ctx.register_object_store(url.as_ref(), lake.object_store());
         Ok(Self {
             ctx,

@@ -259,7 +259,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         engine
             .ctx
             .register_table("staged", Arc::new(staged))
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::bug)?;
         return clean_with(cfg, lake, &engine, &current, staging).await;
     }
     // A cluster cannot read this process's stream: the staged rows go to the lake first, as Parquet.
@@ -272,7 +272,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     let staging_ctx = SessionContext::new_with_config(local);
     staging_ctx
         .register_table("staged", Arc::new(staged))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(Error::bug)?;
     let result = async {
         stage_to_lake(&staging_ctx, lake, &staging).await?;
         engine
@@ -300,15 +300,9 @@ async fn stage_to_lake(
     lake: &Storage,
     staging: &std::sync::Mutex<source::StagedTally>,
 ) -> Result<()> {
-    let df = ctx
-        .table("staged")
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let df = ctx.table("staged").await.map_err(Error::bug)?;
     let mut sink = ParquetSink::create(lake, lake::STAGED_FILE, df.schema().inner().clone())?;
-    let mut stream = df
-        .execute_stream()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let mut stream = df.execute_stream().await.map_err(Error::bug)?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| {
             staging
@@ -574,9 +568,8 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
                 split_col,
                 &arrow::array::StringArray::new_scalar(*split),
             )
-            .map_err(|e| Error::Internal(e.to_string()))?;
-            let part = arrow::compute::filter_record_batch(&batch, &mask)
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::bug)?;
+            let part = arrow::compute::filter_record_batch(&batch, &mask).map_err(Error::bug)?;
             events[i] += column_i64(std::slice::from_ref(&part), "outcome")
                 .into_iter()
                 .flatten()

@@ -107,8 +107,7 @@ impl QuarantineBuilder {
             Arc::new(self.rule.finish()),
             Arc::new(self.reason.finish()),
         ];
-        RecordBatch::try_new(quarantine_schema(), arrays)
-            .map_err(|e| Error::Internal(e.to_string()))
+        RecordBatch::try_new(quarantine_schema(), arrays).map_err(Error::bug)
     }
 }
 
@@ -312,11 +311,8 @@ impl Router {
             rowhash: find("_rowhash", &DataType::UInt64)?,
             keep: find("_keep", &DataType::Boolean)?,
         };
-        let clean_schema = trialflow_core::table::nullable(
-            &schema
-                .project(&clean_columns)
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
+        let clean_schema =
+            trialflow_core::table::nullable(&schema.project(&clean_columns).map_err(Error::bug)?);
         Ok(Self {
             id_column: id_column.to_string(),
             routing,
@@ -473,11 +469,9 @@ impl Router {
             accept.push(!quarantined);
         }
         count_source(&mut self.tally.per_source, run);
-        let projected = batch
-            .project(&self.clean_columns)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let projected = batch.project(&self.clean_columns).map_err(Error::bug)?;
         arrow::compute::filter_record_batch(&projected, &BooleanArray::from(accept))
-            .map_err(|e| Error::Internal(e.to_string()))
+            .map_err(Error::bug)
     }
 
     pub fn pending_quarantine(&self) -> usize {

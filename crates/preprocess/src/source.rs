@@ -48,8 +48,7 @@ impl StagedSource {
             schema: schema.clone(),
             tally: tally.clone(),
         };
-        let table = StreamingTable::try_new(schema, vec![Arc::new(source)])
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let table = StreamingTable::try_new(schema, vec![Arc::new(source)]).map_err(Error::bug)?;
         Ok((table, tally))
     }
 }

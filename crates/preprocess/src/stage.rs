@@ -115,8 +115,7 @@ impl<'a> Stager<'a> {
             *b = StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8);
             arrays.push(Arc::new(column));
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(Error::bug)?;
         (self.emit)(batch)
     }
 
@@ -412,8 +411,7 @@ mod tests {
         };
         let st = Stager::new(url, cols, first_row, &mut emit);
         stage_csv_with(st, bytes, cols, b',', b'"')?;
-        arrow::compute::concat_batches(&staged_schema(cols), &out)
-            .map_err(|e| Error::Internal(e.to_string()))
+        arrow::compute::concat_batches(&staged_schema(cols), &out).map_err(Error::bug)
     }
 
     #[test]

@@ -297,10 +297,7 @@ impl Sink {
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
-                Sink::Parquet(
-                    ArrowWriter::try_new(file, schema, Some(props))
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                )
+                Sink::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(Error::bug)?)
             }
         })
     }
@@ -316,7 +313,7 @@ impl Sink {
                     .iter()
                     .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
                     .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    .map_err(Error::bug)?;
                 let mut cells: Vec<String> = Vec::with_capacity(fmts.len());
                 for i in 0..b.num_rows() {
                     cells.clear();

@@ -74,7 +74,7 @@ impl Mlflow {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(Error::bug)?;
         Ok(Self {
             base: uri.trim_end_matches('/').to_string(),
             http,

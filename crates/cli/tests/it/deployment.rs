@@ -256,9 +256,10 @@ fn gate_promote_render_then_promotions_and_rollbacks_are_picked_up_live() {
         all.contains("Promotion: not promoted: candidate") && all.contains("which was rolled back"),
         "{all}"
     );
-    // the gate's regression check is measured against the served version, which the rollback changed: the
-    // gate runs again rather than counting as up to date
-    assert!(all.contains("task=gate status=succeeded"), "{all}");
+    // the gate's verdict stands only against the version it was measured against: it last ran when version 1
+    // was served, and version 1 is served again, so it is up to date (the e2e test sees it re-run when the
+    // served version changes)
+    assert!(all.contains("task=gate status=up_to_date"), "{all}");
     assert!(all.contains("compared with served version 1"), "{all}");
     assert_eq!(served(&p), Some(1));
     let versions_now = versions(&p).len();
@@ -300,6 +301,12 @@ fn deployment_refusals_are_clear_and_change_nothing() {
         err.contains("no metric `auroc_lower`") && err.contains("roc_auc_ci_lower"),
         "{err}"
     );
+    // check-config runs the same check: a config that passes it does not fail later for this reason
+    let err = fails(
+        &p.run(&["--config", "config/bad_metric.yaml", "check-config"]),
+        2,
+    );
+    assert!(err.contains("deployment.checks[1].metric"), "{err}");
 
     // Every failed check of every candidate is listed; nothing is promoted.
     p.write(

@@ -4,19 +4,14 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use std::time::Duration;
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+pub use trialflow_testkit::{Moto, block_on, free_port, repo_root, test_python, wait_for_port};
 
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -112,24 +107,7 @@ impl Server {
     pub fn start(p: &Project, extra: &[&str]) -> Self {
         let mut args = vec!["serve", "--port", "0"];
         args.extend(extra);
-        let mut child = p
-            .cmd(&args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("server exited before listening")
-                .unwrap();
-            if let Some(addr) = line.strip_prefix("serving on http://") {
-                break addr.rsplit(':').next().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let (child, port) = trialflow_testkit::spawn_announced(p.cmd(&args));
         Self { child, port }
     }
 
@@ -177,154 +155,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// moto's S3 API server on 127.0.0.1 (from the test environment `cargo xtask test` installs), for the
-/// object-storage tests; stopped when dropped.
-pub struct Moto {
-    child: Child,
-    pub port: u16,
-}
-
-impl Moto {
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    /// On a given port (to restart a stopped server where clients expect it).
-    pub fn start_on(port: u16) -> Self {
-        let bin = test_python().parent().unwrap().join("moto_server");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo xtask test` (it installs moto into target/py/serve)",
-            bin.display()
-        );
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = std::time::Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "moto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The standard AWS environment pointing at this server.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT", self.endpoint()),
-            ("AWS_ALLOW_HTTP", "true".into()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
-    }
-
-    pub fn create_bucket(&self, bucket: &str) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    }
-
-    pub fn store(&self, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
-        std::sync::Arc::new(
-            object_store::aws::AmazonS3Builder::new()
-                .with_endpoint(self.endpoint())
-                .with_allow_http(true)
-                .with_bucket_name(bucket)
-                .with_region("us-east-1")
-                .with_access_key_id("testing")
-                .with_secret_access_key("testing")
-                .build()
-                .unwrap(),
-        )
-    }
-
-    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
-        use object_store::ObjectStoreExt;
-        let store = self.store(bucket);
-        block_on(store.put(&object_store::path::Path::from(key), bytes.into())).unwrap();
-    }
-
-    /// Keys under `prefix` in `bucket`, sorted.
-    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        use futures::TryStreamExt;
-        let store = self.store(bucket);
-        let p = object_store::path::Path::from(prefix);
-        let mut keys: Vec<String> = block_on(store.list(Some(&p)).try_collect::<Vec<_>>())
-            .unwrap()
-            .into_iter()
-            .map(|m| m.location.to_string())
-            .collect();
-        keys.sort();
-        keys
-    }
-}
-
-impl Moto {
-    /// Stops the server (as a crash would: no goodbye).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something listens on `port` (a test server starting).
-pub fn wait_for_port(port: u16, what: &str) {
-    let start = std::time::Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The Python of the test tools' environment (`cargo xtask test` makes it under target/py/serve).
-pub fn test_python() -> PathBuf {
-    std::env::var_os("TRIALFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/py/serve/bin/python"))
 }
 
 /// Every record batch of a Parquet file.

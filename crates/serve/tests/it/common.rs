@@ -6,10 +6,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use candle_core::Device;
@@ -377,46 +377,9 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The Python of the test clients' virtual environment (`cargo xtask test` makes it: tritonclient, kserve,
-/// prometheus_client, moto). A missing environment fails the test with what to run.
-pub fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = std::env::var_os("TRIALFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/py/serve/bin/python"));
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo xtask test` (it installs the Python clients into target/py/serve)",
-        p.display()
-    );
-    p
-}
+pub use trialflow_testkit::test_python as python;
 
 /// Spawns a `trialflow-server` command and waits for the port it announces.
-pub fn spawn_server(mut c: Command) -> (Child, u16) {
-    let mut child = c
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("serving on http://") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+pub fn spawn_server(c: Command) -> (Child, u16) {
+    trialflow_testkit::spawn_announced(c)
 }

@@ -4,91 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use crate::common::*;
-use object_store::ObjectStoreExt;
-use object_store::aws::AmazonS3Builder;
 use serde_json::json;
 
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let bin = python().parent().unwrap().join("moto_server");
-        let port = free_port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask test`)", bin.display()));
-        wait_until("moto to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Self { child, port }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn create_bucket(&self, bucket: &str) {
-        let r = http(self.port, "PUT", &format!("/{bucket}"), &[], b"");
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-
-    /// Uploads every file under `dir` to `s3://bucket/prefix/…`, `BLESSED` files last (as promotion does).
-    fn upload(&self, dir: &Path, bucket: &str, prefix: &str) {
-        let store = Arc::new(
-            AmazonS3Builder::new()
-                .with_endpoint(self.endpoint())
-                .with_allow_http(true)
-                .with_bucket_name(bucket)
-                .with_region("us-east-1")
-                .with_access_key_id("testing")
-                .with_secret_access_key("testing")
-                .build()
-                .unwrap(),
-        );
-        let mut files = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort_by_key(|p| p.ends_with("BLESSED"));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        for f in files {
-            let rel = f.strip_prefix(dir).unwrap().display().to_string();
-            let key = object_store::path::Path::from(format!("{prefix}/{rel}"));
-            rt.block_on(store.put(&key, std::fs::read(&f).unwrap().into()))
-                .unwrap();
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use trialflow_testkit::Moto;
 
 fn server_on(moto: &Moto, models: &str) -> (Child, u16) {
     let dir = tempfile::tempdir().unwrap();

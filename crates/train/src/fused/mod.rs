@@ -496,7 +496,8 @@ mod tests {
             let ys: Vec<f32> = batch.iter().map(|&i| y[i as usize]).collect();
             let xt = Tensor::from_vec(idx, (rows, dim), &Device::Cpu).unwrap();
             let yt = Tensor::from_vec(ys, rows, &Device::Cpu).unwrap();
-            let l = crate::bce_with_logits(&net.logits(&xt, None).unwrap(), &yt, 2.5).unwrap();
+            let l = crate::autograd::bce_with_logits(&net.logits(&xt, None).unwrap(), &yt, 2.5)
+                .unwrap();
             assert!((f64::from(l.to_scalar::<f32>().unwrap()) - loss).abs() < 1e-5);
             let grads = l.backward().unwrap();
             let mut want = Vec::new();
