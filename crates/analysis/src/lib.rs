@@ -5,9 +5,12 @@
 //!
 //! Invariant: no candle; the analysis population is exactly the clean table (accepted rows).
 
+mod comparisons;
 pub mod report;
 pub mod stats;
 mod subgroups;
+mod survival;
+mod table1;
 mod task;
 
 pub use task::TASKS;
@@ -22,8 +25,11 @@ use trialflow_core::lake;
 use trialflow_core::table::{floats, read_parquet_prefix, strings};
 use trialflow_core::{Error, Result, Storage};
 
+use comparisons::comparisons;
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
 use subgroups::subgroup;
+use survival::{arm_terms, diverges, hazard_ratios, survival, ties};
+use table1::table1;
 
 const Z95: f64 = 1.959_963_984_540_054;
 
@@ -289,340 +295,6 @@ fn levels_of(v: &[Option<String>]) -> Vec<String> {
         .collect()
 }
 
-fn table1(cfg: &Config, data: &Data) -> Table1 {
-    let mut numeric = Vec::new();
-    let mut categorical = Vec::new();
-    let idx_of = |arm: &str| -> Vec<usize> {
-        (0..data.arm.len())
-            .filter(|&i| data.arm[i] == arm)
-            .collect()
-    };
-    for name in cfg.dataset.numeric.iter().chain(&cfg.dataset.categorical) {
-        match &data.columns[name] {
-            Column::Numeric(v) => {
-                let per_arm: Vec<(String, Describe)> = data
-                    .arms
-                    .iter()
-                    .map(|a| {
-                        (
-                            a.clone(),
-                            stats::describe(&idx_of(a).iter().map(|&i| v[i]).collect::<Vec<_>>()),
-                        )
-                    })
-                    .collect();
-                let smd = per_arm[1..]
-                    .iter()
-                    .map(|(a, d)| (a.clone(), stats::smd_numeric(d, &per_arm[0].1)))
-                    .collect();
-                numeric.push(NumericRow {
-                    variable: name.clone(),
-                    overall: stats::describe(v),
-                    arms: per_arm,
-                    smd,
-                });
-            }
-            Column::Categorical(v) => {
-                let levels = levels_of(v);
-                let count = |rows: &[usize]| -> (Vec<u64>, u64) {
-                    let counts = levels
-                        .iter()
-                        .map(|l| rows.iter().filter(|&&i| v[i].as_ref() == Some(l)).count() as u64)
-                        .collect();
-                    (
-                        counts,
-                        rows.iter().filter(|&&i| v[i].is_none()).count() as u64,
-                    )
-                };
-                let all: Vec<usize> = (0..v.len()).collect();
-                let arms: Vec<(String, Vec<u64>, u64)> = data
-                    .arms
-                    .iter()
-                    .map(|a| {
-                        let (c, m) = count(&idx_of(a));
-                        (a.clone(), c, m)
-                    })
-                    .collect();
-                let props = |c: &[u64]| {
-                    let n: u64 = c.iter().sum();
-                    c.iter()
-                        .map(|x| if n > 0 { *x as f64 / n as f64 } else { 0.0 })
-                        .collect::<Vec<f64>>()
-                };
-                let p0 = props(&arms[0].1);
-                let smd = arms[1..]
-                    .iter()
-                    .map(|(a, c, _)| (a.clone(), stats::smd_categorical(&props(c), &p0)))
-                    .collect();
-                categorical.push(CategoricalRow {
-                    variable: name.clone(),
-                    levels: levels.clone(),
-                    overall: count(&all),
-                    arms,
-                    smd,
-                });
-            }
-        }
-    }
-    Table1 {
-        numeric,
-        categorical,
-    }
-}
-
-fn comparisons(data: &Data) -> (Vec<ArmOutcome>, Vec<Comparison>) {
-    let mut counts: BTreeMap<&String, (u64, u64)> = BTreeMap::new();
-    for (a, y) in data.arm.iter().zip(&data.outcome) {
-        let e = counts.entry(a).or_default();
-        e.0 += 1;
-        e.1 += u64::from(*y > 0.5);
-    }
-    let arms = data
-        .arms
-        .iter()
-        .map(|a| {
-            let (n, e) = counts[a];
-            ArmOutcome {
-                arm: a.clone(),
-                n,
-                events: e,
-                risk: e as f64 / n as f64,
-            }
-        })
-        .collect();
-    let (rn, re) = counts[&data.arms[0]];
-    let comps = data.arms[1..]
-        .iter()
-        .map(|a| {
-            let (n, e) = counts[a];
-            let t = TwoByTwo {
-                a: e,
-                b: n - e,
-                c: re,
-                d: rn - re,
-            };
-            let (chi, p) = t.chi_square();
-            let finite = |x: Estimate| {
-                (x.estimate.is_finite() && x.ci_low.is_finite() && x.ci_high.is_finite())
-                    .then_some(x)
-            };
-            Comparison {
-                arm: a.clone(),
-                reference: data.arms[0].clone(),
-                risk_difference: t.risk_difference(),
-                risk_ratio: finite(t.risk_ratio()),
-                odds_ratio: finite(t.odds_ratio()),
-                chi_square: chi.is_finite().then_some(chi),
-                chi_square_p: p.is_finite().then_some(p),
-                fisher_p: stats::fisher_exact(&t),
-            }
-        })
-        .collect();
-    (arms, comps)
-}
-
-fn ties(cfg: &Config) -> Ties {
-    match cfg.analysis.ties {
-        CoxTies::Efron => Ties::Efron,
-        CoxTies::Breslow => Ties::Breslow,
-    }
-}
-
-type TermFn<'a> = Box<dyn Fn(usize) -> Option<Vec<f64>> + 'a>;
-
-/// Design-matrix columns for covariate `name` of row `i`: numbers as they are, categories as indicators of
-/// every level but the first. `None` when the value is missing.
-fn covariate_terms<'a>(data: &'a Data, name: &str) -> (Vec<String>, TermFn<'a>) {
-    match &data.columns[name] {
-        Column::Numeric(v) => (
-            vec![name.to_string()],
-            Box::new(move |i| v[i].map(|x| vec![x])),
-        ),
-        Column::Categorical(v) => {
-            let levels = levels_of(v);
-            let names = levels[1..].iter().map(|l| format!("{name}={l}")).collect();
-            let f = move |i: usize| {
-                v[i].as_ref().map(|x| {
-                    levels[1..]
-                        .iter()
-                        .map(|l| f64::from(u8::from(x == l)))
-                        .collect()
-                })
-            };
-            (names, Box::new(f))
-        }
-    }
-}
-
-fn arm_terms(data: &Data, i: usize) -> Vec<f64> {
-    data.arms[1..]
-        .iter()
-        .map(|a| f64::from(u8::from(&data.arm[i] == a)))
-        .collect()
-}
-
-fn hazard_ratios(fit: &stats::CoxFit, upto: usize) -> Vec<HazardRatio> {
-    (0..upto.min(fit.coef.len()))
-        .map(|j| {
-            let (b, se) = (fit.coef[j], fit.se[j]);
-            HazardRatio {
-                term: fit.names[j].clone(),
-                coef: b,
-                se,
-                hr: b.exp(),
-                ci_low: (b - Z95 * se).exp(),
-                ci_high: (b + Z95 * se).exp(),
-                p: libm::erfc((b / se).abs() / std::f64::consts::SQRT_2),
-            }
-        })
-        .collect()
-}
-
-fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
-    let Some((times, events)) = &data.tte else {
-        unreachable!("cox_model needs time-to-event data")
-    };
-    let mut names: Vec<String> = data.arms[1..].iter().map(|a| format!("arm={a}")).collect();
-    let terms: Vec<_> = adjust.iter().map(|c| covariate_terms(data, c)).collect();
-    for (n, _) in &terms {
-        names.extend(n.iter().cloned());
-    }
-    let (mut t, mut e, mut x) = (Vec::new(), Vec::new(), Vec::new());
-    'rows: for i in 0..data.arm.len() {
-        let mut row = arm_terms(data, i);
-        for (_, f) in &terms {
-            match f(i) {
-                Some(v) => row.extend(v),
-                None => continue 'rows, // complete cases only
-            }
-        }
-        t.push(times[i]);
-        e.push(events[i]);
-        x.push(row);
-    }
-    let n_events = e.iter().filter(|v| **v).count() as u64;
-    let mut model = CoxModel {
-        ties: format!("{:?}", cfg.analysis.ties).to_lowercase(),
-        covariates: adjust.to_vec(),
-        n: t.len() as u64,
-        events: n_events,
-        converged: false,
-        iterations: 0,
-        terms: Vec::new(),
-        ph_test: Vec::new(),
-        not_estimable: None,
-    };
-    if n_events == 0 {
-        model.not_estimable = Some("no events".into());
-        return model;
-    }
-    match stats::cox_ph(
-        names.clone(),
-        &t,
-        &e,
-        &x,
-        ties(cfg),
-        cfg.analysis.max_iterations,
-    ) {
-        None => {
-            model.not_estimable = Some(
-                "the information matrix is singular (a covariate is constant or collinear)".into(),
-            )
-        }
-        Some(fit) => {
-            model.converged = fit.converged;
-            model.iterations = fit.iterations;
-            if !fit.converged {
-                model.not_estimable = Some(format!(
-                    "did not converge within {} iterations (analysis.max_iterations)",
-                    fit.iterations
-                ));
-            } else if diverges(&fit.coef) {
-                model.not_estimable = Some(
-                    "a coefficient diverges (monotone likelihood: an arm or level without events?)"
-                        .into(),
-                );
-            }
-            model.terms = hazard_ratios(&fit, names.len());
-            if let Some(ph) = stats::ph_test(&fit, &t, &e, &x) {
-                model.ph_test = names
-                    .iter()
-                    .cloned()
-                    .zip(ph)
-                    .map(|(n, (c, p))| (n, c, p))
-                    .collect();
-            }
-        }
-    }
-    model
-}
-
-fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
-    let (times, events) = data.tte.as_ref()?;
-    let curves: Vec<KmCurve> = data
-        .arms
-        .iter()
-        .map(|a| {
-            let obs: Vec<(f64, bool)> = (0..times.len())
-                .filter(|&i| &data.arm[i] == a)
-                .map(|i| (times[i], events[i]))
-                .collect();
-            stats::kaplan_meier(a, &obs)
-        })
-        .collect();
-    let medians = curves.iter().map(|c| {
-        let (ci_low, ci_high) = c.median_ci();
-        Median {
-            arm: c.arm.clone(),
-            median: c.median,
-            ci_low,
-            ci_high,
-        }
-    });
-    let mut at_times = Vec::new();
-    for c in &curves {
-        for &t in &cfg.analysis.survival_times {
-            let p = c.points.iter().take_while(|p| p.time <= t).last();
-            at_times.push(SurvivalAt {
-                arm: c.arm.clone(),
-                time: t,
-                survival: c.survival_at(t),
-                ci_low: p.map(|p| p.ci_low).unwrap_or(1.0),
-                ci_high: p.map(|p| p.ci_high).unwrap_or(1.0),
-                at_risk: c.at_risk_at(t),
-            });
-        }
-    }
-    let groups: Vec<Vec<(f64, bool)>> = data
-        .arms
-        .iter()
-        .map(|a| {
-            (0..times.len())
-                .filter(|&i| &data.arm[i] == a)
-                .map(|i| (times[i], events[i]))
-                .collect()
-        })
-        .collect();
-    let (chi, df, p) = stats::logrank(&groups);
-    let adjusted =
-        (!cfg.analysis.adjust.is_empty()).then(|| cox_model(cfg, data, &cfg.analysis.adjust));
-    Some(Survival {
-        medians: medians.collect(),
-        curves,
-        at_times,
-        logrank_chi_square: chi,
-        logrank_df: df,
-        logrank_p_value: p,
-        cox: cox_model(cfg, data, &[]),
-        cox_adjusted: adjusted,
-    })
-}
-
-/// A coefficient this large means the likelihood is monotone (an empty cell, an arm without events): the
-/// estimate and its Wald test are meaningless, so they are reported as not estimable.
-fn diverges(coef: &[f64]) -> bool {
-    coef.iter().any(|b| !b.is_finite() || b.abs() > 15.0)
-}
-
 async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
     let Some(ev) = contracts::load_opt::<EvaluationReport>(lake).await? else {
         return Ok(Vec::new());
@@ -728,6 +400,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::survival::cox_model;
 
     fn config(dir: &std::path::Path, extra: &str) -> Config {
         std::fs::write(dir.join("t.csv"), "id\n").unwrap();

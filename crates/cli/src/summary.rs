@@ -32,6 +32,23 @@ fn summaries<'a, T: DeserializeOwned>(
 }
 
 pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration) {
+    print_verdict(r, elapsed);
+    if r.dry_run {
+        for t in &r.tasks {
+            println!("  {:<16} {}", t.name, t.reason);
+        }
+        return;
+    }
+    print_results(r);
+    for t in r.tasks.iter().filter(|t| t.error.is_some()) {
+        if let Some(e) = &t.error {
+            println!("Failed: {} — {} error: {}", t.name, e.kind, e.message);
+        }
+    }
+    print_outputs(r, lake, models);
+}
+
+fn print_verdict(r: &RunRecord, elapsed: Duration) {
     let count = |s: TaskStatus| r.tasks.iter().filter(|t| t.status == s).count();
     let verdict = if r.exit_code == 0 {
         "finished"
@@ -52,12 +69,10 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
             String::new()
         }
     );
-    if r.dry_run {
-        for t in &r.tasks {
-            println!("  {:<16} {}", t.name, t.reason);
-        }
-        return;
-    }
+}
+
+/// Rows, splits, models, the gate and the promotion, from the tasks' summaries.
+fn print_results(r: &RunRecord) {
     for (_, s) in summaries::<CleanReport>(r, "clean") {
         print_rows(&s);
     }
@@ -95,11 +110,9 @@ pub fn print(r: &RunRecord, lake: &Storage, models: &Storage, elapsed: Duration)
     for (_, s) in summaries::<Promotion>(r, "promote") {
         print_promotion(&s);
     }
-    for t in r.tasks.iter().filter(|t| t.error.is_some()) {
-        if let Some(e) = &t.error {
-            println!("Failed: {} — {} error: {}", t.name, e.kind, e.message);
-        }
-    }
+}
+
+fn print_outputs(r: &RunRecord, lake: &Storage, models: &Storage) {
     println!("Outputs:");
     println!("  lake              {}", lake.display(""));
     let ok = |t: &TaskRecord| matches!(t.status, TaskStatus::Succeeded | TaskStatus::UpToDate);
@@ -154,5 +167,55 @@ fn print_promotion(s: &Promotion) {
             },
             s.location
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(summary: serde_json::Value) -> RunRecord {
+        RunRecord {
+            run_id: "r".into(),
+            pipeline: "data".into(),
+            code_version: "test".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            dry_run: false,
+            exit_code: 0,
+            tasks: vec![TaskRecord {
+                name: "clean".into(),
+                run: "clean".into(),
+                status: TaskStatus::Succeeded,
+                reason: String::new(),
+                fingerprint: None,
+                attempts: 1,
+                duration_ms: 0,
+                error: None,
+                summary,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_summary_is_read_as_its_contract_and_a_renamed_field_is_not_a_zero() {
+        let report = CleanReport {
+            rows_in: 10,
+            accepted: 9,
+            quarantined: 1,
+            ..Default::default()
+        };
+        let good = record(serde_json::to_value(&report).unwrap_or_default());
+        let read: Vec<CleanReport> = summaries::<CleanReport>(&good, "clean")
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(read, vec![report.clone()]);
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(o) = v.as_object_mut()
+            && let Some(x) = o.remove("accepted")
+        {
+            o.insert("kept".into(), x);
+        }
+        assert_eq!(summaries::<CleanReport>(&record(v), "clean").count(), 0);
     }
 }

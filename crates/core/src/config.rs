@@ -89,8 +89,8 @@ pub struct SourceConfig {
     pub url: String,
     /// `auto` (by extension: .csv, .csv.gz/.gz, .csv.zst/.zst, .parquet, .ndjson/.jsonl/.json) or one of
     /// `csv`, `csv.gz`, `csv.zst`, `parquet`, `ndjson`.
-    #[serde(default = "default_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: FormatChoice,
     /// CSV field delimiter (one ASCII character).
     #[serde(default = "default_delimiter")]
     pub delimiter: char,
@@ -107,8 +107,53 @@ fn default_quote() -> char {
     '"'
 }
 
-fn default_format() -> String {
-    "auto".into()
+/// A source's format as configured: `auto` (by the file name) or one format for every file of the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FormatChoice {
+    #[default]
+    Auto,
+    Fixed(crate::lake::SourceFormat),
+}
+
+impl FormatChoice {
+    /// The format of `path` under this choice.
+    pub fn resolve(self, path: &str) -> std::result::Result<crate::lake::SourceFormat, String> {
+        match self {
+            FormatChoice::Fixed(f) => Ok(f),
+            FormatChoice::Auto => crate::lake::SourceFormat::from_name(path).ok_or_else(|| {
+                format!(
+                    "cannot tell the format of `{path}` from its name; set `format` to one of {:?}",
+                    crate::lake::SourceFormat::NAMES
+                )
+            }),
+        }
+    }
+}
+
+impl Serialize for FormatChoice {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            FormatChoice::Auto => "auto",
+            FormatChoice::Fixed(f) => f.name(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FormatChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "auto" {
+            return Ok(FormatChoice::Auto);
+        }
+        crate::lake::SourceFormat::parse(&text)
+            .map(FormatChoice::Fixed)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "expected `auto` or one of {:?}",
+                    crate::lake::SourceFormat::NAMES
+                ))
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -661,26 +706,73 @@ pub struct DagConfig {
 }
 
 /// Where the preprocessing SQL runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionConfig {
     /// `local` (DataFusion in this process) or `df://host:port`, a Ballista scheduler (a build with the
     /// `ballista` cargo feature): the same SQL then runs on the cluster.
-    pub engine: String,
+    #[serde(default)]
+    pub engine: Engine,
 }
 
-impl Default for ExecutionConfig {
-    fn default() -> Self {
-        Self {
-            engine: "local".into(),
+/// The SQL engine, parsed and checked when the config is read: `local` or `df://host:port`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    #[default]
+    Local,
+    /// A Ballista scheduler at `host:port`.
+    Ballista(String),
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s == "local" {
+            return Ok(Engine::Local);
         }
+        let Some(addr) = s.strip_prefix("df://") else {
+            return Err("expected `local` or `df://host:port` (a Ballista scheduler)".into());
+        };
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || addr.contains('/') {
+            return Err("expected `df://host:port`, e.g. `df://127.0.0.1:50050`".into());
+        }
+        Ok(Engine::Ballista(addr.to_string()))
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Local => f.write_str("local"),
+            Engine::Ballista(addr) => write!(f, "df://{addr}"),
+        }
+    }
+}
+
+impl Serialize for Engine {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Engine {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
 impl ExecutionConfig {
     /// The scheduler's `host:port` when the engine is a Ballista cluster.
     pub fn ballista_scheduler(&self) -> Option<&str> {
-        self.engine.strip_prefix("df://")
+        match &self.engine {
+            Engine::Local => None,
+            Engine::Ballista(addr) => Some(addr),
+        }
     }
 }
 
@@ -908,15 +1000,6 @@ impl Config {
                 return Err(self.err(
                     format!("dataset.sources[{i}].quote"),
                     "expected a character other than the delimiter",
-                ));
-            }
-            if s.format != "auto" && crate::lake::SourceFormat::parse(&s.format).is_none() {
-                return Err(self.err(
-                    format!("dataset.sources[{i}].format"),
-                    format!(
-                        "expected `auto` or one of {:?}",
-                        crate::lake::SourceFormat::NAMES
-                    ),
                 ));
             }
         }
@@ -1257,27 +1340,10 @@ impl Config {
     }
 
     fn check_engine(&self) -> Result<()> {
-        let engine = &self.execution.engine;
-        if engine == "local" {
-            return Ok(());
-        }
-        let Some(addr) = self.execution.ballista_scheduler() else {
-            return Err(self.err(
-                "execution.engine",
-                "expected `local` or `df://host:port` (a Ballista scheduler)",
-            ));
-        };
-        let port_ok = addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok || addr.contains('/') {
-            return Err(self.err(
-                "execution.engine",
-                "expected `df://host:port`, e.g. `df://127.0.0.1:50050`",
-            ));
-        }
         // Executors read the lake's tables by path: they need the same files, on a shared filesystem.
-        if crate::storage::local_path_of(&self.storage.lake).is_none() {
+        if self.execution.engine != Engine::Local
+            && crate::storage::local_path_of(&self.storage.lake).is_none()
+        {
             return Err(self.err(
                 "storage.lake",
                 "a Ballista engine reads the lake by path: expected a file:// lake on a filesystem the \

@@ -154,19 +154,4 @@ impl SourceFormat {
             return None;
         })
     }
-
-    /// `configured` (`auto` or a format name) applied to `path`.
-    pub fn resolve(configured: &str, path: &str) -> Result<Self, String> {
-        if configured == "auto" {
-            Self::from_name(path).ok_or_else(|| {
-                format!(
-                    "cannot tell the format of `{path}` from its name; set `format` to one of {:?}",
-                    Self::NAMES
-                )
-            })
-        } else {
-            Self::parse(configured)
-                .ok_or_else(|| format!("expected `auto` or one of {:?}", Self::NAMES))
-        }
-    }
 }

@@ -195,7 +195,7 @@ async fn find(cfg: &Config) -> Result<Vec<Found>> {
             ));
         }
         for e in entries {
-            let format = SourceFormat::resolve(&s.format, &e.path).map_err(|m| {
+            let format = s.format.resolve(&e.path).map_err(|m| {
                 Error::config(&cfg.source_file, format!("dataset.sources[{i}].format"), m)
             })?;
             out.push(Found {
