@@ -307,6 +307,8 @@ async fn run(cli: Cli) -> Result<i32> {
     let cfg = Config::load_with(cli.config.as_deref(), &overrides)?;
     match cli.command {
         Command::CheckConfig => {
+            // every check the pipeline would make of the config, SQL included, before anything runs
+            trialflow_preprocess::check_sql(&cfg).await?;
             println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(0)
         }

@@ -127,7 +127,7 @@ fn print_outputs(r: &RunRecord, lake: &Storage, models: &Storage) {
     println!("  model repository  {}", models.display(""));
     println!(
         "  run record        {}",
-        lake.display(&format!("runs/{}/run.json", r.run_id))
+        lake.display(&contracts::run_record(&r.run_id))
     );
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::features::FeatureSpec;
 use crate::lake;
 use crate::storage::Storage;
@@ -480,6 +480,106 @@ pub struct Promotion {
     /// Why nothing was published, when that is not because the version is already served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+// ---- promote: deployments/<name>/<version>.json, and deployment.json in the version folder ---------------
+
+/// A promotion: what was published where, from which data, config and weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRecord {
+    /// `promote`.
+    pub action: String,
+    pub model_name: String,
+    pub version: u64,
+    /// The candidate, or `version N` for a copy of an existing version.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<u64>,
+    pub weights_sha256: String,
+    pub at: String,
+    pub data_fingerprint: String,
+    pub config_fingerprint: String,
+    pub forced: bool,
+    /// The version served before.
+    pub replaces: Option<u64>,
+    /// The lake the candidate came from (pipeline promotions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lake: Option<String>,
+    pub repository: String,
+}
+
+pub fn deployment_record(model_name: &str, version: u64) -> String {
+    format!("{}{model_name}/{version}.json", lake::DEPLOYMENTS)
+}
+
+// ---- the runner: runs/<id>/run.json ----------------------------------------------------------------------
+
+pub fn run_record(run_id: &str) -> String {
+    format!("runs/{run_id}/run.json")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+/// A task's failure as the run record keeps it: its kind (exit code, retries) and message.
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<crate::Error> for TaskError {
+    fn from(e: crate::Error) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Succeeded,
+    UpToDate,
+    Failed,
+    /// Not run because a task it depends on failed.
+    Skipped,
+    /// `--dry-run`: would run.
+    WouldRun,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRecord {
+    pub name: String,
+    pub run: String,
+    pub status: TaskStatus,
+    pub reason: String,
+    pub fingerprint: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub error: Option<TaskError>,
+    pub summary: serde_json::Value,
+}
+
+/// `runs/<id>/run.json`: one pipeline run, every task's status, attempts, duration, error and summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub pipeline: String,
+    pub code_version: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub dry_run: bool,
+    pub exit_code: i32,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl RunRecord {
+    pub fn task(&self, name: &str) -> Option<&TaskRecord> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
 }
 
 #[cfg(test)]

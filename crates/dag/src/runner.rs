@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use trialflow_core::Storage;
 use trialflow_core::fingerprint::{Fingerprinter, sha256_hex};
 use trialflow_core::storage::Entry;
-use trialflow_core::{ErrorKind, Storage};
 
 use crate::{DagError, Pipeline, RunLock, TaskSpec, def_err};
+pub use trialflow_core::contracts::{RunRecord, TaskError, TaskRecord, TaskStatus};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -36,22 +37,6 @@ pub struct TaskIo {
     pub external_state: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct TaskError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl From<trialflow_core::Error> for TaskError {
-    fn from(e: trialflow_core::Error) -> Self {
-        Self {
-            kind: e.kind(),
-            message: e.to_string(),
-        }
-    }
-}
-
 /// A unit of work. `io` must be cheap (listings, no heavy reads); `run` does the work and returns a summary.
 pub trait Task: Send + Sync {
     fn io(&self) -> BoxFuture<'_, Result<TaskIo, TaskError>>;
@@ -69,49 +54,6 @@ pub struct RunOptions {
     pub retries: u32,
     pub backoff: Duration,
     pub code_version: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    Succeeded,
-    UpToDate,
-    Failed,
-    /// Not run because a task it depends on failed.
-    Skipped,
-    /// `--dry-run`: would run.
-    WouldRun,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub name: String,
-    pub run: String,
-    pub status: TaskStatus,
-    pub reason: String,
-    pub fingerprint: Option<String>,
-    pub attempts: u32,
-    pub duration_ms: u64,
-    pub error: Option<TaskError>,
-    pub summary: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub run_id: String,
-    pub pipeline: String,
-    pub code_version: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub dry_run: bool,
-    pub exit_code: i32,
-    pub tasks: Vec<TaskRecord>,
-}
-
-impl RunRecord {
-    pub fn task(&self, name: &str) -> Option<&TaskRecord> {
-        self.tasks.iter().find(|t| t.name == name)
-    }
 }
 
 /// What the runner remembers about a task's last success: `runs/_state/<task>.json`.
@@ -279,7 +221,7 @@ pub async fn execute(
         tasks,
     };
     if !opts.dry_run {
-        lake.put_json(&format!("runs/{run_id}/run.json"), &record)
+        lake.put_json(&trialflow_core::contracts::run_record(&run_id), &record)
             .await?;
     }
     Ok(record)

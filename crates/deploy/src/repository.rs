@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use trialflow_core::config::Config;
-use trialflow_core::contracts;
+use trialflow_core::contracts::{self, DeploymentRecord};
 use trialflow_core::fingerprint::sha256_hex;
 use trialflow_core::lake;
 use trialflow_core::{Error, Result, Storage};
@@ -227,7 +227,12 @@ async fn locked<T>(
 
 pub use trialflow_core::contracts::Promotion;
 
-async fn history(models: &Storage, model: &str, action: &str, record: &Value) -> Result<()> {
+async fn history<T: Serialize>(
+    models: &Storage,
+    model: &str,
+    action: &str,
+    record: &T,
+) -> Result<()> {
     let ts = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
     models
         .put_json(&format!("{model}/_history/{ts:014}-{action}.json"), record)
@@ -241,7 +246,7 @@ async fn publish(
     model: &str,
     version: u64,
     files: Vec<(&'static str, bytes::Bytes)>,
-    record: &Value,
+    record: &DeploymentRecord,
     blessed: &Value,
 ) -> Result<()> {
     let dir = format!("{model}/{version}/");
@@ -254,12 +259,10 @@ async fn publish(
     models.put_json(&format!("{dir}BLESSED"), blessed).await
 }
 
-fn card_fingerprints(card: &[u8]) -> (Value, Value) {
-    let v: Value = serde_json::from_slice(card).unwrap_or(Value::Null);
-    (
-        v["data_fingerprint"].clone(),
-        v["config_fingerprint"].clone(),
-    )
+/// The data and config fingerprints of a version's `model.json`.
+fn card_fingerprints(location: &str, card: &[u8]) -> Result<(String, String)> {
+    let card: trialflow_model::ModelCard = contracts::parse(location, card)?;
+    Ok((card.data_fingerprint, card.config_fingerprint))
 }
 
 /// Promotes the gate's blessed candidate into `<models>/<serving.model_name>/<next version>/`.
@@ -333,24 +336,31 @@ pub async fn promote(cfg: &Config, lake: &Storage, models: &Storage) -> Result<P
             };
             files.push((f, bytes));
         }
-        let (data_fp, config_fp) = card_fingerprints(&files[1].1);
-        let record = json!({
-            "action": "promote", "model_name": name, "version": version, "source": candidate,
-            "weights_sha256": sha, "at": now(), "data_fingerprint": data_fp,
-            "config_fingerprint": config_fp, "forced": false, "replaces": versions.served(),
-            "lake": lake.url(), "repository": models.url(),
-        });
+        let (data_fingerprint, config_fingerprint) =
+            card_fingerprints(&lake.display(&format!("{dir}model.json")), &files[1].1)?;
+        let record = DeploymentRecord {
+            action: "promote".into(),
+            model_name: name.clone(),
+            version,
+            source: candidate.clone(),
+            copied_from: None,
+            weights_sha256: sha.clone(),
+            at: now(),
+            data_fingerprint,
+            config_fingerprint,
+            forced: false,
+            replaces: versions.served(),
+            lake: Some(lake.url().to_string()),
+            repository: models.url().to_string(),
+        };
         let blessed = json!({
             "candidate": candidate, "weights_sha256": sha, "blessed_at": blessing.blessed_at,
             "checks": blessing.checks,
         });
         publish(models, &name, version, files, &record, &blessed).await?;
         history(models, &name, "promote", &record).await?;
-        lake.put_json(
-            &format!("{}{name}/{version}.json", lake::DEPLOYMENTS),
-            &record,
-        )
-        .await?;
+        lake.put_json(&contracts::deployment_record(&name, version), &record)
+            .await?;
         Ok(Promotion {
             model_name: name.clone(),
             version,
@@ -425,15 +435,25 @@ pub async fn promote_version(
             files.push((f, models.get(&format!("{src}{f}")).await?));
         }
         let sha = sha256_hex(&files[0].1);
-        let (data_fp, config_fp) = card_fingerprints(&files[1].1);
+        let (data_fingerprint, config_fingerprint) =
+            card_fingerprints(&models.display(&format!("{src}model.json")), &files[1].1)?;
         let new = versions.next();
         let forced = info.state != State::Blessed;
-        let record = json!({
-            "action": "promote", "model_name": model, "version": new, "source": format!("version {version}"),
-            "copied_from": version, "weights_sha256": sha, "at": now(), "data_fingerprint": data_fp,
-            "config_fingerprint": config_fp, "forced": forced, "replaces": versions.served(),
-            "repository": models.url(),
-        });
+        let record = DeploymentRecord {
+            action: "promote".into(),
+            model_name: model.to_string(),
+            version: new,
+            source: format!("version {version}"),
+            copied_from: Some(version),
+            weights_sha256: sha.clone(),
+            at: now(),
+            data_fingerprint,
+            config_fingerprint,
+            forced,
+            replaces: versions.served(),
+            lake: None,
+            repository: models.url().to_string(),
+        };
         let original = info
             .marker
             .as_ref()

@@ -237,6 +237,48 @@ fn clean_steps(cfg: &Config) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Plans the clean stage's SQL (generated from the contract, or the files of `preprocessing.sql_dir`) over an
+/// empty table of the contract's columns, as `clean` would over the data: a filter, outcome expression, rule or
+/// derived column naming a column or function that does not exist, or comparing values of types that do not
+/// compare, is an error naming the statement's file, line and column, before anything runs. `check-config`
+/// runs it.
+pub async fn check_sql(cfg: &Config) -> Result<()> {
+    let ctx = SessionContext::new();
+    let schema = stage::staged_schema(&cfg.source_columns());
+    let empty =
+        datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).map_err(Error::bug)?;
+    ctx.register_table("staged", Arc::new(empty))
+        .map_err(Error::bug)?;
+    // planning needs the function, not the trial's key
+    ctx.register_udf(udf::pseudonymize_udf(vec![0; 32]));
+    let mut last = None;
+    for (name, text) in clean_steps(cfg) {
+        let step = sql_step(cfg, name, text)?;
+        let df = ctx.sql(&step.text).await.map_err(|e| sql_err(&step, e))?;
+        ctx.register_table(name, df.clone().into_view())
+            .map_err(|e| sql_err(&step, e))?;
+        if name == "typed" {
+            check_outcome_expression(cfg, &ctx).await?;
+        }
+        last = Some((df, step));
+    }
+    if let Some((df, step)) = last {
+        // Type coercion and constant folding happen as the plan is optimized: over no rows, any failure there
+        // (a literal that cannot cast to its column's type) is the SQL's, not the data's.
+        df.create_physical_plan()
+            .await
+            .map_err(|e| match sql_err(&step, e) {
+                Error::Internal(m) => Error::config(
+                    &step.origin,
+                    if step.edited { step.name } else { "dataset" },
+                    format!("the SQL does not plan: {m}"),
+                ),
+                other => other,
+            })?;
+    }
+    Ok(())
+}
+
 /// Validates, cleans, deduplicates and pseudonymizes the current raw objects into `processed/clean/` and
 /// `processed/quarantine/`, streaming: the raw objects are read, checked and written batch by batch.
 pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {

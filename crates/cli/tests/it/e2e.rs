@@ -442,7 +442,7 @@ fn sigkill_at_any_point_then_rerun_gives_identical_outputs() {
 fn config_errors_name_file_key_and_expectation() {
     let p = Project::sample();
     let base = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
-    let cases: [(&str, String, &str); 5] = [
+    let cases: [(&str, String, &str); 9] = [
         (
             "unknown key",
             base.replace("  id: subject_id", "  idd: subject_id"),
@@ -467,6 +467,33 @@ fn config_errors_name_file_key_and_expectation() {
             "bad reference arm",
             base.replace("reference: placebo", "reference: plasebo"),
             "dataset.arm.reference: expected one of",
+        ),
+        // what only the pipeline used to find: check-config plans the SQL and checks what serving evaluates
+        (
+            "a filter on a column that does not exist",
+            base.replace("filter: followup_days > 0", "filter: follow_up_days > 0"),
+            "dataset: the SQL generated for step `derived` does not run: Schema error: No field named follow_up_days",
+        ),
+        (
+            "a filter comparing a number with text",
+            base.replace(
+                "filter: followup_days > 0",
+                "filter: followup_days > 'long'",
+            ),
+            "dataset: the SQL does not plan",
+        ),
+        (
+            "a derived column serving cannot compute",
+            base.replace(
+                "bmi: weight_kg / ((height_cm / 100.0) * (height_cm / 100.0))",
+                "bmi: ln(weight_kg)",
+            ),
+            "dataset.derived.bmi: unsupported expression",
+        ),
+        (
+            "a misspelt gate metric",
+            base.replace("metric: ece, max", "metric: calibration_error, max"),
+            "deployment.checks[1].metric: no metric `calibration_error`",
         ),
     ];
     for (what, yaml, expect) in cases {
