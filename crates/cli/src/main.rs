@@ -460,25 +460,27 @@ async fn models_command(cfg: &Config, models: &Storage, action: ModelsAction) ->
                 "VERSION", "STATE", "SERVED", "ROC AUC", "PROMOTED", "FORCED"
             );
             for i in &v.versions {
-                let rec = i.record.clone().unwrap_or_default();
-                let auc = models
-                    .get_opt(&format!("{name}/{}/metrics.json", i.version))
-                    .await?
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|m| m["metrics"]["roc_auc"].as_f64());
+                let metrics: Option<trialflow_core::contracts::TrainReport> =
+                    trialflow_core::contracts::read_opt(
+                        models,
+                        &format!("{name}/{}/metrics.json", i.version),
+                    )
+                    .await?;
+                let auc = metrics.and_then(|m| m.metrics.roc_auc);
+                let rec = i.record.as_ref();
                 println!(
                     "  {:<8} {:<10} {:<7} {:<10} {:<26} {:<8} {}",
                     i.version,
                     format!("{:?}", i.state).to_lowercase(),
                     if i.served { "yes" } else { "" },
                     auc.map(|a| format!("{a:.4}")).unwrap_or_default(),
-                    rec["at"].as_str().unwrap_or(""),
-                    if rec["forced"].as_bool() == Some(true) {
+                    rec.map_or("", |r| r.at.as_str()),
+                    if rec.is_some_and(|r| r.forced) {
                         "FORCED"
                     } else {
                         ""
                     },
-                    rec["source"].as_str().unwrap_or("")
+                    rec.map_or("", |r| r.source.as_str())
                 );
             }
             if v.versions.is_empty() {

@@ -49,7 +49,7 @@ pub struct VersionInfo {
     pub marker: Option<Value>,
     /// `deployment.json`: when, what, from which data and config.
     #[serde(default)]
-    pub record: Option<Value>,
+    pub record: Option<DeploymentRecord>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -116,7 +116,8 @@ pub async fn scan(models: &Storage, model: &str) -> Result<Versions> {
             state,
             served: false,
             marker,
-            record: json_of(DEPLOYMENT_RECORD).await?,
+            record: contracts::read_opt(models, &format!("{model}/{version}/{DEPLOYMENT_RECORD}"))
+                .await?,
         });
     }
     if let Some(v) = versions
