@@ -288,7 +288,17 @@ fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<T
 }
 
 fn decode_binary(datatype: &str, b: &[u8], count: usize, field: &str) -> ApiResult<TensorData> {
+    // The shape is the client's word; the bytes are what arrived. Check one against the other before
+    // allocating anything sized by the shape.
     if datatype == "BYTES" {
+        // every element carries a 4-byte length prefix
+        if count > b.len() / 4 {
+            return Err(ApiError::bad(format!(
+                "{field}: the shape declares {count} BYTES elements, {} binary bytes hold at most {}",
+                b.len(),
+                b.len() / 4
+            )));
+        }
         let mut out = Vec::with_capacity(count);
         let mut rest = b;
         while !rest.is_empty() {
@@ -317,11 +327,10 @@ fn decode_binary(datatype: &str, b: &[u8], count: usize, field: &str) -> ApiResu
         return Ok(TensorData::Texts(out));
     }
     let size = elem_size(datatype).unwrap_or(1);
-    if b.len() != count * size {
+    if count.checked_mul(size) != Some(b.len()) {
         return Err(ApiError::bad(format!(
-            "{field}: {} binary bytes for {count} {datatype} elements (expected {})",
-            b.len(),
-            count * size
+            "{field}: {} binary bytes for {count} {datatype} elements of {size} bytes",
+            b.len()
         )));
     }
     let v: Vec<f64> = b

@@ -632,3 +632,27 @@ fn metrics_count_requests_by_model_version_and_code() {
         assert!(m.contains(line), "metrics lack `{line}`:\n{m}");
     }
 }
+
+/// A shape is what the client declares; the bytes are what it sent. A ~200-byte request declaring 2^50 BYTES
+/// elements made the server allocate from the shape and abort; an FP64 shape of 2^61 overflowed the byte
+/// count. Both are 400s naming the input, and the server keeps answering.
+#[test]
+fn a_declared_shape_larger_than_the_bytes_sent_is_a_400_not_a_crash() {
+    let repo = repo_with(&[(3, 33)]);
+    let s = TestServer::start(serving(60), repo.path());
+    let blob = bytes_tensor(&["F"]);
+    for (datatype, shape, blob) in [
+        ("BYTES", 1u64 << 50, blob.clone()),
+        ("FP64", 1u64 << 61, vec![0u8; 8]),
+        ("FP32", (1u64 << 62) + 1, vec![0u8; 8]),
+    ] {
+        let head = json!({"inputs": [{
+            "name": "sex", "shape": [shape], "datatype": datatype,
+            "parameters": {"binary_data_size": blob.len()}
+        }]});
+        let r = post_binary(s.port, &head, std::slice::from_ref(&blob));
+        assert_eq!(r.status, 400, "{datatype} [{shape}]: {}", r.text());
+        assert!(r.error().contains("inputs[0] (sex)"), "{}", r.error());
+    }
+    assert_eq!(s.get("/v2/health/live").status, 200);
+}
