@@ -415,7 +415,7 @@ dataset:
   outcome: {{column: y}}
   time_to_event: {{time: t, event: e}}
   categorical: [g]
-privacy: {{key_env: X_UNSET, dev_key: k}}
+privacy: {{key_env: X_UNSET, dev_key: k, allow_dev_key: true}}
 preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
 models: {{m: {{hidden: []}}}}
 training: {{seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}}

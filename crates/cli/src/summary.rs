@@ -149,6 +149,7 @@ fn print_rows(s: &CleanReport) {
         s.exact_duplicates,
         s.repeated_ids
     );
+    println!("Pseudonyms keyed by {}", s.key_source);
 }
 
 fn print_promotion(s: &Promotion) {

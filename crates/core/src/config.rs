@@ -267,10 +267,101 @@ pub struct DatasetConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
-    /// Environment variable holding the pseudonymization key.
+    /// Environment variable holding the pseudonymization key (at least 32 bytes).
     pub key_env: String,
-    /// A development key for the bundled sample only; real trials must set `key_env`.
+    /// A development key for the bundled sample and public example data only; real trials must set `key_env`.
     pub dev_key: Option<String>,
+    /// Whether `dev_key` may be used when `key_env` is unset. Pseudonyms made with a published key reverse, so
+    /// a config copied from an example refuses to run without the real key unless it says so.
+    #[serde(default)]
+    pub allow_dev_key: bool,
+}
+
+/// The shortest pseudonymization key accepted (HMAC-SHA256's block is 64 bytes; a key below 32 bytes is guessable).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Environment variables that hold something else: never a key.
+const NOT_KEY_VARIABLES: [&str; 12] = [
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "HOSTNAME", "LANG", "TERM",
+    "TMPDIR", "TZ",
+];
+
+/// Where the pseudonymization key came from, for the run summary (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Environment(String),
+    DevKey,
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Environment(v) => write!(f, "environment variable {v}"),
+            KeySource::DevKey => {
+                f.write_str("privacy.dev_key (a development key: not for real trials)")
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The pseudonymization key and where it came from: the variable `privacy.key_env` (at least
+    /// [`MIN_KEY_BYTES`], not blank), else `privacy.dev_key` when `privacy.allow_dev_key` says it may be used.
+    pub fn pseudonym_key(&self) -> Result<(Vec<u8>, KeySource)> {
+        self.key_from(std::env::var(&self.privacy.key_env).ok())
+    }
+
+    /// [`Config::pseudonym_key`] with the variable's value given.
+    fn key_from(&self, env_value: Option<String>) -> Result<(Vec<u8>, KeySource)> {
+        let p = &self.privacy;
+        match env_value {
+            Some(k) if !k.is_empty() => {
+                if k.trim().is_empty() || k.len() < MIN_KEY_BYTES {
+                    return Err(self.err(
+                        "privacy.key_env",
+                        format!(
+                            "the key in {} is {} bytes{}; expected at least {MIN_KEY_BYTES} bytes of secret",
+                            p.key_env,
+                            k.len(),
+                            if k.trim().is_empty() { " of blanks" } else { "" }
+                        ),
+                    ));
+                }
+                Ok((k.into_bytes(), KeySource::Environment(p.key_env.clone())))
+            }
+            _ => match (&p.dev_key, p.allow_dev_key) {
+                (Some(k), true) => Ok((k.clone().into_bytes(), KeySource::DevKey)),
+                (Some(_), false) => Err(self.err(
+                    "privacy.key_env",
+                    format!(
+                        "environment variable {} is not set; the config's dev_key is used only with \
+                         `privacy.allow_dev_key: true` (public or sample data: pseudonyms made with a published \
+                         key can be reversed)",
+                        p.key_env
+                    ),
+                )),
+                (None, _) => Err(self.err(
+                    "privacy.key_env",
+                    format!(
+                        "environment variable {} is not set and no dev_key is configured",
+                        p.key_env
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// `privacy`: a key variable that can hold a key.
+    fn check_privacy(&self) -> Result<()> {
+        let v = &self.privacy.key_env;
+        if v.is_empty() || NOT_KEY_VARIABLES.contains(&v.as_str()) {
+            return Err(self.err(
+                "privacy.key_env",
+                format!("`{v}` holds something else; name the variable that holds the pseudonymization key"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -945,6 +1036,7 @@ impl Config {
     /// later for a config reason.
     pub fn validate(&self) -> Result<()> {
         self.check_sources()?;
+        self.check_privacy()?;
         self.check_outcome()?;
         self.check_derived()?;
         self.check_filter_and_types()?;
@@ -1480,6 +1572,59 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(!e.contains("dataset.derived"), "{e}");
+    }
+
+    #[test]
+    fn a_key_must_be_long_and_a_development_key_allowed() {
+        let cfg = |allow: &str| {
+            Config::parse(
+                EMBEDDED_CONFIG,
+                "test.yaml",
+                &[("TRIALFLOW_PRIVACY__ALLOW_DEV_KEY".into(), allow.into())],
+            )
+            .unwrap()
+        };
+        let allowed = cfg("true");
+        let long = "k".repeat(MIN_KEY_BYTES);
+        let (key, source) = allowed.key_from(Some(long.clone())).unwrap();
+        assert_eq!(key, long.as_bytes());
+        assert_eq!(
+            source,
+            KeySource::Environment("TRIALFLOW_PSEUDONYM_KEY".into())
+        );
+        for short in ["   ", "k", &"k".repeat(MIN_KEY_BYTES - 1), &" ".repeat(40)] {
+            let e = allowed
+                .key_from(Some(short.to_string()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("privacy.key_env: the key in TRIALFLOW_PSEUDONYM_KEY is"),
+                "{e}"
+            );
+            assert!(
+                !e.contains(short.trim()) || short.trim().is_empty() || short.len() < 2,
+                "{e}"
+            );
+        }
+        // unset or empty: the development key only where the config allows it, and said so
+        for unset in [None, Some(String::new())] {
+            let (_, source) = allowed.key_from(unset.clone()).unwrap();
+            assert_eq!(source, KeySource::DevKey);
+            let e = cfg("false").key_from(unset).unwrap_err().to_string();
+            assert!(e.contains("allow_dev_key: true"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_key_variable_that_holds_something_else_is_a_config_error() {
+        let e = sample_with("PRIVACY__KEY_ENV", "PATH")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("test.yaml: privacy.key_env: `PATH` holds something else"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -115,6 +115,8 @@ pub struct CleanReport {
     pub excluded_by_filter: u64,
     pub exact_duplicates: u64,
     pub repeated_ids: u64,
+    /// Where the pseudonymization key came from (never the key).
+    pub key_source: String,
 }
 
 impl Document for CleanReport {

@@ -186,20 +186,7 @@ fn split_column(
 
 /// The pseudonymization key: from the configured environment variable, else the config's development key.
 pub fn pseudonym_key(cfg: &Config) -> Result<Vec<u8>> {
-    match std::env::var(&cfg.privacy.key_env) {
-        Ok(k) if !k.is_empty() => Ok(k.into_bytes()),
-        _ => match &cfg.privacy.dev_key {
-            Some(k) => Ok(k.clone().into_bytes()),
-            None => Err(Error::config(
-                &cfg.source_file,
-                "privacy.key_env",
-                format!(
-                    "environment variable {} is not set and no dev_key is configured",
-                    cfg.privacy.key_env
-                ),
-            )),
-        },
-    }
+    cfg.pseudonym_key().map(|(key, _)| key)
 }
 
 /// SQL would read any number as a truth value (`CASE WHEN days + 1` is true for most rows): the outcome
@@ -503,6 +490,7 @@ async fn clean_with(
         excluded_by_filter: t.excluded_by_filter,
         exact_duplicates: t.exact_duplicates,
         repeated_ids: t.repeated_ids,
+        key_source: cfg.pseudonym_key()?.1.to_string(),
     };
     contracts::save(lake, &report).await?;
     tracing::info!(

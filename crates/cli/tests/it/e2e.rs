@@ -60,6 +60,14 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
         assert!(out.contains(needle), "summary lacks `{needle}`:\n{out}");
     }
 
+    // the summary says which key made the pseudonyms
+    assert!(
+        out.contains(
+            "Pseudonyms keyed by privacy.dev_key (a development key: not for real trials)"
+        ),
+        "{out}"
+    );
+
     // rows reconcile exactly, overall and per source
     let clean = p.read_json("data/lake/processed/clean_report.json");
     let (rows_in, accepted, quarantined) = (
@@ -580,6 +588,22 @@ fn bad_data_exits_3_naming_source_and_column_and_real_keys_are_required() {
     let o = p.run(&["pipeline", "data", "--config", "nokey.yaml"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("TRIALFLOW_PSEUDONYM_KEY"), "{}", text(&o));
+    // a copy of an example (no development key) refuses to run without the real key, and so does a key
+    // too short to be secret or a development key the config does not allow
+    p.write(
+        "notallowed.yaml",
+        &base.replace("  allow_dev_key: true\n", ""),
+    );
+    let o = p.run(&["pipeline", "data", "--config", "notallowed.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("allow_dev_key: true"), "{}", text(&o));
+    let o = p
+        .cmd(&["pipeline", "data", "--config", "nokey.yaml"])
+        .env("TRIALFLOW_PSEUDONYM_KEY", "   ")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("3 bytes of blanks"), "{}", text(&o));
 }
 
 #[test]
@@ -598,7 +622,7 @@ fn colon_example_runs_with_config_only() {
         p.path("data/examples/colon.csv"),
     )
     .unwrap();
-    let o = p.run(&["pipeline", "full", "--config", "config/examples/colon.yaml"]);
+    let o = p.run_keyed(&["pipeline", "full", "--config", "config/examples/colon.yaml"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let a = p.report_json("data/lake-colon");
     assert_eq!(a["analyzed_rows"], 929);

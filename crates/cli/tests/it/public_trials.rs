@@ -35,9 +35,9 @@ fn run_example(trial: &str) -> Value {
         p.path(&format!("data/examples/{trial}.csv")),
     )
     .unwrap();
-    let o = p.run(&["pipeline", "data", "--config", &cfg]);
+    let o = p.run_keyed(&["pipeline", "data", "--config", &cfg]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = p.run(&["pipeline", "full", "--only", "analyze", "--config", &cfg]);
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", &cfg]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let lake = std::fs::read_dir(p.path("data"))
         .unwrap()

@@ -45,12 +45,13 @@ fn compare(trial: &str) -> Vec<(String, f64)> {
     )
     .unwrap();
     for pipeline in ["data", "training"] {
-        let o = p.run(&["--config", &cfg, "pipeline", pipeline]);
+        let o = p.run_keyed(&["--config", &cfg, "pipeline", pipeline]);
         assert!(o.status.success(), "{}", text(&o));
     }
     let lake = {
         let c: Value =
-            serde_json::from_slice(&p.run(&["--config", &cfg, "check-config"]).stdout).unwrap();
+            serde_json::from_slice(&p.run_keyed(&["--config", &cfg, "check-config"]).stdout)
+                .unwrap();
         let url = c["storage"]["lake"].as_str().unwrap().to_string();
         p.path(url.trim_start_matches("file://"))
     };

@@ -17,6 +17,9 @@ pub struct Project {
     pub dir: tempfile::TempDir,
 }
 
+/// A pseudonymization key for tests (public: test data only).
+pub const TEST_KEY: &str = "trialflow-test-key-for-public-example-data-only";
+
 impl Project {
     /// A scratch folder with `config/config.yaml` and the bundled sample under `data/raw/`.
     pub fn sample() -> Self {
@@ -53,6 +56,15 @@ impl Project {
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
+    }
+
+    /// [`Project::run`] with a pseudonymization key in the environment, as the example configs (which carry
+    /// no development key) need.
+    pub fn run_keyed(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .env("TRIALFLOW_PSEUDONYM_KEY", TEST_KEY)
+            .output()
+            .unwrap()
     }
 
     pub fn write(&self, rel: &str, text: &str) {

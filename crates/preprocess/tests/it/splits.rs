@@ -60,7 +60,7 @@ dataset:
   rules:
     sex: {{allowed: [F, M]}}
     trt: {{allowed: [placebo, active]}}
-privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k}}
+privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k, allow_dev_key: true}}
 preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s{split}}}}}
 {tail}
 "#,
