@@ -95,9 +95,17 @@ impl Gen {
     }
 }
 
+/// The most rows `trialflow generate` writes.
+const MAX_ROWS: usize = 50_000_000;
+
 /// Writes `files` CSVs named `clinical_trial_data_<i>.csv` into `out_dir` with `rows` subjects in total.
 pub fn generate(rows: usize, seed: u64, files: usize, out_dir: &Path) -> Result<Vec<PathBuf>> {
     anyhow::ensure!(files >= 1, "--files must be at least 1");
+    // ~100 bytes a row: 50M rows is ~5 GB of CSV, far beyond any trial; more is a typo, not a benchmark
+    anyhow::ensure!(
+        rows <= MAX_ROWS,
+        "--rows {rows}: at most {MAX_ROWS} rows (about 5 GB of CSV)"
+    );
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
@@ -235,6 +243,16 @@ pub fn generate(rows: usize, seed: u64, files: usize, out_dir: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_row_count_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = generate(4_000_000_000, 1, 2, &dir.path().join("out"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 50000000 rows"), "{e}");
+        assert!(!dir.path().join("out").exists());
+    }
 
     #[test]
     fn same_seed_same_bytes_and_messy_values_present() {

@@ -277,6 +277,14 @@ pub struct PrivacyConfig {
     pub allow_dev_key: bool,
 }
 
+/// The fixed columns of the clean table (see ARCHITECTURE.md).
+const CLEAN_TABLE_COLUMNS: [&str; 6] = ["subject_id", "arm", "site", "outcome", "time", "event"];
+
+/// The widest hidden layer and the deepest network a config may ask for: beyond them training would not finish
+/// on any machine this runs on, so the config is refused instead of hanging.
+pub const MAX_LAYER_WIDTH: usize = 16_384;
+pub const MAX_HIDDEN_LAYERS: usize = 32;
+
 /// The shortest pseudonymization key accepted (HMAC-SHA256's block is 64 bytes; a key below 32 bytes is guessable).
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -1132,6 +1140,18 @@ impl Config {
         let inputs = self.source_columns();
         for (name, expr) in &d.derived {
             let key = format!("dataset.derived.{name}");
+            // `_`-names are the clean stage's own (`_row`, `_keep`, `_check_N`); the fixed columns of the clean
+            // table and the contract's source columns would be shadowed
+            if name.starts_with('_')
+                || CLEAN_TABLE_COLUMNS.contains(&name.as_str())
+                || inputs.contains(name)
+            {
+                return Err(self.err(
+                    key,
+                    "this name is taken (a column of the source or the clean table, or a `_` name of the \
+                     clean stage's own); choose another",
+                ));
+            }
             check_sql_expr(expr).map_err(|m| self.err(&key, m))?;
             if !d.numeric.contains(name) {
                 return Err(self.err(
@@ -1190,6 +1210,13 @@ impl Config {
             }
             if !numeric && (rule.min.is_some() || rule.max.is_some()) {
                 return Err(self.err(key, "`min`/`max` apply to numeric columns"));
+            }
+            if [rule.min, rule.max]
+                .iter()
+                .flatten()
+                .any(|b| !b.is_finite())
+            {
+                return Err(self.err(key, "expected finite `min`/`max`"));
             }
             if let (Some(lo), Some(hi)) = (rule.min, rule.max)
                 && lo > hi
@@ -1274,6 +1301,14 @@ impl Config {
             }
             if m.hidden.contains(&0) {
                 return Err(self.err(format!("models.{name}.hidden"), "expected widths > 0"));
+            }
+            if m.hidden.iter().any(|w| *w > MAX_LAYER_WIDTH) || m.hidden.len() > MAX_HIDDEN_LAYERS {
+                return Err(self.err(
+                    format!("models.{name}.hidden"),
+                    format!(
+                        "expected at most {MAX_HIDDEN_LAYERS} layers of at most {MAX_LAYER_WIDTH} units"
+                    ),
+                ));
             }
         }
         Ok(())
@@ -1475,19 +1510,63 @@ impl Config {
     }
 }
 
-/// Parses `expr` as one SQL expression (the generic dialect DataFusion's parser extends).
+/// Functions that produce rows rather than values: in a row expression they multiply rows or spin.
+const TABLE_FUNCTIONS: [&str; 4] = ["generate_series", "range", "unnest", "generate_subscripts"];
+
+/// Parses `expr` as one SQL expression (the generic dialect DataFusion's parser extends) that the clean stage can
+/// splice into its statements: no comment (a trailing `--` would cut the SQL around it), no subquery and no
+/// table function (a value per row, not rows).
 pub fn check_sql_expr(expr: &str) -> std::result::Result<(), String> {
+    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
     let dialect = sqlparser::dialect::GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, expr)
+        .tokenize()
+        .map_err(|e| format!("not a valid SQL expression: {e}"))?;
+    if tokens.iter().any(|t| {
+        matches!(
+            t,
+            Token::Whitespace(
+                Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_)
+            )
+        )
+    }) {
+        return Err(
+            "a comment is not allowed in an expression (it would cut the SQL it is placed in)"
+                .into(),
+        );
+    }
     let mut parser = sqlparser::parser::Parser::new(&dialect)
         .try_with_sql(expr)
         .map_err(|e| format!("not a valid SQL expression: {e}"))?;
-    parser
+    let parsed = parser
         .parse_expr()
         .map_err(|e| format!("not a valid SQL expression: {e}"))?;
-    if parser.peek_token().token != sqlparser::tokenizer::Token::EOF {
+    if parser.peek_token().token != Token::EOF {
         return Err(format!(
             "not a valid SQL expression: unexpected `{}` after the expression",
             parser.peek_token()
+        ));
+    }
+    let refused = sqlparser::ast::visit_expressions(&parsed, |e| {
+        use sqlparser::ast::Expr;
+        match e {
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                std::ops::ControlFlow::Break("a subquery".to_string())
+            }
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if TABLE_FUNCTIONS.contains(&name.as_str()) {
+                    std::ops::ControlFlow::Break(format!("the table function `{name}`"))
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            }
+            _ => std::ops::ControlFlow::Continue(()),
+        }
+    });
+    if let std::ops::ControlFlow::Break(what) = refused {
+        return Err(format!(
+            "{what} is not allowed here: an expression gives one value per row"
         ));
     }
     Ok(())
@@ -1645,6 +1724,75 @@ mod tests {
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("deployment.regression.metric"), "{e}");
+    }
+
+    #[test]
+    fn expressions_that_would_break_or_spin_the_clean_sql_are_refused() {
+        for (expr, why) in [
+            ("followup_days > 0 --", "a comment"),
+            ("followup_days > 0 /* x */", "a comment"),
+            ("age > (SELECT max(age) FROM typed)", "a subquery"),
+            ("EXISTS (SELECT 1)", "a subquery"),
+            ("age IN (SELECT age FROM typed)", "a subquery"),
+            (
+                "age < (SELECT count(*) FROM generate_series(1, 100000000000))",
+                "a subquery",
+            ),
+            (
+                "generate_series(1, 1e11) > 0",
+                "table function `generate_series`",
+            ),
+            ("UNNEST(make_array(1, 2)) > 0", "table function `unnest`"),
+        ] {
+            let e = check_sql_expr(expr).unwrap_err();
+            assert!(e.contains(why), "{expr}: {e}");
+        }
+        assert!(check_sql_expr("age >= 18 AND sex = 'F' AND abs(weight_kg) > 0").is_ok());
+    }
+
+    #[test]
+    fn reserved_derived_names_unbounded_layers_and_nan_bounds_are_config_errors() {
+        for (key, value, expect) in [
+            (
+                "DATASET__DERIVED",
+                "{_keep: 'age * 2'}",
+                "dataset.derived._keep: this name is taken",
+            ),
+            (
+                "DATASET__DERIVED",
+                "{_check_1: 'age * 2'}",
+                "dataset.derived._check_1: this name is taken",
+            ),
+            (
+                "DATASET__DERIVED",
+                "{subject_id: 'age * 2'}",
+                "dataset.derived.subject_id: this name is taken",
+            ),
+            (
+                "DATASET__DERIVED",
+                "{_row: 'age * 2'}",
+                "dataset.derived._row: this name is taken",
+            ),
+            (
+                "MODELS__M",
+                "{hidden: [4000000000]}",
+                "models.m.hidden: expected at most",
+            ),
+            (
+                "DATASET__RULES__AGE",
+                "{min: .nan, max: 100}",
+                "dataset.rules.age: expected finite",
+            ),
+        ] {
+            let e = sample_with(key, value)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with(&format!("test.yaml: {expect}")),
+                "{key}={value}: {e}"
+            );
+        }
     }
 
     #[test]
