@@ -325,6 +325,10 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Ingest { dry_run } => {
             let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
+            // writes raw/ as a pipeline's ingest task does: one writer per lake (a held lock exits 5)
+            let _lock = (!dry_run)
+                .then(|| trialflow_dag::RunLock::acquire(&lake))
+                .transpose()?;
             let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;
             for f in &r.files {
                 println!("{f}");

@@ -314,10 +314,25 @@ impl Sink {
                     .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
                     .collect::<std::result::Result<_, _>>()
                     .map_err(Error::bug)?;
+                let text: Vec<bool> = b
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        matches!(
+                            c.data_type(),
+                            arrow::datatypes::DataType::Utf8
+                                | arrow::datatypes::DataType::LargeUtf8
+                                | arrow::datatypes::DataType::Utf8View
+                        )
+                    })
+                    .collect();
                 let mut cells: Vec<String> = Vec::with_capacity(fmts.len());
                 for i in 0..b.num_rows() {
                     cells.clear();
-                    cells.extend(fmts.iter().map(|f| f.value(i).to_string()));
+                    cells.extend(fmts.iter().zip(&text).map(|(f, &is_text)| {
+                        let v = f.value(i).to_string();
+                        if is_text { spreadsheet_safe(v) } else { v }
+                    }));
                     w.write_record(&cells).map_err(|e| io(e.to_string()))?;
                 }
                 Ok(())
@@ -339,5 +354,32 @@ impl Sink {
                     .map_err(|e| io(e.to_string()))
             }
         }
+    }
+}
+
+/// A text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage return first)
+/// gets a leading `'`, as OWASP advises for CSV exports: the scored file carries the input's own values.
+fn spreadsheet_safe(v: String) -> String {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_defused() {
+        assert_eq!(
+            spreadsheet_safe("=cmd|' /C calc'!A0".into()),
+            "'=cmd|' /C calc'!A0"
+        );
+        for v in ["+1", "-x", "@SUM(A1)", "\tx"] {
+            assert!(spreadsheet_safe(v.into()).starts_with('\''), "{v}");
+        }
+        assert_eq!(spreadsheet_safe("treatment".into()), "treatment");
     }
 }

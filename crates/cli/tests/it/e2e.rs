@@ -633,3 +633,23 @@ fn colon_example_runs_with_config_only() {
     assert_eq!(a["survival"]["logrank_df"], 2);
     assert!(p.path("models-colon/colon_death/1/BLESSED").exists());
 }
+
+/// `trialflow ingest` writes the raw zone as a pipeline's ingest task does, so it takes the lake's lock too: a
+/// second writer exits 5 and leaves the lake alone.
+#[test]
+fn a_standalone_ingest_takes_the_lake_lock() {
+    let p = Project::sample();
+    let lake = trialflow_core::Storage::open(&format!("file://{}", p.path("data/lake").display()))
+        .unwrap();
+    let held = trialflow_dag::RunLock::acquire(&lake).unwrap();
+    let o = p.run(&["ingest"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert!(!p.path("data/lake/raw/_current.json").exists());
+    // a dry run writes nothing: it needs no lock
+    let o = p.run(&["ingest", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    drop(held);
+    let o = p.run(&["ingest"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(p.path("data/lake/raw/_current.json").exists());
+}

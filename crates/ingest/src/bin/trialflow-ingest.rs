@@ -30,6 +30,19 @@ fn main() {
 async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
+    // one writer per lake, as for `trialflow ingest` and pipeline runs
+    let _lock = if cli.dry_run {
+        None
+    } else {
+        match trialflow_dag::RunLock::acquire(&lake) {
+            Ok(l) => Some(l),
+            Err(e @ trialflow_dag::DagError::Locked { .. }) => {
+                eprintln!("error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await?;
     for f in &r.files {
         println!("{f}");

@@ -70,6 +70,23 @@ fn bearer_token_guards_model_routes_and_sigterm_drains() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = http(port, "GET", "/v2/models/cv", &auth, b"");
     assert_eq!(r.status, 200, "{}", r.text());
+    // the scheme is case-insensitive; a token alone or another scheme is not enough
+    for (header, status) in [
+        ("bearer s3cret-token", 200),
+        ("BEARER s3cret-token", 200),
+        ("s3cret-token", 401),
+        ("Basic s3cret-token", 401),
+        ("Bearers3cret-token", 401),
+    ] {
+        let r = http(
+            port,
+            "POST",
+            "/v1/models/cv:predict",
+            &[("Authorization", header)],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, status, "{header}: {}", r.text());
+    }
     // probes and scrapers need no token
     assert_eq!(http(port, "GET", "/v2/health/ready", &[], b"").status, 200);
     assert_eq!(http(port, "GET", "/metrics", &[], b"").status, 200);
