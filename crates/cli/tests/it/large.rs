@@ -146,6 +146,14 @@ fn the_s3_server_stopped_mid_ingest_then_a_rerun_completes() {
 
     let moto = Moto::start_on(port);
     moto.create_bucket("lake"); // moto keeps objects in memory: the restarted server is empty
+    // The short timeouts above bound the failing run; the rerun is an ordinary one, with the sample's client
+    // settings (under a loaded CI machine, moto answered a 300 MiB multipart completion after more than 10 s).
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "client: {timeout_seconds: 5, connect_timeout_seconds: 1, retries: 2, retry_timeout_seconds: 10}",
+        "client: {timeout_seconds: 60, connect_timeout_seconds: 5, retries: 5, retry_timeout_seconds: 120}",
+    );
+    assert!(cfg.contains("retries: 5"));
+    std::fs::write(&cfg_path, cfg).unwrap();
     let mut c = p.cmd(&["ingest"]);
     for (k, v) in moto.env() {
         c.env(k, v);
