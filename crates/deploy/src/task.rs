@@ -57,9 +57,13 @@ fn build_gate(_: &TaskSpec, ctx: &Arc<StageContext>) -> Result<Arc<dyn Task>, Er
 impl StageTask for Gate {
     async fn io(&self) -> Result<TaskIo, Error> {
         let c = &self.0.cfg;
-        let served = crate::scan(&self.0.models, &c.serving.model_name)
+        // the newest blessed version, from a listing (io stays cheap: no file is read)
+        let served = lake::model_versions(&self.0.models, &c.serving.model_name)
             .await?
-            .served();
+            .into_iter()
+            .rev()
+            .find(|(_, blessed)| *blessed)
+            .map(|(v, _)| v);
         let mut inputs = vec![
             lake::EVALUATION.to_string(),
             // the served version is re-scored on the test split
