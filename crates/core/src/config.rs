@@ -533,6 +533,24 @@ pub struct ServingConfig {
     /// Requests handled at once; one more is refused with 503 at once rather than queued.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests: usize,
+    /// Connections open at once; one more is answered 503 and closed, so idle or slow clients cannot take
+    /// every file descriptor the process has.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The longest wait for a request's headers to arrive in full, from the connection opening or the
+    /// previous response: it closes both a client that trickles its headers and an idle keep-alive connection.
+    #[serde(default = "default_io_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// The longest a request body may take to arrive once its headers have (408 after it).
+    #[serde(default = "default_io_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// The longest a response write may wait on a client that does not read; the connection is then closed.
+    #[serde(default = "default_io_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// A numeric input this many training standard deviations from the training mean is scored but
+    /// counted (`trialflow_inputs_out_of_range_total`) and named in the `Trialflow-Warning` header.
+    #[serde(default = "default_out_of_range_sd")]
+    pub out_of_range_sd: f64,
     /// Name of an environment variable holding a bearer token; when set, model endpoints require
     /// `Authorization: Bearer <token>` (health and metrics stay open for probes and scrapers).
     #[serde(default)]
@@ -552,6 +570,18 @@ fn default_request_timeout_ms() -> u64 {
 
 fn default_max_concurrent() -> usize {
     256
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_io_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_out_of_range_sd() -> f64 {
+    10.0
 }
 
 /// TF Serving's model version policy: `latest` (the newest blessed version only; an older one stays until the
@@ -595,6 +625,24 @@ impl ServingConfig {
         }
         if self.request_timeout_ms == 0 {
             return err("request_timeout_ms", "expected at least 1");
+        }
+        if self.max_connections < self.max_concurrent_requests {
+            return err(
+                "max_connections",
+                "expected at least serving.max_concurrent_requests",
+            );
+        }
+        for (k, v) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+        ] {
+            if v == 0 {
+                return err(k, "expected at least 1");
+            }
+        }
+        if !(self.out_of_range_sd.is_finite() && self.out_of_range_sd > 0.0) {
+            return err("out_of_range_sd", "expected a positive number");
         }
         if !is_model_name(&self.model_name) {
             return err(

@@ -93,6 +93,29 @@ impl Rows {
     }
 }
 
+/// Numeric features that lie more than `sd` training standard deviations from the training mean in some
+/// row, with how many rows: the model extrapolates there, so the caller is told (the rows are still scored).
+pub fn out_of_range<'m>(model: &'m LoadedVersion, rows: &Rows, sd: f64) -> Vec<(&'m str, u64)> {
+    let spec = &model.card.feature_spec;
+    let width = spec.width();
+    if width == 0 {
+        return Vec::new();
+    }
+    // numeric features come first in the encoded row, already standardized
+    spec.numeric
+        .iter()
+        .enumerate()
+        .filter_map(|(j, f)| {
+            let n = rows
+                .x
+                .chunks_exact(width)
+                .filter(|r| f64::from(r[j]).abs() > sd)
+                .count() as u64;
+            (n > 0).then_some((f.name.as_str(), n))
+        })
+        .collect()
+}
+
 fn check_known(model: &LoadedVersion, name: &str, field: &str) -> ApiResult<()> {
     if model.inputs.iter().any(|i| i.name == name) {
         return Ok(());
@@ -110,6 +133,7 @@ pub fn tf_request(
     body: &[u8],
     max_rows: usize,
 ) -> ApiResult<(Rows, &'static str)> {
+    crate::json::reject_duplicate_keys(body)?;
     let req: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(format!(
             "request body: not valid JSON (line {}, column {}): {}",

@@ -9,6 +9,8 @@
 pub mod batch;
 mod error;
 mod input;
+mod json;
+mod listener;
 mod ops;
 mod repository;
 mod tfserving;
@@ -26,7 +28,6 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::sync::Semaphore;
 use trialflow_core::config::{Config, ServingConfig};
 use trialflow_core::{Error, Result, Storage};
@@ -49,8 +50,14 @@ impl AppState {
     }
 }
 
-/// Reads the whole body, refusing more than `max` bytes (413) before buffering them.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> ApiResult<Bytes> {
+/// Reads the whole body, refusing more than `serving.max_body_bytes` (413) before buffering them, and a body
+/// that takes longer than `serving.body_read_timeout_ms` to arrive (408).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: &Limits,
+) -> ApiResult<Bytes> {
+    let max = limits.max_body_bytes;
     let too_large = || {
         ApiError::too_large(format!(
             "request body: larger than {max} bytes (serving.max_body_bytes)"
@@ -64,7 +71,18 @@ pub(crate) async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Ap
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
+    let read = tokio::time::timeout(limits.body_timeout, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body: not received within {} ms (serving.body_read_timeout_ms)",
+                    limits.body_timeout.as_millis()
+                ),
+            )
+        })?;
+    read.map_err(|e| {
         if e.into_inner().is::<http_body_util::LengthLimitError>() {
             too_large()
         } else {
@@ -109,6 +127,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     state: AppState,
     poll: Duration,
+    connections: listener::ConnectionLimits,
 }
 
 impl Server {
@@ -153,6 +172,8 @@ impl Server {
                 max_body_bytes: sc.max_body_bytes,
                 max_concurrent: sc.max_concurrent_requests,
                 timeout: Duration::from_millis(sc.request_timeout_ms),
+                body_timeout: Duration::from_millis(sc.body_read_timeout_ms),
+                out_of_range_sd: sc.out_of_range_sd,
                 token,
                 concurrency: Arc::new(Semaphore::new(sc.max_concurrent_requests)),
             },
@@ -166,6 +187,11 @@ impl Server {
             listener,
             state,
             poll: Duration::from_secs(sc.poll_seconds.max(1)),
+            connections: listener::ConnectionLimits {
+                max_connections: sc.max_connections,
+                header_read_timeout: Duration::from_millis(sc.header_read_timeout_ms),
+                write_timeout: Duration::from_millis(sc.write_timeout_ms),
+            },
         })
     }
 
@@ -198,23 +224,18 @@ impl Server {
             }
         });
         let flag = self.state.shutting_down.clone();
+        let metrics = self.state.metrics.clone();
         let app = router(self.state);
         tracing::info!(address = %local, "serving");
         eprintln!("serving on http://{local}");
-        // Small responses: send at once rather than wait for the previous segment's ACK (Nagle).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                flag.store(true, Ordering::Relaxed);
-                eprintln!("shutting down: draining in-flight requests");
-            })
-            .await
-            .map_err(|e| Error::infra(local.to_string(), format!("server: {e}")));
+        listener::serve(self.listener, app, self.connections, metrics, async move {
+            shutdown.await;
+            flag.store(true, Ordering::Relaxed);
+            eprintln!("shutting down: draining in-flight requests");
+        })
+        .await;
         watcher.abort();
-        res
+        Ok(())
     }
 }
 

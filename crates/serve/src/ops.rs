@@ -39,6 +39,35 @@ pub fn served(
     resp
 }
 
+/// Counts the rows of `rows` with an input far outside the training distribution and names those inputs in
+/// a `Trialflow-Warning` header of `resp` (no values: only feature names and row counts).
+pub fn flag_out_of_range(
+    s: &AppState,
+    loaded: &crate::repository::LoadedVersion,
+    rows: &crate::input::Rows,
+    resp: &mut Response,
+) {
+    let far = crate::input::out_of_range(loaded, rows, s.limits.out_of_range_sd);
+    if far.is_empty() {
+        return;
+    }
+    let mut names = Vec::with_capacity(far.len());
+    for (feature, n) in &far {
+        s.metrics.out_of_range(feature, *n);
+        names.push(format!("{feature} ({n} rows)"));
+    }
+    let warning = format!(
+        "inputs beyond {} training standard deviations, scored by extrapolation: {}",
+        s.limits.out_of_range_sd,
+        names.join(", ")
+    );
+    if let Ok(v) = HeaderValue::from_str(&warning) {
+        resp.headers_mut().insert(WARNING_HEADER, v);
+    }
+}
+
+pub const WARNING_HEADER: &str = "trialflow-warning";
+
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
@@ -104,8 +133,11 @@ pub struct Metrics {
     rows: Histogram,
     rows_total: AtomicU64,
     in_flight: AtomicI64,
-    /// busy, timeout, unauthorized
-    rejected: [AtomicU64; 3],
+    /// busy, timeout, unauthorized, connections (over `serving.max_connections`)
+    pub(crate) rejected: [AtomicU64; 4],
+    pub(crate) connections_open: AtomicI64,
+    /// Numeric inputs far outside the training distribution, by feature.
+    out_of_range: Mutex<HashMap<String, u64>>,
     started: Instant,
 }
 
@@ -121,13 +153,24 @@ impl Default for Metrics {
             rows_total: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             rejected: Default::default(),
+            connections_open: AtomicI64::new(0),
+            out_of_range: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
 }
 
 const APIS: [&str; 2] = ["v1", "v2"];
-const REJECT_REASONS: [&str; 3] = ["busy", "timeout", "unauthorized"];
+const REJECT_REASONS: [&str; 4] = ["busy", "timeout", "unauthorized", "connections"];
+
+impl Metrics {
+    /// Counts rows whose `feature` lay far outside the training distribution.
+    pub fn out_of_range(&self, feature: &str, rows: u64) {
+        if let Ok(mut m) = self.out_of_range.lock() {
+            *m.entry(feature.to_string()).or_default() += rows;
+        }
+    }
+}
 
 fn api_of(path: &str) -> usize {
     usize::from(path.starts_with("/v2/"))
@@ -179,6 +222,9 @@ async fn limited(s: &AppState, req: Request, next: Next) -> Response {
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
+    if let Err(refused) = browser_safe(&req) {
+        return refused.into_response();
+    }
     let Ok(_permit) = s.limits.concurrency.clone().try_acquire_owned() else {
         s.metrics.rejected[0].fetch_add(1, Ordering::Relaxed);
         return busy(format!(
@@ -196,6 +242,54 @@ async fn limited(s: &AppState, req: Request, next: Next) -> Response {
             ))
         }
     }
+}
+
+/// Refuses what a page on another site could make a visitor's browser send without asking (a CORS
+/// "simple request"): a body typed as a form or plain text (415), or a request a browser marks as coming
+/// from another site (403). Clients that send no Content-Type at all (tritonclient) are not browsers' forms.
+fn browser_safe(req: &Request) -> Result<(), ApiError> {
+    let h = req.headers();
+    let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site"))
+        && !site.eq_ignore_ascii_case("same-origin")
+        && !site.eq_ignore_ascii_case("none")
+    {
+        return Err(cross_site());
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        if origin_host.is_none() || origin_host != text(header::HOST) {
+            return Err(cross_site());
+        }
+    }
+    if req.method() == axum::http::Method::POST
+        && let Some(ct) = h.get(header::CONTENT_TYPE)
+    {
+        let media = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let json = media == "application/json"
+            || (media.starts_with("application/") && media.ends_with("+json"));
+        if !json && media != "application/octet-stream" {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type: expected application/json (or application/octet-stream for binary tensors)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn cross_site() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin: requests a browser sends from another site are refused",
+    )
 }
 
 fn busy(message: String) -> Response {
@@ -230,6 +324,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_concurrent: usize,
     pub timeout: Duration,
+    pub body_timeout: Duration,
+    pub out_of_range_sd: f64,
     pub token: Option<Arc<str>>,
     pub concurrency: Arc<Semaphore>,
 }
@@ -285,6 +381,23 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         "# HELP trialflow_requests_in_flight Model API requests being handled.\n# TYPE trialflow_requests_in_flight gauge\ntrialflow_requests_in_flight {}\n",
         m.in_flight.load(Ordering::Relaxed)
     );
+    let _ = write!(
+        out,
+        "# HELP trialflow_connections_open Client connections open.\n# TYPE trialflow_connections_open gauge\ntrialflow_connections_open {}\n",
+        m.connections_open.load(Ordering::Relaxed)
+    );
+    out.push_str("# HELP trialflow_inputs_out_of_range_total Rows scored with a numeric input more than serving.out_of_range_sd training standard deviations from the training mean, by feature.\n# TYPE trialflow_inputs_out_of_range_total counter\n");
+    if let Ok(r) = m.out_of_range.lock() {
+        let mut rows: Vec<_> = r.iter().collect();
+        rows.sort();
+        for (feature, n) in rows {
+            let _ = writeln!(
+                out,
+                "trialflow_inputs_out_of_range_total{{feature=\"{}\"}} {n}",
+                escape(feature)
+            );
+        }
+    }
     out.push_str("# HELP trialflow_requests_rejected_total Requests refused by a limit or auth, by reason.\n# TYPE trialflow_requests_rejected_total counter\n");
     for (i, reason) in REJECT_REASONS.iter().enumerate() {
         let _ = writeln!(

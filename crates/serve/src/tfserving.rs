@@ -15,6 +15,24 @@ use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
 use crate::{AppState, read_body};
 
+/// The path after `/v1/models/` or `/v2/models/`, percent-decoded; one that does not decode to UTF-8 is a
+/// JSON 400 like every other client error (axum's own rejection is plain text).
+pub struct RestPath(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RestPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| RestPath(p))
+            .map_err(|_| ApiError::bad("path: not valid UTF-8 once percent-decoded"))
+    }
+}
+
 /// A parsed model path: `m`, `m/versions/{v}`, `m/labels/{l}`, then an optional `/{tail}`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ModelPath {
@@ -74,7 +92,7 @@ pub fn lookup(s: &AppState, p: &ModelPath) -> ApiResult<std::sync::Arc<LoadedVer
         .map_err(|e| ApiError::not_found(e.to_string()))
 }
 
-pub async fn get(State(s): State<AppState>, Path(rest): Path<String>) -> Response {
+pub async fn get(State(s): State<AppState>, RestPath(rest): RestPath) -> Response {
     match get_inner(&s, &rest) {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => e.into_response(),
@@ -149,7 +167,7 @@ fn metadata(loaded: &LoadedVersion, labels: &std::collections::BTreeMap<String, 
 
 pub async fn post(
     State(s): State<AppState>,
-    Path(rest): Path<String>,
+    RestPath(rest): RestPath,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -180,7 +198,7 @@ async fn predict(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<(Response, usize)> {
-    let bytes = read_body(headers, body, s.limits.max_body_bytes).await?;
+    let bytes = read_body(headers, body, &s.limits).await?;
     let (rows, key) = tf_request(loaded, &bytes, s.limits.max_rows)?;
     let p = loaded.scorer.predict_proba(&rows.x);
     let mut out = String::with_capacity(16 + p.len() * 16);
@@ -195,11 +213,12 @@ async fn predict(
         let _ = write!(out, "[{v}]");
     }
     out.push_str("]}");
-    let resp = (
+    let mut resp = (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         out,
     )
         .into_response();
+    crate::ops::flag_out_of_range(s, loaded, &rows, &mut resp);
     Ok((resp, rows.n))
 }
 

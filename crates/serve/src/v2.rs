@@ -3,7 +3,7 @@
 //! (`Inference-Header-Content-Length`: a JSON header followed by raw little-endian tensor bytes).
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::input::{FEATURES_INPUT, Tensor, TensorData, v2_rows};
 use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
-use crate::tfserving::{ModelPath, lookup, parse_model_path, resolve_post};
+use crate::tfserving::{ModelPath, RestPath, lookup, parse_model_path, resolve_post};
 use crate::{AppState, read_body};
 
 pub const OUTPUT: &str = "probability";
@@ -56,7 +56,7 @@ fn v2_path(rest: &str) -> ApiResult<ModelPath> {
     Ok(p)
 }
 
-pub async fn get(State(s): State<AppState>, Path(rest): Path<String>) -> Response {
+pub async fn get(State(s): State<AppState>, RestPath(rest): RestPath) -> Response {
     let r = (|| -> ApiResult<Value> {
         let p = v2_path(&rest)?;
         let loaded = lookup(&s, &p)?;
@@ -364,7 +364,7 @@ fn wants_binary(params: Option<&Map<String, Value>>) -> Option<bool> {
 
 pub async fn post(
     State(s): State<AppState>,
-    Path(rest): Path<String>,
+    RestPath(rest): RestPath,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -387,7 +387,7 @@ async fn infer(
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult<(Response, usize)> {
-    let bytes = read_body(headers, body, s.limits.max_body_bytes).await?;
+    let bytes = read_body(headers, body, &s.limits).await?;
     let (json_part, mut binary) = match headers.get(HEADER_LEN) {
         Some(v) => {
             let n = v
@@ -407,6 +407,7 @@ async fn infer(
         }
         None => (&bytes[..], &[][..]),
     };
+    crate::json::reject_duplicate_keys(json_part)?;
     let de = &mut serde_json::Deserializer::from_slice(json_part);
     let req: InferRequest =
         serde_path_to_error::deserialize(de).map_err(|e| ApiError::bad(sanitize(&e)))?;
@@ -476,7 +477,7 @@ async fn infer(
         head.insert("id".into(), json!(id));
     }
     let n = rows.n;
-    let resp = if binary_out {
+    let mut resp = if binary_out {
         head.insert(
             "outputs".into(),
             json!([{"name": OUTPUT, "datatype": "FP32", "shape": [n, 1],
@@ -500,5 +501,6 @@ async fn infer(
         );
         axum::Json(Value::Object(head)).into_response()
     };
+    crate::ops::flag_out_of_range(s, loaded, &rows, &mut resp);
     Ok((resp, n))
 }

@@ -8,4 +8,5 @@ mod api;
 mod batch;
 mod binary;
 mod clients;
+mod hostile;
 mod s3;
