@@ -43,6 +43,9 @@ pub struct Flow {
     pub rows_excluded: u64,
     pub analyzed: u64,
     pub analyzed_per_arm: Vec<(String, u64)>,
+    /// Values NFC-composed or stripped of invisible characters when staged (ids and levels among them).
+    #[serde(default)]
+    pub normalized_values: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +361,7 @@ async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
         rows_excluded: r.quarantined,
         analyzed: r.accepted,
         analyzed_per_arm: per_arm,
+        normalized_values: r.normalized_values,
     }))
 }
 

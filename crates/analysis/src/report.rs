@@ -403,6 +403,13 @@ fn flow_section(b: &mut String, a: &Analysis) {
             let _ = write!(b, "<tr><td>Analyzed: {}</td><td>{n}</td></tr>", esc(arm));
         }
         b.push_str("</table>");
+        let _ = write!(
+            b,
+            "<p>Every text value (identifiers and levels among them) was put in Unicode NFC and \
+             stripped of invisible characters (byte-order marks, zero-width spaces, control characters) before \
+             validation, so that look-alike values are one subject or one level; {} values changed.</p>",
+            f.normalized_values
+        );
     }
 }
 

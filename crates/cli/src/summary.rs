@@ -149,6 +149,12 @@ fn print_rows(s: &CleanReport) {
         s.exact_duplicates,
         s.repeated_ids
     );
+    if s.normalized_values > 0 {
+        println!(
+            "  {} values NFC-normalized or stripped of invisible characters",
+            s.normalized_values
+        );
+    }
     println!("Pseudonyms keyed by {}", s.key_source);
 }
 

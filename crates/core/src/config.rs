@@ -403,6 +403,15 @@ pub struct PreprocessingConfig {
     /// scoring): `zeros` (default: encoded as missing) or `error` (the record is refused, naming the field).
     #[serde(default)]
     pub unseen_level: crate::features::UnseenLevel,
+    /// The longest record (a CSV record, an NDJSON line, a Parquet row group's average row) the cleaning path
+    /// reads; a longer one is an error naming its file and line, so that memory stays bounded whatever a
+    /// file holds.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+}
+
+fn default_max_record_bytes() -> usize {
+    16 << 20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1295,8 +1304,15 @@ impl Config {
         Ok(())
     }
 
-    /// `preprocessing.split`: fractions that add up, stratification or grouping on a real column.
+    /// `preprocessing.split`: fractions that add up, stratification or grouping on a real column; a record
+    /// bound that fits a record at all.
     fn check_split(&self) -> Result<()> {
+        if self.preprocessing.max_record_bytes < 1024 {
+            return Err(self.err(
+                "preprocessing.max_record_bytes",
+                "expected at least 1024 bytes",
+            ));
+        }
         let s = &self.preprocessing.split;
         for (k, v) in [("train", s.train), ("val", s.val), ("test", s.test)] {
             if !(0.0..=1.0).contains(&v) {

@@ -115,6 +115,10 @@ pub struct CleanReport {
     pub excluded_by_filter: u64,
     pub exact_duplicates: u64,
     pub repeated_ids: u64,
+    /// Values that were NFC-composed or stripped of invisible characters (a byte-order mark, a zero-width
+    /// space, a NUL) as they were staged, so that look-alike ids and levels are one.
+    #[serde(default)]
+    pub normalized_values: u64,
     /// Where the pseudonymization key came from (never the key).
     pub key_source: String,
 }

@@ -14,6 +14,7 @@ pub mod lake;
 pub mod recording;
 pub mod storage;
 pub mod table;
+pub mod text;
 
 pub use config::Config;
 pub use error::{Error, ErrorKind, Result};

@@ -195,6 +195,17 @@ async fn find(cfg: &Config) -> Result<Vec<Found>> {
             ));
         }
         for e in entries {
+            let url = format!("{}/{}", loc.root_url.trim_end_matches('/'), e.path);
+            if let Some(first) = out.iter().find(|f: &&Found| f.listed.url == url) {
+                return Err(Error::config(
+                    &cfg.source_file,
+                    format!("dataset.sources[{i}].url"),
+                    format!(
+                        "`{url}` is also matched by source `{}`: its rows would be counted twice",
+                        first.listed.source
+                    ),
+                ));
+            }
             let format = s.format.resolve(&e.path).map_err(|m| {
                 Error::config(&cfg.source_file, format!("dataset.sources[{i}].format"), m)
             })?;
@@ -204,7 +215,7 @@ async fn find(cfg: &Config) -> Result<Vec<Found>> {
                 quote: s.quote as u8,
                 listed: Listed {
                     source: s.name.clone(),
-                    url: format!("{}/{}", loc.root_url.trim_end_matches('/'), e.path),
+                    url,
                     size: e.size,
                     modified: e.e_tag.clone().unwrap_or_else(|| e.last_modified.clone()),
                 },
@@ -528,6 +539,15 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                 (sha, size, scan.rows, scan.extra_columns, change)
             }
         };
+        if let Some(twin) = current.objects.iter().find(|o| o.sha256 == sha) {
+            return Err(Error::bad_data(
+                &url,
+                format!(
+                    "the same bytes as `{}` (sha256 {sha}): one file reached twice, its rows would be counted twice; remove one of them from the sources",
+                    twin.url
+                ),
+            ));
+        }
         let object = raw_object(&source, &sha, found.format);
         tracing::info!(source = %source, url = %url, change = ?change, rows, "source file");
         current.objects.push(CurrentObject {

@@ -21,6 +21,19 @@ fn check_columns(
     what: &str,
 ) -> Result<Vec<String>> {
     for col in required {
+        let mut at = columns.iter().enumerate().filter(|(_, h)| *h == col);
+        if let (Some((a, _)), Some((b, _))) = (at.next(), at.next()) {
+            return Err(Error::bad_data(
+                url,
+                format!(
+                    "column `{col}` is in the {what} twice (columns {} and {}): which one holds the data is not known",
+                    a + 1,
+                    b + 1
+                ),
+            ));
+        }
+    }
+    for col in required {
         if !columns.iter().any(|h| h == col) {
             return Err(Error::bad_data(
                 url,
@@ -205,11 +218,17 @@ impl ZstdScan {
     }
 }
 
-/// Newline-delimited JSON: one object per non-empty line; the first object's keys are the columns.
+/// Longest NDJSON line held while scanning (the first record's, for its keys; later lines are only
+/// checked for being blank, so a line of any length is not held).
+const MAX_FIRST_RECORD: usize = 16 << 20;
+
+/// Newline-delimited JSON: one object per non-blank line; the first object's keys are the columns.
 pub struct NdjsonScan {
     url: String,
     required: Vec<String>,
     partial: Vec<u8>,
+    /// After the first record: whether the unfinished line holds anything but whitespace.
+    partial_text: bool,
     line: u64,
     rows: u64,
     extra_columns: Option<Vec<String>>,
@@ -221,6 +240,7 @@ impl NdjsonScan {
             url: url.to_string(),
             required: required.to_vec(),
             partial: Vec::new(),
+            partial_text: false,
             line: 0,
             rows: 0,
             extra_columns: None,
@@ -231,7 +251,9 @@ impl NdjsonScan {
         let mut rest = chunk;
         while let Some(i) = rest.iter().position(|b| *b == b'\n') {
             let (head, tail) = rest.split_at(i);
-            if self.partial.is_empty() {
+            if self.extra_columns.is_some() {
+                self.counted_line(head);
+            } else if self.partial.is_empty() {
                 self.line(head)?;
             } else {
                 let mut l = std::mem::take(&mut self.partial);
@@ -240,8 +262,27 @@ impl NdjsonScan {
             }
             rest = &tail[1..];
         }
-        self.partial.extend_from_slice(rest);
+        if self.extra_columns.is_some() {
+            self.partial_text |= !trialflow_core::text::is_blank(rest);
+        } else {
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > MAX_FIRST_RECORD {
+                return Err(Error::bad_data(
+                    format!("{}:{}", self.url, self.line + 1),
+                    format!("the first record is longer than {MAX_FIRST_RECORD} bytes"),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// A line after the first record: counted unless blank, never held.
+    fn counted_line(&mut self, head: &[u8]) {
+        self.line += 1;
+        let text = std::mem::take(&mut self.partial_text) || !trialflow_core::text::is_blank(head);
+        if text {
+            self.rows += 1;
+        }
     }
 
     fn line(&mut self, bytes: &[u8]) -> Result<()> {
@@ -249,10 +290,10 @@ impl NdjsonScan {
         let text = std::str::from_utf8(bytes).map_err(|_| {
             Error::bad_data(format!("{}:{}", self.url, self.line), "not UTF-8 text")
         })?;
-        let text = text.trim_start_matches('\u{feff}').trim();
-        if text.is_empty() {
+        if trialflow_core::text::is_blank(text.as_bytes()) {
             return Ok(());
         }
+        let text = text.trim_start_matches('\u{feff}').trim();
         self.rows += 1;
         if self.extra_columns.is_none() {
             let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
@@ -279,7 +320,11 @@ impl NdjsonScan {
     }
 
     fn finish(mut self) -> Result<Scanned> {
-        if !self.partial.is_empty() {
+        if self.extra_columns.is_some() {
+            if self.partial_text {
+                self.counted_line(b"");
+            }
+        } else if !self.partial.is_empty() {
             let l = std::mem::take(&mut self.partial);
             self.line(&l)?;
         }
@@ -377,6 +422,8 @@ pub struct CsvScan {
     ends: Vec<usize>,
     ends_len: usize,
     header: Option<Vec<String>>,
+    /// Part of the current record's text was dropped (so it is not a blank line).
+    dropped: bool,
     pub rows: u64,
     pub extra_columns: Vec<String>,
 }
@@ -395,6 +442,7 @@ impl CsvScan {
             ends: vec![0; 1024],
             ends_len: 0,
             header: None,
+            dropped: false,
             rows: 0,
             extra_columns: Vec::new(),
         }
@@ -420,8 +468,10 @@ impl CsvScan {
                         let n = self.out.len();
                         self.out.resize(n * 2, 0);
                     } else {
-                        // Only the header's text is needed: a data field's bytes can be dropped.
+                        // Only the header's text (and whether a line is blank) is needed: a data
+                        // field's bytes can be dropped.
                         self.out_len = 0;
+                        self.dropped = true;
                     }
                 }
                 csv_core::ReadRecordResult::OutputEndsFull => {
@@ -430,6 +480,7 @@ impl CsvScan {
                         self.ends.resize(n * 2, 0);
                     } else {
                         self.ends_len = 0;
+                        self.dropped = true;
                     }
                 }
                 csv_core::ReadRecordResult::Record => {
@@ -444,7 +495,14 @@ impl CsvScan {
 
     fn record(&mut self) -> Result<()> {
         if self.header.is_some() {
-            self.rows += 1;
+            let blank = !self.dropped
+                && self.ends_len == 1
+                && trialflow_core::text::is_blank(&self.out[..self.out_len]);
+            self.dropped = false;
+            // a line of spaces is no record (staging skips it the same way)
+            if !blank {
+                self.rows += 1;
+            }
             return Ok(());
         }
         let mut headers = Vec::with_capacity(self.ends_len);
@@ -453,7 +511,11 @@ impl CsvScan {
             let raw = std::str::from_utf8(&self.out[start..end]).map_err(|_| {
                 Error::bad_data(format!("{}:1", self.url), "the header is not UTF-8 text")
             })?;
-            headers.push(raw.trim_start_matches('\u{feff}').trim().to_string());
+            headers.push(
+                trialflow_core::text::normalize(raw.trim())
+                    .trim()
+                    .to_string(),
+            );
             start = end;
         }
         self.extra_columns = check_columns(&self.url, &headers, &self.required, "header")?;

@@ -277,7 +277,10 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     }
     let current: Current = contracts::load(lake).await?;
     let columns = cfg.source_columns();
-    let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns)?;
+    let limits = stage::StageLimits {
+        max_record_bytes: cfg.preprocessing.max_record_bytes,
+    };
+    let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns, limits)?;
     let local = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(stage::BATCH_ROWS);
@@ -490,6 +493,7 @@ async fn clean_with(
         excluded_by_filter: t.excluded_by_filter,
         exact_duplicates: t.exact_duplicates,
         repeated_ids: t.repeated_ids,
+        normalized_values: staged.normalized,
         key_source: cfg.pseudonym_key()?.1.to_string(),
     };
     contracts::save(lake, &report).await?;

@@ -21,6 +21,8 @@ use crate::stage;
 #[derive(Debug, Default)]
 pub struct StagedTally {
     pub rows_per_object: Vec<(String, u64)>,
+    /// Values NFC-composed or stripped of invisible characters.
+    pub normalized: u64,
     pub error: Option<Error>,
 }
 
@@ -30,6 +32,7 @@ pub struct StagedSource {
     objects: Vec<CurrentObject>,
     columns: Vec<String>,
     schema: SchemaRef,
+    limits: stage::StageLimits,
     tally: Arc<Mutex<StagedTally>>,
 }
 
@@ -38,6 +41,7 @@ impl StagedSource {
         lake: &Storage,
         objects: &[CurrentObject],
         columns: &[String],
+        limits: stage::StageLimits,
     ) -> Result<(StreamingTable, Arc<Mutex<StagedTally>>)> {
         let schema = stage::staged_schema(columns);
         let tally = Arc::new(Mutex::new(StagedTally::default()));
@@ -46,6 +50,7 @@ impl StagedSource {
             objects: objects.to_vec(),
             columns: columns.to_vec(),
             schema: schema.clone(),
+            limits,
             tally: tally.clone(),
         };
         let table = StreamingTable::try_new(schema, vec![Arc::new(source)]).map_err(Error::bug)?;
@@ -59,6 +64,7 @@ async fn produce(
     lake: Storage,
     objects: Vec<CurrentObject>,
     columns: Arc<Vec<String>>,
+    limits: stage::StageLimits,
     tally: Arc<Mutex<StagedTally>>,
     tx: Sender,
 ) -> Result<()> {
@@ -68,19 +74,21 @@ async fn produce(
         let (cols, sender) = (columns.clone(), tx.clone());
         let first = next_row;
         let url = o.url.clone();
-        next_row = tokio::task::spawn_blocking(move || {
+        let staged = tokio::task::spawn_blocking(move || {
             let mut emit = |b: RecordBatch| {
                 // A closed channel means the consumer stopped (its own error says why).
                 sender
                     .blocking_send(Ok(b))
                     .map_err(|_| Error::Internal("the clean task stopped reading".into()))
             };
-            stage::stage_object(&o, reader, &cols, first, &mut emit)
+            stage::stage_object(&o, reader, &cols, first, limits, &mut emit)
         })
         .await
         .map_err(|e| Error::Internal(format!("staging: {e}")))??;
+        next_row = staged.next_row;
         if let Ok(mut t) = tally.lock() {
             t.rows_per_object.push((url, (next_row - first) as u64));
+            t.normalized += staged.normalized;
         }
     }
     Ok(())
@@ -95,9 +103,10 @@ impl PartitionStream for StagedSource {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let (lake, objects, tally) = (self.lake.clone(), self.objects.clone(), self.tally.clone());
         let columns = Arc::new(self.columns.clone());
+        let limits = self.limits;
         tokio::spawn(async move {
             let sender = tx.clone();
-            if let Err(e) = produce(lake, objects, columns, tally.clone(), tx).await {
+            if let Err(e) = produce(lake, objects, columns, limits, tally.clone(), tx).await {
                 let message = e.to_string();
                 if let Ok(mut t) = tally.lock() {
                     t.error.get_or_insert(e);

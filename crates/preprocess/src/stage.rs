@@ -1,7 +1,11 @@
 //! Raw objects → batches of the `staged` table: every contract column as trimmed text (empty = NULL), plus the
 //! lineage columns `_row` (global input order), `_source` (source URL), `_line` (line of the record in its
 //! file) and `_rowhash` (hash of the record's contract fields, to tell exact duplicates from repeated ids).
-//! Objects are read as streams and handed on in batches of [`BATCH_ROWS`], so memory does not grow with them.
+//! Objects are read as streams and handed on in batches of [`BATCH_ROWS`], so memory does not grow with them:
+//! a record longer than `preprocessing.max_record_bytes` is an error (file and line), and Parquet is read a row
+//! group at a time from a local spool file. Line endings are normalized first (CRLF and a lone CR are line
+//! ends, so `_line` counts lines as an editor does), lines of nothing but whitespace are not records, and
+//! every value is NFC-composed and stripped of invisible characters (`core::text`), counted for the report.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Read;
@@ -46,7 +50,23 @@ struct Stager<'a> {
     cols: Vec<StringBuilder>,
     next: i64,
     pending: usize,
+    /// Values that NFC or the removal of invisible characters changed.
+    normalized: u64,
     emit: &'a mut Emit<'a>,
+}
+
+/// What staging one object produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StagedObject {
+    /// The global row number after the object's last row.
+    pub next_row: i64,
+    pub normalized: u64,
+}
+
+/// Bounds of the staging readers.
+#[derive(Debug, Clone, Copy)]
+pub struct StageLimits {
+    pub max_record_bytes: usize,
 }
 
 impl<'a> Stager<'a> {
@@ -61,6 +81,7 @@ impl<'a> Stager<'a> {
             cols: columns.iter().map(|_| StringBuilder::new()).collect(),
             next: first_row,
             pending: 0,
+            normalized: 0,
             emit,
         }
     }
@@ -75,7 +96,12 @@ impl<'a> Stager<'a> {
         // Only compared within one run (exact duplicate or not), so any fixed-seed hash will do.
         let mut h = foldhash::fast::FixedState::with_seed(0x7269_616c_666c_6f77).build_hasher();
         for (b, v) in self.cols.iter_mut().zip(values) {
-            let v = v.map(str::trim).unwrap_or("");
+            let raw = v.map(str::trim).unwrap_or("");
+            let v = trialflow_core::text::normalize(raw);
+            if let std::borrow::Cow::Owned(_) = v {
+                self.normalized += 1;
+            }
+            let v = v.trim();
             v.hash(&mut h);
             if v.is_empty() {
                 b.append_null()
@@ -119,10 +145,13 @@ impl<'a> Stager<'a> {
         (self.emit)(batch)
     }
 
-    /// Flushes the last batch; returns the next global row number.
-    fn finish(mut self) -> Result<i64> {
+    /// Flushes the last batch.
+    fn finish(mut self) -> Result<StagedObject> {
         self.flush()?;
-        Ok(self.next)
+        Ok(StagedObject {
+            next_row: self.next,
+            normalized: self.normalized,
+        })
     }
 }
 
@@ -154,42 +183,158 @@ fn missing(url: &str, c: &str, what: &str) -> Error {
 }
 
 /// Stages one raw object of any source format read from `reader`. `first_row` numbers rows globally across
-/// sources; returns the row number after this object's last row.
+/// sources.
 pub fn stage_object<'a>(
     o: &CurrentObject,
     reader: impl Read,
     columns: &[String],
     first_row: i64,
+    limits: StageLimits,
     emit: &'a mut Emit<'a>,
-) -> Result<i64> {
+) -> Result<StagedObject> {
     use trialflow_core::lake::SourceFormat;
     let url = o.url.as_str();
-    let (delimiter, quote) = (o.delimiter as u8, o.quote as u8);
+    let dialect = Dialect {
+        delimiter: o.delimiter as u8,
+        quote: o.quote as u8,
+        max_record_bytes: limits.max_record_bytes,
+    };
     let st = Stager::new(url, columns, first_row, emit);
     match o.format {
-        SourceFormat::Csv => stage_csv_with(st, reader, columns, delimiter, quote),
+        SourceFormat::Csv => stage_csv_with(st, reader, columns, dialect),
         SourceFormat::CsvGzip => stage_csv_with(
             st,
             flate2::read::MultiGzDecoder::new(reader),
             columns,
-            delimiter,
-            quote,
+            dialect,
         ),
         SourceFormat::CsvZstd => {
             let dec = zstd::stream::read::Decoder::new(reader)
                 .map_err(|e| Error::bad_data(url, format!("corrupt zstd: {e}")))?;
-            stage_csv_with(st, dec, columns, delimiter, quote)
+            stage_csv_with(st, dec, columns, dialect)
         }
-        SourceFormat::Ndjson => stage_ndjson(st, std::io::BufReader::new(reader), columns),
+        SourceFormat::Ndjson => stage_ndjson(
+            st,
+            std::io::BufReader::new(LineEndings::new(reader)),
+            columns,
+            limits.max_record_bytes,
+        ),
         SourceFormat::Parquet => {
-            let mut bytes = Vec::new();
-            let mut reader = reader;
-            reader
-                .read_to_end(&mut bytes)
-                .map_err(|e| Error::bad_data(url, format!("cannot read: {e}")))?;
-            stage_parquet(st, bytes, columns)
+            let spool = spool(url, reader)?;
+            stage_parquet(st, spool, columns, limits.max_record_bytes)
         }
     }
+}
+
+/// Copies a Parquet object to an anonymous local file: its footer is at the end, and the reader then
+/// fetches one row group at a time from it instead of holding the whole object in memory.
+fn spool(url: &str, mut reader: impl Read) -> Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let failed = |e: std::io::Error| {
+        Error::infra(
+            url,
+            format!("cannot spool the Parquet object to a local temporary file: {e}"),
+        )
+    };
+    let mut file = tempfile::tempfile().map_err(failed)?;
+    std::io::copy(&mut reader, &mut file)
+        .map_err(|e| Error::bad_data(url, format!("cannot read: {e}")))?;
+    file.seek(SeekFrom::Start(0)).map_err(failed)?;
+    Ok(file)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dialect {
+    delimiter: u8,
+    quote: u8,
+    max_record_bytes: usize,
+}
+
+/// Line ends as an editor counts them: CRLF, LF and a lone CR each end one line, and come out as LF (inside a
+/// quoted value too), so that the CSV reader's line numbers are right for files saved with old Mac endings
+/// or a mix.
+struct LineEndings<R> {
+    inner: R,
+    after_cr: bool,
+}
+
+impl<R> LineEndings<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            after_cr: false,
+        }
+    }
+}
+
+impl<R: Read> Read for LineEndings<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let mut out = 0;
+            for i in 0..n {
+                let b = buf[i];
+                if b == b'\n' && self.after_cr {
+                    self.after_cr = false;
+                    continue; // the LF of a CRLF: its CR already ended the line
+                }
+                self.after_cr = b == b'\r';
+                buf[out] = if self.after_cr { b'\n' } else { b };
+                out += 1;
+            }
+            // A read that held only the LF of a CRLF gave nothing: 0 would read as the end of the data.
+            if out > 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Counts the bytes read since the record being parsed began and fails the read once they pass the
+/// record bound plus the parser's buffer: the CSV parser would otherwise grow one record without limit.
+struct RecordBound<R> {
+    inner: R,
+    read: u64,
+    record_start: std::rc::Rc<std::cell::Cell<u64>>,
+    limit: u64,
+}
+
+/// The marker inside the I/O error `RecordBound` raises.
+#[derive(Debug)]
+struct RecordTooLong;
+
+impl std::fmt::Display for RecordTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("record too long")
+    }
+}
+
+impl std::error::Error for RecordTooLong {}
+
+impl<R: Read> Read for RecordBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.saturating_sub(self.record_start.get()) > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RecordTooLong,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn too_long(url: &str, line: u64, max: usize) -> Error {
+    Error::bad_data(
+        format!("{url}:{line}"),
+        format!(
+            "a record longer than {max} bytes (preprocessing.max_record_bytes): not read, so that memory stays bounded"
+        ),
+    )
 }
 
 /// A decoder or transport failure inside the CSV reader, told apart from a malformed record.
@@ -205,56 +350,72 @@ fn io_failure(url: &str, line: u64, e: &csv::Error) -> Option<Error> {
     }
 }
 
+/// The CSV reader's buffer: the record bound allows this much read-ahead past the record's start.
+const CSV_BUFFER: usize = 1 << 20;
+
 /// Parses one CSV object with its dialect.
 fn stage_csv_with(
     mut st: Stager<'_>,
     reader: impl Read,
     columns: &[String],
-    delimiter: u8,
-    quote: u8,
-) -> Result<i64> {
+    dialect: Dialect,
+) -> Result<StagedObject> {
     let url = st.url.clone();
     let url = url.as_str();
+    let record_start = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let bounded = RecordBound {
+        inner: LineEndings::new(reader),
+        read: 0,
+        record_start: record_start.clone(),
+        limit: (dialect.max_record_bytes + CSV_BUFFER) as u64,
+    };
+    let max = dialect.max_record_bytes;
+    let read_error = |line: u64, e: &csv::Error| -> Error {
+        if let csv::ErrorKind::Io(io) = e.kind()
+            && io.get_ref().is_some_and(|i| i.is::<RecordTooLong>())
+        {
+            return too_long(url, line, max);
+        }
+        io_failure(url, line, e).unwrap_or_else(|| {
+            // The message says what is wrong, never the cell's content.
+            Error::bad_data(format!("{url}:{line}"), "malformed CSV record")
+        })
+    };
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .delimiter(delimiter)
-        .quote(quote)
-        .buffer_capacity(1 << 20)
-        .from_reader(reader);
+        .delimiter(dialect.delimiter)
+        .quote(dialect.quote)
+        .buffer_capacity(CSV_BUFFER)
+        .from_reader(bounded);
     let headers: Vec<String> = rdr
         .headers()
-        .map_err(|e| {
-            io_failure(url, 1, &e).unwrap_or_else(|| {
-                Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}"))
-            })
+        .map_err(|e| match e.kind() {
+            csv::ErrorKind::Io(_) => read_error(1, &e),
+            _ => Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}")),
         })?
         .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim().to_string())
+        .map(|h| trialflow_core::text::normalize(h.trim()).trim().to_string())
         .collect();
-    let idx: Vec<usize> = columns
-        .iter()
-        .map(|c| {
-            headers
-                .iter()
-                .position(|h| h == c)
-                .ok_or_else(|| missing(url, c, "header"))
-        })
-        .collect::<Result<_>>()?;
+    let idx = header_positions(url, &headers, columns)?;
     let mut rec = csv::ByteRecord::new();
     loop {
-        let pos_line = rdr.position().line();
+        let pos = rdr.position().clone();
+        record_start.set(pos.byte());
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let l = e.position().map(|p| p.line()).unwrap_or(pos_line);
-                // The message says what is wrong, never the cell's content.
-                return Err(io_failure(url, l, &e).unwrap_or_else(|| {
-                    Error::bad_data(format!("{url}:{l}"), "malformed CSV record")
-                }));
+                let l = e.position().map(|p| p.line()).unwrap_or(pos.line());
+                return Err(read_error(l, &e));
             }
         }
-        let record_line = rec.position().map(|p| p.line()).unwrap_or(pos_line);
+        if rec.len() == 1 && trialflow_core::text::is_blank(&rec[0]) {
+            continue; // a line of spaces is no record (ingestion does not count it either)
+        }
+        if rec.as_slice().len() > max {
+            return Err(too_long(url, pos.line(), max));
+        }
+        let record_line = rec.position().map(|p| p.line()).unwrap_or(pos.line());
         // Row-level defects quarantine the row (with this reason) instead of failing the file.
         let mut defect = (rec.len() != headers.len()).then(|| {
             format!(
@@ -286,13 +447,37 @@ fn stage_csv_with(
     st.finish()
 }
 
+/// Where each contract column is in the header; a contract column named twice is an error, as the file
+/// does not say which of the two is meant.
+fn header_positions(url: &str, headers: &[String], columns: &[String]) -> Result<Vec<usize>> {
+    columns
+        .iter()
+        .map(|c| {
+            let mut at = headers.iter().enumerate().filter(|(_, h)| *h == c);
+            let first = at.next().map(|(i, _)| i);
+            if let Some((second, _)) = at.next() {
+                return Err(Error::bad_data(
+                    format!("{url}:1"),
+                    format!(
+                        "column `{c}` is in the header twice (columns {} and {}): which one holds the data is not known",
+                        first.unwrap_or(0) + 1,
+                        second + 1
+                    ),
+                ));
+            }
+            first.ok_or_else(|| missing(url, c, "header"))
+        })
+        .collect()
+}
+
 /// One JSON object per line; values become text as the CSV path sees them (numbers as written, booleans as
 /// `true`/`false`, null as NULL). Nested values are refused, naming the line and key.
 fn stage_ndjson(
     mut st: Stager<'_>,
     mut reader: impl std::io::BufRead,
     columns: &[String],
-) -> Result<i64> {
+    max_record_bytes: usize,
+) -> Result<StagedObject> {
     let url = st.url.clone();
     let url = url.as_str();
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
@@ -302,18 +487,23 @@ fn stage_ndjson(
         raw.clear();
         line += 1;
         let at = || format!("{url}:{line}");
-        let n = reader
+        use std::io::BufRead as _;
+        let n = std::io::Read::by_ref(&mut reader)
+            .take(max_record_bytes as u64 + 1)
             .read_until(b'\n', &mut raw)
             .map_err(|e| Error::bad_data(at(), format!("cannot read the object: {e}")))?;
         if n == 0 {
             break;
         }
+        if raw.len() > max_record_bytes {
+            return Err(too_long(url, line, max_record_bytes));
+        }
         let text =
             std::str::from_utf8(&raw).map_err(|_| Error::bad_data(at(), "not UTF-8 text"))?;
-        let text = text.trim_start_matches('\u{feff}').trim();
-        if text.is_empty() {
+        if trialflow_core::text::is_blank(text.as_bytes()) {
             continue;
         }
+        let text = text.trim_start_matches('\u{feff}').trim();
         let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             Error::bad_data(at(), format!("not a JSON object (column {})", e.column()))
         })?;
@@ -340,16 +530,32 @@ fn stage_ndjson(
     st.finish()
 }
 
-/// Parquet columns cast to text; `_line` is the row's position in the file (1-based).
-fn stage_parquet(mut st: Stager<'_>, bytes: Vec<u8>, columns: &[String]) -> Result<i64> {
+/// Parquet columns cast to text, a row group at a time from the spooled file; `_line` is the row's position in
+/// the file (1-based).
+fn stage_parquet(
+    mut st: Stager<'_>,
+    file: std::fs::File,
+    columns: &[String],
+    max_record_bytes: usize,
+) -> Result<StagedObject> {
     use arrow::array::{Array, AsArray};
     let url = st.url.clone();
     let url = url.as_str();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes::Bytes::from(bytes),
-    )
-    .and_then(|b| b.with_batch_size(8192).build())
-    .map_err(|e| Error::bad_data(url, format!("not a readable Parquet file: {e}")))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::bad_data(url, format!("not a readable Parquet file: {e}")))?;
+    let mut first_row = 1i64;
+    for rg in builder.metadata().row_groups() {
+        // Declared sizes, checked before a row group is decoded: an average row beyond the record bound.
+        let rows = rg.num_rows().max(1);
+        if rg.total_byte_size() / rows > max_record_bytes as i64 {
+            return Err(too_long(url, first_row as u64, max_record_bytes));
+        }
+        first_row += rg.num_rows();
+    }
+    let reader = builder
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| Error::bad_data(url, format!("not a readable Parquet file: {e}")))?;
     let mut line = 0u64;
     for batch in reader {
         let batch =
@@ -410,8 +616,165 @@ mod tests {
             Ok(())
         };
         let st = Stager::new(url, cols, first_row, &mut emit);
-        stage_csv_with(st, bytes, cols, b',', b'"')?;
+        let dialect = Dialect {
+            delimiter: b',',
+            quote: b'"',
+            max_record_bytes: 4096,
+        };
+        stage_csv_with(st, bytes, cols, dialect)?;
         arrow::compute::concat_batches(&staged_schema(cols), &out).map_err(Error::bug)
+    }
+
+    fn lines(b: &RecordBatch) -> Vec<i64> {
+        let l = b
+            .column_by_name("_line")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        l.values().to_vec()
+    }
+
+    fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
+        let a = b.column_by_name(c).unwrap().as_string::<i32>();
+        a.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn cr_crlf_and_lf_endings_each_end_one_line_even_mixed_and_split_across_reads() {
+        let cols = vec!["id".to_string()];
+        for data in [
+            &b"id\ra\rb\rc\r"[..],
+            b"id\r\na\r\nb\r\nc\r\n",
+            b"id\na\rb\r\nc",
+        ] {
+            let b = stage_csv("u", data, &cols, 0).unwrap();
+            assert_eq!(
+                lines(&b),
+                vec![2, 3, 4],
+                "{:?}",
+                String::from_utf8_lossy(data)
+            );
+            assert_eq!(
+                texts(&b, "id"),
+                vec![Some("a".into()), Some("b".into()), Some("c".into())]
+            );
+        }
+        // a CRLF split between two reads is still one line end
+        let mut one_byte = LineEndings::new(std::io::Cursor::new(b"a\r\nb\rc".to_vec()));
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1];
+        loop {
+            let n = one_byte.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(out, b"a\nb\nc");
+    }
+
+    #[test]
+    fn a_contract_column_twice_in_the_header_is_an_error_naming_both() {
+        let cols = vec!["id".to_string(), "age".to_string()];
+        let e = stage_csv("file:///t.csv", b"id,age,x,age\na,1,2,3\n", &cols, 0).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("file:///t.csv:1") && m.contains("`age`") && m.contains("columns 2 and 4"),
+            "{m}"
+        );
+        // a repeated column the contract does not use is harmless
+        stage_csv("u", b"id,age,x,x\na,1,2,3\n", &cols, 0).unwrap();
+    }
+
+    #[test]
+    fn lines_of_spaces_are_not_records() {
+        let cols = vec!["id".to_string(), "age".to_string()];
+        let b = stage_csv("u", b"id,age\na,1\n   \n\t\nb,2\n \n", &cols, 0).unwrap();
+        assert_eq!(texts(&b, "id"), vec![Some("a".into()), Some("b".into())]);
+        assert_eq!(lines(&b), vec![2, 5]);
+    }
+
+    #[test]
+    fn look_alike_ids_and_levels_stage_as_one_and_are_counted() {
+        let cols = vec!["id".to_string(), "site".to_string()];
+        let data = "\u{FEFF}id,site\nS-1,Zoë\n\u{FEFF}S-1,Zoe\u{0308}\nS\u{200B}-1,Zoë\u{0}\n";
+        let mut out = Vec::new();
+        let mut emit = |b: RecordBatch| {
+            out.push(b);
+            Ok(())
+        };
+        let st = Stager::new("u", &cols, 0, &mut emit);
+        let dialect = Dialect {
+            delimiter: b',',
+            quote: b'"',
+            max_record_bytes: 4096,
+        };
+        let staged = stage_csv_with(st, data.as_bytes(), &cols, dialect).unwrap();
+        let b = arrow::compute::concat_batches(&staged_schema(&cols), &out).unwrap();
+        assert_eq!(texts(&b, "id"), vec![Some("S-1".into()); 3]);
+        assert_eq!(texts(&b, "site"), vec![Some("Zoë".into()); 3]);
+        assert_eq!(staged.normalized, 4);
+        let hash = b
+            .column_by_name("_rowhash")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::UInt64Type>();
+        assert!(
+            hash.values().iter().all(|h| *h == hash.value(0)),
+            "exact duplicates once normalized"
+        );
+    }
+
+    #[test]
+    fn a_record_longer_than_the_bound_is_an_error_naming_its_line_not_an_allocation() {
+        let cols = vec!["id".to_string(), "note".to_string()];
+        // an unterminated quote: the parser would read the rest of the file into one record
+        let mut data = b"id,note\na,short\nb,\"".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 4 << 20));
+        let e = stage_csv("file:///t.csv", &data, &cols, 0).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("file:///t.csv:3") && m.contains("max_record_bytes"),
+            "{m}"
+        );
+        let mut ndjson = b"{\"id\": \"a\", \"note\": \"".to_vec();
+        ndjson.extend(std::iter::repeat_n(b'x', 10_000));
+        let mut emit = |_b: RecordBatch| Ok(());
+        let st = Stager::new("file:///t.ndjson", &cols, 0, &mut emit);
+        let e = stage_ndjson(st, std::io::BufReader::new(&ndjson[..]), &cols, 4096).unwrap_err();
+        assert!(e.to_string().contains("file:///t.ndjson:1"), "{e}");
+    }
+
+    #[test]
+    fn parquet_is_read_from_a_spooled_file_row_group_by_row_group() {
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+        let cols = vec!["id".to_string()];
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let mut bytes = Vec::new();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10))
+            .build();
+        let mut w = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props)).unwrap();
+        let ids: Vec<String> = (0..35).map(|i| format!("S-{i}")).collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(ids))]).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let file = spool("u", &bytes[..]).unwrap();
+        let mut out = Vec::new();
+        let mut emit = |b: RecordBatch| {
+            out.push(b);
+            Ok(())
+        };
+        let st = Stager::new("u", &cols, 0, &mut emit);
+        let staged = stage_parquet(st, file, &cols, 4096).unwrap();
+        assert_eq!(staged.next_row, 35);
+        let b = arrow::compute::concat_batches(&staged_schema(&cols), &out).unwrap();
+        assert_eq!(lines(&b), (1..=35).collect::<Vec<i64>>());
+        // a row group whose rows average more than the bound is refused before it is decoded
+        let file = spool("u", &bytes[..]).unwrap();
+        let mut emit = |_b: RecordBatch| Ok(());
+        let st = Stager::new("file:///t.parquet", &cols, 0, &mut emit);
+        let e = stage_parquet(st, file, &cols, 1).unwrap_err();
+        assert!(e.to_string().contains("max_record_bytes"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Bad source files, each a clear whole-file error or a row-level quarantine (never a panic, never damage to
 //! the lake): empty file, header only, ragged rows, an unterminated quote, non-UTF-8 bytes, a 10 MB field, a
-//! BOM with CRLF line ends. The sample's second file stays as it is, so the pipeline has data to go on.
+//! BOM with CRLF line ends, CR-only line ends, lines of spaces, a record beyond the record bound, a column
+//! twice in the header, look-alike ids, one file reached twice. The sample's second file stays as it is, so
+//! the pipeline has data to go on.
 
 #![allow(clippy::unwrap_used)]
 
@@ -166,4 +168,144 @@ fn a_bom_and_crlf_line_ends_read_like_plain_csv() {
             .iter()
             .all(|(_, rule, _)| rule != "malformed")
     );
+}
+
+#[test]
+fn a_record_beyond_the_record_bound_is_an_error_naming_file_and_line() {
+    let rows = sample_rows(3);
+    // an unterminated quote reads the rest of the file as one record: 20 MB of it
+    let mut body = format!("{}\n{}\n", rows[0], rows[1]).into_bytes();
+    body.extend(rows[2].replacen(",No,", ",\"", 1).bytes());
+    body.extend(std::iter::repeat_n(b'y', 20 << 20));
+    let p = with_first_file(b"", &body, b"\n");
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("clinical_trial_data_1.csv:4")
+            && out.contains("preprocessing.max_record_bytes"),
+        "{out}"
+    );
+    assert!(!p.path("data/lake/processed/clean_report.json").exists());
+}
+
+#[test]
+fn cr_only_line_ends_keep_every_record_on_its_own_line() {
+    let rows = sample_rows(6);
+    let mut body: Vec<String> = rows.clone();
+    body[3] = format!("{},extra", rows[3]); // line 5: ragged
+    let p = with_first_file(b"", (body.join("\r") + "\r").as_bytes(), b"\r");
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(0), "{out}");
+    reconciles(&p);
+    let q = quarantined(&p);
+    assert!(
+        q.iter().any(|(l, rule, _)| *l == 5 && rule == "malformed"),
+        "{q:?}"
+    );
+    assert!(q.iter().all(|(l, _, _)| *l != 1), "{q:?}");
+}
+
+#[test]
+fn lines_of_spaces_are_not_records() {
+    let rows = sample_rows(4);
+    let body = format!(
+        "{}\n   \n{}\n\t\n{}\n \n{}\n",
+        rows[0], rows[1], rows[2], rows[3]
+    );
+    let p = with_first_file(b"", body.as_bytes(), b"\n");
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(0), "{out}");
+    reconciles(&p);
+    let c = p.read_json("data/lake/processed/clean_report.json");
+    assert_eq!(c["per_source"][0]["rows_in"], 4, "{c}");
+    let current = p.read_json("data/lake/raw/_current.json");
+    assert_eq!(
+        current["objects"][0]["rows"], 4,
+        "ingestion counts the same: {current}"
+    );
+    assert!(
+        quarantined(&p)
+            .iter()
+            .all(|(_, rule, _)| rule != "malformed")
+    );
+}
+
+#[test]
+fn a_contract_column_twice_in_the_header_is_an_error() {
+    let p = Project::sample();
+    let path = p.path("data/raw/clinical_trial_data_1.csv");
+    let sample = std::fs::read_to_string(&path).unwrap();
+    let doubled: String = sample
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 0 {
+                format!("{l},age\n")
+            } else {
+                format!("{l},99\n")
+            }
+        })
+        .collect();
+    std::fs::write(&path, doubled).unwrap();
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("clinical_trial_data_1.csv")
+            && out.contains("column `age` is in the header twice"),
+        "{out}"
+    );
+}
+
+#[test]
+fn look_alike_ids_are_one_subject_and_the_report_counts_them() {
+    let rows = sample_rows(3);
+    let (id, rest) = rows[0].split_once(',').unwrap();
+    // the first subject again, its id behind a byte-order mark and with a zero-width space inside
+    let (a, b) = id.split_at(3);
+    let twin = format!("\u{feff}{a}\u{200b}{b},{rest}");
+    let body = format!("{}\n{}\n{twin}\n", rows[0], rows[1]);
+    let p = with_first_file(b"", body.as_bytes(), b"\n");
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(0), "{out}");
+    let c = p.read_json("data/lake/processed/clean_report.json");
+    assert_eq!(c["normalized_values"], 1, "{c}");
+    // the twin is the first subject's record again: quarantined as its duplicate
+    let first = &c["per_source"][0];
+    assert_eq!(
+        (
+            first["rows_in"].as_u64(),
+            first["accepted"].as_u64(),
+            first["quarantined"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{c}"
+    );
+}
+
+#[test]
+fn one_file_reached_twice_is_refused_rather_than_counted_twice() {
+    // by a second source naming it
+    let p = Project::sample();
+    let cfg = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
+    let twice = cfg.replacen(
+        "  id: subject_id\n",
+        "    - name: again\n      url: file://data/raw/clinical_trial_data_1.csv\n  id: subject_id\n",
+        1,
+    );
+    assert_ne!(cfg, twice);
+    p.write("config/config.yaml", &twice);
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("also matched by source `trial`"), "{out}");
+    // by a copy of its bytes under another name
+    let p = Project::sample();
+    std::fs::copy(
+        p.path("data/raw/clinical_trial_data_1.csv"),
+        p.path("data/raw/clinical_trial_data_3.csv"),
+    )
+    .unwrap();
+    let (code, out) = run_data(&p);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("the same bytes as"), "{out}");
+    assert!(!p.path("data/lake/processed/clean_report.json").exists());
 }
