@@ -476,6 +476,28 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
     }
 
     #[test]
+    fn a_subgroup_with_more_levels_than_the_cap_is_skipped_with_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = data();
+        // every row its own site: ten levels
+        let sites: Vec<Option<String>> = (0..10).map(|i| Some(format!("S{i}"))).collect();
+        d.columns.insert("g".into(), Column::Categorical(sites));
+        let cfg = config(
+            dir.path(),
+            "analysis: {subgroups: [{column: g}], max_subgroup_levels: 5}",
+        );
+        let s = subgroup(&cfg, &d, &cfg.analysis.subgroups[0]);
+        assert!(s.effects.is_empty() && s.interaction_p.is_none(), "{s:?}");
+        assert_eq!(
+            s.not_estimable.as_deref(),
+            Some("skipped: 10 levels, more than analysis.max_subgroup_levels (5)")
+        );
+        // within the cap, the same column is analysed
+        let cfg = config(dir.path(), "analysis: {subgroups: [{column: g}]}");
+        assert_eq!(subgroup(&cfg, &d, &cfg.analysis.subgroups[0]).effects.len(), 10);
+    }
+
+    #[test]
     fn cox_that_cannot_be_estimated_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), "");

@@ -654,6 +654,13 @@ fn subgroup_section(b: &mut String, a: &Analysis) {
                     if first { inter.clone() } else { String::new() }
                 );
             }
+            if s.effects.is_empty() {
+                let _ = write!(
+                    b,
+                    "<tr><td>{} <small>({kind})</small></td><td colspan=\"6\">{inter}</td></tr>",
+                    esc(&s.variable)
+                );
+            }
         }
         b.push_str("</table>");
     }

@@ -40,6 +40,22 @@ pub(crate) fn subgroup(
 ) -> Subgroup {
     let (lv, levels) = subgroup_levels(data, &sg.column, &sg.bands);
     let measure = if data.tte.is_some() { "HR" } else { "OR" };
+    let cap = cfg.analysis.max_subgroup_levels;
+    if levels.len() > cap {
+        return Subgroup {
+            variable: sg.column.clone(),
+            prespecified: sg.prespecified,
+            measure: measure.into(),
+            effects: Vec::new(),
+            interaction_chi_square: None,
+            interaction_df: 0,
+            interaction_p: None,
+            not_estimable: Some(format!(
+                "skipped: {} levels, more than analysis.max_subgroup_levels ({cap})",
+                levels.len()
+            )),
+        };
+    }
     let mut effects = Vec::new();
     for l in &levels {
         let rows: Vec<usize> = (0..lv.len())

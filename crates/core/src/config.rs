@@ -829,9 +829,17 @@ pub struct AnalysisConfig {
     /// converged, with the count.
     #[serde(default = "default_max_iterations")]
     pub max_iterations: usize,
+    /// A subgroup column with more levels than this is not analysed (one Cox or logistic fit per level and
+    /// arm, and an interaction model as wide): the report says it was skipped and why.
+    #[serde(default = "default_max_subgroup_levels")]
+    pub max_subgroup_levels: usize,
 }
 
 fn default_max_iterations() -> usize {
+    50
+}
+
+fn default_max_subgroup_levels() -> usize {
     50
 }
 
@@ -847,6 +855,7 @@ impl Default for AnalysisConfig {
             adjust: Vec::new(),
             subgroups: Vec::new(),
             max_iterations: default_max_iterations(),
+            max_subgroup_levels: default_max_subgroup_levels(),
         }
     }
 }
