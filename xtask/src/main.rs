@@ -12,12 +12,15 @@
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
 //!   report in headless Chromium (installed from Debian's packages when missing) and fail on any console
 //!   message; `--screenshot` refreshes docs/report.png.
+//! - `cargo xtask fuzz [SECONDS] [TARGET…]`: the libFuzzer targets of fuzz/ (nightly, cargo-fuzz installed under
+//!   target/), each for SECONDS from its seeds (see fuzz.rs).
 //!
 //! Both build with the dev profile (dependencies' hot numeric kernels optimized, see Cargo.toml), so a new user
 //! compiles the dependency set once for running and testing.
 
 mod bench;
 mod bench_preprocess;
+mod fuzz;
 mod gpu;
 mod tidy;
 
@@ -99,9 +102,10 @@ fn run() -> Result<()> {
         Some("report-check") => report_check(args.iter().any(|a| a == "--screenshot"), &[]),
         Some("bench") => bench::bench(&args[1..]),
         Some("gpu-check") => gpu::gpu_check(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]"
             );
             bail!("unknown or missing command")
         }

@@ -494,7 +494,10 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
         );
         // within the cap, the same column is analysed
         let cfg = config(dir.path(), "analysis: {subgroups: [{column: g}]}");
-        assert_eq!(subgroup(&cfg, &d, &cfg.analysis.subgroups[0]).effects.len(), 10);
+        assert_eq!(
+            subgroup(&cfg, &d, &cfg.analysis.subgroups[0]).effects.len(),
+            10
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod features;
 pub mod fingerprint;
 pub mod lake;
 pub mod recording;
+pub mod stage;
 pub mod storage;
 pub mod table;
 pub mod text;

@@ -12,7 +12,7 @@ pub mod source;
 mod spec;
 pub mod split_stats;
 pub mod sql;
-pub mod stage;
+pub use trialflow_core::stage;
 mod task;
 pub mod udf;
 

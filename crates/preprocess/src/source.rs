@@ -14,7 +14,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use trialflow_core::lake::CurrentObject;
 use trialflow_core::{Error, Result, Storage};
 
-use crate::stage;
+use trialflow_core::stage;
 
 /// What staging saw: rows per source (in object order) and the first error, kept whole so that the task
 /// reports it as it was raised (DataFusion only carries a message).

@@ -133,14 +133,14 @@ pub fn tf_request(
     body: &[u8],
     max_rows: usize,
 ) -> ApiResult<(Rows, &'static str)> {
-    crate::json::reject_duplicate_keys(body)?;
-    let req: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad(format!(
+    let req = crate::json::parse_unique(body).map_err(|e| match e {
+        crate::json::JsonError::Duplicate(path) => crate::json::JsonError::duplicate(&path),
+        crate::json::JsonError::Syntax(e) => ApiError::bad(format!(
             "request body: not valid JSON (line {}, column {}): {}",
             e.line(),
             e.column(),
             json_error_class(&e)
-        ))
+        )),
     })?;
     let Value::Object(req) = req else {
         return Err(ApiError::bad(

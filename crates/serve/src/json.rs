@@ -1,64 +1,182 @@
-//! A pass over a JSON body that refuses an object with the same key twice. serde_json keeps the last
-//! value and a client (or a proxy that read the first) would never know which one was scored.
+//! JSON bodies with every object's keys unique. serde_json keeps the last of two equal keys, and a client (or
+//! a proxy that read the first) would never know which value was scored; here a repeated key is an error
+//! naming it by its path (`instances[3].age`). The path is assembled only on that error, as it unwinds.
 
-use std::borrow::Cow;
-use std::collections::HashSet;
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use crate::error::{ApiError, ApiResult};
 
-/// Fails naming the first repeated key by its path (`instances[3].age`). Syntax errors are left to the
-/// parser that follows, which names them better.
-pub fn reject_duplicate_keys(body: &[u8]) -> ApiResult<()> {
-    let mut path = Vec::new();
+/// Why a body did not parse.
+#[derive(Debug)]
+pub enum JsonError {
+    /// A key given twice, by its path.
+    Duplicate(String),
+    Syntax(serde_json::Error),
+}
+
+impl JsonError {
+    pub fn duplicate(path: &str) -> ApiError {
+        ApiError::bad(format!("{path}: the key is given twice"))
+    }
+}
+
+/// Parses `body` into a value, refusing a repeated key: one pass, as fast as serde_json's own `Value`.
+pub fn parse_unique(body: &[u8]) -> Result<Value, JsonError> {
+    let trail = Trail::default();
     let mut de = serde_json::Deserializer::from_slice(body);
-    match (Walk { path: &mut path }).deserialize(&mut de) {
-        Err(e) if e.is_data() => Err(ApiError::bad(e_message(&e))),
-        _ => Ok(()),
+    let parsed = Build { trail: &trail }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| match trail.path() {
+        Some(path) => JsonError::Duplicate(path),
+        None => JsonError::Syntax(e),
+    })
+}
+
+/// Refuses a body with a repeated key without building it (for bodies a typed deserializer reads next).
+/// Syntax errors are left to that deserializer, which names them better.
+pub fn reject_duplicate_keys(body: &[u8]) -> ApiResult<()> {
+    let trail = Trail::default();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = Walk { trail: &trail }.deserialize(&mut de);
+    match trail.path() {
+        Some(path) => Err(JsonError::duplicate(&path)),
+        None => Ok(()),
     }
 }
 
-/// The message without serde_json's position suffix, which the path replaces.
-fn e_message(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-enum Segment<'de> {
+enum Segment {
     Index(usize),
-    Key(Cow<'de, str>),
+    Key(String),
 }
 
-fn render(path: &[Segment<'_>], key: &str) -> String {
-    let mut out = String::new();
-    for s in path {
-        match s {
-            Segment::Index(i) => out.push_str(&format!("[{i}]")),
-            Segment::Key(k) => {
-                if !out.is_empty() {
-                    out.push('.');
+/// Set when a repeated key is found; each enclosing value adds its own segment as the error unwinds.
+#[derive(Default)]
+struct Trail(RefCell<Option<Vec<Segment>>>);
+
+impl Trail {
+    fn found(&self, key: String) {
+        *self.0.borrow_mut() = Some(vec![Segment::Key(key)]);
+    }
+
+    fn enclose(&self, s: Segment) {
+        if let Some(path) = self.0.borrow_mut().as_mut() {
+            path.push(s);
+        }
+    }
+
+    fn path(&self) -> Option<String> {
+        let segments = self.0.borrow_mut().take()?;
+        let mut out = String::new();
+        for s in segments.iter().rev() {
+            match s {
+                Segment::Index(i) => out.push_str(&format!("[{i}]")),
+                Segment::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
                 }
-                out.push_str(k);
+            }
+        }
+        Some(out)
+    }
+}
+
+fn duplicate<E: de::Error>() -> E {
+    E::custom("a key is given twice")
+}
+
+/// Builds a `serde_json::Value`.
+#[derive(Clone, Copy)]
+struct Build<'t> {
+    trail: &'t Trail,
+}
+
+impl<'de> DeserializeSeed<'de> for Build<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Build<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // the hint is the client's to give: capped, so that it cannot size an allocation
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        loop {
+            match seq.next_element_seed(self) {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return Ok(Value::Array(out)),
+                Err(e) => {
+                    self.trail.enclose(Segment::Index(out.len()));
+                    return Err(e);
+                }
             }
         }
     }
-    if !out.is_empty() {
-        out.push('.');
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                self.trail.found(k);
+                return Err(duplicate());
+            }
+            match map.next_value_seed(self) {
+                Ok(v) => {
+                    out.insert(k, v);
+                }
+                Err(e) => {
+                    self.trail.enclose(Segment::Key(k));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Value::Object(out))
     }
-    out.push_str(key);
-    out
 }
 
-struct Walk<'p, 'de> {
-    path: &'p mut Vec<Segment<'de>>,
+/// Walks a value, keeping only each object's keys.
+#[derive(Clone, Copy)]
+struct Walk<'t> {
+    trail: &'t Trail,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -66,7 +184,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_, 'de> {
+impl<'de> Visitor<'de> for Walk<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,53 +213,31 @@ impl<'de> Visitor<'de> for Walk<'_, 'de> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         loop {
-            self.path.push(Segment::Index(i));
-            let more = seq.next_element_seed(Walk { path: self.path })?;
-            self.path.pop();
-            if more.is_none() {
-                return Ok(());
+            match seq.next_element_seed(self) {
+                Ok(Some(())) => i += 1,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.trail.enclose(Segment::Index(i));
+                    return Err(e);
+                }
             }
-            i += 1;
         }
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(Key(k)) = map.next_key()? {
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(k) = map.next_key::<String>()? {
             if seen.contains(&k) {
-                return Err(de::Error::custom(format!(
-                    "{}: the key is given twice",
-                    render(self.path, &k)
-                )));
+                self.trail.found(k);
+                return Err(duplicate());
             }
-            self.path.push(Segment::Key(k.clone()));
-            map.next_value_seed(Walk { path: self.path })?;
-            self.path.pop();
-            seen.insert(k);
+            if let Err(e) = map.next_value_seed(self) {
+                self.trail.enclose(Segment::Key(k));
+                return Err(e);
+            }
+            seen.push(k);
         }
         Ok(())
-    }
-}
-
-/// An object key, borrowed from the body unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 
@@ -149,21 +245,37 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
 
+    fn dup(body: &[u8]) -> String {
+        match parse_unique(body) {
+            Err(JsonError::Duplicate(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_repeated_key_is_named_by_its_path_and_distinct_keys_pass() {
-        let e = reject_duplicate_keys(
-            br#"{"instances": [{"age": 1}, {"age": 2, "sex": "F", "age": 3}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(e.message, "instances[1].age: the key is given twice");
-        let e = reject_duplicate_keys(br#"{"inputs": 1, "inputs": 2}"#).unwrap_err();
-        assert_eq!(e.message, "inputs: the key is given twice");
-        // the same key in sibling objects, and an escaped spelling of a different key, are fine
-        reject_duplicate_keys(br#"{"a": {"x": 1}, "b": {"x": 1}, "c": [{"x": 1}, {"x": 2}]}"#)
-            .unwrap();
-        let e = reject_duplicate_keys(br#"{"a\u0062": 1, "ab": 2}"#).unwrap_err();
-        assert_eq!(e.message, "ab: the key is given twice");
-        // syntax errors are for the parser that follows
+        let body = br#"{"instances": [{"age": 1}, {"age": 2, "sex": "F", "age": 3}]}"#;
+        assert_eq!(dup(body), "instances[1].age");
+        assert_eq!(
+            reject_duplicate_keys(body).unwrap_err().message,
+            "instances[1].age: the key is given twice"
+        );
+        assert_eq!(dup(br#"{"inputs": 1, "inputs": 2}"#), "inputs");
+        assert_eq!(dup(br#"{"a\u0062": 1, "ab": 2}"#), "ab");
+        // the same key in sibling objects is fine, and the value is the one serde_json builds
+        let ok =
+            br#"{"a": {"x": 1}, "b": {"x": -1.5e3}, "c": [{"x": "y"}, {"x": null, "z": [true]}]}"#;
+        assert_eq!(
+            parse_unique(ok).unwrap(),
+            serde_json::from_slice::<Value>(ok).unwrap()
+        );
+        reject_duplicate_keys(ok).unwrap();
+        // syntax errors stay syntax errors, trailing bytes included
+        assert!(matches!(
+            parse_unique(b"{\"a\": "),
+            Err(JsonError::Syntax(_))
+        ));
+        assert!(matches!(parse_unique(b"{} x"), Err(JsonError::Syntax(_))));
         reject_duplicate_keys(b"{\"a\": ").unwrap();
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod batch;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod input;
 mod json;
 mod listener;

@@ -11,13 +11,12 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringArray, StringBuilder, UInt64Builder,
-};
+use crate::lake::CurrentObject;
+use crate::{Error, Result};
+pub use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, Int64Builder, StringArray, StringBuilder, UInt64Builder};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use trialflow_core::lake::CurrentObject;
-use trialflow_core::{Error, Result};
 
 /// Rows per staged batch: large enough to amortize per-batch work in DataFusion, small enough that a few
 /// batches in flight stay in the tens of megabytes.
@@ -97,7 +96,7 @@ impl<'a> Stager<'a> {
         let mut h = foldhash::fast::FixedState::with_seed(0x7269_616c_666c_6f77).build_hasher();
         for (b, v) in self.cols.iter_mut().zip(values) {
             let raw = v.map(str::trim).unwrap_or("");
-            let v = trialflow_core::text::normalize(raw);
+            let v = crate::text::normalize(raw);
             if let std::borrow::Cow::Owned(_) = v {
                 self.normalized += 1;
             }
@@ -192,7 +191,7 @@ pub fn stage_object<'a>(
     limits: StageLimits,
     emit: &'a mut Emit<'a>,
 ) -> Result<StagedObject> {
-    use trialflow_core::lake::SourceFormat;
+    use crate::lake::SourceFormat;
     let url = o.url.as_str();
     let dialect = Dialect {
         delimiter: o.delimiter as u8,
@@ -394,7 +393,7 @@ fn stage_csv_with(
             _ => Error::bad_data(format!("{url}:1"), format!("unreadable CSV header: {e}")),
         })?
         .iter()
-        .map(|h| trialflow_core::text::normalize(h.trim()).trim().to_string())
+        .map(|h| crate::text::normalize(h.trim()).trim().to_string())
         .collect();
     let idx = header_positions(url, &headers, columns)?;
     let mut rec = csv::ByteRecord::new();
@@ -409,7 +408,7 @@ fn stage_csv_with(
                 return Err(read_error(l, &e));
             }
         }
-        if rec.len() == 1 && trialflow_core::text::is_blank(&rec[0]) {
+        if rec.len() == 1 && crate::text::is_blank(&rec[0]) {
             continue; // a line of spaces is no record (ingestion does not count it either)
         }
         if rec.as_slice().len() > max {
@@ -500,7 +499,7 @@ fn stage_ndjson(
         }
         let text =
             std::str::from_utf8(&raw).map_err(|_| Error::bad_data(at(), "not UTF-8 text"))?;
-        if trialflow_core::text::is_blank(text.as_bytes()) {
+        if crate::text::is_blank(text.as_bytes()) {
             continue;
         }
         let text = text.trim_start_matches('\u{feff}').trim();
