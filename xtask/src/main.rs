@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
-//!   check; all with the `ballista` feature (`TEST_FEATURES`).
+//!   check; all with the `ballista` and the server's `fuzzing` features (`TEST_FEATURES`).
 //! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
 //!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
 //!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs);
@@ -135,8 +135,9 @@ fn has_nextest() -> bool {
 }
 
 /// The optional parts the tests cover too (one feature set, so the dependencies compile once): Ballista
-/// against a real scheduler and executor (`crates/cli/tests/it/ballista.rs`).
-const TEST_FEATURES: &str = "trialflow-cli/ballista";
+/// against a real scheduler and executor (`crates/cli/tests/it/ballista.rs`), and the server's fuzzing entry
+/// point, over which the fuzz seeds are replayed (`crates/serve/tests/it/fuzz_seeds.rs`).
+const TEST_FEATURES: &str = "trialflow-cli/ballista,trialflow-serve/fuzzing";
 
 fn test() -> Result<()> {
     let mut fmt = cargo();

@@ -55,6 +55,43 @@ pub async fn write_parquet(
     store.put(rel, bytes).await
 }
 
+/// How a Parquet file someone else wrote is opened: without the Arrow schema embedded in its footer (an IPC
+/// message arrow-ipc decodes with `unimplemented!` for types it does not know); the columns' own Parquet types
+/// are read instead.
+pub fn untrusted_parquet_options() -> parquet::arrow::arrow_reader::ArrowReaderOptions {
+    parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_skip_arrow_metadata(true)
+}
+
+/// Checks what a Parquet footer declares against the file it came with, before any page is read: every
+/// column chunk's offset and length non-negative and inside the file's `file_len` bytes, row counts not
+/// negative. The parquet crate asserts (panics) on some of these and sizes reads from the others.
+pub fn check_parquet_layout(
+    meta: &parquet::file::metadata::ParquetMetaData,
+    file_len: u64,
+) -> std::result::Result<(), String> {
+    for (g, rg) in meta.row_groups().iter().enumerate() {
+        if rg.num_rows() < 0 {
+            return Err(format!("row group {g} declares a negative row count"));
+        }
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            let len = c.compressed_size();
+            let inside = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l))
+                .is_some_and(|end| end <= file_len);
+            if !inside || c.data_page_offset() < 0 {
+                return Err(format!(
+                    "row group {g}, column `{}`: the footer places its data outside the file's {file_len} bytes",
+                    c.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads every Parquet object under `prefix` (sorted by path) into batches.
 pub async fn read_parquet_prefix(store: &Storage, prefix: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();

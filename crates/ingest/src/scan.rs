@@ -144,7 +144,8 @@ impl Write for CsvSink {
         match self.scan.feed(buf) {
             Ok(()) => Ok(buf.len()),
             Err(e) => {
-                self.error = Some(e);
+                // the first error says what went wrong; later writes only hear that the scan stopped
+                self.error.get_or_insert(e);
                 Err(std::io::Error::other("CSV scan failed"))
             }
         }
@@ -424,6 +425,8 @@ pub struct CsvScan {
     header: Option<Vec<String>>,
     /// Part of the current record's text was dropped (so it is not a blank line).
     dropped: bool,
+    /// An error ended the scan: its buffers hold a half-read record, so nothing more is read.
+    failed: bool,
     pub rows: u64,
     pub extra_columns: Vec<String>,
 }
@@ -443,12 +446,27 @@ impl CsvScan {
             ends_len: 0,
             header: None,
             dropped: false,
+            failed: false,
             rows: 0,
             extra_columns: Vec::new(),
         }
     }
 
-    pub fn feed(&mut self, mut input: &[u8]) -> Result<()> {
+    pub fn feed(&mut self, input: &[u8]) -> Result<()> {
+        let r = if self.failed {
+            Err(self.stopped())
+        } else {
+            self.feed_records(input)
+        };
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn stopped(&self) -> Error {
+        Error::bad_data(&self.url, "the scan stopped at an earlier error")
+    }
+
+    fn feed_records(&mut self, mut input: &[u8]) -> Result<()> {
         if input.is_empty() {
             return Ok(()); // to csv-core, empty input means the end of the data
         }
@@ -524,6 +542,16 @@ impl CsvScan {
     }
 
     pub fn finish(&mut self) -> Result<()> {
+        let r = if self.failed {
+            Err(self.stopped())
+        } else {
+            self.finish_records()
+        };
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn finish_records(&mut self) -> Result<()> {
         // Empty input tells csv-core the data ended (a last record without a newline completes).
         loop {
             let (res, _, nout, nend) = self.rdr.read_record(
@@ -572,6 +600,24 @@ mod tests {
         }
         s.finish()?;
         Ok(s)
+    }
+
+    /// Found by `cargo xtask fuzz` (ingest_scan): a corrupt gzip stream whose decoder wrote again into the
+    /// scan after the header had failed, so that the next record's field ends were read against the last
+    /// one's text ("slice index starts at 156 but ends at 9").
+    #[test]
+    fn fuzz_finding_a_scan_written_to_after_it_failed_errors_and_never_panics() {
+        let data = include_bytes!("../tests/fixtures/fuzz/ingest_scan-gzip-after-header-error.bin");
+        let req = ["id".to_string(), "age".to_string()];
+        let mut s =
+            Scanner::new(SourceFormat::CsvGzip, "file:///x.csv.gz", &req, b',', b'"').unwrap();
+        let fed = data[2..].chunks(64).try_for_each(|part| s.feed(part));
+        assert!(fed.is_err() || s.finish().is_err());
+        // the same bytes as plain CSV, fed again after an error
+        let mut s = CsvScan::new("file:///x.csv", &req, b',', b'"');
+        let first = s.feed(b"a,b\n1,2\n");
+        assert!(first.is_err(), "the header lacks `id`");
+        assert!(s.feed(b"x,y,z\n").is_err() && s.finish().is_err());
     }
 
     #[test]

@@ -200,10 +200,39 @@ fn with_scores(
         .map_err(|e| bad(input, format!("cannot assemble the output: {e}")))
 }
 
+/// A file's Parquet batches to `each`; the parquet crate's assertions on a malformed page (see
+/// `core::stage`) are the file's problem, reported as such.
 fn read_parquet(input: &Path, each: &mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_batches(input, each)
+    }))
+    .unwrap_or_else(|_| {
+        Err(bad(
+            input,
+            "not a readable Parquet file: the Parquet reader failed on its structure",
+        ))
+    })
+}
+
+fn read_parquet_batches(
+    input: &Path,
+    each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
     let file = File::open(input).map_err(|e| bad(input, format!("cannot open: {e}")))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(CHUNK_ROWS).build())
+    let file_len = file
+        .metadata()
+        .map_err(|e| bad(input, format!("cannot open: {e}")))?
+        .len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        trialflow_core::table::untrusted_parquet_options(),
+    )
+    .map_err(|e| bad(input, format!("not a readable Parquet file: {e}")))?;
+    trialflow_core::table::check_parquet_layout(builder.metadata(), file_len)
+        .map_err(|m| bad(input, format!("not a readable Parquet file: {m}")))?;
+    let reader = builder
+        .with_batch_size(CHUNK_ROWS)
+        .build()
         .map_err(|e| bad(input, format!("not a readable Parquet file: {e}")))?;
     for b in reader {
         each(b.map_err(|e| bad(input, format!("cannot read a row group: {e}")))?)?;

@@ -8,5 +8,6 @@ mod api;
 mod batch;
 mod binary;
 mod clients;
+mod fuzz_seeds;
 mod hostile;
 mod s3;
