@@ -539,7 +539,8 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                 (sha, size, scan.rows, scan.extra_columns, change)
             }
         };
-        if let Some(twin) = current.objects.iter().find(|o| o.sha256 == sha) {
+        // (files without records, a header alone, may well be alike)
+        if let Some(twin) = current.objects.iter().find(|o| o.sha256 == sha && rows > 0) {
             return Err(Error::bad_data(
                 &url,
                 format!(
