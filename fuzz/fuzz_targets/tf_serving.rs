@@ -10,11 +10,6 @@ static SERVER: LazyLock<Harness> =
     LazyLock::new(|| Harness::new().unwrap_or_else(|e| panic!("fixture: {e}")));
 
 fuzz_target!(|body: &[u8]| {
-    let status = SERVER.status(
-        "POST",
-        "/v1/models/cv:predict",
-        &[("content-type", "application/json")],
-        body.to_vec(),
-    );
+    let status = SERVER.predict(body);
     assert!(status < 500, "a :predict body answered {status}");
 });

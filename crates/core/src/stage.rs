@@ -645,6 +645,20 @@ mod tests {
         arrow::compute::concat_batches(&staged_schema(cols), &out).map_err(Error::bug)
     }
 
+    /// A current object at `url` in `format`, with the default CSV dialect.
+    fn object(url: &str, format: crate::lake::SourceFormat) -> CurrentObject {
+        CurrentObject {
+            source: "t".into(),
+            url: url.into(),
+            object: "raw/t/x".into(),
+            format,
+            delimiter: ',',
+            quote: '"',
+            sha256: String::new(),
+            rows: 0,
+        }
+    }
+
     fn lines(b: &RecordBatch) -> Vec<i64> {
         let l = b
             .column_by_name("_line")
@@ -776,16 +790,7 @@ mod tests {
         for e in std::fs::read_dir(&dir).unwrap() {
             let path = e.unwrap().path();
             let data = std::fs::read(&path).unwrap();
-            let o = CurrentObject {
-                source: "t".into(),
-                url: "file:///t".into(),
-                object: "raw/t/x".into(),
-                format: formats[usize::from(data[0]) % formats.len()],
-                delimiter: ',',
-                quote: '"',
-                sha256: String::new(),
-                rows: 0,
-            };
+            let o = object("file:///t", formats[usize::from(data[0]) % formats.len()]);
             let mut ids = Vec::new();
             let mut emit = |b: RecordBatch| {
                 ids.extend(texts(&b, "id"));
@@ -859,16 +864,7 @@ mod tests {
             "../tests/fixtures/fuzz/stage-parquet-page-that-asserts-in-the-decoder.bin"
         );
         let cols = vec!["id".to_string(), "age".to_string()];
-        let o = CurrentObject {
-            source: "t".into(),
-            url: "file:///t.parquet".into(),
-            object: "raw/t/x.parquet".into(),
-            format: crate::lake::SourceFormat::Parquet,
-            delimiter: ',',
-            quote: '"',
-            sha256: String::new(),
-            rows: 0,
-        };
+        let o = object("file:///t.parquet", crate::lake::SourceFormat::Parquet);
         let mut emit = |_b: RecordBatch| Ok(());
         let limits = StageLimits {
             max_record_bytes: 1 << 20,

@@ -160,6 +160,33 @@ impl Harness {
         })
     }
 
+    /// The status `/infer` answers to a fuzz input of the `oip_v2` target: a mode byte, then a JSON body (even
+    /// mode) or a JSON header, a NUL that is not sent, and binary tensors, with the header's length in
+    /// `Inference-Header-Content-Length`. None for an empty input.
+    pub fn infer(&self, data: &[u8]) -> Option<u16> {
+        let (mode, rest) = data.split_first()?;
+        let path = "/v2/models/cv/infer";
+        if mode & 1 == 0 {
+            let json = [("content-type", "application/json")];
+            return Some(self.status("POST", path, &json, rest.to_vec()));
+        }
+        let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let mut body = rest[..split].to_vec();
+        body.extend_from_slice(rest.get(split + 1..).unwrap_or_default());
+        let len = split.to_string();
+        let headers = [
+            ("content-type", "application/octet-stream"),
+            ("inference-header-content-length", len.as_str()),
+        ];
+        Some(self.status("POST", path, &headers, body))
+    }
+
+    /// The status `:predict` answers to a JSON body.
+    pub fn predict(&self, body: &[u8]) -> u16 {
+        let json = [("content-type", "application/json")];
+        self.status("POST", "/v1/models/cv:predict", &json, body.to_vec())
+    }
+
     /// The status the server answers `method path` with these headers and body. A panic anywhere on the
     /// way is the fuzzer's finding; so is a 5xx, which the caller asserts against.
     pub fn status(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> u16 {

@@ -29,12 +29,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 fn tf_serving_seeds_are_answered_and_the_well_formed_ones_scored() {
     let h = Harness::new().unwrap();
     for (name, body) in seeds("tf_serving") {
-        let status = h.status(
-            "POST",
-            "/v1/models/cv:predict",
-            &[("content-type", "application/json")],
-            body,
-        );
+        let status = h.predict(&body);
         let want_ok = name != "wrong.json";
         assert!(status < 500, "{name}: {status}");
         assert_eq!(status == 200, want_ok, "{name}: {status}");
@@ -45,30 +40,6 @@ fn tf_serving_seeds_are_answered_and_the_well_formed_ones_scored() {
 fn oip_v2_seeds_are_answered_and_scored() {
     let h = Harness::new().unwrap();
     for (name, data) in seeds("oip_v2") {
-        // as the target reads them: a mode byte, then a JSON body or a JSON header, NUL, binary tensors
-        let (mode, rest) = data.split_first().unwrap();
-        let status = if mode & 1 == 0 {
-            h.status(
-                "POST",
-                "/v2/models/cv/infer",
-                &[("content-type", "application/json")],
-                rest.to_vec(),
-            )
-        } else {
-            let split = rest.iter().position(|b| *b == 0).unwrap();
-            let mut body = rest[..split].to_vec();
-            body.extend_from_slice(&rest[split + 1..]);
-            let len = split.to_string();
-            h.status(
-                "POST",
-                "/v2/models/cv/infer",
-                &[
-                    ("content-type", "application/octet-stream"),
-                    ("inference-header-content-length", len.as_str()),
-                ],
-                body,
-            )
-        };
-        assert_eq!(status, 200, "{name}");
+        assert_eq!(h.infer(&data), Some(200), "{name}");
     }
 }
