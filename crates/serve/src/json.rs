@@ -24,7 +24,7 @@ impl JsonError {
     }
 }
 
-/// Parses `body` into a value, refusing a repeated key: one pass, as fast as serde_json's own `Value`.
+/// Parses `body` into a value, refusing a repeated key, in one pass (no second walk over the body).
 pub fn parse_unique(body: &[u8]) -> Result<Value, JsonError> {
     let trail = Trail::default();
     let mut de = serde_json::Deserializer::from_slice(body);
