@@ -5,19 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 use trialflow_ingest::{Scanner, SourceFormat};
 
-const FORMATS: [SourceFormat; 5] = [
-    SourceFormat::Csv,
-    SourceFormat::CsvGzip,
-    SourceFormat::CsvZstd,
-    SourceFormat::Ndjson,
-    SourceFormat::Parquet,
-];
-
 fuzz_target!(|data: &[u8]| {
     let [format, chunk, bytes @ ..] = data else {
         return;
     };
-    let format = FORMATS[usize::from(*format) % FORMATS.len()];
+    let format = SourceFormat::ALL[usize::from(*format) % SourceFormat::ALL.len()];
     let required = ["id".to_string(), "age".to_string()];
     let Ok(mut scan) = Scanner::new(format, "file:///fuzz", &required, b',', b'"') else {
         return;

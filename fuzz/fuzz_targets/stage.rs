@@ -7,14 +7,6 @@ use libfuzzer_sys::fuzz_target;
 use trialflow_core::lake::{CurrentObject, SourceFormat};
 use trialflow_core::stage::{RecordBatch, StageLimits, stage_object};
 
-const FORMATS: [SourceFormat; 5] = [
-    SourceFormat::Csv,
-    SourceFormat::CsvGzip,
-    SourceFormat::CsvZstd,
-    SourceFormat::Ndjson,
-    SourceFormat::Parquet,
-];
-
 fuzz_target!(init: {
     // libfuzzer-sys aborts in its panic hook, before any unwinding: the stager's own catch of the parquet
     // crate's assertions (bad data, by design) would count as a crash. A panic that escapes the stager
@@ -28,7 +20,7 @@ fuzz_target!(init: {
         source: "fuzz".into(),
         url: "file:///fuzz".into(),
         object: "raw/fuzz/x".into(),
-        format: FORMATS[usize::from(*format) % FORMATS.len()],
+        format: SourceFormat::ALL[usize::from(*format) % SourceFormat::ALL.len()],
         delimiter: ',',
         quote: '"',
         sha256: String::new(),

@@ -113,6 +113,15 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
+    /// Every format; the fuzz targets (and their seeds) choose one by indexing this with their first byte.
+    pub const ALL: [SourceFormat; 5] = [
+        SourceFormat::Csv,
+        SourceFormat::CsvGzip,
+        SourceFormat::CsvZstd,
+        SourceFormat::Ndjson,
+        SourceFormat::Parquet,
+    ];
+
     pub const NAMES: [&str; 5] = ["csv", "csv.gz", "csv.zst", "parquet", "ndjson"];
 
     pub fn name(self) -> &'static str {

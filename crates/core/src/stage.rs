@@ -782,8 +782,7 @@ mod tests {
     /// byte, then the object).
     #[test]
     fn the_fuzz_seeds_stage_the_same_records_in_every_format() {
-        use crate::lake::SourceFormat::*;
-        let formats = [Csv, CsvGzip, CsvZstd, Ndjson, Parquet];
+        let formats = crate::lake::SourceFormat::ALL;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/stage");
         let cols = vec!["id".to_string(), "age".to_string()];
         let mut seen = 0;
