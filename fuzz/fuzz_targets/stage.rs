@@ -35,7 +35,7 @@ fuzz_target!(init: {
     let limits = StageLimits {
         max_record_bytes: 64 * 1024,
     };
-    if let Ok(staged) = stage_object(&object, bytes, &columns, 0, limits, &mut emit) {
+    if let Ok(staged) = stage_object(&object, bytes, &columns, 0, limits, &[], &mut emit) {
         assert_eq!(staged.next_row as usize, rows, "rows numbered but not staged");
     }
 });

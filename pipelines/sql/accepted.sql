@@ -1,4 +1,5 @@
--- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely.
+-- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely, or delete a file to run the generated view.
+-- contract: 9e310a2ef25f50d7 (the contract's hash for this view: a contract change since is an error)
 SELECT
   "_row",
   "_source",
@@ -36,6 +37,12 @@ SELECT
   "_check_30",
   "_check_31",
   "_check_32",
+  "_check_33",
+  "_check_34",
+  "_check_35",
+  "_check_36",
+  "_check_37",
+  "_check_38",
   "subject_id" AS "subject_id",
   "arm" AS "arm",
   "site" AS "site",
@@ -55,5 +62,5 @@ SELECT
   "diabetic" AS "diabetic",
   CAST(CASE WHEN lower("event") IN ('1', '1.0', 'true', 'yes', 'y') THEN 1 ELSE 0 END AS BIGINT) AS "_outcome",
   "followup_days" AS "_time",
-  CAST(CASE WHEN "event" IN ('1') THEN 1 ELSE 0 END AS BIGINT) AS "_event"
+  CAST(CASE WHEN ("event" IN ('1') OR TRY_CAST("event" AS DOUBLE) IN (1.0)) THEN 1 ELSE 0 END AS BIGINT) AS "_event"
 FROM checked;

@@ -1,4 +1,5 @@
--- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely.
+-- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely, or delete a file to run the generated view.
+-- contract: 6629adb8a706be3f (the contract's hash for this view: a contract change since is an error)
 SELECT
   pseudonymize("subject_id") AS "subject_id",
   "arm" AS "arm",
@@ -55,5 +56,11 @@ SELECT
   "_check_29",
   "_check_30",
   "_check_31",
-  "_check_32"
+  "_check_32",
+  "_check_33",
+  "_check_34",
+  "_check_35",
+  "_check_36",
+  "_check_37",
+  "_check_38"
 FROM derived;

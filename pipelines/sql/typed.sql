@@ -1,4 +1,5 @@
--- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely.
+-- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely, or delete a file to run the generated view.
+-- contract: c0cbb917c7ef07aa (the contract's hash for this view: a contract change since is an error)
 SELECT
   "_row",
   "_source",
@@ -30,6 +31,6 @@ SELECT
   TRY_CAST("hba1c_pct" AS DOUBLE) AS "hba1c_pct",
   "hba1c_pct" AS "hba1c_pct__raw",
   coalesce(CASE lower("sex") WHEN 'f' THEN 'F' WHEN 'female' THEN 'F' WHEN 'm' THEN 'M' WHEN 'male' THEN 'M' END, "sex") AS "sex",
-  coalesce(CASE lower("smoker") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, "smoker") AS "smoker",
-  coalesce(CASE lower("diabetic") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, "diabetic") AS "diabetic"
+  coalesce(CASE lower("smoker") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, CASE TRY_CAST("smoker" AS DOUBLE) WHEN 0.0 THEN 'no' WHEN 1.0 THEN 'yes' END, "smoker") AS "smoker",
+  coalesce(CASE lower("diabetic") WHEN '0' THEN 'no' WHEN '1' THEN 'yes' WHEN 'false' THEN 'no' WHEN 'n' THEN 'no' WHEN 'no' THEN 'no' WHEN 'true' THEN 'yes' WHEN 'y' THEN 'yes' WHEN 'yes' THEN 'yes' END, CASE TRY_CAST("diabetic" AS DOUBLE) WHEN 0.0 THEN 'no' WHEN 1.0 THEN 'yes' END, "diabetic") AS "diabetic"
 FROM staged;

@@ -217,6 +217,10 @@ struct Data {
     outcome: Vec<f64>,
     tte: Option<(Vec<f64>, Vec<bool>)>,
     columns: BTreeMap<String, Column>,
+    /// Categorical covariate → its reference level in the adjusted models (`dataset.reference_levels`).
+    references: BTreeMap<String, String>,
+    /// Rows whose event was a competing one (`event_state` 2), per arm in `arms` order.
+    competing: Vec<u64>,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -280,13 +284,81 @@ fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
     if let Some(site) = &d.site {
         columns.insert(site.clone(), Column::Categorical(strings(batches, "site")?));
     }
+    let competing_rows = d
+        .time_to_event
+        .as_ref()
+        .is_some_and(|t| !t.competing_values.is_empty());
+    let competing = if competing_rows {
+        let state = floats(batches, "event_state")?;
+        arms.iter()
+            .map(|a| {
+                arm.iter()
+                    .zip(&state)
+                    .filter(|(x, s)| *x == a && **s == Some(2.0))
+                    .count() as u64
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Data {
         arm,
         arms,
         outcome,
         tte,
         columns,
+        references: d.reference_levels.clone(),
+        competing,
     })
+}
+
+/// What the report says about competing events: how many per arm, and how the analyses counted them.
+fn competing_note(cfg: &Config, data: &Data) -> Option<String> {
+    let t = cfg.dataset.time_to_event.as_ref()?;
+    if t.competing_values.is_empty() {
+        return None;
+    }
+    let per_arm: Vec<String> = data
+        .arms
+        .iter()
+        .zip(&data.competing)
+        .map(|(a, n)| format!("{a} {n}"))
+        .collect();
+    let how = match t.competing_as {
+        trialflow_core::config::CompetingAs::Censored => {
+            "censored at their time in the Kaplan–Meier curves, the log-rank test and the Cox models (the \
+             cause-specific hazard of the event; the Kaplan–Meier complement then overstates the cumulative \
+             incidence)"
+        }
+        trialflow_core::config::CompetingAs::Event => {
+            "counted as events (a composite endpoint) in the Kaplan–Meier curves, the log-rank test and the Cox \
+             models"
+        }
+    };
+    Some(format!(
+        "Competing events (codes [{}] of `{}`): {}; {how}. The clean table keeps them as event_state 2.",
+        t.competing_values.join(", "),
+        t.event,
+        per_arm.join(", ")
+    ))
+}
+
+/// The models' curves, when an evaluation of this clean table exists: an evaluation older than the clean
+/// table belongs to an earlier run whose training this run did not repeat (it failed, or was not asked for).
+async fn current_model_curves(lake: &Storage) -> Result<(Vec<ModelCurves>, Option<String>)> {
+    let evaluated = lake.head(lake::EVALUATION).await?;
+    let cleaned = lake.head(lake::CLEAN_FILE).await?;
+    match (evaluated, cleaned) {
+        (Some(e), Some(c)) if e.last_modified < c.last_modified => Ok((
+            Vec::new(),
+            Some(
+                "Models: the evaluation in the lake predates this clean table (training did not finish \
+                 on it), so the model section is left out."
+                    .into(),
+            ),
+        )),
+        _ => Ok((model_curves(lake).await?, None)),
+    }
 }
 
 fn levels_of(v: &[Option<String>]) -> Vec<String> {
@@ -371,7 +443,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
     let data = load(cfg, &batches)?;
     let (arms, comparisons) = comparisons(&data);
     let ties_name = format!("{:?}", cfg.analysis.ties);
-    let analysis = Analysis {
+    let mut analysis = Analysis {
         dataset: cfg.dataset.name.clone(),
         reference_arm: data.arms[0].clone(),
         analyzed_rows: data.arm.len() as u64,
@@ -381,7 +453,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         comparisons,
         survival: survival(cfg, &data),
         subgroups: cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, &data, s)).collect(),
-        models: model_curves(lake).await?,
+        models: Vec::new(),
         methods: vec![
             "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow.".into(),
             "Table 1: mean ± SD (n − 1), median [IQR] with linear quantile interpolation (R type 7); standardized mean differences against the reference arm (categorical: Yang & Dalton).".into(),
@@ -389,11 +461,15 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             "Chi-square: Pearson, 1 df, no continuity correction. Fisher's exact test: two-sided, tables no more likely than the observed one.".into(),
             "Kaplan–Meier: product-limit estimate; Greenwood variance; 95% CI with the log(−log) transform (lifelines' default); median CI where the CI curves cross 0.5.".into(),
             "Log-rank: k-sample test with (k − 1) df (R survdiff, rho = 0).".into(),
-            format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their first level."),
+            format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their reference level (dataset.reference_levels, else the first in sort order)."),
             "Proportional hazards: Grambsch–Therneau test on scaled Schoenfeld residuals against 1 − KM(t) (lifelines' proportional_hazard_test, time_transform = km).".into(),
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };
+    analysis.methods.extend(competing_note(cfg, &data));
+    let (models, note) = current_model_curves(lake).await?;
+    analysis.models = models;
+    analysis.methods.extend(note);
     lake.put_json(&format!("{dir}analysis.json"), &analysis)
         .await?;
     lake.put(&format!("{dir}report.html"), report::html(&analysis))
@@ -452,7 +528,28 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             arm,
             tte: Some((t, e)),
             columns: [("g".to_string(), Column::Categorical(g))].into(),
+            references: BTreeMap::new(),
+            competing: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_configured_reference_level_is_the_one_left_out_of_the_indicators() {
+        let mut d = data();
+        {
+            let (names, terms) = crate::survival::covariate_terms(&d, "g");
+            assert_eq!(
+                (names, terms(0)),
+                (vec!["g=2".to_string()], Some(vec![0.0]))
+            );
+        }
+        // written as the number it is (`reference_levels: {g: 2.0}` reads as "2.0"), it still matches "2"
+        d.references.insert("g".into(), "2.0".into());
+        let (names, terms) = crate::survival::covariate_terms(&d, "g");
+        assert_eq!(
+            (names, terms(0)),
+            (vec!["g=1".to_string()], Some(vec![1.0]))
+        );
     }
 
     #[test]

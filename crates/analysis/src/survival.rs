@@ -13,7 +13,8 @@ pub(crate) fn ties(cfg: &Config) -> Ties {
 pub(crate) type TermFn<'a> = Box<dyn Fn(usize) -> Option<Vec<f64>> + 'a>;
 
 /// Design-matrix columns for covariate `name` of row `i`: numbers as they are, categories as indicators of
-/// every level but the first. `None` when the value is missing.
+/// every level but the reference (`dataset.reference_levels`, else the first in sort order). `None` when the
+/// value is missing.
 pub(crate) fn covariate_terms<'a>(data: &'a Data, name: &str) -> (Vec<String>, TermFn<'a>) {
     match &data.columns[name] {
         Column::Numeric(v) => (
@@ -21,7 +22,15 @@ pub(crate) fn covariate_terms<'a>(data: &'a Data, name: &str) -> (Vec<String>, T
             Box::new(move |i| v[i].map(|x| vec![x])),
         ),
         Column::Categorical(v) => {
-            let levels = levels_of(v);
+            let mut levels = levels_of(v);
+            if let Some(r) = data.references.get(name)
+                && let Some(at) = levels
+                    .iter()
+                    .position(|l| trialflow_core::codes::same(l, r))
+            {
+                let reference = levels.remove(at);
+                levels.insert(0, reference);
+            }
             let names = levels[1..].iter().map(|l| format!("{name}={l}")).collect();
             let f = move |i: usize| {
                 v[i].as_ref().map(|x| {

@@ -209,7 +209,8 @@ async fn cluster(_role: ClusterRole) -> Result<i32> {
     .into())
 }
 
-/// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 1 other.
+/// Maps an error to the documented exit codes: 2 config, 3 bad data, 4 infrastructure, 5 lake locked, 6 gate
+/// refused, 1 other.
 fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
         if let Some(c) = cause.downcast_ref::<trialflow_core::Error>() {

@@ -97,6 +97,10 @@ pub struct SourceConfig {
     /// CSV quote character (one ASCII character).
     #[serde(default = "default_quote")]
     pub quote: char,
+    /// Field texts that mean "no value" in this source (after trimming; an empty field always does), e.g.
+    /// `["NA"]` for R's `write.csv`, `["."]` for SAS. Replaces `dataset.missing_values` for this source.
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    pub missing_values: Option<Vec<String>>,
 }
 
 fn default_delimiter() -> char {
@@ -161,6 +165,7 @@ impl<'de> Deserialize<'de> for FormatChoice {
 pub struct ArmConfig {
     pub column: String,
     /// The control level every other arm is compared with (after synonym mapping).
+    #[serde(deserialize_with = "crate::codes::code")]
     pub reference: String,
 }
 
@@ -170,7 +175,9 @@ pub struct ArmConfig {
 #[serde(deny_unknown_fields)]
 pub struct OutcomeConfig {
     pub column: Option<String>,
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
     pub positive: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
     pub negative: Option<Vec<String>>,
     pub expression: Option<String>,
 }
@@ -191,9 +198,30 @@ pub struct TimeToEventConfig {
     pub event: String,
     #[serde(default = "default_convention")]
     pub convention: EventConvention,
-    /// Values of `event` that mean "event" under the `event` convention (default `["1"]`), e.g. `["2"]`
-    /// for R's 1 = censored / 2 = dead coding.
+    /// Codes of `event` that mean "event" under the `event` convention (default `[1]`), e.g. `[2]` for R's
+    /// 1 = censored / 2 = dead coding. Codes compare as numbers when both parse (`1.0` is `1`).
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
     pub event_values: Option<Vec<String>>,
+    /// Codes that mean "censored" (default `[0]`; with `event_values: [2]`, `[1]`).
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    pub censor_values: Option<Vec<String>>,
+    /// Codes of a competing event (e.g. transplant before death): kept as state 2 in the clean table's
+    /// `event_state`, and handled in the Kaplan–Meier and Cox analyses as `competing_as` says.
+    #[serde(default, deserialize_with = "crate::codes::codes")]
+    pub competing_values: Vec<String>,
+    #[serde(default)]
+    pub competing_as: CompetingAs,
+}
+
+/// How the Kaplan–Meier and Cox analyses of the event count a competing event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompetingAs {
+    /// Censored at its time (the cause-specific hazard; the report says so).
+    #[default]
+    Censored,
+    /// An event (a composite endpoint such as "transplant or death").
+    Event,
 }
 
 fn default_convention() -> EventConvention {
@@ -214,10 +242,12 @@ pub enum RuleAction {
 pub struct Rule {
     pub min: Option<f64>,
     pub max: Option<f64>,
-    /// Canonical levels; values are matched case-insensitively after trimming.
+    /// Canonical levels; values are matched case-insensitively after trimming, and numerically when both
+    /// are numbers (`1.0` is level `1`).
+    #[serde(default, deserialize_with = "crate::codes::opt_codes")]
     pub allowed: Option<Vec<String>>,
     /// Extra spellings (case-insensitive) mapped to a canonical level.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::codes::code_map")]
     pub synonyms: BTreeMap<String, String>,
     #[serde(default = "default_action")]
     pub action: RuleAction,
@@ -239,8 +269,22 @@ pub enum ColumnType {
 pub struct DatasetConfig {
     pub name: String,
     pub sources: Vec<SourceConfig>,
-    /// Subject identifier; pseudonymized before anything leaves the clean stage.
-    pub id: String,
+    /// Field texts that mean "no value" in every source that does not set its own (after trimming; an empty
+    /// field always does): `["NA"]` for R exports, `["."]` for SAS.
+    #[serde(default, deserialize_with = "crate::codes::codes")]
+    pub missing_values: Vec<String>,
+    /// Who a row belongs to: a column (`id: USUBJID`), several (`id: [patient, eye]`, one row per eye), or
+    /// `null` for a file with one row per patient and no id (the row's file and line are its id).
+    /// Pseudonymized before anything leaves the clean stage.
+    pub id: SubjectId,
+    /// The patient when rows are clustered within one (one row per eye, lesion, episode): the clean table's
+    /// `cluster`, kept whole in one split, and the cluster of the robust (sandwich) standard errors.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// A second row with an id already accepted: `first` keeps the first and quarantines the rest (counted,
+    /// and bounded by `preprocessing.max_dropped_share`); `error` fails the run naming the file and line.
+    #[serde(default)]
+    pub repeated_ids: RepeatedIds,
     pub arm: ArmConfig,
     pub site: Option<String>,
     pub outcome: OutcomeConfig,
@@ -251,6 +295,15 @@ pub struct DatasetConfig {
     /// Categorical covariates.
     #[serde(default)]
     pub categorical: Vec<String>,
+    /// Model inputs, when not every covariate is one: `numeric` and `categorical` are what Table 1, the
+    /// subgroups and the adjusted analyses describe; `features` (default: all of them) what the models see. A
+    /// feature that is, or is derived from, the outcome, time or event column is refused.
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// The reference level of a categorical covariate in the adjusted analyses (default: the first level in
+    /// sort order), e.g. `{sex: M, stage: "1"}`.
+    #[serde(default, deserialize_with = "crate::codes::code_map")]
+    pub reference_levels: BTreeMap<String, String>,
     /// Derived numeric columns: name → SQL expression over typed source columns (e.g. BMI).
     #[serde(default)]
     pub derived: BTreeMap<String, String>,
@@ -262,6 +315,72 @@ pub struct DatasetConfig {
     pub rules: BTreeMap<String, Rule>,
     /// SQL row filter over typed columns; rows it rejects are counted as excluded, never dropped silently.
     pub filter: Option<String>,
+}
+
+/// The subject id of a row: one column, a composite of several, or none (the row itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectId {
+    Column(String),
+    Composite(Vec<String>),
+    /// One row per patient and no id column: the row's source and line identify it.
+    Row,
+}
+
+impl SubjectId {
+    /// The source columns the id is made of.
+    pub fn columns(&self) -> &[String] {
+        match self {
+            SubjectId::Column(c) => std::slice::from_ref(c),
+            SubjectId::Composite(v) => v,
+            SubjectId::Row => &[],
+        }
+    }
+
+    /// How errors and the quarantine name the id: `USUBJID`, `patient+eye`, `<row>`.
+    pub fn label(&self) -> String {
+        match self {
+            SubjectId::Row => "<row>".into(),
+            other => other.columns().join("+"),
+        }
+    }
+}
+
+impl Serialize for SubjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            SubjectId::Column(c) => s.serialize_str(c),
+            SubjectId::Composite(v) => v.serialize(s),
+            SubjectId::Row => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SubjectId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Option::<Form>::deserialize(d)? {
+            None => SubjectId::Row,
+            Some(Form::One(c)) => SubjectId::Column(c),
+            Some(Form::Many(v)) if v.len() == 1 => SubjectId::Column(v[0].clone()),
+            Some(Form::Many(v)) => SubjectId::Composite(v),
+        })
+    }
+}
+
+/// What the clean stage does with a second row of an id it accepted already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepeatedIds {
+    /// Keep the first row, quarantine the others (counted; bounded by `preprocessing.max_dropped_share`).
+    #[default]
+    First,
+    /// Fail the run at the first repeat, naming its file and line.
+    Error,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,7 +397,16 @@ pub struct PrivacyConfig {
 }
 
 /// The fixed columns of the clean table (see ARCHITECTURE.md).
-const CLEAN_TABLE_COLUMNS: [&str; 6] = ["subject_id", "arm", "site", "outcome", "time", "event"];
+const CLEAN_TABLE_COLUMNS: [&str; 8] = [
+    "subject_id",
+    "cluster",
+    "arm",
+    "site",
+    "outcome",
+    "time",
+    "event",
+    "event_state",
+];
 
 /// The widest hidden layer and the deepest network a config may ask for: beyond them training would not finish
 /// on any machine this runs on, so the config is refused instead of hanging.
@@ -408,6 +536,17 @@ pub struct PreprocessingConfig {
     /// file holds.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// The largest share of input rows the clean task may drop for a reason the contract did not state (a
+    /// repeated id, an unparseable number, a missing-value look-alike, an unknown outcome or event code, a
+    /// malformed record) before it fails with exit 3 naming the likely cause, instead of analysing a
+    /// population other than the one described. Range and level rules, the filter and exact duplicate rows
+    /// are the contract's own and do not count.
+    #[serde(default = "default_max_dropped_share")]
+    pub max_dropped_share: f64,
+}
+
+fn default_max_dropped_share() -> f64 {
+    0.01
 }
 
 fn default_max_record_bytes() -> usize {
@@ -1059,7 +1198,12 @@ impl Config {
                 out.push(c.to_string());
             }
         };
-        push(&d.id);
+        for c in d.id.columns() {
+            push(c);
+        }
+        if let Some(c) = &d.cluster {
+            push(c);
+        }
         push(&d.arm.column);
         if let Some(s) = &d.site {
             push(s);
@@ -1112,7 +1256,10 @@ impl Config {
         self.check_sources()?;
         self.check_privacy()?;
         self.check_outcome()?;
+        self.check_identity()?;
+        self.check_events()?;
         self.check_derived()?;
+        self.check_features()?;
         self.check_filter_and_types()?;
         self.check_rules()?;
         self.check_split()?;
@@ -1196,6 +1343,213 @@ impl Config {
         }
         if o.negative.is_some() && o.positive.is_none() {
             return Err(self.err("dataset.outcome.negative", "`negative` needs `positive`"));
+        }
+        Ok(())
+    }
+
+    /// `dataset.id`, `cluster`, `preprocessing.max_dropped_share`: an id made of distinct columns, a cluster
+    /// that is not the id itself, splits that keep a cluster whole.
+    fn check_identity(&self) -> Result<()> {
+        let d = &self.dataset;
+        let ids = d.id.columns();
+        if ids.iter().any(|c| c.trim().is_empty()) {
+            return Err(self.err("dataset.id", "expected column names, not an empty one"));
+        }
+        if ids.iter().collect::<BTreeSet<_>>().len() != ids.len() {
+            return Err(self.err("dataset.id", "a composite id names each column once"));
+        }
+        if let Some(c) = &d.cluster {
+            if d.id == SubjectId::Column(c.clone()) {
+                return Err(self.err(
+                    "dataset.cluster",
+                    format!(
+                        "the cluster is the id itself, so each cluster has one row; for several rows per \
+                         patient make the id the row's key within the patient, e.g. `id: [{c}, eye]`"
+                    ),
+                ));
+            }
+            if self
+                .preprocessing
+                .split
+                .group_by
+                .as_deref()
+                .is_some_and(|g| g != "cluster")
+            {
+                return Err(self.err(
+                    "preprocessing.split.group_by",
+                    "with `dataset.cluster` the splits keep each cluster whole: leave group_by unset \
+                     (or `cluster`)",
+                ));
+            }
+            if self.preprocessing.split.stratify {
+                return Err(self.err(
+                    "preprocessing.split.stratify",
+                    "with `dataset.cluster` the splits keep each cluster whole and cannot stratify rows",
+                ));
+            }
+        }
+        let share = self.preprocessing.max_dropped_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(self.err(
+                "preprocessing.max_dropped_share",
+                "expected a share in [0, 1]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `dataset.time_to_event`: event, censor and competing codes that do not overlap; CDISC's `CNSR` has
+    /// its own codes.
+    fn check_events(&self) -> Result<()> {
+        let Some(t) = &self.dataset.time_to_event else {
+            return Ok(());
+        };
+        let key = "dataset.time_to_event";
+        if t.convention == EventConvention::CdiscCnsr
+            && (t.event_values.is_some() || t.censor_values.is_some())
+        {
+            return Err(self.err(
+                key,
+                "`convention: cdisc_cnsr` fixes the codes (CNSR 0 = event, a positive integer = censored); \
+                 drop `event_values`/`censor_values`",
+            ));
+        }
+        let (events, censored) = self.event_codes();
+        let lists = [
+            ("event_values", &events),
+            ("censor_values", &censored),
+            ("competing_values", &t.competing_values),
+        ];
+        for (i, (a, la)) in lists.iter().enumerate() {
+            if la.is_empty() && *a != "competing_values" && t.convention == EventConvention::Event {
+                return Err(self.err(format!("{key}.{a}"), "expected at least one code"));
+            }
+            for (b, lb) in &lists[i + 1..] {
+                if let Some(c) = la
+                    .iter()
+                    .find(|x| lb.iter().any(|y| crate::codes::same(x, y)))
+                {
+                    return Err(self.err(
+                        format!("{key}.{b}"),
+                        format!("the code `{c}` is also in `{a}`: a code has one meaning"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The event and censor codes under the `event` convention: as configured, else events `[1]` and
+    /// censored `[0]` (or `[1]` for R's 1 = censored / 2 = event coding, `event_values: [2]`). Empty under
+    /// `cdisc_cnsr`, whose codes are fixed.
+    pub fn event_codes(&self) -> (Vec<String>, Vec<String>) {
+        let Some(t) = &self.dataset.time_to_event else {
+            return (Vec::new(), Vec::new());
+        };
+        if t.convention == EventConvention::CdiscCnsr {
+            return (Vec::new(), Vec::new());
+        }
+        let events = t.event_values.clone().unwrap_or_else(|| vec!["1".into()]);
+        let censored = t.censor_values.clone().unwrap_or_else(|| {
+            if events.len() == 1 && crate::codes::same(&events[0], "2") {
+                vec!["1".into()]
+            } else {
+                vec!["0".into()]
+            }
+        });
+        (events, censored)
+    }
+
+    /// Source name → the field texts read as missing in it (its own `missing_values`, else the dataset's).
+    pub fn missing_values_by_source(&self) -> BTreeMap<String, Vec<String>> {
+        let d = &self.dataset;
+        d.sources
+            .iter()
+            .map(|s| {
+                let tokens = s.missing_values.as_ref().unwrap_or(&d.missing_values);
+                (s.name.clone(), tokens.clone())
+            })
+            .collect()
+    }
+
+    /// The model inputs: `dataset.features`, else every covariate.
+    pub fn feature_columns(&self) -> Vec<String> {
+        let d = &self.dataset;
+        match &d.features {
+            Some(f) => f.clone(),
+            None => d.numeric.iter().chain(&d.categorical).cloned().collect(),
+        }
+    }
+
+    /// `dataset.features` and `reference_levels`: covariates only, and no feature that is or is computed from
+    /// the outcome, time or event (a model given its own label scores perfectly and would be promoted).
+    fn check_features(&self) -> Result<()> {
+        let d = &self.dataset;
+        let covariates: Vec<&String> = d.numeric.iter().chain(&d.categorical).collect();
+        if let Some(f) = &d.features {
+            for (i, c) in f.iter().enumerate() {
+                if !covariates.contains(&c) {
+                    return Err(self.err(
+                        format!("dataset.features[{i}]"),
+                        format!("`{c}` is not a covariate: features are chosen from `numeric` and `categorical`"),
+                    ));
+                }
+            }
+        }
+        let mut label: Vec<(String, &str)> = Vec::new();
+        if let Some(c) = &d.outcome.column {
+            label.push((c.clone(), "the outcome"));
+        }
+        if let Some(e) = &d.outcome.expression {
+            for c in sql_columns(e) {
+                label.push((c, "a column of the outcome expression"));
+            }
+        }
+        if let Some(t) = &d.time_to_event {
+            label.push((t.time.clone(), "the time to event"));
+            label.push((t.event.clone(), "the event"));
+        }
+        let sources = |c: &str| -> Vec<String> {
+            match d.derived.get(c) {
+                Some(expr) => sql_columns(expr),
+                None => vec![c.to_string()],
+            }
+        };
+        for (i, c) in self.feature_columns().iter().enumerate() {
+            for s in sources(c) {
+                if let Some((_, what)) = label.iter().find(|(l, _)| *l == s) {
+                    let via = if s == *c {
+                        String::new()
+                    } else {
+                        format!(" (through `{s}`)")
+                    };
+                    let key = match &d.features {
+                        Some(_) => format!("dataset.features[{i}]"),
+                        None => "dataset.features".to_string(),
+                    };
+                    return Err(self.err(
+                        key,
+                        format!(
+                            "the model input `{c}` is {what}{via}: a model given its own label would score \
+                             perfectly; list `features` without it (it can still be described in Table 1)"
+                        ),
+                    ));
+                }
+            }
+        }
+        for (c, level) in &d.reference_levels {
+            let key = format!("dataset.reference_levels.{c}");
+            if !d.categorical.contains(c) {
+                return Err(self.err(key, "reference levels are for categorical covariates"));
+            }
+            if let Some(allowed) = d.rules.get(c).and_then(|r| r.allowed.as_ref())
+                && !allowed.iter().any(|a| crate::codes::same(a, level))
+            {
+                return Err(self.err(
+                    key,
+                    format!("expected one of the allowed levels {allowed:?}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -1589,6 +1943,30 @@ const TABLE_FUNCTIONS: [&str; 4] = ["generate_series", "range", "unnest", "gener
 /// Parses `expr` as one SQL expression (the generic dialect DataFusion's parser extends) that the clean stage can
 /// splice into its statements: no comment (a trailing `--` would cut the SQL around it), no subquery and no
 /// table function (a value per row, not rows).
+/// The column names an SQL expression reads (none when it does not parse: `validate` reports that).
+pub fn sql_columns(expr: &str) -> Vec<String> {
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let Ok(parsed) = sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(expr)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(&parsed, |e| {
+        use sqlparser::ast::Expr;
+        match e {
+            Expr::Identifier(i) => out.push(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => {
+                out.extend(parts.last().map(|i| i.value.clone()));
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
 pub fn check_sql_expr(expr: &str) -> std::result::Result<(), String> {
     use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
     let dialect = sqlparser::dialect::GenericDialect {};
@@ -1693,6 +2071,125 @@ mod tests {
             "test.yaml",
             &[(format!("TRIALFLOW_{key}"), value.to_string())],
         )
+    }
+
+    /// The sample config with `from` replaced by `to` (which must occur).
+    fn sample_edited(from: &str, to: &str) -> Result<Config> {
+        sample_edits(&[(from, to)])
+    }
+
+    fn sample_edits(edits: &[(&str, &str)]) -> Result<Config> {
+        // tests run in the crate's folder: the sample's files are two levels up
+        let mut text = EMBEDDED_CONFIG.replacen("file://data/raw/", "file://../../data/raw/", 1);
+        for (from, to) in edits {
+            assert!(text.contains(from), "the sample has no `{from}`");
+            text = text.replacen(from, to, 1);
+        }
+        load(&text)
+    }
+
+    fn config_error(r: Result<Config>) -> String {
+        match r {
+            Err(e @ Error::Config { .. }) => e.to_string(),
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_model_input_that_is_or_comes_from_the_label_is_refused() {
+        // the event column among the covariates (it defines the outcome here): refused by default
+        let e = config_error(sample_edited(
+            "categorical: [sex, smoker, diabetic]",
+            "categorical: [sex, smoker, diabetic, event]",
+        ));
+        assert!(
+            e.contains("dataset.features") && e.contains("`event` is the outcome"),
+            "{e}"
+        );
+        // described in Table 1 but not a model input: accepted, and the feature list says so
+        let c = sample_edited(
+            "categorical: [sex, smoker, diabetic]",
+            "categorical: [sex, smoker, diabetic, event]\n  features: [age, sex]",
+        )
+        .unwrap();
+        assert_eq!(c.feature_columns(), ["age", "sex"]);
+        // derived from the time to event
+        let e = config_error(sample_edits(&[
+            ("  numeric: [age,", "  numeric: [fu_years, age,"),
+            (
+                "    bmi: weight_kg",
+                "    fu_years: followup_days / 365.25\n    bmi: weight_kg",
+            ),
+        ]));
+        assert!(e.contains("through `followup_days`"), "{e}");
+        let e = config_error(sample_edited(
+            "categorical: [sex, smoker, diabetic]",
+            "categorical: [sex, smoker, diabetic]\n  features: [age, site]",
+        ));
+        assert!(
+            e.contains("dataset.features[1]") && e.contains("not a covariate"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ids_codes_and_events_read_in_every_form_an_export_needs() {
+        let c = sample_edited("  id: subject_id\n", "  id: [subject_id, site]\n").unwrap();
+        assert_eq!(
+            c.dataset.id,
+            SubjectId::Composite(vec!["subject_id".into(), "site".into()])
+        );
+        assert_eq!(c.dataset.id.label(), "subject_id+site");
+        let c = sample_edited("  id: subject_id\n", "  id: null\n").unwrap();
+        assert_eq!(c.dataset.id, SubjectId::Row);
+        assert!(!c.source_columns().contains(&"subject_id".to_string()));
+        let e = config_error(sample_edited("  id: subject_id\n", "  id: [site, site]\n"));
+        assert!(e.contains("dataset.id"), "{e}");
+        let e = config_error(sample_edited(
+            "  id: subject_id\n",
+            "  id: subject_id\n  cluster: subject_id\n",
+        ));
+        assert!(
+            e.contains("dataset.cluster") && e.contains("[subject_id, eye]"),
+            "{e}"
+        );
+        // codes as YAML numbers; R's 1/2 status coding censors 1
+        let c = sample_edited(
+            "    convention: event ",
+            "    event_values: [2]\n    competing_values: [3.0]\n    convention: event ",
+        )
+        .unwrap();
+        assert_eq!(c.event_codes(), (vec!["2".into()], vec!["1".into()]));
+        assert_eq!(
+            c.dataset.time_to_event.as_ref().unwrap().competing_values,
+            ["3"]
+        );
+        let e = config_error(sample_edited(
+            "    convention: event ",
+            "    event_values: [1]\n    competing_values: [1.0]\n    convention: event ",
+        ));
+        assert!(e.contains("competing_values") && e.contains("`1`"), "{e}");
+        let e = config_error(sample_edited(
+            "    convention: event ",
+            "    event_values: [1]\n    convention: cdisc_cnsr ",
+        ));
+        assert!(e.contains("cdisc_cnsr"), "{e}");
+        let c = sample_edited("      allowed: [F, M]", "      allowed: [F, M, 1]").unwrap();
+        assert_eq!(
+            c.dataset.rules["sex"].allowed.as_deref(),
+            Some(&["F".to_string(), "M".into(), "1".into()][..])
+        );
+        let e = config_error(sample_edited(
+            "  categorical: [sex, smoker, diabetic]",
+            "  categorical: [sex, smoker, diabetic]\n  reference_levels: {sex: X}",
+        ));
+        assert!(e.contains("dataset.reference_levels.sex"), "{e}");
+        let c = sample_edited(
+            "  missing_values: [\"n/a\", \"unknown\", \"?\"]",
+            "  missing_values: [NA, 999]",
+        )
+        .unwrap();
+        assert_eq!(c.missing_values_by_source()["trial"], ["NA", "999"]);
     }
 
     #[test]

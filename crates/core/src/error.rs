@@ -14,6 +14,9 @@ pub enum ErrorKind {
     Infra,
     /// A bug in trialflow.
     Internal,
+    /// The quality gate refused every candidate: the pipeline worked, the models are not good enough (the
+    /// analysis and the report are written all the same). Not retried.
+    GateRefused,
 }
 
 impl ErrorKind {
@@ -24,6 +27,7 @@ impl ErrorKind {
             ErrorKind::Config => 2,
             ErrorKind::BadData => 3,
             ErrorKind::Infra => 4,
+            ErrorKind::GateRefused => 6,
         }
     }
 
@@ -35,9 +39,10 @@ impl ErrorKind {
     /// When several tasks fail, the run reports the kind that most needs a person.
     pub fn severity(self) -> u8 {
         match self {
-            ErrorKind::Config => 4,
-            ErrorKind::BadData => 3,
-            ErrorKind::Internal => 2,
+            ErrorKind::Config => 5,
+            ErrorKind::BadData => 4,
+            ErrorKind::Internal => 3,
+            ErrorKind::GateRefused => 2,
             ErrorKind::Infra => 1,
         }
     }
@@ -50,6 +55,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadData => "bad data",
             ErrorKind::Infra => "infrastructure",
             ErrorKind::Internal => "internal",
+            ErrorKind::GateRefused => "gate refused",
         })
     }
 }
@@ -75,6 +81,9 @@ pub enum Error {
     },
     #[error("{location}: {message}")]
     Infra { location: String, message: String },
+    /// The quality gate refused every candidate.
+    #[error("{0}")]
+    GateRefused(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A library trialflow uses failed where trialflow's own inputs should not make it fail (encoding a
@@ -132,6 +141,7 @@ impl Error {
                 _ => ErrorKind::Infra,
             },
             Error::Infra { .. } => ErrorKind::Infra,
+            Error::GateRefused(_) => ErrorKind::GateRefused,
             Error::Internal(_) | Error::Bug(_) => ErrorKind::Internal,
         }
     }

@@ -4,6 +4,7 @@
 //! Invariant: nothing here knows DataFusion, candle or HTTP.
 
 pub mod binary;
+pub mod codes;
 pub mod config;
 pub mod contracts;
 pub mod error;

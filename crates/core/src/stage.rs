@@ -51,6 +51,7 @@ struct Stager<'a> {
     pending: usize,
     /// Values that NFC or the removal of invisible characters changed.
     normalized: u64,
+    missing: Vec<String>,
     emit: &'a mut Emit<'a>,
 }
 
@@ -81,11 +82,23 @@ impl<'a> Stager<'a> {
             next: first_row,
             pending: 0,
             normalized: 0,
+            missing: Vec::new(),
             emit,
         }
     }
 
-    /// One record: `values[i]` is contract column i as text (trimmed here; empty = NULL).
+    /// Field texts read as NULL besides the empty one (`NA`, `.`): the source's `missing_values`.
+    fn missing_values(mut self, tokens: &[String]) -> Self {
+        self.missing = tokens
+            .iter()
+            .map(|t| crate::text::normalize(t.trim()).trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        self
+    }
+
+    /// One record: `values[i]` is contract column i as text (trimmed here; empty or a missing-value token =
+    /// NULL).
     fn push<'v>(
         &mut self,
         line: u64,
@@ -100,7 +113,10 @@ impl<'a> Stager<'a> {
             if let std::borrow::Cow::Owned(_) = v {
                 self.normalized += 1;
             }
-            let v = v.trim();
+            let mut v = v.trim();
+            if !self.missing.is_empty() && self.missing.iter().any(|m| m == v) {
+                v = "";
+            }
             v.hash(&mut h);
             if v.is_empty() {
                 b.append_null()
@@ -182,13 +198,14 @@ fn missing(url: &str, c: &str, what: &str) -> Error {
 }
 
 /// Stages one raw object of any source format read from `reader`. `first_row` numbers rows globally across
-/// sources.
+/// sources; `missing` are the source's missing-value tokens (read as NULL, as an empty field is).
 pub fn stage_object<'a>(
     o: &CurrentObject,
     reader: impl Read,
     columns: &[String],
     first_row: i64,
     limits: StageLimits,
+    missing: &[String],
     emit: &'a mut Emit<'a>,
 ) -> Result<StagedObject> {
     use crate::lake::SourceFormat;
@@ -198,7 +215,7 @@ pub fn stage_object<'a>(
         quote: o.quote as u8,
         max_record_bytes: limits.max_record_bytes,
     };
-    let st = Stager::new(url, columns, first_row, emit);
+    let st = Stager::new(url, columns, first_row, emit).missing_values(missing);
     match o.format {
         SourceFormat::Csv => stage_csv_with(st, reader, columns, dialect),
         SourceFormat::CsvGzip => stage_csv_with(
@@ -798,7 +815,7 @@ mod tests {
             let limits = StageLimits {
                 max_record_bytes: 1 << 20,
             };
-            let staged = stage_object(&o, &data[1..], &cols, 0, limits, &mut emit)
+            let staged = stage_object(&o, &data[1..], &cols, 0, limits, &[], &mut emit)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // cr_blank.csv has one record replaced by spaces
             let want = if path.ends_with("cr_blank.csv") {
@@ -868,7 +885,7 @@ mod tests {
         let limits = StageLimits {
             max_record_bytes: 1 << 20,
         };
-        let e = stage_object(&o, &data[1..], &cols, 0, limits, &mut emit).unwrap_err();
+        let e = stage_object(&o, &data[1..], &cols, 0, limits, &[], &mut emit).unwrap_err();
         assert!(e.to_string().contains("file:///t.parquet"), "{e}");
     }
 

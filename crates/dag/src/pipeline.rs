@@ -1,5 +1,6 @@
 //! Pipeline files (`pipelines/*.yaml`): named tasks with a kind (`run`), arguments (`with`) and
-//! dependencies (`after`); `include` pulls in other pipelines. A dependency on a task defined in another
+//! dependencies (`after`: must succeed; `after_done`: waited for, whatever their outcome); `include` pulls in
+//! other pipelines. A dependency on a task defined in another
 //! pipeline file is allowed and means "read its outputs from the lake"; a name defined nowhere is an error.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,10 @@ struct TaskDef {
     with: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     after: Vec<String>,
+    /// Tasks to wait for whatever their outcome: their outputs are used when they exist (the report's
+    /// model section), and their failure does not skip this task.
+    #[serde(default)]
+    after_done: Vec<String>,
 }
 
 /// One task of a resolved pipeline.
@@ -36,7 +41,10 @@ pub struct TaskSpec {
     pub name: String,
     pub run: String,
     pub with: BTreeMap<String, serde_json::Value>,
+    /// Every task this one waits for (`after` and `after_done`).
     pub after: Vec<String>,
+    /// The part of `after` that need not succeed (`after_done`).
+    pub after_done: Vec<String>,
     /// The pipeline file that defines it, for messages.
     pub file: String,
 }
@@ -181,7 +189,8 @@ impl PipelineSet {
                         name: name.clone(),
                         run: def.run.clone(),
                         with: def.with.clone(),
-                        after: def.after.clone(),
+                        after: def.after.iter().chain(&def.after_done).cloned().collect(),
+                        after_done: def.after_done.clone(),
                         file: label.clone(),
                     },
                 );

@@ -152,10 +152,11 @@ pub async fn execute(
                 continue;
             }
             let failed_dep = deps.iter().find(|d| {
-                matches!(
-                    records[**d].status,
-                    TaskStatus::Failed | TaskStatus::Skipped
-                )
+                !spec.after_done.contains(**d)
+                    && matches!(
+                        records[**d].status,
+                        TaskStatus::Failed | TaskStatus::Skipped
+                    )
             });
             if let Some(d) = failed_dep {
                 let rec = skipped(spec, format!("upstream task `{d}` did not succeed"));

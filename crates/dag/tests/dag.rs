@@ -79,9 +79,13 @@ struct Harness {
 const PIPE: &str = "tasks:\n  a: {run: k}\n  b: {run: k, after: [a]}\n  c: {run: k, after: [a]}\n  d: {run: k, after: [b, c]}\n  e: {run: k}\n";
 
 fn harness(sleep_ms: u64) -> Harness {
+    harness_with(PIPE, sleep_ms)
+}
+
+fn harness_with(pipe: &str, sleep_ms: u64) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let lake = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
-    let set = PipelineSet::parse(&[("p".into(), "p.yaml".into(), PIPE.into())]).unwrap();
+    let set = PipelineSet::parse(&[("p".into(), "p.yaml".into(), pipe.into())]).unwrap();
     let active = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let inputs: [(&str, &[&str]); 5] = [
@@ -293,6 +297,31 @@ async fn failure_skips_dependents_not_independents_and_sets_exit_code() {
     assert_eq!(r.exit_code, 0);
     assert_eq!(Harness::status(&r, "b"), TaskStatus::Succeeded);
     assert_eq!(Harness::status(&r, "c"), TaskStatus::UpToDate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_after_done_waits_for_its_dependency_and_runs_whatever_its_outcome() {
+    // e waits for b (the report waits for training) but does not need it to succeed
+    let h = harness_with(
+        &PIPE.replace("e: {run: k}", "e: {run: k, after_done: [b]}"),
+        20,
+    );
+    h.lake.put("src", "x").await.unwrap();
+    h.tasks["b"]
+        .failures
+        .lock()
+        .unwrap()
+        .push(ErrorKind::GateRefused);
+    let r = h.run(&opts()).await.unwrap();
+    assert_eq!(Harness::status(&r, "b"), TaskStatus::Failed);
+    assert_eq!(Harness::status(&r, "d"), TaskStatus::Skipped);
+    assert_eq!(Harness::status(&r, "e"), TaskStatus::Succeeded);
+    // ordered after b, as an `after` dependency is
+    let plan = h.set.resolve("p", &["k"]).unwrap();
+    let at = |n: &str| plan.tasks.iter().position(|t| t.name == n).unwrap();
+    assert!(at("e") > at("b"), "{plan:?}");
+    // the run's outcome is b's failure, its own exit code
+    assert_eq!(r.exit_code, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

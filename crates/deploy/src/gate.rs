@@ -196,13 +196,11 @@ pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<Gate
                 .collect();
             lines.push(format!("{}: {}", e.model, failed.join("; ")));
         }
-        return Err(Error::bad_data(
+        return Err(Error::GateRefused(format!(
+            "{}: the quality gate refused every candidate, nothing promoted; failed checks — {}",
             lake.display(lake::GATE),
-            format!(
-                "the quality gate refused every candidate, nothing promoted; failed checks — {}",
-                lines.join(" | ")
-            ),
-        ));
+            lines.join(" | ")
+        )));
     };
     let weights = lake
         .get(&format!(

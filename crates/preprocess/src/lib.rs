@@ -94,6 +94,34 @@ pub fn generated_sql(cfg: &Config) -> Vec<(&'static str, String)> {
 }
 
 const SQL_FILE_HEADER: &str = "-- trialflow preprocessing SQL, generated from";
+/// The line that records which contract a file was generated from: the hash of the SQL the contract
+/// generated for that view then. A file whose hash no longer matches was written for another contract.
+const SQL_CONTRACT_LINE: &str = "-- contract: ";
+
+fn contract_hash(generated: &str) -> String {
+    trialflow_core::fingerprint::sha256_hex(generated.as_bytes())[..16].to_string()
+}
+
+/// The contract hash a file of `preprocessing.sql_dir` says it was generated from, if it says.
+fn recorded_contract(text: &str) -> Option<&str> {
+    text.lines()
+        .take_while(|l| l.starts_with("--"))
+        .find_map(|l| l.strip_prefix(SQL_CONTRACT_LINE))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+/// The files of `preprocessing.sql_dir` generated from another contract than the current one.
+fn stale_sql_files(cfg: &Config, dir: &std::path::Path) -> Vec<String> {
+    generated_sql(cfg)
+        .into_iter()
+        .filter_map(|(name, text)| {
+            let path = dir.join(format!("{name}.sql"));
+            let file = std::fs::read_to_string(&path).ok()?;
+            (recorded_contract(&file) != Some(contract_hash(&text).as_str()))
+                .then(|| path.display().to_string())
+        })
+        .collect()
+}
 
 /// Writes the generated SQL as `<dir>/<step>.sql` (what `preprocessing.sql_dir` then runs); returns the
 /// files written.
@@ -104,8 +132,11 @@ pub fn write_sql_dir(cfg: &Config, dir: &std::path::Path) -> Result<Vec<std::pat
     for (name, text) in generated_sql(cfg) {
         let path = dir.join(format!("{name}.sql"));
         let body = format!(
-            "{SQL_FILE_HEADER} {} (`trialflow sql`); edit freely.\n{text};\n",
-            cfg.source_file
+            "{SQL_FILE_HEADER} {} (`trialflow sql`); edit freely, or delete a file to run the generated \
+             view.\n{SQL_CONTRACT_LINE}{} (the contract's hash for this view: a contract change since is \
+             an error)\n{text};\n",
+            cfg.source_file,
+            contract_hash(&text)
         );
         let tmp = dir.join(format!(".{name}.sql.tmp"));
         std::fs::write(&tmp, body)
@@ -124,8 +155,26 @@ pub fn sql_step(cfg: &Config, name: &'static str, generated: String) -> Result<S
             ..SqlStep::generated(cfg, name)
         });
     };
-    let path = std::path::Path::new(dir).join(format!("{name}.sql"));
+    let dir = std::path::Path::new(dir);
+    if !dir.is_dir() {
+        return Err(Error::config(
+            &cfg.source_file,
+            "preprocessing.sql_dir",
+            format!(
+                "{} is not a directory (write it with `trialflow sql`)",
+                dir.display()
+            ),
+        ));
+    }
+    let path = dir.join(format!("{name}.sql"));
     let origin = path.display().to_string();
+    // A view without a file runs as generated: a directory may override just the views it edits.
+    if !path.exists() {
+        return Ok(SqlStep {
+            text: generated,
+            ..SqlStep::generated(cfg, name)
+        });
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::config(
             &cfg.source_file,
@@ -133,6 +182,21 @@ pub fn sql_step(cfg: &Config, name: &'static str, generated: String) -> Result<S
             format!("cannot read {origin}: {e} (write the directory with `trialflow sql`)"),
         )
     })?;
+    if recorded_contract(&text) != Some(contract_hash(&generated).as_str()) {
+        return Err(Error::config(
+            &origin,
+            name,
+            format!(
+                "this file was written for another contract than the config's now (its `{}` line does not \
+                 match what the contract generates for `{name}`): regenerate the stale files with \
+                 `trialflow sql --out {}` and re-apply their edits, or delete them to run the generated \
+                 views. Stale: {}",
+                SQL_CONTRACT_LINE.trim_start_matches("-- ").trim(),
+                dir.display(),
+                stale_sql_files(cfg, dir).join(", ")
+            ),
+        ));
+    }
     // One statement per file: a trailing `;` is optional.
     let text = text.trim_end().trim_end_matches(';').to_string();
     Ok(SqlStep {
@@ -280,7 +344,13 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     let limits = stage::StageLimits {
         max_record_bytes: cfg.preprocessing.max_record_bytes,
     };
-    let (staged, staging) = source::StagedSource::table(lake, &current.objects, &columns, limits)?;
+    let (staged, staging) = source::StagedSource::table(
+        lake,
+        &current.objects,
+        &columns,
+        limits,
+        cfg.missing_values_by_source(),
+    )?;
     let local = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(stage::BATCH_ROWS);
@@ -388,7 +458,8 @@ async fn clean_with(
     let expected_rows: u64 = current.objects.iter().map(|o| o.rows).sum();
     let mut router = router::Router::new(
         df.schema().as_arrow(),
-        &cfg.dataset.id,
+        &cfg.dataset.id.label(),
+        cfg.dataset.repeated_ids,
         expected_rows.min(1 << 28) as usize,
     )?;
     // A cluster runs the scan in parallel: the rows come back in input order only when asked to.
@@ -463,17 +534,20 @@ async fn clean_with(
         e.accepted += acc;
         e.quarantined += quar;
     }
+    let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
     let Some(clean_sink) = clean_sink else {
-        let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
         let why = if rows_in == 0 {
             "the sources hold no data rows (a header at most)".to_string()
         } else {
             format!(
-                "none of the {rows_in} rows passed validation; every one is in processed/quarantine/ with its reason"
+                "none of the {rows_in} rows passed validation; every one is in processed/quarantine/ with its \
+                 reason. {}",
+                quarantine_summary(&t)
             )
         };
         return Err(Error::bad_data(sources.join(", "), why));
     };
+    check_dropped_share(cfg, &t, rows_in, &sources)?;
     clean_sink.finish().await?;
     let report = CleanReport {
         rows_in,
@@ -504,6 +578,107 @@ async fn clean_with(
         "clean"
     );
     Ok(report)
+}
+
+/// Rows per quarantine rule (most first) and the first quarantined rows, by file, line, column and rule.
+fn quarantine_summary(t: &router::Tally) -> String {
+    let mut per_rule: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for ((column, rule, action), n) in &t.violations {
+        if action == "quarantine" {
+            *per_rule.entry((column, rule)).or_default() += n;
+        }
+    }
+    if t.repeated_ids > 0 {
+        per_rule.insert(("<id>", "repeated id"), t.repeated_ids);
+    }
+    if t.excluded_by_filter > 0 {
+        per_rule.insert(("", "filter"), t.excluded_by_filter);
+    }
+    let mut counts: Vec<_> = per_rule.into_iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let counts: Vec<String> = counts
+        .iter()
+        .take(8)
+        .map(|((column, rule), n)| match column.is_empty() {
+            true => format!("{rule}: {n}"),
+            false => format!("{column} {rule}: {n}"),
+        })
+        .collect();
+    let first: Vec<String> = t
+        .first_quarantined
+        .iter()
+        .map(|(src, line, column, rule)| format!("{src}:{line} {column} ({rule})"))
+        .collect();
+    format!(
+        "Rows per rule: {}. First: {}.",
+        counts.join(", "),
+        if first.is_empty() {
+            "-".to_string()
+        } else {
+            first.join("; ")
+        }
+    )
+}
+
+/// Fails the clean task when more rows than `preprocessing.max_dropped_share` were dropped for a reason the
+/// contract does not state: the accepted rows would then be another population than the one described.
+fn check_dropped_share(
+    cfg: &Config,
+    t: &router::Tally,
+    rows_in: u64,
+    sources: &[&str],
+) -> Result<()> {
+    let limit = cfg.preprocessing.max_dropped_share;
+    if rows_in == 0 || (t.unstated as f64) <= limit * rows_in as f64 {
+        return Ok(());
+    }
+    let mut causes = Vec::new();
+    let repeats = t.repeated_ids + t.exact_duplicates;
+    if repeats > 0 {
+        causes.push(format!(
+            "{repeats} rows repeat an accepted id ({} of them identical to its first row in every column the \
+             contract reads): if the file has several rows per patient (per eye, visit, episode), `dataset.id` \
+             does not identify a row; give a composite id (`id: [{}, eye]`) with `dataset.cluster`, or \
+             `id: null` for a file with one row per patient and no id. A file exported twice is what \
+             `max_dropped_share` is for",
+            t.exact_duplicates,
+            cfg.dataset.id.label()
+        ));
+    }
+    let mut unstated: Vec<(&(String, String, String), &u64)> = t
+        .violations
+        .iter()
+        .filter(|((_, rule, action), _)| {
+            action == "quarantine" && router::UNSTATED_RULES.contains(&rule.as_str())
+        })
+        .collect();
+    unstated.sort_by(|a, b| b.1.cmp(a.1));
+    for ((column, rule, _), n) in unstated.into_iter().take(4) {
+        let hint = match rule.as_str() {
+            "missing_token" => "declare the token in `dataset.missing_values`",
+            "parse" => {
+                "a column of text listed in `dataset.numeric`, or a missing-value token to declare"
+            }
+            "event" => {
+                "list the codes in `time_to_event.event_values`/`censor_values`/`competing_values`"
+            }
+            "outcome" => "list the codes in `outcome.positive`/`negative`",
+            _ => "see processed/quarantine/",
+        };
+        causes.push(format!("{n} rows break `{rule}` on `{column}` ({hint})"));
+    }
+    Err(Error::bad_data(
+        sources.join(", "),
+        format!(
+            "{} of the {rows_in} rows ({:.1}%) were dropped for reasons the contract does not state, more than \
+             `preprocessing.max_dropped_share` ({}%) allows: {}. {}",
+            t.unstated,
+            100.0 * t.unstated as f64 / rows_in as f64,
+            100.0 * limit,
+            causes.join("; "),
+            quarantine_summary(t)
+        ),
+    ))
 }
 
 pub use trialflow_core::contracts::{FeaturesReport, SplitCounts};

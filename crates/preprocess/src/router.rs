@@ -12,6 +12,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Builder, RecordBatch, StringArray, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use trialflow_core::config::RepeatedIds;
 use trialflow_core::{Error, Result};
 
 use crate::sql::CHECK_PREFIX;
@@ -124,7 +125,20 @@ pub struct Tally {
     pub violations: BTreeMap<(String, String, String), u64>,
     /// source → (accepted, quarantined).
     pub per_source: BTreeMap<String, (u64, u64)>,
+    /// Rows dropped for a reason the contract does not state (see [`UNSTATED_RULES`]) or as repeats of an
+    /// accepted id (exact duplicates included).
+    pub unstated: u64,
+    /// The first quarantined rows: (source, line, column, rule), never a value.
+    pub first_quarantined: Vec<(String, i64, String, String)>,
 }
+
+/// Quarantine rules that the contract did not ask for: the data did not match what the config says it is
+/// (a number that is not one, a missing value spelt otherwise than declared, an outcome or event code not
+/// listed, a broken record). Range and level rules, the filter and the required columns are the contract's.
+pub const UNSTATED_RULES: [&str; 5] = ["malformed", "parse", "missing_token", "outcome", "event"];
+
+/// How many quarantined rows the clean task names when it fails.
+const FIRST_QUARANTINED: usize = 5;
 
 /// Where the routing columns are in clean.sql's result.
 struct RoutingColumns {
@@ -137,6 +151,7 @@ struct RoutingColumns {
 
 pub struct Router {
     id_column: String,
+    repeated_ids: RepeatedIds,
     routing: RoutingColumns,
     clean_columns: Vec<usize>,
     clean_schema: SchemaRef,
@@ -274,7 +289,12 @@ impl Router {
     /// `schema` is clean.sql's result schema: the clean table's columns, then the routing columns.
     /// `id_column` names the subject id in the sources (the quarantine's column for duplicates).
     /// `expected_rows` sizes the subject map up front (growing it re-hashes every key).
-    pub fn new(schema: &Schema, id_column: &str, expected_rows: usize) -> Result<Self> {
+    pub fn new(
+        schema: &Schema,
+        id_column: &str,
+        repeated_ids: RepeatedIds,
+        expected_rows: usize,
+    ) -> Result<Self> {
         let mut clean_columns = Vec::new();
         let mut checks = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
@@ -315,6 +335,7 @@ impl Router {
             trialflow_core::table::nullable(&schema.project(&clean_columns).map_err(Error::bug)?);
         Ok(Self {
             id_column: id_column.to_string(),
+            repeated_ids,
             routing,
             clean_columns,
             clean_schema,
@@ -384,6 +405,7 @@ impl Router {
                 }
             }
             let mut quarantined = false;
+            let mut unstated = false;
             if !fired.is_empty() {
                 fired.sort_by(|a, b| (a.rule, a.column).cmp(&(b.rule, b.column)));
                 let mut counted: Vec<(&str, &str, &str)> = Vec::new();
@@ -399,6 +421,15 @@ impl Router {
                     }
                     if c.quarantine {
                         quarantined = true;
+                        unstated |= UNSTATED_RULES.contains(&c.rule);
+                        if self.tally.first_quarantined.len() < FIRST_QUARANTINED {
+                            self.tally.first_quarantined.push((
+                                src.to_string(),
+                                ln,
+                                c.column.to_string(),
+                                c.rule.to_string(),
+                            ));
+                        }
                         self.quarantine
                             .push(src, ln, id, c.column, c.rule, c.reason);
                     }
@@ -429,7 +460,22 @@ impl Router {
                         match self.first_rows.first(keys[r % LOOKAHEAD], hash) {
                             FirstRow::New => {}
                             FirstRow::Seen(first) => {
+                                if self.repeated_ids == RepeatedIds::Error {
+                                    return Err(Error::bad_data(
+                                        format!("{src}:{ln}"),
+                                        format!(
+                                            "the subject id (`{}`) of this row is one an earlier row \
+                                             already has, and `dataset.repeated_ids` is `error`; if \
+                                             rows are several records per patient, make the id the row's \
+                                             key (a composite id) and set `dataset.cluster`",
+                                            self.id_column
+                                        ),
+                                    ));
+                                }
                                 quarantined = true;
+                                // An exact duplicate is a dropped row too: a double export, or rows that
+                                // differ only in a column the contract does not read (one row per eye).
+                                unstated = true;
                                 let reason = if first == hash {
                                     self.tally.exact_duplicates += 1;
                                     "exact duplicate of an earlier row"
@@ -452,6 +498,7 @@ impl Router {
             }
             if quarantined {
                 self.tally.quarantined += 1;
+                self.tally.unstated += u64::from(unstated);
             } else {
                 self.tally.accepted += 1;
             }

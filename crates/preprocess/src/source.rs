@@ -33,8 +33,13 @@ pub struct StagedSource {
     columns: Vec<String>,
     schema: SchemaRef,
     limits: stage::StageLimits,
+    /// Source name → its missing-value tokens.
+    missing: Arc<MissingValues>,
     tally: Arc<Mutex<StagedTally>>,
 }
+
+/// Source name → the field texts read as NULL in it.
+pub type MissingValues = std::collections::BTreeMap<String, Vec<String>>;
 
 impl StagedSource {
     pub fn table(
@@ -42,6 +47,7 @@ impl StagedSource {
         objects: &[CurrentObject],
         columns: &[String],
         limits: stage::StageLimits,
+        missing: MissingValues,
     ) -> Result<(StreamingTable, Arc<Mutex<StagedTally>>)> {
         let schema = stage::staged_schema(columns);
         let tally = Arc::new(Mutex::new(StagedTally::default()));
@@ -51,6 +57,7 @@ impl StagedSource {
             columns: columns.to_vec(),
             schema: schema.clone(),
             limits,
+            missing: Arc::new(missing),
             tally: tally.clone(),
         };
         let table = StreamingTable::try_new(schema, vec![Arc::new(source)]).map_err(Error::bug)?;
@@ -65,6 +72,7 @@ async fn produce(
     objects: Vec<CurrentObject>,
     columns: Arc<Vec<String>>,
     limits: stage::StageLimits,
+    missing: Arc<MissingValues>,
     tally: Arc<Mutex<StagedTally>>,
     tx: Sender,
 ) -> Result<()> {
@@ -74,6 +82,7 @@ async fn produce(
         let (cols, sender) = (columns.clone(), tx.clone());
         let first = next_row;
         let url = o.url.clone();
+        let tokens = missing.get(&o.source).cloned().unwrap_or_default();
         let staged = tokio::task::spawn_blocking(move || {
             let mut emit = |b: RecordBatch| {
                 // A closed channel means the consumer stopped (its own error says why).
@@ -81,7 +90,7 @@ async fn produce(
                     .blocking_send(Ok(b))
                     .map_err(|_| Error::Internal("the clean task stopped reading".into()))
             };
-            stage::stage_object(&o, reader, &cols, first, limits, &mut emit)
+            stage::stage_object(&o, reader, &cols, first, limits, &tokens, &mut emit)
         })
         .await
         .map_err(|e| Error::Internal(format!("staging: {e}")))??;
@@ -103,10 +112,12 @@ impl PartitionStream for StagedSource {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let (lake, objects, tally) = (self.lake.clone(), self.objects.clone(), self.tally.clone());
         let columns = Arc::new(self.columns.clone());
-        let limits = self.limits;
+        let (limits, missing) = (self.limits, self.missing.clone());
         tokio::spawn(async move {
             let sender = tx.clone();
-            if let Err(e) = produce(lake, objects, columns, limits, tally.clone(), tx).await {
+            if let Err(e) =
+                produce(lake, objects, columns, limits, missing, tally.clone(), tx).await
+            {
                 let message = e.to_string();
                 if let Ok(mut t) = tally.lock() {
                     t.error.get_or_insert(e);

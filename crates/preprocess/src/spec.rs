@@ -37,9 +37,12 @@ impl TrainStats {
     /// `expected_rows` sizes the value buffers (a hint: growing them copies every value).
     pub(crate) fn new(cfg: &Config, origin: &str, expected_rows: usize) -> Self {
         let d = &cfg.dataset;
+        // The model inputs only: a covariate described in Table 1 need not be one (`dataset.features`).
+        let features = cfg.feature_columns();
         let numeric = d
             .numeric
             .iter()
+            .filter(|c| features.contains(c))
             .map(|c| NumericColumn {
                 name: c.clone(),
                 column: sql::table_column(c),
@@ -50,6 +53,7 @@ impl TrainStats {
         let cats = d
             .categorical
             .iter()
+            .filter(|c| features.contains(c))
             .map(|c| (c.clone(), sql::table_column(c)));
         let categorical = arm
             .into_iter()

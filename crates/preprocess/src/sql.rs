@@ -7,7 +7,7 @@
 //! `clean`. Every input row comes out of `clean`; the clean task routes it to the clean table or to the
 //! quarantine by its checks, the filter's verdict `_keep` and the first-row-per-id rule.
 
-use trialflow_core::config::{Config, EventConvention, Rule, RuleAction};
+use trialflow_core::config::{CompetingAs, Config, EventConvention, Rule, RuleAction, SubjectId};
 pub use trialflow_core::features::table_column;
 
 /// Quotes an identifier for DataFusion (column names such as `ph.ecog` need it).
@@ -60,11 +60,46 @@ fn categorical_expr(col: &str, rule: Option<&Rule>) -> String {
         .iter()
         .map(|(k, v)| format!("WHEN {} THEN {}", lit(k), lit(v)))
         .collect();
+    // Levels that are numbers also match another spelling of the number (`1.0`, `01` for level `1`): an
+    // export's writer, not the data, decides how a code is printed.
+    let numbers: Vec<String> = map
+        .iter()
+        .filter_map(|(k, v)| {
+            trialflow_core::codes::number(k).map(|x| format!("WHEN {} THEN {}", fmt_num(x), lit(v)))
+        })
+        .collect();
+    let by_number = if numbers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", CASE TRY_CAST({c} AS DOUBLE) {} END",
+            numbers.join(" "),
+            c = ident(col)
+        )
+    };
     format!(
-        "coalesce(CASE lower({c}) {} END, {c})",
+        "coalesce(CASE lower({c}) {} END{by_number}, {c})",
         arms.join(" "),
         c = ident(col)
     )
+}
+
+/// `c` is one of `codes`: the same text, or the same number when the code is one (`1.0` is code `1`).
+fn code_in(c: &str, codes: &[String]) -> String {
+    let numbers: Vec<String> = codes
+        .iter()
+        .filter_map(|k| trialflow_core::codes::number(k).map(fmt_num))
+        .collect();
+    let text = format!("{} IN ({})", ident(c), in_list(codes));
+    if numbers.is_empty() {
+        text
+    } else {
+        format!(
+            "({text} OR TRY_CAST({} AS DOUBLE) IN ({}))",
+            ident(c),
+            numbers.join(", ")
+        )
+    }
 }
 
 /// The outcome column name in every table after `typed`.
@@ -72,14 +107,39 @@ pub const OUTCOME: &str = "_outcome";
 pub const EVENT: &str = "_event";
 pub const TIME: &str = "_time";
 
-fn event_values(cfg: &Config) -> Option<(Vec<String>, Vec<String>)> {
+pub const EVENT_STATE: &str = "_event_state";
+
+/// SQL conditions over the event column: (is an event, is censored, is a competing event, what is expected).
+/// CDISC's `CNSR` is 0 for the event and a positive integer for each reason of censoring.
+fn event_conditions(cfg: &Config) -> Option<(String, String, String, String)> {
     let t = cfg.dataset.time_to_event.as_ref()?;
+    let competing = if t.competing_values.is_empty() {
+        "false".to_string()
+    } else {
+        code_in(&t.event, &t.competing_values)
+    };
     Some(match t.convention {
-        EventConvention::Event => (
-            t.event_values.clone().unwrap_or_else(|| vec!["1".into()]),
-            vec!["0".into()],
-        ),
-        EventConvention::CdiscCnsr => (vec!["0".into()], vec!["1".into()]),
+        EventConvention::Event => {
+            let (events, censored) = cfg.event_codes();
+            let mut all = events.clone();
+            all.extend(censored.iter().cloned());
+            all.extend(t.competing_values.iter().cloned());
+            (
+                code_in(&t.event, &events),
+                code_in(&t.event, &censored),
+                competing,
+                format!("expected one of the event codes [{}]", all.join(", ")),
+            )
+        }
+        EventConvention::CdiscCnsr => {
+            let cnsr = format!("TRY_CAST({} AS DOUBLE)", ident(&t.event));
+            (
+                format!("{cnsr} = 0.0"),
+                format!("({cnsr} > 0.0 AND {cnsr} = floor({cnsr}) AND NOT {competing})"),
+                competing,
+                "expected CNSR 0 (event) or a positive integer (censored)".to_string(),
+            )
+        }
     })
 }
 
@@ -101,7 +161,10 @@ pub fn typed(cfg: &Config) -> String {
         if numeric.contains(&c) {
             cols.push(format!("TRY_CAST({0} AS DOUBLE) AS {0}", ident(&c)));
             cols.push(format!("{} AS {}", ident(&c), ident(&format!("{c}__raw"))));
-        } else if c == d.id || Some(&c) == d.outcome.column.as_ref() {
+        } else if d.id.columns().contains(&c)
+            || d.cluster.as_ref() == Some(&c)
+            || Some(&c) == d.outcome.column.as_ref()
+        {
             cols.push(ident(&c));
         } else {
             cols.push(format!(
@@ -112,6 +175,26 @@ pub fn typed(cfg: &Config) -> String {
         }
     }
     format!("SELECT\n  {}\nFROM staged", cols.join(",\n  "))
+}
+
+/// The rule of a value spelt like a missing value (`NA`, `.`) that the config does not declare as one.
+pub const MISSING_TOKEN_RULE: &str = "missing_token";
+const MISSING_TOKEN_REASON: &str = "looks like a missing value; list it in `dataset.missing_values` (or the \
+     source's `missing_values`) to read it as one";
+
+/// The pseudonymized subject id: one column, the columns of a composite id joined by a unit separator (no
+/// text holds it, so `a`+`bc` and `ab`+`c` stay apart), or the row's source and line.
+fn subject_expr(id: &SubjectId) -> String {
+    match id {
+        SubjectId::Column(c) => format!("pseudonymize({})", ident(c)),
+        SubjectId::Composite(cols) => format!(
+            "pseudonymize(concat_ws(chr(31), {}))",
+            cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+        ),
+        SubjectId::Row => {
+            "pseudonymize(concat(\"_source\", chr(31), CAST(\"_line\" AS VARCHAR)))".to_string()
+        }
+    }
 }
 
 /// The prefix of the check columns in `checked` and after.
@@ -147,7 +230,9 @@ fn checks(cfg: &Config) -> Vec<String> {
             lit(&check_label(action, column, rule, reason))
         ));
     };
-    let mut required = vec![d.id.clone(), d.arm.column.clone()];
+    let mut required = d.id.columns().to_vec();
+    required.extend(d.cluster.clone());
+    required.push(d.arm.column.clone());
     required.extend(d.outcome.column.clone());
     if let Some(t) = &d.time_to_event {
         required.push(t.time.clone());
@@ -169,19 +254,58 @@ fn checks(cfg: &Config) -> Vec<String> {
             format!("{} IS NULL", ident(&raw)),
         );
     }
+    let lookalikes = in_list(&trialflow_core::codes::MISSING_LOOKALIKES.map(String::from));
+    let mut parse_checks = Vec::new();
     for c in &numeric {
-        add(
-            c,
-            "parse",
-            "expected a finite number",
-            RuleAction::Quarantine,
-            format!(
-                // NaN and ±inf fail the comparison, NULL (unparseable) the COALESCE; one comparison, not two.
-                "{raw} IS NOT NULL AND NOT COALESCE(abs({v}) < 1e308, false)",
-                raw = ident(&format!("{c}__raw")),
-                v = ident(c)
-            ),
-        );
+        // One check column, two labels: the look-alike test runs only on the rare value that fails to parse.
+        let raw = ident(&format!("{c}__raw"));
+        parse_checks.push(format!(
+            // NaN and ±inf fail the comparison, NULL (unparseable) the COALESCE; one comparison, not two.
+            "CASE WHEN {raw} IS NOT NULL AND NOT COALESCE(abs({v}) < 1e308, false) THEN CASE WHEN \
+             upper({raw}) IN ({lookalikes}) THEN {missing} ELSE {parse} END END",
+            v = ident(c),
+            missing = lit(&check_label(
+                RuleAction::Quarantine,
+                c,
+                MISSING_TOKEN_RULE,
+                MISSING_TOKEN_REASON
+            )),
+            parse = lit(&check_label(
+                RuleAction::Quarantine,
+                c,
+                "parse",
+                "expected a finite number"
+            )),
+        ));
+    }
+    // A level spelt like a missing value ("NA") would become a level of its own in Table 1 and the models;
+    // unless the contract lists it as a level, it is a missing value the config has not declared.
+    for c in cfg.source_columns() {
+        if numeric.contains(&c) || d.id.columns().contains(&c) || d.cluster.as_ref() == Some(&c) {
+            continue;
+        }
+        let declared: Vec<String> = d
+            .rules
+            .get(&c)
+            .and_then(|r| r.allowed.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|l| l.to_uppercase())
+            .collect();
+        let tokens: Vec<String> = trialflow_core::codes::MISSING_LOOKALIKES
+            .iter()
+            .filter(|t| !declared.iter().any(|l| l == *t))
+            .map(|t| t.to_string())
+            .collect();
+        if !tokens.is_empty() {
+            add(
+                &c,
+                MISSING_TOKEN_RULE,
+                MISSING_TOKEN_REASON,
+                RuleAction::Quarantine,
+                format!("upper({}) IN ({})", ident(&c), in_list(&tokens)),
+            );
+        }
     }
     for (c, rule) in &d.rules {
         if numeric.contains(c) {
@@ -255,21 +379,21 @@ fn checks(cfg: &Config) -> Vec<String> {
             format!("{} < 0", ident(&t.time)),
         );
     }
-    if let (Some(t), Some((ev, cens))) = (&d.time_to_event, event_values(cfg)) {
-        let mut all = ev.clone();
-        all.extend(cens);
+    if let (Some(t), Some((event, censored, competing, expected))) =
+        (&d.time_to_event, event_conditions(cfg))
+    {
         add(
             &t.event,
             "event",
-            &format!("expected one of [{}]", all.join(", ")),
+            &expected,
             RuleAction::Quarantine,
             format!(
-                "{0} IS NOT NULL AND {0} NOT IN ({1})",
+                "{} IS NOT NULL AND NOT COALESCE({event} OR {censored} OR {competing}, false)",
                 ident(&t.event),
-                in_list(&all)
             ),
         );
     }
+    parts.extend(parse_checks);
     parts
         .into_iter()
         .enumerate()
@@ -349,14 +473,22 @@ pub fn accepted(cfg: &Config) -> String {
         (None, None) => "0".into(),
     };
     cols.push(format!("CAST({outcome} AS BIGINT) AS {}", ident(OUTCOME)));
-    if let (Some(t), Some((ev, _))) = (&d.time_to_event, event_values(cfg)) {
+    if let (Some(t), Some((event, _, competing, _))) = (&d.time_to_event, event_conditions(cfg)) {
         cols.push(format!("{} AS {}", ident(&t.time), ident(TIME)));
+        let counted = match t.competing_as {
+            CompetingAs::Censored => event.clone(),
+            CompetingAs::Event => format!("({event} OR {competing})"),
+        };
         cols.push(format!(
-            "CAST(CASE WHEN {} IN ({}) THEN 1 ELSE 0 END AS BIGINT) AS {}",
-            ident(&t.event),
-            in_list(&ev),
+            "CAST(CASE WHEN {counted} THEN 1 ELSE 0 END AS BIGINT) AS {}",
             ident(EVENT)
         ));
+        if !t.competing_values.is_empty() {
+            cols.push(format!(
+                "CAST(CASE WHEN {event} THEN 1 WHEN {competing} THEN 2 ELSE 0 END AS BIGINT) AS {}",
+                ident(EVENT_STATE)
+            ));
+        }
     }
     format!("SELECT\n  {}\nFROM checked", cols.join(",\n  "))
 }
@@ -383,10 +515,11 @@ pub fn derived(cfg: &Config) -> String {
 /// columns (`_row`, `_rowhash`, `_keep`, the checks) that the clean task reads and drops.
 pub fn clean(cfg: &Config) -> String {
     let d = &cfg.dataset;
-    let mut cols = vec![
-        format!("pseudonymize({}) AS \"subject_id\"", ident(&d.id)),
-        format!("{} AS \"arm\"", ident(&d.arm.column)),
-    ];
+    let mut cols = vec![format!("{} AS \"subject_id\"", subject_expr(&d.id))];
+    if let Some(c) = &d.cluster {
+        cols.push(format!("pseudonymize({}) AS \"cluster\"", ident(c)));
+    }
+    cols.push(format!("{} AS \"arm\"", ident(&d.arm.column)));
     if let Some(s) = &d.site {
         cols.push(format!("{} AS \"site\"", ident(s)));
     }
@@ -394,6 +527,12 @@ pub fn clean(cfg: &Config) -> String {
     if d.time_to_event.is_some() {
         cols.push(format!("{} AS \"time\"", ident(TIME)));
         cols.push(format!("{} AS \"event\"", ident(EVENT)));
+        if d.time_to_event
+            .as_ref()
+            .is_some_and(|t| !t.competing_values.is_empty())
+        {
+            cols.push(format!("{} AS \"event_state\"", ident(EVENT_STATE)));
+        }
     }
     for c in d.numeric.iter().chain(&d.categorical) {
         cols.push(format!("{} AS {}", ident(c), ident(&table_column(c))));

@@ -377,9 +377,10 @@ fn manifests_agree_with_the_server_the_cli_and_the_config() {
                 codes.values,
                 vec![
                     ErrorKind::Config.exit_code(),
-                    ErrorKind::BadData.exit_code()
+                    ErrorKind::BadData.exit_code(),
+                    ErrorKind::GateRefused.exit_code()
                 ],
-                "config and bad-data exits are not retried; infrastructure ones are"
+                "config, bad-data and gate-refused exits are not retried; infrastructure ones are"
             );
             let spec = pod_spec(r);
             assert_eq!(spec.restart_policy.as_deref(), Some("Never"));

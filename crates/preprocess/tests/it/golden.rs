@@ -43,7 +43,7 @@ dataset:
   sources: [{{name: t, url: "file://{w}/input.csv"}}]
 {contract}
 privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: golden, allow_dev_key: true}}
-preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}, max_dropped_share: 1.0}}
 {tail}
 "#,
         tail = util::CONFIG_TAIL,

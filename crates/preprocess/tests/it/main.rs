@@ -6,6 +6,7 @@ mod util;
 
 mod bad_input;
 mod clean;
+mod exports;
 mod golden;
 mod splits;
 mod sql_files;

@@ -120,17 +120,17 @@ async fn a_syntax_error_names_the_file_and_the_position() {
     let msg = e.to_string();
     assert_eq!(e.kind(), ErrorKind::Config, "{msg}");
     assert!(msg.contains("derived.sql"), "{msg}");
-    // the header comment is line 1
-    assert!(msg.contains("Line: 2, Column: 1"), "{msg}");
+    // the header comments are lines 1 and 2
+    assert!(msg.contains("Line: 3, Column: 1"), "{msg}");
 }
 
 #[tokio::test]
-async fn a_missing_file_or_a_missing_routing_column_is_an_error_naming_it() {
+async fn a_missing_directory_or_a_missing_routing_column_is_an_error_naming_it() {
     let (_dir, cfg, sql) = with_sql_dir();
-    std::fs::remove_file(sql.join("typed.sql")).unwrap();
+    std::fs::remove_dir_all(&sql).unwrap();
     let msg = clean_run(&cfg).await.unwrap_err().to_string();
     assert!(
-        msg.contains("typed.sql") && msg.contains("trialflow sql"),
+        msg.contains("preprocessing.sql_dir") && msg.contains("trialflow sql"),
         "{msg}"
     );
 
@@ -160,4 +160,59 @@ fn the_committed_pipelines_sql_is_what_the_sample_contract_generates() {
             name.to_string_lossy()
         );
     }
+}
+
+#[tokio::test]
+async fn a_view_without_a_file_runs_as_generated() {
+    let (_d, generated) = util::tiny(OUTCOME, "");
+    let expected = clean_run(&generated).await.unwrap();
+    let (_dir, cfg, sql) = with_sql_dir();
+    // only `checked` is overridden, and edited: the other views are generated from the contract
+    for name in ["typed", "accepted", "derived", "clean", "split"] {
+        std::fs::remove_file(sql.join(format!("{name}.sql"))).unwrap();
+    }
+    assert_eq!(clean_run(&cfg).await.unwrap(), expected);
+    edit(
+        &sql.join("checked.sql"),
+        "\nFROM typed",
+        ",\n  CASE WHEN \"age\" > 55 THEN 'quarantine|age|senior|older than 55' END AS \"_check_1\"\nFROM typed",
+    );
+    // the edit replaces the first check (malformed records) by a rule of its own
+    edit(
+        &sql.join("checked.sql"),
+        "END AS \"_check_1\",",
+        "END AS \"_check_unused\",",
+    );
+    let (lines, _) = clean_run(&cfg).await.unwrap();
+    assert_eq!(lines, [2]);
+}
+
+#[tokio::test]
+async fn a_contract_change_since_the_files_were_written_names_the_files_to_regenerate() {
+    let (dir, _cfg, sql) = with_sql_dir();
+    // the contract widens a range rule: `checked` and `accepted` (which nulls the values outside) change
+    let yaml = util::tiny_yaml(
+        dir.path(),
+        OUTCOME,
+        &format!(", sql_dir: \"{}\"", sql.display()),
+    )
+    .replace("age: {min: 18, max: 100,", "age: {min: 18, max: 110,");
+    let changed = Config::from_yaml(&yaml, "tiny.yaml", &[]).unwrap();
+    let e = clean_run(&changed).await.unwrap_err();
+    let msg = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Config, "{msg}");
+    assert!(
+        msg.contains("checked.sql")
+            && msg.contains("accepted.sql")
+            && msg.contains("another contract")
+            && msg.contains("trialflow sql"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("typed.sql") && !msg.contains("split.sql"),
+        "only the stale files: {msg}"
+    );
+    // regenerated, it runs
+    trialflow_preprocess::write_sql_dir(&changed, &sql).unwrap();
+    clean_run(&changed).await.unwrap();
 }

@@ -35,7 +35,7 @@ P5,Active,0,80,40,X,alive,a
 P6,placebo,1,90,45,M,maybe,a
 P1,Active,0,100,50,m,dead,a
 P7,placebo,0,10,70,F,dead,z
-P8,placebo,2,10,70,F,dead,a
+P8,placebo,-1,10,70,F,dead,a
 ,placebo,0,10,70,F,dead,a
 P2,placebo,1,999,61,F,alive,b
 P9,placebo,1,-5,61,F,alive,a
@@ -63,7 +63,7 @@ dataset:
     trt: {{allowed: [placebo, active], synonyms: {{pbo: placebo}}}}
   filter: grp <> 'z'
 privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k, allow_dev_key: true}}
-preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}{preprocessing}}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}, max_dropped_share: 1.0{preprocessing}}}
 {tail}
 "#,
         tail = CONFIG_TAIL,
