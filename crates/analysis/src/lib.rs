@@ -99,9 +99,10 @@ pub struct Comparison {
 pub struct SurvivalAt {
     pub arm: String,
     pub time: f64,
-    pub survival: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
+    /// `None` past the arm's last follow-up: the curve says nothing there.
+    pub survival: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     pub at_risk: u64,
 }
 
@@ -129,6 +130,27 @@ pub struct CoxModel {
     pub ph_test: Vec<(String, f64, f64)>,
     /// Why the model could not be estimated, when it could not.
     pub not_estimable: Option<String>,
+    /// How the standard errors were estimated: `model` (inverse information) or `cluster-robust` (the
+    /// sandwich over `dataset.cluster`, R's `cluster(id)`).
+    pub variance: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverallTest {
+    pub chi_square: f64,
+    pub df: usize,
+    pub p_value: f64,
+}
+
+/// The binary outcome by arm as a logistic model with cluster-robust standard errors, when records are
+/// clustered within patients (`dataset.cluster`): the 2×2 comparisons assume independent rows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusteredOutcome {
+    pub clusters: u64,
+    pub rows: u64,
+    /// Odds ratios against the reference arm, with sandwich 95% CIs and Wald p-values.
+    pub odds_ratios: Vec<HazardRatio>,
+    pub not_estimable: Option<String>,
 }
 
 /// Median survival with its 95% CI; `None` = not reached.
@@ -138,10 +160,17 @@ pub struct Median {
     pub median: Option<f64>,
     pub ci_low: Option<f64>,
     pub ci_high: Option<f64>,
+    /// R's `survfit` median where it differs: when the curve lies exactly on 0.5 over an interval, R takes the
+    /// interval's midpoint, where this (and lifelines) take its start.
+    pub r_median: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Survival {
+    /// `time_to_event.unit`, for the labels.
+    pub time_unit: Option<String>,
+    /// Whether the chart shows each curve's 95% band (`analysis.km_ci_bands`).
+    pub ci_bands: bool,
     pub curves: Vec<KmCurve>,
     pub medians: Vec<Median>,
     pub at_times: Vec<SurvivalAt>,
@@ -182,6 +211,8 @@ pub struct ModelCurves {
     pub model: String,
     pub roc_auc: Option<f64>,
     pub brier: f64,
+    /// The bootstrap 95% interval of the test ROC AUC.
+    pub roc_auc_ci: Option<(f64, f64)>,
     pub roc: Vec<(f64, f64)>,
     pub calibration: Vec<(f64, f64, usize)>,
     /// Test metrics by arm and site, from training: (column, level, n, positives, ROC AUC).
@@ -197,8 +228,12 @@ pub struct Analysis {
     pub table1: Table1,
     pub arms: Vec<ArmOutcome>,
     pub comparisons: Vec<Comparison>,
+    /// With three or more arms: Pearson's chi-square across all arms (k × 2), beside the pairwise comparisons.
+    pub overall_chi_square: Option<OverallTest>,
     pub survival: Option<Survival>,
     pub subgroups: Vec<Subgroup>,
+    /// With `dataset.cluster`: the outcome by arm with cluster-robust standard errors.
+    pub clustered_outcome: Option<ClusteredOutcome>,
     pub models: Vec<ModelCurves>,
     /// Definitional choices, also printed in the report.
     pub methods: Vec<String>,
@@ -221,6 +256,8 @@ struct Data {
     references: BTreeMap<String, String>,
     /// Rows whose event was a competing one (`event_state` 2), per arm in `arms` order.
     competing: Vec<u64>,
+    /// The cluster (patient) of each row, numbered, when records are clustered (`dataset.cluster`).
+    clusters: Option<Vec<usize>>,
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -301,6 +338,20 @@ fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
     } else {
         Vec::new()
     };
+    let clusters = match &d.cluster {
+        None => None,
+        Some(_) => {
+            let mut numbers: BTreeMap<String, usize> = BTreeMap::new();
+            let ids = strings(batches, "cluster")?;
+            let mut out = Vec::with_capacity(ids.len());
+            for (i, c) in ids.into_iter().enumerate() {
+                let c = c.ok_or_else(|| bad(format!("row {i}: the cluster is missing")))?;
+                let next = numbers.len();
+                out.push(*numbers.entry(c).or_insert(next));
+            }
+            Some(out)
+        }
+    };
     Ok(Data {
         arm,
         arms,
@@ -309,7 +360,49 @@ fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
         columns,
         references: d.reference_levels.clone(),
         competing,
+        clusters,
     })
+}
+
+/// The outcome by arm as a logistic model with cluster-robust standard errors (when rows are clustered).
+fn clustered_outcome(cfg: &Config, data: &Data) -> Option<ClusteredOutcome> {
+    let clusters = data.clusters.as_ref()?;
+    let x: Vec<Vec<f64>> = (0..data.arm.len())
+        .map(|i| {
+            let mut row = vec![1.0];
+            row.extend(survival::arm_terms(data, i));
+            row
+        })
+        .collect();
+    let mut out = ClusteredOutcome {
+        clusters: clusters.iter().collect::<BTreeSet<_>>().len() as u64,
+        rows: x.len() as u64,
+        odds_ratios: Vec::new(),
+        not_estimable: None,
+    };
+    match stats::logistic(&x, &data.outcome, cfg.analysis.max_iterations) {
+        Some(fit) if fit.converged => {
+            let cov = stats::logistic_robust_covariance(&fit, &x, &data.outcome, clusters);
+            let names: Vec<String> = data.arms[1..].iter().map(|a| format!("arm={a}")).collect();
+            let robust = stats::CoxFit {
+                ties: stats::Ties::Efron,
+                names,
+                coef: fit.coef[1..].to_vec(),
+                se: (1..fit.coef.len())
+                    .map(|j| cov[j][j].max(0.0).sqrt())
+                    .collect(),
+                log_likelihood: 0.0,
+                iterations: fit.iterations,
+                converged: true,
+            };
+            out.odds_ratios = survival::hazard_ratios(&robust, robust.names.len());
+        }
+        _ => {
+            out.not_estimable =
+                Some("the logistic model did not converge (an arm without events?)".into())
+        }
+    }
+    Some(out)
 }
 
 /// What the report says about competing events: how many per arm, and how the analyses counted them.
@@ -379,9 +472,11 @@ async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
 
 fn model_curve(m: &TrainReport) -> ModelCurves {
     let met = &m.metrics;
+    let bound = |name: &str| met.get(name).flatten();
     ModelCurves {
         model: m.model.clone(),
         roc_auc: met.roc_auc,
+        roc_auc_ci: bound("roc_auc_ci_lower").zip(bound("roc_auc_ci_upper")),
         brier: met.brier,
         roc: met.roc.clone(),
         calibration: met
@@ -449,10 +544,22 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         analyzed_rows: data.arm.len() as u64,
         flow: flow(lake, &data).await?,
         table1: table1(cfg, &data),
+        overall_chi_square: (arms.len() >= 3)
+            .then(|| {
+                let table: Vec<(u64, u64)> = arms.iter().map(|a| (a.events, a.n - a.events)).collect();
+                stats::chi_square_k_by_2(&table)
+            })
+            .flatten()
+            .map(|(chi_square, df, p_value)| OverallTest {
+                chi_square,
+                df,
+                p_value,
+            }),
         arms,
         comparisons,
         survival: survival(cfg, &data),
         subgroups: cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, &data, s)).collect(),
+        clustered_outcome: clustered_outcome(cfg, &data),
         models: Vec::new(),
         methods: vec![
             "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow.".into(),
@@ -467,6 +574,15 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         ],
     };
     analysis.methods.extend(competing_note(cfg, &data));
+    if let Some(c) = &cfg.dataset.cluster {
+        analysis.methods.push(format!(
+            "Records are clustered within patients (dataset.cluster: `{c}`): the Cox models' and the clustered \
+             outcome model's standard errors are the cluster-robust sandwich without a small-sample factor (R's \
+             coxph(... + cluster(id)), lifelines' cluster_col; sandwich::vcovCL(type = \"HC0\", cadjust = \
+             FALSE)). The 2×2 comparisons, Kaplan–Meier intervals, the log-rank test and the subgroup tests \
+             assume independent rows and understate their uncertainty."
+        ));
+    }
     let (models, note) = current_model_curves(lake).await?;
     analysis.models = models;
     analysis.methods.extend(note);
@@ -530,6 +646,7 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             columns: [("g".to_string(), Column::Categorical(g))].into(),
             references: BTreeMap::new(),
             competing: Vec::new(),
+            clusters: None,
         }
     }
 

@@ -138,6 +138,30 @@ impl Frame {
         );
     }
 
+    /// A short vertical tick at (x, y): a censoring on a Kaplan–Meier curve.
+    fn tick(&mut self, x: f64, y: f64, color: &str) {
+        let (px, py) = (self.px(x), self.py(y));
+        let _ = write!(
+            self.svg,
+            "<line x1=\"{px:.1}\" y1=\"{:.1}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"1.2\"/>",
+            py - 4.0,
+            py + 4.0
+        );
+    }
+
+    /// A translucent band between an upper and a lower line given as one closed outline.
+    fn band(&mut self, outline: &[(f64, f64)], color: &str) {
+        let p: Vec<String> = outline
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", self.px(*x), self.py(*y)))
+            .collect();
+        let _ = write!(
+            self.svg,
+            "<polygon fill=\"{color}\" fill-opacity=\"0.15\" stroke=\"none\" points=\"{}\"/>",
+            p.join(" ")
+        );
+    }
+
     /// Legend entry `i`, stacked upwards from the lower left (curves that start high leave it free) or
     /// downwards from the upper left.
     fn legend(&mut self, i: usize, text: &str, color: &str, lower: bool) {
@@ -178,12 +202,48 @@ fn nice_ticks(max: f64) -> Vec<f64> {
         .collect()
 }
 
+/// A time as the data hold it: whole numbers as they are, others to four decimals without trailing zeros
+/// (43.7 months is not "44").
+fn time_text(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// ", in days" after a label, when the config names the unit.
+fn unit_suffix(s: &Survival) -> String {
+    s.time_unit
+        .as_deref()
+        .map(|u| format!(", {}", esc(u)))
+        .unwrap_or_default()
+}
+
 fn trim(v: f64) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
     }
+}
+
+/// The outline of a Kaplan–Meier curve's 95% band as steps: the upper bound forwards, the lower back.
+fn step_band(c: &crate::stats::KmCurve) -> Vec<(f64, f64)> {
+    let steps = |bound: &dyn Fn(&crate::stats::KmPoint) -> f64| {
+        let mut pts = vec![(0.0, 1.0)];
+        let mut last = 1.0;
+        for p in &c.points {
+            pts.push((p.time, last));
+            last = bound(p);
+            pts.push((p.time, last));
+        }
+        pts
+    };
+    let mut outline = steps(&|p| p.ci_high);
+    outline.extend(steps(&|p| p.ci_low).into_iter().rev());
+    outline
 }
 
 fn km_chart(s: &Survival) -> String {
@@ -198,10 +258,21 @@ fn km_chart(s: &Survival) -> String {
         300.0,
         (0.0, tmax),
         (0.0, 1.0),
-        "time",
+        &format!(
+            "time{}",
+            s.time_unit
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        ),
         "survival",
     );
+    let mut legend = String::from("<p class=\"legend\">");
     for (i, c) in s.curves.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        if s.ci_bands {
+            f.band(&step_band(c), color);
+        }
         let mut pts = vec![(0.0, 1.0)];
         let mut last = 1.0;
         for p in &c.points {
@@ -209,11 +280,22 @@ fn km_chart(s: &Survival) -> String {
             pts.push((p.time, p.survival));
             last = p.survival;
         }
-        let color = COLORS[i % COLORS.len()];
         f.polyline(&pts, color, false);
-        f.legend(i, &format!("{} (n = {})", c.arm, c.n), color, true);
+        // a tick where subjects were censored, at the curve's height then
+        for p in c.points.iter().filter(|p| p.censored > 0) {
+            f.tick(p.time, p.survival, color);
+        }
+        // beside the chart, never over a curve
+        let _ = write!(
+            legend,
+            "<span style=\"color:{color}\">■</span> {} (n = {}) &nbsp; ",
+            esc(&c.arm),
+            c.n
+        );
     }
+    legend.push_str("<span>| censored</span></p>");
     let mut out = f.finish();
+    out.push_str(&legend);
     // numbers at risk under the x-axis, at the axis ticks
     out.push_str("<table class=\"risk\"><caption>Number at risk</caption><tr><th>Arm</th>");
     let ticks = nice_ticks(tmax);
@@ -526,6 +608,42 @@ fn outcome_section(b: &mut String, a: &Analysis) {
         );
     }
     b.push_str("</table>");
+    if let Some(t) = &a.overall_chi_square {
+        let _ = write!(
+            b,
+            "<p>All {} arms together: Pearson χ² = {:.3} on {} df, p = {} (no continuity correction).</p>",
+            a.arms.len(),
+            t.chi_square,
+            t.df,
+            p_value(Some(t.p_value))
+        );
+    }
+    if let Some(c) = &a.clustered_outcome {
+        let _ = write!(
+            b,
+            "<h3>Clustered records</h3><p>{} rows in {} clusters: the tests above treat rows as independent. \
+             Logistic model of the outcome on the arm with cluster-robust (sandwich) standard errors:{}</p>",
+            c.rows,
+            c.clusters,
+            c.not_estimable
+                .as_ref()
+                .map(|w| format!(" <b>not estimable</b>: {}", esc(w)))
+                .unwrap_or_default()
+        );
+        b.push_str("<table><tr><th>Term</th><th>Odds ratio (95% CI, robust)</th><th>p</th></tr>");
+        for t in &c.odds_ratios {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td></tr>",
+                esc(&t.term),
+                t.hr,
+                t.ci_low,
+                t.ci_high,
+                p_value(Some(t.p))
+            );
+        }
+        b.push_str("</table>");
+    }
 }
 
 /// Time to event: Kaplan–Meier curves and tables, the log-rank test, Cox models with the PH test.
@@ -533,9 +651,13 @@ fn survival_section(b: &mut String, a: &Analysis) {
     if let Some(s) = &a.survival {
         b.push_str("<h2>Time to event</h2>");
         b.push_str(&km_chart(s));
-        b.push_str("<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Median (95% CI)</th></tr>");
+        let unit = unit_suffix(s);
+        let _ = write!(
+            b,
+            "<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Median (95% CI){unit}</th></tr>"
+        );
         for (c, m) in s.curves.iter().zip(&s.medians) {
-            let med = |v: &Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "NR".into());
+            let med = |v: &Option<f64>| v.map(time_text).unwrap_or_else(|| "NR".into());
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({}, {})</td></tr>",
@@ -548,17 +670,37 @@ fn survival_section(b: &mut String, a: &Analysis) {
             );
         }
         b.push_str("</table>");
-        if !s.at_times.is_empty() {
-            b.push_str("<table><tr><th>Arm</th><th>Time</th><th>Survival (95% CI)</th><th>At risk</th></tr>");
-            for t in &s.at_times {
+        b.push_str(
+            "<p>Median: the first time the curve is at or below 0.5 (lifelines' rule; NR = not reached).</p>",
+        );
+        for m in &s.medians {
+            if let (Some(ours), Some(r)) = (m.median, m.r_median) {
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td></tr>",
+                    "<p><b>Note:</b> the curve of {} lies exactly on 0.5 from {} on; R's survfit takes the \
+                     midpoint of that interval as the median: {}{unit} (here: {}).</p>",
+                    esc(&m.arm),
+                    time_text(ours),
+                    time_text(r),
+                    time_text(ours)
+                );
+            }
+        }
+        if !s.at_times.is_empty() {
+            let _ = write!(
+                b,
+                "<table><tr><th>Arm</th><th>Time{unit}</th><th>Survival (95% CI)</th><th>At risk</th></tr>"
+            );
+            for t in &s.at_times {
+                let estimate = match (t.survival, t.ci_low, t.ci_high) {
+                    (Some(v), Some(lo), Some(hi)) => format!("{v:.3} ({lo:.3}, {hi:.3})"),
+                    _ => "— (past the arm's last follow-up)".into(),
+                };
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}</td><td>{estimate}</td><td>{}</td></tr>",
                     esc(&t.arm),
-                    trim(t.time),
-                    t.survival,
-                    t.ci_low,
-                    t.ci_high,
+                    time_text(t.time),
                     t.at_risk
                 );
             }
@@ -578,10 +720,11 @@ fn survival_section(b: &mut String, a: &Analysis) {
             let Some(m) = m else { continue };
             let _ = write!(
                 b,
-                "<h3>{title}</h3><p>{} ties; n = {}, events = {}; {}.</p>",
+                "<h3>{title}</h3><p>{} ties; n = {}, events = {}; {} standard errors; {}.</p>",
                 esc(&m.ties),
                 m.n,
                 m.events,
+                esc(&m.variance),
                 match &m.not_estimable {
                     Some(w) => format!("<b>not estimable</b>: {}", esc(w)),
                     None => format!("converged in {} iterations", m.iterations),
@@ -671,11 +814,17 @@ fn models_section(b: &mut String, a: &Analysis) {
     if !a.models.is_empty() {
         b.push_str("<h2>Outcome models (test split)</h2>");
         b.push_str(&model_charts(a));
-        b.push_str("<table><tr><th>Model</th><th>ROC AUC</th><th>Brier</th></tr>");
+        b.push_str(
+            "<table><tr><th>Model</th><th>ROC AUC (95% bootstrap CI)</th><th>Brier</th></tr>",
+        );
         for m in &a.models {
+            let ci = m
+                .roc_auc_ci
+                .map(|(lo, hi)| format!(" ({lo:.3}, {hi:.3})"))
+                .unwrap_or_default();
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{:.4}</td></tr>",
+                "<tr><td>{}</td><td>{}{ci}</td><td>{:.4}</td></tr>",
                 esc(&m.model),
                 num(m.roc_auc, 3),
                 m.brier

@@ -393,6 +393,29 @@ pub struct CoxFit {
     pub converged: bool,
 }
 
+/// Pearson's chi-square of independence on a k × 2 table of (events, non-events) per group, no continuity
+/// correction: (statistic, df, p). `None` when a column total is zero.
+pub fn chi_square_k_by_2(groups: &[(u64, u64)]) -> Option<(f64, usize, f64)> {
+    let n: f64 = groups.iter().map(|(e, f)| (e + f) as f64).sum();
+    let events: f64 = groups.iter().map(|(e, _)| *e as f64).sum();
+    if groups.len() < 2 || events == 0.0 || events == n {
+        return None;
+    }
+    let mut chi = 0.0;
+    for (e, f) in groups {
+        let row = (e + f) as f64;
+        if row == 0.0 {
+            return None;
+        }
+        for (observed, total) in [(*e as f64, events), (*f as f64, n - events)] {
+            let expected = row * total / n;
+            chi += (observed - expected).powi(2) / expected;
+        }
+    }
+    let df = groups.len() - 1;
+    Some((chi, df, chi2_sf(chi, df)))
+}
+
 /// Solves `a x = b` for a symmetric positive definite `a` by Gauss–Jordan with partial pivoting; also returns
 /// the inverse. `None` when singular.
 fn solve_and_invert(a: &[Vec<f64>], b: &[f64]) -> Option<(Vec<f64>, Vec<Vec<f64>>)> {
@@ -649,6 +672,180 @@ pub fn cox_covariance(
 ) -> Option<Vec<Vec<f64>>> {
     let p = fit.coef.len();
     solve_and_invert(&info_at(fit, times, events, x), &vec![0.0; p]).map(|(_, inv)| inv)
+}
+
+/// Score residuals of a Cox fit, one row per observation: the score split into each subject's part, with
+/// Efron's fractional weights for the subjects of a tied event time (R's `residuals(fit, "score")`, lifelines'
+/// `compute_residuals("score")`). Their column sums are the score, zero at the estimate.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn cox_score_residuals(
+    fit: &CoxFit,
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+) -> Vec<Vec<f64>> {
+    let p = fit.coef.len();
+    let n = times.len();
+    let w: Vec<f64> = x
+        .iter()
+        .map(|xi| {
+            xi.iter()
+                .zip(&fit.coef)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                .exp()
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    // Per group of equal times, walked from the last: Σ_l 1/Z_l, Σ_l x̄_l/Z_l, the mean of the x̄_l, and the
+    // parts of the first two that a subject dying at that time does not carry (its weight is 1 − l/m).
+    struct Group {
+        members: Vec<usize>,
+        inv: f64,
+        xbar: Vec<f64>,
+        mean: Vec<f64>,
+        own_inv: f64,
+        own_xbar: Vec<f64>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let (mut s0, mut s1) = (0.0, vec![0.0; p]);
+    let mut i = 0;
+    while i < n {
+        let t = times[order[i]];
+        let (mut d0, mut d1, mut m, mut members) = (0.0, vec![0.0; p], 0usize, Vec::new());
+        while i < n && times[order[i]] == t {
+            let k = order[i];
+            s0 += w[k];
+            for a in 0..p {
+                s1[a] += w[k] * x[k][a];
+            }
+            if events[k] {
+                m += 1;
+                d0 += w[k];
+                for a in 0..p {
+                    d1[a] += w[k] * x[k][a];
+                }
+            }
+            members.push(k);
+            i += 1;
+        }
+        let mut g = Group {
+            members,
+            inv: 0.0,
+            xbar: vec![0.0; p],
+            mean: vec![0.0; p],
+            own_inv: 0.0,
+            own_xbar: vec![0.0; p],
+        };
+        for l in 0..m {
+            let f = match fit.ties {
+                Ties::Efron => l as f64 / m as f64,
+                Ties::Breslow => 0.0,
+            };
+            let z = s0 - f * d0;
+            g.inv += 1.0 / z;
+            g.own_inv += f / z;
+            for a in 0..p {
+                let xbar = (s1[a] - f * d1[a]) / z;
+                g.xbar[a] += xbar / z;
+                g.own_xbar[a] += f * xbar / z;
+                g.mean[a] += xbar / m as f64;
+            }
+        }
+        groups.push(g);
+    }
+    // From the first time on: the compensator of subject k sums over the event times up to its own.
+    let mut resid = vec![vec![0.0; p]; n];
+    let (mut h, mut gsum) = (0.0, vec![0.0; p]);
+    for g in groups.iter().rev() {
+        h += g.inv;
+        for a in 0..p {
+            gsum[a] += g.xbar[a];
+        }
+        for &k in &g.members {
+            for a in 0..p {
+                let mut r = -w[k] * (x[k][a] * h - gsum[a]);
+                if events[k] {
+                    r += x[k][a] - g.mean[a];
+                    r += w[k] * (x[k][a] * g.own_inv - g.own_xbar[a]);
+                }
+                resid[k][a] = r;
+            }
+        }
+    }
+    resid
+}
+
+/// The sandwich `A (Σ_c u_c u_cᵀ) A` for the bread `a` (the inverse information) and per-row scores `u`
+/// summed within each cluster (`cluster[i]` is row i's cluster), with no small-sample factor.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub fn sandwich(a: &[Vec<f64>], scores: &[Vec<f64>], cluster: &[usize]) -> Vec<Vec<f64>> {
+    let p = a.len();
+    let mut sums: std::collections::BTreeMap<usize, Vec<f64>> = std::collections::BTreeMap::new();
+    for (u, c) in scores.iter().zip(cluster) {
+        let s = sums.entry(*c).or_insert_with(|| vec![0.0; p]);
+        for j in 0..p {
+            s[j] += u[j];
+        }
+    }
+    let mut meat = vec![vec![0.0; p]; p];
+    for u in sums.values() {
+        for r in 0..p {
+            for c in 0..p {
+                meat[r][c] += u[r] * u[c];
+            }
+        }
+    }
+    let am: Vec<Vec<f64>> = (0..p)
+        .map(|r| {
+            (0..p)
+                .map(|c| (0..p).map(|k| a[r][k] * meat[k][c]).sum())
+                .collect()
+        })
+        .collect();
+    (0..p)
+        .map(|r| {
+            (0..p)
+                .map(|c| (0..p).map(|k| am[r][k] * a[k][c]).sum())
+                .collect()
+        })
+        .collect()
+}
+
+/// The cluster-robust covariance of a Cox fit (R's `coxph(... + cluster(id))`, lifelines' `cluster_col`).
+pub fn cox_robust_covariance(
+    fit: &CoxFit,
+    times: &[f64],
+    events: &[bool],
+    x: &[Vec<f64>],
+    cluster: &[usize],
+) -> Option<Vec<Vec<f64>>> {
+    let bread = cox_covariance(fit, times, events, x)?;
+    Some(sandwich(
+        &bread,
+        &cox_score_residuals(fit, times, events, x),
+        cluster,
+    ))
+}
+
+/// The cluster-robust covariance of a logistic fit: scores (y − μ)x per row.
+pub fn logistic_robust_covariance(
+    fit: &LogisticFit,
+    x: &[Vec<f64>],
+    y: &[f64],
+    cluster: &[usize],
+) -> Vec<Vec<f64>> {
+    let scores: Vec<Vec<f64>> = x
+        .iter()
+        .zip(y)
+        .map(|(xi, yi)| {
+            let eta: f64 = xi.iter().zip(&fit.coef).map(|(a, b)| a * b).sum();
+            let mu = 1.0 / (1.0 + (-eta).exp());
+            xi.iter().map(|v| (yi - mu) * v).collect()
+        })
+        .collect();
+    sandwich(&fit.covariance, &scores, cluster)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -78,7 +78,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
     for (n, _) in &terms {
         names.extend(n.iter().cloned());
     }
-    let (mut t, mut e, mut x) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut t, mut e, mut x, mut cl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     'rows: for i in 0..data.arm.len() {
         let mut row = arm_terms(data, i);
         for (_, f) in &terms {
@@ -90,6 +90,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
         t.push(times[i]);
         e.push(events[i]);
         x.push(row);
+        cl.extend(data.clusters.as_ref().map(|c| c[i]));
     }
     let n_events = e.iter().filter(|v| **v).count() as u64;
     let mut model = CoxModel {
@@ -102,6 +103,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
         terms: Vec::new(),
         ph_test: Vec::new(),
         not_estimable: None,
+        variance: "model".into(),
     };
     if n_events == 0 {
         model.not_estimable = Some("no events".into());
@@ -120,7 +122,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
                 "the information matrix is singular (a covariate is constant or collinear)".into(),
             )
         }
-        Some(fit) => {
+        Some(mut fit) => {
             model.converged = fit.converged;
             model.iterations = fit.iterations;
             if !fit.converged {
@@ -134,7 +136,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
                         .into(),
                 );
             }
-            model.terms = hazard_ratios(&fit, names.len());
+            // The PH test scales residuals by the model-based variance, so it runs before the robust one.
             if let Some(ph) = stats::ph_test(&fit, &t, &e, &x) {
                 model.ph_test = names
                     .iter()
@@ -143,9 +145,40 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
                     .map(|(n, (c, p))| (n, c, p))
                     .collect();
             }
+            if data.clusters.is_some() {
+                match stats::cox_robust_covariance(&fit, &t, &e, &x, &cl) {
+                    Some(cov) => {
+                        fit.se = (0..fit.coef.len())
+                            .map(|j| cov[j][j].max(0.0).sqrt())
+                            .collect();
+                        model.variance = "cluster-robust".into();
+                    }
+                    None => {
+                        model.not_estimable =
+                            Some("the cluster-robust variance cannot be computed".into())
+                    }
+                }
+            }
+            model.terms = hazard_ratios(&fit, names.len());
         }
     }
     model
+}
+
+/// R's median when the curve lies exactly on 0.5 from one event time to the next: the midpoint of the two
+/// times (`survfit`'s rule); `None` when the curve does not sit on 0.5.
+fn r_median(c: &stats::KmCurve) -> Option<f64> {
+    let at = c
+        .points
+        .iter()
+        .position(|p| p.events > 0 && p.survival <= 0.5)?;
+    if (c.points[at].survival - 0.5).abs() > 1e-12 {
+        return None;
+    }
+    let next = c.points[at + 1..]
+        .iter()
+        .find(|p| p.events > 0 && p.survival < 0.5)?;
+    Some((c.points[at].time + next.time) / 2.0)
 }
 
 pub(crate) fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
@@ -168,18 +201,21 @@ pub(crate) fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
             median: c.median,
             ci_low,
             ci_high,
+            r_median: r_median(c),
         }
     });
     let mut at_times = Vec::new();
     for c in &curves {
+        let last = c.points.last().map(|p| p.time).unwrap_or(0.0);
         for &t in &cfg.analysis.survival_times {
             let p = c.points.iter().take_while(|p| p.time <= t).last();
+            let within = t <= last;
             at_times.push(SurvivalAt {
                 arm: c.arm.clone(),
                 time: t,
-                survival: c.survival_at(t),
-                ci_low: p.map(|p| p.ci_low).unwrap_or(1.0),
-                ci_high: p.map(|p| p.ci_high).unwrap_or(1.0),
+                survival: within.then(|| c.survival_at(t)),
+                ci_low: within.then(|| p.map(|p| p.ci_low).unwrap_or(1.0)),
+                ci_high: within.then(|| p.map(|p| p.ci_high).unwrap_or(1.0)),
                 at_risk: c.at_risk_at(t),
             });
         }
@@ -198,6 +234,12 @@ pub(crate) fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
     let adjusted =
         (!cfg.analysis.adjust.is_empty()).then(|| cox_model(cfg, data, &cfg.analysis.adjust));
     Some(Survival {
+        time_unit: cfg
+            .dataset
+            .time_to_event
+            .as_ref()
+            .and_then(|t| t.unit.clone()),
+        ci_bands: cfg.analysis.km_ci_bands,
         medians: medians.collect(),
         curves,
         at_times,
@@ -213,4 +255,19 @@ pub(crate) fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
 /// estimate and its Wald test are meaningless, so they are reported as not estimable.
 pub(crate) fn diverges(coef: &[f64]) -> bool {
     coef.iter().any(|b| !b.is_finite() || b.abs() > 15.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_curve_lying_on_one_half_gives_r_its_midpoint_median() {
+        // S = 0.75 after t = 1, 0.5 from t = 2 to t = 4 (a censoring at 3), then 0: R's survfit says 3
+        let km = stats::kaplan_meier("a", &[(1.0, true), (2.0, true), (3.0, false), (4.0, true)]);
+        assert_eq!((km.median, r_median(&km)), (Some(2.0), Some(3.0)));
+        // a curve that steps over 0.5 has one median for everyone
+        let km = stats::kaplan_meier("b", &[(1.0, true), (2.0, true), (3.0, true)]);
+        assert_eq!((km.median, r_median(&km)), (Some(2.0), None));
+    }
 }

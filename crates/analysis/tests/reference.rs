@@ -1,4 +1,5 @@
-//! trialflow's statistics against lifelines / scipy / statsmodels on the colon trial (death records).
+//! trialflow's statistics against lifelines / scipy / statsmodels on the colon trial (death records), and its
+//! cluster-robust standard errors against R (tests/reference/clustered.R).
 //! The reference numbers come from tests/reference/make_reference.py, committed with their versions.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
@@ -409,4 +410,175 @@ fn table1_pieces_match_pandas() {
         1e-12,
         "SMD sex",
     );
+}
+
+/// A CSV of the example data as columns of text, by header name.
+fn csv_columns(name: &str) -> BTreeMap<String, Vec<String>> {
+    let path = format!("{}/../../data/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    let mut cols: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in lines {
+        for (h, v) in header.iter().zip(l.split(',')) {
+            cols.entry(h.clone()).or_default().push(v.to_string());
+        }
+    }
+    cols
+}
+
+fn clustered_reference() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/clustered.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn cox_cluster_robust_standard_errors_match_r_coxph_cluster() {
+    // survival::colon, both records of each patient: two rows per patient, clustered by id (R's coxph with
+    // cluster(id) is the reference: lifelines' and statsmodels' score residuals ignore Efron's ties)
+    let c = csv_columns("colon.csv");
+    let r = &clustered_reference()["cox_colon_both_records"];
+    let cluster: Vec<usize> = c["id"].iter().map(|v| v.parse().unwrap()).collect();
+    let times: Vec<f64> = c["time"].iter().map(|v| v.parse().unwrap()).collect();
+    let events: Vec<bool> = c["status"].iter().map(|v| v == "1").collect();
+    for model in ["arm", "adjusted"] {
+        let want = &r[model];
+        let x: Vec<Vec<f64>> = (0..times.len())
+            .map(|i| {
+                let mut row = vec![
+                    f64::from(u8::from(c["rx"][i] == "Lev")),
+                    f64::from(u8::from(c["rx"][i] == "Lev+5FU")),
+                ];
+                if model == "adjusted" {
+                    row.push(c["age"][i].parse().unwrap());
+                }
+                row
+            })
+            .collect();
+        let names = (0..x[0].len()).map(|j| format!("x{j}")).collect();
+        let fit = stats::cox_ph(names, &times, &events, &x, Ties::Efron, 50).unwrap();
+        let robust = stats::cox_robust_covariance(&fit, &times, &events, &x, &cluster).unwrap();
+        for (j, (&b, (&se, &naive))) in floats(&want["coef"])
+            .iter()
+            .zip(
+                floats(&want["robust_se"])
+                    .iter()
+                    .zip(&floats(&want["naive_se"])),
+            )
+            .enumerate()
+        {
+            close(fit.coef[j], b, 1e-6, &format!("{model} coef {j}"));
+            close(
+                fit.se[j],
+                naive,
+                1e-6,
+                &format!("{model} model-based se {j}"),
+            );
+            close(
+                robust[j][j].sqrt(),
+                se,
+                1e-6,
+                &format!("{model} robust se {j}"),
+            );
+        }
+        // the score residuals are a decomposition of the score: they sum to it, zero at the estimate (to the
+        // fit's tolerance; a wrong decomposition is off by whole units)
+        let resid = stats::cox_score_residuals(&fit, &times, &events, &x);
+        for j in 0..x[0].len() {
+            let total: f64 = resid.iter().map(|r| r[j]).sum();
+            assert!(total.abs() < 1e-4, "{model}: score {j} sums to {total}");
+        }
+    }
+}
+
+#[test]
+fn logistic_cluster_robust_standard_errors_match_the_r_sandwich() {
+    // HSAUR::respiratory, months 1-4: four visits per patient, clustered by subject
+    let c = csv_columns("respiratory.csv");
+    let r = &clustered_reference()["logistic_respiratory_visits"];
+    let rows: Vec<usize> = (0..c["month"].len())
+        .filter(|&i| c["month"][i] != "0")
+        .collect();
+    let cluster: Vec<usize> = rows
+        .iter()
+        .map(|&i| c["subject"][i].parse().unwrap())
+        .collect();
+    let y: Vec<f64> = rows
+        .iter()
+        .map(|&i| f64::from(u8::from(c["status"][i].trim() == "good")))
+        .collect();
+    assert_eq!(rows.len() as u64, r["rows"].as_u64().unwrap());
+    for model in ["arm", "adjusted"] {
+        let want = &r[model];
+        let x: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|&i| {
+                let mut row = vec![1.0, f64::from(u8::from(c["treatment"][i] == "treatment"))];
+                if model == "adjusted" {
+                    row.push(c["age"][i].parse().unwrap());
+                }
+                row
+            })
+            .collect();
+        let fit = stats::logistic(&x, &y, 50).unwrap();
+        assert!(fit.converged);
+        let robust = stats::logistic_robust_covariance(&fit, &x, &y, &cluster);
+        for (j, (&b, (&se, &naive))) in floats(&want["coef"])
+            .iter()
+            .zip(
+                floats(&want["robust_se"])
+                    .iter()
+                    .zip(&floats(&want["naive_se"])),
+            )
+            .enumerate()
+        {
+            close(fit.coef[j], b, 1e-6, &format!("{model} coef {j}"));
+            close(
+                fit.covariance[j][j].sqrt(),
+                naive,
+                1e-6,
+                &format!("{model} model se {j}"),
+            );
+            close(
+                robust[j][j].sqrt(),
+                se,
+                1e-6,
+                &format!("{model} robust se {j}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_overall_chi_square_across_three_arms_matches_r() {
+    let c = colon();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/k_arms.json");
+    let want: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let table: Vec<(u64, u64)> = groups(&c)
+        .values()
+        .map(|obs| {
+            let events = obs.iter().filter(|(_, e)| *e).count() as u64;
+            (events, obs.len() as u64 - events)
+        })
+        .collect();
+    let (chi, df, p) = stats::chi_square_k_by_2(&table).unwrap();
+    close(
+        chi,
+        want["chi_square"].as_f64().unwrap(),
+        1e-9,
+        "chi-square",
+    );
+    assert_eq!(df as u64, want["df"].as_u64().unwrap());
+    close(p, want["p"].as_f64().unwrap(), 1e-8, "p");
 }

@@ -211,6 +211,9 @@ pub struct TimeToEventConfig {
     pub competing_values: Vec<String>,
     #[serde(default)]
     pub competing_as: CompetingAs,
+    /// The unit of `time` (`days`, `months`): printed in every label of the report.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// How the Kaplan–Meier and Cox analyses of the event count a competing event.
@@ -972,6 +975,9 @@ pub struct AnalysisConfig {
     /// arm, and an interaction model as wide): the report says it was skipped and why.
     #[serde(default = "default_max_subgroup_levels")]
     pub max_subgroup_levels: usize,
+    /// Draw each Kaplan–Meier curve's 95% confidence band in the report.
+    #[serde(default)]
+    pub km_ci_bands: bool,
 }
 
 fn default_max_iterations() -> usize {
@@ -995,6 +1001,7 @@ impl Default for AnalysisConfig {
             subgroups: Vec::new(),
             max_iterations: default_max_iterations(),
             max_subgroup_levels: default_max_subgroup_levels(),
+            km_ci_bands: false,
         }
     }
 }

@@ -89,7 +89,7 @@ fn sql_err(step: &SqlStep, e: DataFusionError) -> Error {
 /// The preprocessing SQL generated from the contract, in order: the clean views, then the split.
 pub fn generated_sql(cfg: &Config) -> Vec<(&'static str, String)> {
     let mut steps = clean_steps(cfg);
-    steps.push(("split", split_sql(&cfg.preprocessing.split)));
+    steps.push(("split", split_sql(cfg)));
     steps
 }
 
@@ -684,13 +684,20 @@ fn check_dropped_share(
 pub use trialflow_core::contracts::{FeaturesReport, SplitCounts};
 
 /// The split assignment: a position `_u` in [0, 1) per row, cut at the fractions. By default `_u` is the salted
-/// hash of the pseudonymized id; `group_by` hashes the group's value instead (a whole group lands in one split);
+/// hash of the pseudonymized id; `group_by` (or `dataset.cluster`, which implies it) hashes the group's value instead
+/// (a whole group lands in one split);
 /// `stratify` replaces `_u` by the row's rank within its outcome class, (rank − ½)/count, ordered by the hash, so
 /// each class is cut at the same fractions.
-fn split_sql(s: &trialflow_core::config::SplitConfig) -> String {
-    let hashed = match &s.group_by {
+fn split_sql(cfg: &Config) -> String {
+    let s = &cfg.preprocessing.split;
+    // Records clustered within a patient stay together: a patient in two splits leaks into the test metrics.
+    let group = match &cfg.dataset.cluster {
+        Some(_) => Some("cluster".to_string()),
+        None => s.group_by.clone(),
+    };
+    let hashed = match &group {
         Some(g) => {
-            let col = if g == "arm" || g == "site" {
+            let col = if g == "arm" || g == "site" || g == "cluster" {
                 g.clone()
             } else {
                 trialflow_core::features::table_column(g)
@@ -738,7 +745,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     engine
         .register_lake_table(lake, "clean", lake::CLEAN)
         .await?;
-    let step = sql_step(cfg, "split", split_sql(s))?;
+    let step = sql_step(cfg, "split", split_sql(cfg))?;
     lake.put(
         &format!("{}split.sql", lake::SQL_FEATURES),
         format!("-- from {}\n{};\n", step.origin, step.text),

@@ -108,11 +108,20 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     assert!(a["survival"]["logrank_p_value"].as_f64().unwrap() < 0.01);
     assert!(p.path("models/cv_outcome/1/BLESSED").exists());
     assert!(p.path("data/lake/processed/quality_report.json").exists());
-    assert!(
-        std::fs::read_to_string(p.latest_report("data/lake").join("report.html"))
-            .unwrap()
-            .contains("<svg")
-    );
+    let html = std::fs::read_to_string(p.latest_report("data/lake").join("report.html")).unwrap();
+    assert!(html.contains("<svg"));
+    // the time unit in the labels, censoring ticks with the legend beside the chart, CI bands, AUCs with CIs
+    for part in [
+        "Median (95% CI), days",
+        "time (days)",
+        "| censored",
+        "fill-opacity=\"0.15\"",
+        "ROC AUC (95% bootstrap CI)",
+    ] {
+        assert!(html.contains(part), "the report has no `{part}`");
+    }
+    let auc = &a["models"][0]["roc_auc_ci"];
+    assert!(auc[0].as_f64().unwrap() < auc[1].as_f64().unwrap(), "{auc}");
 
     // again at once: the gate runs again, now against the version the first run promoted (its regression check
     // is measured against the served version, state outside the lake), and the promotion re-checks; the
@@ -652,4 +661,29 @@ fn a_standalone_ingest_takes_the_lake_lock() {
     let o = p.run(&["ingest"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(p.path("data/lake/raw/_current.json").exists());
+}
+
+#[test]
+fn a_training_failure_does_not_keep_the_analysis_from_its_report() {
+    let p = Project::sample();
+    let cfg = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
+    // no subject has the outcome: every model refuses to train, the trial can still be described
+    let broken = cfg.replacen(
+        "    column: event            # 1 = major adverse cardiovascular event during follow-up",
+        "    expression: \"followup_days < 0\"",
+        1,
+    );
+    assert_ne!(cfg, broken);
+    p.write("config/config.yaml", &broken);
+    let o = p.run(&["pipeline", "full"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("task=train") && out.contains("status=failed"),
+        "{out}"
+    );
+    assert!(out.contains("task=analyze status=succeeded"), "{out}");
+    let a = p.report_json("data/lake");
+    assert!(a["models"].as_array().unwrap().is_empty(), "{a}");
+    assert!(a["survival"]["logrank_p_value"].as_f64().is_some());
 }

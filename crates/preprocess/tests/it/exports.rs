@@ -287,3 +287,46 @@ async fn a_file_without_an_id_has_one_subject_per_row() {
     let again = clean(&cfg, csv).await.unwrap();
     assert_eq!(table::strings(&again.clean, "subject_id").unwrap(), ids);
 }
+
+#[tokio::test]
+async fn the_records_of_one_patient_land_in_one_split() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 patients, two eyes each: a split by record would part most of them
+    let mut csv = String::from("pid,eye,trt,status,days,age,sex\n");
+    for p in 0..40 {
+        for eye in ["L", "R"] {
+            let arm = if p % 2 == 0 { "A" } else { "B" };
+            csv.push_str(&format!(
+                "{p},{eye},{arm},{},{},{},F\n",
+                1 + p % 2,
+                30 + p,
+                40 + p
+            ));
+        }
+    }
+    let cfg = declared(dir.path(), EVENTS, "");
+    clean(&cfg, &csv).await.unwrap();
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    let mut split_of: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for split in ["train", "val", "test"] {
+        let rows = read_parquet_prefix(&lake, &format!("{}split={split}/", lake::FEATURES))
+            .await
+            .unwrap();
+        for c in table::strings(&rows, "cluster")
+            .unwrap()
+            .into_iter()
+            .flatten()
+        {
+            split_of.entry(c).or_default().insert(split.to_string());
+        }
+    }
+    assert_eq!(split_of.len(), 40);
+    assert!(split_of.values().all(|s| s.len() == 1), "{split_of:?}");
+    let used: std::collections::BTreeSet<_> = split_of.values().flatten().collect();
+    assert!(
+        used.len() >= 2,
+        "the patients spread over the splits: {used:?}"
+    );
+}
