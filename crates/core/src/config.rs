@@ -1215,12 +1215,15 @@ impl Config {
         if let Some(s) = &d.site {
             push(s);
         }
-        if let Some(c) = &d.outcome.column {
+        // A derived role column is computed from source columns, not read from one.
+        let read = |c: &String| !d.derived.contains_key(c);
+        if let Some(c) = d.outcome.column.as_ref().filter(|c| read(c)) {
             push(c);
         }
         if let Some(t) = &d.time_to_event {
-            push(&t.time);
-            push(&t.event);
+            for c in [&t.time, &t.event].into_iter().filter(|c| read(c)) {
+                push(c);
+            }
         }
         for c in d.numeric.iter().filter(|c| !d.derived.contains_key(*c)) {
             push(c);
@@ -1243,7 +1246,11 @@ impl Config {
             .filter(|c| !d.derived.contains_key(*c))
             .cloned()
             .collect();
-        if let Some(t) = &d.time_to_event {
+        if let Some(t) = d
+            .time_to_event
+            .as_ref()
+            .filter(|t| !d.derived.contains_key(&t.time))
+        {
             s.insert(t.time.clone());
         }
         s.extend(
@@ -1359,6 +1366,23 @@ impl Config {
     fn check_identity(&self) -> Result<()> {
         let d = &self.dataset;
         let ids = d.id.columns();
+        let categorical_roles = ids
+            .iter()
+            .map(|c| ("dataset.id", c))
+            .chain(d.cluster.iter().map(|c| ("dataset.cluster", c)))
+            .chain([("dataset.arm.column", &d.arm.column)])
+            .chain(d.site.iter().map(|c| ("dataset.site", c)));
+        for (key, c) in categorical_roles {
+            if d.derived.contains_key(c) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "`{c}` is a derived column, and derived columns are numbers: the id, cluster, arm and site \
+                         are read from source columns (a composite id takes several, `id: [a, b]`)"
+                    ),
+                ));
+            }
+        }
         if ids.iter().any(|c| c.trim().is_empty()) {
             return Err(self.err("dataset.id", "expected column names, not an empty one"));
         }
@@ -1467,6 +1491,24 @@ impl Config {
         (events, censored)
     }
 
+    /// Derived columns that are the time, the event or the outcome column: computed before the checks.
+    pub fn derived_roles(&self) -> Vec<String> {
+        let d = &self.dataset;
+        let mut roles: Vec<&String> = d.outcome.column.iter().collect();
+        if let Some(t) = &d.time_to_event {
+            roles.push(&t.time);
+            roles.push(&t.event);
+        }
+        let mut out: Vec<String> = roles
+            .into_iter()
+            .filter(|c| d.derived.contains_key(*c))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Source name → the field texts read as missing in it (its own `missing_values`, else the dataset's).
     pub fn missing_values_by_source(&self) -> BTreeMap<String, Vec<String>> {
         let d = &self.dataset;
@@ -1516,6 +1558,13 @@ impl Config {
             label.push((t.time.clone(), "the time to event"));
             label.push((t.event.clone(), "the event"));
         }
+        // a label that is itself derived leaks through the columns it is computed from, too
+        let derived_labels: Vec<(String, &str)> = label
+            .iter()
+            .filter_map(|(c, what)| d.derived.get(c).map(|e| (e, *what)))
+            .flat_map(|(e, what)| sql_columns(e).into_iter().map(move |c| (c, what)))
+            .collect();
+        label.extend(derived_labels);
         let sources = |c: &str| -> Vec<String> {
             match d.derived.get(c) {
                 Some(expr) => sql_columns(expr),
@@ -1580,10 +1629,18 @@ impl Config {
                 ));
             }
             check_sql_expr(expr).map_err(|m| self.err(&key, m))?;
-            if !d.numeric.contains(name) {
+            let role = self.derived_roles().contains(name);
+            if !d.numeric.contains(name) && !role {
                 return Err(self.err(
                     key,
-                    "a derived column must also be listed in `dataset.numeric`",
+                    "a derived column must also be listed in `dataset.numeric` (or be the time, the event or \
+                     the outcome column)",
+                ));
+            }
+            if role && d.numeric.contains(name) {
+                return Err(self.err(
+                    key,
+                    "this derived column is the time, the event or the outcome: it cannot also be a covariate",
                 ));
             }
             // Serving computes derived columns from a request with `core::expr`, a subset of SQL: an expression
@@ -2343,7 +2400,8 @@ mod tests {
             (
                 "DATASET__DERIVED",
                 "{subject_id: 'age * 2'}",
-                "dataset.derived.subject_id: this name is taken",
+                // the sample's id column: refused as the id before as a name
+                "dataset.id: `subject_id` is a derived column",
             ),
             (
                 "DATASET__DERIVED",

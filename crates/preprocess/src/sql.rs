@@ -85,12 +85,12 @@ fn categorical_expr(col: &str, rule: Option<&Rule>) -> String {
 }
 
 /// `c` is one of `codes`: the same text, or the same number when the code is one (`1.0` is code `1`).
-fn code_in(c: &str, codes: &[String]) -> String {
+fn code_in(cfg: &Config, c: &str, codes: &[String]) -> String {
     let numbers: Vec<String> = codes
         .iter()
         .filter_map(|k| trialflow_core::codes::number(k).map(fmt_num))
         .collect();
-    let text = format!("{} IN ({})", ident(c), in_list(codes));
+    let text = format!("{} IN ({})", text_of(cfg, c), in_list(codes));
     if numbers.is_empty() {
         text
     } else {
@@ -99,6 +99,15 @@ fn code_in(c: &str, codes: &[String]) -> String {
             ident(c),
             numbers.join(", ")
         )
+    }
+}
+
+/// A column as text: a derived role column (a number) cast, a source column (text already) as it is.
+fn text_of(cfg: &Config, c: &str) -> String {
+    if cfg.dataset.derived.contains_key(c) {
+        format!("CAST({} AS VARCHAR)", ident(c))
+    } else {
+        ident(c)
     }
 }
 
@@ -116,7 +125,7 @@ fn event_conditions(cfg: &Config) -> Option<(String, String, String, String)> {
     let competing = if t.competing_values.is_empty() {
         "false".to_string()
     } else {
-        code_in(&t.event, &t.competing_values)
+        code_in(cfg, &t.event, &t.competing_values)
     };
     Some(match t.convention {
         EventConvention::Event => {
@@ -125,8 +134,8 @@ fn event_conditions(cfg: &Config) -> Option<(String, String, String, String)> {
             all.extend(censored.iter().cloned());
             all.extend(t.competing_values.iter().cloned());
             (
-                code_in(&t.event, &events),
-                code_in(&t.event, &censored),
+                code_in(cfg, &t.event, &events),
+                code_in(cfg, &t.event, &censored),
                 competing,
                 format!("expected one of the event codes [{}]", all.join(", ")),
             )
@@ -174,7 +183,21 @@ pub fn typed(cfg: &Config) -> String {
             ));
         }
     }
-    format!("SELECT\n  {}\nFROM staged", cols.join(",\n  "))
+    let typed = format!("SELECT\n  {}\nFROM staged", cols.join(",\n  "));
+    // Derived columns that are the time, the event or the outcome are needed by the checks that follow, so
+    // they are computed here, over the typed values (the other derived columns come after the null rules).
+    let roles = cfg.derived_roles();
+    if roles.is_empty() {
+        return typed;
+    }
+    let derived: Vec<String> = roles
+        .iter()
+        .map(|name| format!("CAST(({}) AS DOUBLE) AS {}", d.derived[name], ident(name)))
+        .collect();
+    format!(
+        "SELECT\n  *,\n  {}\nFROM (\n{typed}\n)",
+        derived.join(",\n  ")
+    )
 }
 
 /// The rule of a value spelt like a missing value (`NA`, `.`) that the config does not declare as one.
@@ -339,13 +362,16 @@ fn checks(cfg: &Config) -> Vec<String> {
                     let mut all = p.clone();
                     all.extend(n.iter().cloned());
                     (
-                        format!("{} NOT IN ({})", ident(c), in_list(&all)),
+                        format!("NOT {}", code_in(cfg, c, &all)),
                         format!("expected one of [{}]", all.join(", ")),
                     )
                 }
                 (Some(_), None) => ("false".to_string(), String::new()),
                 _ => (
-                    format!("lower({}) NOT IN ({TRUE_WORDS}, {FALSE_WORDS})", ident(c)),
+                    format!(
+                        "lower({}) NOT IN ({TRUE_WORDS}, {FALSE_WORDS})",
+                        text_of(cfg, c)
+                    ),
                     "expected 0/1, true/false or yes/no".to_string(),
                 ),
             };
@@ -459,14 +485,10 @@ pub fn accepted(cfg: &Config) -> String {
     let o = &d.outcome;
     let outcome = match (&o.column, &o.expression) {
         (Some(c), _) => match &o.positive {
-            Some(p) => format!(
-                "CASE WHEN {} IN ({}) THEN 1 ELSE 0 END",
-                ident(c),
-                in_list(p)
-            ),
+            Some(p) => format!("CASE WHEN {} THEN 1 ELSE 0 END", code_in(cfg, c, p)),
             None => format!(
                 "CASE WHEN lower({}) IN ({TRUE_WORDS}) THEN 1 ELSE 0 END",
-                ident(c)
+                text_of(cfg, c)
             ),
         },
         (None, Some(expr)) => format!("CASE WHEN ({expr}) THEN 1 ELSE 0 END"),
@@ -497,7 +519,8 @@ pub fn accepted(cfg: &Config) -> String {
 pub fn derived(cfg: &Config) -> String {
     let d = &cfg.dataset;
     let mut cols = vec!["*".to_string()];
-    for (name, expr) in &d.derived {
+    let roles = cfg.derived_roles();
+    for (name, expr) in d.derived.iter().filter(|(n, _)| !roles.contains(*n)) {
         cols.push(format!("CAST(({expr}) AS DOUBLE) AS {}", ident(name)));
     }
     let keep = d

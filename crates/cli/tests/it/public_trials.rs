@@ -535,3 +535,65 @@ fn respiratory_every_visit_with_cluster_robust_odds_ratio() {
         "robust se",
     );
 }
+
+#[test]
+fn lung_export_as_r_writes_it_against_r() {
+    // no id column (`id: null`), R's 1/2 status coding, sex coded 1/2 as YAML numbers, empty fields for NA
+    let a = run_example_on("lung", "lung");
+    let path = util::repo_root().join("crates/analysis/tests/reference/lung.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        a["analyzed_rows"], r["n"],
+        "every patient, none taken for a repeat"
+    );
+    let s = &a["survival"];
+    for (i, m) in s["medians"].as_array().unwrap().iter().enumerate() {
+        for (mine, theirs) in [
+            ("median", "median"),
+            ("ci_low", "median_ci_low"),
+            ("ci_high", "median_ci_high"),
+        ] {
+            assert_eq!(m[mine].as_f64(), r[theirs][i].as_f64(), "{mine} of {m}");
+        }
+    }
+    let at = &r["at_times"];
+    for (i, t) in s["at_times"].as_array().unwrap().iter().enumerate() {
+        close(f(&t["time"]), f(&at["time"][i]), 1e-12, "time");
+        close(f(&t["survival"]), f(&at["surv"][i]), 1e-9, "S(t)");
+        close(f(&t["ci_low"]), f(&at["lower"][i]), 1e-6, "S(t) low");
+        close(f(&t["ci_high"]), f(&at["upper"][i]), 1e-6, "S(t) high");
+        assert_eq!(t["at_risk"], at["n_risk"][i], "at risk");
+    }
+    close(
+        f(&s["logrank_chi_square"]),
+        f(&r["logrank"]["chi_square"]),
+        1e-9,
+        "log-rank",
+    );
+    let cox = &s["cox"]["terms"][0];
+    close(f(&cox["coef"]), f(&r["cox"]["coef"]), 1e-6, "Cox coef");
+    close(f(&cox["se"]), f(&r["cox"]["se"]), 1e-6, "Cox se");
+    let adj = &s["cox_adjusted"];
+    assert_eq!(adj["n"], r["cox_adjusted"]["n"], "complete cases");
+    for (j, t) in adj["terms"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            t["term"],
+            r["cox_adjusted"]["terms"][j]
+                .as_str()
+                .unwrap()
+                .replace("sex=", "arm=")
+        );
+        close(
+            f(&t["coef"]),
+            f(&r["cox_adjusted"]["coef"][j]),
+            1e-6,
+            "adjusted coef",
+        );
+        close(
+            f(&t["se"]),
+            f(&r["cox_adjusted"]["se"][j]),
+            1e-6,
+            "adjusted se",
+        );
+    }
+}

@@ -330,3 +330,45 @@ async fn the_records_of_one_patient_land_in_one_split() {
         "the patients spread over the splits: {used:?}"
     );
 }
+
+#[tokio::test]
+async fn derived_columns_can_be_the_time_the_event_and_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    // a counting-process export: the time is tstop − tstart, the status R's 1/2
+    let csv = "pid,trt,tstart,tstop,status,age,sex\n1,A,10,110,2,50,M\n2,B,0,200,1,61,F\n3,A,5,4,2,70,F\n";
+    let dataset = "  id: pid\n  extra: {tstart: number, tstop: number, status: number}\n  derived: {t_days: tstop - tstart, dead: status - 1}\n  time_to_event: {time: t_days, event: dead}\n";
+    let text = yaml(dir.path(), dataset, ", max_dropped_share: 1.0").replace(
+        "outcome: {expression: \"days > 60\"}",
+        "outcome: {column: dead}",
+    );
+    let cfg = Config::from_yaml(&text, "export.yaml", &[]).unwrap();
+    // check-config plans the SQL over the contract's columns: the derived roles are there
+    trialflow_preprocess::check_sql(&cfg).await.unwrap();
+    let r = clean(&cfg, csv).await.unwrap();
+    assert_eq!(
+        table::floats(&r.clean, "time").unwrap(),
+        [Some(100.0), Some(200.0)]
+    );
+    assert_eq!(ints(&r, "event"), [1, 0]);
+    assert_eq!(ints(&r, "outcome"), [1, 0]);
+    // a negative derived time is quarantined like any other
+    assert_eq!(
+        r.quarantine
+            .iter()
+            .map(|(l, c, rule, _)| (*l, c.as_str(), rule.as_str()))
+            .collect::<Vec<_>>(),
+        [(4, "t_days", "time")]
+    );
+    // the arm cannot be derived (derived columns are numbers): a config error, not a missing column later
+    let text = yaml(
+        dir.path(),
+        "  id: pid\n  extra: {tstart: number}\n  derived: {grp: tstart * 2}\n",
+        "",
+    )
+    .replace(
+        "arm: {column: trt, reference: B}",
+        "arm: {column: grp, reference: \"0\"}",
+    );
+    let e = Config::from_yaml(&text, "export.yaml", &[]).unwrap_err();
+    assert!(e.to_string().contains("dataset.arm.column"), "{e}");
+}
