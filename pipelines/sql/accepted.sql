@@ -1,5 +1,5 @@
 -- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely, or delete a file to run the generated view.
--- contract: 9e310a2ef25f50d7 (the contract's hash for this view: a contract change since is an error)
+-- contract: edb6a1c166a71636 (the contract's hash for this view: a contract change since is an error)
 SELECT
   "_row",
   "_source",
@@ -60,7 +60,7 @@ SELECT
   "sex" AS "sex",
   "smoker" AS "smoker",
   "diabetic" AS "diabetic",
-  CAST(CASE WHEN lower("event") IN ('1', '1.0', 'true', 'yes', 'y') THEN 1 ELSE 0 END AS BIGINT) AS "_outcome",
+  CAST(CASE WHEN "event" IS NULL THEN NULL WHEN lower("event") IN ('1', '1.0', 'true', 'yes', 'y') THEN 1 ELSE 0 END AS BIGINT) AS "_outcome",
   "followup_days" AS "_time",
   CAST(CASE WHEN ("event" IN ('1') OR TRY_CAST("event" AS DOUBLE) IN (1.0)) THEN 1 ELSE 0 END AS BIGINT) AS "_event"
 FROM checked;

@@ -1,12 +1,12 @@
 -- trialflow preprocessing SQL, generated from config/config.yaml (`trialflow sql`); edit freely, or delete a file to run the generated view.
--- contract: 89c46ccbaf14f471 (the contract's hash for this view: a contract change since is an error)
+-- contract: c98a820b948d3f4e (the contract's hash for this view: a contract change since is an error)
 SELECT
   *,
   CASE WHEN "_defect" IS NOT NULL THEN concat('quarantine|_record|malformed|', "_defect") END AS "_check_1",
   CASE WHEN "subject_id" IS NULL THEN 'quarantine|subject_id|required|required value is missing' END AS "_check_2",
   CASE WHEN "arm" IS NULL THEN 'quarantine|arm|required|required value is missing' END AS "_check_3",
-  CASE WHEN "event" IS NULL THEN 'quarantine|event|required|required value is missing' END AS "_check_4",
-  CASE WHEN "followup_days__raw" IS NULL THEN 'quarantine|followup_days|required|required value is missing' END AS "_check_5",
+  CASE WHEN "followup_days__raw" IS NULL THEN 'quarantine|followup_days|required|required value is missing' END AS "_check_4",
+  CASE WHEN "event" IS NULL THEN 'quarantine|event|required|required value is missing' END AS "_check_5",
   CASE WHEN upper("arm") IN ('NA', 'N/A', '#N/A', 'NAN', 'NULL', 'NONE', '.', 'NA_NA') THEN 'quarantine|arm|missing_token|looks like a missing value; list it in `dataset.missing_values` (or the source''s `missing_values`) to read it as one' END AS "_check_6",
   CASE WHEN upper("site") IN ('NA', 'N/A', '#N/A', 'NAN', 'NULL', 'NONE', '.', 'NA_NA') THEN 'quarantine|site|missing_token|looks like a missing value; list it in `dataset.missing_values` (or the source''s `missing_values`) to read it as one' END AS "_check_7",
   CASE WHEN upper("event") IN ('NA', 'N/A', '#N/A', 'NAN', 'NULL', 'NONE', '.', 'NA_NA') THEN 'quarantine|event|missing_token|looks like a missing value; list it in `dataset.missing_values` (or the source''s `missing_values`) to read it as one' END AS "_check_8",

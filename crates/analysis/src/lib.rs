@@ -223,7 +223,10 @@ pub struct ModelCurves {
 pub struct Analysis {
     pub dataset: String,
     pub reference_arm: String,
+    /// Every row of the clean table: Table 1 and the time-to-event analyses describe them all.
     pub analyzed_rows: u64,
+    /// Rows without the binary outcome: in Table 1, not in the outcome analyses or the models.
+    pub outcome_missing: u64,
     pub flow: Option<Flow>,
     pub table1: Table1,
     pub arms: Vec<ArmOutcome>,
@@ -249,7 +252,10 @@ struct Data {
     arm: Vec<String>,
     /// Reference first, then the others sorted.
     arms: Vec<String>,
+    /// The binary outcome, 0 where it is missing (see `has_outcome`).
     outcome: Vec<f64>,
+    /// Whether the row has the binary outcome: Table 1 describes every row, the outcome analyses these.
+    has_outcome: Vec<bool>,
     tte: Option<(Vec<f64>, Vec<bool>)>,
     columns: BTreeMap<String, Column>,
     /// Categorical covariate → its reference level in the adjusted models (`dataset.reference_levels`).
@@ -287,7 +293,9 @@ fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
     }
     let mut arms = vec![reference.clone()];
     arms.extend(levels.into_iter().filter(|a| **a != reference).cloned());
-    let outcome = floats(batches, "outcome")?
+    let outcome_values = floats(batches, "outcome")?;
+    let has_outcome = outcome_values.iter().map(Option::is_some).collect();
+    let outcome = outcome_values
         .into_iter()
         .map(|v| v.unwrap_or(0.0))
         .collect();
@@ -356,6 +364,7 @@ fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Data> {
         arm,
         arms,
         outcome,
+        has_outcome,
         tte,
         columns,
         references: d.reference_levels.clone(),
@@ -403,6 +412,44 @@ fn clustered_outcome(cfg: &Config, data: &Data) -> Option<ClusteredOutcome> {
         }
     }
     Some(out)
+}
+
+impl Data {
+    /// The rows with the binary outcome: what its analyses (and the models) use.
+    fn with_outcome(&self) -> Data {
+        let keep = |i: &usize| self.has_outcome[*i];
+        let rows: Vec<usize> = (0..self.arm.len()).filter(keep).collect();
+        let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        Data {
+            arm: rows.iter().map(|&i| self.arm[i].clone()).collect(),
+            arms: self.arms.clone(),
+            outcome: pick(&self.outcome),
+            has_outcome: vec![true; rows.len()],
+            tte: self
+                .tte
+                .as_ref()
+                .map(|(t, e)| (pick(t), rows.iter().map(|&i| e[i]).collect())),
+            columns: self
+                .columns
+                .iter()
+                .map(|(k, c)| {
+                    let c = match c {
+                        Column::Numeric(v) => Column::Numeric(rows.iter().map(|&i| v[i]).collect()),
+                        Column::Categorical(v) => {
+                            Column::Categorical(rows.iter().map(|&i| v[i].clone()).collect())
+                        }
+                    };
+                    (k.clone(), c)
+                })
+                .collect(),
+            references: self.references.clone(),
+            competing: self.competing.clone(),
+            clusters: self
+                .clusters
+                .as_ref()
+                .map(|c| rows.iter().map(|&i| c[i]).collect()),
+        }
+    }
 }
 
 /// What the report says about competing events: how many per arm, and how the analyses counted them.
@@ -536,12 +583,19 @@ async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
 pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis> {
     let batches = read_parquet_prefix(lake, lake::CLEAN).await?;
     let data = load(cfg, &batches)?;
-    let (arms, comparisons) = comparisons(&data);
+    let binary = data.with_outcome();
+    if binary.arm.is_empty() {
+        return Err(bad(
+            "no analysed row has the binary outcome (every one is missing): check `dataset.outcome`",
+        ));
+    }
+    let (arms, comparisons) = comparisons(&binary);
     let ties_name = format!("{:?}", cfg.analysis.ties);
     let mut analysis = Analysis {
         dataset: cfg.dataset.name.clone(),
         reference_arm: data.arms[0].clone(),
         analyzed_rows: data.arm.len() as u64,
+        outcome_missing: (data.arm.len() - binary.arm.len()) as u64,
         flow: flow(lake, &data).await?,
         table1: table1(cfg, &data),
         overall_chi_square: (arms.len() >= 3)
@@ -558,11 +612,16 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         arms,
         comparisons,
         survival: survival(cfg, &data),
-        subgroups: cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, &data, s)).collect(),
-        clustered_outcome: clustered_outcome(cfg, &data),
+        // with a time to event the subgroups compare hazards, over every row; else odds, over the rows with
+        // the outcome
+        subgroups: {
+            let rows = if data.tte.is_some() { &data } else { &binary };
+            cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, rows, s)).collect()
+        },
+        clustered_outcome: clustered_outcome(cfg, &binary),
         models: Vec::new(),
         methods: vec![
-            "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow.".into(),
+            "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow. Table 1 and the time-to-event analyses describe every row; the binary-outcome analyses and the models use the rows with the outcome (the rest are counted as missing).".into(),
             "Table 1: mean ± SD (n − 1), median [IQR] with linear quantile interpolation (R type 7); standardized mean differences against the reference arm (categorical: Yang & Dalton).".into(),
             "Risk difference: Wald 95% CI. Risk ratio and odds ratio: 95% CI on the log scale (Katz; Woolf).".into(),
             "Chi-square: Pearson, 1 df, no continuity correction. Fisher's exact test: two-sided, tables no more likely than the observed one.".into(),
@@ -647,6 +706,7 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             references: BTreeMap::new(),
             competing: Vec::new(),
             clusters: None,
+            has_outcome: vec![true; 10],
         }
     }
 

@@ -581,7 +581,16 @@ fn table1_section(b: &mut String, a: &Analysis) {
 
 /// The binary outcome by arm and each arm against the reference.
 fn outcome_section(b: &mut String, a: &Analysis) {
-    b.push_str("<h2>Binary outcome by arm</h2><table><tr><th>Arm</th><th>n</th><th>Events</th><th>Risk</th></tr>");
+    b.push_str("<h2>Binary outcome by arm</h2>");
+    if a.outcome_missing > 0 {
+        let _ = write!(
+            b,
+            "<p>{} of the {} subjects have no outcome: they are described in Table 1 and left out of this \
+             section, the subgroups of the outcome and the models.</p>",
+            a.outcome_missing, a.analyzed_rows
+        );
+    }
+    b.push_str("<table><tr><th>Arm</th><th>n</th><th>Events</th><th>Risk</th></tr>");
     for r in &a.arms {
         let _ = write!(
             b,

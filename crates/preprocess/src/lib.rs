@@ -687,7 +687,7 @@ pub use trialflow_core::contracts::{FeaturesReport, SplitCounts};
 /// hash of the pseudonymized id; `group_by` (or `dataset.cluster`, which implies it) hashes the group's value instead
 /// (a whole group lands in one split);
 /// `stratify` replaces `_u` by the row's rank within its outcome class, (rank − ½)/count, ordered by the hash, so
-/// each class is cut at the same fractions.
+/// each class is cut at the same fractions. Rows without the outcome (described in the analysis) are in no split.
 fn split_sql(cfg: &Config) -> String {
     let s = &cfg.preprocessing.split;
     // Records clustered within a patient stay together: a patient in two splits leaks into the test metrics.
@@ -720,7 +720,7 @@ fn split_sql(cfg: &Config) -> String {
     format!(
         "SELECT * EXCLUDE (\"_source\", \"_line\", \"_u\"), \
          CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \
-         FROM (SELECT *, {unit} AS \"_u\" FROM clean)",
+         FROM (SELECT *, {unit} AS \"_u\" FROM clean WHERE \"outcome\" IS NOT NULL)",
         t = s.train,
         tv = s.train + s.val
     )

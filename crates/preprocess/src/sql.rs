@@ -253,10 +253,11 @@ fn checks(cfg: &Config) -> Vec<String> {
             lit(&check_label(action, column, rule, reason))
         ));
     };
+    // A missing binary outcome is not a reason to drop a randomized subject: the row stays in the clean table
+    // (outcome NULL), is described in Table 1 and left out of the outcome analyses and the models, counted.
     let mut required = d.id.columns().to_vec();
     required.extend(d.cluster.clone());
     required.push(d.arm.column.clone());
-    required.extend(d.outcome.column.clone());
     if let Some(t) = &d.time_to_event {
         required.push(t.time.clone());
         required.push(t.event.clone());
@@ -385,15 +386,7 @@ fn checks(cfg: &Config) -> Vec<String> {
                 );
             }
         }
-        (None, Some(expr)) => {
-            add(
-                "outcome",
-                "outcome",
-                "the outcome expression is NULL",
-                RuleAction::Quarantine,
-                format!("({expr}) IS NULL"),
-            );
-        }
+        (None, Some(_)) => {}
         (None, None) => {}
     }
     if let Some(t) = &d.time_to_event {
@@ -483,15 +476,23 @@ pub fn accepted(cfg: &Config) -> String {
         cols.push(format!("{expr} AS {}", ident(&c)));
     }
     let o = &d.outcome;
+    // NULL stays NULL: a subject whose outcome is missing is not a subject without the event.
     let outcome = match (&o.column, &o.expression) {
         (Some(c), _) => match &o.positive {
-            Some(p) => format!("CASE WHEN {} THEN 1 ELSE 0 END", code_in(cfg, c, p)),
+            Some(p) => format!(
+                "CASE WHEN {} IS NULL THEN NULL WHEN {} THEN 1 ELSE 0 END",
+                ident(c),
+                code_in(cfg, c, p)
+            ),
             None => format!(
-                "CASE WHEN lower({}) IN ({TRUE_WORDS}) THEN 1 ELSE 0 END",
-                text_of(cfg, c)
+                "CASE WHEN {c} IS NULL THEN NULL WHEN lower({}) IN ({TRUE_WORDS}) THEN 1 ELSE 0 END",
+                text_of(cfg, c),
+                c = ident(c)
             ),
         },
-        (None, Some(expr)) => format!("CASE WHEN ({expr}) THEN 1 ELSE 0 END"),
+        (None, Some(expr)) => {
+            format!("CASE WHEN ({expr}) IS NULL THEN NULL WHEN ({expr}) THEN 1 ELSE 0 END")
+        }
         (None, None) => "0".into(),
     };
     cols.push(format!("CAST({outcome} AS BIGINT) AS {}", ident(OUTCOME)));

@@ -28,8 +28,9 @@ TRIALS = {
                   numeric=["age", "nodes"], tte=("time", lambda d: d.status == 1), times=[365, 1095, 1825],
                   adjust=["age", "sex", "obstruct", "node4"], subgroups=[("sex", []), ("age", [65]), ("node4", [])]),
     "opt": dict(csv="opt.csv", arm="Group", ref="C",
-                # '   ' (three spaces) means missing: such rows lack the outcome and are quarantined
-                filter=lambda d: d["Preg.ended...37.wk"].str.strip() != "",
+                # '   ' (three spaces) means missing: such subjects lack the outcome; they are in Table 1 (n) and
+                # left out of the outcome analyses
+                known=lambda d: d["Preg.ended...37.wk"].str.strip() != "",
                 outcome=lambda d: d["Preg.ended...37.wk"].str.strip() == "Yes",
                 numeric=["Age", "BMI"], subgroups=[("Clinic", []), ("Age", [30])]),
     "indo_rct": dict(csv="indo_rct.csv", arm="rx", ref="0_placebo", outcome=lambda d: (d.outcome == "1_yes"),
@@ -94,15 +95,20 @@ def analyze(spec):
     if "filter" in spec:
         d = d[spec["filter"](d)].copy()
     d["_arm"] = d[spec["arm"]].map(as_level)
+    # Table 1 describes every randomized subject; the outcome analyses those with the outcome
+    everyone = d
+    if "known" in spec:
+        d = d[spec["known"](d)].copy()
     d["_y"] = spec["outcome"](d).astype(int)
     ref = spec["ref"]
     arms = [ref] + sorted(a for a in d._arm.unique() if a != ref)
-    out = {"n": int(len(d)), "arms": {a: {"n": int((d._arm == a).sum()), "events": int(d._y[d._arm == a].sum())} for a in arms}}
+    out = {"n": int(len(everyone)), "outcome_missing": int(len(everyone) - len(d)),
+           "arms": {a: {"n": int((d._arm == a).sum()), "events": int(d._y[d._arm == a].sum())} for a in arms}}
     out["comparisons"] = {a: binary_comparison(d._y[d._arm == a], d._y[d._arm == ref]) for a in arms[1:]}
     t1 = {}
     for v in spec["numeric"]:
-        per = {a: describe(d[v][d._arm == a]) for a in arms}
-        per["missing"] = {a: int(d[v][d._arm == a].isna().sum()) for a in arms}
+        per = {a: describe(everyone[v][everyone._arm == a]) for a in arms}
+        per["missing"] = {a: int(everyone[v][everyone._arm == a].isna().sum()) for a in arms}
         per["smd"] = {a: (per[a]["mean"] - per[ref]["mean"]) / np.sqrt((per[a]["sd"] ** 2 + per[ref]["sd"] ** 2) / 2)
                       for a in arms[1:]}
         t1[v] = per

@@ -188,6 +188,11 @@ fn check(trial: &str) {
     let r = reference(trial);
     check_coverage(trial, &a, &r);
     assert_eq!(a["analyzed_rows"], r["n"], "{trial}: population");
+    // subjects without the outcome are described, not dropped (opt: 9)
+    assert_eq!(
+        a["outcome_missing"], r["outcome_missing"],
+        "{trial}: without the outcome"
+    );
     // outcome by arm
     for arm in a["arms"].as_array().unwrap() {
         let name = arm["arm"].as_str().unwrap();

@@ -372,3 +372,30 @@ async fn derived_columns_can_be_the_time_the_event_and_the_outcome() {
     let e = Config::from_yaml(&text, "export.yaml", &[]).unwrap_err();
     assert!(e.to_string().contains("dataset.arm.column"), "{e}");
 }
+
+#[tokio::test]
+async fn a_subject_without_the_outcome_is_kept_described_and_left_out_of_the_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("pid,trt,days,age,sex\n");
+    for p in 0..30 {
+        // every tenth subject has no outcome (the expression reads an empty field)
+        let days = if p % 10 == 0 {
+            String::new()
+        } else {
+            format!("{}", 30 + 3 * p)
+        };
+        csv.push_str(&format!("{p},{},{days},{},F\n", ["A", "B"][p % 2], 40 + p));
+    }
+    let cfg = config(dir.path(), "  id: pid\n  extra: {days: number}\n", "");
+    let r = clean(&cfg, &csv).await.unwrap();
+    assert_eq!((r.report.accepted, r.report.quarantined), (30, 0));
+    let outcome = table::ints(&r.clean, "outcome").unwrap();
+    assert_eq!(outcome.iter().filter(|o| o.is_none()).count(), 3);
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    let report = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    let in_splits: u64 = report.splits.iter().map(|s| s.rows).sum();
+    assert_eq!(
+        in_splits, 27,
+        "no model trains or is scored on a missing outcome"
+    );
+}
