@@ -310,6 +310,11 @@ pub struct DatasetConfig {
     /// Derived numeric columns: name → SQL expression over typed source columns (e.g. BMI).
     #[serde(default)]
     pub derived: BTreeMap<String, String>,
+    /// Derived text columns for the id, cluster, arm or site: name → SQL expression over typed source columns,
+    /// e.g. `{arm_label: "CASE WHEN trtcd = 1 THEN 'active' ELSE 'placebo' END"}` or `{center: "substr(usubjid,
+    /// 1, 3)"}`. Computed before the checks; not model inputs (serving could not compute them).
+    #[serde(default)]
+    pub derived_text: BTreeMap<String, String>,
     /// Other source columns the filter or the outcome expression use, with their type.
     #[serde(default)]
     pub extra: BTreeMap<String, ColumnType>,
@@ -1205,14 +1210,17 @@ impl Config {
                 out.push(c.to_string());
             }
         };
-        for c in d.id.columns() {
+        let text = |c: &String| d.derived_text.contains_key(c);
+        for c in d.id.columns().iter().filter(|c| !text(c)) {
             push(c);
         }
-        if let Some(c) = &d.cluster {
+        if let Some(c) = d.cluster.as_ref().filter(|c| !text(c)) {
             push(c);
         }
-        push(&d.arm.column);
-        if let Some(s) = &d.site {
+        if !text(&d.arm.column) {
+            push(&d.arm.column);
+        }
+        if let Some(s) = d.site.as_ref().filter(|c| !text(c)) {
             push(s);
         }
         // A derived role column is computed from source columns, not read from one.
@@ -1372,13 +1380,47 @@ impl Config {
             .chain(d.cluster.iter().map(|c| ("dataset.cluster", c)))
             .chain([("dataset.arm.column", &d.arm.column)])
             .chain(d.site.iter().map(|c| ("dataset.site", c)));
+        let mut text_roles = BTreeSet::new();
         for (key, c) in categorical_roles {
             if d.derived.contains_key(c) {
                 return Err(self.err(
                     key,
                     format!(
-                        "`{c}` is a derived column, and derived columns are numbers: the id, cluster, arm and site \
-                         are read from source columns (a composite id takes several, `id: [a, b]`)"
+                        "`{c}` is a derived column, and those are numbers: a derived id, cluster, arm or site is \
+                         a text expression in `dataset.derived_text` (a composite id takes several columns, \
+                         `id: [a, b]`)"
+                    ),
+                ));
+            }
+            text_roles.insert(c);
+        }
+        let inputs = self.source_columns();
+        for (name, expr) in &d.derived_text {
+            let key = format!("dataset.derived_text.{name}");
+            if !text_roles.contains(name) {
+                return Err(self.err(
+                    key,
+                    "a derived text column is the id, the cluster, the arm or the site (a model input must be \
+                     one serving can compute: a `derived` number or a source column)",
+                ));
+            }
+            if name.starts_with('_')
+                || CLEAN_TABLE_COLUMNS.contains(&name.as_str())
+                || inputs.contains(name)
+                || d.derived.contains_key(name)
+            {
+                return Err(self.err(
+                    key,
+                    "this name is taken (a column of the source or the clean table, a derived column, or a \
+                     `_` name of the clean stage's own); choose another",
+                ));
+            }
+            check_sql_expr(expr).map_err(|m| self.err(&key, m))?;
+            if let Some(c) = sql_columns(expr).into_iter().find(|c| !inputs.contains(c)) {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "`{c}` is not a contract column: list the columns the expression reads in `dataset.extra`"
                     ),
                 ));
             }

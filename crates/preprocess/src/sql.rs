@@ -184,15 +184,21 @@ pub fn typed(cfg: &Config) -> String {
         }
     }
     let typed = format!("SELECT\n  {}\nFROM staged", cols.join(",\n  "));
-    // Derived columns that are the time, the event or the outcome are needed by the checks that follow, so
-    // they are computed here, over the typed values (the other derived columns come after the null rules).
+    // Derived columns that are the time, the event, the outcome (numbers) or the id, cluster, arm or site
+    // (`derived_text`) are needed by the checks that follow, so they are computed here, over the typed values
+    // (the other derived columns come after the null rules).
     let roles = cfg.derived_roles();
-    if roles.is_empty() {
+    if roles.is_empty() && d.derived_text.is_empty() {
         return typed;
     }
     let derived: Vec<String> = roles
         .iter()
         .map(|name| format!("CAST(({}) AS DOUBLE) AS {}", d.derived[name], ident(name)))
+        .chain(
+            d.derived_text
+                .iter()
+                .map(|(name, expr)| format!("CAST(({expr}) AS VARCHAR) AS {}", ident(name))),
+        )
         .collect();
     format!(
         "SELECT\n  *,\n  {}\nFROM (\n{typed}\n)",
@@ -475,6 +481,8 @@ pub fn accepted(cfg: &Config) -> String {
         };
         cols.push(format!("{expr} AS {}", ident(&c)));
     }
+    // the derived id, cluster, arm and site (computed in `typed`) go on to `clean`
+    cols.extend(d.derived_text.keys().map(|c| ident(c)));
     let o = &d.outcome;
     // NULL stays NULL: a subject whose outcome is missing is not a subject without the event.
     let outcome = match (&o.column, &o.expression) {

@@ -399,3 +399,37 @@ async fn a_subject_without_the_outcome_is_kept_described_and_left_out_of_the_spl
         "no model trains or is scored on a missing outcome"
     );
 }
+
+#[tokio::test]
+async fn the_arm_and_the_site_can_be_derived_text() {
+    let dir = tempfile::tempdir().unwrap();
+    // a SAS export: the arm as a numeric code, the centre inside the subject id
+    let csv =
+        "usubjid,trtcd,days,age,sex\nC01-001,1,100,50,M\nC01-002,2,200,61,F\nC02-001,1,70,70,F\n";
+    let dataset = "  id: usubjid\n  extra: {trtcd: number}\n  derived_text: {arm_label: \"CASE WHEN trtcd = 1 THEN 'A' ELSE 'B' END\", center: \"substr(usubjid, 1, 3)\"}\n  site: center\n  extra: {trtcd: number, days: number}\n";
+    let text = yaml(dir.path(), dataset, "")
+        .replace(
+            "arm: {column: trt, reference: B}",
+            "arm: {column: arm_label, reference: B}",
+        )
+        .replace("  extra: {trtcd: number}\n", "");
+    let cfg = Config::from_yaml(&text, "export.yaml", &[]).unwrap();
+    trialflow_preprocess::check_sql(&cfg).await.unwrap();
+    let r = clean(&cfg, csv).await.unwrap();
+    assert_eq!(
+        table::strings(&r.clean, "arm").unwrap(),
+        [Some("A".into()), Some("B".into()), Some("A".into())]
+    );
+    assert_eq!(
+        table::strings(&r.clean, "site").unwrap(),
+        [Some("C01".into()), Some("C01".into()), Some("C02".into())]
+    );
+    // a derived text column that is no role would be a model input serving cannot compute: refused
+    let text = yaml(
+        dir.path(),
+        "  id: usubjid\n  extra: {trtcd: number}\n  derived_text: {label: \"'x'\"}\n",
+        "",
+    );
+    let e = Config::from_yaml(&text, "export.yaml", &[]).unwrap_err();
+    assert!(e.to_string().contains("dataset.derived_text.label"), "{e}");
+}
