@@ -507,17 +507,7 @@ fn logistic_cluster_robust_standard_errors_match_the_r_sandwich() {
     // HSAUR::respiratory, months 1-4: four visits per patient, clustered by subject
     let c = csv_columns("respiratory.csv");
     let r = &clustered_reference()["logistic_respiratory_visits"];
-    let rows: Vec<usize> = (0..c["month"].len())
-        .filter(|&i| c["month"][i] != "0")
-        .collect();
-    let cluster: Vec<usize> = rows
-        .iter()
-        .map(|&i| c["subject"][i].parse().unwrap())
-        .collect();
-    let y: Vec<f64> = rows
-        .iter()
-        .map(|&i| f64::from(u8::from(c["status"][i].trim() == "good")))
-        .collect();
+    let (rows, cluster, y) = respiratory_visits(&c);
     assert_eq!(rows.len() as u64, r["rows"].as_u64().unwrap());
     for model in ["arm", "adjusted"] {
         let want = &r[model];
@@ -581,4 +571,97 @@ fn the_overall_chi_square_across_three_arms_matches_r() {
     );
     assert_eq!(df as u64, want["df"].as_u64().unwrap());
     close(p, want["p"].as_f64().unwrap(), 1e-8, "p");
+}
+
+#[test]
+fn cluster_robust_standard_errors_match_lifelines_and_statsmodels() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/clustered_python.json"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // lifelines' score residuals ignore ties: compared on colon with every tie broken the same way
+    let c = csv_columns("colon.csv");
+    let cluster: Vec<usize> = c["id"].iter().map(|v| v.parse().unwrap()).collect();
+    let times: Vec<f64> = (0..cluster.len())
+        .map(|i| {
+            let (t, etype): (f64, usize) = (
+                c["time"][i].parse().unwrap(),
+                c["etype"][i].parse().unwrap(),
+            );
+            t + (2 * cluster[i] + etype) as f64 * 1e-4
+        })
+        .collect();
+    let events: Vec<bool> = c["status"].iter().map(|v| v == "1").collect();
+    let x: Vec<Vec<f64>> = c["rx"]
+        .iter()
+        .map(|rx| {
+            vec![
+                f64::from(u8::from(rx == "Lev")),
+                f64::from(u8::from(rx == "Lev+5FU")),
+            ]
+        })
+        .collect();
+    let fit = stats::cox_ph(
+        vec!["a".into(), "b".into()],
+        &times,
+        &events,
+        &x,
+        Ties::Efron,
+        50,
+    )
+    .unwrap();
+    let robust = stats::cox_robust_covariance(&fit, &times, &events, &x, &cluster).unwrap();
+    matches_robust(
+        &fit.coef,
+        &robust,
+        &r["cox_colon_untied"],
+        "lifelines, untied",
+    );
+    // statsmodels' GLM with cov_type="cluster", use_correction=False
+    let c = csv_columns("respiratory.csv");
+    let (rows, cluster, y) = respiratory_visits(&c);
+    let x: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|&i| vec![1.0, f64::from(u8::from(c["treatment"][i] == "treatment"))])
+        .collect();
+    let fit = stats::logistic(&x, &y, 50).unwrap();
+    let robust = stats::logistic_robust_covariance(&fit, &x, &y, &cluster);
+    matches_robust(
+        &fit.coef,
+        &robust,
+        &r["logistic_respiratory_visits"],
+        "statsmodels",
+    );
+}
+
+/// Coefficients and the square roots of the covariance's diagonal against `want`'s `coef` and `robust_se`.
+fn matches_robust(coef: &[f64], cov: &[Vec<f64>], want: &Value, what: &str) {
+    let (b, se) = (floats(&want["coef"]), floats(&want["robust_se"]));
+    assert_eq!((b.len(), se.len()), (coef.len(), coef.len()), "{what}");
+    for (j, row) in cov.iter().enumerate() {
+        close(coef[j], b[j], 1e-6, &format!("{what}: coef {j}"));
+        close(
+            row[j].sqrt(),
+            se[j],
+            1e-6,
+            &format!("{what}: robust se {j}"),
+        );
+    }
+}
+
+/// HSAUR::respiratory's follow-up visits (months 1-4): the rows, each row's patient, and the outcome.
+fn respiratory_visits(c: &BTreeMap<String, Vec<String>>) -> (Vec<usize>, Vec<usize>, Vec<f64>) {
+    let rows: Vec<usize> = (0..c["month"].len())
+        .filter(|&i| c["month"][i] != "0")
+        .collect();
+    let cluster = rows
+        .iter()
+        .map(|&i| c["subject"][i].parse().unwrap())
+        .collect();
+    let y = rows
+        .iter()
+        .map(|&i| f64::from(u8::from(c["status"][i].trim() == "good")))
+        .collect();
+    (rows, cluster, y)
 }
