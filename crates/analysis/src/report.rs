@@ -579,6 +579,18 @@ fn table1_section(b: &mut String, a: &Analysis) {
     b.push_str("</table>");
 }
 
+/// A ratio's cells: the term, the ratio with its 95% CI, the p-value.
+fn ratio_cells(t: &crate::HazardRatio) -> String {
+    format!(
+        "<td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td>",
+        esc(&t.term),
+        t.hr,
+        t.ci_low,
+        t.ci_high,
+        p_value(Some(t.p))
+    )
+}
+
 /// The binary outcome by arm and each arm against the reference.
 fn outcome_section(b: &mut String, a: &Analysis) {
     b.push_str("<h2>Binary outcome by arm</h2>");
@@ -641,15 +653,7 @@ fn outcome_section(b: &mut String, a: &Analysis) {
         );
         b.push_str("<table><tr><th>Term</th><th>Odds ratio (95% CI, robust)</th><th>p</th></tr>");
         for t in &c.odds_ratios {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td></tr>",
-                esc(&t.term),
-                t.hr,
-                t.ci_low,
-                t.ci_high,
-                p_value(Some(t.p))
-            );
+            let _ = write!(b, "<tr>{}</tr>", ratio_cells(t));
         }
         b.push_str("</table>");
     }
@@ -747,15 +751,7 @@ fn survival_section(b: &mut String, a: &Analysis) {
                     .find(|(n, _, _)| *n == t.term)
                     .map(|(_, c, p)| format!("{c:.3} ({})", p_value(Some(*p))))
                     .unwrap_or_else(|| "—".into());
-                let _ = write!(
-                    b,
-                    "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{}</td><td>{ph}</td></tr>",
-                    esc(&t.term),
-                    t.hr,
-                    t.ci_low,
-                    t.ci_high,
-                    p_value(Some(t.p))
-                );
+                let _ = write!(b, "<tr>{}<td>{ph}</td></tr>", ratio_cells(t));
             }
             b.push_str("</table>");
         }
