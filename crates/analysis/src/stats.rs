@@ -453,6 +453,20 @@ fn solve_and_invert(a: &[Vec<f64>], b: &[f64]) -> Option<(Vec<f64>, Vec<Vec<f64>
     Some((x, inv))
 }
 
+/// Row indices from the latest time to the earliest: walked so, the risk set only grows.
+fn latest_first(times: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    order
+}
+
+/// Each row's risk score exp(xβ).
+fn risk_scores(beta: &[f64], x: &[Vec<f64>]) -> Vec<f64> {
+    x.iter()
+        .map(|xi| xi.iter().zip(beta).map(|(a, b)| a * b).sum::<f64>().exp())
+        .collect()
+}
+
 /// Log partial likelihood, score and information at `beta`.
 fn cox_derivs(
     times: &[f64],
@@ -463,9 +477,7 @@ fn cox_derivs(
 ) -> (f64, Vec<f64>, Vec<Vec<f64>>) {
     let p = beta.len();
     let n = times.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    // descending time, so the risk set grows as we walk
-    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    let order = latest_first(times);
     let eta: Vec<f64> = x
         .iter()
         .map(|xi| xi.iter().zip(beta).map(|(a, b)| a * b).sum())
@@ -582,18 +594,8 @@ pub fn ph_test(
 ) -> Option<Vec<(f64, f64)>> {
     let p = fit.coef.len();
     let n = times.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
-    let score: Vec<f64> = x
-        .iter()
-        .map(|xi| {
-            xi.iter()
-                .zip(&fit.coef)
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                .exp()
-        })
-        .collect();
+    let order = latest_first(times);
+    let score = risk_scores(&fit.coef, x);
     let (mut s0, mut s1) = (0.0, vec![0.0; p]);
     // (time, residual) per event
     let mut resid: Vec<(f64, Vec<f64>)> = Vec::new();
@@ -686,18 +688,8 @@ pub fn cox_score_residuals(
 ) -> Vec<Vec<f64>> {
     let p = fit.coef.len();
     let n = times.len();
-    let w: Vec<f64> = x
-        .iter()
-        .map(|xi| {
-            xi.iter()
-                .zip(&fit.coef)
-                .map(|(a, b)| a * b)
-                .sum::<f64>()
-                .exp()
-        })
-        .collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| times[b].total_cmp(&times[a]));
+    let w = risk_scores(&fit.coef, x);
+    let order = latest_first(times);
     // Per group of equal times, walked from the last: Σ_l 1/Z_l, Σ_l x̄_l/Z_l, the mean of the x̄_l, and the
     // parts of the first two that a subject dying at that time does not carry (its weight is 1 − l/m).
     struct Group {
