@@ -72,6 +72,9 @@ pub struct CategoricalRow {
 pub struct Table1 {
     pub numeric: Vec<NumericRow>,
     pub categorical: Vec<CategoricalRow>,
+    /// Variable → the label its source file declares (a SAS or Dataset-JSON label), shown beside the name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -547,6 +550,23 @@ fn model_curve(m: &TrainReport) -> ModelCurves {
     }
 }
 
+/// The labels the sources declared for Table 1's variables (none before a clean report exists).
+async fn source_labels(lake: &Storage, cfg: &Config) -> Result<BTreeMap<String, String>> {
+    let report = contracts::load_opt::<CleanReport>(lake).await?;
+    let shown: BTreeSet<&String> = cfg
+        .dataset
+        .numeric
+        .iter()
+        .chain(&cfg.dataset.categorical)
+        .collect();
+    Ok(report
+        .map(|r| r.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(variable, _)| shown.contains(variable))
+        .collect())
+}
+
 async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
     let Some(r) = contracts::load_opt::<CleanReport>(lake).await? else {
         return Ok(None);
@@ -597,7 +617,10 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         analyzed_rows: data.arm.len() as u64,
         outcome_missing: (data.arm.len() - binary.arm.len()) as u64,
         flow: flow(lake, &data).await?,
-        table1: table1(cfg, &data),
+        table1: Table1 {
+            labels: source_labels(lake, cfg).await?,
+            ..table1(cfg, &data)
+        },
         overall_chi_square: (arms.len() >= 3)
             .then(|| {
                 let table: Vec<(u64, u64)> = arms.iter().map(|a| (a.events, a.n - a.events)).collect();

@@ -528,7 +528,7 @@ fn table1_section(b: &mut String, a: &Analysis) {
         let _ = write!(
             b,
             "<tr><td>{}<br><small>mean ± SD; median [IQR]</small></td><td>{}</td>",
-            esc(&r.variable),
+            variable_name(a, &r.variable),
             d(&r.overall)
         );
         for (_, x) in &r.arms {
@@ -565,7 +565,7 @@ fn table1_section(b: &mut String, a: &Analysis) {
         let _ = write!(
             b,
             "<tr><td>{}<br><small>n (%)</small></td><td>{}</td>",
-            esc(&r.variable),
+            variable_name(a, &r.variable),
             cell(&r.overall.0, r.overall.1)
         );
         for (_, c, m) in &r.arms {
@@ -577,6 +577,14 @@ fn table1_section(b: &mut String, a: &Analysis) {
         b.push_str("</tr>");
     }
     b.push_str("</table>");
+}
+
+/// A Table 1 row's name: the source's label with the variable's name after it, or the name alone.
+fn variable_name(a: &Analysis, variable: &str) -> String {
+    match a.table1.labels.get(variable) {
+        Some(label) => format!("{} <small>({})</small>", esc(label), esc(variable)),
+        None => esc(variable),
+    }
 }
 
 /// A ratio's cells: the term, the ratio with its 95% CI, the p-value.

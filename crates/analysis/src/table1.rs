@@ -80,5 +80,6 @@ pub(crate) fn table1(cfg: &Config, data: &Data) -> Table1 {
     Table1 {
         numeric,
         categorical,
+        labels: BTreeMap::new(),
     }
 }

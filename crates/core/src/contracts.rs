@@ -121,6 +121,10 @@ pub struct CleanReport {
     pub normalized_values: u64,
     /// Where the pseudonymization key came from (never the key).
     pub key_source: String,
+    /// Contract column → the label its source file declares (SAS transport and Dataset-JSON files): the
+    /// report prints it beside the name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Document for CleanReport {

@@ -110,19 +110,40 @@ pub enum SourceFormat {
     Parquet,
     #[serde(rename = "ndjson")]
     Ndjson,
+    /// SAS transport version 5 (`core::xport`).
+    #[serde(rename = "xpt")]
+    Xpt,
+    /// CDISC Dataset-JSON 1.1, one JSON object (`core::dsjson`).
+    #[serde(rename = "dataset-json")]
+    DatasetJson,
+    /// CDISC Dataset-JSON 1.1, the NDJSON form: metadata on line 1, one row per line.
+    #[serde(rename = "dataset-ndjson")]
+    DatasetNdjson,
 }
 
 impl SourceFormat {
     /// Every format; the fuzz targets (and their seeds) choose one by indexing this with their first byte.
-    pub const ALL: [SourceFormat; 5] = [
+    pub const ALL: [SourceFormat; 8] = [
         SourceFormat::Csv,
         SourceFormat::CsvGzip,
         SourceFormat::CsvZstd,
         SourceFormat::Ndjson,
         SourceFormat::Parquet,
+        SourceFormat::Xpt,
+        SourceFormat::DatasetJson,
+        SourceFormat::DatasetNdjson,
     ];
 
-    pub const NAMES: [&str; 5] = ["csv", "csv.gz", "csv.zst", "parquet", "ndjson"];
+    pub const NAMES: [&str; 8] = [
+        "csv",
+        "csv.gz",
+        "csv.zst",
+        "parquet",
+        "ndjson",
+        "xpt",
+        "dataset-json",
+        "dataset-ndjson",
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -131,6 +152,9 @@ impl SourceFormat {
             SourceFormat::CsvZstd => "csv.zst",
             SourceFormat::Parquet => "parquet",
             SourceFormat::Ndjson => "ndjson",
+            SourceFormat::Xpt => "xpt",
+            SourceFormat::DatasetJson => "dataset-json",
+            SourceFormat::DatasetNdjson => "dataset-ndjson",
         }
     }
 
@@ -141,6 +165,9 @@ impl SourceFormat {
             "csv.zst" | "zstd" => SourceFormat::CsvZstd,
             "parquet" => SourceFormat::Parquet,
             "ndjson" | "jsonl" => SourceFormat::Ndjson,
+            "xpt" | "xport" => SourceFormat::Xpt,
+            "dataset-json" => SourceFormat::DatasetJson,
+            "dataset-ndjson" => SourceFormat::DatasetNdjson,
             _ => return None,
         })
     }
@@ -155,8 +182,13 @@ impl SourceFormat {
             SourceFormat::CsvZstd
         } else if ends(&[".parquet", ".pq"]) {
             SourceFormat::Parquet
-        } else if ends(&[".ndjson", ".jsonl", ".json"]) {
+        } else if ends(&[".ndjson", ".jsonl"]) {
             SourceFormat::Ndjson
+        } else if ends(&[".json"]) {
+            // A `.json` file is one JSON value; in a trial's data that is Dataset-JSON (NDJSON is `.ndjson`).
+            SourceFormat::DatasetJson
+        } else if ends(&[".xpt"]) {
+            SourceFormat::Xpt
         } else if ends(&[".csv"]) {
             SourceFormat::Csv
         } else {

