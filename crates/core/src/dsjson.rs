@@ -288,12 +288,14 @@ impl Value<'_> {
 
     /// An integer as written, or as a date when its column's format makes it one.
     fn integer(self, v: impl std::fmt::Display, as_f64: f64) {
-        self.put(|t, k| match k {
-            NumberKind::Number => {
+        self.put(|t, k| {
+            if k == NumberKind::Number && as_f64.abs() >= 1e15 {
+                // beyond the doubles that hold every integer: the digits as written
                 use std::fmt::Write;
                 let _ = write!(t, "{v}");
+            } else {
+                sas::number_text(as_f64, k, t);
             }
-            _ => sas::number_text(as_f64, k, t),
         });
     }
 

@@ -91,8 +91,10 @@ pub fn ibm_to_f64(bytes: &[u8]) -> f64 {
         return 0.0;
     }
     let exponent = ((v >> 56) & 0x7f) as i32 - 64;
-    // fraction × 16^exponent / 2^56; the power of two is exact at every exponent IBM can hold.
-    let magnitude = fraction as f64 * 2f64.powi(4 * exponent - 56);
+    // fraction × 16^exponent / 2^56. The power of two, from -312 to 196, is a normal double: built from its
+    // bits, exactly (and without a call to a power function per value).
+    let power = f64::from_bits(((4 * exponent - 56 + 1023) as u64) << 52);
+    let magnitude = fraction as f64 * power;
     if v >> 63 == 1 { -magnitude } else { magnitude }
 }
 
@@ -145,9 +147,34 @@ const SAS_EPOCH_TO_UNIX_DAYS: i64 = 3653;
 /// SAS dates run from 1582 to 20000 AD: beyond that a "date" is not one, and is written as the number.
 const MAX_DAYS: f64 = 6_589_335.0;
 
-fn date_text(days: i64) -> String {
+fn date_text(days: i64, out: &mut String) {
     let (y, m, d) = civil(days - SAS_EPOCH_TO_UNIX_DAYS);
-    format!("{y:04}-{m:02}-{d:02}")
+    if (0..=9999).contains(&y) {
+        // The common case, written digit by digit: the formatter costs more than the rest of the value.
+        let y = y as u32;
+        let digits = [
+            y / 1000,
+            y / 100 % 10,
+            y / 10 % 10,
+            y % 10,
+            10,
+            m / 10,
+            m % 10,
+            10,
+            d / 10,
+            d % 10,
+        ];
+        out.extend(digits.iter().map(|&c| {
+            if c == 10 {
+                '-'
+            } else {
+                char::from(b'0' + c as u8)
+            }
+        }));
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{y:04}-{m:02}-{d:02}");
+    }
 }
 
 fn clock_text(seconds: f64) -> String {
@@ -167,20 +194,42 @@ fn clock_text(seconds: f64) -> String {
 /// A number as the staged table's text: dates and times as ISO 8601 when `kind` says so (and the value is
 /// one), every other number as the shortest text that reads back to the same double.
 pub fn number_text(x: f64, kind: NumberKind, out: &mut String) {
-    use std::fmt::Write;
     out.clear();
     match kind {
-        NumberKind::Date if x.abs() <= MAX_DAYS => out.push_str(&date_text(x.floor() as i64)),
+        NumberKind::Date if x.abs() <= MAX_DAYS => date_text(x.floor() as i64, out),
         NumberKind::Datetime if (x / 86_400.0).abs() <= MAX_DAYS => {
             let days = (x / 86_400.0).floor();
-            out.push_str(&date_text(days as i64));
+            date_text(days as i64, out);
             out.push('T');
             out.push_str(&clock_text(x - days * 86_400.0));
         }
         NumberKind::Time if (0.0..86_400.0 * 100.0).contains(&x) => out.push_str(&clock_text(x)),
-        _ => {
-            let _ = write!(out, "{x}");
+        _ => shortest(x, out),
+    }
+}
+
+/// The shortest text that reads back to `x`: whole numbers as integers (most of a trial's values), others
+/// by Ryu, exponent and all (`1e-7`), which every reader parses back.
+fn shortest(x: f64, out: &mut String) {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        let mut n = x.abs() as u64;
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        if x < 0.0 {
+            out.push('-');
+        }
+        // ASCII digits only
+        out.extend(digits[i..].iter().map(|&b| char::from(b)));
+    } else {
+        out.push_str(ryu::Buffer::new().format(x));
     }
 }
 
@@ -247,5 +296,17 @@ mod tests {
         assert_eq!(s, "65");
         number_text(1e12, NumberKind::Date, &mut s);
         assert_eq!(s, "1000000000000", "not a date: the number");
+        for (x, text) in [
+            (-3.0, "-3"),
+            (0.0, "0"),
+            (25.1, "25.1"),
+            (-0.5, "-0.5"),
+            (1e-7, "1e-7"),
+            (1e20, "1e20"),
+        ] {
+            number_text(x, NumberKind::Number, &mut s);
+            assert_eq!(s, text);
+            assert_eq!(s.parse::<f64>().unwrap(), x);
+        }
     }
 }

@@ -115,10 +115,14 @@ impl<'a> Stager<'a> {
         for (b, v) in self.cols.iter_mut().zip(values) {
             let raw = v.map(str::trim).unwrap_or("");
             let v = crate::text::normalize(raw);
-            if let std::borrow::Cow::Owned(_) = v {
-                self.normalized += 1;
-            }
-            let mut v = v.trim();
+            // Only a changed value can have gained outer spaces (an invisible character removed).
+            let mut v = match &v {
+                std::borrow::Cow::Borrowed(b) => *b,
+                std::borrow::Cow::Owned(o) => {
+                    self.normalized += 1;
+                    o.trim()
+                }
+            };
             if !self.missing.is_empty() && self.missing.iter().any(|m| m == v) {
                 v = "";
             }
@@ -249,9 +253,10 @@ pub fn stage_object<'a>(
         }
         SourceFormat::DatasetNdjson => {
             let mut rows = DatasetRows::new(st, columns);
+            // NDJSON lines end in LF (a CR before it is JSON whitespace): no line-end rewriting needed.
             crate::dsjson::read_ndjson(
                 url,
-                std::io::BufReader::new(LineEndings::new(reader)),
+                std::io::BufReader::with_capacity(1 << 16, reader),
                 limits.max_record_bytes,
                 &mut rows,
             )?;
