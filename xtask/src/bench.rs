@@ -21,6 +21,8 @@ pub(crate) struct Opts {
     pub(crate) rows: usize,
     /// Only these tools (`bench preprocess --only trialflow,duckdb`); empty = all.
     pub(crate) only: Vec<String>,
+    /// Megabytes of each generated file (`bench read`, and `bench ingest`'s reading rows).
+    pub(crate) mb: u64,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -30,6 +32,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         connections: 32,
         rows: 5_000_000,
         only: Vec::new(),
+        mb: 1000,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -44,6 +47,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--seconds" => o.seconds = val("--seconds")?.max(1),
             "--connections" => o.connections = val("--connections")?.max(1) as usize,
             "--rows" => o.rows = val("--rows")?.max(1000) as usize,
+            "--mb" => o.mb = val("--mb")?.max(1),
             "--only" => {
                 let list = it
                     .next()
@@ -51,7 +55,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                 o.only = list.split(',').map(str::to_string).collect();
             }
             other => bail!(
-                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows, --only)"
+                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows, --only, --mb)"
             ),
         }
     }
@@ -61,11 +65,16 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
 pub fn bench(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&parse_opts(&args[1..])?),
-        Some("ingest") => ingest(&parse_opts(&args[1..])?),
+        Some("ingest") => {
+            let o = parse_opts(&args[1..])?;
+            ingest(&o)?;
+            crate::bench_read::read(&o)
+        }
+        Some("read") => crate::bench_read::read(&parse_opts(&args[1..])?),
         Some("train") => train(&parse_opts(&args[1..])?),
         Some("preprocess") => crate::bench_preprocess::preprocess(&parse_opts(&args[1..])?),
         _ => bail!(
-            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]"
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N] [--mb MB]\n       cargo xtask bench read [--runs N] [--mb MB]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]"
         ),
     }
 }

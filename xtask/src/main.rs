@@ -20,6 +20,7 @@
 
 mod bench;
 mod bench_preprocess;
+mod bench_read;
 mod fuzz;
 mod gpu;
 mod tidy;

@@ -795,4 +795,54 @@ mod tests {
         );
         assert!(!datetime_ok("2025-01-02 03:04:05"));
     }
+
+    /// Each file of tests/fixtures/dsjson/cases.json was judged by the standard's JSON Schema with a real
+    /// validator (make_cases.py): the reader refuses exactly what the schema refuses, in both forms, and
+    /// beyond it only the cases marked so.
+    #[test]
+    fn the_reader_refuses_what_the_json_schema_refuses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dsjson/cases.json");
+        let all: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let cases = all["cases"].as_array().unwrap();
+        assert!(cases.len() >= 30);
+        let mut refused = 0;
+        for c in cases {
+            let name = c["name"].as_str().unwrap();
+            let text = c["text"].as_str().unwrap();
+            let want_ok =
+                c["schema_valid"].as_bool().unwrap() && !c["beyond_schema"].as_bool().unwrap();
+            let got = read(text);
+            assert_eq!(
+                got.is_ok(),
+                want_ok,
+                "{name}: {:?}; schema says {}",
+                got.err(),
+                c["schema_errors"]
+            );
+            if let Err(e) = got {
+                refused += 1;
+                assert!(
+                    e.to_string().contains("file:///adsl.json"),
+                    "{name}: the file is named: {e}"
+                );
+            }
+            // the NDJSON form of the same metadata and rows
+            let mut doc: serde_json::Value = serde_json::from_str(text).unwrap();
+            let rows = doc.as_object_mut().unwrap().remove("rows");
+            let mut nd = serde_json::to_string(&doc).unwrap();
+            for r in rows
+                .iter()
+                .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+            {
+                nd.push('\n');
+                nd.push_str(&serde_json::to_string(&r).unwrap());
+            }
+            let mut n = Collect::default();
+            let got = read_ndjson("file:///adsl.ndjson", nd.as_bytes(), 1 << 20, &mut n);
+            let want_nd = want_ok || name == "rows_before_columns";
+            assert_eq!(got.is_ok(), want_nd, "{name} (NDJSON): {:?}", got.err());
+        }
+        assert!(refused >= 27, "{refused}");
+    }
 }
