@@ -497,7 +497,7 @@ impl<R: Read> Chunks<R> {
     }
 
     /// Consumes `want` (after whitespace) or fails naming what was expected.
-    fn expect(&mut self, url: &str, want: &[u8], what: &str) -> Result<u8> {
+    fn consume(&mut self, url: &str, want: &[u8], what: &str) -> Result<u8> {
         match self.peek(url)? {
             Some(b) if want.contains(&b) => {
                 self.pos += 1;
@@ -639,7 +639,7 @@ pub fn read_json(
     if src.buf.starts_with("\u{feff}".as_bytes()) {
         src.pos = 3;
     }
-    src.expect(url, b"{", "a JSON object")?;
+    src.consume(url, b"{", "a JSON object")?;
     let mut meta = serde_json::Map::new();
     let (mut count, mut had_rows) = (0u64, false);
     if src.peek(url)? == Some(b'}') {
@@ -653,7 +653,7 @@ pub fn read_json(
             let key: String = serde_json::from_slice(&src.buf[src.pos..end])
                 .map_err(|e| src.malformed(url, &format!("a member name: {e}")))?;
             src.pos = end;
-            src.expect(url, b":", "`:` after a member name")?;
+            src.consume(url, b":", "`:` after a member name")?;
             if key == "rows" {
                 if had_rows {
                     return Err(src.malformed(url, "`rows` is given twice"));
@@ -670,7 +670,7 @@ pub fn read_json(
                     return Err(src.malformed(url, &format!("`{key}` is given twice")));
                 }
             }
-            if src.expect(url, b",}", "`,` or `}` after a member")? == b'}' {
+            if src.consume(url, b",}", "`,` or `}` after a member")? == b'}' {
                 break;
             }
         }
@@ -697,7 +697,7 @@ fn read_rows<R: Read>(
     let columns = columns_before_rows(url, meta)?;
     rows.columns(&columns)?;
     let mut row = Row::new(&columns);
-    src.expect(url, b"[", "`rows`: an array")?;
+    src.consume(url, b"[", "`rows`: an array")?;
     let mut count = 0u64;
     if src.peek(url)? == Some(b']') {
         src.pos += 1;
@@ -726,7 +726,7 @@ fn read_rows<R: Read>(
         }
         rows.row(count, count, &row)?;
         src.pos = end;
-        if src.expect(url, b",]", "`,` or `]` after a row")? == b']' {
+        if src.consume(url, b",]", "`,` or `]` after a row")? == b']' {
             return Ok(count);
         }
     }
