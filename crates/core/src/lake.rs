@@ -110,7 +110,7 @@ pub enum SourceFormat {
     Parquet,
     #[serde(rename = "ndjson")]
     Ndjson,
-    /// SAS transport version 5 (`core::xport`).
+    /// SAS transport, version 5 or 8 (`core::xport`).
     #[serde(rename = "xpt")]
     Xpt,
     /// CDISC Dataset-JSON 1.1, one JSON object (`core::dsjson`).

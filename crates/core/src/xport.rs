@@ -1,16 +1,18 @@
-//! SAS transport files, version 5 (`.xpt`: the format the FDA requires for submissions; SAS's TS-140), read
-//! as a stream of bytes: [`XptStream`] takes chunks as they arrive and hands on each observation as soon as
-//! it is known to be one, so ingestion (which is pushed bytes) and staging (which pulls them) share it and
-//! neither holds more than the header and one observation plus 80 bytes.
+//! SAS transport (XPORT) files, versions 5 and 8 (`.xpt`: version 5 is the format the FDA requires for
+//! submissions; SAS's TS-140), read as a stream of bytes: [`XptStream`] takes chunks as they arrive and hands
+//! on each observation as soon as it is known to be one, so ingestion (which is pushed bytes) and staging
+//! (which pulls them) share it and neither holds more than the header and one observation plus 80 bytes.
 //!
 //! Written here rather than taken from a crate: the crates that read XPT (`xport`, `xportrs`) read a whole
 //! file or a whole dataset into memory, and neither reports the record and variable of a defect. The layout
 //! is small: 80-byte header records, one 140-byte NAMESTR per variable, then fixed-length observations
-//! padded with blanks to a multiple of 80 bytes. Checked against pyreadstat and R's `foreign::read.xport`
-//! on the CDISC pilot's ADSL (`data/examples/cdiscpilot/`).
+//! padded with blanks to a multiple of 80 bytes; version 8 renames the headers, keeps names of up to 32
+//! characters in the NAMESTR and labels longer than 40 in a section of their own. Checked against pyreadstat
+//! and R's `foreign::read.xport` on the CDISC pilot's ADSL (`data/examples/cdiscpilot/`), and against
+//! pyreadstat's version 8 files (`tests/fixtures/xpt/`).
 //!
 //! One dataset per file, as the FDA requires: a second member's header inside the observations is an
-//! error, not read as data. Version 8 files (long names) are refused with a message that says so.
+//! error, not read as data.
 
 use crate::sas::{self, NumberKind};
 use crate::{Error, Result};
@@ -25,6 +27,12 @@ const MEMBER: &[u8] = b"HEADER RECORD*******MEMBER  HEADER RECORD!!!!!!!";
 const DESCRIPTOR: &[u8] = b"HEADER RECORD*******DSCRPTR HEADER RECORD!!!!!!!";
 const NAMESTR: &[u8] = b"HEADER RECORD*******NAMESTR HEADER RECORD!!!!!!!";
 const OBS: &[u8] = b"HEADER RECORD*******OBS     HEADER RECORD!!!!!!!";
+const MEMBER_V8: &[u8] = b"HEADER RECORD*******MEMBV8  HEADER RECORD!!!!!!!";
+const DESCRIPTOR_V8: &[u8] = b"HEADER RECORD*******DSCPTV8 HEADER RECORD!!!!!!!";
+const NAMESTR_V8: &[u8] = b"HEADER RECORD*******NAMSTV8 HEADER RECORD!!!!!!!";
+const LABELS_V8: &[u8] = b"HEADER RECORD*******LABELV8 HEADER RECORD!!!!!!!";
+const LABELS_V9: &[u8] = b"HEADER RECORD*******LABELV9 HEADER RECORD!!!!!!!";
+const OBS_V8: &[u8] = b"HEADER RECORD*******OBSV8   HEADER RECORD!!!!!!!";
 
 /// The most variables a version 5 NAMESTR header can count (four digits).
 const MAX_VARIABLES: usize = 9999;
@@ -88,15 +96,15 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         }
         return Ok(None);
     };
-    if first.starts_with(LIBRARY_V8) {
-        return Err(Error::bad_data(
-            at(1),
-            "a SAS transport file of version 8 (LIBV8): only version 5 is read; write the file with \
-             `xport` version 5 (SAS: the XPORT engine or %loc2xpt with format=V5; pyreadstat: \
-             file_format_version=5)",
-        ));
-    }
-    if !first.starts_with(LIBRARY) {
+    // Version 8 (SAS's %loc2xpt, V8 or V9): names up to 32 characters, labels up to 256 in a section of
+    // their own, character values up to 32767 bytes; otherwise the version 5 layout under other names.
+    let v8 = first.starts_with(LIBRARY_V8);
+    let (member_h, descriptor_h, namestr_h, obs_h) = if v8 {
+        (MEMBER_V8, DESCRIPTOR_V8, NAMESTR_V8, OBS_V8)
+    } else {
+        (MEMBER, DESCRIPTOR, NAMESTR, OBS)
+    };
+    if !v8 && !first.starts_with(LIBRARY) {
         return Err(Error::bad_data(
             at(1),
             "not a SAS transport (XPORT) file: the first record is not the library header",
@@ -122,7 +130,7 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
     {
         return Ok(None);
     }
-    if expect(3, MEMBER, "member header")?.is_none() {
+    if expect(3, member_h, "member header")?.is_none() {
         return Ok(None);
     }
     let namestr_len = match record(3).map(|r| &r[74..78]) {
@@ -135,10 +143,10 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
             ));
         }
     };
-    if expect(4, DESCRIPTOR, "descriptor header")?.is_none()
+    if expect(4, descriptor_h, "descriptor header")?.is_none()
         || expect(5, b"SAS     ", "member's first real header")?.is_none()
         || record(6).is_none()
-        || expect(7, NAMESTR, "NAMESTR header")?.is_none()
+        || expect(7, namestr_h, "NAMESTR header")?.is_none()
     {
         return Ok(None);
     }
@@ -159,11 +167,24 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         return Err(Error::bad_data(at(8), "the dataset has no variables"));
     }
     let namestr_bytes = (count * namestr_len).div_ceil(RECORD) * RECORD;
-    let obs_header = 8 * RECORD + namestr_bytes;
+    let mut obs_header = 8 * RECORD + namestr_bytes;
+    let Some(after) = bytes.get(obs_header..obs_header + RECORD) else {
+        return Ok(None);
+    };
+    let mut long_labels: Vec<Option<String>> = vec![None; count];
+    if v8 && (after.starts_with(LABELS_V8) || after.starts_with(LABELS_V9)) {
+        match long_label_section(url, bytes, obs_header, count, after.starts_with(LABELS_V9))? {
+            None => return Ok(None),
+            Some((labels, end)) => {
+                long_labels = labels;
+                obs_header = end;
+            }
+        }
+    }
     let Some(obs) = bytes.get(obs_header..obs_header + RECORD) else {
         return Ok(None);
     };
-    if !obs.starts_with(OBS) {
+    if !obs.starts_with(obs_h) {
         return Err(Error::bad_data(
             at(obs_header / RECORD + 1),
             format!("expected the OBS header after {count} NAMESTRs (a damaged header)"),
@@ -171,6 +192,11 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
     }
     let ascii = |b: &[u8], what: &str, where_: String| -> Result<String> {
         let t = text_field(b);
+        if v8 {
+            return std::str::from_utf8(t)
+                .map(str::to_string)
+                .map_err(|_| Error::bad_data(where_, format!("the {what} is not UTF-8 text")));
+        }
         if !t.is_ascii() {
             return Err(Error::bad_data(
                 where_,
@@ -179,14 +205,15 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         }
         Ok(String::from_utf8_lossy(t).into_owned())
     };
-    let dataset = ascii(&member[8..16], "dataset name", at(6))?;
+    let dataset = ascii(&member[8..if v8 { 40 } else { 16 }], "dataset name", at(6))?;
     let label = ascii(&member2[32..72], "dataset label", at(7))?;
     let mut variables = Vec::with_capacity(count);
     let mut record_len = 0usize;
     for i in 0..count {
         let n = &bytes[8 * RECORD + i * namestr_len..8 * RECORD + (i + 1) * namestr_len];
+        let long = v8 && namestr_len == 140 && !text_field(&n[88..120]).is_empty();
         let name = ascii(
-            &n[8..16],
+            if long { &n[88..120] } else { &n[8..16] },
             "variable name",
             format!("{url}: variable {}", i + 1),
         )?;
@@ -197,11 +224,14 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
                 "the variable has no name",
             ));
         }
-        let label = ascii(
-            &n[16..56],
-            "label",
-            format!("{url}: variable {} ({name})", i + 1),
-        )?;
+        let label = match long_labels[i].take() {
+            Some(l) => l,
+            None => ascii(
+                &n[16..56],
+                "label",
+                format!("{url}: variable {} ({name})", i + 1),
+            )?,
+        };
         let numeric = match be16(&n[0..2]) {
             1 => true,
             2 => false,
@@ -216,12 +246,13 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         let fits = if numeric {
             (2..=8).contains(&length)
         } else {
-            (1..=200).contains(&length)
+            (1..=if v8 { 32767 } else { 200 }).contains(&length)
         };
         if !fits {
             return Err(Error::bad_data(
                 var(format!("length {length}")),
-                "a numeric variable is 2 to 8 bytes and a character one 1 to 200 in version 5",
+                "a numeric variable is 2 to 8 bytes and a character one 1 to 200 (version 5) or \
+                 32767 (version 8)",
             ));
         }
         let position = be32(&n[84..88]);
@@ -278,8 +309,54 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
 /// Receives each observation: the header, its number (from 1), its bytes.
 pub type OnRecord<'a> = dyn FnMut(&Header, u64, &[u8]) -> Result<()> + 'a;
 
-/// The most header bytes before the first observation (9999 NAMESTRs).
-pub const MAX_HEADER: usize = 9 * RECORD + MAX_VARIABLES * 140 + RECORD;
+/// Version 8's long names and labels: (labels by variable, the offset after the section), `None` while the
+/// section is incomplete. Each entry: the variable's number, the lengths of its name and label (and, in
+/// LABELV9, of its format and informat names), then those texts; the section is padded to 80 bytes.
+fn long_label_section(
+    url: &str,
+    bytes: &[u8],
+    start: usize,
+    count: usize,
+    v9: bool,
+) -> Result<Option<(Vec<Option<String>>, usize)>> {
+    let at = |what: String| Error::bad_data(format!("{url}: long labels"), what);
+    let entries = std::str::from_utf8(&bytes[start + 48..start + RECORD])
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n <= count)
+        .ok_or_else(|| {
+            at("the LABELV8 header's count is not a number of at most the variables".into())
+        })?;
+    let mut labels = vec![None; count];
+    let mut pos = start + RECORD;
+    let fixed = if v9 { 10 } else { 6 };
+    for _ in 0..entries {
+        let Some(head) = bytes.get(pos..pos + fixed) else {
+            return Ok(None);
+        };
+        let number = be16(&head[0..2]);
+        let lens: Vec<i64> = head[2..].chunks(2).map(be16).collect();
+        if lens.iter().any(|&l| !(0..=256).contains(&l)) || !(1..=count as i64).contains(&number) {
+            return Err(at(format!(
+                "an entry for variable {number} with lengths {lens:?}: not a variable, or longer than 256"
+            )));
+        }
+        let total: usize = lens.iter().map(|&l| l as usize).sum();
+        let Some(texts) = bytes.get(pos + fixed..pos + fixed + total) else {
+            return Ok(None);
+        };
+        let (name_len, label_len) = (lens[0] as usize, lens[1] as usize);
+        let label = std::str::from_utf8(text_field(&texts[name_len..name_len + label_len]))
+            .map_err(|_| at(format!("the label of variable {number} is not UTF-8 text")))?;
+        labels[number as usize - 1] = Some(label.to_string());
+        pos += fixed + total;
+    }
+    let end = start + RECORD + (pos - start - RECORD).div_ceil(RECORD) * RECORD;
+    Ok(Some((labels, end)))
+}
+
+/// The most header bytes before the first observation (9999 NAMESTRs, and version 8's long labels).
+pub const MAX_HEADER: usize = 9 * RECORD + MAX_VARIABLES * (140 + 10 + 3 * 256) + RECORD;
 
 /// Observations of a transport file from its bytes as they come. Holds the header while it is incomplete,
 /// then one observation plus 80 bytes of look-ahead: the blanks that pad the last 80-byte record are only
@@ -367,7 +444,7 @@ impl XptStream {
         let end = self.buf_start + self.buf.len() as u64;
         while self.checked + RECORD as u64 <= end {
             let at = (self.checked - self.buf_start) as usize;
-            if self.buf[at..].starts_with(MEMBER) {
+            if self.buf[at..].starts_with(MEMBER) || self.buf[at..].starts_with(MEMBER_V8) {
                 return Err(Error::bad_data(
                     format!("{}: byte {}", self.url, base + self.checked),
                     "a second dataset (member) begins here: one dataset per transport file, as the \
@@ -609,9 +686,10 @@ pub(crate) mod tests {
         let mut wrong = bytes.clone();
         wrong[0] = b'X';
         assert!(err(&wrong).contains("first record is not the library header"));
+        // a version 8 library header over version 5 records: the member header is then the wrong one
         let mut v8 = bytes.clone();
         v8[..LIBRARY_V8.len()].copy_from_slice(LIBRARY_V8);
-        assert!(err(&v8).contains("version 8"));
+        assert!(err(&v8).contains("header record 4"), "{}", err(&v8));
         let mut label = bytes.clone();
         let at = 8 * RECORD + 140 + 16; // the second variable's label
         label[at..at + 2].copy_from_slice("é".as_bytes());
@@ -640,5 +718,42 @@ pub(crate) mod tests {
         two.extend_from_slice(MEMBER);
         two.extend_from_slice(b"000000000000000001600000000140  ");
         assert!(err(&two).contains("second dataset"));
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xpt");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    /// Version 8, as pyreadstat writes it (tests/fixtures/xpt/make.py): a long name, a long label in the
+    /// LABELV8 section and a 300-byte value read as pyreadstat reads them; the pilot's ADSL reads the same in
+    /// v8 as in v5.
+    #[test]
+    fn version_8_files_read_as_pyreadstat_reads_them() {
+        let (h, rows) = read(&fixture("small_v8.xpt"), 13).unwrap();
+        let want: serde_json::Value = serde_json::from_slice(&fixture("small_v8.json")).unwrap();
+        assert_eq!(h.dataset, want["dataset"].as_str().unwrap());
+        let names: Vec<&str> = h.variables.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(serde_json::json!(names), want["columns"]);
+        let labels: Vec<&str> = h.variables.iter().map(|v| v.label.as_str()).collect();
+        assert_eq!(serde_json::json!(labels), want["labels"]);
+        assert_eq!(serde_json::json!(rows), want["rows"]);
+        assert_eq!(h.variables[2].length, 300);
+        let v5 = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../data/examples/cdiscpilot/adsl.xpt"),
+        )
+        .unwrap();
+        let (h5, rows5) = read(&v5, 4096).unwrap();
+        let (h8, rows8) = read(&fixture("adsl_v8.xpt"), 4096).unwrap();
+        assert_eq!(rows8.len(), 254);
+        assert_eq!(rows8, rows5);
+        let labels = |h: &Header| {
+            h.variables
+                .iter()
+                .map(|v| (v.name.clone(), v.label.clone(), v.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(&h8), labels(&h5));
     }
 }
