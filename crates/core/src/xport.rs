@@ -190,7 +190,8 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
             format!("expected the OBS header after {count} NAMESTRs (a damaged header)"),
         ));
     }
-    let ascii = |b: &[u8], what: &str, where_: String| -> Result<String> {
+    // Version 5 is ASCII by its definition; version 8 carries the writing session's encoding, UTF-8 today.
+    let header_text = |b: &[u8], what: &str, where_: String| -> Result<String> {
         let t = text_field(b);
         if v8 {
             return std::str::from_utf8(t)
@@ -205,14 +206,14 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         }
         Ok(String::from_utf8_lossy(t).into_owned())
     };
-    let dataset = ascii(&member[8..if v8 { 40 } else { 16 }], "dataset name", at(6))?;
-    let label = ascii(&member2[32..72], "dataset label", at(7))?;
+    let dataset = header_text(&member[8..if v8 { 40 } else { 16 }], "dataset name", at(6))?;
+    let label = header_text(&member2[32..72], "dataset label", at(7))?;
     let mut variables = Vec::with_capacity(count);
     let mut record_len = 0usize;
     for i in 0..count {
         let n = &bytes[8 * RECORD + i * namestr_len..8 * RECORD + (i + 1) * namestr_len];
         let long = v8 && namestr_len == 140 && !text_field(&n[88..120]).is_empty();
-        let name = ascii(
+        let name = header_text(
             if long { &n[88..120] } else { &n[8..16] },
             "variable name",
             format!("{url}: variable {}", i + 1),
@@ -226,7 +227,7 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
         }
         let label = match long_labels[i].take() {
             Some(l) => l,
-            None => ascii(
+            None => header_text(
                 &n[16..56],
                 "label",
                 format!("{url}: variable {} ({name})", i + 1),
@@ -264,7 +265,7 @@ pub fn parse_header(url: &str, bytes: &[u8]) -> Result<Option<Header>> {
             ));
         }
         let position = position as usize;
-        let form = ascii(&n[56..64], "format name", var("format".into()))?;
+        let form = header_text(&n[56..64], "format name", var("format".into()))?;
         let width = be16(&n[64..66]);
         let format = if form.is_empty() || width <= 0 {
             form
