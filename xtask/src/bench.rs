@@ -624,16 +624,7 @@ fn big_csv(dir: &Path) -> Result<(PathBuf, u64)> {
 fn ingest(o: &Opts) -> Result<()> {
     let root = root();
     let python = venv("serve", &root.join("xtask/requirements-serve.txt"))?;
-    let mut rel = cargo();
-    rel.args([
-        "build",
-        "--release",
-        "-p",
-        "trialflow-ingest",
-        "--bin",
-        "trialflow-ingest",
-    ]);
-    status(rel, "cargo build --release --bin trialflow-ingest")?;
+    let bin = build_release("trialflow-ingest", "trialflow-ingest")?;
     let dir = root.join("target/bench/ingest");
     std::fs::create_dir_all(dir.join("config"))?;
     std::fs::write(
@@ -643,7 +634,6 @@ fn ingest(o: &Opts) -> Result<()> {
     )?;
     let (file, size) = big_csv(&dir)?;
     let mib = size as f64 / (1 << 20) as f64;
-    let bin = crate::built("release", "trialflow-ingest")?;
     let mut rows: Vec<(&str, Vec<(f64, f64)>)> = vec![
         ("trialflow-ingest: local → local lake", vec![]),
         ("cp (local copy, no hashing or checks)", vec![]),

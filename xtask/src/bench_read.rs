@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::bench::{Opts, median, run_measured};
-use crate::{cargo, root, status, venv};
+use crate::{root, status, venv};
 
 fn seen(stdout: &str, what: &str) -> Result<(u64, f64)> {
     let v: Value = serde_json::from_str(stdout.trim())
@@ -25,17 +25,7 @@ fn seen(stdout: &str, what: &str) -> Result<(u64, f64)> {
 pub fn read(o: &Opts) -> Result<()> {
     let root = root();
     let python = venv("read", &root.join("xtask/bench/requirements-read.txt"))?;
-    let mut rel = cargo();
-    rel.args([
-        "build",
-        "--release",
-        "-p",
-        "trialflow-ingest",
-        "--bin",
-        "trialflow-read-bench",
-    ]);
-    status(rel, "cargo build --release --bin trialflow-read-bench")?;
-    let bin = crate::built("release", "trialflow-read-bench")?;
+    let bin = crate::bench::build_release("trialflow-ingest", "trialflow-read-bench")?;
     let pilot = root.join("data/examples/cdiscpilot");
     let dir = root.join("target/bench/read");
     let peers = root.join("xtask/bench/read_peers.py");
