@@ -384,8 +384,8 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 pub trait Rows {
     /// The columns, once, before the first row.
     fn columns(&mut self, columns: &[Column]) -> Result<()>;
-    /// Row `n` (from 1), at `line` of the file (the NDJSON form; the row number in the other).
-    fn row(&mut self, n: u64, line: u64, row: &Row) -> Result<()>;
+    /// A row: `line` is its line in the NDJSON form, its number (from 1) in the other.
+    fn row(&mut self, line: u64, row: &Row) -> Result<()>;
 }
 
 fn columns_before_rows(
@@ -724,7 +724,7 @@ fn read_rows<R: Read>(
                 "a value in a row is an array or object: the schema allows strings, numbers, booleans and null",
             ));
         }
-        rows.row(count, count, &row)?;
+        rows.row(count, &row)?;
         src.pos = end;
         if src.consume(url, b",]", "`,` or `]` after a row")? == b']' {
             return Ok(count);
@@ -797,7 +797,7 @@ pub fn read_ndjson(
                         "a value in a row is an array or object: the schema allows strings, numbers, booleans and null",
                     ));
                 }
-                rows.row(count, line, &row)?;
+                rows.row(line, &row)?;
             }
         }
     }
@@ -823,7 +823,7 @@ mod tests {
             self.names = columns.iter().map(|c| c.name.clone()).collect();
             Ok(())
         }
-        fn row(&mut self, _n: u64, line: u64, row: &Row) -> Result<()> {
+        fn row(&mut self, line: u64, row: &Row) -> Result<()> {
             let v = (0..self.names.len())
                 .map(|i| row.get(i).map(str::to_string))
                 .collect();

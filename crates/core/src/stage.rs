@@ -386,7 +386,7 @@ impl crate::dsjson::Rows for DatasetRows<'_, '_> {
         Ok(())
     }
 
-    fn row(&mut self, _n: u64, line: u64, row: &crate::dsjson::Row) -> Result<()> {
+    fn row(&mut self, line: u64, row: &crate::dsjson::Row) -> Result<()> {
         let defect = (row.len() != self.width).then(|| {
             format!(
                 "the row has {} values; the dataset has {} columns",

@@ -429,7 +429,7 @@ impl trialflow_core::dsjson::Rows for CountRows<'_> {
         Ok(())
     }
 
-    fn row(&mut self, _n: u64, _line: u64, _row: &trialflow_core::dsjson::Row) -> Result<()> {
+    fn row(&mut self, _line: u64, _row: &trialflow_core::dsjson::Row) -> Result<()> {
         Ok(())
     }
 }
