@@ -149,6 +149,25 @@ fn print_rows(s: &CleanReport) {
         s.exact_duplicates,
         s.repeated_ids
     );
+    for t in &s.tables {
+        let rules: Vec<String> = t
+            .quarantine_rules
+            .iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect();
+        let why = if rules.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", rules.join(", "))
+        };
+        println!(
+            "  {:<60} {} / {} / {}{why}",
+            format!("table {} (processed/tables/{}/)", t.table, t.table),
+            t.rows_in,
+            t.accepted,
+            t.quarantined
+        );
+    }
     if s.normalized_values > 0 {
         println!(
             "  {} values NFC-normalized or stripped of invisible characters",

@@ -323,6 +323,51 @@ pub struct DatasetConfig {
     pub rules: BTreeMap<String, Rule>,
     /// SQL row filter over typed columns; rows it rejects are counted as excluded, never dropped silently.
     pub filter: Option<String>,
+    /// Record tables: sources with any number of records per subject (ADaM's ADTTE, BDS datasets such as
+    /// ADQS/ADLB/ADVS, ADAE; SDTM domains), joined to the subject table on the subject id. Each is cleaned into
+    /// its own table (`processed/tables/<name>/`), and its `pivot` columns become columns of the subject table.
+    #[serde(default)]
+    pub tables: BTreeMap<String, RecordTable>,
+}
+
+/// A table of records keyed by the subject id (the subject table's id columns, under the same names).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordTable {
+    /// Names of `dataset.sources` that hold this table's records (a source feeds one table).
+    pub sources: Vec<String>,
+    /// Columns kept in the table's clean table, as text, and those its pivots' conditions read.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Columns of the subject table taken from this table's records: name → which records and what of them.
+    #[serde(default)]
+    pub pivot: BTreeMap<String, Pivot>,
+}
+
+/// One column of the subject table from a record table: the `value` of the one record per subject that
+/// `where` selects (a second such record is quarantined as a repeat; no record gives NULL), or with
+/// `count: true` the number of such records (0 for a subject without any).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pivot {
+    /// SQL condition over the table's columns (text, NULL where empty), e.g. `PARAMCD = 'TTDE'` or
+    /// `PARAMCD = 'ACTOT' AND AVISIT = 'Week 24' AND ANL01FL = 'Y'`.
+    #[serde(rename = "where")]
+    pub condition: String,
+    pub value: Option<String>,
+    #[serde(default)]
+    pub count: bool,
+    /// How the report names the column (e.g. `ADAS-Cog(11) change from baseline at week 24`).
+    pub label: Option<String>,
+    /// A subject with a second record that `where` selects, for a `value` pivot: `error` (the default) fails
+    /// the run naming both records' files and lines, since the condition does not pick one record; `first`
+    /// keeps the first and quarantines the others.
+    #[serde(default = "default_pivot_repeats")]
+    pub repeated: RepeatedIds,
+}
+
+fn default_pivot_repeats() -> RepeatedIds {
+    RepeatedIds::Error
 }
 
 /// The subject id of a row: one column, a composite of several, or none (the row itself).
@@ -1245,6 +1290,64 @@ impl Config {
         out
     }
 
+    /// The subject table's columns read from its own sources: [`Config::source_columns`] less the pivot columns
+    /// that record tables supply.
+    pub fn subject_columns(&self) -> Vec<String> {
+        let pivots = self.pivot_columns();
+        self.source_columns()
+            .into_iter()
+            .filter(|c| !pivots.contains_key(c))
+            .collect()
+    }
+
+    /// Pivot column → its table's name.
+    pub fn pivot_columns(&self) -> BTreeMap<String, String> {
+        self.dataset
+            .tables
+            .iter()
+            .flat_map(|(t, table)| table.pivot.keys().map(move |p| (p.clone(), t.clone())))
+            .collect()
+    }
+
+    /// The table whose records a source holds, if it holds records.
+    pub fn table_of_source(&self, source: &str) -> Option<&str> {
+        self.dataset
+            .tables
+            .iter()
+            .find(|(_, t)| t.sources.iter().any(|s| s == source))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The columns a record table reads from its sources: the subject id's, then `columns`, then the pivots'
+    /// values, without duplicates.
+    pub fn table_columns(&self, table: &RecordTable) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let wanted = self
+            .dataset
+            .id
+            .columns()
+            .iter()
+            .chain(&table.columns)
+            .chain(table.pivot.values().filter_map(|p| p.value.as_ref()));
+        for c in wanted {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// The columns every file of `source` must have: its record table's, or the subject table's.
+    pub fn required_columns(&self, source: &str) -> Vec<String> {
+        match self
+            .table_of_source(source)
+            .and_then(|t| self.dataset.tables.get(t))
+        {
+            Some(table) => self.table_columns(table),
+            None => self.subject_columns(),
+        }
+    }
+
     /// Columns typed as numbers (source covariates, time, and numeric extras).
     pub fn numeric_source_columns(&self) -> BTreeSet<String> {
         let d = &self.dataset;
@@ -1276,6 +1379,7 @@ impl Config {
     /// later for a config reason.
     pub fn validate(&self) -> Result<()> {
         self.check_sources()?;
+        self.check_tables()?;
         self.check_privacy()?;
         self.check_outcome()?;
         self.check_identity()?;
@@ -1296,6 +1400,94 @@ impl Config {
         }
         self.check_engine()?;
         self.check_local_sources()
+    }
+
+    /// `dataset.tables`: sources that exist and feed one table each, a subject table left with a source,
+    /// pivots with one of `value` and `count` whose names no other column has.
+    fn check_tables(&self) -> Result<()> {
+        let d = &self.dataset;
+        if d.tables.is_empty() {
+            return Ok(());
+        }
+        if d.id == SubjectId::Row {
+            return Err(self.err(
+                "dataset.tables",
+                "record tables join on the subject id: set `dataset.id` to the id column(s)",
+            ));
+        }
+        let mut fed = BTreeSet::new();
+        let mut pivots: BTreeMap<&String, &String> = BTreeMap::new();
+        for (name, t) in &d.tables {
+            let key = format!("dataset.tables.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(key, "expected a table name of letters, digits or '_'"));
+            }
+            if t.sources.is_empty() {
+                return Err(self.err(
+                    format!("{key}.sources"),
+                    "expected at least one source name",
+                ));
+            }
+            for (i, s) in t.sources.iter().enumerate() {
+                if !d.sources.iter().any(|src| &src.name == s) {
+                    return Err(self.err(
+                        format!("{key}.sources[{i}]"),
+                        format!("no source in `dataset.sources` is named `{s}`"),
+                    ));
+                }
+                if !fed.insert(s) {
+                    return Err(self.err(
+                        format!("{key}.sources[{i}]"),
+                        format!("source `{s}` already feeds another table"),
+                    ));
+                }
+            }
+            for (p, pivot) in &t.pivot {
+                let pkey = format!("{key}.pivot.{p}");
+                if pivot.value.is_some() == pivot.count {
+                    return Err(self.err(
+                        pkey,
+                        "expected exactly one of `value: <column>` and `count: true`",
+                    ));
+                }
+                if pivot.condition.trim().is_empty() {
+                    return Err(self.err(format!("{pkey}.where"), "expected a SQL condition"));
+                }
+                if let Some(other) = pivots.insert(p, name) {
+                    return Err(self.err(
+                        pkey,
+                        format!("table `{other}` has a pivot of this name already"),
+                    ));
+                }
+                // Covariates, the time, the event and extras may come from a pivot; the columns that say
+                // whose row it is and which arm cannot.
+                let roles =
+                    d.id.columns()
+                        .iter()
+                        .chain(d.cluster.as_ref())
+                        .chain(d.site.as_ref())
+                        .chain(d.outcome.column.as_ref())
+                        .chain(std::iter::once(&d.arm.column));
+                if roles.clone().any(|c| c == p)
+                    || d.derived.contains_key(p)
+                    || d.derived_text.contains_key(p)
+                {
+                    return Err(self.err(
+                        pkey,
+                        "the id, cluster, site, arm or outcome column, or a derived column, has this name: \
+                         pick another",
+                    ));
+                }
+            }
+        }
+        if d.sources.iter().all(|s| fed.contains(&s.name)) {
+            return Err(self.err(
+                "dataset.tables",
+                "every source feeds a record table: at least one must hold the subject table (one row per \
+                 subject: ADSL, DM or a flat export)",
+            ));
+        }
+        Ok(())
     }
 
     /// `dataset.sources`: unique names, one-character dialects, known formats.

@@ -125,6 +125,33 @@ pub struct CleanReport {
     /// report prints it beside the name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The record tables of `dataset.tables`: for each, records in = accepted + quarantined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableCounts>,
+}
+
+/// One record table's accounting in the clean report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableCounts {
+    pub table: String,
+    pub rows_in: u64,
+    pub accepted: u64,
+    pub quarantined: u64,
+    /// Quarantine rule → records.
+    pub quarantine_rules: BTreeMap<String, u64>,
+    pub pivots: Vec<PivotCount>,
+}
+
+/// How many subjects of the subject table a pivot column has a record for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PivotCount {
+    pub column: String,
+    /// Subjects (of any table's ids) with at least one matching record.
+    pub subjects: u64,
+    /// Matching records beyond a subject's first (quarantined under `repeated: first`).
+    pub repeats: u64,
 }
 
 impl Document for CleanReport {

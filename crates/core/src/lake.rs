@@ -14,6 +14,8 @@ pub const CLEAN_FILE: &str = "processed/clean/part-0.parquet";
 pub const QUARANTINE: &str = "processed/quarantine/";
 pub const QUARANTINE_FILE: &str = "processed/quarantine/part-0.parquet";
 pub const CLEAN_REPORT: &str = "processed/clean_report.json";
+/// `processed/tables/<name>/{clean,quarantine}.parquet`: the record tables of `dataset.tables`, cleaned.
+pub const TABLES: &str = "processed/tables/";
 /// Generated SQL, one folder per task so that tasks never share an output prefix.
 pub const SQL_CLEAN: &str = "processed/sql/clean/";
 pub const SQL_FEATURES: &str = "processed/sql/features/";
@@ -34,6 +36,16 @@ pub const MANIFESTS: &str = "deployments/manifests/";
 pub const REPORTS: &str = "reports/";
 pub const DEPLOYMENTS: &str = "deployments/";
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// A record table's accepted records (pseudonymized subject id, its columns as text, source and line).
+pub fn table_clean_file(table: &str) -> String {
+    format!("{TABLES}{table}/clean.parquet")
+}
+
+/// A record table's quarantined records, with the quarantine's columns.
+pub fn table_quarantine_file(table: &str) -> String {
+    format!("{TABLES}{table}/quarantine.parquet")
+}
 
 pub fn features_file(split: &str) -> String {
     format!("{FEATURES}split={split}/part-0.parquet")

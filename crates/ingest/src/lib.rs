@@ -481,7 +481,6 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
     for m in &manifest {
         latest.insert(m.url.as_str(), m);
     }
-    let required = cfg.source_columns();
     let mut files = Vec::new();
     let mut new_lines = Vec::new();
     let mut current = Current::default();
@@ -511,7 +510,7 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
                 );
                 let (sha, size, scan) = copy_in(
                     &found,
-                    &required,
+                    &cfg.required_columns(&source),
                     lake,
                     (!dry_run).then_some(staging.as_str()),
                 )

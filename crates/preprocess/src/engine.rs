@@ -22,7 +22,7 @@ pub struct SqlEngine {
 /// spells them, as the contract's own column lists do: `SAFFL = 'Y'` reads the CDISC column `SAFFL`, where
 /// SQL's usual folding of unquoted names to lower case would look for `saffl`. Function names still match
 /// in any case.
-fn as_written(mut config: SessionConfig) -> SessionConfig {
+pub(crate) fn as_written(mut config: SessionConfig) -> SessionConfig {
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config
 }

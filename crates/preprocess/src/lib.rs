@@ -13,6 +13,7 @@ mod spec;
 pub mod split_stats;
 pub mod sql;
 pub use trialflow_core::stage;
+pub mod tables;
 mod task;
 pub mod udf;
 
@@ -294,7 +295,8 @@ fn clean_steps(cfg: &Config) -> Vec<(&'static str, String)> {
 /// compare, is an error naming the statement's file, line and column, before anything runs. `check-config`
 /// runs it.
 pub async fn check_sql(cfg: &Config) -> Result<()> {
-    let ctx = SessionContext::new();
+    tables::check_conditions(cfg).await?;
+    let ctx = SessionContext::new_with_config(engine::as_written(SessionConfig::new()));
     let schema = stage::staged_schema(&cfg.source_columns());
     let empty =
         datafusion::datasource::MemTable::try_new(schema, vec![vec![]]).map_err(Error::bug)?;
@@ -340,30 +342,90 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         ));
     }
     let current: Current = contracts::load(lake).await?;
-    let columns = cfg.source_columns();
+    let (subject_objects, record_tables) = tables::split_objects(cfg, &current.objects);
+    let current = Current {
+        objects: subject_objects,
+    };
+    let missing = cfg.missing_values_by_source();
+    let pivots = if record_tables.is_empty() {
+        None
+    } else {
+        tables::check_conditions(cfg).await?;
+        Some(tables::Pivots::gather(cfg, lake, &record_tables, &missing).await?)
+    };
     let limits = stage::StageLimits {
         max_record_bytes: cfg.preprocessing.max_record_bytes,
     };
     let (staged, staging) = source::StagedSource::table(
         lake,
         &current.objects,
-        &columns,
+        &cfg.subject_columns(),
         limits,
-        cfg.missing_values_by_source(),
+        missing.clone(),
     )?;
     let local = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(stage::BATCH_ROWS);
-    if cfg.execution.ballista_scheduler().is_none() {
+    let (mut report, accepted) = if cfg.execution.ballista_scheduler().is_none() {
         // A killed cluster run may have left its staged table (raw ids) behind.
         lake.delete(lake::STAGED_FILE).await?;
         let engine = SqlEngine::local(lake, local)?;
-        engine
-            .ctx
-            .register_table("staged", Arc::new(staged))
-            .map_err(Error::bug)?;
-        return clean_with(cfg, lake, &engine, &current, staging).await;
+        register_staged(cfg, &engine.ctx, staged, pivots.as_ref()).await?;
+        clean_with(cfg, lake, &engine, &current, staging).await?
+    } else {
+        clean_on_cluster(cfg, lake, local, &current, staged, staging, pivots.as_ref()).await?
+    };
+    if let Some(pivots) = &pivots {
+        let key = pseudonym_key(cfg)?;
+        for input in &record_tables {
+            let counts = tables::route(cfg, lake, input, &missing, pivots, &accepted, &key).await?;
+            report.tables.push(counts);
+        }
+        for (column, label) in tables::pivot_labels(cfg) {
+            report.labels.entry(column).or_insert(label);
+        }
     }
+    contracts::save(lake, &report).await?;
+    tracing::info!(
+        rows_in = report.rows_in,
+        accepted = report.accepted,
+        quarantined = report.quarantined,
+        "clean"
+    );
+    Ok(report)
+}
+
+/// Registers the subject rows as `staged`, joined to the record tables' pivots when there are any.
+async fn register_staged(
+    cfg: &Config,
+    ctx: &SessionContext,
+    staged: datafusion::catalog::streaming::StreamingTable,
+    pivots: Option<&tables::Pivots>,
+) -> Result<()> {
+    match pivots {
+        None => ctx
+            .register_table("staged", Arc::new(staged))
+            .map(|_| ())
+            .map_err(Error::bug),
+        Some(p) => {
+            ctx.register_table(tables::SUBJECT_ROWS, Arc::new(staged))
+                .map_err(Error::bug)?;
+            p.register_staged(cfg, ctx).await
+        }
+    }
+}
+
+/// The clean views on a Ballista cluster, which cannot read this process's stream: the staged rows (with
+/// their pivots) go to the lake first, as Parquet, and are removed when the task ends.
+async fn clean_on_cluster(
+    cfg: &Config,
+    lake: &Storage,
+    local: SessionConfig,
+    current: &Current,
+    staged: datafusion::catalog::streaming::StreamingTable,
+    staging: Arc<std::sync::Mutex<source::StagedTally>>,
+    pivots: Option<&tables::Pivots>,
+) -> Result<(CleanReport, tables::AcceptedSubjects)> {
     // A cluster cannot read this process's stream: the staged rows go to the lake first, as Parquet.
     let engine = SqlEngine::new(
         cfg,
@@ -371,10 +433,8 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         SessionConfig::new().with_batch_size(stage::BATCH_ROWS),
     )
     .await?;
-    let staging_ctx = SessionContext::new_with_config(local);
-    staging_ctx
-        .register_table("staged", Arc::new(staged))
-        .map_err(Error::bug)?;
+    let staging_ctx = SessionContext::new_with_config(engine::as_written(local));
+    register_staged(cfg, &staging_ctx, staged, pivots).await?;
     let result = async {
         stage_to_lake(&staging_ctx, lake, &staging).await?;
         engine
@@ -386,7 +446,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
             )
             .await
             .map_err(|e| Error::Internal(format!("staged table: {e}")))?;
-        clean_with(cfg, lake, &engine, &current, staging).await
+        clean_with(cfg, lake, &engine, current, staging).await
     }
     .await;
     // The staged table holds raw ids: it lives only as long as the task.
@@ -426,8 +486,10 @@ async fn clean_with(
     engine: &SqlEngine,
     current: &Current,
     staging: Arc<std::sync::Mutex<source::StagedTally>>,
-) -> Result<CleanReport> {
+) -> Result<(CleanReport, tables::AcceptedSubjects)> {
     let ctx = &engine.ctx;
+    let mut subjects = tables::AcceptedSubjects::default();
+    let keep_subjects = !cfg.dataset.tables.is_empty();
     ctx.register_udf(udf::pseudonymize_udf(pseudonym_key(cfg)?));
     let steps = clean_steps(cfg);
     for old in lake.list(lake::SQL_CLEAN).await? {
@@ -489,6 +551,9 @@ async fn clean_with(
             quarantine.write(router.take_quarantine()?).await?;
         }
         if accepted.num_rows() > 0 {
+            if keep_subjects {
+                subjects.add(&accepted)?;
+            }
             let sink = match &mut clean_sink {
                 Some(s) => s,
                 None => clean_sink.insert(ParquetSink::create(
@@ -570,15 +635,9 @@ async fn clean_with(
         normalized_values: staged.normalized,
         key_source: cfg.pseudonym_key()?.1.to_string(),
         labels: staged.labels,
+        tables: Vec::new(),
     };
-    contracts::save(lake, &report).await?;
-    tracing::info!(
-        rows_in,
-        accepted = report.accepted,
-        quarantined = report.quarantined,
-        "clean"
-    );
-    Ok(report)
+    Ok((report, subjects))
 }
 
 /// Rows per quarantine rule (most first) and the first quarantined rows, by file, line, column and rule.

@@ -69,7 +69,7 @@ fn parse_check<'a>(check_column: &str, label: &'a str) -> Result<Check<'a>> {
 }
 
 #[derive(Default)]
-struct QuarantineBuilder {
+pub(crate) struct QuarantineBuilder {
     source: StringBuilder,
     line: Int64Builder,
     subject: StringBuilder,
@@ -80,7 +80,7 @@ struct QuarantineBuilder {
 }
 
 impl QuarantineBuilder {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         source: &str,
         line: i64,
@@ -98,7 +98,7 @@ impl QuarantineBuilder {
         self.len += 1;
     }
 
-    fn take(&mut self) -> Result<RecordBatch> {
+    pub(crate) fn take(&mut self) -> Result<RecordBatch> {
         self.len = 0;
         let arrays: Vec<ArrayRef> = vec![
             Arc::new(self.source.finish()),
@@ -246,7 +246,7 @@ impl FirstRows {
 /// The subject's key: its pseudonym (128 bits of HMAC as 32 hex digits) read as a number, so de-duplication
 /// is exactly as fine as pseudonymization. Any other id text (an edited clean.sql) gets two fixed-seed
 /// 64-bit hashes.
-fn subject_key(id: &str) -> u128 {
+pub(crate) fn subject_key(id: &str) -> u128 {
     if let Some(k) = hex_u128(id.as_bytes()) {
         return k;
     }

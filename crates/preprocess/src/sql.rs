@@ -213,7 +213,7 @@ const MISSING_TOKEN_REASON: &str = "looks like a missing value; list it in `data
 
 /// The pseudonymized subject id: one column, the columns of a composite id joined by a unit separator (no
 /// text holds it, so `a`+`bc` and `ab`+`c` stay apart), or the row's source and line.
-fn subject_expr(id: &SubjectId) -> String {
+pub(crate) fn subject_expr(id: &SubjectId) -> String {
     match id {
         SubjectId::Column(c) => format!("pseudonymize({})", ident(c)),
         SubjectId::Composite(cols) => format!(

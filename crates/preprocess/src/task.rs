@@ -53,6 +53,7 @@ impl StageTask for Clean {
                 lake::CLEAN,
                 lake::QUARANTINE,
                 lake::CLEAN_REPORT,
+                lake::TABLES,
                 lake::SQL_CLEAN,
                 // the raw rows staged for a cluster; a local run removes one a killed cluster run left
                 lake::STAGED_FILE,

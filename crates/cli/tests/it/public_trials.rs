@@ -546,17 +546,9 @@ fn respiratory_every_visit_with_cluster_robust_odds_ratio() {
     );
 }
 
-#[test]
-fn lung_export_as_r_writes_it_against_r() {
-    // no id column (`id: null`), R's 1/2 status coding, sex coded 1/2 as YAML numbers, empty fields for NA
-    let a = run_example_on("lung", "lung");
-    let path = util::repo_root().join("crates/analysis/tests/reference/lung.json");
-    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    assert_eq!(
-        a["analyzed_rows"], r["n"],
-        "every patient, none taken for a repeat"
-    );
-    let s = &a["survival"];
+/// The Kaplan–Meier medians with their intervals, survival at R's times with its interval and numbers at risk,
+/// and the log-rank χ², against an R reference (`survfit` log-log intervals, `summary(fit, times)`, `survdiff`).
+fn check_km_and_logrank(s: &Value, r: &Value) {
     for (i, m) in s["medians"].as_array().unwrap().iter().enumerate() {
         for (mine, theirs) in [
             ("median", "median"),
@@ -567,7 +559,13 @@ fn lung_export_as_r_writes_it_against_r() {
         }
     }
     let at = &r["at_times"];
-    for (i, t) in s["at_times"].as_array().unwrap().iter().enumerate() {
+    let times = s["at_times"].as_array().unwrap();
+    assert_eq!(
+        times.len(),
+        at["time"].as_array().unwrap().len(),
+        "every time"
+    );
+    for (i, t) in times.iter().enumerate() {
         close(f(&t["time"]), f(&at["time"][i]), 1e-12, "time");
         close(f(&t["survival"]), f(&at["surv"][i]), 1e-9, "S(t)");
         close(f(&t["ci_low"]), f(&at["lower"][i]), 1e-6, "S(t) low");
@@ -580,6 +578,20 @@ fn lung_export_as_r_writes_it_against_r() {
         1e-9,
         "log-rank",
     );
+}
+
+#[test]
+fn lung_export_as_r_writes_it_against_r() {
+    // no id column (`id: null`), R's 1/2 status coding, sex coded 1/2 as YAML numbers, empty fields for NA
+    let a = run_example_on("lung", "lung");
+    let path = util::repo_root().join("crates/analysis/tests/reference/lung.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(
+        a["analyzed_rows"], r["n"],
+        "every patient, none taken for a repeat"
+    );
+    let s = &a["survival"];
+    check_km_and_logrank(s, &r);
     let cox = &s["cox"]["terms"][0];
     close(f(&cox["coef"]), f(&r["cox"]["coef"]), 1e-6, "Cox coef");
     close(f(&cox["se"]), f(&r["cox"]["se"]), 1e-6, "Cox se");
@@ -697,4 +709,85 @@ fn cdisc_pilot_adsl_from_sas_transport_and_dataset_json_against_r() {
             "{trial}: Table 1 shows the label"
         );
     }
+}
+
+/// `config/examples/cdiscpilot.yaml`: the pilot's ADSL with ADTTE, ADADAS and ADAE as record tables, all four
+/// read from SAS transport files, against R, which reads the same files with its own reader and joins them
+/// itself: Kaplan–Meier, log-rank and Cox of the time to first dermatologic event by arm, and the pivoted
+/// columns (ADAS-Cog at baseline and its change at week 24, treatment-emergent AEs per subject) by arm.
+#[test]
+fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
+    let path = util::repo_root().join("crates/analysis/tests/reference/cdiscpilot_ttde.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let p = Project::sample();
+    let root = util::repo_root();
+    let cfg = "config/examples/cdiscpilot.yaml";
+    std::fs::create_dir_all(p.path("config/examples")).unwrap();
+    std::fs::create_dir_all(p.path("data/examples/cdiscpilot")).unwrap();
+    std::fs::copy(root.join(cfg), p.path(cfg)).unwrap();
+    for file in ["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"] {
+        let data = format!("data/examples/cdiscpilot/{file}");
+        std::fs::copy(root.join(&data), p.path(&data)).unwrap();
+    }
+    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed = text(&o);
+    assert!(
+        printed.contains("table adadas (processed/tables/adadas/)")
+            && printed.contains("12463 / 12463 / 0"),
+        "each record table's rows are printed: {printed}"
+    );
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a = p.report_json("data/lake-cdiscpilot-full");
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(p.path("data/lake-cdiscpilot-full/processed/clean_report.json")).unwrap(),
+    )
+    .unwrap();
+    for t in report["tables"].as_array().unwrap() {
+        assert_eq!(
+            t["rows_in"].as_u64(),
+            Some(t["accepted"].as_u64().unwrap() + t["quarantined"].as_u64().unwrap()),
+            "{t}"
+        );
+    }
+
+    let arms: Vec<&str> = r["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let s = &a["survival"];
+    for (i, curve) in s["curves"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(curve["arm"], arms[i]);
+        assert_eq!(curve["n"], r["n"][i], "{} n", arms[i]);
+        assert_eq!(curve["events"], r["events"][i], "{} events", arms[i]);
+    }
+    check_km_and_logrank(s, &r);
+    assert_eq!(s["logrank_df"], r["logrank"]["df"]);
+    for (j, t) in s["cox"]["terms"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(t["term"], r["cox"]["terms"][j]);
+        close(f(&t["coef"]), f(&r["cox"]["coef"][j]), 1e-6, "Cox coef");
+        close(f(&t["se"]), f(&r["cox"]["se"][j]), 1e-6, "Cox se");
+    }
+
+    let numeric = a["table1"]["numeric"].as_array().unwrap();
+    for (column, want) in r["pivots"].as_object().unwrap() {
+        let row = numeric
+            .iter()
+            .find(|n| n["variable"] == column.as_str())
+            .unwrap_or_else(|| panic!("Table 1 has no row {column}"));
+        for (i, arm) in row["arms"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(arm[0], arms[i]);
+            let got = &arm[1];
+            assert_eq!(got["n"].as_u64(), want["n"][i].as_u64(), "{column} n");
+            close(f(&got["mean"]), f(&want["mean"][i]), 1e-12, column);
+            close(f(&got["sd"]), f(&want["sd"][i]), 1e-9, column);
+        }
+    }
+    assert_eq!(
+        a["table1"]["labels"]["ADAS_CHG24"], "ADAS-Cog(11) change from baseline at week 24",
+        "a pivot's label heads its row"
+    );
 }

@@ -10,3 +10,4 @@ mod exports;
 mod golden;
 mod splits;
 mod sql_files;
+mod tables;

@@ -1,0 +1,66 @@
+# Reference numbers for config/examples/cdiscpilot.yaml: the CDISC pilot (CDISCPILOT01) from its ADaM datasets
+# in SAS transport files, read by R's own reader (foreign::read.xport) and joined by R on USUBJID, so that the
+# readers, the record tables' pivots and the analysis are checked together.
+# Safety population (ADSL SAFFL = "Y"), by actual treatment (TRT01A), reference Placebo.
+# - time to first dermatologic event: ADTTE PARAMCD "TTDE", AVAL days, CNSR = 1 censored: Kaplan-Meier by arm
+#   (log-log intervals), survival at 30/60/90/180 days, log-rank, Cox (Efron ties)
+# - pivots: ADADAS ACTOT at baseline (ABLFL = "Y") and its change at week 24 (ANL01FL = "Y"), treatment-
+#   emergent adverse events per subject from ADAE (TRTEMFL = "Y"; 0 for a subject without any), by arm
+#
+# Run from the repository root:  Rscript crates/analysis/tests/reference/cdiscpilot_ttde.R
+# Writes crates/analysis/tests/reference/cdiscpilot_ttde.json, which crates/cli/tests/it/public_trials.rs
+# compares with the analysis.json of `trialflow pipeline … --config config/examples/cdiscpilot.yaml`.
+
+library(foreign)
+library(survival)
+dir <- "data/examples/cdiscpilot/"
+adsl <- read.xport(paste0(dir, "adsl.xpt"))
+adtte <- read.xport(paste0(dir, "adtte.xpt"))
+adadas <- read.xport(paste0(dir, "adadas.xpt"))
+adae <- read.xport(paste0(dir, "adae.xpt"))
+
+d <- adsl[adsl$SAFFL == "Y", c("USUBJID", "TRT01A")]
+tte <- adtte[adtte$PARAMCD == "TTDE", c("USUBJID", "AVAL", "CNSR")]
+stopifnot(!anyDuplicated(tte$USUBJID))
+d <- merge(d, tte, by = "USUBJID", all.x = TRUE)
+bl <- adadas[adadas$PARAMCD == "ACTOT" & adadas$ABLFL == "Y", c("USUBJID", "AVAL")]
+names(bl)[2] <- "ADAS_BL"
+wk24 <- adadas[adadas$PARAMCD == "ACTOT" & adadas$AVISIT == "Week 24" & adadas$ANL01FL == "Y", c("USUBJID", "CHG")]
+names(wk24)[2] <- "ADAS_CHG24"
+stopifnot(!anyDuplicated(bl$USUBJID), !anyDuplicated(wk24$USUBJID))
+d <- merge(merge(d, bl, by = "USUBJID", all.x = TRUE), wk24, by = "USUBJID", all.x = TRUE)
+teae <- table(adae$USUBJID[adae$TRTEMFL == "Y"])
+d$N_TEAE <- ifelse(d$USUBJID %in% names(teae), teae[d$USUBJID], 0)
+d$arm <- factor(d$TRT01A, levels = c("Placebo", "Xanomeline High Dose", "Xanomeline Low Dose"))
+d$status <- 1 - d$CNSR
+
+num <- function(x) paste0("[", paste(ifelse(is.na(x), "null", sprintf("%.17g", x)), collapse = ", "), "]")
+fit <- survfit(Surv(AVAL, status) ~ arm, data = d, conf.type = "log-log")
+tab <- summary(fit)$table
+at <- summary(fit, times = c(30, 60, 90, 180), extend = TRUE)
+lr <- survdiff(Surv(AVAL, status) ~ arm, data = d)
+cox <- coxph(Surv(AVAL, status) ~ arm, data = d, ties = "efron",
+             control = coxph.control(eps = 1e-14, iter.max = 100))
+by_arm <- function(x, f) sapply(levels(d$arm), function(a) f(x[d$arm == a]))
+pivot <- function(x) sprintf('{"n": %s, "mean": %s, "sd": %s}', num(by_arm(x, function(v) sum(!is.na(v)))),
+                             num(by_arm(x, function(v) mean(v, na.rm = TRUE))),
+                             num(by_arm(x, function(v) sd(v, na.rm = TRUE))))
+
+json <- sprintf('{
+ "versions": {"R": "%s", "survival": "%s"},
+ "population": "CDISCPILOT01 safety population (ADSL SAFFL = Y) by TRT01A; ADTTE PARAMCD TTDE",
+ "arms": ["Placebo", "Xanomeline High Dose", "Xanomeline Low Dose"],
+ "n": %s, "events": %s,
+ "median": %s, "median_ci_low": %s, "median_ci_high": %s,
+ "at_times": {"time": %s, "surv": %s, "lower": %s, "upper": %s, "n_risk": %s},
+ "logrank": {"chi_square": %.17g, "df": %d},
+ "cox": {"terms": ["arm=Xanomeline High Dose", "arm=Xanomeline Low Dose"], "coef": %s, "se": %s},
+ "pivots": {"ADAS_BL": %s, "ADAS_CHG24": %s, "N_TEAE": %s}
+}
+', R.version.string, as.character(packageVersion("survival")), num(tab[, "n.max"]), num(tab[, "events"]),
+   num(tab[, "median"]), num(tab[, "0.95LCL"]), num(tab[, "0.95UCL"]),
+   num(at$time), num(at$surv), num(at$lower), num(at$upper), num(at$n.risk),
+   lr$chisq, length(lr$n) - 1L, num(coef(cox)), num(sqrt(diag(vcov(cox)))),
+   pivot(d$ADAS_BL), pivot(d$ADAS_CHG24), pivot(d$N_TEAE))
+writeLines(json, "crates/analysis/tests/reference/cdiscpilot_ttde.json", sep = "")
+cat(json)

@@ -1,0 +1,286 @@
+//! Record tables (`dataset.tables`): ADaM-shaped records joined to the subject table on the subject id, their
+//! pivots as subject columns, each record accepted or quarantined with its reason, and the contract mistakes
+//! (a condition that picks two records, a condition naming an unread column) as errors that name them.
+
+use crate::util;
+
+use trialflow_core::lake::{self, CurrentObject, SourceFormat};
+use trialflow_core::table::{self, read_parquet_prefix};
+use trialflow_core::{Config, ErrorKind, Storage};
+
+/// ADSL-like: one row per subject; S4 is outside the safety population.
+const SUBJECTS: &str = "\
+USUBJID,TRT01A,SAFFL,AGE
+S1,Placebo,Y,60
+S2,Drug,Y,70
+S3,Drug,Y,65
+S4,Placebo,N,50
+";
+
+/// ADTTE-like: two parameters; S3 has no TTDE record, S9 is no subject of the subject table, one record has no id.
+const TTE: &str = "\
+USUBJID,PARAMCD,AVAL,CNSR
+S1,TTDE,30,0
+S1,TTOS,200,1
+S2,TTDE,12,1
+S2,TTOS,150,0
+S3,TTOS,90,1
+S4,TTDE,5,0
+S9,TTDE,7,0
+,TTDE,8,0
+";
+
+/// ADAE-like: S1 two events, one serious; S2 none; S3 one.
+const AE: &str = "\
+USUBJID,AEDECOD,AESER,TRTEMFL
+S1,HEADACHE,N,Y
+S1,SYNCOPE,Y,Y
+S1,RASH,N,
+S3,NAUSEA,N,Y
+";
+
+fn yaml(dir: &std::path::Path, tables: &str) -> String {
+    for (name, text) in [("adsl", SUBJECTS), ("adtte", TTE), ("adae", AE)] {
+        std::fs::write(dir.join(format!("{name}.csv")), text).unwrap();
+    }
+    let src = |n: &str| format!("{{name: {n}, url: \"file://{}/{n}.csv\"}}", dir.display());
+    format!(
+        r#"
+storage: {{lake: "file://{d}/lake", models: "file://{d}/models"}}
+dataset:
+  name: records
+  sources: [{a}, {b}, {c}]
+  id: USUBJID
+  arm: {{column: TRT01A, reference: Placebo}}
+  outcome: {{expression: "TRT01A = 'Drug' AND SAFFL = 'Y'"}}
+  time_to_event: {{time: TTDE_DAYS, event: TTDE_CNSR, convention: cdisc_cnsr}}
+  numeric: [AGE, N_TEAE, N_SAE]
+  extra: {{SAFFL: string}}
+  filter: SAFFL = 'Y'
+  tables:
+{tables}
+privacy: {{key_env: TRIALFLOW_TEST_UNSET_KEY, dev_key: k, allow_dev_key: true}}
+preprocessing: {{split: {{train: 0.6, val: 0.2, test: 0.2, salt: s}}}}
+{tail}
+"#,
+        a = src("adsl"),
+        b = src("adtte"),
+        c = src("adae"),
+        tail = util::CONFIG_TAIL,
+        d = dir.display()
+    )
+}
+
+const TABLES: &str = r#"    adtte:
+      sources: [adtte]
+      columns: [PARAMCD, AVAL, CNSR]
+      pivot:
+        TTDE_DAYS: {where: "PARAMCD = 'TTDE'", value: AVAL, label: Days to the first event}
+        TTDE_CNSR: {where: "PARAMCD = 'TTDE'", value: CNSR}
+    adae:
+      sources: [adae]
+      columns: [AEDECOD, AESER, TRTEMFL]
+      pivot:
+        N_TEAE: {where: "TRTEMFL = 'Y'", count: true}
+        N_SAE: {where: "TRTEMFL = 'Y' AND AESER = 'Y'", count: true}"#;
+
+fn config(dir: &std::path::Path, tables: &str) -> Config {
+    Config::from_yaml(&yaml(dir, tables), "records.yaml", &[]).unwrap()
+}
+
+/// The three files as the current raw objects, as ingest would leave them.
+async fn put_sources(lake: &Storage) {
+    let mut objects = Vec::new();
+    for (name, text) in [("adsl", SUBJECTS), ("adtte", TTE), ("adae", AE)] {
+        let object = format!("raw/{name}/x.csv");
+        lake.put(&object, text.to_string()).await.unwrap();
+        objects.push(CurrentObject {
+            source: name.into(),
+            url: format!("file:///{name}.csv"),
+            object,
+            format: SourceFormat::Csv,
+            delimiter: ',',
+            quote: '"',
+            sha256: String::new(),
+            rows: text.lines().count() as u64 - 1,
+        });
+    }
+    lake.put_json(lake::RAW_CURRENT, &lake::Current { objects })
+        .await
+        .unwrap();
+}
+
+async fn clean(cfg: &Config) -> trialflow_core::Result<trialflow_preprocess::CleanReport> {
+    cfg.validate()?;
+    trialflow_preprocess::check_sql(cfg).await?;
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    put_sources(&lake).await;
+    trialflow_preprocess::clean(cfg, &lake).await
+}
+
+fn strings(b: &[arrow::array::RecordBatch], c: &str) -> Vec<Option<String>> {
+    table::strings(b, c).unwrap()
+}
+
+#[tokio::test]
+async fn pivots_join_each_subject_and_every_record_is_accepted_or_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), TABLES);
+    let report = clean(&cfg).await.unwrap();
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+
+    // the subject table: S4 excluded by the filter; S3 has no TTDE record, so no time (quarantined there)
+    let rows = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let key = trialflow_preprocess::pseudonym_key(&cfg).unwrap();
+    let id = |s: &str| Some(trialflow_preprocess::udf::pseudonym(&key, s));
+    assert_eq!(strings(&rows, "subject_id"), vec![id("S1"), id("S2")]);
+    assert_eq!(
+        table::floats(&rows, "time").unwrap(),
+        vec![Some(30.0), Some(12.0)]
+    );
+    assert_eq!(
+        table::floats(&rows, "event").unwrap(),
+        vec![Some(1.0), Some(0.0)],
+        "CNSR 0 is the event"
+    );
+    assert_eq!(
+        table::floats(&rows, "N_TEAE").unwrap(),
+        vec![Some(2.0), Some(0.0)],
+        "a subject without records counts 0; a record without TRTEMFL = Y is not counted"
+    );
+    assert_eq!(
+        table::floats(&rows, "N_SAE").unwrap(),
+        vec![Some(1.0), Some(0.0)]
+    );
+    assert_eq!(report.rows_in, 4);
+    assert_eq!(report.accepted, 2);
+    assert_eq!(report.excluded_by_filter, 1, "S4");
+    assert_eq!(
+        report.labels.get("TTDE_DAYS").map(String::as_str),
+        Some("Days to the first event")
+    );
+
+    // each record table: in = accepted + quarantined, with the reason per record
+    let tte = report.tables.iter().find(|t| t.table == "adtte").unwrap();
+    assert_eq!((tte.rows_in, tte.accepted, tte.quarantined), (8, 4, 4));
+    assert_eq!(tte.quarantine_rules.get("subject"), Some(&3), "S3, S4, S9");
+    assert_eq!(tte.quarantine_rules.get("required"), Some(&1), "no id");
+    let ttde = tte.pivots.iter().find(|p| p.column == "TTDE_DAYS").unwrap();
+    assert_eq!((ttde.subjects, ttde.repeats), (4, 0), "S1, S2, S4, S9");
+    let ae = report.tables.iter().find(|t| t.table == "adae").unwrap();
+    assert_eq!(
+        (ae.rows_in, ae.accepted, ae.quarantined),
+        (4, 3, 1),
+        "S3 is not in the clean table"
+    );
+
+    let kept = read_parquet_prefix(&lake, &lake::table_clean_file("adtte"))
+        .await
+        .unwrap();
+    assert_eq!(
+        strings(&kept, "subject_id"),
+        vec![id("S1"), id("S1"), id("S2"), id("S2")],
+        "the same key pseudonymizes every table"
+    );
+    assert_eq!(
+        strings(&kept, "PARAMCD"),
+        ["TTDE", "TTOS", "TTDE", "TTOS"].map(|s| Some(s.to_string()))
+    );
+    let q = read_parquet_prefix(&lake, &lake::table_quarantine_file("adtte"))
+        .await
+        .unwrap();
+    assert_eq!(
+        table::ints(&q, "line").unwrap(),
+        vec![Some(6), Some(7), Some(8), Some(9)]
+    );
+    let reasons = strings(&q, "reason");
+    assert!(
+        reasons[0]
+            .as_deref()
+            .unwrap()
+            .contains("not in the clean subject table"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[3].as_deref(), Some("the record has no subject id"));
+}
+
+#[tokio::test]
+async fn a_condition_that_picks_two_records_of_a_subject_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let loose = TABLES.replace(
+        "TTDE_DAYS: {where: \"PARAMCD = 'TTDE'\"",
+        "TTDE_DAYS: {where: \"AVAL IS NOT NULL\"",
+    );
+    let e = clean(&config(dir.path(), &loose)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadData);
+    let m = e.to_string();
+    assert!(
+        m.contains("file:///adtte.csv:2 and file:///adtte.csv:3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("pivot `TTDE_DAYS`") && m.contains("repeated: first"),
+        "{m}"
+    );
+
+    // `repeated: first` keeps the first and quarantines the repeat
+    let first = loose.replace("value: AVAL, label", "value: AVAL, repeated: first, label");
+    let dir = tempfile::tempdir().unwrap();
+    let report = clean(&config(dir.path(), &first)).await.unwrap();
+    let tte = report.tables.iter().find(|t| t.table == "adtte").unwrap();
+    let days = tte.pivots.iter().find(|p| p.column == "TTDE_DAYS").unwrap();
+    assert_eq!(
+        days.repeats, 2,
+        "S1, S2: TTOS after TTDE; S3's TTOS is its first"
+    );
+    assert_eq!(
+        tte.quarantine_rules.get("repeated"),
+        Some(&2),
+        "S1's and S2's TTOS"
+    );
+    assert_eq!(tte.rows_in, tte.accepted + tte.quarantined);
+}
+
+#[tokio::test]
+async fn contract_mistakes_in_tables_are_config_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let unread = TABLES.replace("AESER = 'Y'", "AESEV = 'SEVERE'");
+    let e = clean(&config(dir.path(), &unread)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string()
+            .contains("dataset.tables.adae.pivot.N_SAE.where"),
+        "{e}"
+    );
+
+    for (from, to, key) in [
+        (
+            "sources: [adae]",
+            "sources: [adverse]",
+            "dataset.tables.adae.sources[0]",
+        ),
+        (
+            "sources: [adae]",
+            "sources: [adtte]",
+            "already feeds another table",
+        ),
+        (
+            "N_SAE: {where: \"TRTEMFL = 'Y' AND AESER = 'Y'\", count: true}",
+            "N_SAE: {where: \"TRTEMFL = 'Y'\", count: true, value: AESER}",
+            "exactly one of `value: <column>` and `count: true`",
+        ),
+        (
+            "N_SAE:",
+            "TRT01A:",
+            "the id, cluster, site, arm or outcome column",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = yaml(dir.path(), &TABLES.replace(from, to));
+        let e = Config::from_yaml(&text, "records.yaml", &[])
+            .and_then(|c| c.validate().map(|()| c))
+            .err();
+        let e = e.unwrap_or_else(|| panic!("{from} → {to} passed"));
+        assert!(e.to_string().contains(key), "{from} → {to}: {e}");
+    }
+}
