@@ -3,7 +3,8 @@
 //! effects with interaction tests, and the models' ROC and calibration curves. Writes
 //! `reports/<run>/analysis.json` (every number) and `report.html` (self-contained, inline SVG).
 //!
-//! Invariant: no candle; the analysis population is exactly the clean table (accepted rows).
+//! Invariant: no candle; every analysis population is the clean table (accepted rows) or a population of it
+//! (`dataset.populations`), as its analysis names.
 
 mod comparisons;
 pub mod report;
@@ -46,6 +47,22 @@ pub struct Flow {
     /// Values NFC-composed or stripped of invisible characters when staged (ids and levels among them).
     #[serde(default)]
     pub normalized_values: u64,
+    /// Each population of `dataset.populations`: its rows, per arm, and what is computed over it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub populations: Vec<PopulationCount>,
+}
+
+/// One analysis population of the flow (CONSORT's "analysed" boxes, one per population).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PopulationCount {
+    pub name: String,
+    /// Its definition, the contract's SQL condition.
+    pub condition: String,
+    pub rows: u64,
+    /// Per arm, reference first.
+    pub per_arm: Vec<(String, u64)>,
+    /// The analyses (`table1`, `outcome`, `survival`, `subgroups`) and `models` computed over it.
+    pub used_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +260,112 @@ pub struct Analysis {
     pub models: Vec<ModelCurves>,
     /// Definitional choices, also printed in the report.
     pub methods: Vec<String>,
+    /// The population each analysis is computed over (`table1`, `outcome`, `survival`, `subgroups` → a
+    /// population of `dataset.populations`); an analysis not listed covers every accepted row.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub analysis_populations: BTreeMap<String, String>,
+}
+
+/// The analyses of the report that name a population.
+const SECTIONS: [&str; 4] = ["table1", "outcome", "survival", "subgroups"];
+
+/// The rows of `batches` in `population` (all of them for `None`).
+fn rows_of(
+    batches: &[arrow::array::RecordBatch],
+    population: Option<&str>,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    let Some(p) = population else {
+        return Ok(batches.to_vec());
+    };
+    let column = trialflow_core::config::population_column(p);
+    batches
+        .iter()
+        .map(|b| {
+            let flags = b
+                .column_by_name(&column)
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::BooleanArray>())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "the clean table has no boolean column `{column}` for population `{p}`: run the clean \
+                         task again"
+                    ))
+                })?;
+            arrow::compute::filter_record_batch(b, flags).map_err(|e| bad(e.to_string()))
+        })
+        .collect()
+}
+
+/// The clean table's rows once per population the analyses name.
+struct Populations {
+    all: Data,
+    named: BTreeMap<String, Data>,
+}
+
+impl Populations {
+    fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Self> {
+        let mut named = BTreeMap::new();
+        for section in SECTIONS {
+            if let Some(p) = cfg.analysis.population_of(section)
+                && !named.contains_key(p)
+            {
+                let rows = rows_of(batches, Some(p))?;
+                let data = load(cfg, &rows)
+                    .map_err(|e| bad(format!("population `{p}` (analysis `{section}`): {e}")))?;
+                named.insert(p.to_string(), data);
+            }
+        }
+        Ok(Self {
+            all: load(cfg, batches)?,
+            named,
+        })
+    }
+
+    /// The rows analysis `section` is computed over.
+    fn of(&self, cfg: &Config, section: &str) -> &Data {
+        cfg.analysis
+            .population_of(section)
+            .and_then(|p| self.named.get(p))
+            .unwrap_or(&self.all)
+    }
+}
+
+/// Each population's rows per arm, and what is computed over it.
+fn population_counts(
+    cfg: &Config,
+    batches: &[arrow::array::RecordBatch],
+    arms: &[String],
+) -> Result<Vec<PopulationCount>> {
+    let mut out = Vec::new();
+    for (name, condition) in &cfg.dataset.populations {
+        let rows = rows_of(batches, Some(name))?;
+        let arm = strings(&rows, "arm")?;
+        let per_arm = arms
+            .iter()
+            .map(|a| {
+                let n = arm
+                    .iter()
+                    .filter(|x| x.as_deref() == Some(a.as_str()))
+                    .count();
+                (a.clone(), n as u64)
+            })
+            .collect();
+        let mut used_by: Vec<String> = SECTIONS
+            .iter()
+            .filter(|s| cfg.analysis.population_of(s) == Some(name.as_str()))
+            .map(|s| s.to_string())
+            .collect();
+        if cfg.training.population.as_deref() == Some(name.as_str()) {
+            used_by.push("models".into());
+        }
+        out.push(PopulationCount {
+            name: name.clone(),
+            condition: condition.clone(),
+            rows: arm.len() as u64,
+            per_arm,
+            used_by,
+        });
+    }
+    Ok(out)
 }
 
 enum Column {
@@ -567,7 +690,11 @@ async fn source_labels(lake: &Storage, cfg: &Config) -> Result<BTreeMap<String, 
         .collect())
 }
 
-async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
+async fn flow(
+    lake: &Storage,
+    data: &Data,
+    populations: Vec<PopulationCount>,
+) -> Result<Option<Flow>> {
     let Some(r) = contracts::load_opt::<CleanReport>(lake).await? else {
         return Ok(None);
     };
@@ -596,14 +723,17 @@ async fn flow(lake: &Storage, data: &Data) -> Result<Option<Flow>> {
         analyzed: r.accepted,
         analyzed_per_arm: per_arm,
         normalized_values: r.normalized_values,
+        populations,
     }))
 }
 
 /// Computes the analysis over `processed/clean/` and writes `analysis.json` and `report.html` into `dir`.
 pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis> {
     let batches = read_parquet_prefix(lake, lake::CLEAN).await?;
-    let data = load(cfg, &batches)?;
-    let binary = data.with_outcome();
+    let populations = Populations::load(cfg, &batches)?;
+    let data = &populations.all;
+    let counts = population_counts(cfg, &batches, &data.arms)?;
+    let binary = populations.of(cfg, "outcome").with_outcome();
     if binary.arm.is_empty() {
         return Err(bad(
             "no analysed row has the binary outcome (every one is missing): check `dataset.outcome`",
@@ -615,11 +745,14 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         dataset: cfg.dataset.name.clone(),
         reference_arm: data.arms[0].clone(),
         analyzed_rows: data.arm.len() as u64,
-        outcome_missing: (data.arm.len() - binary.arm.len()) as u64,
-        flow: flow(lake, &data).await?,
+        outcome_missing: {
+            let outcome_rows = populations.of(cfg, "outcome");
+            (outcome_rows.arm.len() - binary.arm.len()) as u64
+        },
+        flow: flow(lake, data, counts).await?,
         table1: Table1 {
             labels: source_labels(lake, cfg).await?,
-            ..table1(cfg, &data)
+            ..table1(cfg, populations.of(cfg, "table1"))
         },
         overall_chi_square: (arms.len() >= 3)
             .then(|| {
@@ -634,15 +767,23 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             }),
         arms,
         comparisons,
-        survival: survival(cfg, &data),
+        survival: survival(cfg, populations.of(cfg, "survival")),
         // with a time to event the subgroups compare hazards, over every row; else odds, over the rows with
         // the outcome
         subgroups: {
-            let rows = if data.tte.is_some() { &data } else { &binary };
+            let all = populations.of(cfg, "subgroups");
+            let with_outcome;
+            let rows = if all.tte.is_some() {
+                all
+            } else {
+                with_outcome = all.with_outcome();
+                &with_outcome
+            };
             cfg.analysis.subgroups.iter().map(|s| subgroup(cfg, rows, s)).collect()
         },
         clustered_outcome: clustered_outcome(cfg, &binary),
         models: Vec::new(),
+        analysis_populations: BTreeMap::new(),
         methods: vec![
             "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow. Table 1 and the time-to-event analyses describe every row; the binary-outcome analyses and the models use the rows with the outcome (the rest are counted as missing).".into(),
             "Table 1: mean ± SD (n − 1), median [IQR] with linear quantile interpolation (R type 7); standardized mean differences against the reference arm (categorical: Yang & Dalton).".into(),
@@ -655,7 +796,36 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };
-    analysis.methods.extend(competing_note(cfg, &data));
+    analysis.methods.extend(competing_note(cfg, data));
+    analysis.analysis_populations = SECTIONS
+        .iter()
+        .filter_map(|s| {
+            cfg.analysis
+                .population_of(s)
+                .map(|p| (s.to_string(), p.to_string()))
+        })
+        .collect();
+    if !cfg.dataset.populations.is_empty() {
+        analysis.methods.push(format!(
+            "Analysis populations (dataset.populations), each a condition on the accepted rows: {}. {}",
+            cfg.dataset
+                .populations
+                .iter()
+                .map(|(n, c)| format!("{n}: {c}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            SECTIONS
+                .iter()
+                .map(|s| format!(
+                    "{s} over {}",
+                    cfg.analysis
+                        .population_of(s)
+                        .map_or("every accepted row".to_string(), |p| format!("the {p} population"))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if let Some(c) = &cfg.dataset.cluster {
         analysis.methods.push(format!(
             "Records are clustered within patients (dataset.cluster: `{c}`): the Cox models' and the clustered \

@@ -449,6 +449,32 @@ pub fn html(a: &Analysis) -> String {
     page(&a.dataset, &b)
 }
 
+/// The analysis populations of the accepted rows: each one's definition, rows per arm and what uses it.
+fn populations_table(b: &mut String, f: &crate::Flow) {
+    if f.populations.is_empty() {
+        return;
+    }
+    b.push_str("<table><tr><th>Population</th><th>Definition</th><th>Rows</th>");
+    for (arm, _) in &f.analyzed_per_arm {
+        let _ = write!(b, "<th>{}</th>", esc(arm));
+    }
+    b.push_str("<th>Used by</th></tr>");
+    for p in &f.populations {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td>",
+            esc(&p.name),
+            esc(&p.condition),
+            p.rows
+        );
+        for (_, n) in &p.per_arm {
+            let _ = write!(b, "<td>{n}</td>");
+        }
+        let _ = write!(b, "<td>{}</td></tr>", esc(&p.used_by.join(", ")));
+    }
+    b.push_str("</table>");
+}
+
 /// The flow of rows: ingested, excluded by each rule, the filter and de-duplication, analyzed per arm.
 fn flow_section(b: &mut String, a: &Analysis) {
     if let Some(f) = &a.flow {
@@ -485,6 +511,7 @@ fn flow_section(b: &mut String, a: &Analysis) {
             let _ = write!(b, "<tr><td>Analyzed: {}</td><td>{n}</td></tr>", esc(arm));
         }
         b.push_str("</table>");
+        populations_table(b, f);
         let _ = write!(
             b,
             "<p>Every text value (identifiers and levels among them) was put in Unicode NFC and \
@@ -495,11 +522,34 @@ fn flow_section(b: &mut String, a: &Analysis) {
     }
 }
 
+/// The population an analysis is computed over, under its heading, when the contract defines populations.
+fn population_note(b: &mut String, a: &Analysis, section: &str) {
+    let Some(f) = a.flow.as_ref().filter(|f| !f.populations.is_empty()) else {
+        return;
+    };
+    match a
+        .analysis_populations
+        .get(section)
+        .and_then(|name| f.populations.iter().find(|p| &p.name == name))
+    {
+        Some(p) => {
+            let _ = write!(
+                b,
+                "<p>Population: <b>{}</b> (<code>{}</code>), {} rows.</p>",
+                esc(&p.name),
+                esc(&p.condition),
+                p.rows
+            );
+        }
+        None => b.push_str("<p>Population: every accepted row.</p>"),
+    }
+}
+
 /// Table 1: baseline characteristics by arm, with standardized mean differences.
 fn table1_section(b: &mut String, a: &Analysis) {
-    b.push_str(
-        "<h2>Table 1: baseline characteristics</h2><table><tr><th>Variable</th><th>Overall</th>",
-    );
+    b.push_str("<h2>Table 1: baseline characteristics</h2>");
+    population_note(b, a, "table1");
+    b.push_str("<table><tr><th>Variable</th><th>Overall</th>");
     let arm_names: Vec<String> = a.arms.iter().map(|x| x.arm.clone()).collect();
     for arm in &arm_names {
         let _ = write!(b, "<th>{}</th>", esc(arm));
@@ -602,6 +652,7 @@ fn ratio_cells(t: &crate::HazardRatio) -> String {
 /// The binary outcome by arm and each arm against the reference.
 fn outcome_section(b: &mut String, a: &Analysis) {
     b.push_str("<h2>Binary outcome by arm</h2>");
+    population_note(b, a, "outcome");
     if a.outcome_missing > 0 {
         let _ = write!(
             b,
@@ -671,6 +722,7 @@ fn outcome_section(b: &mut String, a: &Analysis) {
 fn survival_section(b: &mut String, a: &Analysis) {
     if let Some(s) = &a.survival {
         b.push_str("<h2>Time to event</h2>");
+        population_note(b, a, "survival");
         b.push_str(&km_chart(s));
         let unit = unit_suffix(s);
         let _ = write!(
@@ -770,6 +822,7 @@ fn survival_section(b: &mut String, a: &Analysis) {
 fn subgroup_section(b: &mut String, a: &Analysis) {
     if !a.subgroups.is_empty() {
         b.push_str("<h2>Subgroups</h2>");
+        population_note(b, a, "subgroups");
         b.push_str(&forest_chart(a));
         b.push_str("<table><tr><th>Subgroup</th><th>Level</th><th>Arm</th><th>n</th><th>Events</th><th>Effect (95% CI)</th><th>Interaction p</th></tr>");
         for s in &a.subgroups {

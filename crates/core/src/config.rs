@@ -328,6 +328,17 @@ pub struct DatasetConfig {
     /// its own table (`processed/tables/<name>/`), and its `pivot` columns become columns of the subject table.
     #[serde(default)]
     pub tables: BTreeMap<String, RecordTable>,
+    /// Analysis populations: name → SQL condition over the typed columns, e.g. `{safety: "SAFFL = 'Y'",
+    /// efficacy: "EFFFL = 'Y'"}`. Unlike `filter`, no row leaves the clean table for one: each becomes a boolean
+    /// column `population_<name>` of it, the flow counts each, and each analysis (`analysis.population`,
+    /// `analysis.populations`) and the models (`training.population`) name theirs.
+    #[serde(default)]
+    pub populations: BTreeMap<String, String>,
+}
+
+/// The clean table's column that says whether a row is in population `name`.
+pub fn population_column(name: &str) -> String {
+    format!("population_{name}")
 }
 
 /// A table of records keyed by the subject id (the subject table's id columns, under the same names).
@@ -364,6 +375,24 @@ pub struct Pivot {
     /// keeps the first and quarantines the others.
     #[serde(default = "default_pivot_repeats")]
     pub repeated: RepeatedIds,
+    /// With `take`: the record column (an ISO 8601 date or date-time, or any text that sorts) that orders a
+    /// subject's matching records, e.g. `VSDTC`. A record without it is not taken.
+    pub order_by: Option<String>,
+    /// `first` or `last` by `order_by`: the one record taken among a subject's matching records (the others
+    /// stay accepted records of the table, not repeats), e.g. the last value before the first dose.
+    pub take: Option<Take>,
+    /// With `order_by`: only records at or before the subject's value of this subject-table column, e.g.
+    /// `RFXSTDTC` (SDTM DM's first dose). ISO 8601 values compare on the precision both have: a date-time on
+    /// the day of a date-only first dose counts as before it.
+    pub before: Option<String>,
+}
+
+/// Which of a subject's ordered matching records a pivot takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Take {
+    First,
+    Last,
 }
 
 fn default_pivot_repeats() -> RepeatedIds {
@@ -679,6 +708,10 @@ pub struct TrainingConfig {
     /// Rows per block when streaming: the unit of shuffling within an epoch (row groups are shuffled too).
     #[serde(default = "default_stream_block_rows")]
     pub stream_block_rows: usize,
+    /// The population (of `dataset.populations`) the models are trained and evaluated on: the feature splits
+    /// hold its rows only. Default: every accepted row with the outcome.
+    #[serde(default)]
+    pub population: Option<String>,
 }
 
 fn default_max_in_memory_mib() -> u64 {
@@ -1028,6 +1061,39 @@ pub struct AnalysisConfig {
     /// Draw each Kaplan–Meier curve's 95% confidence band in the report.
     #[serde(default)]
     pub km_ci_bands: bool,
+    /// The population (of `dataset.populations`) of every analysis that `populations` does not name; default:
+    /// every accepted row.
+    #[serde(default)]
+    pub population: Option<String>,
+    /// The population of one analysis: `table1`, `outcome` (the binary outcome's comparisons and clustered
+    /// model), `survival` or `subgroups`.
+    #[serde(default)]
+    pub populations: AnalysisPopulations,
+}
+
+/// The population each analysis of the report is computed over (unset: `analysis.population`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisPopulations {
+    pub table1: Option<String>,
+    pub outcome: Option<String>,
+    pub survival: Option<String>,
+    pub subgroups: Option<String>,
+}
+
+impl AnalysisConfig {
+    /// The population of analysis `section` (`table1`, `outcome`, `survival`, `subgroups`), if it has one.
+    pub fn population_of(&self, section: &str) -> Option<&str> {
+        let p = &self.populations;
+        let own = match section {
+            "table1" => &p.table1,
+            "outcome" => &p.outcome,
+            "survival" => &p.survival,
+            "subgroups" => &p.subgroups,
+            _ => &None,
+        };
+        own.as_deref().or(self.population.as_deref())
+    }
 }
 
 fn default_max_iterations() -> usize {
@@ -1052,6 +1118,8 @@ impl Default for AnalysisConfig {
             max_iterations: default_max_iterations(),
             max_subgroup_levels: default_max_subgroup_levels(),
             km_ci_bands: false,
+            population: None,
+            populations: AnalysisPopulations::default(),
         }
     }
 }
@@ -1328,7 +1396,8 @@ impl Config {
             .columns()
             .iter()
             .chain(&table.columns)
-            .chain(table.pivot.values().filter_map(|p| p.value.as_ref()));
+            .chain(table.pivot.values().filter_map(|p| p.value.as_ref()))
+            .chain(table.pivot.values().filter_map(|p| p.order_by.as_ref()));
         for c in wanted {
             if !out.contains(c) {
                 out.push(c.clone());
@@ -1452,6 +1521,32 @@ impl Config {
                 }
                 if pivot.condition.trim().is_empty() {
                     return Err(self.err(format!("{pkey}.where"), "expected a SQL condition"));
+                }
+                if pivot.take.is_some() != pivot.order_by.is_some() {
+                    return Err(self.err(
+                        pkey,
+                        "`take` and `order_by` go together: the order picks the first or last record",
+                    ));
+                }
+                if pivot.take.is_some() && pivot.count {
+                    return Err(self.err(pkey, "a `count` counts every record: no `take`"));
+                }
+                if let Some(b) = &pivot.before {
+                    if pivot.order_by.is_none() {
+                        return Err(self.err(
+                            format!("{pkey}.before"),
+                            "`before` compares `order_by` with the subject's column: set `order_by`",
+                        ));
+                    }
+                    if !self.subject_columns().contains(b) {
+                        return Err(self.err(
+                            format!("{pkey}.before"),
+                            format!(
+                                "`{b}` is no column the subject table reads: list it in `dataset.extra` \
+                                 (e.g. `{b}: string`)"
+                            ),
+                        ));
+                    }
                 }
                 if let Some(other) = pivots.insert(p, name) {
                     return Err(self.err(
@@ -1896,11 +1991,48 @@ impl Config {
         if let Some(f) = &d.filter {
             check_sql_expr(f).map_err(|m| self.err("dataset.filter", m))?;
         }
+        self.check_populations()?;
         for (i, c) in d.categorical.iter().enumerate() {
             if d.numeric.contains(c) {
                 return Err(self.err(
                     format!("dataset.categorical[{i}]"),
                     "a column cannot be numeric and categorical",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `dataset.populations`: names of letters, digits and '_', conditions that parse; every population an
+    /// analysis or the training names is one of them.
+    fn check_populations(&self) -> Result<()> {
+        let pops = &self.dataset.populations;
+        for (name, condition) in pops {
+            let key = format!("dataset.populations.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(key, "expected a name of letters, digits or '_'"));
+            }
+            check_sql_expr(condition).map_err(|m| self.err(key, m))?;
+        }
+        let a = &self.analysis;
+        let named = [
+            ("analysis.population", &a.population),
+            ("analysis.populations.table1", &a.populations.table1),
+            ("analysis.populations.outcome", &a.populations.outcome),
+            ("analysis.populations.survival", &a.populations.survival),
+            ("analysis.populations.subgroups", &a.populations.subgroups),
+            ("training.population", &self.training.population),
+        ];
+        for (key, name) in named {
+            if let Some(n) = name
+                && !pops.contains_key(n)
+            {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "no population `{n}` in `dataset.populations` (it has: {})",
+                        pops.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
         }

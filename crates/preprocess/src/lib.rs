@@ -24,7 +24,7 @@ use arrow::array::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
-use trialflow_core::config::Config;
+use trialflow_core::config::{Config, population_column};
 use trialflow_core::contracts;
 use trialflow_core::lake::{self, Current};
 use trialflow_core::table::ParquetSink;
@@ -351,7 +351,7 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         None
     } else {
         tables::check_conditions(cfg).await?;
-        Some(tables::Pivots::gather(cfg, lake, &record_tables, &missing).await?)
+        Some(tables::Pivots::gather(cfg, lake, &current.objects, &record_tables, &missing).await?)
     };
     let limits = stage::StageLimits {
         max_record_bytes: cfg.preprocessing.max_record_bytes,
@@ -777,10 +777,30 @@ fn split_sql(cfg: &Config) -> String {
     } else {
         hashed
     };
+    // The models' population, if they have one: its rows alone are split (and the population columns are
+    // no model input).
+    let population = cfg
+        .training
+        .population
+        .as_deref()
+        .map(|p| format!(" AND {}", sql::ident(&population_column(p))))
+        .unwrap_or_default();
+    let mut excluded = vec![
+        "\"_source\"".to_string(),
+        "\"_line\"".into(),
+        "\"_u\"".into(),
+    ];
+    excluded.extend(
+        cfg.dataset
+            .populations
+            .keys()
+            .map(|p| sql::ident(&population_column(p))),
+    );
     format!(
-        "SELECT * EXCLUDE (\"_source\", \"_line\", \"_u\"), \
+        "SELECT * EXCLUDE ({}), \
          CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \
-         FROM (SELECT *, {unit} AS \"_u\" FROM clean WHERE \"outcome\" IS NOT NULL)",
+         FROM (SELECT *, {unit} AS \"_u\" FROM clean WHERE \"outcome\" IS NOT NULL{population})",
+        excluded.join(", "),
         t = s.train,
         tv = s.train + s.val
     )

@@ -7,7 +7,9 @@
 //! `clean`. Every input row comes out of `clean`; the clean task routes it to the clean table or to the
 //! quarantine by its checks, the filter's verdict `_keep` and the first-row-per-id rule.
 
-use trialflow_core::config::{CompetingAs, Config, EventConvention, Rule, RuleAction, SubjectId};
+use trialflow_core::config::{
+    CompetingAs, Config, EventConvention, Rule, RuleAction, SubjectId, population_column,
+};
 pub use trialflow_core::features::table_column;
 
 /// Quotes an identifier for DataFusion (column names such as `ph.ecog` need it).
@@ -537,6 +539,13 @@ pub fn derived(cfg: &Config) -> String {
         .as_deref()
         .map(|f| format!("COALESCE(({f}), false)"))
         .unwrap_or_else(|| "true".into());
+    // A row outside a population stays: the population is a column, not a filter.
+    for (name, condition) in &d.populations {
+        cols.push(format!(
+            "COALESCE(({condition}), false) AS {}",
+            ident(&population_column(name))
+        ));
+    }
     format!(
         "SELECT\n  {},\n  {keep} AS \"_keep\"\nFROM accepted",
         cols.join(",\n  ")
@@ -569,6 +578,7 @@ pub fn clean(cfg: &Config) -> String {
     for c in d.numeric.iter().chain(&d.categorical) {
         cols.push(format!("{} AS {}", ident(c), ident(&table_column(c))));
     }
+    cols.extend(d.populations.keys().map(|p| ident(&population_column(p))));
     cols.push("\"_source\"".into());
     cols.push("\"_line\"".into());
     for c in ["_row", "_rowhash", "_keep"] {

@@ -17,7 +17,7 @@ use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
-use trialflow_core::config::{Config, RecordTable, RepeatedIds};
+use trialflow_core::config::{Config, RecordTable, RepeatedIds, Take};
 use trialflow_core::contracts::{PivotCount, TableCounts};
 use trialflow_core::lake::{self, CurrentObject};
 use trialflow_core::table::ParquetSink;
@@ -92,6 +92,9 @@ fn pivot_sql(cfg: &Config, table: &RecordTable) -> String {
         if let Some(v) = &p.value {
             cols.push(format!("{} AS \"_v{i}\"", ident(v)));
         }
+        if let Some(o) = &p.order_by {
+            cols.push(format!("{} AS \"_o{i}\"", ident(o)));
+        }
     }
     format!("SELECT {} FROM {RECORDS}", cols.join(", "))
 }
@@ -140,8 +143,39 @@ pub async fn check_conditions(cfg: &Config) -> Result<()> {
 #[derive(Clone, Debug)]
 enum Slot {
     Empty,
+    /// The one record's value, and where it is.
     Value(Option<String>, (String, i64)),
+    /// The record taken so far by order (`take`), and its order value.
+    Taken(Option<String>, String),
     Count(u64),
+}
+
+/// `record` is at or before `limit`, two ISO 8601 texts compared on the precision both have (a date-time on a
+/// date-only limit's day is at it).
+fn at_or_before(record: &str, limit: &str) -> bool {
+    let n = record.len().min(limit.len());
+    record.as_bytes()[..n] <= limit.as_bytes()[..n]
+}
+
+/// One pivot's columns in a batch of the first pass.
+struct PivotColumns<'a> {
+    matched: BooleanArray,
+    value: Option<&'a arrow::array::StringArray>,
+    order: Option<&'a arrow::array::StringArray>,
+}
+
+/// The subject table's columns that pivots' `before` compare with, per subject id.
+#[derive(Default)]
+struct SubjectLimits {
+    columns: Vec<String>,
+    by_subject: HashMap<Vec<String>, Vec<Option<String>>>,
+}
+
+impl SubjectLimits {
+    fn get(&self, key: &[String], column: &str) -> Option<&str> {
+        let i = self.columns.iter().position(|c| c == column)?;
+        self.by_subject.get(key)?.get(i)?.as_deref()
+    }
 }
 
 /// The pivot columns gathered by the first pass, and the records they found repeated.
@@ -156,6 +190,7 @@ pub struct Pivots {
     repeats: BTreeMap<String, HashMap<(String, i64), String>>,
     /// Per pivot column: subjects with a matching record, and repeats.
     counts: Vec<(u64, u64)>,
+    limits: SubjectLimits,
 }
 
 /// The batches of `df`, where a staging error (the file's own defect) wins over the SQL's.
@@ -235,10 +270,14 @@ impl Pivots {
     pub async fn gather(
         cfg: &Config,
         lake: &Storage,
+        subjects: &[CurrentObject],
         tables: &[TableInput<'_>],
         missing: &MissingValues,
     ) -> Result<Self> {
-        let mut out = Pivots::default();
+        let mut out = Pivots {
+            limits: subject_limits(cfg, lake, subjects, missing).await?,
+            ..Default::default()
+        };
         for input in tables {
             out.gather_table(cfg, lake, input, missing).await?;
         }
@@ -272,9 +311,6 @@ impl Pivots {
             )
         })?;
         let ids = cfg.dataset.id.columns().len();
-        let repeats = self.repeats.entry(input.name.to_string()).or_default();
-        let by_subject = &mut self.by_subject;
-        let counts = &mut self.counts;
         let what = format!("record table `{}`", input.name);
         let mut batches = Batches::new(df, &tally, &what).await?;
         while let Some(batch) = batches.next().await? {
@@ -285,50 +321,87 @@ impl Pivots {
             let id: Vec<_> = (0..ids)
                 .map(|k| texts(batch, 3 + k))
                 .collect::<Result<_>>()?;
-            // Per pivot: its match column and, for a value pivot, its value column.
-            let mut at = 3 + ids;
+            // Per pivot: its match column and, for a value pivot, its value (and order) column.
+            let named = |name: String| -> Result<Option<&arrow::array::StringArray>> {
+                match batch.schema().index_of(&name) {
+                    Ok(i) => texts(batch, i).map(Some),
+                    Err(_) => Ok(None),
+                }
+            };
             let mut cols = Vec::with_capacity(pivots.len());
-            for (_, p) in &pivots {
-                let m = batch.column(at).as_boolean().clone();
-                at += 1;
-                let v = match p.value {
-                    Some(_) => {
-                        at += 1;
-                        Some(texts(batch, at - 1)?)
-                    }
-                    None => None,
-                };
-                cols.push((m, v));
+            for i in 0..pivots.len() {
+                let matched = batch
+                    .column_by_name(&format!("_m{i}"))
+                    .and_then(|c| c.as_boolean_opt())
+                    .ok_or_else(|| Error::Internal(format!("pivot {i} has no match column")))?
+                    .clone();
+                cols.push(PivotColumns {
+                    matched,
+                    value: named(format!("_v{i}"))?,
+                    order: named(format!("_o{i}"))?,
+                });
             }
             for r in 0..batch.num_rows() {
                 if defect.is_valid(r) || id.iter().any(|c| c.is_null(r)) {
                     continue; // quarantined by the second pass
                 }
-                let matched: Vec<usize> = (0..cols.len()).filter(|&j| cols[j].0.value(r)).collect();
+                let matched: Vec<usize> = (0..cols.len())
+                    .filter(|&j| cols[j].matched.value(r))
+                    .collect();
                 if matched.is_empty() {
                     continue;
                 }
                 let key: Vec<String> = id.iter().map(|c| c.value(r).to_string()).collect();
                 let here = (source.value(r).to_string(), line.value(r));
-                let slots = by_subject
-                    .entry(key)
-                    .or_insert_with(|| vec![Slot::Empty; width]);
                 for j in matched {
                     let (name, pivot) = pivots[j];
                     let g = first + j;
-                    match (&mut slots[g], &cols[j].1) {
-                        (Slot::Count(n), _) => *n += 1,
-                        (slot @ Slot::Empty, None) => {
+                    let text = |a: Option<&arrow::array::StringArray>| {
+                        a.filter(|a| a.is_valid(r)).map(|a| a.value(r).to_string())
+                    };
+                    let order = text(cols[j].order);
+                    if let (Some(limit), Some(o)) = (&pivot.before, &order)
+                        && !self
+                            .limits
+                            .get(&key, limit)
+                            .is_some_and(|l| at_or_before(o, l))
+                    {
+                        continue; // after the subject's limit, or the subject has none
+                    }
+                    let slots = self
+                        .by_subject
+                        .entry(key.clone())
+                        .or_insert_with(|| vec![Slot::Empty; width]);
+                    let counts = &mut self.counts[g];
+                    match (&mut slots[g], pivot.take, pivot.value.is_some()) {
+                        (Slot::Count(n), _, _) => *n += 1,
+                        (slot @ Slot::Empty, _, false) => {
                             *slot = Slot::Count(1);
-                            counts[g].0 += 1;
+                            counts.0 += 1;
                         }
-                        (slot @ Slot::Empty, Some(v)) => {
-                            let value = v.is_valid(r).then(|| v.value(r).to_string());
-                            *slot = Slot::Value(value, here.clone());
-                            counts[g].0 += 1;
+                        (slot @ Slot::Empty, Some(_), true) => {
+                            let Some(o) = order else { continue };
+                            *slot = Slot::Taken(text(cols[j].value), o);
+                            counts.0 += 1;
                         }
-                        (Slot::Value(_, earlier), Some(_)) => {
-                            counts[g].1 += 1;
+                        (Slot::Taken(value, so_far), Some(take), true) => {
+                            let Some(o) = order else { continue };
+                            // ties: the last record in file order for `last`, the first for `first`
+                            let replace = match take {
+                                Take::Last => o >= *so_far,
+                                Take::First => o < *so_far,
+                            };
+                            if replace {
+                                *value = text(cols[j].value);
+                                *so_far = o;
+                            }
+                        }
+                        (slot @ Slot::Empty, None, true) => {
+                            *slot = Slot::Value(text(cols[j].value), here.clone());
+                            counts.0 += 1;
+                        }
+                        (Slot::Value(_, earlier), None, true) => {
+                            counts.1 += 1;
                             if pivot.repeated == RepeatedIds::Error {
                                 return Err(Error::bad_data(
                                     format!(
@@ -338,17 +411,20 @@ impl Pivots {
                                     format!(
                                         "two records of one subject match pivot `{name}` of table `{}` \
                                          (`{}`): narrow its `where` to one record per subject (an analysis \
-                                         flag such as ANL01FL = 'Y'), or set `repeated: first` to keep the \
-                                         first and quarantine the others",
+                                         flag such as ANL01FL = 'Y'), take the first or last by a column \
+                                         (`order_by`, `take`), or set `repeated: first` to keep the first and \
+                                         quarantine the others",
                                         input.name, pivot.condition
                                     ),
                                 ));
                             }
-                            repeats.entry(here.clone()).or_insert_with(|| name.clone());
+                            self.repeats
+                                .entry(input.name.to_string())
+                                .or_default()
+                                .entry(here.clone())
+                                .or_insert_with(|| name.clone());
                         }
-                        (Slot::Value(..), None) => {
-                            return Err(Error::Internal("pivot slot kinds disagree".into()));
-                        }
+                        _ => return Err(Error::Internal("pivot slot kinds disagree".into())),
                     }
                 }
             }
@@ -379,7 +455,7 @@ impl Pivots {
                 let b = &mut builders[ids + g];
                 match slot {
                     Slot::Empty => b.append_null(),
-                    Slot::Value(v, _) => b.append_option(v.as_deref()),
+                    Slot::Value(v, _) | Slot::Taken(v, _) => b.append_option(v.as_deref()),
                     Slot::Count(n) => b.append_value(n.to_string()),
                 }
             }
@@ -606,6 +682,67 @@ pub async fn route(
         )));
     }
     Ok(counts)
+}
+
+/// The subject table's `before` columns per subject id, read from its own sources (none without a `before`).
+async fn subject_limits(
+    cfg: &Config,
+    lake: &Storage,
+    subjects: &[CurrentObject],
+    missing: &MissingValues,
+) -> Result<SubjectLimits> {
+    let mut columns: Vec<String> = Vec::new();
+    for p in cfg.dataset.tables.values().flat_map(|t| t.pivot.values()) {
+        if let Some(b) = &p.before
+            && !columns.contains(b)
+        {
+            columns.push(b.clone());
+        }
+    }
+    if columns.is_empty() {
+        return Ok(SubjectLimits::default());
+    }
+    let id = cfg.dataset.id.columns();
+    let mut read: Vec<String> = id.to_vec();
+    read.extend(columns.iter().cloned());
+    let limits = stage::StageLimits {
+        max_record_bytes: cfg.preprocessing.max_record_bytes,
+    };
+    let (staged, tally) = StagedSource::table(lake, subjects, &read, limits, missing.clone())?;
+    let ctx = session();
+    ctx.register_table(RECORDS, Arc::new(staged))
+        .map_err(Error::bug)?;
+    let select: Vec<String> = read.iter().map(|c| ident(c)).collect();
+    let df = ctx
+        .sql(&format!("SELECT {} FROM {RECORDS}", select.join(", ")))
+        .await
+        .map_err(|e| internal("subject limits", e))?;
+    let mut out = SubjectLimits {
+        columns,
+        ..Default::default()
+    };
+    let mut batches = Batches::new(df, &tally, "subject limits").await?;
+    while let Some(batch) = batches.next().await? {
+        let cols: Vec<_> = (0..read.len())
+            .map(|i| texts(&batch, i))
+            .collect::<Result<_>>()?;
+        for r in 0..batch.num_rows() {
+            if cols[..id.len()].iter().any(|c| c.is_null(r)) {
+                continue;
+            }
+            let key = cols[..id.len()]
+                .iter()
+                .map(|c| c.value(r).to_string())
+                .collect();
+            let values = cols[id.len()..]
+                .iter()
+                .map(|c| c.is_valid(r).then(|| c.value(r).to_string()))
+                .collect();
+            // the first row of a subject, as the subject table keeps it
+            out.by_subject.entry(key).or_insert(values);
+        }
+    }
+    Ok(out)
 }
 
 /// Pivot column → label, for the report (from the contract's `label`).

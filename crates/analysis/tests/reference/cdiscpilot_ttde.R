@@ -4,6 +4,8 @@
 # Safety population (ADSL SAFFL = "Y"), by actual treatment (TRT01A), reference Placebo.
 # - time to first dermatologic event: ADTTE PARAMCD "TTDE", AVAL days, CNSR = 1 censored: Kaplan-Meier by arm
 #   (log-log intervals), survival at 30/60/90/180 days, log-rank, Cox (Efron ties)
+# - populations: subjects per arm with SAFFL, EFFFL, ITTFL = "Y" (no filter: each is a population of ADSL);
+#   discontinuation (EOSSTT = "DISCONTINUED") by arm in the efficacy population
 # - pivots: ADADAS ACTOT at baseline (ABLFL = "Y") and its change at week 24 (ANL01FL = "Y"), treatment-
 #   emergent adverse events per subject from ADAE (TRTEMFL = "Y"; 0 for a subject without any), by arm
 #
@@ -19,6 +21,11 @@ adtte <- read.xport(paste0(dir, "adtte.xpt"))
 adadas <- read.xport(paste0(dir, "adadas.xpt"))
 adae <- read.xport(paste0(dir, "adae.xpt"))
 
+arms <- c("Placebo", "Xanomeline High Dose", "Xanomeline Low Dose")
+per_arm <- function(flag) sapply(arms, function(a) sum(adsl[[flag]] == "Y" & adsl$TRT01A == a))
+eff <- adsl[adsl$EFFFL == "Y", ]
+eff_n <- sapply(arms, function(a) sum(eff$TRT01A == a))
+eff_events <- sapply(arms, function(a) sum(eff$TRT01A == a & eff$EOSSTT == "DISCONTINUED"))
 d <- adsl[adsl$SAFFL == "Y", c("USUBJID", "TRT01A")]
 tte <- adtte[adtte$PARAMCD == "TTDE", c("USUBJID", "AVAL", "CNSR")]
 stopifnot(!anyDuplicated(tte$USUBJID))
@@ -31,7 +38,7 @@ stopifnot(!anyDuplicated(bl$USUBJID), !anyDuplicated(wk24$USUBJID))
 d <- merge(merge(d, bl, by = "USUBJID", all.x = TRUE), wk24, by = "USUBJID", all.x = TRUE)
 teae <- table(adae$USUBJID[adae$TRTEMFL == "Y"])
 d$N_TEAE <- ifelse(d$USUBJID %in% names(teae), teae[d$USUBJID], 0)
-d$arm <- factor(d$TRT01A, levels = c("Placebo", "Xanomeline High Dose", "Xanomeline Low Dose"))
+d$arm <- factor(d$TRT01A, levels = arms)
 d$status <- 1 - d$CNSR
 
 num <- function(x) paste0("[", paste(ifelse(is.na(x), "null", sprintf("%.17g", x)), collapse = ", "), "]")
@@ -55,12 +62,15 @@ json <- sprintf('{
  "at_times": {"time": %s, "surv": %s, "lower": %s, "upper": %s, "n_risk": %s},
  "logrank": {"chi_square": %.17g, "df": %d},
  "cox": {"terms": ["arm=Xanomeline High Dose", "arm=Xanomeline Low Dose"], "coef": %s, "se": %s},
- "pivots": {"ADAS_BL": %s, "ADAS_CHG24": %s, "N_TEAE": %s}
+ "pivots": {"ADAS_BL": %s, "ADAS_CHG24": %s, "N_TEAE": %s},
+ "populations": {"safety": %s, "efficacy": %s, "itt": %s},
+ "outcome_efficacy": {"n": %s, "events": %s}
 }
 ', R.version.string, as.character(packageVersion("survival")), num(tab[, "n.max"]), num(tab[, "events"]),
    num(tab[, "median"]), num(tab[, "0.95LCL"]), num(tab[, "0.95UCL"]),
    num(at$time), num(at$surv), num(at$lower), num(at$upper), num(at$n.risk),
    lr$chisq, length(lr$n) - 1L, num(coef(cox)), num(sqrt(diag(vcov(cox)))),
-   pivot(d$ADAS_BL), pivot(d$ADAS_CHG24), pivot(d$N_TEAE))
+   pivot(d$ADAS_BL), pivot(d$ADAS_CHG24), pivot(d$N_TEAE),
+   num(per_arm("SAFFL")), num(per_arm("EFFFL")), num(per_arm("ITTFL")), num(eff_n), num(eff_events))
 writeLines(json, "crates/analysis/tests/reference/cdiscpilot_ttde.json", sep = "")
 cat(json)

@@ -737,9 +737,65 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
             && printed.contains("12463 / 12463 / 0"),
         "each record table's rows are printed: {printed}"
     );
+    let splits: u64 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("Splits: "))
+        .unwrap_or_else(|| panic!("no split line: {printed}"))
+        .split(" · ")
+        .map(|part| part.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let efficacy: u64 = r["populations"]["efficacy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        splits, efficacy,
+        "the models' population (efficacy) alone is split"
+    );
     let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let a = p.report_json("data/lake-cdiscpilot-full");
+    let html = std::fs::read_to_string(
+        p.latest_report("data/lake-cdiscpilot-full")
+            .join("report.html"),
+    )
+    .unwrap();
+
+    // populations: every one counted per arm in the flow, each analysis over its own
+    let flow = a["flow"]["populations"].as_array().unwrap();
+    assert_eq!(flow.len(), 3);
+    for pop in flow {
+        let name = pop["name"].as_str().unwrap();
+        let per_arm: Vec<u64> = pop["per_arm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[1].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = r["populations"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        assert_eq!(per_arm, want, "population {name} per arm");
+    }
+    let used = |name: &str| flow.iter().find(|p| p["name"] == name).unwrap()["used_by"].clone();
+    assert_eq!(used("efficacy"), serde_json::json!(["outcome", "models"]));
+    assert_eq!(
+        used("safety"),
+        serde_json::json!(["table1", "survival", "subgroups"])
+    );
+    for (i, arm) in a["arms"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(arm["n"], r["outcome_efficacy"]["n"][i], "{arm}");
+        assert_eq!(arm["events"], r["outcome_efficacy"]["events"][i], "{arm}");
+    }
+    assert!(
+        html.contains("Population: <b>efficacy</b> (<code>EFFFL = 'Y'</code>), 234 rows."),
+        "the outcome section names its population"
+    );
     let report: Value = serde_json::from_slice(
         &std::fs::read(p.path("data/lake-cdiscpilot-full/processed/clean_report.json")).unwrap(),
     )

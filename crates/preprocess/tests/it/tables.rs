@@ -90,8 +90,12 @@ fn config(dir: &std::path::Path, tables: &str) -> Config {
 
 /// The three files as the current raw objects, as ingest would leave them.
 async fn put_sources(lake: &Storage) {
+    put_files(lake, &[("adsl", SUBJECTS), ("adtte", TTE), ("adae", AE)]).await;
+}
+
+async fn put_files(lake: &Storage, files: &[(&str, &str)]) {
     let mut objects = Vec::new();
-    for (name, text) in [("adsl", SUBJECTS), ("adtte", TTE), ("adae", AE)] {
+    for &(name, text) in files {
         let object = format!("raw/{name}/x.csv");
         lake.put(&object, text.to_string()).await.unwrap();
         objects.push(CurrentObject {
@@ -283,4 +287,150 @@ async fn contract_mistakes_in_tables_are_config_errors_naming_the_key() {
         let e = e.unwrap_or_else(|| panic!("{from} → {to} passed"));
         assert!(e.to_string().contains(key), "{from} → {to}: {e}");
     }
+}
+
+#[tokio::test]
+async fn a_population_is_a_column_of_the_clean_table_and_the_models_split_theirs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml(dir.path(), TABLES)
+        .replace(
+            "  filter: SAFFL = 'Y'\n",
+            "  populations: {safety: \"SAFFL = 'Y'\", all_drug: \"TRT01A = 'Drug'\"}\n",
+        )
+        .replace("patience: 1}", "patience: 1, population: safety}");
+    let cfg = Config::from_yaml(&text, "records.yaml", &[]).unwrap();
+    let report = clean(&cfg).await.unwrap();
+    assert_eq!(report.excluded_by_filter, 0, "a population excludes nobody");
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    let rows = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let flags = |c: &str| -> Vec<bool> {
+        rows.iter()
+            .flat_map(|b| {
+                let a = b.column_by_name(c).unwrap();
+                let a = a
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .unwrap();
+                a.iter().map(|v| v.unwrap()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // S1, S2, S4 (S3 has no time to event)
+    assert_eq!(flags("population_safety"), [true, true, false]);
+    assert_eq!(flags("population_all_drug"), [false, true, false]);
+
+    let features = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    let split_rows: u64 = features.splits.iter().map(|s| s.rows).sum();
+    assert_eq!(split_rows, 2, "S4 is outside the models' population");
+    let train = read_parquet_prefix(&lake, lake::FEATURES).await.unwrap();
+    assert!(
+        train[0].column_by_name("population_safety").is_none(),
+        "a population flag is no model input"
+    );
+
+    let unknown = text.replace("population: safety}", "population: efficacy}");
+    let e = Config::from_yaml(&unknown, "records.yaml", &[])
+        .and_then(|c| c.validate())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("training.population") && e.to_string().contains("efficacy"),
+        "{e}"
+    );
+}
+
+/// SDTM-like vital signs: S1 weighed before, on and after its first dose day; S2 only after, and once undated.
+const VS: &str = "\
+USUBJID,VSTESTCD,VSSTRESN,VSDTC
+S1,WEIGHT,80,2014-01-01
+S1,WEIGHT,81,2014-01-05T08:00
+S1,WEIGHT,79,2014-02-01
+S2,WEIGHT,70,2014-03-01
+S2,WEIGHT,71,
+S1,HEIGHT,170,2014-01-01
+";
+
+#[tokio::test]
+async fn the_last_value_before_the_first_dose_is_taken_by_date() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vs.csv"), VS).unwrap();
+    let subjects = SUBJECTS
+        .replace(
+            "USUBJID,TRT01A,SAFFL,AGE",
+            "USUBJID,TRT01A,SAFFL,AGE,RFXSTDTC",
+        )
+        .replace("S1,Placebo,Y,60", "S1,Placebo,Y,60,2014-01-05")
+        .replace("S2,Drug,Y,70", "S2,Drug,Y,70,2014-02-01")
+        .replace("S3,Drug,Y,65", "S3,Drug,Y,65,")
+        .replace("S4,Placebo,N,50", "S4,Placebo,N,50,");
+    let vs = r#"
+    vs:
+      sources: [vs]
+      columns: [VSTESTCD]
+      pivot:
+        WT_PRE: {where: "VSTESTCD = 'WEIGHT'", value: VSSTRESN, order_by: VSDTC, take: last, before: RFXSTDTC}
+        WT_FIRST: {where: "VSTESTCD = 'WEIGHT'", value: VSSTRESN, order_by: VSDTC, take: first}
+        N_WT: {where: "VSTESTCD = 'WEIGHT'", count: true}"#;
+    let text = yaml(dir.path(), &format!("{TABLES}{vs}"))
+        .replace(
+            "sources: [{name: adsl",
+            &format!(
+                "sources: [{{name: vs, url: \"file://{}/vs.csv\"}}, {{name: adsl",
+                dir.path().display()
+            ),
+        )
+        .replace(
+            "numeric: [AGE, N_TEAE, N_SAE]",
+            "numeric: [AGE, N_TEAE, N_SAE, WT_PRE, WT_FIRST, N_WT]",
+        )
+        .replace(
+            "extra: {SAFFL: string}",
+            "extra: {SAFFL: string, RFXSTDTC: string}",
+        );
+    let cfg = Config::from_yaml(&text, "records.yaml", &[]).unwrap();
+    cfg.validate().unwrap();
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    put_files(
+        &lake,
+        &[
+            ("adsl", &subjects),
+            ("adtte", TTE),
+            ("adae", AE),
+            ("vs", VS),
+        ],
+    )
+    .await;
+    let report = trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    let rows = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let col = |c: &str| table::floats(&rows, c).unwrap();
+    // S1 and S2 are the clean subjects
+    assert_eq!(
+        col("WT_PRE"),
+        vec![Some(81.0), None],
+        "S1: the first dose day's weight counts as before it; S2: weighed only after"
+    );
+    assert_eq!(
+        col("WT_FIRST"),
+        vec![Some(80.0), Some(70.0)],
+        "an undated record is never taken"
+    );
+    assert_eq!(col("N_WT"), vec![Some(3.0), Some(2.0)]);
+    let vs = report.tables.iter().find(|t| t.table == "vs").unwrap();
+    assert_eq!(
+        (vs.rows_in, vs.accepted, vs.quarantined),
+        (6, 6, 0),
+        "records not taken are no repeats"
+    );
+
+    // `take` without `order_by` cannot say which record is first
+    let e = Config::from_yaml(
+        &text.replace(", order_by: VSDTC, take: first", ", take: first"),
+        "records.yaml",
+        &[],
+    )
+    .and_then(|c| c.validate())
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("dataset.tables.vs.pivot.WT_FIRST"),
+        "{e}"
+    );
 }

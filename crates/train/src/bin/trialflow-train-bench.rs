@@ -83,6 +83,7 @@ fn training(batch: usize, epochs: usize) -> TrainingConfig {
         importance_repeats: 0,
         max_in_memory_mib: 1 << 20,
         stream_block_rows: 262_144,
+        population: None,
     }
 }
 
