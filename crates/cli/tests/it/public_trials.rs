@@ -711,6 +711,36 @@ fn cdisc_pilot_adsl_from_sas_transport_and_dataset_json_against_r() {
     }
 }
 
+/// Runs `pipeline data` and then `analyze` of example `cfg` over `files` of `data` (copied from the repository):
+/// the project, the data pipeline's printout, analysis.json and the clean report.
+fn run_pilot_example(cfg: &str, data: &str, files: &[&str]) -> (Project, String, Value, Value) {
+    let root = util::repo_root();
+    let p = Project::sample();
+    std::fs::create_dir_all(p.path("config/examples")).unwrap();
+    std::fs::create_dir_all(p.path(data)).unwrap();
+    std::fs::copy(root.join(cfg), p.path(cfg)).unwrap();
+    for file in files {
+        let path = format!("{data}/{file}");
+        std::fs::copy(root.join(&path), p.path(&path)).unwrap();
+    }
+    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let printed = text(&o);
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let text_of = std::fs::read_to_string(root.join(cfg)).unwrap();
+    let lake = text_of
+        .split("lake: file://")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let a = p.report_json(&lake);
+    let report = std::fs::read(p.path(&format!("{lake}/processed/clean_report.json"))).unwrap();
+    (p, printed, a, serde_json::from_slice(&report).unwrap())
+}
+
 /// `config/examples/cdiscpilot.yaml`: the pilot's ADSL with ADTTE, ADADAS and ADAE as record tables, all four
 /// read from SAS transport files, against R, which reads the same files with its own reader and joins them
 /// itself: Kaplan–Meier, log-rank and Cox of the time to first dermatologic event by arm, and the pivoted
@@ -719,19 +749,11 @@ fn cdisc_pilot_adsl_from_sas_transport_and_dataset_json_against_r() {
 fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     let path = util::repo_root().join("crates/analysis/tests/reference/cdiscpilot_ttde.json");
     let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let p = Project::sample();
-    let root = util::repo_root();
-    let cfg = "config/examples/cdiscpilot.yaml";
-    std::fs::create_dir_all(p.path("config/examples")).unwrap();
-    std::fs::create_dir_all(p.path("data/examples/cdiscpilot")).unwrap();
-    std::fs::copy(root.join(cfg), p.path(cfg)).unwrap();
-    for file in ["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"] {
-        let data = format!("data/examples/cdiscpilot/{file}");
-        std::fs::copy(root.join(&data), p.path(&data)).unwrap();
-    }
-    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let printed = text(&o);
+    let (p, printed, a, report) = run_pilot_example(
+        "config/examples/cdiscpilot.yaml",
+        "data/examples/cdiscpilot",
+        &["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"],
+    );
     assert!(
         printed.contains("table adadas (processed/tables/adadas/)")
             && printed.contains("12463 / 12463 / 0"),
@@ -754,9 +776,6 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         splits, efficacy,
         "the models' population (efficacy) alone is split"
     );
-    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let a = p.report_json("data/lake-cdiscpilot-full");
     let html = std::fs::read_to_string(
         p.latest_report("data/lake-cdiscpilot-full")
             .join("report.html"),
@@ -796,10 +815,6 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         html.contains("Population: <b>efficacy</b> (<code>EFFFL = 'Y'</code>), 234 rows."),
         "the outcome section names its population"
     );
-    let report: Value = serde_json::from_slice(
-        &std::fs::read(p.path("data/lake-cdiscpilot-full/processed/clean_report.json")).unwrap(),
-    )
-    .unwrap();
     for t in report["tables"].as_array().unwrap() {
         assert_eq!(
             t["rows_in"].as_u64(),
@@ -846,4 +861,59 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         a["table1"]["labels"]["ADAS_CHG24"], "ADAS-Cog(11) change from baseline at week 24",
         "a pivot's label heads its row"
     );
+}
+
+/// `config/examples/cdiscpilot_sdtm.yaml`: the pilot from its SDTM domains alone (DM as the subject table; VS,
+/// DS and AE as record tables, Parquet), against pandas's own reading of the same files
+/// (`data/examples/cdiscpilot/sdtm/make.py` → `expected.json`): the screen failures excluded and their records
+/// quarantined by reason, discontinuation from DS by arm, the baseline vital signs (flagged records; the last
+/// weight on or before the first dose) and the AE counts by arm.
+#[test]
+fn cdisc_pilot_from_sdtm_where_adam_is_missing_against_pandas() {
+    let root = util::repo_root();
+    let want: Value = serde_json::from_slice(
+        &std::fs::read(root.join("data/examples/cdiscpilot/sdtm/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let (_, _, a, report) = run_pilot_example(
+        "config/examples/cdiscpilot_sdtm.yaml",
+        "data/examples/cdiscpilot/sdtm",
+        &["dm.parquet", "vs.parquet", "ds.parquet", "ae.parquet"],
+    );
+    assert_eq!(report["rows_in"], want["screened"]);
+    let screen_failures = report["excluded_by_filter"].as_u64().unwrap();
+    let ds = report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "ds")
+        .unwrap();
+    assert_eq!(
+        ds["quarantine_rules"]["subject"].as_u64(),
+        Some(screen_failures),
+        "each screen failure's disposition record is quarantined: its subject is not in the clean table"
+    );
+
+    let arms: Vec<&str> = want["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for (i, arm) in a["arms"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(arm["arm"], arms[i]);
+        assert_eq!(arm["n"], want["n"][i], "{arm}");
+        assert_eq!(arm["events"], want["discontinued"][i], "{arm}");
+    }
+    let numeric = a["table1"]["numeric"].as_array().unwrap();
+    for (column, w) in want["pivots"].as_object().unwrap() {
+        let row = numeric
+            .iter()
+            .find(|n| n["variable"] == column.as_str())
+            .unwrap_or_else(|| panic!("Table 1 has no row {column}"));
+        for (i, arm) in row["arms"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(arm[1]["n"].as_u64(), w["n"][i].as_u64(), "{column} n");
+            close(f(&arm[1]["mean"]), f(&w["mean"][i]), 1e-12, column);
+        }
+    }
 }
