@@ -7,6 +7,7 @@
 //! (`dataset.populations`), as its analysis names.
 
 mod comparisons;
+mod continuous;
 pub mod report;
 pub mod stats;
 mod subgroups;
@@ -27,8 +28,10 @@ use trialflow_core::table::{floats, read_parquet_prefix, strings};
 use trialflow_core::{Error, Result, Storage};
 
 use comparisons::comparisons;
+pub use continuous::{Ancova, ContinuousResult, LinearTerm};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
 use subgroups::subgroup;
+use survival::TermFn;
 use survival::{arm_terms, diverges, hazard_ratios, survival, ties};
 use table1::table1;
 
@@ -264,6 +267,9 @@ pub struct Analysis {
     /// population of `dataset.populations`); an analysis not listed covers every accepted row.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub analysis_populations: BTreeMap<String, String>,
+    /// The continuous endpoints (`analysis.continuous`), each over its population.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuous: Vec<ContinuousResult>,
 }
 
 /// The analyses of the report that name a population.
@@ -304,8 +310,17 @@ struct Populations {
 impl Populations {
     fn load(cfg: &Config, batches: &[arrow::array::RecordBatch]) -> Result<Self> {
         let mut named = BTreeMap::new();
-        for section in SECTIONS {
-            if let Some(p) = cfg.analysis.population_of(section)
+        let endpoints = cfg
+            .analysis
+            .continuous
+            .iter()
+            .map(|c| (c.column.as_str(), continuous_population(cfg, c)));
+        let sections = SECTIONS
+            .iter()
+            .map(|s| (*s, cfg.analysis.population_of(s)))
+            .chain(endpoints);
+        for (section, population) in sections {
+            if let Some(p) = population
                 && !named.contains_key(p)
             {
                 let rows = rows_of(batches, Some(p))?;
@@ -322,11 +337,24 @@ impl Populations {
 
     /// The rows analysis `section` is computed over.
     fn of(&self, cfg: &Config, section: &str) -> &Data {
-        cfg.analysis
-            .population_of(section)
+        self.named_or_all(cfg.analysis.population_of(section))
+    }
+
+    fn named_or_all(&self, population: Option<&str>) -> &Data {
+        population
             .and_then(|p| self.named.get(p))
             .unwrap_or(&self.all)
     }
+}
+
+/// A continuous endpoint's population: its own, else `analysis.population`.
+fn continuous_population<'a>(
+    cfg: &'a Config,
+    c: &'a trialflow_core::config::ContinuousEndpoint,
+) -> Option<&'a str> {
+    c.population
+        .as_deref()
+        .or(cfg.analysis.population.as_deref())
 }
 
 /// Each population's rows per arm, and what is computed over it.
@@ -354,6 +382,13 @@ fn population_counts(
             .filter(|s| cfg.analysis.population_of(s) == Some(name.as_str()))
             .map(|s| s.to_string())
             .collect();
+        used_by.extend(
+            cfg.analysis
+                .continuous
+                .iter()
+                .filter(|c| continuous_population(cfg, c) == Some(name.as_str()))
+                .map(|c| c.column.clone()),
+        );
         if cfg.training.population.as_deref() == Some(name.as_str()) {
             used_by.push("models".into());
         }
@@ -784,6 +819,15 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         clustered_outcome: clustered_outcome(cfg, &binary),
         models: Vec::new(),
         analysis_populations: BTreeMap::new(),
+        continuous: cfg
+            .analysis
+            .continuous
+            .iter()
+            .map(|c| {
+                let population = continuous_population(cfg, c);
+                continuous::continuous(populations.named_or_all(population), c, population)
+            })
+            .collect(),
         methods: vec![
             "Analysis population: every accepted row of processed/clean (after validation, the row filter and de-duplication); see the flow. Table 1 and the time-to-event analyses describe every row; the binary-outcome analyses and the models use the rows with the outcome (the rest are counted as missing).".into(),
             "Table 1: mean ± SD (n − 1), median [IQR] with linear quantile interpolation (R type 7); standardized mean differences against the reference arm (categorical: Yang & Dalton).".into(),
@@ -793,6 +837,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             "Log-rank: k-sample test with (k − 1) df (R survdiff, rho = 0).".into(),
             format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their reference level (dataset.reference_levels, else the first in sort order)."),
             "Proportional hazards: Grambsch–Therneau test on scaled Schoenfeld residuals against 1 − KM(t) (lifelines' proportional_hazard_test, time_transform = km).".into(),
+            "Continuous endpoints: mean ± SD by arm; ANCOVA by least squares of the endpoint on the arm (indicators against the reference) and the adjustment covariates, complete cases; t 95% CIs and two-sided t tests on the residual degrees of freedom (R's lm and confint).".into(),
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };

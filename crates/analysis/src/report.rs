@@ -443,6 +443,7 @@ pub fn html(a: &Analysis) -> String {
     table1_section(&mut b, a);
     outcome_section(&mut b, a);
     survival_section(&mut b, a);
+    continuous_section(&mut b, a);
     subgroup_section(&mut b, a);
     models_section(&mut b, a);
     methods_section(&mut b, a);
@@ -519,6 +520,76 @@ fn flow_section(b: &mut String, a: &Analysis) {
              validation, so that look-alike values are one subject or one level; {} values changed.</p>",
             f.normalized_values
         );
+    }
+}
+
+/// Continuous endpoints: by arm, and the ANCOVA's differences against the reference arm.
+fn continuous_section(b: &mut String, a: &Analysis) {
+    for c in &a.continuous {
+        let label = a
+            .table1
+            .labels
+            .get(&c.column)
+            .map(|l| format!("{} <small>({})</small>", esc(l), esc(&c.column)))
+            .unwrap_or_else(|| esc(&c.column));
+        let _ = write!(b, "<h2>Continuous endpoint: {label}</h2>");
+        if let Some(p) = &c.population {
+            let rows = a
+                .flow
+                .as_ref()
+                .and_then(|f| f.populations.iter().find(|x| &x.name == p));
+            let _ = write!(
+                b,
+                "<p>Population: <b>{}</b>{}.</p>",
+                esc(p),
+                rows.map(|x| format!(" (<code>{}</code>), {} rows", esc(&x.condition), x.rows))
+                    .unwrap_or_default()
+            );
+        }
+        b.push_str("<table><tr><th>Arm</th><th>n</th><th>Missing</th><th>Mean ± SD</th></tr>");
+        for (arm, d) in &c.arms {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ± {}</td></tr>",
+                esc(arm),
+                d.n,
+                d.missing,
+                num(d.mean, 2),
+                num(d.sd, 2)
+            );
+        }
+        b.push_str("</table>");
+        match &c.ancova {
+            Some(m) => {
+                let adjusted = if c.adjust.is_empty() {
+                    String::new()
+                } else {
+                    format!(", adjusted for {}", esc(&c.adjust.join(", ")))
+                };
+                let _ = write!(
+                    b,
+                    "<p>ANCOVA{adjusted}: {} complete cases, {} residual df.</p><table><tr><th>Term</th>\
+                     <th>Estimate (95% CI)</th><th>SE</th><th>p</th></tr>",
+                    m.n, m.df
+                );
+                for t in &m.terms {
+                    let _ = write!(
+                        b,
+                        "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{:.3}</td><td>{}</td></tr>",
+                        esc(&t.term),
+                        t.estimate,
+                        t.ci_low,
+                        t.ci_high,
+                        t.se,
+                        p_value(Some(t.p))
+                    );
+                }
+                b.push_str("</table>");
+            }
+            None => b.push_str(
+                "<p>ANCOVA: not estimable (a singular design or too few complete cases).</p>",
+            ),
+        }
     }
 }
 

@@ -1069,6 +1069,22 @@ pub struct AnalysisConfig {
     /// model), `survival` or `subgroups`.
     #[serde(default)]
     pub populations: AnalysisPopulations,
+    /// Continuous endpoints (e.g. a change from baseline): each described by arm and compared by ANCOVA.
+    #[serde(default)]
+    pub continuous: Vec<ContinuousEndpoint>,
+}
+
+/// A continuous endpoint: a numeric covariate of the contract (e.g. a pivot of a BDS dataset's CHG at one
+/// visit), compared across arms by least squares (ANCOVA) adjusted for `adjust` (e.g. its baseline), over its
+/// population's complete cases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinuousEndpoint {
+    pub column: String,
+    #[serde(default)]
+    pub adjust: Vec<String>,
+    /// Default: `analysis.population`.
+    pub population: Option<String>,
 }
 
 /// The population each analysis of the report is computed over (unset: `analysis.population`).
@@ -1120,6 +1136,7 @@ impl Default for AnalysisConfig {
             km_ci_bands: false,
             population: None,
             populations: AnalysisPopulations::default(),
+            continuous: Vec::new(),
         }
     }
 }
@@ -2023,6 +2040,21 @@ impl Config {
             ("analysis.populations.subgroups", &a.populations.subgroups),
             ("training.population", &self.training.population),
         ];
+        let endpoints: Vec<(String, &Option<String>)> = a
+            .continuous
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                (
+                    format!("analysis.continuous[{i}].population"),
+                    &c.population,
+                )
+            })
+            .collect();
+        let named = named
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .chain(endpoints);
         for (key, name) in named {
             if let Some(n) = name
                 && !pops.contains_key(n)
@@ -2283,6 +2315,22 @@ impl Config {
     fn check_analysis(&self) -> Result<()> {
         let d = &self.dataset;
         let covariates: Vec<&String> = d.numeric.iter().chain(&d.categorical).collect();
+        for (i, c) in self.analysis.continuous.iter().enumerate() {
+            if !d.numeric.contains(&c.column) {
+                return Err(self.err(
+                    format!("analysis.continuous[{i}].column"),
+                    "expected a numeric covariate (`dataset.numeric`)",
+                ));
+            }
+            for (j, a) in c.adjust.iter().enumerate() {
+                if !covariates.contains(&a) || a == &c.column {
+                    return Err(self.err(
+                        format!("analysis.continuous[{i}].adjust[{j}]"),
+                        "expected a numeric or categorical covariate other than the endpoint",
+                    ));
+                }
+            }
+        }
         for (i, c) in self.analysis.adjust.iter().enumerate() {
             if !covariates.contains(&c) {
                 return Err(self.err(

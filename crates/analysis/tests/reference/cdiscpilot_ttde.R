@@ -8,6 +8,7 @@
 #   discontinuation (EOSSTT = "DISCONTINUED") by arm in the efficacy population
 # - pivots: ADADAS ACTOT at baseline (ABLFL = "Y") and its change at week 24 (ANL01FL = "Y"), treatment-
 #   emergent adverse events per subject from ADAE (TRTEMFL = "Y"; 0 for a subject without any), by arm
+# - ADAS-Cog(11) change at week 24 in the efficacy population (ADSL EFFFL = "Y"): lm(CHG ~ arm + baseline)
 #
 # Run from the repository root:  Rscript crates/analysis/tests/reference/cdiscpilot_ttde.R
 # Writes crates/analysis/tests/reference/cdiscpilot_ttde.json, which crates/cli/tests/it/public_trials.rs
@@ -39,6 +40,12 @@ d <- merge(merge(d, bl, by = "USUBJID", all.x = TRUE), wk24, by = "USUBJID", all
 teae <- table(adae$USUBJID[adae$TRTEMFL == "Y"])
 d$N_TEAE <- ifelse(d$USUBJID %in% names(teae), teae[d$USUBJID], 0)
 d$arm <- factor(d$TRT01A, levels = arms)
+e <- merge(merge(adsl[adsl$EFFFL == "Y", c("USUBJID", "TRT01A")], bl, by = "USUBJID", all.x = TRUE), wk24,
+           by = "USUBJID", all.x = TRUE)
+e$arm <- factor(e$TRT01A, levels = arms)
+ancova <- lm(ADAS_CHG24 ~ arm + ADAS_BL, data = e)
+ci <- confint(ancova)
+co <- summary(ancova)$coefficients
 d$status <- 1 - d$CNSR
 
 num <- function(x) paste0("[", paste(ifelse(is.na(x), "null", sprintf("%.17g", x)), collapse = ", "), "]")
@@ -64,13 +71,17 @@ json <- sprintf('{
  "cox": {"terms": ["arm=Xanomeline High Dose", "arm=Xanomeline Low Dose"], "coef": %s, "se": %s},
  "pivots": {"ADAS_BL": %s, "ADAS_CHG24": %s, "N_TEAE": %s},
  "populations": {"safety": %s, "efficacy": %s, "itt": %s},
- "outcome_efficacy": {"n": %s, "events": %s}
+ "outcome_efficacy": {"n": %s, "events": %s},
+ "ancova_adas_chg24": {"terms": ["arm=Xanomeline High Dose", "arm=Xanomeline Low Dose", "ADAS_BL"], "n": %d,
+   "df": %d, "estimate": %s, "se": %s, "ci_low": %s, "ci_high": %s, "p": %s}
 }
 ', R.version.string, as.character(packageVersion("survival")), num(tab[, "n.max"]), num(tab[, "events"]),
    num(tab[, "median"]), num(tab[, "0.95LCL"]), num(tab[, "0.95UCL"]),
    num(at$time), num(at$surv), num(at$lower), num(at$upper), num(at$n.risk),
    lr$chisq, length(lr$n) - 1L, num(coef(cox)), num(sqrt(diag(vcov(cox)))),
    pivot(d$ADAS_BL), pivot(d$ADAS_CHG24), pivot(d$N_TEAE),
-   num(per_arm("SAFFL")), num(per_arm("EFFFL")), num(per_arm("ITTFL")), num(eff_n), num(eff_events))
+   num(per_arm("SAFFL")), num(per_arm("EFFFL")), num(per_arm("ITTFL")), num(eff_n), num(eff_events),
+   nobs(ancova), ancova$df.residual, num(co[-1, 1]), num(co[-1, 2]), num(ci[-1, 1]), num(ci[-1, 2]),
+   num(co[-1, 4]))
 writeLines(json, "crates/analysis/tests/reference/cdiscpilot_ttde.json", sep = "")
 cat(json)

@@ -802,7 +802,10 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         assert_eq!(per_arm, want, "population {name} per arm");
     }
     let used = |name: &str| flow.iter().find(|p| p["name"] == name).unwrap()["used_by"].clone();
-    assert_eq!(used("efficacy"), serde_json::json!(["outcome", "models"]));
+    assert_eq!(
+        used("efficacy"),
+        serde_json::json!(["outcome", "ADAS_CHG24", "models"])
+    );
     assert_eq!(
         used("safety"),
         serde_json::json!(["table1", "survival", "subgroups"])
@@ -861,6 +864,31 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         a["table1"]["labels"]["ADAS_CHG24"], "ADAS-Cog(11) change from baseline at week 24",
         "a pivot's label heads its row"
     );
+
+    // the ADAS-Cog change at week 24 in the efficacy population, by ANCOVA on its baseline
+    let c = &a["continuous"][0];
+    assert_eq!(c["population"], "efficacy");
+    let (m, w) = (&c["ancova"], &r["ancova_adas_chg24"]);
+    assert_eq!(m["n"], w["n"]);
+    assert_eq!(m["df"].as_f64(), w["df"].as_f64());
+    for (j, t) in m["terms"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(t["term"], w["terms"][j]);
+        for (mine, theirs) in [
+            ("estimate", "estimate"),
+            ("se", "se"),
+            ("ci_low", "ci_low"),
+            ("ci_high", "ci_high"),
+            ("p", "p"),
+        ] {
+            close(
+                f(&t[mine]),
+                f(&w[theirs][j]),
+                1e-9,
+                &format!("ANCOVA {mine}"),
+            );
+        }
+    }
+    assert!(html.contains("<h2>Continuous endpoint: ADAS-Cog(11) change from baseline at week 24"));
 }
 
 /// `config/examples/cdiscpilot_sdtm.yaml`: the pilot from its SDTM domains alone (DM as the subject table; VS,
