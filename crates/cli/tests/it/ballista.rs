@@ -224,3 +224,52 @@ fn an_unreachable_scheduler_is_an_infrastructure_error_naming_it() {
         "the error does not name {engine}:\n{out}"
     );
 }
+
+#[test]
+fn record_tables_on_a_cluster_equal_the_local_engine() {
+    // the SDTM example: DM joined to its VS, DS and AE pivots, a filter, record tables with quarantined records
+    let cfg = "config/examples/cdiscpilot_sdtm.yaml";
+    let data = "data/examples/cdiscpilot/sdtm";
+    let projects = [Project::sample(), Project::sample()];
+    for p in &projects {
+        std::fs::create_dir_all(p.path("config/examples")).unwrap();
+        std::fs::create_dir_all(p.path(data)).unwrap();
+        let root = crate::util::repo_root();
+        std::fs::copy(root.join(cfg), p.path(cfg)).unwrap();
+        for domain in ["dm", "vs", "ds", "ae"] {
+            let file = format!("{data}/{domain}.parquet");
+            std::fs::copy(root.join(&file), p.path(&file)).unwrap();
+        }
+    }
+    let [local, remote] = &projects;
+    let o = local.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cluster = Cluster::start(remote);
+    let o = remote
+        .cmd(&["pipeline", "data", "--config", cfg])
+        .env("TRIALFLOW_PSEUDONYM_KEY", crate::util::TEST_KEY)
+        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        cluster.files_written() > 0,
+        "the work did not go to the cluster"
+    );
+    let lake = "data/lake-cdiscpilot-sdtm";
+    for table in [
+        "processed/clean",
+        "processed/quarantine",
+        "processed/tables/ds",
+        "processed/features/split=train",
+    ] {
+        let table = format!("{lake}/{table}");
+        let (names_l, rows_l) = table_text(local, &table);
+        let (names_r, rows_r) = table_text(remote, &table);
+        assert_eq!(names_l, names_r, "{table}: columns");
+        assert!(rows_l.lines().count() > 4, "{table} is empty");
+        assert!(rows_l == rows_r, "{table}: rows differ between engines");
+    }
+    let doc = format!("{lake}/processed/clean_report.json");
+    assert_json_close(&json_doc(local, &doc), &json_doc(remote, &doc), &doc);
+}
