@@ -111,6 +111,15 @@ fn table_text(p: &Project, rel: &str) -> (Vec<String>, String) {
     (names, without_project_dir(p, &rows))
 }
 
+/// Table `rel` has the same columns and rows in both projects, and more than a few rows.
+fn assert_same_table(local: &Project, remote: &Project, rel: &str) {
+    let (names_l, rows_l) = table_text(local, rel);
+    let (names_r, rows_r) = table_text(remote, rel);
+    assert_eq!(names_l, names_r, "{rel}: columns");
+    assert!(rows_l.lines().count() > 4, "{rel} is empty");
+    assert!(rows_l == rows_r, "{rel}: rows differ between engines");
+}
+
 /// `_source` names the project's own copy of the sample.
 fn without_project_dir(p: &Project, text: &str) -> String {
     text.replace(&p.dir.path().display().to_string(), "<project>")
@@ -182,11 +191,7 @@ fn the_data_pipeline_on_a_ballista_cluster_equals_the_local_engine_row_for_row()
         "data/lake/processed/features/split=val",
         "data/lake/processed/features/split=test",
     ] {
-        let (names_l, rows_l) = table_text(&local, table);
-        let (names_r, rows_r) = table_text(&remote, table);
-        assert_eq!(names_l, names_r, "{table}: columns");
-        assert!(rows_l.lines().count() > 4, "{table} is empty");
-        assert!(rows_l == rows_r, "{table}: rows differ between engines");
+        assert_same_table(&local, &remote, table);
     }
     for doc in [
         "data/lake/processed/clean_report.json",
@@ -263,12 +268,7 @@ fn record_tables_on_a_cluster_equal_the_local_engine() {
         "processed/tables/ds",
         "processed/features/split=train",
     ] {
-        let table = format!("{lake}/{table}");
-        let (names_l, rows_l) = table_text(local, &table);
-        let (names_r, rows_r) = table_text(remote, &table);
-        assert_eq!(names_l, names_r, "{table}: columns");
-        assert!(rows_l.lines().count() > 4, "{table} is empty");
-        assert!(rows_l == rows_r, "{table}: rows differ between engines");
+        assert_same_table(local, remote, &format!("{lake}/{table}"));
     }
     let doc = format!("{lake}/processed/clean_report.json");
     assert_json_close(&json_doc(local, &doc), &json_doc(remote, &doc), &doc);
