@@ -270,6 +270,93 @@ pub struct Analysis {
     /// The continuous endpoints (`analysis.continuous`), each over its population.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub continuous: Vec<ContinuousResult>,
+    /// The secondary time-to-event endpoints (`dataset.secondary_time_to_event`), over the survival
+    /// analysis's population.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary_survival: Vec<SecondaryEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecondaryEndpoint {
+    pub name: String,
+    /// Rows of the survival analysis's population.
+    pub rows: u64,
+    /// Of those, rows without a valid time or event for this endpoint.
+    pub left_out: u64,
+    pub survival: Option<Survival>,
+}
+
+/// `batches` with `time` and `event` taken from the secondary endpoint `name`, its rows without one dropped:
+/// the rows the primary endpoint's analyses can run on. Returns them and the rows left out.
+fn secondary_rows(
+    batches: &[arrow::array::RecordBatch],
+    name: &str,
+) -> Result<(Vec<arrow::array::RecordBatch>, u64)> {
+    use arrow::datatypes::{Field, Schema};
+    let (tc, ec) = (format!("time_{name}"), format!("event_{name}"));
+    let mut out = Vec::new();
+    let mut left_out = 0u64;
+    for b in batches {
+        let column = |c: &str| {
+            b.column_by_name(c).cloned().ok_or_else(|| {
+                bad(format!(
+                    "the clean table has no column `{c}` for endpoint `{name}`: run the clean task again"
+                ))
+            })
+        };
+        let (time, event) = (column(&tc)?, column(&ec)?);
+        let keep = arrow::compute::and(
+            &arrow::compute::is_not_null(&time).map_err(|e| bad(e.to_string()))?,
+            &arrow::compute::is_not_null(&event).map_err(|e| bad(e.to_string()))?,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+            if !matches!(f.name().as_str(), "time" | "event" | "event_state") {
+                fields.push(f.as_ref().clone());
+                columns.push(c.clone());
+            }
+        }
+        fields.push(Field::new("time", time.data_type().clone(), true));
+        fields.push(Field::new("event", event.data_type().clone(), true));
+        columns.extend([time, event]);
+        let renamed =
+            arrow::array::RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+                .map_err(|e| bad(e.to_string()))?;
+        let kept =
+            arrow::compute::filter_record_batch(&renamed, &keep).map_err(|e| bad(e.to_string()))?;
+        left_out += (b.num_rows() - kept.num_rows()) as u64;
+        out.push(kept);
+    }
+    Ok((out, left_out))
+}
+
+/// Each secondary time-to-event endpoint analysed as the primary one is, over the survival population.
+fn secondary_survival(
+    cfg: &Config,
+    batches: &[arrow::array::RecordBatch],
+) -> Result<Vec<SecondaryEndpoint>> {
+    let rows = rows_of(batches, cfg.analysis.population_of("survival"))?;
+    let total: usize = rows.iter().map(|b| b.num_rows()).sum();
+    let mut out = Vec::new();
+    for (name, t) in &cfg.dataset.secondary_time_to_event {
+        let (kept, left_out) = secondary_rows(&rows, name)?;
+        let cfg2 = cfg.with_time_to_event(t);
+        let survival = if left_out as usize == total {
+            None
+        } else {
+            let data = load(&cfg2, &kept).map_err(|e| bad(format!("endpoint `{name}`: {e}")))?;
+            survival(&cfg2, &data)
+        };
+        out.push(SecondaryEndpoint {
+            name: name.clone(),
+            rows: total as u64,
+            left_out,
+            survival,
+        });
+    }
+    Ok(out)
 }
 
 /// The analyses of the report that name a population.
@@ -819,6 +906,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         clustered_outcome: clustered_outcome(cfg, &binary),
         models: Vec::new(),
         analysis_populations: BTreeMap::new(),
+        secondary_survival: secondary_survival(cfg, &batches)?,
         continuous: cfg
             .analysis
             .continuous

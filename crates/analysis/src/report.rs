@@ -793,6 +793,27 @@ fn outcome_section(b: &mut String, a: &Analysis) {
 fn survival_section(b: &mut String, a: &Analysis) {
     if let Some(s) = &a.survival {
         b.push_str("<h2>Time to event</h2>");
+        survival_block(b, a, s);
+    }
+    for e in &a.secondary_survival {
+        let _ = write!(b, "<h2>Time to event: {}</h2>", esc(&e.name));
+        if e.left_out > 0 {
+            let _ = write!(
+                b,
+                "<p>{} of {} rows have no valid time or event for this endpoint and are left out of it.</p>",
+                e.left_out, e.rows
+            );
+        }
+        match &e.survival {
+            Some(s) => survival_block(b, a, s),
+            None => b.push_str("<p>No row has this endpoint.</p>"),
+        }
+    }
+}
+
+/// One endpoint's curves, medians, survival at the configured times, log-rank and Cox.
+fn survival_block(b: &mut String, a: &Analysis, s: &crate::Survival) {
+    {
         population_note(b, a, "survival");
         b.push_str(&km_chart(s));
         let unit = unit_suffix(s);

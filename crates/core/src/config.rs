@@ -292,6 +292,13 @@ pub struct DatasetConfig {
     pub site: Option<String>,
     pub outcome: OutcomeConfig,
     pub time_to_event: Option<TimeToEventConfig>,
+    /// Further time-to-event endpoints (e.g. one per ADTTE parameter): name → its time and event, each
+    /// analysed by arm as `time_to_event` is (Kaplan–Meier, log-rank, Cox) over the survival analysis's
+    /// population, and kept in the clean table as `time_<name>`, `event_<name>`. A row whose time or event for
+    /// one of them is missing or invalid stays (the primary endpoint decides that) and is left out of that
+    /// endpoint's analysis, counted.
+    #[serde(default)]
+    pub secondary_time_to_event: BTreeMap<String, TimeToEventConfig>,
     /// Numeric covariates (source columns or `derived` names).
     #[serde(default)]
     pub numeric: Vec<String>,
@@ -1363,6 +1370,11 @@ impl Config {
                 push(c);
             }
         }
+        for t in d.secondary_time_to_event.values() {
+            for c in [&t.time, &t.event].into_iter().filter(|c| read(c)) {
+                push(c);
+            }
+        }
         for c in d.numeric.iter().filter(|c| !d.derived.contains_key(*c)) {
             push(c);
         }
@@ -1456,7 +1468,21 @@ impl Config {
                 .filter(|(_, t)| **t == ColumnType::Number)
                 .map(|(k, _)| k.clone()),
         );
+        s.extend(
+            d.secondary_time_to_event
+                .values()
+                .filter(|t| !d.derived.contains_key(&t.time))
+                .map(|t| t.time.clone()),
+        );
         s
+    }
+
+    /// This config with `t` as its time-to-event endpoint: a secondary endpoint is checked, coded and analysed
+    /// by the primary's code.
+    pub fn with_time_to_event(&self, t: &TimeToEventConfig) -> Config {
+        let mut c = self.clone();
+        c.dataset.time_to_event = Some(t.clone());
+        c
     }
 
     /// Every check of every section, in the order a reader meets the sections; what the types cannot say:
@@ -1571,14 +1597,12 @@ impl Config {
                         format!("table `{other}` has a pivot of this name already"),
                     ));
                 }
-                // Covariates, the time, the event and extras may come from a pivot; the columns that say
-                // whose row it is and which arm cannot.
+                // Covariates, the outcome, the time, the event and extras may come from a pivot; the columns
+                // that say whose row it is and which arm cannot.
                 let roles =
                     d.id.columns()
                         .iter()
                         .chain(d.cluster.as_ref())
-                        .chain(d.site.as_ref())
-                        .chain(d.outcome.column.as_ref())
                         .chain(std::iter::once(&d.arm.column));
                 if roles.clone().any(|c| c == p)
                     || d.derived.contains_key(p)
@@ -1586,8 +1610,7 @@ impl Config {
                 {
                     return Err(self.err(
                         pkey,
-                        "the id, cluster, site, arm or outcome column, or a derived column, has this name: \
-                         pick another",
+                        "the id, cluster or arm column, or a derived column, has this name: pick another",
                     ));
                 }
             }
@@ -1778,10 +1801,27 @@ impl Config {
     /// `dataset.time_to_event`: event, censor and competing codes that do not overlap; CDISC's `CNSR` has
     /// its own codes.
     fn check_events(&self) -> Result<()> {
+        for (name, t) in &self.dataset.secondary_time_to_event {
+            let key = format!("dataset.secondary_time_to_event.{name}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(self.err(key, "expected a name of letters, digits or '_'"));
+            }
+            if !t.competing_values.is_empty() {
+                return Err(self.err(
+                    format!("{key}.competing_values"),
+                    "competing events are analysed for the primary `time_to_event` only",
+                ));
+            }
+            self.with_time_to_event(t).check_event_codes(&key)?;
+        }
+        self.check_event_codes("dataset.time_to_event")
+    }
+
+    /// The primary endpoint's event, censor and competing codes: one meaning per code, the convention's own.
+    fn check_event_codes(&self, key: &str) -> Result<()> {
         let Some(t) = &self.dataset.time_to_event else {
             return Ok(());
         };
-        let key = "dataset.time_to_event";
         if t.convention == EventConvention::CdiscCnsr
             && (t.event_values.is_some() || t.censor_values.is_some())
         {
@@ -1900,7 +1940,11 @@ impl Config {
                 label.push((c, "a column of the outcome expression"));
             }
         }
-        if let Some(t) = &d.time_to_event {
+        for t in d
+            .time_to_event
+            .iter()
+            .chain(d.secondary_time_to_event.values())
+        {
             label.push((t.time.clone(), "the time to event"));
             label.push((t.event.clone(), "the event"));
         }

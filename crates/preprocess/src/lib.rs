@@ -796,6 +796,10 @@ fn split_sql(cfg: &Config) -> String {
             .keys()
             .map(|p| sql::ident(&population_column(p))),
     );
+    for name in cfg.dataset.secondary_time_to_event.keys() {
+        let (t, e) = sql::secondary_columns(name);
+        excluded.extend([sql::ident(&t), sql::ident(&e)]);
+    }
     format!(
         "SELECT * EXCLUDE ({}), \
          CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \

@@ -523,7 +523,36 @@ pub fn accepted(cfg: &Config) -> String {
             ));
         }
     }
+    cols.extend(secondary_endpoints(cfg));
     format!("SELECT\n  {}\nFROM checked", cols.join(",\n  "))
+}
+
+/// The clean table's name of a secondary endpoint's time and event.
+pub fn secondary_columns(name: &str) -> (String, String) {
+    (format!("time_{name}"), format!("event_{name}"))
+}
+
+/// Each secondary endpoint's time and event (1 event, 0 censored), both NULL where the time is missing or
+/// negative or the code is neither an event nor a censoring: that row is left out of that endpoint only.
+fn secondary_endpoints(cfg: &Config) -> Vec<String> {
+    let mut cols = Vec::new();
+    for (name, t) in &cfg.dataset.secondary_time_to_event {
+        let Some((event, censored, _, _)) = event_conditions(&cfg.with_time_to_event(t)) else {
+            continue;
+        };
+        let time = ident(&t.time);
+        let valid = format!("{time} >= 0.0 AND ({event} OR {censored})");
+        let (tc, ec) = secondary_columns(name);
+        cols.push(format!(
+            "CASE WHEN {valid} THEN {time} END AS {}",
+            ident(&format!("_{tc}"))
+        ));
+        cols.push(format!(
+            "CAST(CASE WHEN {valid} THEN (CASE WHEN {event} THEN 1 ELSE 0 END) END AS BIGINT) AS {}",
+            ident(&format!("_{ec}"))
+        ));
+    }
+    cols
 }
 
 /// `derived`: accepted rows plus derived columns and the row filter's verdict.
@@ -579,6 +608,11 @@ pub fn clean(cfg: &Config) -> String {
         cols.push(format!("{} AS {}", ident(c), ident(&table_column(c))));
     }
     cols.extend(d.populations.keys().map(|p| ident(&population_column(p))));
+    for name in d.secondary_time_to_event.keys() {
+        let (tc, ec) = secondary_columns(name);
+        cols.push(format!("{} AS {}", ident(&format!("_{tc}")), ident(&tc)));
+        cols.push(format!("{} AS {}", ident(&format!("_{ec}")), ident(&ec)));
+    }
     cols.push("\"_source\"".into());
     cols.push("\"_line\"".into());
     for c in ["_row", "_rowhash", "_keep"] {

@@ -945,3 +945,42 @@ fn cdisc_pilot_from_sdtm_where_adam_is_missing_against_pandas() {
         }
     }
 }
+
+/// `config/examples/colon_adtte.yaml`: an ADTTE-shaped record table with two parameters, death (the primary
+/// endpoint) and recurrence (a secondary one), each pivoted to its subject by PARAMCD; both analysed by arm as R
+/// analyses each from the trial's own file (`crates/analysis/tests/reference/colon_adtte.R`).
+#[test]
+fn two_adtte_parameters_each_an_endpoint_against_r() {
+    let path = util::repo_root().join("crates/analysis/tests/reference/colon_adtte.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let (_, _, a, _) = run_pilot_example(
+        "config/examples/colon_adtte.yaml",
+        "data/examples/colon_adtte",
+        &["adsl.csv", "adtte.csv"],
+    );
+    let secondary = &a["secondary_survival"];
+    assert_eq!(secondary.as_array().unwrap().len(), 1);
+    assert_eq!(secondary[0]["name"], "recurrence");
+    assert_eq!(secondary[0]["left_out"], 0);
+    for (s, want) in [
+        (&a["survival"], &r["death"]),
+        (&secondary[0]["survival"], &r["recurrence"]),
+    ] {
+        for (i, c) in s["curves"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(c["arm"], r["arms"][i]);
+            assert_eq!(c["n"], want["n"][i], "{c}");
+            assert_eq!(c["events"], want["events"][i], "{c}");
+        }
+        close(
+            f(&s["logrank_chi_square"]),
+            f(&want["logrank"]),
+            1e-9,
+            "log-rank",
+        );
+        assert_eq!(s["logrank_df"], want["df"]);
+        for (j, t) in s["cox"]["terms"].as_array().unwrap().iter().enumerate() {
+            close(f(&t["coef"]), f(&want["coef"][j]), 1e-6, "Cox coef");
+            close(f(&t["se"]), f(&want["se"][j]), 1e-6, "Cox se");
+        }
+    }
+}

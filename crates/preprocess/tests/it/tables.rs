@@ -273,11 +273,7 @@ async fn contract_mistakes_in_tables_are_config_errors_naming_the_key() {
             "N_SAE: {where: \"TRTEMFL = 'Y'\", count: true, value: AESER}",
             "exactly one of `value: <column>` and `count: true`",
         ),
-        (
-            "N_SAE:",
-            "TRT01A:",
-            "the id, cluster, site, arm or outcome column",
-        ),
+        ("N_SAE:", "TRT01A:", "the id, cluster or arm column"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let text = yaml(dir.path(), &TABLES.replace(from, to));
@@ -290,14 +286,22 @@ async fn contract_mistakes_in_tables_are_config_errors_naming_the_key() {
 }
 
 #[tokio::test]
-async fn a_population_is_a_column_of_the_clean_table_and_the_models_split_theirs_alone() {
+async fn populations_and_secondary_endpoints_are_columns_of_the_clean_table() {
     let dir = tempfile::tempdir().unwrap();
     let text = yaml(dir.path(), TABLES)
         .replace(
             "  filter: SAFFL = 'Y'\n",
             "  populations: {safety: \"SAFFL = 'Y'\", all_drug: \"TRT01A = 'Drug'\"}\n",
         )
-        .replace("patience: 1}", "patience: 1, population: safety}");
+        .replace("patience: 1}", "patience: 1, population: safety}")
+        .replace(
+            "  tables:\n",
+            "  secondary_time_to_event: {os: {time: TTOS_DAYS, event: TTOS_CNSR, convention: cdisc_cnsr}}\n  tables:\n",
+        )
+        .replace(
+            "        TTDE_CNSR: {where: \"PARAMCD = 'TTDE'\", value: CNSR}",
+            "        TTDE_CNSR: {where: \"PARAMCD = 'TTDE'\", value: CNSR}\n        TTOS_DAYS: {where: \"PARAMCD = 'TTOS'\", value: AVAL}\n        TTOS_CNSR: {where: \"PARAMCD = 'TTOS'\", value: CNSR}",
+        );
     let cfg = Config::from_yaml(&text, "records.yaml", &[]).unwrap();
     let report = clean(&cfg).await.unwrap();
     assert_eq!(report.excluded_by_filter, 0, "a population excludes nobody");
@@ -318,6 +322,16 @@ async fn a_population_is_a_column_of_the_clean_table_and_the_models_split_theirs
     // S1, S2, S4 (S3 has no time to event)
     assert_eq!(flags("population_safety"), [true, true, false]);
     assert_eq!(flags("population_all_drug"), [false, true, false]);
+    // a secondary endpoint: S4 has no TTOS record, and keeps its row without it
+    assert_eq!(
+        table::floats(&rows, "time_os").unwrap(),
+        vec![Some(200.0), Some(150.0), None]
+    );
+    assert_eq!(
+        table::ints(&rows, "event_os").unwrap(),
+        vec![Some(0), Some(1), None],
+        "CNSR 1 is censored"
+    );
 
     let features = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
     let split_rows: u64 = features.splits.iter().map(|s| s.rows).sum();
