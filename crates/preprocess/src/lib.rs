@@ -376,14 +376,13 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
         clean_on_cluster(cfg, lake, local, &current, staged, staging, pivots.as_ref()).await?
     };
     if let Some(pivots) = &pivots {
-        let key = pseudonym_key(cfg)?;
-        for input in &record_tables {
-            let counts = tables::route(cfg, lake, input, &missing, pivots, &accepted, &key).await?;
-            report.tables.push(counts);
-        }
-        for (column, label) in tables::pivot_labels(cfg) {
-            report.labels.entry(column).or_insert(label);
-        }
+        let pass = tables::SecondPass {
+            missing: &missing,
+            pivots,
+            accepted: &accepted,
+            key: &pseudonym_key(cfg)?,
+        };
+        pass.run(cfg, lake, &record_tables, &mut report).await?;
     }
     contracts::save(lake, &report).await?;
     tracing::info!(

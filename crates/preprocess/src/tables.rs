@@ -172,9 +172,14 @@ struct SubjectLimits {
 }
 
 impl SubjectLimits {
-    fn get(&self, key: &[String], column: &str) -> Option<&str> {
+    /// The subject's value of `column` among `row` (what [`SubjectLimits::row`] gave for it).
+    fn get<'a>(&self, row: Option<&'a Vec<Option<String>>>, column: &str) -> Option<&'a str> {
         let i = self.columns.iter().position(|c| c == column)?;
-        self.by_subject.get(key)?.get(i)?.as_deref()
+        row?.get(i)?.as_deref()
+    }
+
+    fn row(&self, key: &[String]) -> Option<&Vec<Option<String>>> {
+        self.by_subject.get(key)
     }
 }
 
@@ -353,6 +358,12 @@ impl Pivots {
                 }
                 let key: Vec<String> = id.iter().map(|c| c.value(r).to_string()).collect();
                 let here = (source.value(r).to_string(), line.value(r));
+                let limits = &self.limits;
+                let subject_limits = limits.row(&key);
+                let slots = self
+                    .by_subject
+                    .entry(key)
+                    .or_insert_with(|| vec![Slot::Empty; width]);
                 for j in matched {
                     let (name, pivot) = pivots[j];
                     let g = first + j;
@@ -361,17 +372,12 @@ impl Pivots {
                     };
                     let order = text(cols[j].order);
                     if let (Some(limit), Some(o)) = (&pivot.before, &order)
-                        && !self
-                            .limits
-                            .get(&key, limit)
+                        && !limits
+                            .get(subject_limits, limit)
                             .is_some_and(|l| at_or_before(o, l))
                     {
                         continue; // after the subject's limit, or the subject has none
                     }
-                    let slots = self
-                        .by_subject
-                        .entry(key.clone())
-                        .or_insert_with(|| vec![Slot::Empty; width]);
                     let counts = &mut self.counts[g];
                     match (&mut slots[g], pivot.take, pivot.value.is_some()) {
                         (Slot::Count(n), _, _) => *n += 1,
@@ -567,16 +573,47 @@ const NO_SUBJECT: (&str, &str) = (
     "its subject is not in the clean subject table (absent from it, or quarantined or excluded there)",
 );
 
+/// What the second pass over the record tables needs from the first and from the subject table.
+pub struct SecondPass<'a> {
+    pub missing: &'a MissingValues,
+    pub pivots: &'a Pivots,
+    pub accepted: &'a AcceptedSubjects,
+    /// The pseudonymization key.
+    pub key: &'a [u8],
+}
+
+impl SecondPass<'_> {
+    /// Routes every record table and adds its counts, and the pivots' labels, to the clean report.
+    pub async fn run(
+        &self,
+        cfg: &Config,
+        lake: &Storage,
+        inputs: &[TableInput<'_>],
+        report: &mut trialflow_core::contracts::CleanReport,
+    ) -> Result<()> {
+        for input in inputs {
+            report.tables.push(route(cfg, lake, input, self).await?);
+        }
+        for (column, label) in pivot_labels(cfg) {
+            report.labels.entry(column).or_insert(label);
+        }
+        Ok(())
+    }
+}
+
 /// The second pass over one record table: each record to its clean file or its quarantine.
-pub async fn route(
+async fn route(
     cfg: &Config,
     lake: &Storage,
     input: &TableInput<'_>,
-    missing: &MissingValues,
-    pivots: &Pivots,
-    accepted: &AcceptedSubjects,
-    key: &[u8],
+    pass: &SecondPass<'_>,
 ) -> Result<TableCounts> {
+    let SecondPass {
+        missing,
+        pivots,
+        accepted,
+        key,
+    } = pass;
     let (ctx, tally) = stage_table(lake, cfg, input, missing)?;
     ctx.register_udf(crate::udf::pseudonymize_udf(key.to_vec()));
     let kept: Vec<String> = input
@@ -746,7 +783,7 @@ async fn subject_limits(
 }
 
 /// Pivot column → label, for the report (from the contract's `label`).
-pub fn pivot_labels(cfg: &Config) -> BTreeMap<String, String> {
+fn pivot_labels(cfg: &Config) -> BTreeMap<String, String> {
     cfg.dataset
         .tables
         .values()
