@@ -54,6 +54,24 @@ impl Cluster {
         }
     }
 
+    /// `pipeline data` (with `args`) of `p` on this cluster, with the test key when `keyed` (as `run_keyed`):
+    /// it succeeds and the executor does work.
+    fn run_data(&self, p: &Project, args: &[&str], keyed: bool) {
+        let mut c = p.cmd(&[&["pipeline", "data"], args].concat());
+        if keyed {
+            c.env("TRIALFLOW_PSEUDONYM_KEY", crate::util::TEST_KEY);
+        }
+        let o = c
+            .env("TRIALFLOW_EXECUTION__ENGINE", self.engine())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            self.files_written() > 0,
+            "the executor ran no task: the work did not go to the cluster"
+        );
+    }
+
     fn engine(&self) -> String {
         format!("df://127.0.0.1:{}", self.port)
     }
@@ -169,16 +187,7 @@ fn the_data_pipeline_on_a_ballista_cluster_equals_the_local_engine_row_for_row()
 
     let remote = Project::sample();
     let cluster = Cluster::start(&remote);
-    let o = remote
-        .cmd(&["pipeline", "data"])
-        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        cluster.files_written() > 0,
-        "the executor ran no task: the work did not go to the cluster"
-    );
+    cluster.run_data(&remote, &[], false);
     assert!(
         !remote.path("data/lake/raw/_staged.parquet").exists(),
         "the staged table (raw ids) outlived the clean task"
@@ -250,17 +259,7 @@ fn record_tables_on_a_cluster_equal_the_local_engine() {
     let o = local.run_keyed(&["pipeline", "data", "--config", cfg]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let cluster = Cluster::start(remote);
-    let o = remote
-        .cmd(&["pipeline", "data", "--config", cfg])
-        .env("TRIALFLOW_PSEUDONYM_KEY", crate::util::TEST_KEY)
-        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        cluster.files_written() > 0,
-        "the work did not go to the cluster"
-    );
+    cluster.run_data(remote, &["--config", cfg], true);
     let lake = "data/lake-cdiscpilot-sdtm";
     for table in [
         "processed/clean",
