@@ -375,6 +375,16 @@ pub async fn clean(cfg: &Config, lake: &Storage) -> Result<CleanReport> {
     } else {
         clean_on_cluster(cfg, lake, local, &current, staged, staging, pivots.as_ref()).await?
     };
+    // A table the contract no longer has must not leave its records looking current.
+    for old in lake.list(lake::TABLES).await? {
+        let table = old
+            .path
+            .strip_prefix(lake::TABLES)
+            .and_then(|r| r.split('/').next());
+        if table.is_some_and(|t| !cfg.dataset.tables.contains_key(t)) {
+            lake.delete(&old.path).await?;
+        }
+    }
     if let Some(pivots) = &pivots {
         let pass = tables::SecondPass {
             missing: &missing,

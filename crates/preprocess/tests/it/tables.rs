@@ -130,8 +130,19 @@ fn strings(b: &[arrow::array::RecordBatch], c: &str) -> Vec<Option<String>> {
 async fn pivots_join_each_subject_and_every_record_is_accepted_or_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), TABLES);
-    let report = clean(&cfg).await.unwrap();
     let lake = Storage::open(&cfg.storage.lake).unwrap();
+    // a table an earlier contract had
+    lake.put(&lake::table_clean_file("gone"), "stale".to_string())
+        .await
+        .unwrap();
+    let report = clean(&cfg).await.unwrap();
+    assert!(
+        lake.head(&lake::table_clean_file("gone"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a table the contract no longer has is removed"
+    );
 
     // the subject table: S4 excluded by the filter; S3 has no TTDE record, so no time (quarantined there)
     let rows = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
