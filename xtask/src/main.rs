@@ -104,9 +104,10 @@ fn run() -> Result<()> {
         Some("bench") => bench::bench(&args[1..]),
         Some("gpu-check") => gpu::gpu_check(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("references") => references(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]\n       cargo xtask references [SCRIPT…]"
             );
             bail!("unknown or missing command")
         }
@@ -186,6 +187,71 @@ fn test() -> Result<()> {
 }
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Where the analysis's reference scripts (R and Python) and their outputs live.
+const REFERENCES: &str = "crates/analysis/tests/reference";
+
+/// Re-runs the scripts that made the analysis's reference numbers (all, or those named), R ones with Rscript
+/// and Python ones in target/py/reference, from the repository root, then shows what changed.
+fn references(only: &[String]) -> Result<()> {
+    let dir = root().join(REFERENCES);
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    scripts.retain(|p| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        matches!(p.extension().and_then(|e| e.to_str()), Some("R" | "py"))
+            && (only.is_empty()
+                || only
+                    .iter()
+                    .any(|o| name == *o || name.starts_with(&format!("{o}."))))
+    });
+    scripts.sort();
+    if scripts.is_empty() {
+        bail!("no reference script in {REFERENCES} matches {only:?}");
+    }
+    let python = if scripts
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "py"))
+    {
+        Some(venv(
+            "reference",
+            &root().join("xtask/requirements-reference.txt"),
+        )?)
+    } else {
+        None
+    };
+    for script in &scripts {
+        let r = script.extension().is_some_and(|e| e == "R");
+        let mut c = match (r, &python) {
+            (false, Some(py)) => Command::new(py),
+            _ => Command::new("Rscript"),
+        };
+        c.current_dir(root()).arg(script);
+        let what = format!(
+            "{} {}",
+            if r { "Rscript" } else { "python" },
+            script.display()
+        );
+        status(c, &what).with_context(|| {
+            if r {
+                "the R references need Debian's r-base-core, r-cran-survival, r-cran-emmeans, r-cran-nlme, \
+                 r-cran-cmprsk, r-cran-jsonlite (apt-get install)"
+                    .to_string()
+            } else {
+                what.clone()
+            }
+        })?;
+    }
+    let mut diff = Command::new("git");
+    diff.current_dir(root())
+        .args(["diff", "--stat", "--", REFERENCES]);
+    status(diff, "git diff --stat")
+}
 
 /// A virtual environment under target/py/<name> with `requirements` installed; rebuilt only when the
 /// requirements file changes. Returns its python.

@@ -8,6 +8,7 @@
 
 mod comparisons;
 mod continuous;
+pub mod dunnett;
 pub mod report;
 pub mod stats;
 mod subgroups;
@@ -28,7 +29,7 @@ use trialflow_core::table::{floats, read_parquet_prefix, strings};
 use trialflow_core::{Error, Result, Storage};
 
 use comparisons::comparisons;
-pub use continuous::{Ancova, ContinuousResult, LinearTerm};
+pub use continuous::{Ancova, ArmDifference, ContinuousResult, LinearTerm, LsMean, Trend};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
 use subgroups::subgroup;
 use survival::TermFn;
@@ -476,6 +477,9 @@ fn population_counts(
                 .filter(|c| continuous_population(cfg, c) == Some(name.as_str()))
                 .map(|c| c.column.clone()),
         );
+        // Two endpoints of one column (e.g. two models of it) are one use.
+        let mut seen = BTreeSet::new();
+        used_by.retain(|u| seen.insert(u.clone()));
         if cfg.training.population.as_deref() == Some(name.as_str()) {
             used_by.push("models".into());
         }

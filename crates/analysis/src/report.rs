@@ -585,11 +585,76 @@ fn continuous_section(b: &mut String, a: &Analysis) {
                     );
                 }
                 b.push_str("</table>");
+                lsmeans_table(b, m);
             }
-            None => b.push_str(
-                "<p>ANCOVA: not estimable (a singular design or too few complete cases).</p>",
-            ),
+            None => b.push_str("<p>ANCOVA: not estimated.</p>"),
         }
+        for n in &c.notes {
+            let _ = write!(b, "<p class=\"note\">{}</p>", esc(n));
+        }
+    }
+}
+
+/// The arms' least-squares means, their differences against the reference (adjusted as configured) and the
+/// dose trend.
+fn lsmeans_table(b: &mut String, m: &crate::Ancova) {
+    b.push_str(
+        "<h3>Least-squares means</h3><table><tr><th>Arm</th><th>LS mean (95% CI)</th><th>SE</th></tr>",
+    );
+    for l in &m.lsmeans {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{:.3} ({:.3}, {:.3})</td><td>{:.3}</td></tr>",
+            esc(&l.arm),
+            l.estimate,
+            l.ci_low,
+            l.ci_high,
+            l.se
+        );
+    }
+    b.push_str("</table>");
+    let adjusted = match m.multiplicity.as_str() {
+        "dunnett" => "Dunnett-adjusted (simultaneous 95% CIs)",
+        "bonferroni" => "Bonferroni-adjusted (simultaneous 95% CIs)",
+        _ => "unadjusted",
+    };
+    let _ = write!(
+        b,
+        "<table><tr><th>Difference</th><th>Estimate (95% CI)</th><th>SE</th><th>p</th>\
+         <th>p, {adjusted}</th></tr>"
+    );
+    for d in &m.differences {
+        let _ = write!(
+            b,
+            "<tr><td>{} − {}</td><td>{:.3} ({:.3}, {:.3})</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.arm),
+            esc(&d.reference),
+            d.estimate,
+            d.ci_low,
+            d.ci_high,
+            d.se,
+            p_value(Some(d.p)),
+            p_value(Some(d.p_adjusted))
+        );
+    }
+    b.push_str("</table>");
+    if let Some(t) = &m.trend {
+        let scores: Vec<String> = t
+            .coefficients
+            .iter()
+            .map(|(a, s, _)| format!("{} {s}", esc(a)))
+            .collect();
+        let _ = write!(
+            b,
+            "<p>Dose-response trend over the least-squares means (scores {}; centred as the contrast): \
+             {:.3} (SE {:.3}), t = {:.3} on {} df, p = {}.</p>",
+            scores.join(", "),
+            t.estimate,
+            t.se,
+            t.t,
+            t.df,
+            p_value(Some(t.p))
+        );
     }
 }
 
@@ -1031,7 +1096,7 @@ fn page(title: &str, body: &str) -> String {
          td,th{{border:1px solid #ccc;padding:.25rem .5rem;text-align:right;vertical-align:top}}\
          td:first-child,th:first-child{{text-align:left;white-space:normal;min-width:8rem}}td,th{{white-space:nowrap}}caption{{text-align:left;font-size:.9em;color:#555}}\
          .chart{{width:100%;max-width:640px;height:auto;display:block}}.pair{{display:flex;flex-wrap:wrap;gap:1rem}}\
-         .pair .chart{{max-width:320px}}small{{color:#666}}\
+         .pair .chart{{max-width:320px}}small{{color:#666}}.note{{color:#8a4b00}}\
          @media print{{body{{max-width:none}}table{{display:table;overflow:visible}}h2{{break-before:auto;break-after:avoid}}}}\
          </style></head><body>{body}</body></html>\n",
         esc(title)

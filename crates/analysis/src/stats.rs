@@ -1077,6 +1077,8 @@ pub struct OlsFit {
     pub coef: Vec<f64>,
     pub se: Vec<f64>,
     pub df: f64,
+    /// The coefficients' covariance, σ² (X'X)⁻¹.
+    pub cov: Vec<Vec<f64>>,
 }
 
 /// Least squares of `y` on the rows of `x` (an intercept is the caller's first column), through the normal
@@ -1108,8 +1110,12 @@ pub fn ols(x: &[Vec<f64>], y: &[f64]) -> Option<OlsFit> {
         .sum();
     let df = (n - p) as f64;
     let sigma2 = rss / df;
-    let se = (0..p).map(|j| (sigma2 * inv[j][j]).sqrt()).collect();
-    Some(OlsFit { coef, se, df })
+    let cov: Vec<Vec<f64>> = inv
+        .iter()
+        .map(|r| r.iter().map(|v| sigma2 * v).collect())
+        .collect();
+    let se = (0..p).map(|j| cov[j][j].sqrt()).collect();
+    Some(OlsFit { coef, se, df, cov })
 }
 
 #[cfg(test)]

@@ -1092,6 +1092,35 @@ pub struct ContinuousEndpoint {
     pub adjust: Vec<String>,
     /// Default: `analysis.population`.
     pub population: Option<String>,
+    /// How the arms' differences against the reference are adjusted for multiplicity: p-values and CIs.
+    #[serde(default)]
+    pub multiplicity: Multiplicity,
+    /// A dose score per arm (e.g. the dose in mg): a linear trend across the arms' least-squares means is
+    /// tested with the centred scores as the contrast (R: `emmeans::contrast(emm, list(trend = …))`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<BTreeMap<String, f64>>,
+}
+
+/// The multiplicity adjustment of several arms compared with one reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Multiplicity {
+    #[default]
+    None,
+    /// Each p-value times the number of comparisons; CIs at 1 - 0.05/k.
+    Bonferroni,
+    /// Dunnett's many-to-one: the joint multivariate t of the comparisons (R: `emmeans` `adjust = "mvt"`).
+    Dunnett,
+}
+
+impl Multiplicity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bonferroni => "bonferroni",
+            Self::Dunnett => "dunnett",
+        }
+    }
 }
 
 /// The population each analysis of the report is computed over (unset: `analysis.population`).
@@ -2367,11 +2396,23 @@ impl Config {
                 ));
             }
             for (j, a) in c.adjust.iter().enumerate() {
-                if !covariates.contains(&a) || a == &c.column {
+                let is_site = d.site.as_ref() == Some(a);
+                if !(covariates.contains(&a) || is_site) || a == &c.column {
                     return Err(self.err(
                         format!("analysis.continuous[{i}].adjust[{j}]"),
-                        "expected a numeric or categorical covariate other than the endpoint",
+                        "expected a numeric or categorical covariate or the site, other than the endpoint",
                     ));
+                }
+            }
+            let allowed_arms = d.rules.get(&d.arm.column).and_then(|r| r.allowed.as_ref());
+            if let (Some(trend), Some(arms)) = (&c.trend, allowed_arms) {
+                for arm in trend.keys() {
+                    if !arms.iter().any(|a| crate::codes::same(a, arm)) {
+                        return Err(self.err(
+                            format!("analysis.continuous[{i}].trend.{arm}"),
+                            "expected an arm allowed by the arm column's rule",
+                        ));
+                    }
                 }
             }
         }

@@ -491,7 +491,9 @@ fn streptomycin_trial() {
 
 #[test]
 fn supraclavicular_trial_with_censoring_flag_convention() {
-    check("supraclavicular");
+    let a = run_example("supraclavicular");
+    check_analysis("supraclavicular", &a, &reference("supraclavicular"));
+    check_ancova("supraclavicular", &a["continuous"][0]);
 }
 
 #[test]
@@ -506,7 +508,111 @@ fn colon_trial_three_arms_adjusted_cox() {
 
 #[test]
 fn opt_trial_messy_export() {
-    check("opt");
+    let a = run_example("opt");
+    check_analysis("opt", &a, &reference("opt"));
+    check_ancova("opt", &a["continuous"][0]);
+}
+
+/// A reference value that R's JSON writer may have unboxed: element `i` of an array, or the number itself.
+fn nth(v: &Value, i: usize) -> f64 {
+    match v {
+        Value::Array(a) => f(&a[i]),
+        other => {
+            assert_eq!(i, 0, "a scalar where an array was expected: {other}");
+            f(other)
+        }
+    }
+}
+
+/// A continuous endpoint's ANCOVA (least-squares means, differences against the reference with their
+/// multiplicity adjustment, the trend) against R's `lm` + `emmeans` (+ `mvtnorm` for Dunnett):
+/// crates/analysis/tests/reference/ancova.R → ancova.json.
+fn check_ancova(trial: &str, c: &Value) {
+    let path = util::repo_root().join("crates/analysis/tests/reference/ancova.json");
+    let all: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let (m, w) = (&c["ancova"], &all[trial]);
+    assert!(m.is_object(), "{trial}: no ANCOVA: {c}");
+    assert_eq!(m["n"], w["n"], "{trial}: complete cases");
+    assert_eq!(m["df"].as_f64(), w["df"].as_f64(), "{trial}: residual df");
+    assert_eq!(m["multiplicity"], w["multiplicity"]);
+    // 1e-9 where the numbers are closed form; the Dunnett ones come from numerical integration (ours and
+    // TVPACK's), 1e-7.
+    let rel = |what: &str| {
+        if w["multiplicity"] == "dunnett" && what != "p" {
+            1e-7
+        } else {
+            1e-9
+        }
+    };
+    close(
+        f(&m["critical_value"]),
+        f(&w["critical_value"]),
+        rel("critical"),
+        &format!("{trial}: critical value"),
+    );
+    let ls = m["lsmeans"].as_array().unwrap();
+    assert_eq!(ls.len(), w["arms"].as_array().unwrap().len());
+    for (i, l) in ls.iter().enumerate() {
+        assert_eq!(l["arm"], w["arms"][i]);
+        for (mine, theirs) in [
+            ("estimate", "estimate"),
+            ("se", "se"),
+            ("ci_low", "lower"),
+            ("ci_high", "upper"),
+        ] {
+            close(
+                f(&l[mine]),
+                nth(&w["lsmean"][theirs], i),
+                1e-9,
+                &format!("{trial}: LS mean {mine} of {}", l["arm"]),
+            );
+        }
+    }
+    let wd = &w["difference"];
+    for (i, d) in m["differences"].as_array().unwrap().iter().enumerate() {
+        let arm = match &wd["arm"] {
+            Value::Array(a) => a[i].clone(),
+            other => other.clone(),
+        };
+        assert_eq!(d["arm"], arm);
+        for (mine, theirs) in [
+            ("estimate", "estimate"),
+            ("se", "se"),
+            ("t", "t"),
+            ("p", "p"),
+            ("p_adjusted", "p_adjusted"),
+            ("ci_low", "lower"),
+            ("ci_high", "upper"),
+        ] {
+            close(
+                f(&d[mine]),
+                nth(&wd[theirs], i),
+                rel(mine),
+                &format!("{trial}: difference {mine} of {arm}"),
+            );
+        }
+    }
+    match (&m["trend"], &w["trend"]) {
+        (Value::Null, Value::Null) => {}
+        (t, r) => {
+            for (j, c) in t["coefficients"].as_array().unwrap().iter().enumerate() {
+                close(
+                    f(&c[2]),
+                    nth(&r["coefficients"], j),
+                    1e-12,
+                    "trend contrast",
+                );
+            }
+            for key in ["estimate", "se", "t", "df", "p"] {
+                close(
+                    f(&t[key]),
+                    f(&r[key]),
+                    1e-9,
+                    &format!("{trial}: trend {key}"),
+                );
+            }
+        }
+    }
 }
 
 fn clustered_reference() -> Value {
@@ -889,6 +995,13 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
         }
     }
     assert!(html.contains("<h2>Continuous endpoint: ADAS-Cog(11) change from baseline at week 24"));
+    // the SAP's model: baseline and pooled site, Dunnett, the dose trend
+    assert_eq!(
+        a["continuous"][1]["adjust"],
+        serde_json::json!(["ADAS_BL", "SITEGR1"])
+    );
+    check_ancova("cdiscpilot", &a["continuous"][1]);
+    assert!(html.contains("Least-squares means"));
 }
 
 /// `config/examples/cdiscpilot_sdtm.yaml`: the pilot from its SDTM domains alone (DM as the subject table; VS,
