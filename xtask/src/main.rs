@@ -377,6 +377,79 @@ fn chromium(args: &[&str]) -> Command {
 }
 
 /// `features`: extra cargo arguments of the build it runs.
+/// Renders `report` in headless Chromium: no console message, and every one of `needles` in the DOM.
+fn render_check(report: &Path, profile: &str, needles: &[&str]) -> Result<()> {
+    let url = format!("file://{}", report.display());
+    let out = chromium(&[
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        profile,
+        &url,
+    ])
+    .output()
+    .context("starting chromium")?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    if !console.is_empty() {
+        bail!(
+            "{} logged {} console message(s):\n{}",
+            report.display(),
+            console.len(),
+            console.join("\n")
+        );
+    }
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for needle in needles {
+        if !dom.contains(needle) {
+            bail!("the rendered report {} lacks `{needle}`", report.display());
+        }
+    }
+    eprintln!(
+        "xtask: report check passed: {} rendered with no console message",
+        report.display()
+    );
+    Ok(())
+}
+
+/// The CDISC pilot's report (config/examples/cdiscpilot.yaml: the data pipeline and the analysis, no
+/// training) in `dir`, whose sections the sample trial lacks: the adverse events, the ANCOVA's least-squares
+/// means with Dunnett's adjustment and the dose trend.
+fn pilot_report(dir: &Path) -> Result<PathBuf> {
+    let root = root();
+    std::fs::create_dir_all(dir.join("config/examples"))?;
+    std::fs::create_dir_all(dir.join("data/examples/cdiscpilot"))?;
+    let cfg = "config/examples/cdiscpilot.yaml";
+    std::fs::copy(root.join(cfg), dir.join(cfg))?;
+    for f in ["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"] {
+        let data = format!("data/examples/cdiscpilot/{f}");
+        std::fs::copy(root.join(&data), dir.join(&data))?;
+    }
+    for args in [
+        &["pipeline", "data", "--config", cfg][..],
+        &["pipeline", "full", "--only", "analyze", "--config", cfg][..],
+    ] {
+        let mut run = Command::new(built("debug", "trialflow")?);
+        // The pilot's config names no development key; any key of 32 bytes pseudonymizes this scratch run.
+        run.current_dir(dir)
+            .env(
+                "TRIALFLOW_PSEUDONYM_KEY",
+                "report-check-scratch-key-0123456789",
+            )
+            .args(args);
+        status(
+            run,
+            &format!("trialflow {} (CDISC pilot, scratch folder)", args.join(" ")),
+        )?;
+    }
+    let reports = dir.join("data/lake-cdiscpilot-full/reports");
+    std::fs::read_dir(&reports)
+        .with_context(|| format!("listing {}", reports.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("report.html")))
+        .find(|p| p.exists())
+        .context("the pilot's pipeline wrote no report")
+}
+
 fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
     ensure_chromium()?;
     let mut build = cargo();
@@ -408,45 +481,35 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path().join("report.html")))
         .find(|p| p.exists())
         .context("the pipeline wrote no report")?;
-    let url = format!("file://{}", report.display());
     let profile = format!(
         "--user-data-dir={}",
         scratch.join("chromium-profile").display()
     );
-    let out = chromium(&[
-        "--enable-logging=stderr",
-        "--v=0",
-        "--dump-dom",
+    let url = format!("file://{}", report.display());
+    render_check(
+        &report,
         &profile,
-        &url,
-    ])
-    .output()
-    .context("starting chromium")?;
-    let log = String::from_utf8_lossy(&out.stderr);
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    if !console.is_empty() {
-        bail!(
-            "the report logged {} console message(s):\n{}",
-            console.len(),
-            console.join("\n")
-        );
-    }
-    let dom = String::from_utf8_lossy(&out.stdout);
-    for needle in [
-        "Kaplan–Meier",
-        "Table 1",
-        "Forest plot",
-        "ROC curves",
-        "Calibration curves",
-    ] {
-        if !dom.contains(needle) {
-            bail!("the rendered report lacks `{needle}`");
-        }
-    }
-    eprintln!(
-        "xtask: report check passed: {} rendered with no console message",
-        report.display()
-    );
+        &[
+            "Kaplan–Meier",
+            "Table 1",
+            "Forest plot",
+            "ROC curves",
+            "Calibration curves",
+        ],
+    )?;
+    let pilot = pilot_report(&scratch.join("cdiscpilot"))?;
+    render_check(
+        &pilot,
+        &profile,
+        &[
+            "Adverse events",
+            "By system organ class and preferred term",
+            "Subjects by worst AESEV",
+            "Least-squares means",
+            "Dose-response trend",
+            "Dunnett-adjusted",
+        ],
+    )?;
     if screenshot {
         let png = format!("--screenshot={}", root.join("docs/report.png").display());
         let mut shot = chromium(&[

@@ -10,6 +10,7 @@ mod comparisons;
 mod continuous;
 pub mod dunnett;
 pub mod report;
+mod safety;
 pub mod stats;
 mod subgroups;
 mod survival;
@@ -30,6 +31,7 @@ use trialflow_core::{Error, Result, Storage};
 
 use comparisons::comparisons;
 pub use continuous::{Ancova, ArmDifference, ContinuousResult, LinearTerm, LsMean, Trend};
+pub use safety::{Safety, SafetyRow, SeverityRows, SocRows};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
 use subgroups::subgroup;
 use survival::TermFn;
@@ -275,6 +277,9 @@ pub struct Analysis {
     /// analysis's population.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secondary_survival: Vec<SecondaryEndpoint>,
+    /// The adverse-event tables (`analysis.safety`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<Safety>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -911,6 +916,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         models: Vec::new(),
         analysis_populations: BTreeMap::new(),
         secondary_survival: secondary_survival(cfg, &batches)?,
+        safety: safety::safety(cfg, lake, &batches, &data.arms).await?,
         continuous: cfg
             .analysis
             .continuous
@@ -930,6 +936,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their reference level (dataset.reference_levels, else the first in sort order)."),
             "Proportional hazards: Grambsch–Therneau test on scaled Schoenfeld residuals against 1 − KM(t) (lifelines' proportional_hazard_test, time_transform = km).".into(),
             "Continuous endpoints: mean ± SD by arm; ANCOVA by least squares of the endpoint on the arm (indicators against the reference) and the adjustment covariates, complete cases; t 95% CIs and two-sided t tests on the residual degrees of freedom (R's lm and confint).".into(),
+            "Safety tables (analysis.safety): subjects with at least one counted record and the records, per arm, over the population's subjects (the denominators); risk differences against the reference arm with Wald 95% CIs (R prop.test, no continuity correction); system organ classes and preferred terms sorted by subjects over all arms, then by name; each subject once at its worst severity; exposure-adjusted incidence = subjects with a counted record per 100 patient-years of the arm's total exposure (365.25 days a year), exact Poisson 95% CI (R poisson.test).".into(),
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
     };

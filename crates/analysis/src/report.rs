@@ -1,6 +1,8 @@
 //! The self-contained HTML report: tables and inline SVG charts, no scripts, no fonts, no network. Readable on
 //! a narrow screen (charts scale, wide tables scroll) and printable.
 
+mod safety;
+
 use std::fmt::Write;
 
 use crate::stats::Estimate;
@@ -444,6 +446,9 @@ pub fn html(a: &Analysis) -> String {
     outcome_section(&mut b, a);
     survival_section(&mut b, a);
     continuous_section(&mut b, a);
+    if let Some(s) = &a.safety {
+        safety::section(&mut b, s);
+    }
     subgroup_section(&mut b, a);
     models_section(&mut b, a);
     methods_section(&mut b, a);

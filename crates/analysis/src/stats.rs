@@ -85,6 +85,43 @@ pub fn chi2_sf(x: f64, df: usize) -> f64 {
     gamma_q(df as f64 / 2.0, x / 2.0)
 }
 
+/// The point of [lo, hi] where the increasing `cdf` reaches `p`, by bisection to `scale`'s last bit.
+fn invert(cdf: impl Fn(f64) -> f64, p: f64, (mut lo, mut hi): (f64, f64), scale: f64) -> f64 {
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= f64::EPSILON * mid.abs().max(scale) {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// The `p` quantile of the gamma distribution of shape `a` and scale 1, by bisection on [`gamma_q`].
+pub fn gamma_quantile(p: f64, a: f64) -> f64 {
+    invert(
+        |x| 1.0 - gamma_q(a, x),
+        p,
+        (0.0, a + 10.0 * a.sqrt() + 50.0),
+        1e-300,
+    )
+}
+
+/// The exact (Garwood) 95% interval of a Poisson mean from `n` observed events, R's `poisson.test`.
+pub fn poisson_ci(n: u64) -> (f64, f64) {
+    let n = n as f64;
+    let lower = if n == 0.0 {
+        0.0
+    } else {
+        gamma_quantile(0.025, n)
+    };
+    (lower, gamma_quantile(0.975, n + 1.0))
+}
+
 fn gamma_q(a: f64, x: f64) -> f64 {
     let gln = libm::lgamma(a);
     if x < a + 1.0 {
@@ -1056,19 +1093,7 @@ pub fn t_sf(t: f64, df: f64) -> f64 {
 /// The `p` quantile of Student's t with `df` degrees of freedom (0 < p < 1), by bisection on [`t_sf`] to the
 /// last bit.
 pub fn t_quantile(p: f64, df: f64) -> f64 {
-    let (mut lo, mut hi) = (-1e6, 1e6);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if 1.0 - t_sf(mid, df) < p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-        if hi - lo <= f64::EPSILON * mid.abs().max(1.0) {
-            break;
-        }
-    }
-    0.5 * (lo + hi)
+    invert(|t| 1.0 - t_sf(t, df), p, (-1e6, 1e6), 1.0)
 }
 
 /// An ordinary least squares fit: coefficients, their standard errors, the residual degrees of freedom.
@@ -1129,5 +1154,23 @@ mod t_tests {
         assert!((t_quantile(0.975, 231.0) - 1.970_286_659_282_787).abs() < 1e-11);
         assert!((t_quantile(0.975, 3.0) - 3.182_446_305_283_708).abs() < 1e-11);
         assert!((t_sf(-1.0, 10.0) - (1.0 - t_sf(1.0, 10.0))).abs() < 1e-15);
+    }
+
+    #[test]
+    fn poisson_exact_interval_matches_r() {
+        // R: poisson.test(0)$conf.int; poisson.test(2)$conf.int; poisson.test(65)$conf.int
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-10 * b.abs().max(1e-12);
+        let (l, u) = poisson_ci(0);
+        assert!(l == 0.0 && close(u, 3.688_879_454_113_935), "{u}");
+        let (l, u) = poisson_ci(2);
+        assert!(
+            close(l, 0.242_209_278_543_965) && close(u, 7.224_687_667_723_958),
+            "{l} {u}"
+        );
+        let (l, u) = poisson_ci(65);
+        assert!(
+            close(l, 50.165_627_729_234_28) && close(u, 82.847_835_815_871_58),
+            "{l} {u}"
+        );
     }
 }

@@ -360,6 +360,16 @@ pub struct RecordTable {
     /// Columns of the subject table taken from this table's records: name → which records and what of them.
     #[serde(default)]
     pub pivot: BTreeMap<String, Pivot>,
+    /// Boolean columns of the table's clean records, each a SQL condition over its columns, e.g.
+    /// `{teae: "TRTEMFL = 'Y'", serious: "AESER = 'Y'"}`; written as `flag_<name>` (false where the condition
+    /// is NULL). The safety tables count records by them.
+    #[serde(default)]
+    pub flags: BTreeMap<String, String>,
+}
+
+/// The column of a record table's clean records that holds flag `name`.
+pub fn flag_column(name: &str) -> String {
+    format!("flag_{name}")
 }
 
 /// One column of the subject table from a record table: the `value` of the one record per subject that
@@ -1079,6 +1089,49 @@ pub struct AnalysisConfig {
     /// Continuous endpoints (e.g. a change from baseline): each described by arm and compared by ANCOVA.
     #[serde(default)]
     pub continuous: Vec<ContinuousEndpoint>,
+    /// The adverse-event tables, from a record table such as ADAE.
+    #[serde(default)]
+    pub safety: Option<SafetyConfig>,
+}
+
+/// The safety tables: subjects and events by arm from the records of `table`, over the subjects of
+/// `population` (default: `analysis.population`); arms are the subject table's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyConfig {
+    /// A record table of `dataset.tables` (e.g. `adae`).
+    pub table: String,
+    pub population: Option<String>,
+    /// The flag (`dataset.tables.<table>.flags`) of the records counted, e.g. `teae` for treatment-emergent
+    /// events; default: every record of the table.
+    pub events: Option<String>,
+    /// Rows of the overview after "any event": flags of the table (e.g. `serious`, `related`,
+    /// `discontinued`, `fatal`), each counted among the counted records.
+    #[serde(default)]
+    pub overview: Vec<String>,
+    /// The table's column of the system organ class (e.g. `AEBODSYS`) and of the preferred term (`AEDECOD`).
+    pub soc: String,
+    pub term: String,
+    /// Severity or grade: its column and its levels from mildest to worst (e.g. `AESEV`,
+    /// `[MILD, MODERATE, SEVERE]`); each subject counted once, at the worst level among its counted records.
+    pub severity: Option<SeverityConfig>,
+    /// A numeric subject-table column of each subject's exposure (e.g. `TRTDURD`), for exposure-adjusted
+    /// incidence rates.
+    pub exposure: Option<String>,
+    /// The exposure column's unit: `days` (default), `weeks`, `months` or `years`.
+    #[serde(default = "default_exposure_unit")]
+    pub exposure_unit: String,
+}
+
+fn default_exposure_unit() -> String {
+    "days".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityConfig {
+    pub column: String,
+    pub levels: Vec<String>,
 }
 
 /// A continuous endpoint: a numeric covariate of the contract (e.g. a pivot of a BDS dataset's CHG at one
@@ -1173,6 +1226,7 @@ impl Default for AnalysisConfig {
             population: None,
             populations: AnalysisPopulations::default(),
             continuous: Vec::new(),
+            safety: None,
         }
     }
 }
@@ -1582,6 +1636,13 @@ impl Config {
                         format!("source `{s}` already feeds another table"),
                     ));
                 }
+            }
+            for (f, condition) in &t.flags {
+                let fkey = format!("{key}.flags.{f}");
+                if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(self.err(fkey, "expected a flag name of letters, digits or '_'"));
+                }
+                check_sql_expr(condition).map_err(|m| self.err(fkey, m))?;
             }
             for (p, pivot) in &t.pivot {
                 let pkey = format!("{key}.pivot.{p}");
@@ -2124,10 +2185,15 @@ impl Config {
                 )
             })
             .collect();
+        let safety = a
+            .safety
+            .iter()
+            .map(|s| ("analysis.safety.population".to_string(), &s.population));
         let named = named
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
-            .chain(endpoints);
+            .chain(endpoints)
+            .chain(safety);
         for (key, name) in named {
             if let Some(n) = name
                 && !pops.contains_key(n)
@@ -2384,6 +2450,81 @@ impl Config {
         Ok(())
     }
 
+    /// `analysis.safety`: a record table that keeps the columns and flags it names, a numeric exposure.
+    fn check_safety(&self) -> Result<()> {
+        let Some(s) = &self.analysis.safety else {
+            return Ok(());
+        };
+        let Some(t) = self.dataset.tables.get(&s.table) else {
+            return Err(self.err(
+                "analysis.safety.table",
+                format!("no record table `{}` in `dataset.tables`", s.table),
+            ));
+        };
+        let flags = s
+            .events
+            .iter()
+            .map(|f| ("analysis.safety.events".to_string(), f))
+            .chain(
+                s.overview
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| (format!("analysis.safety.overview[{i}]"), f)),
+            );
+        for (key, f) in flags {
+            if !t.flags.contains_key(f) {
+                return Err(self.err(
+                    key,
+                    format!("no flag `{f}` in `dataset.tables.{}.flags`", s.table),
+                ));
+            }
+        }
+        let columns = [
+            ("analysis.safety.soc", &s.soc),
+            ("analysis.safety.term", &s.term),
+        ]
+        .into_iter()
+        .chain(
+            s.severity
+                .as_ref()
+                .map(|v| ("analysis.safety.severity.column", &v.column)),
+        );
+        for (key, c) in columns {
+            if !t.columns.contains(c) {
+                return Err(self.err(
+                    key,
+                    format!("`{c}` is not among `dataset.tables.{}.columns`", s.table),
+                ));
+            }
+        }
+        if let Some(v) = &s.severity
+            && v.levels.is_empty()
+        {
+            return Err(self.err(
+                "analysis.safety.severity.levels",
+                "expected the levels from mildest to worst",
+            ));
+        }
+        if let Some(e) = &s.exposure
+            && !self.dataset.numeric.contains(e)
+        {
+            return Err(self.err(
+                "analysis.safety.exposure",
+                "expected a numeric covariate (`dataset.numeric`) of the subject table",
+            ));
+        }
+        if !matches!(
+            s.exposure_unit.as_str(),
+            "days" | "weeks" | "months" | "years"
+        ) {
+            return Err(self.err(
+                "analysis.safety.exposure_unit",
+                "expected days, weeks, months or years",
+            ));
+        }
+        Ok(())
+    }
+
     /// `analysis`: adjustment and subgroup columns that are covariates, increasing bands, valid times.
     fn check_analysis(&self) -> Result<()> {
         let d = &self.dataset;
@@ -2416,6 +2557,7 @@ impl Config {
                 }
             }
         }
+        self.check_safety()?;
         for (i, c) in self.analysis.adjust.iter().enumerate() {
             if !covariates.contains(&c) {
                 return Err(self.err(

@@ -96,25 +96,31 @@ pub fn check_parquet_layout(
 pub async fn read_parquet_prefix(store: &Storage, prefix: &str) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for e in store.list(prefix).await? {
-        if !e.path.ends_with(".parquet") {
-            continue;
-        }
-        let bytes = store.get(&e.path).await?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.build())
-            .map_err(|err| {
-                Error::bad_data(
-                    store.display(&e.path),
-                    format!("not a readable Parquet file: {err}"),
-                )
-            })?;
-        for batch in reader {
-            out.push(batch.map_err(|err| {
-                Error::bad_data(store.display(&e.path), format!("reading Parquet: {err}"))
-            })?);
+        if e.path.ends_with(".parquet") {
+            out.extend(read_parquet_file(store, &e.path).await?);
         }
     }
     Ok(out)
+}
+
+/// Every batch of the Parquet file at `path`.
+pub async fn read_parquet_file(store: &Storage, path: &str) -> Result<Vec<RecordBatch>> {
+    let bytes = store.get(path).await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|err| {
+            Error::bad_data(
+                store.display(path),
+                format!("not a readable Parquet file: {err}"),
+            )
+        })?;
+    reader
+        .map(|batch| {
+            batch.map_err(|err| {
+                Error::bad_data(store.display(path), format!("reading Parquet: {err}"))
+            })
+        })
+        .collect()
 }
 
 fn cast_column(

@@ -108,10 +108,17 @@ pub async fn check_conditions(cfg: &Config) -> Result<()> {
         let empty = MemTable::try_new(schema, vec![vec![]]).map_err(Error::bug)?;
         ctx.register_table(RECORDS, Arc::new(empty))
             .map_err(Error::bug)?;
-        for (p, pivot) in &table.pivot {
-            let key = format!("{}.where", pivot_key(name, p));
+        let pivots = table
+            .pivot
+            .iter()
+            .map(|(p, pivot)| (format!("{}.where", pivot_key(name, p)), &pivot.condition));
+        let flags = table
+            .flags
+            .iter()
+            .map(|(f, condition)| (format!("dataset.tables.{name}.flags.{f}"), condition));
+        for (key, condition) in pivots.chain(flags) {
             let df = ctx
-                .sql(&format!("SELECT ({}) AS m FROM {RECORDS}", pivot.condition))
+                .sql(&format!("SELECT ({condition}) AS m FROM {RECORDS}"))
                 .await
                 .map_err(|e| {
                     Error::config(
@@ -557,10 +564,17 @@ impl AcceptedSubjects {
     }
 }
 
-fn clean_schema(columns: &[String]) -> SchemaRef {
+fn clean_schema(columns: &[String], flags: &[String]) -> SchemaRef {
     // nullable: the batch is built before the records without an id are filtered out
     let mut fields = vec![Field::new("subject_id", DataType::Utf8, true)];
     fields.extend(columns.iter().map(|c| Field::new(c, DataType::Utf8, true)));
+    fields.extend(flags.iter().map(|f| {
+        Field::new(
+            trialflow_core::config::flag_column(f),
+            DataType::Boolean,
+            false,
+        )
+    }));
     fields.push(Field::new("_source", DataType::Utf8, false));
     fields.push(Field::new("_line", DataType::Int64, false));
     Arc::new(Schema::new(fields))
@@ -633,12 +647,21 @@ async fn route(
         "\"_defect\"".into(),
     ];
     cols.extend(kept.iter().map(|c| ident(c)));
+    let flags: Vec<String> = input.table.flags.keys().cloned().collect();
+    cols.extend(
+        input
+            .table
+            .flags
+            .values()
+            .enumerate()
+            .map(|(i, condition)| format!("(({condition}) IS TRUE) AS \"_f{i}\"")),
+    );
     let sql = format!("SELECT {} FROM {RECORDS}", cols.join(", "));
     let df = ctx
         .sql(&sql)
         .await
         .map_err(|e| internal("record table", e))?;
-    let schema = clean_schema(&kept);
+    let schema = clean_schema(&kept, &flags);
     let mut clean = ParquetSink::create(lake, &lake::table_clean_file(input.name), schema.clone())?;
     let mut quarantine = ParquetSink::create(
         lake,
@@ -688,7 +711,7 @@ async fn route(
         }
         let mask = BooleanArray::from(keep);
         let mut arrays: Vec<ArrayRef> = vec![batch.column(0).clone()];
-        arrays.extend((0..kept.len()).map(|k| batch.column(4 + k).clone()));
+        arrays.extend((0..kept.len() + flags.len()).map(|k| batch.column(4 + k).clone()));
         arrays.push(batch.column(1).clone());
         arrays.push(batch.column(2).clone());
         let all = RecordBatch::try_new(schema.clone(), arrays).map_err(Error::bug)?;

@@ -1002,6 +1002,137 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     );
     check_ancova("cdiscpilot", &a["continuous"][1]);
     assert!(html.contains("Least-squares means"));
+    check_safety(&a["safety"]);
+    assert!(html.contains("<h2>Adverse events"));
+}
+
+/// Bad input in the safety tables, written as a config a user could: a population in which two of the three
+/// arms have no subject. Their columns have counts without percentages and no comparison (never a NaN), and the
+/// report says why; the records of subjects outside the population are counted in a note, not in the tables.
+#[test]
+fn safety_tables_over_a_population_without_some_arms_say_so() {
+    let cfg = "config/examples/cdiscpilot.yaml";
+    let (p, _, _, _) = run_pilot_example(
+        cfg,
+        "data/examples/cdiscpilot",
+        &["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"],
+    );
+    let edited = std::fs::read_to_string(p.path(cfg))
+        .unwrap()
+        .replace(
+            "    itt: ITTFL = 'Y'\n",
+            "    itt: ITTFL = 'Y'\n    placebo: TRT01A = 'Placebo'\n",
+        )
+        .replace(
+            "    population: safety\n    events: teae",
+            "    population: placebo\n    events: teae",
+        );
+    assert!(edited.contains("population: placebo"));
+    p.write(cfg, &edited);
+    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a = p.report_json("data/lake-cdiscpilot-full");
+    let s = &a["safety"];
+    assert_eq!(s["arms"][1][1], 0, "{}", s["arms"]);
+    let notes: Vec<&str> = s["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n
+                .contains("arm `Xanomeline High Dose` has no subject in the placebo population")),
+        "{notes:?}"
+    );
+    let outside = s["outside_population"].as_u64().unwrap();
+    assert!(outside > 0);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&format!("{outside} records")))
+    );
+    let any = &s["overview"][0];
+    assert_eq!(any["subjects"][1], 0);
+    assert!(any["risk_differences"][0].is_null() && any["risk_differences"][1].is_null());
+    assert!(any["rates"][1].is_null());
+    let report = std::fs::read_to_string(
+        p.latest_report("data/lake-cdiscpilot-full")
+            .join("report.html"),
+    )
+    .unwrap();
+    assert!(!report.contains("NaN"), "no NaN in the report");
+}
+
+/// One safety row against R's (safety.R's layout): subjects and events per arm, risk differences, rates.
+fn check_safety_row(got: &Value, want: &Value, what: &str) {
+    assert_eq!(got["subjects"], want["subjects"], "{what}: subjects");
+    assert_eq!(got["events"], want["events"], "{what}: events");
+    for (mine, theirs) in [("risk_differences", "rd"), ("rates", "rate")] {
+        for (k, e) in got[mine].as_array().unwrap().iter().enumerate() {
+            for (j, key) in ["estimate", "ci_low", "ci_high"].iter().enumerate() {
+                close(
+                    f(&e[key]),
+                    f(&want[theirs][k][j]),
+                    1e-9,
+                    &format!("{what}: {mine} {key}"),
+                );
+            }
+        }
+    }
+}
+
+/// The pilot's adverse-event tables against R (crates/analysis/tests/reference/safety.R → safety.json): every
+/// row of the overview, of the system organ classes and their terms in R's order, and the worst severity.
+fn check_safety(s: &Value) {
+    let path = util::repo_root().join("crates/analysis/tests/reference/safety.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let arms: Vec<Value> = s["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[0].clone())
+        .collect();
+    assert_eq!(Value::Array(arms), r["arms"]);
+    let n: Vec<Value> = s["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[1].clone())
+        .collect();
+    assert_eq!(Value::Array(n), r["n"], "denominators");
+    assert_eq!(s["counted"], r["records"], "counted records");
+    for (k, py) in s["patient_years"].as_array().unwrap().iter().enumerate() {
+        close(f(py), f(&r["patient_years"][k]), 1e-12, "patient-years");
+    }
+    let overview = s["overview"].as_array().unwrap();
+    assert_eq!(overview.len(), r["overview"].as_array().unwrap().len());
+    for (got, want) in overview.iter().zip(r["overview"].as_array().unwrap()) {
+        check_safety_row(got, want, &format!("overview {}", want["label"]));
+    }
+    let socs = s["by_soc"].as_array().unwrap();
+    let want_socs = r["by_soc"].as_array().unwrap();
+    assert_eq!(socs.len(), want_socs.len(), "system organ classes");
+    for (got, want) in socs.iter().zip(want_socs) {
+        assert_eq!(got["soc"]["label"], want["label"], "SOC order");
+        check_safety_row(&got["soc"], want, &format!("SOC {}", want["label"]));
+        let terms = got["terms"].as_array().unwrap();
+        let want_terms = want["terms"].as_array().unwrap();
+        assert_eq!(terms.len(), want_terms.len(), "terms of {}", want["label"]);
+        for (t, w) in terms.iter().zip(want_terms) {
+            assert_eq!(t["label"], w["label"], "term order in {}", want["label"]);
+            check_safety_row(t, w, &format!("term {}", w["label"]));
+        }
+    }
+    assert_eq!(
+        s["severity"]["subjects"], r["severity"]["subjects"],
+        "worst severity"
+    );
+    assert_eq!(s["severity"]["unknown_records"], 0);
 }
 
 /// `config/examples/cdiscpilot_sdtm.yaml`: the pilot from its SDTM domains alone (DM as the subject table; VS,

@@ -459,3 +459,56 @@ async fn the_last_value_before_the_first_dose_is_taken_by_date() {
         "{e}"
     );
 }
+
+/// `flags`: each a boolean column of the table's clean records, false (never NULL) where the condition is
+/// NULL; a flag reading a column the table does not keep is a config error naming the flag.
+#[tokio::test]
+async fn flags_are_boolean_columns_of_the_clean_records() {
+    let flagged =
+        format!("{TABLES}\n      flags: {{teae: \"TRTEMFL = 'Y'\", serious: \"AESER = 'Y'\"}}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &flagged);
+    clean(&cfg).await.unwrap();
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    let kept = read_parquet_prefix(&lake, &lake::table_clean_file("adae"))
+        .await
+        .unwrap();
+    let flag = |name: &str| -> Vec<bool> {
+        let mut out = Vec::new();
+        for b in &kept {
+            let a = b
+                .column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .unwrap();
+            assert_eq!(
+                arrow::array::Array::null_count(a),
+                0,
+                "{name}: no NULL flag"
+            );
+            out.extend(a.iter().map(|v| v.unwrap()));
+        }
+        out
+    };
+    let (teae, serious) = (flag("flag_teae"), flag("flag_serious"));
+    let (trtemfl, aeser) = (strings(&kept, "TRTEMFL"), strings(&kept, "AESER"));
+    assert!(!teae.is_empty());
+    for i in 0..teae.len() {
+        assert_eq!(teae[i], trtemfl[i].as_deref() == Some("Y"), "record {i}");
+        assert_eq!(serious[i], aeser[i].as_deref() == Some("Y"), "record {i}");
+    }
+    assert!(
+        teae.contains(&false),
+        "the record without TRTEMFL is flagged false"
+    );
+
+    let unread = flagged.replace("serious: \"AESER = 'Y'\"", "serious: \"AESEV = 'SEVERE'\"");
+    let dir = tempfile::tempdir().unwrap();
+    let e = clean(&config(dir.path(), &unread)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert!(
+        e.to_string().contains("dataset.tables.adae.flags.serious"),
+        "{e}"
+    );
+}
