@@ -508,6 +508,9 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
             "Least-squares means",
             "Dose-response trend",
             "Dunnett-adjusted",
+            "stratified by SITEGR1",
+            "Restricted mean survival time to 180",
+            "Survival differences at milestone times",
         ],
     )?;
     if screenshot {

@@ -10,8 +10,10 @@ mod comparisons;
 mod continuous;
 pub mod dunnett;
 pub mod report;
+mod rmst;
 mod safety;
 pub mod stats;
+mod stratified;
 mod subgroups;
 mod survival;
 mod table1;
@@ -31,8 +33,10 @@ use trialflow_core::{Error, Result, Storage};
 
 use comparisons::comparisons;
 pub use continuous::{Ancova, ArmDifference, ContinuousResult, LinearTerm, LsMean, Trend};
+pub use rmst::{ArmContrast, Milestone, Rmst, RmstArm};
 pub use safety::{Safety, SafetyRow, SeverityRows, SocRows};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
+pub use stratified::Stratified;
 use subgroups::subgroup;
 use survival::TermFn;
 use survival::{arm_terms, diverges, hazard_ratios, survival, ties};
@@ -205,6 +209,15 @@ pub struct Survival {
     pub logrank_p_value: f64,
     pub cox: CoxModel,
     pub cox_adjusted: Option<CoxModel>,
+    /// With `analysis.strata`: the log-rank test and the Cox model stratified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stratified: Option<Stratified>,
+    /// With `analysis.rmst_horizon`: the restricted mean survival time per arm and its differences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rmst: Option<Rmst>,
+    /// Each arm's survival minus the reference's at every `analysis.survival_times` within both curves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<Milestone>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -936,6 +949,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
             format!("Cox proportional hazards: {ties_name} ties, Newton–Raphson; Wald 95% CI and p. Adjusted model on complete cases; categorical covariates as indicators against their reference level (dataset.reference_levels, else the first in sort order)."),
             "Proportional hazards: Grambsch–Therneau test on scaled Schoenfeld residuals against 1 − KM(t) (lifelines' proportional_hazard_test, time_transform = km).".into(),
             "Continuous endpoints: mean ± SD by arm; ANCOVA by least squares of the endpoint on the arm (indicators against the reference) and the adjustment covariates, complete cases; t 95% CIs and two-sided t tests on the residual degrees of freedom (R's lm and confint).".into(),
+            "Stratified time to event (analysis.strata): the log-rank (O − E) and its covariance summed over the strata (R survdiff with strata()); the Cox model of the arm with a baseline hazard per stratum (R coxph with strata()), rows without a stratum left out. Restricted mean survival time (analysis.rmst_horizon): the area under each arm's Kaplan–Meier curve to the horizon, its standard error as R's survmean (print(survfit, rmean = τ)); differences against the reference with normal 95% CIs for independent arms. Milestone differences: survival minus the reference's at each analysis.survival_times inside both curves, Greenwood standard errors, normal 95% CIs.".into(),
             "Safety tables (analysis.safety): subjects with at least one counted record and the records, per arm, over the population's subjects (the denominators); risk differences against the reference arm with Wald 95% CIs (R prop.test, no continuity correction); system organ classes and preferred terms sorted by subjects over all arms, then by name; each subject once at its worst severity; exposure-adjusted incidence = subjects with a counted record per 100 patient-years of the arm's total exposure (365.25 days a year), exact Poisson 95% CI (R poisson.test).".into(),
             "Subgroups: OR (binary outcome, Woolf CI) or HR (Cox) within each level; interaction by a Wald test of the arm × subgroup terms (logistic or Cox model). Estimates with an empty 2×2 cell or no events are reported as not estimable.".into(),
         ],
@@ -994,7 +1008,7 @@ mod tests {
     use super::*;
     use crate::survival::cox_model;
 
-    fn config(dir: &std::path::Path, extra: &str) -> Config {
+    pub(crate) fn config(dir: &std::path::Path, extra: &str) -> Config {
         std::fs::write(dir.join("t.csv"), "id\n").unwrap();
         let yaml = format!(
             r#"

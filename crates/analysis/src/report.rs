@@ -2,6 +2,7 @@
 //! a narrow screen (charts scale, wide tables scroll) and printable.
 
 mod safety;
+mod survival_more;
 
 use std::fmt::Write;
 
@@ -948,9 +949,22 @@ fn survival_block(b: &mut String, a: &Analysis, s: &crate::Survival) {
             s.logrank_df,
             p_value(Some(s.logrank_p_value))
         );
+        if let Some(st) = &s.stratified {
+            survival_more::stratified_logrank(b, st);
+        }
+        let stratified_title = s.stratified.as_ref().map(|st| {
+            format!(
+                "Cox model, arm only, stratified by {}",
+                esc(&st.strata.join(" × "))
+            )
+        });
         for (title, m) in [
             ("Cox model, arm only", Some(&s.cox)),
             ("Cox model, adjusted", s.cox_adjusted.as_ref()),
+            (
+                stratified_title.as_deref().unwrap_or_default(),
+                s.stratified.as_ref().map(|st| &st.cox),
+            ),
         ] {
             let Some(m) = m else { continue };
             let _ = write!(
@@ -977,6 +991,7 @@ fn survival_block(b: &mut String, a: &Analysis, s: &crate::Survival) {
             }
             b.push_str("</table>");
         }
+        survival_more::rmst_and_milestones(b, s);
     }
 }
 

@@ -244,12 +244,26 @@ pub fn kaplan_meier(arm: &str, obs: &[(f64, bool)]) -> KmCurve {
 }
 
 /// k-sample log-rank test: (chi-square, df, p-value).
-#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
 pub fn logrank(groups: &[Vec<(f64, bool)>]) -> (f64, usize, f64) {
     let k = groups.len();
     if k < 2 {
         return (f64::NAN, 0, f64::NAN);
     }
+    let mut o_minus_e = vec![0.0; k];
+    let mut var = vec![vec![0.0; k]; k];
+    logrank_add(groups, &mut o_minus_e, &mut var);
+    logrank_statistic(&o_minus_e, &var)
+}
+
+/// Adds the observed-minus-expected events of each group and their covariance over the event times of
+/// `groups` (one stratum) to `o_minus_e` and `var`.
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub(crate) fn logrank_add(
+    groups: &[Vec<(f64, bool)>],
+    o_minus_e: &mut [f64],
+    var: &mut [Vec<f64>],
+) {
+    let k = groups.len();
     let mut times: Vec<f64> = groups
         .iter()
         .flatten()
@@ -258,8 +272,6 @@ pub fn logrank(groups: &[Vec<(f64, bool)>]) -> (f64, usize, f64) {
         .collect();
     times.sort_by(f64::total_cmp);
     times.dedup();
-    let mut o_minus_e = vec![0.0; k];
-    let mut var = vec![vec![0.0; k]; k];
     for &t in &times {
         let n: Vec<f64> = groups
             .iter()
@@ -285,6 +297,12 @@ pub fn logrank(groups: &[Vec<(f64, bool)>]) -> (f64, usize, f64) {
             }
         }
     }
+}
+
+/// The log-rank chi-square of accumulated (O - E) and covariance: (chi-square, df, p-value).
+#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
+pub(crate) fn logrank_statistic(o_minus_e: &[f64], var: &[Vec<f64>]) -> (f64, usize, f64) {
+    let k = o_minus_e.len();
     // Drop the last group; solve V x = (O - E) on the rest.
     let m = k - 1;
     let mut a: Vec<Vec<f64>> = (0..m)
@@ -505,7 +523,7 @@ fn risk_scores(beta: &[f64], x: &[Vec<f64>]) -> Vec<f64> {
 }
 
 /// Log partial likelihood, score and information at `beta`.
-fn cox_derivs(
+pub(crate) fn cox_derivs(
     times: &[f64],
     events: &[bool],
     x: &[Vec<f64>],
@@ -572,7 +590,6 @@ fn cox_derivs(
 
 /// Cox proportional hazards by Newton–Raphson with step halving (as R's coxph): converged when the log partial
 /// likelihood changes by less than 1e-9 relative.
-#[allow(clippy::needless_range_loop)] // matrix arithmetic reads best with explicit indices
 pub fn cox_ph(
     names: Vec<String>,
     times: &[f64],
@@ -581,9 +598,27 @@ pub fn cox_ph(
     ties: Ties,
     max_iter: usize,
 ) -> Option<CoxFit> {
+    cox_ph_with(
+        names,
+        |beta| cox_derivs(times, events, x, beta, ties),
+        ties,
+        max_iter,
+    )
+}
+
+/// The log partial likelihood, its score and information at a β.
+pub(crate) type CoxDerivs = (f64, Vec<f64>, Vec<Vec<f64>>);
+
+/// [`cox_ph`] over any partial likelihood `derivs` (one risk set, or one per stratum summed).
+pub(crate) fn cox_ph_with(
+    names: Vec<String>,
+    derivs: impl Fn(&[f64]) -> CoxDerivs,
+    ties: Ties,
+    max_iter: usize,
+) -> Option<CoxFit> {
     let p = names.len();
     let mut beta = vec![0.0; p];
-    let (mut ll, mut u, mut info) = cox_derivs(times, events, x, &beta, ties);
+    let (mut ll, mut u, mut info) = derivs(&beta);
     let mut iterations = 0;
     let mut converged = false;
     while iterations < max_iter {
@@ -592,7 +627,7 @@ pub fn cox_ph(
         let mut scale = 1.0;
         let (new_beta, new) = loop {
             let nb: Vec<f64> = beta.iter().zip(&step).map(|(b, s)| b + scale * s).collect();
-            let d = cox_derivs(times, events, x, &nb, ties);
+            let d = derivs(&nb);
             if d.0 >= ll - 1e-12 || scale < 1e-6 {
                 break (nb, d);
             }

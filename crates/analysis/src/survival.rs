@@ -241,13 +241,19 @@ pub(crate) fn survival(cfg: &Config, data: &Data) -> Option<Survival> {
             .and_then(|t| t.unit.clone()),
         ci_bands: cfg.analysis.km_ci_bands,
         medians: medians.collect(),
-        curves,
         at_times,
         logrank_chi_square: chi,
         logrank_df: df,
         logrank_p_value: p,
         cox: cox_model(cfg, data, &[]),
         cox_adjusted: adjusted,
+        stratified: crate::stratified::stratified(cfg, data),
+        rmst: cfg
+            .analysis
+            .rmst_horizon
+            .map(|tau| crate::rmst::rmst(&curves, tau)),
+        milestones: crate::rmst::milestones(&curves, &cfg.analysis.survival_times),
+        curves,
     })
 }
 

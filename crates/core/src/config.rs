@@ -1092,6 +1092,13 @@ pub struct AnalysisConfig {
     /// The adverse-event tables, from a record table such as ADAE.
     #[serde(default)]
     pub safety: Option<SafetyConfig>,
+    /// Categorical columns (or the site) whose levels stratify the log-rank test and a Cox model of the arm
+    /// (R: `strata()`), e.g. the randomization's stratification factors.
+    #[serde(default)]
+    pub strata: Vec<String>,
+    /// The horizon (unit of the time column) of the restricted mean survival time per arm and its differences.
+    #[serde(default)]
+    pub rmst_horizon: Option<f64>,
 }
 
 /// The safety tables: subjects and events by arm from the records of `table`, over the subjects of
@@ -1227,6 +1234,8 @@ impl Default for AnalysisConfig {
             populations: AnalysisPopulations::default(),
             continuous: Vec::new(),
             safety: None,
+            strata: Vec::new(),
+            rmst_horizon: None,
         }
     }
 }
@@ -2558,6 +2567,31 @@ impl Config {
             }
         }
         self.check_safety()?;
+        for (i, c) in self.analysis.strata.iter().enumerate() {
+            if !(d.categorical.contains(c) || d.site.as_ref() == Some(c)) {
+                return Err(self.err(
+                    format!("analysis.strata[{i}]"),
+                    "expected a categorical covariate or the site",
+                ));
+            }
+        }
+        if let Some(h) = self.analysis.rmst_horizon
+            && !(h.is_finite() && h > 0.0)
+        {
+            return Err(self.err("analysis.rmst_horizon", "expected a positive time"));
+        }
+        if (self.analysis.rmst_horizon.is_some() || !self.analysis.strata.is_empty())
+            && d.time_to_event.is_none()
+        {
+            return Err(self.err(
+                if self.analysis.strata.is_empty() {
+                    "analysis.rmst_horizon"
+                } else {
+                    "analysis.strata"
+                },
+                "needs a time to event (`dataset.time_to_event`)",
+            ));
+        }
         for (i, c) in self.analysis.adjust.iter().enumerate() {
             if !covariates.contains(&c) {
                 return Err(self.err(

@@ -503,7 +503,80 @@ fn respiratory_trial_month_4() {
 
 #[test]
 fn colon_trial_three_arms_adjusted_cox() {
-    check("colon");
+    let a = run_example("colon");
+    check_analysis("colon", &a, &reference("colon"));
+    check_survival_more("colon", &a["survival"]);
+}
+
+/// The stratified log-rank test and Cox model, the restricted mean survival times and their differences, and
+/// the survival differences at the milestone times against R's survival (crates/analysis/tests/reference/
+/// survival_more.R → survival_more.json).
+fn check_survival_more(trial: &str, s: &Value) {
+    let path = util::repo_root().join("crates/analysis/tests/reference/survival_more.json");
+    let all: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let r = &all[trial];
+    let st = &s["stratified"];
+    assert_eq!(
+        st["levels"].as_array().unwrap().len() as u64,
+        r["strata"].as_u64().unwrap()
+    );
+    close(
+        f(&st["logrank_chi_square"]),
+        f(&r["logrank"]["chi_square"]),
+        1e-9,
+        &format!("{trial}: stratified log-rank"),
+    );
+    assert_eq!(st["logrank_df"], r["logrank"]["df"]);
+    for (j, t) in st["cox"]["terms"].as_array().unwrap().iter().enumerate() {
+        close(
+            f(&t["coef"]),
+            f(&r["cox"]["coef"][j]),
+            1e-6,
+            "stratified Cox coef",
+        );
+        close(
+            f(&t["se"]),
+            f(&r["cox"]["se"][j]),
+            1e-6,
+            "stratified Cox se",
+        );
+    }
+    let rm = &s["rmst"];
+    assert_eq!(rm["horizon"].as_f64(), r["rmst"]["horizon"].as_f64());
+    for (i, arm) in rm["arms"].as_array().unwrap().iter().enumerate() {
+        close(f(&arm["rmst"]), f(&r["rmst"]["rmean"][i]), 1e-9, "RMST");
+        close(f(&arm["se"]), f(&r["rmst"]["se"][i]), 1e-9, "RMST se");
+    }
+    for (i, d) in rm["differences"].as_array().unwrap().iter().enumerate() {
+        close(
+            f(&d["estimate"]),
+            f(&r["rmst"]["difference"][i]),
+            1e-9,
+            "RMST difference",
+        );
+        close(
+            f(&d["se"]),
+            f(&r["rmst"]["difference_se"][i]),
+            1e-9,
+            "RMST difference se",
+        );
+    }
+    let got = s["milestones"].as_array().unwrap();
+    let want = r["milestones"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "{trial}: milestones");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(
+            (g["time"].as_f64(), &g["arm"]),
+            (w["time"].as_f64(), &w["arm"])
+        );
+        close(
+            f(&g["estimate"]),
+            f(&w["estimate"]),
+            1e-9,
+            "milestone difference",
+        );
+        close(f(&g["se"]), f(&w["se"]), 1e-9, "milestone se");
+    }
 }
 
 #[test]
@@ -1004,6 +1077,7 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     assert!(html.contains("Least-squares means"));
     check_safety(&a["safety"]);
     assert!(html.contains("<h2>Adverse events"));
+    check_survival_more("cdiscpilot", &a["survival"]);
 }
 
 /// Bad input in the safety tables, written as a config a user could: a population in which two of the three
