@@ -511,6 +511,8 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
             "stratified by SITEGR1",
             "Restricted mean survival time to 180",
             "Survival differences at milestone times",
+            "Disposition",
+            "CONSORT flow diagram",
         ],
     )?;
     if screenshot {

@@ -8,6 +8,7 @@
 
 mod comparisons;
 mod continuous;
+mod disposition;
 pub mod dunnett;
 pub mod report;
 mod rmst;
@@ -33,6 +34,7 @@ use trialflow_core::{Error, Result, Storage};
 
 use comparisons::comparisons;
 pub use continuous::{Ancova, ArmDifference, ContinuousResult, LinearTerm, LsMean, Trend};
+pub use disposition::{Disposition, DispositionRow};
 pub use rmst::{ArmContrast, Milestone, Rmst, RmstArm};
 pub use safety::{Safety, SafetyRow, SeverityRows, SocRows};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
@@ -293,6 +295,9 @@ pub struct Analysis {
     /// The adverse-event tables (`analysis.safety`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<Safety>,
+    /// Completed and discontinued subjects by reason (`analysis.disposition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<Disposition>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -930,6 +935,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         analysis_populations: BTreeMap::new(),
         secondary_survival: secondary_survival(cfg, &batches)?,
         safety: safety::safety(cfg, lake, &batches, &data.arms).await?,
+        disposition: disposition::disposition(cfg, &batches, &data.arms)?,
         continuous: cfg
             .analysis
             .continuous

@@ -1,6 +1,7 @@
 //! The self-contained HTML report: tables and inline SVG charts, no scripts, no fonts, no network. Readable on
 //! a narrow screen (charts scale, wide tables scroll) and printable.
 
+mod consort;
 mod safety;
 mod survival_more;
 
@@ -14,6 +15,15 @@ fn esc(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// `n (p%)` of `of` subjects; `n` alone when there are none.
+fn share(n: u64, of: u64) -> String {
+    if of == 0 {
+        n.to_string()
+    } else {
+        format!("{n} ({:.1}%)", 100.0 * n as f64 / of as f64)
+    }
 }
 
 fn num(x: Option<f64>, digits: usize) -> String {
@@ -443,6 +453,9 @@ pub fn html(a: &Analysis) -> String {
         esc(&a.reference_arm)
     );
     flow_section(&mut b, a);
+    if let Some(d) = &a.disposition {
+        consort::disposition_table(&mut b, d);
+    }
     table1_section(&mut b, a);
     outcome_section(&mut b, a);
     survival_section(&mut b, a);
@@ -519,6 +532,7 @@ fn flow_section(b: &mut String, a: &Analysis) {
         }
         b.push_str("</table>");
         populations_table(b, f);
+        b.push_str(&consort::diagram(f, a.disposition.as_ref()));
         let _ = write!(
             b,
             "<p>Every text value (identifiers and levels among them) was put in Unicode NFC and \

@@ -1099,6 +1099,23 @@ pub struct AnalysisConfig {
     /// The horizon (unit of the time column) of the restricted mean survival time per arm and its differences.
     #[serde(default)]
     pub rmst_horizon: Option<f64>,
+    /// The disposition table: completed and discontinued subjects with the reasons, by arm.
+    #[serde(default)]
+    pub disposition: Option<DispositionConfig>,
+}
+
+/// Subject-table text columns (`dataset.extra` or `categorical`) of each subject's end-of-study status and
+/// reason, e.g. ADSL's `EOSSTT` and `DCSREAS`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispositionConfig {
+    pub status: String,
+    pub reason: Option<String>,
+    /// The status values of a subject who completed (e.g. `[COMPLETED]`); every other value is a
+    /// discontinuation, with its reason.
+    pub completed: Vec<String>,
+    /// Default: every accepted row (the randomized subjects).
+    pub population: Option<String>,
 }
 
 /// The safety tables: subjects and events by arm from the records of `table`, over the subjects of
@@ -1236,6 +1253,7 @@ impl Default for AnalysisConfig {
             safety: None,
             strata: Vec::new(),
             rmst_horizon: None,
+            disposition: None,
         }
     }
 }
@@ -2197,7 +2215,12 @@ impl Config {
         let safety = a
             .safety
             .iter()
-            .map(|s| ("analysis.safety.population".to_string(), &s.population));
+            .map(|s| ("analysis.safety.population".to_string(), &s.population))
+            .chain(
+                a.disposition
+                    .iter()
+                    .map(|d| ("analysis.disposition.population".to_string(), &d.population)),
+            );
         let named = named
             .into_iter()
             .map(|(k, n)| (k.to_string(), n))
@@ -2567,6 +2590,25 @@ impl Config {
             }
         }
         self.check_safety()?;
+        if let Some(dp) = &self.analysis.disposition {
+            let text_columns = |c: &String| d.categorical.contains(c) || d.extra.contains_key(c);
+            for (key, c) in std::iter::once(("analysis.disposition.status", &dp.status))
+                .chain(dp.reason.iter().map(|r| ("analysis.disposition.reason", r)))
+            {
+                if !text_columns(c) {
+                    return Err(self.err(
+                        key,
+                        format!("`{c}` is no text column of the subject table: list it in `dataset.extra` (e.g. `{c}: string`)"),
+                    ));
+                }
+            }
+            if dp.completed.is_empty() {
+                return Err(self.err(
+                    "analysis.disposition.completed",
+                    "expected the status values of a subject who completed",
+                ));
+            }
+        }
         for (i, c) in self.analysis.strata.iter().enumerate() {
             if !(d.categorical.contains(c) || d.site.as_ref() == Some(c)) {
                 return Err(self.err(

@@ -607,6 +607,15 @@ pub fn clean(cfg: &Config) -> String {
     for c in d.numeric.iter().chain(&d.categorical) {
         cols.push(format!("{} AS {}", ident(c), ident(&table_column(c))));
     }
+    // The disposition's status and reason may be extras (the status is often the outcome's column too).
+    let disposition = cfg
+        .analysis
+        .disposition
+        .iter()
+        .flat_map(|dp| std::iter::once(&dp.status).chain(&dp.reason));
+    for c in disposition.filter(|c| !d.categorical.contains(c)) {
+        cols.push(format!("{} AS {}", ident(c), ident(&table_column(c))));
+    }
     cols.extend(d.populations.keys().map(|p| ident(&population_column(p))));
     for name in d.secondary_time_to_event.keys() {
         let (tc, ec) = secondary_columns(name);

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::esc;
+use super::{esc, share};
 use crate::{Safety, SafetyRow};
 
 pub(super) fn section(b: &mut String, s: &Safety) {
@@ -61,15 +61,6 @@ pub(super) fn section(b: &mut String, s: &Safety) {
                 esc(&v.column)
             );
         }
-    }
-}
-
-/// `n (p%)` of `of` subjects; `n` alone when the arm has none.
-fn share(n: u64, of: u64) -> String {
-    if of == 0 {
-        n.to_string()
-    } else {
-        format!("{n} ({:.1}%)", 100.0 * n as f64 / of as f64)
     }
 }
 

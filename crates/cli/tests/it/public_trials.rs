@@ -1078,6 +1078,12 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     check_safety(&a["safety"]);
     assert!(html.contains("<h2>Adverse events"));
     check_survival_more("cdiscpilot", &a["survival"]);
+    check_disposition(&a["disposition"]);
+    assert!(html.contains("aria-label=\"CONSORT flow diagram\""));
+    assert!(
+        html.contains("Completed: 58"),
+        "placebo's completers in its CONSORT box"
+    );
 }
 
 /// Bad input in the safety tables, written as a config a user could: a population in which two of the three
@@ -1140,6 +1146,29 @@ fn safety_tables_over_a_population_without_some_arms_say_so() {
     )
     .unwrap();
     assert!(!report.contains("NaN"), "no NaN in the report");
+}
+
+/// The pilot's disposition (every ADSL subject: completed, discontinued by reason) against R's counts
+/// (crates/analysis/tests/reference/disposition.R → disposition.json), rows in R's order.
+fn check_disposition(d: &Value) {
+    let path = util::repo_root().join("crates/analysis/tests/reference/disposition.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let n: Vec<Value> = d["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a[1].clone())
+        .collect();
+    assert_eq!(Value::Array(n), r["n"], "subjects per arm");
+    let rows = d["rows"].as_array().unwrap();
+    let want = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), want.len(), "disposition rows: {d}");
+    for (g, w) in rows.iter().zip(want) {
+        assert_eq!(
+            (&g["label"], &g["reason"], &g["subjects"]),
+            (&w["label"], &w["reason"], &w["subjects"])
+        );
+    }
 }
 
 /// One safety row against R's (safety.R's layout): subjects and events per arm, risk differences, rates.
