@@ -10,7 +10,9 @@ mod comparisons;
 mod continuous;
 mod disposition;
 pub mod dunnett;
+pub mod export;
 pub mod report;
+pub mod results;
 mod rmst;
 mod safety;
 pub mod stats;
@@ -1004,9 +1006,30 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
     analysis.methods.extend(note);
     lake.put_json(&format!("{dir}analysis.json"), &analysis)
         .await?;
+    write_results_and_tables(lake, dir, &analysis).await?;
     lake.put(&format!("{dir}report.html"), report::html(&analysis))
         .await?;
     Ok(analysis)
+}
+
+/// Every number as a record (`results.json`, `results.csv`) and the tables as `tables.rtf` and
+/// `tables/<name>.csv`, in the report's folder `dir`.
+async fn write_results_and_tables(lake: &Storage, dir: &str, a: &Analysis) -> Result<()> {
+    let records = results::results(a)?;
+    lake.put_json(&format!("{dir}results.json"), &records)
+        .await?;
+    lake.put(&format!("{dir}results.csv"), results::to_csv(&records))
+        .await?;
+    let tables = export::tables(a);
+    for t in &tables {
+        lake.put(&format!("{dir}tables/{}.csv", t.name), export::csv(t))
+            .await?;
+    }
+    lake.put(
+        &format!("{dir}tables.rtf"),
+        export::rtf(&format!("Trial analysis: {}", a.dataset), &tables),
+    )
+    .await
 }
 
 #[cfg(test)]

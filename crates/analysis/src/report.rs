@@ -18,7 +18,7 @@ fn esc(s: &str) -> String {
 }
 
 /// `n (p%)` of `of` subjects; `n` alone when there are none.
-fn share(n: u64, of: u64) -> String {
+pub(crate) fn share(n: u64, of: u64) -> String {
     if of == 0 {
         n.to_string()
     } else {

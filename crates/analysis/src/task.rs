@@ -24,6 +24,8 @@ impl StageTask for Analyze {
         Ok(TaskIo {
             inputs: vec![
                 lake::CLEAN.into(),
+                // the safety tables read a record table's clean records
+                lake::TABLES.into(),
                 lake::CLEAN_REPORT.into(),
                 lake::EVALUATION.into(),
             ],

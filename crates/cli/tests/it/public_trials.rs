@@ -1079,6 +1079,7 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     assert!(html.contains("<h2>Adverse events"));
     check_survival_more("cdiscpilot", &a["survival"]);
     check_disposition(&a["disposition"]);
+    check_results_as_data(&p.latest_report("data/lake-cdiscpilot-full"), &a);
     assert!(html.contains("aria-label=\"CONSORT flow diagram\""));
     assert!(
         html.contains("Completed: 58"),
@@ -1146,6 +1147,74 @@ fn safety_tables_over_a_population_without_some_arms_say_so() {
     )
     .unwrap();
     assert!(!report.contains("NaN"), "no NaN in the report");
+}
+
+/// Every numeric leaf of a JSON value.
+fn numbers(v: &Value) -> usize {
+    match v {
+        Value::Number(_) => 1,
+        Value::Array(a) => a.iter().map(numbers).sum(),
+        Value::Object(o) => o.values().map(numbers).sum(),
+        _ => 0,
+    }
+}
+
+/// Results as data: one record per number of analysis.json (each at its JSON pointer, with its analysis,
+/// population, arms and statistic), the same as CSV, and the tables as CSV and RTF.
+fn check_results_as_data(report: &std::path::Path, a: &Value) {
+    let records: Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(
+        records.len(),
+        numbers(a),
+        "one record per number of analysis.json"
+    );
+    for r in records {
+        let at = a.pointer(r["path"].as_str().unwrap()).unwrap();
+        assert_eq!(at.as_f64(), r["value"].as_f64(), "{r}");
+    }
+    let rd = records
+        .iter()
+        .find(|r| {
+            r["analysis"] == "safety.overview"
+                && r["parameter"] == "any event"
+                && r["statistic"] == "risk_differences.estimate"
+                && r["arms"] == "Xanomeline High Dose vs Placebo"
+        })
+        .expect("the any-event risk difference of the high dose");
+    assert_eq!(rd["population"], "safety");
+    assert!(
+        rd["method"]
+            .as_str()
+            .unwrap()
+            .contains("Wald risk difference")
+    );
+    let lsmean = records
+        .iter()
+        .find(|r| {
+            r["analysis"] == "continuous"
+                && r["arms"] == "Placebo"
+                && r["path"].as_str().unwrap().contains("/lsmeans/0/estimate")
+        })
+        .expect("placebo's LS mean");
+    assert_eq!(lsmean["population"], "efficacy");
+    let csv = std::fs::read_to_string(report.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), records.len() + 1);
+    assert!(csv.starts_with("analysis,population,parameter,arms,statistic,method,value,path\n"));
+    let rtf = std::fs::read_to_string(report.join("tables.rtf")).unwrap();
+    assert!(rtf.starts_with("{\\rtf1") && rtf.ends_with('}'));
+    for title in [
+        "Disposition: end-of-study status",
+        "Adverse events by system organ class and preferred term",
+        "ANCOVA of ADAS_CHG24 adjusted for ADAS_BL, SITEGR1",
+        "Time to event",
+    ] {
+        assert!(rtf.contains(title), "tables.rtf lacks {title}");
+    }
+    let disposition = std::fs::read_to_string(report.join("tables/disposition.csv")).unwrap();
+    assert!(disposition.starts_with("Status,Placebo (N = 86),"));
+    assert!(disposition.contains("Completed,58 (67.4%),27 (32.1%),25 (29.8%)"));
 }
 
 /// The pilot's disposition (every ADSL subject: completed, discontinued by reason) against R's counts
