@@ -421,7 +421,13 @@ fn pilot_report(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir.join("data/examples/cdiscpilot"))?;
     let cfg = "config/examples/cdiscpilot.yaml";
     std::fs::copy(root.join(cfg), dir.join(cfg))?;
-    for f in ["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"] {
+    for f in [
+        "adsl.xpt",
+        "adtte.xpt",
+        "adadas.xpt",
+        "adae.xpt",
+        "adlbc.xpt",
+    ] {
         let data = format!("data/examples/cdiscpilot/{f}");
         std::fs::copy(root.join(&data), dir.join(&data))?;
     }
@@ -513,6 +519,7 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
             "Survival differences at milestone times",
             "Disposition",
             "CONSORT flow diagram",
+            "Lab shifts",
         ],
     )?;
     if screenshot {

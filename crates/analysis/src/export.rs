@@ -260,6 +260,55 @@ fn survival_table(s: &Survival) -> ExportTable {
     }
 }
 
+fn lab_tables(l: &LabShifts) -> Vec<ExportTable> {
+    l.parameters
+        .iter()
+        .map(|p| {
+            let mut header = vec!["Baseline".to_string()];
+            for (arm, n) in &l.arms {
+                header.extend(
+                    l.levels
+                        .iter()
+                        .map(|level| format!("{arm} (N = {n}): worst {level}")),
+                );
+            }
+            let labels = l.levels.iter().map(String::as_str).chain(["Missing"]);
+            let mut rows: Vec<Vec<String>> = labels
+                .zip(&p.subjects)
+                .map(|(label, row)| {
+                    let mut cells = vec![label.to_string()];
+                    for k in 0..l.arms.len() {
+                        cells.extend(row.iter().map(|cell| cell[k].to_string()));
+                    }
+                    cells
+                })
+                .collect();
+            let mut new = vec!["New abnormality".to_string()];
+            for (n, of) in &p.new_abnormal {
+                new.push(format!("{} of {of}", share(*n, *of)));
+                new.extend(std::iter::repeat_n(String::new(), l.levels.len() - 1));
+            }
+            rows.push(new);
+            ExportTable {
+                name: format!("lab_shift_{}", file_name(&p.parameter)),
+                title: format!(
+                    "Lab shift: {} (baseline against worst post-baseline)",
+                    p.parameter
+                ),
+                header,
+                rows,
+            }
+        })
+        .collect()
+}
+
+/// `s` with every character but ASCII letters and digits as `_`: a file name from a parameter code.
+fn file_name(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 /// Every exported table of `a`.
 pub fn tables(a: &Analysis) -> Vec<ExportTable> {
     let mut out = vec![ExportTable {
@@ -289,6 +338,7 @@ pub fn tables(a: &Analysis) -> Vec<ExportTable> {
     out.extend(a.survival.as_ref().map(survival_table));
     out.extend(continuous_tables(a));
     out.extend(a.safety.iter().flat_map(safety_tables));
+    out.extend(a.lab_shifts.iter().flat_map(lab_tables));
     out
 }
 

@@ -11,6 +11,7 @@ mod continuous;
 mod disposition;
 pub mod dunnett;
 pub mod export;
+mod labs;
 pub mod report;
 pub mod results;
 mod rmst;
@@ -37,6 +38,7 @@ use trialflow_core::{Error, Result, Storage};
 use comparisons::comparisons;
 pub use continuous::{Ancova, ArmDifference, ContinuousResult, LinearTerm, LsMean, Trend};
 pub use disposition::{Disposition, DispositionRow};
+pub use labs::{LabShift, LabShifts};
 pub use rmst::{ArmContrast, Milestone, Rmst, RmstArm};
 pub use safety::{Safety, SafetyRow, SeverityRows, SocRows};
 use stats::{Describe, Estimate, KmCurve, Ties, TwoByTwo};
@@ -300,6 +302,9 @@ pub struct Analysis {
     /// Completed and discontinued subjects by reason (`analysis.disposition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disposition: Option<Disposition>,
+    /// Baseline against worst post-baseline lab indicators (`analysis.lab_shifts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_shifts: Option<LabShifts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -938,6 +943,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         secondary_survival: secondary_survival(cfg, &batches)?,
         safety: safety::safety(cfg, lake, &batches, &data.arms).await?,
         disposition: disposition::disposition(cfg, &batches, &data.arms)?,
+        lab_shifts: labs::lab_shifts(cfg, lake, &batches, &data.arms).await?,
         continuous: cfg
             .analysis
             .continuous

@@ -2,6 +2,7 @@
 //! a narrow screen (charts scale, wide tables scroll) and printable.
 
 mod consort;
+mod labs;
 mod safety;
 mod survival_more;
 
@@ -462,6 +463,9 @@ pub fn html(a: &Analysis) -> String {
     continuous_section(&mut b, a);
     if let Some(s) = &a.safety {
         safety::section(&mut b, s);
+    }
+    if let Some(l) = &a.lab_shifts {
+        labs::section(&mut b, l);
     }
     subgroup_section(&mut b, a);
     models_section(&mut b, a);

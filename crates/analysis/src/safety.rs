@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::Array;
 
 use super::*;
-use trialflow_core::config::{SafetyConfig, flag_column};
+use trialflow_core::config::flag_column;
 use trialflow_core::table::read_parquet_file;
 
 /// One row of a safety table: subjects with at least one counted record, and the records, per arm.
@@ -80,9 +80,9 @@ struct Record {
 }
 
 /// The population's subjects: id → (subject number, arm index), and per arm the count and exposure.
-struct Subjects {
-    index: HashMap<String, (usize, usize)>,
-    per_arm: Vec<u64>,
+pub(crate) struct Subjects {
+    pub(crate) index: HashMap<String, (usize, usize)>,
+    pub(crate) per_arm: Vec<u64>,
     years: Vec<f64>,
     missing_exposure: u64,
 }
@@ -96,18 +96,20 @@ fn years_per_unit(unit: &str) -> f64 {
     }
 }
 
-fn subjects(
-    s: &SafetyConfig,
+/// The population's subjects (`rows`), numbered, with their arm; and per arm their exposure in years from
+/// `exposure` (column, unit) when given.
+pub(crate) fn subjects(
     rows: &[arrow::array::RecordBatch],
     arms: &[String],
+    exposure: Option<(&str, &str)>,
 ) -> Result<Subjects> {
     let ids = strings(rows, "subject_id")?;
     let arm = strings(rows, "arm")?;
-    let exposure = match &s.exposure {
-        Some(c) => Some(floats(rows, &table_column(c))?),
-        None => None,
+    let (exposure, unit) = match exposure {
+        Some((c, unit)) => (Some(floats(rows, &table_column(c))?), unit),
+        None => (None, "days"),
     };
-    let per_year = years_per_unit(&s.exposure_unit);
+    let per_year = years_per_unit(unit);
     let mut out = Subjects {
         index: HashMap::new(),
         per_arm: vec![0; arms.len()],
@@ -133,7 +135,11 @@ fn subjects(
     Ok(out)
 }
 
-fn flags_of(batches: &[arrow::array::RecordBatch], name: &str, table: &str) -> Result<Vec<bool>> {
+pub(crate) fn flags_of(
+    batches: &[arrow::array::RecordBatch],
+    name: &str,
+    table: &str,
+) -> Result<Vec<bool>> {
     let column = flag_column(name);
     let mut out = Vec::new();
     for b in batches {
@@ -148,6 +154,22 @@ fn flags_of(batches: &[arrow::array::RecordBatch], name: &str, table: &str) -> R
         out.extend((0..a.len()).map(|i| a.is_valid(i) && a.value(i)));
     }
     Ok(out)
+}
+
+/// The clean records of record table `table`, which `what` reads.
+pub(crate) async fn record_table(
+    lake: &Storage,
+    table: &str,
+    what: &str,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    let path = lake::table_clean_file(table);
+    if lake.head(&path).await?.is_none() {
+        return Err(bad(format!(
+            "{what} read record table `{table}`, which has no clean records ({}): run the clean task again",
+            lake.display(&path)
+        )));
+    }
+    read_parquet_file(lake, &path).await
 }
 
 /// The safety tables over `rows` (the population's rows of the clean table), with `arms` from the whole clean
@@ -166,17 +188,9 @@ pub(crate) async fn safety(
         .as_deref()
         .or(cfg.analysis.population.as_deref());
     let rows = rows_of(batches, population)?;
-    let subjects = subjects(s, &rows, arms)?;
-    let path = lake::table_clean_file(&s.table);
-    if lake.head(&path).await?.is_none() {
-        return Err(bad(format!(
-            "the safety tables read record table `{}`, which has no clean records ({}): run the clean task \
-             again",
-            s.table,
-            lake.display(&path)
-        )));
-    }
-    let table = read_parquet_file(lake, &path).await?;
+    let exposure = s.exposure.as_deref().map(|c| (c, s.exposure_unit.as_str()));
+    let subjects = subjects(&rows, arms, exposure)?;
+    let table = record_table(lake, &s.table, "the safety tables").await?;
     let ids = strings(&table, "subject_id")?;
     let column = |c: &str| strings(&table, c);
     let (soc, term) = (column(&s.soc)?, column(&s.term)?);

