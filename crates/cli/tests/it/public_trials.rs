@@ -1438,3 +1438,131 @@ fn two_adtte_parameters_each_an_endpoint_against_r() {
         }
     }
 }
+
+/// The safety tables and the disposition on flat CSV exports (a subject file and an adverse-event file, as a
+/// trial team exports them from its database, not ADaM), counted by hand: the denominators are the safety
+/// population's subjects per arm, a subject with two events of one term counts once, events count each record,
+/// a record of a subject outside the population is a note.
+#[test]
+fn safety_and_disposition_on_flat_exports() {
+    let p = Project::sample();
+    p.write(
+        "data/flat/subjects.csv",
+        "subject,arm,treated,days,status,reason\n\
+         1,Placebo,yes,100,completed,\n\
+         2,Placebo,yes,200,withdrawn,Adverse event\n\
+         3,Placebo,no,0,withdrawn,Consent\n\
+         4,Active,yes,150,completed,\n\
+         5,Active,yes,50,withdrawn,Adverse event\n\
+         6,Active,yes,365.25,completed,\n",
+    );
+    p.write(
+        "data/flat/ae.csv",
+        "subject,body_system,term,grade,serious\n\
+         1,Nervous system,Headache,1,no\n\
+         4,Nervous system,Headache,2,no\n\
+         4,Nervous system,Headache,3,yes\n\
+         5,Gastrointestinal,Nausea,1,no\n\
+         6,Nervous system,Dizziness,2,no\n\
+         3,Gastrointestinal,Nausea,1,no\n",
+    );
+    let cfg = "config/flat.yaml";
+    p.write(
+        cfg,
+        r#"
+storage: {lake: file://data/lake-flat, models: file://models-flat}
+dataset:
+  name: flat_safety
+  sources:
+    - {name: subjects, url: file://data/flat/subjects.csv}
+    - {name: ae, url: file://data/flat/ae.csv}
+  id: subject
+  arm: {column: arm, reference: Placebo}
+  outcome: {column: status, positive: [withdrawn], negative: [completed]}
+  numeric: [days]
+  extra: {treated: string, status: string, reason: string}
+  populations: {treated: "treated = 'yes'"}
+  tables:
+    ae:
+      sources: [ae]
+      columns: [body_system, term, grade, serious]
+      flags: {serious: "serious = 'yes'", grade3: "TRY_CAST(grade AS INT) >= 3"}
+privacy: {key_env: TRIALFLOW_PSEUDONYM_KEY}
+preprocessing: {split: {train: 0.6, val: 0.2, test: 0.2, salt: s}}
+models: {model_1: {hidden: [4]}, model_2: {hidden: [4]}, baseline: {hidden: []}}
+training: {seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}
+serving: {host: 127.0.0.1, port: 8501, model_name: flat, poll_seconds: 5, max_body_bytes: 100000, max_rows: 10}
+deployment: {checks: [{metric: roc_auc, min: 0.0}]}
+analysis:
+  disposition: {status: status, reason: reason, completed: [completed]}
+  safety:
+    table: ae
+    population: treated
+    overview: [serious, grade3]
+    soc: body_system
+    term: term
+    severity: {column: grade, levels: ["1", "2", "3"]}
+    exposure: days
+"#,
+    );
+    let o = p.run_keyed(&["pipeline", "data", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = p.run_keyed(&["pipeline", "full", "--only", "analyze", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let a = p.report_json("data/lake-flat");
+    let s = &a["safety"];
+    // arms: reference first; the treated population: Placebo 1, 2; Active 4, 5, 6
+    assert_eq!(
+        s["arms"],
+        serde_json::json!([["Placebo", 2], ["Active", 3]])
+    );
+    assert_eq!(s["outside_population"], 1, "subject 3 is not treated");
+    let any = &s["overview"][0];
+    assert_eq!(any["subjects"], serde_json::json!([1, 3]));
+    assert_eq!(any["events"], serde_json::json!([1, 4]));
+    close(
+        f(&any["risk_differences"][0]["estimate"]),
+        1.0 - 0.5,
+        1e-12,
+        "RD",
+    );
+    // Placebo: 300 days; Active: 565.25 days = 1.5476... years; 3 subjects per 100 patient-years
+    close(
+        f(&any["rates"][1]["estimate"]),
+        300.0 * 365.25 / 565.25,
+        1e-12,
+        "rate",
+    );
+    let serious = &s["overview"][1];
+    assert_eq!(serious["label"], "serious");
+    assert_eq!(serious["subjects"], serde_json::json!([0, 1]));
+    assert_eq!(
+        s["overview"][2]["subjects"],
+        serde_json::json!([0, 1]),
+        "grade ≥ 3"
+    );
+    let nervous = &s["by_soc"][0];
+    assert_eq!(
+        nervous["soc"]["label"], "Nervous system",
+        "the most frequent class first"
+    );
+    assert_eq!(nervous["soc"]["subjects"], serde_json::json!([1, 2]));
+    assert_eq!(nervous["terms"][0]["label"], "Headache");
+    assert_eq!(nervous["terms"][0]["subjects"], serde_json::json!([1, 1]));
+    assert_eq!(nervous["terms"][0]["events"], serde_json::json!([1, 2]));
+    // worst grade per subject: Placebo 1 → 1; Active 4 → 3, 5 → 1, 6 → 2
+    assert_eq!(
+        s["severity"]["subjects"],
+        serde_json::json!([[1, 1], [0, 1], [0, 1]])
+    );
+    let d = &a["disposition"];
+    assert_eq!(
+        d["rows"][0]["subjects"],
+        serde_json::json!([1, 2]),
+        "completed"
+    );
+    assert_eq!(d["rows"][1]["label"], "withdrawn");
+    assert_eq!(d["rows"][1]["subjects"], serde_json::json!([2, 1]));
+    assert_eq!(d["rows"][2]["label"], "Adverse event");
+    assert_eq!(d["rows"][2]["subjects"], serde_json::json!([1, 1]));
+}
