@@ -3,8 +3,13 @@
 //! effects with interaction tests, and the models' ROC and calibration curves. Writes
 //! `reports/<run>/analysis.json` (every number) and `report.html` (self-contained, inline SVG).
 //!
+//! Also: ANCOVA with least-squares means and multiplicity adjustments, stratified and restricted-mean survival,
+//! the adverse-event and lab shift tables from record tables, the disposition, and every number as a record
+//! (`results.json`/`.csv`) with the tables as CSV and RTF.
+//!
 //! Invariant: no candle; every analysis population is the clean table (accepted rows) or a population of it
-//! (`dataset.populations`), as its analysis names.
+//! (`dataset.populations`), as its analysis names; the safety and lab tables count the record tables' clean
+//! records of that population's subjects.
 
 mod comparisons;
 mod continuous;
