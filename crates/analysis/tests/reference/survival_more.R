@@ -12,6 +12,9 @@
 # - cdiscpilot (config/examples/cdiscpilot.yaml): time to first dermatologic event (ADTTE TTDE, CNSR = 1
 #   censored) in the safety population, arms by TRT01A; strata SITEGR1; horizon 180 days; milestones 30, 60,
 #   90, 180
+# - lung (config/examples/lung.yaml): R survival's lung, arms by sex (1 reference), status 2 = death; strata
+#   ph.ecog (the patient without it is left out of the stratified analyses; ECOG 3 is a stratum of one);
+#   horizon 730 days; milestones 180, 365, 730
 #
 # Run from the repository root:  Rscript crates/analysis/tests/reference/survival_more.R
 # (or cargo xtask references). Writes survival_more.json, compared by crates/cli/tests/it/public_trials.rs.
@@ -45,7 +48,7 @@ analyse <- function(d, tau, times) {
   }
   list(
     arms = arms,
-    strata = length(unique(d$s)),
+    strata = length(unique(na.omit(d$s))),
     logrank = list(chi_square = lr$chisq, df = length(arms) - 1),
     cox = list(coef = unname(coef(cox)), se = unname(sqrt(diag(vcov(cox))))),
     rmst = list(horizon = tau, rmean = rmean, se = se,
@@ -71,7 +74,12 @@ d$arm <- factor(d$TRT01A, levels = c("Placebo", "Xanomeline High Dose", "Xanomel
 d$s <- d$SITEGR1
 pilot_r <- analyse(d, 180, c(30, 60, 90, 180))
 
+lung <- read.csv("data/examples/lung.csv")
+lung$arm <- factor(as.character(lung$sex), levels = c("1", "2"))
+lung$s <- lung$ph.ecog
+lung_r <- analyse(lung, 730, c(180, 365, 730))
+
 out <- list(versions = list(R = R.version.string, survival = as.character(packageVersion("survival"))),
-            colon = colon_r, cdiscpilot = pilot_r)
+            colon = colon_r, cdiscpilot = pilot_r, lung = lung_r)
 writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE),
            "crates/analysis/tests/reference/survival_more.json")

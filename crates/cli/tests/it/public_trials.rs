@@ -530,13 +530,13 @@ fn check_survival_more(trial: &str, s: &Value) {
     for (j, t) in st["cox"]["terms"].as_array().unwrap().iter().enumerate() {
         close(
             f(&t["coef"]),
-            f(&r["cox"]["coef"][j]),
+            nth(&r["cox"]["coef"], j),
             1e-6,
             "stratified Cox coef",
         );
         close(
             f(&t["se"]),
-            f(&r["cox"]["se"][j]),
+            nth(&r["cox"]["se"], j),
             1e-6,
             "stratified Cox se",
         );
@@ -550,13 +550,13 @@ fn check_survival_more(trial: &str, s: &Value) {
     for (i, d) in rm["differences"].as_array().unwrap().iter().enumerate() {
         close(
             f(&d["estimate"]),
-            f(&r["rmst"]["difference"][i]),
+            nth(&r["rmst"]["difference"], i),
             1e-9,
             "RMST difference",
         );
         close(
             f(&d["se"]),
-            f(&r["rmst"]["difference_se"][i]),
+            nth(&r["rmst"]["difference_se"], i),
             1e-9,
             "RMST difference se",
         );
@@ -763,6 +763,10 @@ fn check_km_and_logrank(s: &Value, r: &Value) {
 fn lung_export_as_r_writes_it_against_r() {
     // no id column (`id: null`), R's 1/2 status coding, sex coded 1/2 as YAML numbers, empty fields for NA
     let a = run_example_on("lung", "lung");
+    check_survival_more("lung", &a["survival"]);
+    let notes = a["survival"]["stratified"]["notes"].to_string();
+    assert!(notes.contains("stratum `3` has one subject"), "{notes}");
+    assert!(notes.contains("1 rows have no value"), "{notes}");
     let path = util::repo_root().join("crates/analysis/tests/reference/lung.json");
     let r: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(
