@@ -116,25 +116,9 @@ fn stratified_cox(
         })
         .collect();
     let n: usize = parts.iter().map(|p| p.0.len()).sum();
-    let n_events = parts
-        .iter()
-        .flat_map(|p| p.1.iter())
-        .filter(|e| **e)
-        .count() as u64;
-    let mut model = CoxModel {
-        ties: format!("{:?}", cfg.analysis.ties).to_lowercase(),
-        covariates: Vec::new(),
-        n: n as u64,
-        events: n_events,
-        converged: false,
-        iterations: 0,
-        terms: Vec::new(),
-        ph_test: Vec::new(),
-        not_estimable: None,
-        variance: "model".into(),
-    };
-    if n_events == 0 {
-        model.not_estimable = Some("no events".into());
+    let all_events: Vec<bool> = parts.iter().flat_map(|p| p.1.iter().copied()).collect();
+    let mut model = crate::survival::unfitted(cfg, &[], n, &all_events);
+    if model.events == 0 {
         return model;
     }
     let ties = ties(cfg);
@@ -163,18 +147,7 @@ fn stratified_cox(
             )
         }
         Some(fit) => {
-            model.converged = fit.converged;
-            model.iterations = fit.iterations;
-            if !fit.converged {
-                model.not_estimable = Some(format!(
-                    "did not converge within {} iterations (analysis.max_iterations)",
-                    fit.iterations
-                ));
-            } else if diverges(&fit.coef) {
-                model.not_estimable = Some(
-                    "a coefficient diverges (monotone likelihood: an arm without events?)".into(),
-                );
-            }
+            crate::survival::record_fit(&mut model, &fit);
             model.terms = hazard_ratios(&fit, p);
         }
     }

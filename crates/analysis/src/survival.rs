@@ -69,6 +69,39 @@ pub(crate) fn hazard_ratios(fit: &stats::CoxFit, upto: usize) -> Vec<HazardRatio
         .collect()
 }
 
+/// A Cox model of `n` rows with `events` before its fit; without an event it is not estimable.
+pub(crate) fn unfitted(cfg: &Config, covariates: &[String], n: usize, events: &[bool]) -> CoxModel {
+    let events = events.iter().filter(|v| **v).count() as u64;
+    CoxModel {
+        ties: format!("{:?}", cfg.analysis.ties).to_lowercase(),
+        covariates: covariates.to_vec(),
+        n: n as u64,
+        events,
+        converged: false,
+        iterations: 0,
+        terms: Vec::new(),
+        ph_test: Vec::new(),
+        not_estimable: (events == 0).then(|| "no events".into()),
+        variance: "model".into(),
+    }
+}
+
+/// The fit's convergence into `model`, and why its estimates are not usable when they are not.
+pub(crate) fn record_fit(model: &mut CoxModel, fit: &stats::CoxFit) {
+    model.converged = fit.converged;
+    model.iterations = fit.iterations;
+    if !fit.converged {
+        model.not_estimable = Some(format!(
+            "did not converge within {} iterations (analysis.max_iterations)",
+            fit.iterations
+        ));
+    } else if diverges(&fit.coef) {
+        model.not_estimable = Some(
+            "a coefficient diverges (monotone likelihood: an arm or level without events?)".into(),
+        );
+    }
+}
+
 pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxModel {
     let Some((times, events)) = &data.tte else {
         unreachable!("cox_model needs time-to-event data")
@@ -92,21 +125,8 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
         x.push(row);
         cl.extend(data.clusters.as_ref().map(|c| c[i]));
     }
-    let n_events = e.iter().filter(|v| **v).count() as u64;
-    let mut model = CoxModel {
-        ties: format!("{:?}", cfg.analysis.ties).to_lowercase(),
-        covariates: adjust.to_vec(),
-        n: t.len() as u64,
-        events: n_events,
-        converged: false,
-        iterations: 0,
-        terms: Vec::new(),
-        ph_test: Vec::new(),
-        not_estimable: None,
-        variance: "model".into(),
-    };
-    if n_events == 0 {
-        model.not_estimable = Some("no events".into());
+    let mut model = unfitted(cfg, adjust, t.len(), &e);
+    if model.events == 0 {
         return model;
     }
     match stats::cox_ph(
@@ -123,19 +143,7 @@ pub(crate) fn cox_model(cfg: &Config, data: &Data, adjust: &[String]) -> CoxMode
             )
         }
         Some(mut fit) => {
-            model.converged = fit.converged;
-            model.iterations = fit.iterations;
-            if !fit.converged {
-                model.not_estimable = Some(format!(
-                    "did not converge within {} iterations (analysis.max_iterations)",
-                    fit.iterations
-                ));
-            } else if diverges(&fit.coef) {
-                model.not_estimable = Some(
-                    "a coefficient diverges (monotone likelihood: an arm or level without events?)"
-                        .into(),
-                );
-            }
+            record_fit(&mut model, &fit);
             // The PH test scales residuals by the model-based variance, so it runs before the robust one.
             if let Some(ph) = stats::ph_test(&fit, &t, &e, &x) {
                 model.ph_test = names
