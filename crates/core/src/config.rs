@@ -2511,37 +2511,57 @@ impl Config {
         Ok(())
     }
 
+    /// An analysis of record table `table` (its config key `section`): the table exists, has the `flags` and
+    /// keeps the `columns` it reads, each given with its own config key.
+    fn check_table_reads<'a>(
+        &self,
+        section: &str,
+        table: &str,
+        flags: impl IntoIterator<Item = (String, &'a String)>,
+        columns: impl IntoIterator<Item = (&'static str, &'a String)>,
+    ) -> Result<()> {
+        let Some(t) = self.dataset.tables.get(table) else {
+            return Err(self.err(
+                format!("{section}.table"),
+                format!("no record table `{table}` in `dataset.tables`"),
+            ));
+        };
+        for (key, f) in flags {
+            if !t.flags.contains_key(f) {
+                return Err(self.err(
+                    key,
+                    format!("no flag `{f}` in `dataset.tables.{table}.flags`"),
+                ));
+            }
+        }
+        for (key, c) in columns {
+            if !t.columns.contains(c) {
+                return Err(self.err(
+                    key,
+                    format!("`{c}` is not among `dataset.tables.{table}.columns`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `analysis.lab_shifts`: a record table that keeps the columns and the flag it names, two levels or more.
     fn check_lab_shifts(&self) -> Result<()> {
         let Some(l) = &self.analysis.lab_shifts else {
             return Ok(());
         };
-        let Some(t) = self.dataset.tables.get(&l.table) else {
-            return Err(self.err(
-                "analysis.lab_shifts.table",
-                format!("no record table `{}` in `dataset.tables`", l.table),
-            ));
-        };
-        if let Some(f) = &l.records
-            && !t.flags.contains_key(f)
-        {
-            return Err(self.err(
-                "analysis.lab_shifts.records",
-                format!("no flag `{f}` in `dataset.tables.{}.flags`", l.table),
-            ));
-        }
-        for (key, c) in [
-            ("analysis.lab_shifts.parameter", &l.parameter),
-            ("analysis.lab_shifts.baseline", &l.baseline),
-            ("analysis.lab_shifts.value", &l.value),
-        ] {
-            if !t.columns.contains(c) {
-                return Err(self.err(
-                    key,
-                    format!("`{c}` is not among `dataset.tables.{}.columns`", l.table),
-                ));
-            }
-        }
+        self.check_table_reads(
+            "analysis.lab_shifts",
+            &l.table,
+            l.records
+                .iter()
+                .map(|f| ("analysis.lab_shifts.records".to_string(), f)),
+            [
+                ("analysis.lab_shifts.parameter", &l.parameter),
+                ("analysis.lab_shifts.baseline", &l.baseline),
+                ("analysis.lab_shifts.value", &l.value),
+            ],
+        )?;
         if l.levels.len() < 2 {
             return Err(self.err(
                 "analysis.lab_shifts.levels",
@@ -2556,12 +2576,6 @@ impl Config {
         let Some(s) = &self.analysis.safety else {
             return Ok(());
         };
-        let Some(t) = self.dataset.tables.get(&s.table) else {
-            return Err(self.err(
-                "analysis.safety.table",
-                format!("no record table `{}` in `dataset.tables`", s.table),
-            ));
-        };
         let flags = s
             .events
             .iter()
@@ -2572,14 +2586,6 @@ impl Config {
                     .enumerate()
                     .map(|(i, f)| (format!("analysis.safety.overview[{i}]"), f)),
             );
-        for (key, f) in flags {
-            if !t.flags.contains_key(f) {
-                return Err(self.err(
-                    key,
-                    format!("no flag `{f}` in `dataset.tables.{}.flags`", s.table),
-                ));
-            }
-        }
         let columns = [
             ("analysis.safety.soc", &s.soc),
             ("analysis.safety.term", &s.term),
@@ -2590,14 +2596,7 @@ impl Config {
                 .as_ref()
                 .map(|v| ("analysis.safety.severity.column", &v.column)),
         );
-        for (key, c) in columns {
-            if !t.columns.contains(c) {
-                return Err(self.err(
-                    key,
-                    format!("`{c}` is not among `dataset.tables.{}.columns`", s.table),
-                ));
-            }
-        }
+        self.check_table_reads("analysis.safety", &s.table, flags, columns)?;
         if let Some(v) = &s.severity
             && v.levels.is_empty()
         {
