@@ -1569,4 +1569,30 @@ analysis:
     assert_eq!(d["rows"][1]["subjects"], serde_json::json!([2, 1]));
     assert_eq!(d["rows"][2]["label"], "Adverse event");
     assert_eq!(d["rows"][2]["subjects"], serde_json::json!([1, 1]));
+
+    // contract mistakes in the safety section are config errors (exit 2) naming the key
+    let text_of = std::fs::read_to_string(p.path(cfg)).unwrap();
+    for (from, to, key) in [
+        (
+            "overview: [serious, grade3]",
+            "overview: [serious, fatal]",
+            "analysis.safety.overview[1]",
+        ),
+        (
+            "    term: term\n",
+            "    term: preferred\n",
+            "analysis.safety.term",
+        ),
+        (
+            "    table: ae\n",
+            "    table: adverse\n",
+            "analysis.safety.table",
+        ),
+    ] {
+        assert!(text_of.contains(from), "{from}");
+        p.write(cfg, &text_of.replace(from, to));
+        let o = p.run(&["check-config", "--config", cfg]);
+        assert_eq!(o.status.code(), Some(2), "{from} → {to}: {}", text(&o));
+        assert!(text(&o).contains(key), "{from} → {to}: {}", text(&o));
+    }
 }
