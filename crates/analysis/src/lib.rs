@@ -801,13 +801,14 @@ async fn model_curves(lake: &Storage) -> Result<Vec<ModelCurves>> {
     let Some(ev) = contracts::load_opt::<EvaluationReport>(lake).await? else {
         return Ok(Vec::new());
     };
-    Ok(ev.leaderboard.iter().map(model_curve).collect())
+    Ok(ev.leaderboard.iter().filter_map(model_curve).collect())
 }
 
-fn model_curve(m: &TrainReport) -> ModelCurves {
-    let met = &m.metrics;
+/// A binary model's curves for the report (the other endpoints' metrics are in their metrics.json).
+fn model_curve(m: &TrainReport) -> Option<ModelCurves> {
+    let met = m.metrics.binary()?;
     let bound = |name: &str| met.get(name).flatten();
-    ModelCurves {
+    Some(ModelCurves {
         model: m.model.clone(),
         roc_auc: met.roc_auc,
         roc_auc_ci: bound("roc_auc_ci_lower").zip(bound("roc_auc_ci_upper")),
@@ -821,17 +822,18 @@ fn model_curve(m: &TrainReport) -> ModelCurves {
         slices: m
             .slices
             .iter()
-            .map(|s| {
-                (
+            .filter_map(|s| {
+                let b = s.metrics.binary()?;
+                Some((
                     s.column.clone(),
                     s.level.clone(),
-                    s.metrics.n as u64,
-                    s.metrics.positives as u64,
-                    s.metrics.roc_auc,
-                )
+                    b.n as u64,
+                    b.positives as u64,
+                    b.roc_auc,
+                ))
             })
             .collect(),
-    }
+    })
 }
 
 /// The labels the sources declared for Table 1's variables (none before a clean report exists).

@@ -462,7 +462,7 @@ async fn models_command(cfg: &Config, models: &Storage, action: ModelsAction) ->
             println!("{} in {}", name, models.display(""));
             println!(
                 "  {:<8} {:<10} {:<7} {:<10} {:<26} {:<8} source",
-                "VERSION", "STATE", "SERVED", "ROC AUC", "PROMOTED", "FORCED"
+                "VERSION", "STATE", "SERVED", "TEST METRIC", "PROMOTED", "FORCED"
             );
             for i in &v.versions {
                 let metrics: Option<trialflow_core::contracts::TrainReport> =
@@ -471,14 +471,20 @@ async fn models_command(cfg: &Config, models: &Storage, action: ModelsAction) ->
                         &format!("{name}/{}/metrics.json", i.version),
                     )
                     .await?;
-                let auc = metrics.and_then(|m| m.metrics.roc_auc);
+                // the endpoint's ranking metric: ROC AUC, R² or Harrell's C
+                let ranking = metrics.map(|m| m.metrics.ranking());
                 let rec = i.record.as_ref();
                 println!(
                     "  {:<8} {:<10} {:<7} {:<10} {:<26} {:<8} {}",
                     i.version,
                     format!("{:?}", i.state).to_lowercase(),
                     if i.served { "yes" } else { "" },
-                    auc.map(|a| format!("{a:.4}")).unwrap_or_default(),
+                    ranking
+                        .map(|(name, v)| format!(
+                            "{name} {}",
+                            v.map_or("n/a".into(), |v| format!("{v:.4}"))
+                        ))
+                        .unwrap_or_default(),
                     rec.map_or("", |r| r.at.as_str()),
                     if rec.is_some_and(|r| r.forced) {
                         "FORCED"

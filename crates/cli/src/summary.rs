@@ -86,16 +86,13 @@ fn print_results(r: &RunRecord) {
     }
     let models_line: Vec<String> = summaries::<TrainReport>(r, "train")
         .map(|(_, s)| {
-            let auc = s
-                .metrics
-                .roc_auc
-                .map(|a| format!("{a:.3}"))
-                .unwrap_or("n/a".into());
-            format!("{} {auc}", s.model)
+            let (name, value) = s.metrics.ranking();
+            let value = value.map(|a| format!("{a:.3}")).unwrap_or("n/a".into());
+            format!("{} {name} {value}", s.model)
         })
         .collect();
     if !models_line.is_empty() {
-        println!("Models (test ROC AUC): {}", models_line.join(" · "));
+        println!("Models (test): {}", models_line.join(" · "));
     }
     for (_, s) in summaries::<GateDecision>(r, "gate") {
         if let Some(chosen) = &s.chosen {

@@ -729,6 +729,66 @@ pub struct TrainingConfig {
     /// hold its rows only. Default: every accepted row with the outcome.
     #[serde(default)]
     pub population: Option<String>,
+    /// What the models predict: the binary `outcome` (default), a `continuous` value or a `time_to_event`.
+    /// One endpoint per configuration, so that every candidate is scored, gated and served alike.
+    #[serde(default)]
+    pub endpoint: Endpoint,
+    /// The endpoint's column: for `continuous`, a numeric covariate of the clean table that no model reads
+    /// (e.g. a pivot's change from baseline); for `time_to_event`, a `dataset.secondary_time_to_event` name
+    /// (default: `dataset.time_to_event`).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The loss of a `continuous` endpoint.
+    #[serde(default)]
+    pub loss: RegressionLoss,
+    /// Huber's δ, in standard deviations of the train split's target (`loss: huber`).
+    #[serde(default = "default_huber_delta")]
+    pub huber_delta: f64,
+    /// How tied event times enter the Cox partial likelihood of a `time_to_event` endpoint.
+    #[serde(default)]
+    pub ties: CoxTies,
+    /// Times (the endpoint's unit) at which a `time_to_event` model is evaluated (time-dependent AUC, Brier
+    /// score, integrated Brier score, calibration at the last) and, by default, at which serving reports
+    /// survival probabilities.
+    #[serde(default)]
+    pub horizons: Vec<f64>,
+}
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// The dataset's 0/1 `outcome`: a sigmoid head and binary cross-entropy.
+    #[default]
+    Binary,
+    /// A numeric column: an identity head and the squared error (or Huber's loss).
+    Continuous,
+    /// Time and event: a linear risk score and the Cox negative log partial likelihood (DeepSurv), with a
+    /// Breslow baseline hazard for survival curves.
+    TimeToEvent,
+}
+
+impl Endpoint {
+    /// Target values per row: the outcome or the value; the time and the event.
+    pub fn target_width(self) -> usize {
+        match self {
+            Endpoint::TimeToEvent => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The loss of a continuous endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegressionLoss {
+    #[default]
+    Mse,
+    Huber,
+}
+
+fn default_huber_delta() -> f64 {
+    1.0
 }
 
 fn default_max_in_memory_mib() -> u64 {
@@ -1027,10 +1087,11 @@ pub struct MonitoringConfig {
     pub pushgateway_job: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CoxTies {
     /// R survival's and lifelines' default.
+    #[default]
     Efron,
     /// SAS PHREG's usual choice.
     Breslow,
@@ -2424,7 +2485,106 @@ impl Config {
         if !(t.threshold > 0.0 && t.threshold < 1.0) {
             return Err(self.err("training.threshold", "expected a probability in (0, 1)"));
         }
+        self.check_endpoint()
+    }
+
+    /// `training.endpoint`: the column it names exists and is no model input; a time-to-event endpoint has
+    /// horizons.
+    fn check_endpoint(&self) -> Result<()> {
+        let t = &self.training;
+        let d = &self.dataset;
+        match t.endpoint {
+            Endpoint::Binary => {
+                if t.target.is_some() {
+                    return Err(self.err(
+                        "training.target",
+                        "a binary endpoint is `dataset.outcome`; `target` is for continuous and time_to_event",
+                    ));
+                }
+            }
+            Endpoint::Continuous => {
+                let Some(target) = &t.target else {
+                    return Err(self.err(
+                        "training.target",
+                        "a continuous endpoint needs the numeric column it predicts",
+                    ));
+                };
+                if !d.numeric.contains(target) {
+                    return Err(self.err(
+                        "training.target",
+                        format!("`{target}` is not a numeric covariate (dataset.numeric)"),
+                    ));
+                }
+                if self.feature_columns().contains(target) {
+                    return Err(self.err(
+                        "training.target",
+                        format!("`{target}` is a model input; list dataset.features without it"),
+                    ));
+                }
+                if !(t.huber_delta.is_finite() && t.huber_delta > 0.0) {
+                    return Err(self.err("training.huber_delta", "expected a positive number"));
+                }
+            }
+            Endpoint::TimeToEvent => {
+                match &t.target {
+                    Some(name) if !d.secondary_time_to_event.contains_key(name) => {
+                        return Err(self.err(
+                            "training.target",
+                            format!("no `{name}` in dataset.secondary_time_to_event"),
+                        ));
+                    }
+                    None if d.time_to_event.is_none() => {
+                        return Err(self.err(
+                            "training.endpoint",
+                            "time_to_event needs dataset.time_to_event (or a training.target naming a \
+                             dataset.secondary_time_to_event)",
+                        ));
+                    }
+                    _ => {}
+                }
+                if t.horizons.is_empty()
+                    || t.horizons.iter().any(|h| !(h.is_finite() && *h > 0.0))
+                    || t.horizons.windows(2).any(|w| w[0] >= w[1])
+                {
+                    return Err(self.err(
+                        "training.horizons",
+                        "a time_to_event endpoint needs increasing positive evaluation times",
+                    ));
+                }
+                if t.monitor == Monitor::ValAuc {
+                    return Err(self.err(
+                        "training.monitor",
+                        "val_auc is for binary endpoints; time_to_event stops on the validation loss",
+                    ));
+                }
+            }
+        }
+        if t.endpoint == Endpoint::Continuous && t.monitor == Monitor::ValAuc {
+            return Err(self.err(
+                "training.monitor",
+                "val_auc is for binary endpoints; continuous stops on the validation loss",
+            ));
+        }
         Ok(())
+    }
+
+    /// The clean-table columns of the endpoint's targets, in the order a split's targets hold them.
+    pub fn target_columns(&self) -> Vec<String> {
+        match self.training.endpoint {
+            Endpoint::Binary => vec!["outcome".into()],
+            Endpoint::Continuous => self
+                .training
+                .target
+                .iter()
+                .map(|t| crate::features::table_column(t))
+                .collect(),
+            Endpoint::TimeToEvent => match &self.training.target {
+                Some(name) => {
+                    vec![format!("time_{name}"), format!("event_{name}")]
+                }
+                None => vec!["time".into(), "event".into()],
+            },
+        }
     }
 
     /// `deployment`: every gate check bounded, on a metric the gate computes.
@@ -2470,7 +2630,7 @@ impl Config {
                     .iter()
                     .map(|r| ("deployment.regression.metric".to_string(), &r.metric)),
             );
-        let known = crate::contracts::Metrics::names();
+        let known = crate::contracts::ModelMetrics::names(self.training.endpoint);
         for (key, metric) in named {
             if !known.contains(metric) {
                 return Err(self.err(

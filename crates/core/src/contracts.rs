@@ -297,21 +297,7 @@ impl Metrics {
     /// A scalar metric by name (`SCALAR_METRICS`, or one with `_ci_lower`/`_ci_upper`): `None` for a name
     /// that does not exist, `Some(None)` for a metric undefined on this sample.
     pub fn get(&self, name: &str) -> Option<Option<f64>> {
-        let (base, bound) = match name
-            .strip_suffix("_ci_lower")
-            .map(|b| (b, 0))
-            .or_else(|| name.strip_suffix("_ci_upper").map(|b| (b, 1)))
-        {
-            Some((b, i)) => (b, Some(i)),
-            None => (name, None),
-        };
-        if !SCALAR_METRICS.contains(&base) {
-            return None;
-        }
-        if let Some(i) = bound {
-            return Some(self.ci.get(base).map(|c| c[i]));
-        }
-        Some(match base {
+        scalar(&SCALAR_METRICS, &self.ci, name, |m| match m {
             "roc_auc" => self.roc_auc,
             "pr_auc" => self.pr_auc,
             "brier" => Some(self.brier),
@@ -325,16 +311,235 @@ impl Metrics {
 
     /// Every name `get` accepts.
     pub fn names() -> Vec<String> {
-        SCALAR_METRICS
-            .iter()
-            .flat_map(|m| {
-                [
-                    m.to_string(),
-                    format!("{m}_ci_lower"),
-                    format!("{m}_ci_upper"),
-                ]
-            })
-            .collect()
+        with_bounds(&SCALAR_METRICS)
+    }
+}
+
+/// The scalar metrics of a continuous endpoint (`_ci_lower`/`_ci_upper` too).
+pub const REGRESSION_METRICS: [&str; 5] = [
+    "rmse",
+    "mae",
+    "r2",
+    "calibration_slope",
+    "calibration_intercept",
+];
+
+/// Test metrics of a continuous endpoint (scikit-learn's definitions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegressionMetrics {
+    pub n: usize,
+    pub rmse: f64,
+    pub mae: f64,
+    /// 1 − residual / total sum of squares; `None` for a constant target.
+    pub r2: Option<f64>,
+    /// Of the observed on the predicted value (ordinary least squares): 1 and 0 when calibrated.
+    pub calibration_slope: Option<f64>,
+    pub calibration_intercept: Option<f64>,
+    pub ci: BTreeMap<String, [f64; 2]>,
+    pub bootstrap: usize,
+}
+
+/// The scalar metrics of a time-to-event endpoint (`_ci_lower`/`_ci_upper` too).
+pub const SURVIVAL_METRICS: [&str; 4] = [
+    "c_index_harrell",
+    "c_index_uno",
+    "mean_auc",
+    "integrated_brier",
+];
+
+/// Test metrics of a time-to-event endpoint (scikit-survival's definitions, the censoring distribution
+/// estimated on the train split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurvivalMetrics {
+    pub n: usize,
+    pub events: usize,
+    /// Harrell's concordance of the risk score; `None` without a comparable pair.
+    pub c_index_harrell: Option<f64>,
+    /// Uno's IPCW concordance, pairs whose earlier time is before the last horizon.
+    pub c_index_uno: Option<f64>,
+    /// The evaluation times (`training.horizons`).
+    pub horizons: Vec<f64>,
+    /// Cumulative/dynamic AUC at each horizon (`None` where undefined, e.g. no case yet).
+    pub auc: Vec<Option<f64>>,
+    /// Its mean weighted by the test split's Kaplan–Meier drop between the horizons.
+    pub mean_auc: Option<f64>,
+    /// IPCW Brier score of the predicted survival at each horizon.
+    pub brier: Vec<Option<f64>>,
+    /// The Brier scores integrated over the horizons (trapezoid) per unit time; `None` below two horizons.
+    pub integrated_brier: Option<f64>,
+    /// Predicted against Kaplan–Meier survival at the last horizon, by tenths of predicted survival.
+    pub calibration: Vec<SurvivalCalibrationBin>,
+    pub ci: BTreeMap<String, [f64; 2]>,
+    pub bootstrap: usize,
+}
+
+/// One group of a survival calibration: rows whose predicted survival at the horizon falls in the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurvivalCalibrationBin {
+    pub n: usize,
+    pub mean_predicted: f64,
+    /// The group's Kaplan–Meier survival at the horizon.
+    pub observed: f64,
+}
+
+/// Test metrics of a model of any endpoint, tagged `endpoint` in JSON (absent = binary, as before
+/// endpoints).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "endpoint", rename_all = "snake_case")]
+pub enum ModelMetrics {
+    Binary(Metrics),
+    Continuous(RegressionMetrics),
+    TimeToEvent(SurvivalMetrics),
+}
+
+impl<'de> Deserialize<'de> for ModelMetrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut v = serde_json::Value::deserialize(d)?;
+        let endpoint = match v.as_object_mut().and_then(|o| o.remove("endpoint")) {
+            None => "binary".to_string(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "field `endpoint`: expected a string, found {other}"
+                )));
+            }
+        };
+        match endpoint.as_str() {
+            "binary" => serde_json::from_value(v).map(ModelMetrics::Binary),
+            "continuous" => serde_json::from_value(v).map(ModelMetrics::Continuous),
+            "time_to_event" => serde_json::from_value(v).map(ModelMetrics::TimeToEvent),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "field `endpoint`: unknown endpoint `{other}`, expected binary, continuous or time_to_event"
+                )));
+            }
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+/// A scalar of `names` by name, or its interval's bound (`_ci_lower`, `_ci_upper`) from `ci`.
+fn scalar(
+    names: &[&str],
+    ci: &BTreeMap<String, [f64; 2]>,
+    name: &str,
+    value: impl Fn(&str) -> Option<f64>,
+) -> Option<Option<f64>> {
+    let (base, bound) = match name
+        .strip_suffix("_ci_lower")
+        .map(|b| (b, 0))
+        .or_else(|| name.strip_suffix("_ci_upper").map(|b| (b, 1)))
+    {
+        Some((b, i)) => (b, Some(i)),
+        None => (name, None),
+    };
+    if !names.contains(&base) {
+        return None;
+    }
+    Some(match bound {
+        Some(i) => ci.get(base).map(|c| c[i]),
+        None => value(base),
+    })
+}
+
+/// Every name a scalar getter accepts: the names and their interval bounds.
+fn with_bounds(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|m| {
+            [
+                m.to_string(),
+                format!("{m}_ci_lower"),
+                format!("{m}_ci_upper"),
+            ]
+        })
+        .collect()
+}
+
+impl RegressionMetrics {
+    pub fn get(&self, name: &str) -> Option<Option<f64>> {
+        scalar(&REGRESSION_METRICS, &self.ci, name, |m| match m {
+            "rmse" => Some(self.rmse),
+            "mae" => Some(self.mae),
+            "r2" => self.r2,
+            "calibration_slope" => self.calibration_slope,
+            _ => self.calibration_intercept,
+        })
+    }
+}
+
+impl SurvivalMetrics {
+    pub fn get(&self, name: &str) -> Option<Option<f64>> {
+        scalar(&SURVIVAL_METRICS, &self.ci, name, |m| match m {
+            "c_index_harrell" => self.c_index_harrell,
+            "c_index_uno" => self.c_index_uno,
+            "mean_auc" => self.mean_auc,
+            _ => self.integrated_brier,
+        })
+    }
+}
+
+impl ModelMetrics {
+    pub fn endpoint(&self) -> crate::config::Endpoint {
+        match self {
+            ModelMetrics::Binary(_) => crate::config::Endpoint::Binary,
+            ModelMetrics::Continuous(_) => crate::config::Endpoint::Continuous,
+            ModelMetrics::TimeToEvent(_) => crate::config::Endpoint::TimeToEvent,
+        }
+    }
+
+    /// A scalar metric by name: `None` for a name this endpoint does not have, `Some(None)` for a metric
+    /// undefined on this sample.
+    pub fn get(&self, name: &str) -> Option<Option<f64>> {
+        match self {
+            ModelMetrics::Binary(m) => m.get(name),
+            ModelMetrics::Continuous(m) => m.get(name),
+            ModelMetrics::TimeToEvent(m) => m.get(name),
+        }
+    }
+
+    /// The scalar names of an endpoint (without interval bounds).
+    pub fn scalars(endpoint: crate::config::Endpoint) -> &'static [&'static str] {
+        match endpoint {
+            crate::config::Endpoint::Binary => &SCALAR_METRICS,
+            crate::config::Endpoint::Continuous => &REGRESSION_METRICS,
+            crate::config::Endpoint::TimeToEvent => &SURVIVAL_METRICS,
+        }
+    }
+
+    /// Every name `get` accepts for an endpoint.
+    pub fn names(endpoint: crate::config::Endpoint) -> Vec<String> {
+        with_bounds(Self::scalars(endpoint))
+    }
+
+    /// Rows scored.
+    pub fn n(&self) -> usize {
+        match self {
+            ModelMetrics::Binary(m) => m.n,
+            ModelMetrics::Continuous(m) => m.n,
+            ModelMetrics::TimeToEvent(m) => m.n,
+        }
+    }
+
+    /// The metric candidates are ranked by (higher is better): ROC AUC, R², Harrell's C.
+    pub fn ranking(&self) -> (&'static str, Option<f64>) {
+        match self {
+            ModelMetrics::Binary(m) => ("roc_auc", m.roc_auc),
+            ModelMetrics::Continuous(m) => ("r2", m.r2),
+            ModelMetrics::TimeToEvent(m) => ("c_index_harrell", m.c_index_harrell),
+        }
+    }
+
+    /// The binary metrics, when these are.
+    pub fn binary(&self) -> Option<&Metrics> {
+        match self {
+            ModelMetrics::Binary(m) => Some(m),
+            _ => None,
+        }
     }
 }
 
@@ -344,7 +549,7 @@ pub struct Slice {
     pub column: String,
     pub level: String,
     #[serde(flatten)]
-    pub metrics: Metrics,
+    pub metrics: ModelMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,7 +598,7 @@ pub struct TrainReport {
     /// Set when the train and validation splits were streamed from the lake (`training.max_in_memory_mib`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStats>,
-    pub metrics: Metrics,
+    pub metrics: ModelMetrics,
     /// Test metrics within each level of the slice columns (arm, site).
     pub slices: Vec<Slice>,
     /// Permutation feature importance on the test split, largest first.

@@ -2,7 +2,7 @@
 //! them is blessed (`gate/<model>/BLESSED` lists the checks and their values).
 
 use trialflow_core::config::{Config, RegressionCheck};
-use trialflow_core::contracts::{self, EvaluationReport, Metrics, TrainReport};
+use trialflow_core::contracts::{self, EvaluationReport, ModelMetrics, TrainReport};
 use trialflow_core::fingerprint::sha256_hex;
 use trialflow_core::lake;
 use trialflow_core::{Error, Result, Storage};
@@ -23,7 +23,7 @@ fn higher_is_better(metric: &str) -> bool {
 fn bound_checks(
     model: &str,
     scope: &str,
-    metrics: &Metrics,
+    metrics: &ModelMetrics,
     metric: &str,
     min: Option<f64>,
     max: Option<f64>,
@@ -46,11 +46,57 @@ fn bound_checks(
     out
 }
 
+/// A served version's metrics on this test split, by its endpoint; a time-to-event model's IPCW metrics
+/// use this train split's censoring distribution, as its candidates' do.
+async fn rescore(
+    lake: &Storage,
+    card: &ModelCard,
+    weights: &[u8],
+    how: &Evaluation,
+) -> Result<ModelMetrics> {
+    use trialflow_core::config::Endpoint;
+    let (y, p) = trialflow_model::score::score_split(lake, card, weights, "test").await?;
+    Ok(match (card.endpoint, &card.survival) {
+        (Endpoint::Binary, _) => metrics::evaluate_model(metrics::Scoring::Binary, &y, &p, how),
+        (Endpoint::Continuous, _) => {
+            metrics::evaluate_model(metrics::Scoring::Continuous, &y, &p, how)
+        }
+        (Endpoint::TimeToEvent, Some(head)) => {
+            let train = trialflow_model::split::load_split(
+                lake,
+                &card.feature_spec,
+                "train",
+                &[],
+                &card.targets,
+            )
+            .await?;
+            let (time, event) = trialflow_model::survival::observed(&train.y);
+            let censoring =
+                trialflow_model::survival::Censoring::fit(trialflow_model::survival::Observed {
+                    time: &time,
+                    event: &event,
+                });
+            let scoring = metrics::Scoring::TimeToEvent {
+                censoring: &censoring,
+                baseline: &head.baseline,
+                horizons: &head.times,
+            };
+            metrics::evaluate_model(scoring, &y, &p, how)
+        }
+        (Endpoint::TimeToEvent, None) => {
+            return Err(Error::bad_data(
+                format!("model `{}`", card.name),
+                "a time-to-event model without its baseline hazard (model.json `survival`)",
+            ));
+        }
+    })
+}
+
 /// The served version, scored on this test split (or, when its features no longer fit the split, its own
 /// recorded test metrics).
 struct Served {
     version: u64,
-    metrics: Metrics,
+    metrics: ModelMetrics,
     note: Option<String>,
 }
 
@@ -75,10 +121,10 @@ async fn served_metrics(
         resamples: 0,
         seed: 0,
     };
-    match trialflow_model::score::score_split(lake, &card, &weights, "test").await {
-        Ok((y, p)) => Ok(Some(Served {
+    match rescore(lake, &card, &weights, &how).await {
+        Ok(metrics) => Ok(Some(Served {
             version,
-            metrics: metrics::evaluate(&y, &p, &how),
+            metrics,
             note: Some(format!(
                 "served version {version} re-scored on this test split"
             )),
@@ -99,7 +145,7 @@ async fn served_metrics(
     }
 }
 
-fn regression_check(model: &str, r: &RegressionCheck, m: &Metrics, served: &Served) -> Check {
+fn regression_check(model: &str, r: &RegressionCheck, m: &ModelMetrics, served: &Served) -> Check {
     let value = m.get(&r.metric).flatten();
     let reference = served.metrics.get(&r.metric).flatten();
     let (op, bound) = match (higher_is_better(&r.metric), reference) {
@@ -149,11 +195,12 @@ pub async fn gate(cfg: &Config, lake: &Storage, models: &Storage) -> Result<Gate
                 let scope = format!("slice {}={}", s.column, s.level);
                 let mut found = bound_checks(&e.model, &scope, &s.metrics, &c.metric, c.min, c.max);
                 for check in &mut found {
-                    if s.metrics.n < c.min_rows {
+                    if s.metrics.n() < c.min_rows {
                         check.passed = true;
                         check.note = Some(format!(
                             "{} rows < min_rows {}: not checked",
-                            s.metrics.n, c.min_rows
+                            s.metrics.n(),
+                            c.min_rows
                         ));
                     } else if check.value.is_none() {
                         check.passed = true;

@@ -68,6 +68,24 @@ impl DenseCpu {
 
     /// Probabilities for a row-major matrix `x` of `x.len() / input_dim` rows.
     pub fn predict_proba(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = self.outputs(x);
+        for z in &mut out {
+            *z = 1.0 / (1.0 + (-*z).exp());
+        }
+        out
+    }
+
+    /// The head's value per row as the endpoint reads it: a probability (binary), the predicted value
+    /// (continuous), the risk score, a log hazard ratio (time to event).
+    pub fn predict(&self, endpoint: trialflow_core::config::Endpoint, x: &[f32]) -> Vec<f32> {
+        match endpoint {
+            trialflow_core::config::Endpoint::Binary => self.predict_proba(x),
+            _ => self.outputs(x),
+        }
+    }
+
+    /// The last layer's single output (the logit of a binary model) for each row of `x`.
+    pub fn outputs(&self, x: &[f32]) -> Vec<f32> {
         let dim = self.input_dim().max(1);
         let rows = x.len() / dim;
         let widest = self.layers.iter().map(|l| l.3).max().unwrap_or(1);
@@ -97,8 +115,7 @@ impl DenseCpu {
                 }
                 std::mem::swap(&mut a, &mut b);
             }
-            let z = a[0];
-            out.push(1.0 / (1.0 + (-z).exp()));
+            out.push(a[0]);
         }
         out
     }

@@ -8,6 +8,7 @@
 //! Invariants: no DataFusion, no HTTP. Training and serving call the same [`encode`], so a record is
 //! transformed identically in both.
 
+pub mod continuous;
 pub mod dense;
 pub mod encode;
 pub mod metrics;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod network;
 pub mod score;
 pub mod split;
+pub mod survival;
 
 pub use dense::DenseCpu;
 pub use encode::{
@@ -43,4 +45,27 @@ pub struct ModelCard {
     pub config_fingerprint: String,
     pub code_version: String,
     pub seed: u64,
+    /// What the head predicts; absent in cards from before endpoints: binary.
+    #[serde(default)]
+    pub endpoint: trialflow_core::config::Endpoint,
+    /// The processed table's columns the model was trained to predict (`outcome`; a value; time and event).
+    #[serde(default = "outcome_target")]
+    pub targets: Vec<String>,
+    /// A time-to-event model's Breslow baseline cumulative hazard (train split) and the times at which it
+    /// reports survival unless a request names others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survival: Option<SurvivalHead>,
+}
+
+fn outcome_target() -> Vec<String> {
+    vec!["outcome".into()]
+}
+
+/// What turns a risk score into survival probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurvivalHead {
+    pub baseline: survival::BaselineHazard,
+    /// Default times of the served survival probabilities (`training.horizons`).
+    pub times: Vec<f64>,
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-pub use trialflow_core::contracts::{CalibrationBin, Metrics, SCALAR_METRICS, Slice};
+pub use trialflow_core::contracts::{
+    CalibrationBin, Metrics, ModelMetrics, RegressionMetrics, SCALAR_METRICS, Slice,
+    SurvivalMetrics,
+};
 
 /// ROC points at every distinct threshold, thinned to about 100 for plotting.
 pub fn roc_curve(y: &[f32], p: &[f32]) -> Vec<(f64, f64)> {
@@ -160,37 +163,14 @@ pub fn evaluate(y: &[f32], p: &[f32], how: &Evaluation) -> Metrics {
 /// Percentile intervals from `how.resamples` resamples drawn with replacement; a resample in which a metric
 /// is undefined (e.g. one class only) does not count for that metric.
 fn bootstrap(y: &[f32], p: &[f32], how: &Evaluation) -> BTreeMap<String, [f64; 2]> {
-    let n = y.len();
-    if how.resamples == 0 || n == 0 {
-        return BTreeMap::new();
-    }
-    let mut rng = StdRng::seed_from_u64(how.seed);
-    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(how.resamples); SCALAR_METRICS.len()];
-    let (mut ys, mut ps) = (vec![0f32; n], vec![0f32; n]);
-    for _ in 0..how.resamples {
-        for k in 0..n {
-            let i = rng.random_range(0..n);
+    let (mut ys, mut ps) = (vec![0f32; y.len()], vec![0f32; y.len()]);
+    resampled(y.len(), how, &SCALAR_METRICS, |idx| {
+        for (k, &i) in idx.iter().enumerate() {
             ys[k] = y[i];
             ps[k] = p[i];
         }
-        for (d, v) in draws.iter_mut().zip(scalars(&ys, &ps, how.threshold)) {
-            if v.is_finite() {
-                d.push(v);
-            }
-        }
-    }
-    SCALAR_METRICS
-        .iter()
-        .zip(draws)
-        .filter(|(_, d)| !d.is_empty())
-        .map(|(name, mut d)| {
-            d.sort_by(f64::total_cmp);
-            (
-                name.to_string(),
-                [percentile(&d, 2.5), percentile(&d, 97.5)],
-            )
-        })
-        .collect()
+        scalars(&ys, &ps, how.threshold).to_vec()
+    })
 }
 
 /// numpy's default (linear) percentile of sorted values.
@@ -258,7 +238,7 @@ pub fn slices(
             out.push(Slice {
                 column: col.clone(),
                 level: level.clone(),
-                metrics: m,
+                metrics: ModelMetrics::Binary(m),
             });
         }
     }
@@ -322,11 +302,19 @@ mod tests {
         let s = slices(&[("arm".into(), arm)], &y, &p, &Evaluation::default());
         assert_eq!(s.len(), 2);
         assert_eq!(
-            (s[0].level.as_str(), s[0].metrics.n, s[0].metrics.roc_auc),
+            (
+                s[0].level.as_str(),
+                s[0].metrics.n(),
+                s[0].metrics.get("roc_auc").flatten()
+            ),
             ("a", 2, Some(1.0))
         );
         assert_eq!(
-            (s[1].level.as_str(), s[1].metrics.n, s[1].metrics.roc_auc),
+            (
+                s[1].level.as_str(),
+                s[1].metrics.n(),
+                s[1].metrics.get("roc_auc").flatten()
+            ),
             ("b", 1, None),
             "one class: AUC undefined"
         );
@@ -364,4 +352,194 @@ mod tests {
         let other = evaluate(&y, &p, &Evaluation { seed: 8, ..how });
         assert_ne!(a.ci, other.ci);
     }
+}
+
+/// How a model's predictions become metrics: by its endpoint, a time-to-event one with the train split's
+/// censoring distribution, its baseline hazard and the evaluation times.
+#[derive(Debug, Clone, Copy)]
+pub enum Scoring<'a> {
+    Binary,
+    Continuous,
+    TimeToEvent {
+        censoring: &'a crate::survival::Censoring,
+        baseline: &'a crate::survival::BaselineHazard,
+        horizons: &'a [f64],
+    },
+}
+
+/// Test metrics of any endpoint: `targets` as a split holds them (interleaved time and event for time to
+/// event), `predicted` as [`crate::DenseCpu::predict`] gives them.
+pub fn evaluate_model(
+    scoring: Scoring<'_>,
+    targets: &[f32],
+    predicted: &[f32],
+    how: &Evaluation,
+) -> ModelMetrics {
+    use trialflow_core::contracts::{REGRESSION_METRICS, SURVIVAL_METRICS};
+    match scoring {
+        Scoring::Binary => ModelMetrics::Binary(evaluate(targets, predicted, how)),
+        Scoring::Continuous => {
+            let s = crate::continuous::scalars(targets, predicted);
+            let ci = resampled(targets.len(), how, &REGRESSION_METRICS, |idx| {
+                let y: Vec<f32> = idx.iter().map(|&i| targets[i]).collect();
+                let p: Vec<f32> = idx.iter().map(|&i| predicted[i]).collect();
+                crate::continuous::scalars(&y, &p).to_vec()
+            });
+            ModelMetrics::Continuous(RegressionMetrics {
+                n: targets.len(),
+                rmse: s[0],
+                mae: s[1],
+                r2: defined(s[2]),
+                calibration_slope: defined(s[3]),
+                calibration_intercept: defined(s[4]),
+                ci,
+                bootstrap: how.resamples,
+            })
+        }
+        Scoring::TimeToEvent {
+            censoring,
+            baseline,
+            horizons,
+        } => {
+            let (time, event) = crate::survival::observed(targets);
+            let full = survival_scalars(&time, &event, predicted, censoring, baseline, horizons);
+            let ci = resampled(time.len(), how, &SURVIVAL_METRICS, |idx| {
+                let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
+                let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
+                let r: Vec<f32> = idx.iter().map(|&i| predicted[i]).collect();
+                let m = survival_scalars(&t, &e, &r, censoring, baseline, horizons);
+                SURVIVAL_METRICS
+                    .iter()
+                    .map(|name| m.get(name).flatten().unwrap_or(f64::NAN))
+                    .collect()
+            });
+            ModelMetrics::TimeToEvent(SurvivalMetrics {
+                ci,
+                bootstrap: how.resamples,
+                ..full
+            })
+        }
+    }
+}
+
+/// Every survival metric of one sample, without intervals.
+fn survival_scalars(
+    time: &[f64],
+    event: &[bool],
+    risk: &[f32],
+    censoring: &crate::survival::Censoring,
+    baseline: &crate::survival::BaselineHazard,
+    horizons: &[f64],
+) -> SurvivalMetrics {
+    use crate::survival as s;
+    let obs = s::Observed { time, event };
+    let tau = horizons.last().copied().unwrap_or(f64::INFINITY);
+    let (auc, mean_auc) = s::cumulative_dynamic_auc(obs, risk, censoring, horizons);
+    let curves: Vec<Vec<f64>> = risk
+        .iter()
+        .map(|&r| baseline.survival(r, horizons))
+        .collect();
+    let brier = s::brier_scores(obs, &curves, censoring, horizons);
+    let at_last: Vec<f64> = curves.iter().filter_map(|c| c.last().copied()).collect();
+    SurvivalMetrics {
+        n: time.len(),
+        events: event.iter().filter(|e| **e).count(),
+        c_index_harrell: s::harrell_c(obs, risk),
+        c_index_uno: s::uno_c(obs, risk, censoring, tau),
+        horizons: horizons.to_vec(),
+        auc,
+        mean_auc,
+        integrated_brier: s::integrated_brier(&brier, horizons),
+        brier,
+        calibration: if at_last.len() == time.len() {
+            s::calibration_at(obs, &at_last, tau)
+        } else {
+            Vec::new()
+        },
+        ci: BTreeMap::new(),
+        bootstrap: 0,
+    }
+}
+
+/// Percentile intervals of `names` over `how.resamples` resamples of row indices drawn with replacement;
+/// `scalars` gives each resample's values in `names` order (NaN: undefined there, not counted).
+fn resampled(
+    n: usize,
+    how: &Evaluation,
+    names: &[&str],
+    mut scalars: impl FnMut(&[usize]) -> Vec<f64>,
+) -> BTreeMap<String, [f64; 2]> {
+    if how.resamples == 0 || n == 0 {
+        return BTreeMap::new();
+    }
+    let mut rng = StdRng::seed_from_u64(how.seed);
+    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(how.resamples); names.len()];
+    let mut idx = vec![0usize; n];
+    for _ in 0..how.resamples {
+        for slot in idx.iter_mut() {
+            *slot = rng.random_range(0..n);
+        }
+        for (d, v) in draws.iter_mut().zip(scalars(&idx)) {
+            if v.is_finite() {
+                d.push(v);
+            }
+        }
+    }
+    names
+        .iter()
+        .zip(draws)
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(name, mut d)| {
+            d.sort_by(f64::total_cmp);
+            (
+                name.to_string(),
+                [percentile(&d, 2.5), percentile(&d, 97.5)],
+            )
+        })
+        .collect()
+}
+
+/// Per-level metrics of any endpoint for every slice column; rows with a missing level are left out.
+pub fn slices_model(
+    scoring: Scoring<'_>,
+    columns: &[(String, Vec<Option<String>>)],
+    targets: &[f32],
+    predicted: &[f32],
+    how: &Evaluation,
+) -> Vec<Slice> {
+    let width = match scoring {
+        Scoring::TimeToEvent { .. } => 2,
+        _ => 1,
+    };
+    let mut out = Vec::new();
+    for (col, values) in columns {
+        let mut levels: Vec<&String> = values.iter().flatten().collect();
+        levels.sort();
+        levels.dedup();
+        for level in levels {
+            let idx: Vec<usize> = (0..values.len())
+                .filter(|&i| values[i].as_ref() == Some(level))
+                .collect();
+            let ys: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| targets[i * width..(i + 1) * width].iter().copied())
+                .collect();
+            let ps: Vec<f32> = idx.iter().map(|&i| predicted[i]).collect();
+            let mut m = evaluate_model(scoring, &ys, &ps, how);
+            match &mut m {
+                ModelMetrics::Binary(b) => {
+                    b.roc.clear();
+                    b.calibration.clear();
+                }
+                ModelMetrics::TimeToEvent(s) => s.calibration.clear(),
+                ModelMetrics::Continuous(_) => {}
+            }
+            out.push(Slice {
+                column: col.clone(),
+                level: level.clone(),
+                metrics: m,
+            });
+        }
+    }
+    out
 }

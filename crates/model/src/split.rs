@@ -8,7 +8,8 @@ use trialflow_core::{Error, Result, Storage};
 
 use crate::encode_batches;
 
-/// Encoded inputs (row-major, `rows × dim`) and 0/1 outcomes: what the fitting functions take.
+/// Encoded inputs (row-major, `rows × dim`) and targets (row-major, `rows × ` the endpoint's target width:
+/// the 0/1 outcome, the value, or time and event): what the fitting functions take.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrays<'a> {
     pub x: &'a [f32],
@@ -30,6 +31,7 @@ impl Split {
 #[derive(Debug, Clone)]
 pub struct Split {
     pub x: Vec<f32>,
+    /// The target columns' values, row-major (see [`Arrays`]).
     pub y: Vec<f32>,
     pub rows: usize,
     /// Slice columns (`arm`, `site`) per row, for sliced metrics.
@@ -41,12 +43,14 @@ pub struct Split {
 /// Columns the test metrics are always sliced by, when the table has them.
 pub const SLICE_COLUMNS: [&str; 2] = ["arm", "site"];
 
-/// Reads `processed/features/split=<split>/` and encodes it through the transform serving uses.
+/// Reads `processed/features/split=<split>/` and encodes it through the transform serving uses; `targets`
+/// are the columns the model predicts (`Config::target_columns`, a card's `targets`).
 pub async fn load_split(
     lake: &Storage,
     spec: &FeatureSpec,
     split: &str,
     extra_slices: &[String],
+    targets: &[String],
 ) -> Result<Split> {
     let prefix = format!("{}split={split}/", lake::FEATURES);
     let batches = read_parquet_prefix(lake, &prefix).await?;
@@ -56,7 +60,7 @@ pub async fn load_split(
     let (x, rows) = encode(spec, &batches, &lake.display(&prefix))?;
     let mut y = Vec::with_capacity(rows);
     for b in &batches {
-        y.extend(outcomes(b, &lake.display(&prefix))?);
+        y.extend(target_values(b, targets, &lake.display(&prefix))?);
     }
     let has = |c: &str| {
         batches
@@ -144,4 +148,53 @@ pub fn outcomes(batch: &arrow::record_batch::RecordBatch, location: &str) -> Res
         .downcast_ref::<arrow::array::Float32Array>()
         .ok_or_else(|| Error::Internal("cast".into()))?;
     Ok(col.iter().map(|v| v.unwrap_or(0.0)).collect())
+}
+
+/// The target columns of a batch, row-major (one value per column per row) as `f32`. A missing column, a
+/// NULL or a value that is not finite is bad data naming the column and the row of the batch.
+pub fn target_values(
+    batch: &arrow::record_batch::RecordBatch,
+    columns: &[String],
+    location: &str,
+) -> Result<Vec<f32>> {
+    use arrow::array::Array;
+    let mut per_column = Vec::with_capacity(columns.len());
+    for name in columns {
+        let col = batch.column_by_name(name).ok_or_else(|| {
+            Error::bad_data(
+                location,
+                format!(
+                    "column `{name}` (the model's target) is missing; re-run the features task"
+                ),
+            )
+        })?;
+        let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float64)
+            .map_err(|e| Error::bad_data(location, format!("column `{name}`: {e}")))?;
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .ok_or_else(|| Error::Internal("cast".into()))?
+            .clone();
+        if let Some(row) = (0..col.len()).find(|&i| col.is_null(i) || !col.value(i).is_finite()) {
+            return Err(Error::bad_data(
+                location,
+                format!(
+                    "target column `{name}` has {} at row {} of a batch; a model's target must be a finite number",
+                    if col.is_null(row) {
+                        "no value"
+                    } else {
+                        "a NaN or infinite value"
+                    },
+                    row + 1
+                ),
+            ));
+        }
+        per_column.push(col);
+    }
+    let rows = batch.num_rows();
+    let mut out = Vec::with_capacity(rows * columns.len());
+    for r in 0..rows {
+        out.extend(per_column.iter().map(|c| c.value(r) as f32));
+    }
+    Ok(out)
 }

@@ -805,14 +805,27 @@ fn split_sql(cfg: &Config) -> String {
             .keys()
             .map(|p| sql::ident(&population_column(p))),
     );
+    let targets = cfg.target_columns();
     for name in cfg.dataset.secondary_time_to_event.keys() {
         let (t, e) = sql::secondary_columns(name);
-        excluded.extend([sql::ident(&t), sql::ident(&e)]);
+        // the endpoint's own pair stays: the models are trained on it
+        excluded.extend(
+            [t, e]
+                .into_iter()
+                .filter(|c| !targets.contains(c))
+                .map(|c| sql::ident(&c)),
+        );
     }
+    // a row without the endpoint's values is no training example (the quality report counts it)
+    let has_targets = targets
+        .iter()
+        .map(|c| format!("{} IS NOT NULL", sql::ident(c)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     format!(
         "SELECT * EXCLUDE ({}), \
          CASE WHEN \"_u\" < {t} THEN 'train' WHEN \"_u\" < {tv} THEN 'val' ELSE 'test' END AS \"split\" \
-         FROM (SELECT *, {unit} AS \"_u\" FROM clean WHERE \"outcome\" IS NOT NULL{population})",
+         FROM (SELECT *, {unit} AS \"_u\" FROM clean WHERE {has_targets}{population})",
         excluded.join(", "),
         t = s.train,
         tv = s.train + s.val

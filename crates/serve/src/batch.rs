@@ -102,19 +102,14 @@ pub fn score_file(model: &LoadedVersion, input: &Path, output: &Path) -> Result<
             let mut x = Vec::with_capacity(batch.num_rows() * spec.width());
             let errors = encode_batch(spec, &batch, &rename, &mut x)
                 .map_err(|e| bad(input, format!("column `{}`: {}", e.field, e.message)))?;
-            let p = model.scorer.predict_proba(&x);
-            let probability: Float32Array = p
-                .iter()
-                .zip(&errors)
-                .map(|(p, e)| e.is_none().then_some(*p))
-                .collect();
+            let scores = score_columns(model, &x, &errors);
             let error: StringArray = errors
                 .iter()
                 .map(|e| e.as_ref().map(|e: &FieldError| e.to_string()))
                 .collect();
             report.rows += batch.num_rows() as u64;
             report.failed += error.len() as u64 - error.null_count() as u64;
-            let out = with_scores(&batch, Arc::new(probability), Arc::new(error), input)?;
+            let out = with_scores(&batch, scores, Arc::new(error), input)?;
             if sink.is_none() {
                 sink = Some(Sink::create(out_fmt, &staged, out.schema())?);
             }
@@ -183,18 +178,47 @@ fn check_columns(model: &LoadedVersion, schema: &SchemaRef, input: &Path) -> Res
     Ok(())
 }
 
+/// The model's outputs as columns (NULL on a row that could not be encoded): `probability`,
+/// `prediction`, or `risk_score` and `survival_<t>` per default time of a time-to-event model.
+fn score_columns(
+    model: &LoadedVersion,
+    x: &[f32],
+    errors: &[Option<FieldError>],
+) -> Vec<(String, ArrayRef)> {
+    let mut out = Vec::new();
+    let times = crate::head::default_times(&model.card).to_vec();
+    for o in crate::head::outputs(model, x, None) {
+        for c in 0..o.columns {
+            let name = if o.columns == 1 && o.name != "survival" {
+                o.name.to_string()
+            } else {
+                format!("{}_{}", o.name, times.get(c).copied().unwrap_or(c as f64))
+            };
+            let values: Float32Array = errors
+                .iter()
+                .enumerate()
+                .map(|(r, e)| e.is_none().then(|| o.data[r * o.columns + c]))
+                .collect();
+            out.push((name, Arc::new(values) as ArrayRef));
+        }
+    }
+    out
+}
+
 fn with_scores(
     batch: &RecordBatch,
-    probability: ArrayRef,
+    scores: Vec<(String, ArrayRef)>,
     error: ArrayRef,
     input: &Path,
 ) -> Result<RecordBatch> {
     let schema = batch.schema();
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new("probability", DataType::Float32, true)));
-    fields.push(Arc::new(Field::new("error", DataType::Utf8, true)));
     let mut cols = batch.columns().to_vec();
-    cols.push(probability);
+    for (name, values) in scores {
+        fields.push(Arc::new(Field::new(name, DataType::Float32, true)));
+        cols.push(values);
+    }
+    fields.push(Arc::new(Field::new("error", DataType::Utf8, true)));
     cols.push(error);
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
         .map_err(|e| bad(input, format!("cannot assemble the output: {e}")))

@@ -107,6 +107,9 @@ fn write_fixture(root: &std::path::Path) -> Result<()> {
         config_fingerprint: "fuzz".into(),
         code_version: "fuzz".into(),
         seed: 7,
+        endpoint: trialflow_core::config::Endpoint::Binary,
+        targets: vec!["outcome".into()],
+        survival: None,
     };
     let dir = root.join(MODEL).join("1");
     std::fs::create_dir_all(&dir).map_err(fixture_error)?;

@@ -128,11 +128,24 @@ fn check_known(model: &LoadedVersion, name: &str, field: &str) -> ApiResult<()> 
 
 /// TF Serving's `instances` (row objects or numeric rows) or `inputs` (columns, or numeric rows).
 /// Returns the rows and the response key (`predictions` or `outputs`).
-pub fn tf_request(
+/// A TF Serving predict request: its rows, the key the answer uses (`predictions` for rows, `outputs` for
+/// columns) and, for a time-to-event model, the survival times it asks for (top-level `times`).
+pub struct TfRequest {
+    pub rows: Rows,
+    pub key: &'static str,
+    pub times: Option<Vec<f64>>,
+}
+
+pub fn tf_request(model: &LoadedVersion, body: &[u8], max_rows: usize) -> ApiResult<TfRequest> {
+    let (rows, key, times) = tf_rows(model, body, max_rows)?;
+    Ok(TfRequest { rows, key, times })
+}
+
+fn tf_rows(
     model: &LoadedVersion,
     body: &[u8],
     max_rows: usize,
-) -> ApiResult<(Rows, &'static str)> {
+) -> ApiResult<(Rows, &'static str, Option<Vec<f64>>)> {
     let req = crate::json::parse_unique(body).map_err(|e| match e {
         crate::json::JsonError::Duplicate(path) => crate::json::JsonError::duplicate(&path),
         crate::json::JsonError::Syntax(e) => ApiError::bad(format!(
@@ -148,12 +161,17 @@ pub fn tf_request(
         ));
     };
     for k in req.keys() {
-        if !["instances", "inputs", "signature_name"].contains(&k.as_str()) {
+        if !["instances", "inputs", "signature_name", "times"].contains(&k.as_str()) {
             return Err(ApiError::bad(format!(
-                "{k}: unknown top-level key; expected `instances` or `inputs` (and optionally `signature_name`)"
+                "{k}: unknown top-level key; expected `instances` or `inputs` (and optionally `signature_name`, \
+                 and `times` for a time-to-event model)"
             )));
         }
     }
+    let times = req
+        .get("times")
+        .map(|t| crate::head::requested_times(&model.card, t, "times"))
+        .transpose()?;
     if let Some(sig) = req.get("signature_name")
         && sig.as_str() != Some("serving_default")
     {
@@ -199,7 +217,7 @@ pub fn tf_request(
                     }
                 }
             }
-            Ok((rows, "predictions"))
+            Ok((rows, "predictions", times))
         }
         (None, Some(Value::Object(cols))) => {
             let mut n = None;
@@ -232,7 +250,7 @@ pub fn tf_request(
                     format!("inputs.{f}[{i}]")
                 })?;
             }
-            Ok((rows, "outputs"))
+            Ok((rows, "outputs", times))
         }
         (None, Some(Value::Array(list))) => {
             check_rows(list.len(), max_rows, "inputs")?;
@@ -244,7 +262,7 @@ pub fn tf_request(
                 };
                 rows.push_numeric(width, &format!("inputs[{i}]"), nums)?;
             }
-            Ok((rows, "outputs"))
+            Ok((rows, "outputs", times))
         }
         (None, Some(_)) => Err(ApiError::bad(
             "inputs: expected an object of feature lists or a list of numeric rows",

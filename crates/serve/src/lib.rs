@@ -10,6 +10,7 @@ pub mod batch;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod head;
 mod input;
 mod json;
 mod listener;

@@ -147,15 +147,25 @@ fn metadata(loaded: &LoadedVersion, labels: &std::collections::BTreeMap<String, 
         }
         inputs.insert(f.name.clone(), Value::Object(info));
     }
+    let mut outputs = Map::new();
+    for (name, columns) in crate::head::declared(&loaded.card) {
+        let columns = columns.map_or("-1".to_string(), |c| c.to_string());
+        outputs.insert(
+            name.into(),
+            json!({"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": columns}]}}),
+        );
+    }
     json!({
         "model_spec": {"name": loaded.model, "signature_name": "", "version": loaded.version.to_string()},
         "metadata": {"signature_def": {"signature_def": {"serving_default": {
             "inputs": inputs,
-            "outputs": {"probability": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": [{"size": "-1"}, {"size": "1"}]}}},
+            "outputs": outputs,
             "method_name": "tensorflow/serving/predict",
             "feature_columns": spec.columns,
         }}}},
         "labels": labels,
+        "endpoint": loaded.card.endpoint,
+        "survival_times": crate::head::default_times(&loaded.card),
         "training": {
             "metrics": loaded.card.metrics,
             "data_fingerprint": loaded.card.data_fingerprint,
@@ -199,20 +209,10 @@ async fn predict(
     body: Body,
 ) -> ApiResult<(Response, usize)> {
     let bytes = read_body(headers, body, &s.limits).await?;
-    let (rows, key) = tf_request(loaded, &bytes, s.limits.max_rows)?;
-    let p = loaded.scorer.predict_proba(&rows.x);
-    let mut out = String::with_capacity(16 + p.len() * 16);
-    out.push_str("{\"");
-    out.push_str(key);
-    out.push_str("\":[");
-    for (i, v) in p.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // Display prints the shortest round-trip decimal, never an exponent: valid JSON.
-        let _ = write!(out, "[{v}]");
-    }
-    out.push_str("]}");
+    let req = tf_request(loaded, &bytes, s.limits.max_rows)?;
+    let rows = req.rows;
+    let outputs = crate::head::outputs(loaded, &rows.x, req.times.as_deref());
+    let out = render(&outputs, rows.n, req.key);
     let mut resp = (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         out,
@@ -220,6 +220,77 @@ async fn predict(
         .into_response();
     crate::ops::flag_out_of_range(s, loaded, &rows, &mut resp);
     Ok((resp, rows.n))
+}
+
+/// The answer's JSON. One output keeps TF Serving's single-output shape, `{"predictions": [[v], …]}` (or
+/// `"outputs"`); several are named per row, `{"predictions": [{"risk_score": r, "survival": [s…]}, …]}`, or per
+/// column, `{"outputs": {"risk_score": [r…], "survival": [[s…], …]}}`, as TF Serving answers a signature with
+/// several outputs.
+fn render(outputs: &[crate::head::Output], n: usize, key: &str) -> String {
+    // Display prints the shortest round-trip decimal, never an exponent: valid JSON.
+    let row = |out: &mut String, o: &crate::head::Output, r: usize| {
+        out.push('[');
+        for (j, v) in o.data[r * o.columns..(r + 1) * o.columns]
+            .iter()
+            .enumerate()
+        {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{v}");
+        }
+        out.push(']');
+    };
+    let mut out = String::with_capacity(16 + n * 16 * outputs.len());
+    let _ = write!(out, "{{\"{key}\":");
+    match outputs {
+        [one] => {
+            out.push('[');
+            for r in 0..n {
+                if r > 0 {
+                    out.push(',');
+                }
+                row(&mut out, one, r);
+            }
+            out.push(']');
+        }
+        _ if key == "predictions" => {
+            out.push('[');
+            for r in 0..n {
+                out.push_str(if r > 0 { ",{" } else { "{" });
+                for (k, o) in outputs.iter().enumerate() {
+                    let _ = write!(out, "{}\"{}\":", if k > 0 { "," } else { "" }, o.name);
+                    if o.columns == 1 {
+                        let _ = write!(out, "{}", o.data[r]);
+                    } else {
+                        row(&mut out, o, r);
+                    }
+                }
+                out.push('}');
+            }
+            out.push(']');
+        }
+        _ => {
+            out.push('{');
+            for (k, o) in outputs.iter().enumerate() {
+                let _ = write!(out, "{}\"{}\":[", if k > 0 { "," } else { "" }, o.name);
+                for r in 0..n {
+                    if r > 0 {
+                        out.push(',');
+                    }
+                    if o.columns == 1 {
+                        let _ = write!(out, "{}", o.data[r]);
+                    } else {
+                        row(&mut out, o, r);
+                    }
+                }
+                out.push(']');
+            }
+            out.push('}');
+        }
+    }
+    out.push('}');
+    out
 }
 
 #[cfg(test)]

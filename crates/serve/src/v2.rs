@@ -16,7 +16,6 @@ use crate::repository::{LoadedVersion, Selector};
 use crate::tfserving::{ModelPath, RestPath, lookup, parse_model_path, resolve_post};
 use crate::{AppState, read_body};
 
-pub const OUTPUT: &str = "probability";
 const HEADER_LEN: &str = "inference-header-content-length";
 
 pub async fn server_metadata() -> Response {
@@ -97,8 +96,15 @@ fn model_metadata(s: &AppState, loaded: &LoadedVersion, p: &ModelPath) -> Value 
         "versions": versions,
         "platform": "trialflow_candle",
         "inputs": inputs,
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, 1]}],
+        "outputs": crate::head::declared(&loaded.card)
+            .into_iter()
+            .map(|(name, columns)| {
+                json!({"name": name, "datatype": "FP32", "shape": [-1, columns.map_or(-1, |c| c as i64)]})
+            })
+            .collect::<Vec<_>>(),
         "parameters": {
+            "endpoint": loaded.card.endpoint,
+            "survival_times": crate::head::default_times(&loaded.card),
             "transformed_input": {"name": FEATURES_INPUT, "datatype": "FP32", "shape": [-1, loaded.card.feature_spec.width()],
                                    "columns": loaded.card.feature_spec.columns},
         },
@@ -446,30 +452,38 @@ async fn infer(
             .and_then(|p| p.get("binary_data_output"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-    let binary_out = match &req.outputs {
-        None => default_binary,
+    let declared = crate::head::declared(&loaded.card);
+    // which outputs the answer carries (all unless the request names some), each in binary or JSON
+    let mut wanted: Vec<(&'static str, bool)> = Vec::new();
+    match &req.outputs {
+        None => wanted.extend(declared.iter().map(|(name, _)| (*name, default_binary))),
         Some(outs) => {
             if outs.is_empty() {
                 return Err(ApiError::bad(
                     "outputs: expected at least one output, or leave it out",
                 ));
             }
-            let mut bin = default_binary;
             for (i, o) in outs.iter().enumerate() {
-                if o.name != OUTPUT {
+                let Some((name, _)) = declared.iter().find(|(name, _)| *name == o.name) else {
+                    let names: Vec<&str> = declared.iter().map(|(name, _)| *name).collect();
                     return Err(ApiError::bad(format!(
-                        "outputs[{i}].name: unknown output; the model has `{OUTPUT}`"
+                        "outputs[{i}].name: unknown output; the model has `{}`",
+                        names.join("`, `")
                     )));
-                }
-                if let Some(b) = wants_binary(o.parameters.as_ref()) {
-                    bin = b;
-                }
+                };
+                let bin = wants_binary(o.parameters.as_ref()).unwrap_or(default_binary);
+                wanted.push((name, bin));
             }
-            bin
         }
-    };
+    }
+    let times = req
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("times"))
+        .map(|t| crate::head::requested_times(&loaded.card, t, "parameters.times"))
+        .transpose()?;
     let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;
-    let p = loaded.scorer.predict_proba(&rows.x);
+    let outputs = crate::head::outputs(loaded, &rows.x, times.as_deref());
     let mut head = Map::new();
     head.insert("model_name".into(), json!(loaded.model));
     head.insert("model_version".into(), json!(loaded.version.to_string()));
@@ -477,28 +491,37 @@ async fn infer(
         head.insert("id".into(), json!(id));
     }
     let n = rows.n;
-    let mut resp = if binary_out {
-        head.insert(
-            "outputs".into(),
-            json!([{"name": OUTPUT, "datatype": "FP32", "shape": [n, 1],
-                    "parameters": {"binary_data_size": n * 4}}]),
-        );
-        let head = Value::Object(head).to_string();
-        let mut body = Vec::with_capacity(head.len() + n * 4);
-        body.extend_from_slice(head.as_bytes());
-        for v in &p {
-            body.extend_from_slice(&v.to_le_bytes());
+    let mut described = Vec::with_capacity(wanted.len());
+    let mut binary_body: Vec<u8> = Vec::new();
+    for (name, bin) in &wanted {
+        let Some(o) = outputs.iter().find(|o| o.name == *name) else {
+            continue;
+        };
+        let shape = json!([n, o.columns]);
+        if *bin {
+            described.push(json!({"name": o.name, "datatype": "FP32", "shape": shape,
+                                  "parameters": {"binary_data_size": o.data.len() * 4}}));
+            for v in &o.data {
+                binary_body.extend_from_slice(&v.to_le_bytes());
+            }
+        } else {
+            described
+                .push(json!({"name": o.name, "datatype": "FP32", "shape": shape, "data": o.data}));
         }
+    }
+    head.insert("outputs".into(), Value::Array(described));
+    let any_binary = wanted.iter().any(|(_, bin)| *bin);
+    let mut resp = if any_binary {
+        let head = Value::Object(head).to_string();
+        let mut body = Vec::with_capacity(head.len() + binary_body.len());
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(&binary_body);
         let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
         if let Ok(v) = HeaderValue::from_str(&head.len().to_string()) {
             r.headers_mut().insert(HEADER_LEN, v);
         }
         r
     } else {
-        head.insert(
-            "outputs".into(),
-            json!([{"name": OUTPUT, "datatype": "FP32", "shape": [n, 1], "data": p}]),
-        );
         axum::Json(Value::Object(head)).into_response()
     };
     crate::ops::flag_out_of_range(s, loaded, &rows, &mut resp);

@@ -3,11 +3,12 @@
 //! fitted by the path their size and the device call for.
 
 use candle_core::Device;
-use trialflow_core::config::{Config, ModelConfig};
+use trialflow_core::config::{Config, CoxTies, Endpoint, ModelConfig, RegressionLoss};
 use trialflow_core::features::FeatureSpec;
 use trialflow_core::{Error, Result, Storage, lake};
 
-use crate::checks::{check_both_classes, check_finite};
+use crate::checks::{check_finite, check_targets};
+use crate::fused::Objective;
 use crate::{FitError, Fitted, Split, StreamStats, device, fit, fit_streamed, load_split, stream};
 
 /// What a training run fits on and is scored on.
@@ -19,9 +20,23 @@ pub(crate) struct Inputs {
     pub(crate) train: Split,
     pub(crate) val: Split,
     pub(crate) test: Split,
+    /// The train split's targets when streamed (the in-memory split holds its own): the checks and the
+    /// objective's scale read them.
+    pub(crate) streamed_targets: Vec<f32>,
+    /// The processed table's columns the targets come from.
+    pub(crate) target_columns: Vec<String>,
 }
 
 impl Inputs {
+    /// The train split's targets, wherever they are held.
+    pub(crate) fn train_targets(&self) -> &[f32] {
+        if self.streamed() {
+            &self.streamed_targets
+        } else {
+            &self.train.y
+        }
+    }
+
     pub(crate) fn streamed(&self) -> bool {
         self.val_stream.is_some()
     }
@@ -51,7 +66,8 @@ pub(crate) async fn load(
     let t = &cfg.training;
     let at = lake.display(lake::FEATURES);
     // the footers say how large the train split is; above the limit it is streamed, never loaded whole
-    let train_stream = stream::StreamedSplit::open(lake, spec, "train").await?;
+    let targets = cfg.target_columns();
+    let train_stream = stream::StreamedSplit::open(lake, spec, "train", &targets).await?;
     let encoded = train_stream.rows as u64 * spec.width() as u64 * 4;
     let streamed = encoded > t.max_in_memory_mib.saturating_mul(1 << 20);
     if streamed && !dev.is_cpu() {
@@ -66,57 +82,44 @@ pub(crate) async fn load(
             ),
         ));
     }
-    let (train, val, val_stream) = if streamed {
-        check_streamed_classes(&train_stream, &at).await?;
-        let val_stream = stream::StreamedSplit::open(lake, spec, "val").await?;
-        (empty(), empty(), Some(val_stream))
+    let (train, val, val_stream, streamed_targets) = if streamed {
+        let val_stream = stream::StreamedSplit::open(lake, spec, "val", &targets).await?;
+        let train_targets = train_stream.read_targets().await?;
+        (empty(), empty(), Some(val_stream), train_targets)
     } else {
         (
-            load_split(lake, spec, "train", &[]).await?,
-            load_split(lake, spec, "val", &[]).await?,
+            load_split(lake, spec, "train", &[], &targets).await?,
+            load_split(lake, spec, "val", &[], &targets).await?,
             None,
+            Vec::new(),
         )
     };
-    let test = load_split(lake, spec, "test", &t.slices).await?;
+    let test = load_split(lake, spec, "test", &t.slices, &targets).await?;
     let inputs = Inputs {
         train_stream,
         val_stream,
         train,
         val,
         test,
+        streamed_targets,
+        target_columns: targets,
     };
-    check(&inputs, spec, &at)?;
+    check(cfg, &inputs, spec, &at)?;
     Ok(inputs)
 }
 
-/// A streamed train split, counted without holding it: not empty, both outcome classes.
-async fn check_streamed_classes(train: &stream::StreamedSplit, at: &str) -> Result<()> {
-    if train.rows == 0 {
-        return Err(Error::bad_data(at, "the train split is empty"));
-    }
-    let (rows, positives) = train.count_outcomes().await?;
-    if positives == 0 || positives == rows {
-        return Err(Error::bad_data(
-            at,
-            format!(
-                "the train split has one outcome class only ({rows} rows, {positives} positive); expected both"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// The splits in memory: the train and test splits not empty with both classes, every input finite.
-fn check(inputs: &Inputs, spec: &FeatureSpec, at: &str) -> Result<()> {
-    let mut checked = vec![("test", &inputs.test)];
-    if !inputs.streamed() {
-        checked.insert(0, ("train", &inputs.train));
-    }
-    for (name, split) in checked {
-        if split.rows == 0 {
+/// The train and test splits not empty with targets a model can learn from and be scored on, every input
+/// finite.
+fn check(cfg: &Config, inputs: &Inputs, spec: &FeatureSpec, at: &str) -> Result<()> {
+    let endpoint = cfg.training.endpoint;
+    for (name, targets) in [
+        ("train", inputs.train_targets()),
+        ("test", &inputs.test.y[..]),
+    ] {
+        if targets.is_empty() {
             return Err(Error::bad_data(at, format!("the {name} split is empty")));
         }
-        check_both_classes(split, name, at)?;
+        check_targets(endpoint, targets, name, at)?;
     }
     for (name, split) in [
         ("train", &inputs.train),
@@ -140,12 +143,22 @@ pub(crate) fn fit_inputs(
     dev: &Device,
 ) -> Result<(Fitted, Option<StreamStats>)> {
     let t = &cfg.training;
+    let objective = objective(cfg, inputs.train_targets());
     let trained = tokio::task::block_in_place(|| match &inputs.val_stream {
-        Some(val_stream) => fit_streamed(arch, t, &inputs.train_stream, val_stream, spec, seed)
-            .map(|(fitted, stats)| (fitted, Some(stats))),
+        Some(val_stream) => fit_streamed(
+            arch,
+            t,
+            objective,
+            &inputs.train_stream,
+            val_stream,
+            spec,
+            seed,
+        )
+        .map(|(fitted, stats)| (fitted, Some(stats))),
         None => fit(
             arch,
             t,
+            objective,
             inputs.train.arrays(),
             inputs.val.arrays(),
             spec.width(),
@@ -173,5 +186,37 @@ pub(crate) fn fit_inputs(
                 ),
             ))
         }
+    }
+}
+
+/// The endpoint's loss; a continuous one on the train split's standardized target (its sd is not 0: the
+/// checks refuse a constant target).
+pub(crate) fn objective(cfg: &Config, train_targets: &[f32]) -> Objective {
+    let t = &cfg.training;
+    match t.endpoint {
+        Endpoint::Binary => Objective::Bce {
+            pos_weight: t.pos_weight.unwrap_or(1.0) as f32,
+        },
+        Endpoint::Continuous => {
+            let n = train_targets.len().max(1) as f64;
+            let mean = train_targets.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+            let var = train_targets
+                .iter()
+                .map(|v| (f64::from(*v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let (mean, sd) = (mean as f32, var.sqrt().max(f64::MIN_POSITIVE) as f32);
+            match t.loss {
+                RegressionLoss::Mse => Objective::Squared { mean, sd },
+                RegressionLoss::Huber => Objective::Huber {
+                    mean,
+                    sd,
+                    delta: t.huber_delta as f32,
+                },
+            }
+        }
+        Endpoint::TimeToEvent => Objective::Cox {
+            efron: t.ties == CoxTies::Efron,
+        },
     }
 }

@@ -60,6 +60,8 @@ impl Rows for InMemory<'_> {
 
 /// Splits streamed from the lake (see [`stream`]).
 pub(crate) struct Streamed<'a> {
+    /// Target values per row.
+    pub(crate) width: usize,
     pub(crate) train: &'a stream::StreamedSplit,
     pub(crate) val: &'a stream::StreamedSplit,
     pub(crate) spec: &'a FeatureSpec,
@@ -84,9 +86,9 @@ impl Rows for Streamed<'_> {
         self.train
             .for_each_block(self.spec, &units, self.block_rows, &mut |x, y| {
                 blocks += 1;
-                largest = largest.max(y.len());
+                largest = largest.max(y.len() / self.width);
                 order.clear();
-                order.extend(0..y.len() as u32);
+                order.extend(0..(y.len() / self.width) as u32);
                 order.shuffle(rng);
                 visit(x, y, &order)
             })?;
@@ -113,12 +115,13 @@ impl Rows for Streamed<'_> {
 pub(crate) fn fit_fused(
     net: Network,
     t: &trialflow_core::config::TrainingConfig,
+    objective: fused::Objective,
     data: &mut dyn Rows,
     has_val: bool,
     seed: u64,
 ) -> std::result::Result<Fitted, FitError> {
-    let pos_weight = t.pos_weight.unwrap_or(1.0) as f32;
-    let monitor_auc = t.monitor == trialflow_core::config::Monitor::ValAuc && has_val;
+    let binary = matches!(objective, fused::Objective::Bce { .. });
+    let monitor_auc = t.monitor == trialflow_core::config::Monitor::ValAuc && has_val && binary;
     let dim = net.layers[0].0.as_tensor().dims2()?.1;
     let layers = net
         .layers
@@ -149,7 +152,7 @@ pub(crate) fn fit_fused(
         data.train_epoch(&mut rng, &mut |x, y, order| {
             for chunk in order.chunks(t.batch_size) {
                 batch_no += 1;
-                let loss = trainer.step(&mut mlp, &mut opt, x, y, chunk, pos_weight);
+                let loss = trainer.step(&mut mlp, &mut opt, x, y, chunk, objective);
                 if !loss.is_finite() {
                     return Err(FitError::Diverged(epoch, batch_no));
                 }
@@ -163,16 +166,11 @@ pub(crate) fn fit_fused(
             val_y.extend_from_slice(y);
             Ok(())
         })?;
-        let val_loss = val_logits
-            .iter()
-            .zip(&val_y)
-            .map(|(&z, &y)| fused::bce_loss(z, y, pos_weight))
-            .sum::<f64>()
-            / val_y.len().max(1) as f64;
+        let val_loss = objective.loss(&val_logits, &val_y);
         if !val_loss.is_finite() || mlp.params.iter().any(|p| !p.is_finite()) {
             return Err(FitError::Diverged(epoch, 0));
         }
-        let val_auc = if has_val {
+        let val_auc = if has_val && binary {
             Some(metrics::roc_auc(&val_y, &val_logits)).filter(|a| a.is_finite())
         } else {
             None
@@ -210,6 +208,7 @@ pub(crate) fn fit_fused(
 pub fn fit_streamed(
     arch: &trialflow_core::config::ModelConfig,
     t: &trialflow_core::config::TrainingConfig,
+    objective: fused::Objective,
     train: &stream::StreamedSplit,
     val: &stream::StreamedSplit,
     spec: &FeatureSpec,
@@ -217,12 +216,14 @@ pub fn fit_streamed(
 ) -> std::result::Result<(Fitted, StreamStats), FitError> {
     let net = Network::init(arch, spec.width(), seed, &Device::Cpu)?;
     let mut data = Streamed {
+        width: objective.width(),
         train,
         val,
         spec,
         block_rows: t.stream_block_rows,
         stats: StreamStats::default(),
     };
-    let fitted = fit_fused(net, t, &mut data, val.rows > 0, seed)?;
+    let fitted = fit_fused(net, t, objective, &mut data, val.rows > 0, seed)?;
+    crate::autograd::rescale_output(&fitted.network, objective)?;
     Ok((fitted, data.stats))
 }

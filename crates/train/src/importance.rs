@@ -1,12 +1,12 @@
-//! Permutation feature importance on the test split: how much the ROC AUC drops when one input field's
-//! values are shuffled across rows.
+//! Permutation feature importance on the test split: how much the endpoint's ranking metric (ROC AUC, R²,
+//! Harrell's C) drops when one input field's values are shuffled across rows.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use trialflow_core::features::FeatureSpec;
 
-use crate::{Importance, Split, metrics};
+use crate::{Importance, Split};
 
 /// Input fields and their model input columns: a numeric field is one column, a categorical one its levels.
 pub(crate) fn field_columns(spec: &FeatureSpec) -> Vec<(String, Vec<usize>)> {
@@ -24,15 +24,18 @@ pub(crate) fn field_columns(spec: &FeatureSpec) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// `score` rates the test split's predictions (higher is better).
 pub(crate) fn permutation_importance(
     dense: &trialflow_model::DenseCpu,
+    endpoint: trialflow_core::config::Endpoint,
     spec: &FeatureSpec,
     test: &Split,
     repeats: usize,
     seed: u64,
+    score: &dyn Fn(&[f32]) -> f64,
 ) -> Vec<Importance> {
     let dim = spec.width();
-    let base = metrics::roc_auc(&test.y, &dense.predict_proba(&test.x));
+    let base = score(&dense.predict(endpoint, &test.x));
     if !base.is_finite() {
         return Vec::new();
     }
@@ -49,7 +52,7 @@ pub(crate) fn permutation_importance(
                     x[r * dim + c] = test.x[from * dim + c];
                 }
             }
-            drops.push(base - metrics::roc_auc(&test.y, &dense.predict_proba(&x)));
+            drops.push(base - score(&dense.predict(endpoint, &x)));
         }
         for r in 0..test.rows {
             for &c in &cols {

@@ -1,4 +1,5 @@
-//! The `evaluate` step: every candidate's metrics in one leaderboard, best test ROC AUC first.
+//! The `evaluate` step: every candidate's metrics in one leaderboard, best first by the endpoint's ranking
+//! metric (test ROC AUC, R², Harrell's C).
 
 use trialflow_core::contracts;
 use trialflow_core::{Result, Storage};
@@ -22,8 +23,8 @@ pub async fn evaluate(lake: &Storage, models: &[String]) -> Result<EvaluationRep
         leaderboard.push(r);
     }
     leaderboard.sort_by(|a, b| {
-        let auc = |r: &TrainReport| r.metrics.roc_auc.unwrap_or(f64::NEG_INFINITY);
-        auc(b).total_cmp(&auc(a)).then(a.model.cmp(&b.model))
+        let rank = |r: &TrainReport| r.metrics.ranking().1.unwrap_or(f64::NEG_INFINITY);
+        rank(b).total_cmp(&rank(a)).then(a.model.cmp(&b.model))
     });
     let ev = EvaluationReport { leaderboard };
     contracts::save(lake, &ev).await?;

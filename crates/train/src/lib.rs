@@ -10,6 +10,7 @@
 //! `trialflow_model::encode`, the code serving uses.
 
 mod autograd;
+mod baselines;
 mod candidate;
 mod checks;
 mod data;
@@ -56,7 +57,7 @@ pub async fn train(
     let inputs = data::load(cfg, lake, &spec, &dev).await?;
     let seed = model_seed(cfg.training.seed, model);
     let (fitted, stream_stats) = data::fit_inputs(cfg, model, &arch, &inputs, &spec, seed, &dev)?;
-    let test = candidate::score_test(cfg, &fitted.network, &inputs.test, &spec, seed, &dev)?;
+    let test = candidate::score_test(cfg, &fitted.network, &inputs, &spec, seed)?;
     let card = candidate::card(
         model,
         &cfg.training,
@@ -106,13 +107,13 @@ fn model_seed(seed: u64, model: &str) -> u64 {
     )
 }
 
-/// One split's encoded inputs and outcomes, as training sees them: `(x, y, rows)`.
+/// One split's encoded inputs and binary outcomes, as training sees them: `(x, y, rows)`.
 pub async fn load_arrays(
     lake: &Storage,
     spec: &FeatureSpec,
     split: &str,
 ) -> Result<(Vec<f32>, Vec<f32>, usize)> {
-    let s = load_split(lake, spec, split, &[]).await?;
+    let s = load_split(lake, spec, split, &[], &["outcome".to_string()]).await?;
     Ok((s.x, s.y, s.rows))
 }
 
@@ -182,6 +183,7 @@ mod tests {
                 let f = fit(
                     &arch,
                     &t,
+                    fused::Objective::Bce { pos_weight: 1.0 },
                     Arrays {
                         x: tx,
                         y: ty,

@@ -116,7 +116,7 @@ pub(crate) async fn log_to_mlflow(
         push("val_loss", Some(e.val_loss));
         push("val_auc", e.val_auc);
     }
-    for name in trialflow_core::contracts::Metrics::names() {
+    for name in trialflow_core::contracts::ModelMetrics::names(report.metrics.endpoint()) {
         if let Some(v) = report
             .metrics
             .get(&name)

@@ -33,6 +33,8 @@ struct Object {
 /// A split read lazily from the lake.
 pub struct StreamedSplit {
     pub name: String,
+    /// The columns the model predicts, read into each block's targets.
+    targets: Vec<String>,
     lake: Storage,
     objects: Vec<Object>,
     pub rows: usize,
@@ -51,12 +53,17 @@ impl std::fmt::Debug for StreamedSplit {
 /// A row group: (object index, row group index).
 pub type Unit = (usize, usize);
 
-/// Receives one block of encoded rows: features (row-major), outcomes.
+/// Receives one block of encoded rows: features (row-major), targets (row-major).
 pub type Visit<'v, E> = dyn FnMut(&[f32], &[f32]) -> std::result::Result<(), E> + 'v;
 
 impl StreamedSplit {
     /// Reads the footers only: the row count and the row groups, and checks the columns against the spec.
-    pub async fn open(lake: &Storage, spec: &FeatureSpec, split: &str) -> Result<Self> {
+    pub async fn open(
+        lake: &Storage,
+        spec: &FeatureSpec,
+        split: &str,
+        targets: &[String],
+    ) -> Result<Self> {
         let prefix = format!("{}split={split}/", lake::FEATURES);
         let mut objects = Vec::new();
         let mut rows = 0;
@@ -85,6 +92,7 @@ impl StreamedSplit {
         }
         Ok(Self {
             name: split.to_string(),
+            targets: targets.to_vec(),
             lake: lake.clone(),
             objects,
             rows,
@@ -120,7 +128,7 @@ impl StreamedSplit {
     async fn batches(
         &self,
         (object, group): Unit,
-        outcome_only: bool,
+        targets_only: bool,
     ) -> Result<ParquetRecordBatchStream<ObjectReader>> {
         let o = &self.objects[object];
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
@@ -129,8 +137,11 @@ impl StreamedSplit {
         )
         .with_row_groups(vec![group])
         .with_batch_size(8192);
-        if outcome_only {
-            let mask = ProjectionMask::columns(builder.parquet_schema(), ["outcome"]);
+        if targets_only {
+            let mask = ProjectionMask::columns(
+                builder.parquet_schema(),
+                self.targets.iter().map(String::as_str),
+            );
             builder = builder.with_projection(mask);
         }
         builder.build().map_err(|e| {
@@ -138,19 +149,22 @@ impl StreamedSplit {
         })
     }
 
-    /// Rows and positive outcomes, reading the `outcome` column only.
-    pub async fn count_outcomes(&self) -> Result<(usize, usize)> {
-        let (mut rows, mut positives) = (0, 0);
+    /// Every row's targets, reading the target columns only (row-major, as blocks hold them): the checks and
+    /// the target's scale before a streamed fit.
+    pub async fn read_targets(&self) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
         for unit in self.units() {
             let location = self.lake.display(&self.objects[unit.0].path);
             let mut stream = self.batches(unit, true).await?;
             while let Some(b) = next(&mut stream, &location).await? {
-                let y = trialflow_model::split::outcomes(&b, &location)?;
-                rows += y.len();
-                positives += y.iter().filter(|v| **v > 0.5).count();
+                out.extend(trialflow_model::split::target_values(
+                    &b,
+                    &self.targets,
+                    &location,
+                )?);
             }
         }
-        Ok((rows, positives))
+        Ok(out)
     }
 
     /// Reads `units` in the order given and calls `visit(x, y)` with blocks of at most `block_rows` encoded
@@ -166,7 +180,8 @@ impl StreamedSplit {
         let handle = tokio::runtime::Handle::current();
         let dim = spec.width();
         let mut x: Vec<f32> = Vec::with_capacity(block_rows * dim);
-        let mut y: Vec<f32> = Vec::with_capacity(block_rows);
+        let width = self.targets.len().max(1);
+        let mut y: Vec<f32> = Vec::with_capacity(block_rows * width);
         for &unit in units {
             let location = self.lake.display(&self.objects[unit.0].path);
             let mut stream = handle.block_on(self.batches(unit, false))?;
@@ -192,15 +207,15 @@ impl StreamedSplit {
                     .into());
                 }
                 row_in_group += rows;
-                let by = trialflow_model::split::outcomes(&b, &location)?;
+                let by = trialflow_model::split::target_values(&b, &self.targets, &location)?;
                 // fill the block up to block_rows, hand it over, continue with the rest of the batch
                 let mut at = 0;
                 while at < rows {
-                    let take = (block_rows - y.len()).min(rows - at);
+                    let take = (block_rows - y.len() / width).min(rows - at);
                     x.extend_from_slice(&bx[at * dim..(at + take) * dim]);
-                    y.extend_from_slice(&by[at..at + take]);
+                    y.extend_from_slice(&by[at * width..(at + take) * width]);
                     at += take;
-                    if y.len() == block_rows {
+                    if y.len() == block_rows * width {
                         visit(&x, &y)?;
                         x.clear();
                         y.clear();

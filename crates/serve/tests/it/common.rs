@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use candle_core::Device;
 use trialflow_core::Storage;
-use trialflow_core::config::{Activation, ModelConfig, ServingConfig, VersionPolicy};
+use trialflow_core::config::{Activation, Endpoint, ModelConfig, ServingConfig, VersionPolicy};
 use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, OnInvalid};
 use trialflow_model::{ModelCard, Network};
 
@@ -96,10 +96,46 @@ fn network(seed: u64) -> Network {
 
 /// Writes `<root>/<model>/<version>/` with weights from `seed`, blessed unless `blessed` is false.
 pub fn write_version(root: &Path, model: &str, version: u64, seed: u64, blessed: bool) {
+    write_endpoint_version(root, model, version, seed, blessed, Endpoint::Binary, None);
+}
+
+/// A time-to-event version: the network's output is the risk score, with a baseline hazard
+/// H₀(t) = 0.1·t stepping at t = 1, 2, 3 and default times 1 and 2.
+pub fn write_survival_version(root: &Path, model: &str, version: u64, seed: u64) {
+    let head = trialflow_model::SurvivalHead {
+        baseline: trialflow_model::survival::BaselineHazard {
+            times: vec![1.0, 2.0, 3.0],
+            cumulative_hazard: vec![0.1, 0.2, 0.3],
+        },
+        times: vec![1.0, 2.0],
+    };
+    write_endpoint_version(
+        root,
+        model,
+        version,
+        seed,
+        true,
+        Endpoint::TimeToEvent,
+        Some(head),
+    );
+}
+
+pub fn write_endpoint_version(
+    root: &Path,
+    model: &str,
+    version: u64,
+    seed: u64,
+    blessed: bool,
+    endpoint: Endpoint,
+    survival: Option<trialflow_model::SurvivalHead>,
+) {
     let spec = spec();
     let net = network(seed);
     let arch = net.config.clone();
     let card = ModelCard {
+        endpoint,
+        targets: vec!["outcome".into()],
+        survival,
         name: model.into(),
         architecture: arch,
         input_dim: spec.width(),
@@ -387,4 +423,11 @@ pub use trialflow_testkit::test_python as python;
 /// Spawns a `trialflow-server` command and waits for the port it announces.
 pub fn spawn_server(c: Command) -> (Child, u16) {
     trialflow_testkit::spawn_announced(c)
+}
+
+/// The raw outputs (logits, risk scores) of version `seed`'s network for already-encoded rows.
+pub fn expected_outputs(seed: u64, x: &[f32]) -> Vec<f32> {
+    trialflow_model::DenseCpu::from_network(&network(seed))
+        .unwrap()
+        .outputs(x)
 }

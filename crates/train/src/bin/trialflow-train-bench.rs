@@ -84,8 +84,18 @@ fn training(batch: usize, epochs: usize) -> TrainingConfig {
         max_in_memory_mib: 1 << 20,
         stream_block_rows: 262_144,
         population: None,
+        endpoint: trialflow_core::config::Endpoint::Binary,
+        target: None,
+        loss: trialflow_core::config::RegressionLoss::Mse,
+        huber_delta: 1.0,
+        ties: trialflow_core::config::CoxTies::Efron,
+        horizons: vec![],
     }
 }
+
+/// The binary objective the bench trains (no positive weight).
+const BCE: trialflow_train::fused::Objective =
+    trialflow_train::fused::Objective::Bce { pos_weight: 1.0 };
 
 /// Standard normal features and a nonlinear logistic outcome (seeded): the throughput data.
 fn synthetic(rows: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
@@ -140,15 +150,24 @@ fn epoch_seconds(
         y: &y[..warm],
         rows: warm,
     };
-    fit(arch, &training(batch, 1), warm_arrays, val, dim, 42, dev)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    fit(
+        arch,
+        &training(batch, 1),
+        BCE,
+        warm_arrays,
+        val,
+        dim,
+        42,
+        dev,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let train = Arrays {
         x: &x[..rows * dim],
         y: &y[..rows],
         rows,
     };
     let start = Instant::now();
-    fit(arch, &training(batch, 1), train, val, dim, 42, dev)
+    fit(arch, &training(batch, 1), BCE, train, val, dim, 42, dev)
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(start.elapsed().as_secs_f64())
 }
@@ -193,6 +212,7 @@ fn sample_run(
     let f = fit(
         &arch,
         &training(64, 20),
+        BCE,
         s.arrays(0),
         s.arrays(1),
         s.dim,
@@ -408,7 +428,7 @@ fn main() -> Result<()> {
                 y: &yv,
                 rows: yv.len(),
             };
-            let f = fit(&arch, &t, train, val, dim, 42, &Device::Cpu)
+            let f = fit(&arch, &t, BCE, train, val, dim, 42, &Device::Cpu)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let dense = trialflow_model::DenseCpu::from_network(&f.network)?;
             let auc = trialflow_train::metrics::roc_auc(&ys, &dense.predict_proba(&xs));

@@ -135,6 +135,138 @@ pub fn bce_loss(z: f32, y: f32, pos_weight: f32) -> f64 {
     bce(z, y, pos_weight).0
 }
 
+/// What the network's single output is trained against, and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Binary cross-entropy on the logit with a positive-class weight (PyTorch's `BCEWithLogitsLoss`).
+    Bce { pos_weight: f32 },
+    /// Squared error of the output against the standardized target (y − mean)/sd (PyTorch's `MSELoss`); the
+    /// output is put back on the target's scale after training.
+    Squared { mean: f32, sd: f32 },
+    /// Huber's loss on the standardized target (PyTorch's `HuberLoss(delta)`).
+    Huber { mean: f32, sd: f32, delta: f32 },
+    /// The Cox negative log partial likelihood of the output as a log hazard ratio, with each batch's rows as
+    /// the risk sets (as pycox's `CoxPHLoss`), divided by the batch's events; targets are (time, event).
+    Cox { efron: bool },
+}
+
+impl Objective {
+    /// Target values per row.
+    pub fn width(self) -> usize {
+        match self {
+            Objective::Cox { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// The loss of one row and its derivative in the output (every objective but Cox's).
+    fn row(self, z: f32, y: &[f32]) -> (f64, f32) {
+        match self {
+            Objective::Bce { pos_weight } => bce(z, y[0], pos_weight),
+            Objective::Squared { mean, sd } => {
+                let r = z - (y[0] - mean) / sd;
+                (f64::from(r * r), 2.0 * r)
+            }
+            Objective::Huber { mean, sd, delta } => {
+                let r = z - (y[0] - mean) / sd;
+                if r.abs() <= delta {
+                    (f64::from(0.5 * r * r), r)
+                } else {
+                    (
+                        f64::from(delta * (r.abs() - 0.5 * delta)),
+                        delta * r.signum(),
+                    )
+                }
+            }
+            Objective::Cox { .. } => (0.0, 0.0),
+        }
+    }
+
+    /// The mean loss of `z` against row-major targets `y`, and its gradient in each output into `dz`.
+    pub fn loss_and_gradient(self, z: &[f32], y: &[f32], dz: &mut Vec<f32>) -> f64 {
+        dz.clear();
+        dz.resize(z.len(), 0.0);
+        match self {
+            Objective::Cox { efron } => cox(z, y, efron, dz),
+            _ => {
+                let w = self.width();
+                let n = z.len().max(1) as f32;
+                let mut sum = 0.0;
+                for ((d, &zi), yi) in dz.iter_mut().zip(z).zip(y.chunks_exact(w)) {
+                    let (loss, grad) = self.row(zi, yi);
+                    sum += loss;
+                    *d = grad / n;
+                }
+                sum / f64::from(n)
+            }
+        }
+    }
+
+    /// The mean loss alone (validation).
+    pub fn loss(self, z: &[f32], y: &[f32]) -> f64 {
+        self.loss_and_gradient(z, y, &mut Vec::new())
+    }
+}
+
+/// The Cox negative log partial likelihood of log hazard ratios `z` with targets `[time, event]` per row,
+/// Efron's or Breslow's handling of tied event times, divided by the number of events (0 without events);
+/// its gradient into `dz`. For a group of d events at one time with D the sum of their eᶻ and S that of the
+/// risk set, Efron's denominators are S − (l/d)·D for l = 0…d−1 (R's `coxph` default), Breslow's S each.
+fn cox(z: &[f32], y: &[f32], efron: bool, dz: &mut [f32]) -> f64 {
+    let n = z.len();
+    let time = |i: usize| y[2 * i];
+    let died = |i: usize| y[2 * i + 1] > 0.5;
+    let events = (0..n).filter(|&i| died(i)).count();
+    if events == 0 {
+        return 0.0;
+    }
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = z.iter().map(|&v| f64::from(v - m).exp()).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| time(b).total_cmp(&time(a)));
+    // groups of equal time, latest first: (members, A = Σ_l 1/den_l, B = Σ_l (l/d)/den_l)
+    let mut groups: Vec<(std::ops::Range<usize>, f64, f64)> = Vec::new();
+    let (mut risk, mut loss) = (0.0f64, 0.0f64);
+    let mut i = 0;
+    while i < n {
+        let start = i;
+        let t = time(order[i]);
+        let (mut d, mut tied, mut zsum) = (0usize, 0.0f64, 0.0f64);
+        while i < n && time(order[i]) == t {
+            let k = order[i];
+            risk += w[k];
+            if died(k) {
+                d += 1;
+                tied += w[k];
+                zsum += f64::from(z[k] - m);
+            }
+            i += 1;
+        }
+        let (mut a, mut b) = (0.0, 0.0);
+        for l in 0..d {
+            let share = if efron { l as f64 / d as f64 } else { 0.0 };
+            let den = risk - share * tied;
+            loss += den.ln();
+            a += 1.0 / den;
+            b += share / den;
+        }
+        loss -= zsum;
+        groups.push((start..i, a, b));
+    }
+    // ∂/∂zₖ = −δₖ + wₖ·(Σ of A over the groups at or before tₖ − δₖ·B of its own group)
+    let scale = 1.0 / events as f64;
+    let mut cumulative = 0.0;
+    for (members, a, b) in groups.iter().rev() {
+        cumulative += a;
+        for &k in &order[members.clone()] {
+            let own = if died(k) { *b } else { 0.0 };
+            let delta = if died(k) { 1.0 } else { 0.0 };
+            dz[k] = ((w[k] * (cumulative - own) - delta) * scale) as f32;
+        }
+    }
+    loss * scale
+}
+
 impl Mlp {
     /// From per-layer `(weight [out][in], bias [out])` as `Network` holds them.
     pub fn from_layers(
@@ -267,20 +399,26 @@ impl Mlp {
         }
     }
 
-    /// Gradient of the summed loss over one chunk, scaled by `1/total` (the batch's mean), into `w.grad`.
-    fn backward(&self, w: &mut Work, rows: usize, y: &[f32], pos_weight: f32, total: usize) {
+    /// ∂loss/∂z of each row of one chunk into `a[last]`, scaled by `1/total` (the batch's mean); the chunk's
+    /// summed loss into `w.loss`. For the objectives with a loss per row.
+    fn row_losses(&self, w: &mut Work, rows: usize, objective: Objective, total: usize) {
         let layers = self.layer_count();
-        w.grad.resize(self.params.len(), 0.0);
         w.loss = 0.0;
         let scale = 1.0 / total as f32;
-        // ∂loss/∂z into a[last]
+        let width = objective.width();
         let dz = &mut w.a[layers - 1];
         dz.resize(rows, 0.0);
-        for ((d, &z), &t) in dz.iter_mut().zip(&w.z).zip(y) {
-            let (loss, grad) = bce(z, t, pos_weight);
+        for ((d, &z), t) in dz.iter_mut().zip(&w.z).zip(w.y.chunks_exact(width)) {
+            let (loss, grad) = objective.row(z, t);
             w.loss += loss;
             *d = grad * scale;
         }
+    }
+
+    /// Gradient of the loss over one chunk into `w.grad`, from ∂loss/∂z in `a[last]`.
+    fn backward(&self, w: &mut Work, rows: usize) {
+        let layers = self.layer_count();
+        w.grad.resize(self.params.len(), 0.0);
         for l in (0..layers).rev() {
             let (input, out) = (self.dims[l], self.dims[l + 1]);
             let (wo, bo) = self.offsets(l);
@@ -344,11 +482,11 @@ impl Mlp {
         x: &[f32],
         y: &[f32],
         rows: &[u32],
-        pos_weight: f32,
+        objective: Objective,
     ) -> (f64, Vec<f32>) {
         let mut trainer = Trainer::new(self, 0);
-        trainer.gradient(self, x, y, rows, pos_weight, None);
-        (trainer.loss / rows.len() as f64, trainer.grad)
+        trainer.gradient(self, x, y, rows, objective, None);
+        (trainer.loss, trainer.grad)
     }
 }
 
@@ -373,39 +511,65 @@ impl Trainer {
         }
     }
 
-    /// Gradient of the mean loss over `batch` (indices into `x` rows / `y`) into `self.grad`; the summed
-    /// loss into `self.loss`. `dropout_step` seeds the masks (None: no dropout).
+    /// Gradient of the mean loss over `batch` (indices into `x` rows / `y` rows of the objective's width)
+    /// into `self.grad`; the mean loss into `self.loss`. `dropout_step` seeds the masks (None: no dropout).
+    /// A loss per row is fused into one parallel pass per chunk; Cox's couples the batch's rows, so its
+    /// forward passes run first, then the batch's loss, then the backward passes.
     fn gradient(
         &mut self,
         mlp: &Mlp,
         x: &[f32],
         y: &[f32],
         batch: &[u32],
-        pos_weight: f32,
+        objective: Objective,
         dropout_step: Option<u64>,
     ) {
         let dim = mlp.dims[0];
-        let chunks = batch.len().div_ceil(CHUNK);
-        self.works.resize_with(chunks.max(1), Work::default);
+        let width = objective.width();
+        let chunks = batch.len().div_ceil(CHUNK).max(1);
+        self.works.resize_with(chunks, Work::default);
         let total = batch.len();
         let seed = self.seed;
-        let run = |(c, w): (usize, &mut Work)| {
-            let ids = &batch[c * CHUNK..((c + 1) * CHUNK).min(total)];
+        let per_row = !matches!(objective, Objective::Cox { .. });
+        let forward = |(c, w): (usize, &mut Work)| {
+            let ids = &batch[(c * CHUNK).min(total)..((c + 1) * CHUNK).min(total)];
             w.h.resize_with(1, Vec::new);
             let input = &mut w.h[0];
             input.clear();
-            let mut ys = std::mem::take(&mut w.y);
-            ys.clear();
+            w.y.clear();
             for &i in ids {
                 let i = i as usize;
                 input.extend_from_slice(&x[i * dim..(i + 1) * dim]);
-                ys.push(y[i]);
+                w.y.extend_from_slice(&y[i * width..(i + 1) * width]);
             }
             let rng = dropout_step.map(|s| Wy::new(seed, s, c as u64, 0));
             mlp.forward(w, ids.len(), rng);
-            mlp.backward(w, ids.len(), &ys, pos_weight, total);
-            w.y = ys;
+            if per_row {
+                mlp.row_losses(w, ids.len(), objective, total);
+                mlp.backward(w, ids.len());
+            }
         };
+        self.for_each_chunk(chunks, forward);
+        if per_row {
+            self.loss =
+                self.works[..chunks].iter().map(|w| w.loss).sum::<f64>() / total.max(1) as f64;
+        } else {
+            self.batch_loss(mlp, chunks, objective);
+            self.for_each_chunk(chunks, |(_, w): (usize, &mut Work)| {
+                let rows = w.z.len();
+                mlp.backward(w, rows);
+            });
+        }
+        self.grad.copy_from_slice(&self.works[0].grad);
+        for w in &self.works[1..chunks] {
+            for (g, d) in self.grad.iter_mut().zip(&w.grad) {
+                *g += d;
+            }
+        }
+    }
+
+    /// Runs `run` on the first `chunks` work buffers, in parallel when there are several.
+    fn for_each_chunk(&mut self, chunks: usize, run: impl Fn((usize, &mut Work)) + Sync + Send) {
         if chunks > 1 {
             self.works[..chunks]
                 .par_iter_mut()
@@ -414,14 +578,25 @@ impl Trainer {
         } else {
             run((0, &mut self.works[0]));
         }
-        self.loss = 0.0;
-        self.grad.copy_from_slice(&self.works[0].grad);
-        self.loss += self.works[0].loss;
-        for w in &self.works[1..chunks.max(1)] {
-            for (g, d) in self.grad.iter_mut().zip(&w.grad) {
-                *g += d;
-            }
-            self.loss += w.loss;
+    }
+
+    /// A loss over the whole batch: its outputs gathered from the chunks, the loss into `self.loss`, each
+    /// output's derivative put back in its chunk's `a[last]`.
+    fn batch_loss(&mut self, mlp: &Mlp, chunks: usize, objective: Objective) {
+        let last = mlp.layer_count() - 1;
+        let (mut z, mut y) = (Vec::new(), Vec::new());
+        for w in &self.works[..chunks] {
+            z.extend_from_slice(&w.z);
+            y.extend_from_slice(&w.y);
+        }
+        let mut dz = Vec::new();
+        self.loss = objective.loss_and_gradient(&z, &y, &mut dz);
+        let mut at = 0;
+        for w in &mut self.works[..chunks] {
+            let rows = w.z.len();
+            w.a[last].clear();
+            w.a[last].extend_from_slice(&dz[at..at + rows]);
+            at += rows;
         }
     }
 
@@ -433,12 +608,12 @@ impl Trainer {
         x: &[f32],
         y: &[f32],
         batch: &[u32],
-        pos_weight: f32,
+        objective: Objective,
     ) -> f64 {
         self.step += 1;
-        self.gradient(mlp, x, y, batch, pos_weight, Some(self.step));
+        self.gradient(mlp, x, y, batch, objective, Some(self.step));
         opt.update(&mut mlp.params, &self.grad);
-        self.loss / batch.len() as f64
+        self.loss
     }
 }
 
@@ -487,7 +662,8 @@ mod tests {
         ] {
             let net = network(hidden, act, dim);
             let mlp = Mlp::from_layers(&layers_of(&net), dim, act, &[]);
-            let (loss, grad) = mlp.loss_and_gradient(&x, &y, &batch, 2.5);
+            let (loss, grad) =
+                mlp.loss_and_gradient(&x, &y, &batch, Objective::Bce { pos_weight: 2.5 });
             // candle: the same rows in the same order
             let idx: Vec<f32> = batch
                 .iter()
@@ -512,6 +688,83 @@ mod tests {
                 assert!(
                     (g - w).abs() < 1e-5 + 1e-4 * w.abs(),
                     "param {i}: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    /// Every objective's fused loss and gradients equal candle autograd's (the GPU path) on the same batch:
+    /// squared error and Huber on a standardized target, Cox with Efron's and Breslow's ties (times tied in
+    /// groups, some rows censored), over more rows than one chunk.
+    #[test]
+    fn every_objective_equals_candle_autograd() {
+        let dim = 5;
+        let rows = CHUNK + 21;
+        let x: Vec<f32> = (0..rows * dim)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 2.0)
+            .collect();
+        let value: Vec<f32> = (0..rows)
+            .map(|i| (i * 37 % 11) as f32 * 1.5 - 3.0)
+            .collect();
+        let survival: Vec<f32> = (0..rows)
+            .flat_map(|i| [(i * 13 % 17) as f32, f32::from(i % 3 != 0)])
+            .collect();
+        let batch: Vec<u32> = (0..rows as u32).rev().collect();
+        let net = network(vec![8], Activation::Tanh, dim);
+        let mlp = Mlp::from_layers(&layers_of(&net), dim, Activation::Tanh, &[]);
+        for (objective, y) in [
+            (Objective::Squared { mean: 0.5, sd: 2.0 }, &value),
+            (
+                Objective::Huber {
+                    mean: 0.5,
+                    sd: 2.0,
+                    delta: 0.3,
+                },
+                &value,
+            ),
+            (Objective::Cox { efron: true }, &survival),
+            (Objective::Cox { efron: false }, &survival),
+        ] {
+            let (loss, grad) = mlp.loss_and_gradient(&x, y, &batch, objective);
+            let width = objective.width();
+            let xs: Vec<f32> = batch
+                .iter()
+                .flat_map(|&i| x[i as usize * dim..(i as usize + 1) * dim].to_vec())
+                .collect();
+            let ys: Vec<f32> = batch
+                .iter()
+                .flat_map(|&i| y[i as usize * width..(i as usize + 1) * width].to_vec())
+                .collect();
+            let xt = Tensor::from_vec(xs, (rows, dim), &Device::Cpu).unwrap();
+            let yt = if width == 1 {
+                Tensor::from_vec(ys.clone(), rows, &Device::Cpu).unwrap()
+            } else {
+                Tensor::from_vec(ys.clone(), (rows, width), &Device::Cpu).unwrap()
+            };
+            let l = crate::autograd::objective_loss(
+                objective,
+                &net.logits(&xt, None).unwrap(),
+                &yt,
+                &ys,
+            )
+            .unwrap();
+            let want_loss = f64::from(l.to_scalar::<f32>().unwrap());
+            assert!(
+                (want_loss - loss).abs() < 1e-5 * want_loss.abs().max(1.0),
+                "{objective:?}: {loss} vs {want_loss}"
+            );
+            let grads = l.backward().unwrap();
+            let mut want = Vec::new();
+            for (w, b) in &net.layers {
+                for v in [w, b] {
+                    let g = grads.get(v.as_tensor()).unwrap();
+                    want.extend(g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+            }
+            for (i, (g, w)) in grad.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-5 + 1e-4 * w.abs(),
+                    "{objective:?} param {i}: {g} vs {w}"
                 );
             }
         }
