@@ -188,17 +188,22 @@ fn test() -> Result<()> {
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Where the analysis's reference scripts (R and Python) and their outputs live.
-const REFERENCES: &str = "crates/analysis/tests/reference";
+/// Where the reference scripts (R and Python) and their outputs live: the analysis's, and the models'
+/// metrics and baselines.
+const REFERENCES: [&str; 2] = [
+    "crates/analysis/tests/reference",
+    "crates/train/tests/reference",
+];
 
 /// Re-runs the scripts that made the analysis's reference numbers (all, or those named), R ones with Rscript
 /// and Python ones in target/py/reference, from the repository root, then shows what changed.
 fn references(only: &[String]) -> Result<()> {
-    let dir = root().join(REFERENCES);
-    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
+    let mut scripts: Vec<PathBuf> = Vec::new();
+    for dir in REFERENCES.map(|d| root().join(d)) {
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            scripts.push(e?.path());
+        }
+    }
     scripts.retain(|p| {
         let name = p
             .file_name()
@@ -212,7 +217,7 @@ fn references(only: &[String]) -> Result<()> {
     });
     scripts.sort();
     if scripts.is_empty() {
-        bail!("no reference script in {REFERENCES} matches {only:?}");
+        bail!("no reference script in {REFERENCES:?} matches {only:?}");
     }
     let python = if scripts
         .iter()
@@ -249,7 +254,8 @@ fn references(only: &[String]) -> Result<()> {
     }
     let mut diff = Command::new("git");
     diff.current_dir(root())
-        .args(["diff", "--stat", "--", REFERENCES]);
+        .args(["diff", "--stat", "--"])
+        .args(REFERENCES);
     status(diff, "git diff --stat")
 }
 

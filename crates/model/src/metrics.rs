@@ -402,12 +402,14 @@ pub fn evaluate_model(
             horizons,
         } => {
             let (time, event) = crate::survival::observed(targets);
-            let full = survival_scalars(&time, &event, predicted, censoring, baseline, horizons);
+            let full = survival_scalars(
+                &time, &event, predicted, censoring, baseline, horizons, true,
+            );
             let ci = resampled(time.len(), how, &SURVIVAL_METRICS, |idx| {
                 let t: Vec<f64> = idx.iter().map(|&i| time[i]).collect();
                 let e: Vec<bool> = idx.iter().map(|&i| event[i]).collect();
                 let r: Vec<f32> = idx.iter().map(|&i| predicted[i]).collect();
-                let m = survival_scalars(&t, &e, &r, censoring, baseline, horizons);
+                let m = survival_scalars(&t, &e, &r, censoring, baseline, horizons, false);
                 SURVIVAL_METRICS
                     .iter()
                     .map(|name| m.get(name).flatten().unwrap_or(f64::NAN))
@@ -422,7 +424,8 @@ pub fn evaluate_model(
     }
 }
 
-/// Every survival metric of one sample, without intervals.
+/// Every survival metric of one sample, without intervals; the calibration groups only `with_calibration`
+/// (not in bootstrap resamples, which use the scalars alone).
 fn survival_scalars(
     time: &[f64],
     event: &[bool],
@@ -430,6 +433,7 @@ fn survival_scalars(
     censoring: &crate::survival::Censoring,
     baseline: &crate::survival::BaselineHazard,
     horizons: &[f64],
+    with_calibration: bool,
 ) -> SurvivalMetrics {
     use crate::survival as s;
     let obs = s::Observed { time, event };
@@ -451,7 +455,7 @@ fn survival_scalars(
         mean_auc,
         integrated_brier: s::integrated_brier(&brier, horizons),
         brier,
-        calibration: if at_last.len() == time.len() {
+        calibration: if with_calibration && at_last.len() == time.len() {
             s::calibration_at(obs, &at_last, tau)
         } else {
             Vec::new()

@@ -33,15 +33,23 @@ fn write_f32(path: PathBuf, v: &[f32]) {
     .unwrap();
 }
 
-fn compare(trial: &str) -> Vec<(String, f64)> {
+/// A trial's example config run through the data and training pipelines in a fresh project, with the train
+/// and test splits written for a reference script: `x_<split>.f32` (encoded features, the transform serving
+/// uses) and `y_<split>.f32` (the `targets` columns, row-major). Returns the project, its lake, the folder and
+/// the model input width.
+fn trained(
+    config: &str,
+    data: &str,
+    targets: &[&str],
+) -> (Project, PathBuf, tempfile::TempDir, usize) {
     let p = Project::sample();
-    let cfg = format!("config/examples/{trial}.yaml");
+    let cfg = format!("config/examples/{config}.yaml");
     std::fs::create_dir_all(p.path("config/examples")).unwrap();
     std::fs::create_dir_all(p.path("data/examples")).unwrap();
     std::fs::copy(repo_root().join(&cfg), p.path(&cfg)).unwrap();
     std::fs::copy(
-        repo_root().join(format!("data/examples/{trial}.csv")),
-        p.path(&format!("data/examples/{trial}.csv")),
+        repo_root().join(format!("data/examples/{data}.csv")),
+        p.path(&format!("data/examples/{data}.csv")),
     )
     .unwrap();
     for pipeline in ["data", "training"] {
@@ -64,18 +72,34 @@ fn compare(trial: &str) -> Vec<(String, f64)> {
             parquet_batches(&lake.join(format!("processed/features/split={split}/part-0.parquet")));
         let (x, _) =
             trialflow_model::encode_batches(&spec, &batches, &|n| spec.table_column(n)).unwrap();
-        let y = util::f32_column(&batches, "outcome");
+        let columns: Vec<Vec<f32>> = targets
+            .iter()
+            .map(|t| util::f32_column(&batches, t))
+            .collect();
+        let y: Vec<f32> = (0..columns[0].len())
+            .flat_map(|r| columns.iter().map(move |c| c[r]))
+            .collect();
         write_f32(dir.path().join(format!("x_{split}.f32")), &x);
         write_f32(dir.path().join(format!("y_{split}.f32")), &y);
     }
+    (p, lake, dir, spec.width())
+}
+
+/// A reference script's JSON answer over the prepared splits.
+fn reference_script(script: &str, dir: &std::path::Path, args: &[String]) -> Value {
     let o = std::process::Command::new(sklearn_python())
-        .arg(repo_root().join("crates/cli/tests/python/sklearn_logistic.py"))
-        .arg(dir.path())
-        .arg(spec.width().to_string())
+        .arg(repo_root().join(format!("crates/cli/tests/python/{script}")))
+        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let sk: Value = serde_json::from_slice(&o.stdout).unwrap();
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn compare(trial: &str) -> Vec<(String, f64)> {
+    let (_p, lake, dir, width) = trained(trial, trial, &["outcome"]);
+    let sk = reference_script("sklearn_logistic.py", dir.path(), &[width.to_string()]);
     let sk_auc = sk["roc_auc"].as_f64().unwrap();
     let mut out = vec![("scikit-learn LogisticRegression".to_string(), sk_auc)];
     for m in ["baseline", "model_1", "model_2"] {
@@ -133,4 +157,98 @@ fn colon_trial_death() {
 #[test]
 fn indomethacin_trial_post_ercp_pancreatitis() {
     compare("indo_rct");
+}
+
+fn metrics_of(lake: &std::path::Path, model: &str) -> Value {
+    let r: Value = serde_json::from_slice(
+        &std::fs::read(lake.join(format!("candidates/{model}/metrics.json"))).unwrap(),
+    )
+    .unwrap();
+    r["metrics"].clone()
+}
+
+/// The colon trial's time-to-event models (config/examples/colon_survival.yaml): the linear Cox baseline gives
+/// scikit-survival's `CoxPHSurvivalAnalysis` risk scores on the identical split and features (up to the
+/// constant a Cox model cannot see), and its test metrics are scikit-survival's on those scores.
+#[test]
+fn colon_trial_time_to_death_cox_baseline_against_scikit_survival() {
+    let (_p, lake, dir, width) = trained("colon_survival", "colon", &["time", "event"]);
+    let horizons = "365,1095,1825".to_string();
+    let sk = reference_script("sksurv_cox.py", dir.path(), &[width.to_string(), horizons]);
+    let centred = |v: Vec<f64>| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        v.into_iter().map(|x| x - m).collect::<Vec<f64>>()
+    };
+    let ours = centred(
+        util::f32_column(
+            &parquet_batches(&lake.join("candidates/baseline/test_predictions.parquet")),
+            "risk_score",
+        )
+        .into_iter()
+        .map(f64::from)
+        .collect(),
+    );
+    let theirs = centred(serde_json::from_value(sk["risk_scores"].clone()).unwrap());
+    assert_eq!(ours.len(), theirs.len());
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-3,
+        "risk scores differ from scikit-survival's by up to {worst:e}"
+    );
+    let m = metrics_of(&lake, "baseline");
+    assert_eq!(m["endpoint"], "time_to_event");
+    for name in ["c_index_harrell", "c_index_uno", "mean_auc"] {
+        let (a, b) = (m[name].as_f64().unwrap(), sk[name].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 2e-3,
+            "{name}: trialflow {a} vs scikit-survival {b}"
+        );
+    }
+    // every model learned something, and the networks are no worse than chance
+    for model in ["baseline", "model_1", "model_2"] {
+        let c = metrics_of(&lake, model)["c_index_harrell"]
+            .as_f64()
+            .unwrap();
+        assert!(c > 0.6, "{model}: Harrell's C {c}");
+    }
+}
+
+/// The OPT trial's continuous models (config/examples/opt_continuous.yaml): the least-squares baseline gives
+/// scikit-learn's `LinearRegression` predictions on the identical split and features, and its test metrics
+/// are scikit-learn's.
+#[test]
+fn opt_trial_pocket_depth_least_squares_against_scikit_learn() {
+    let (_p, lake, dir, width) = trained("opt_continuous", "opt", &["V5.PD.avg"]);
+    let sk = reference_script("sklearn_linear.py", dir.path(), &[width.to_string()]);
+    let ours = util::f32_column(
+        &parquet_batches(&lake.join("candidates/baseline/test_predictions.parquet")),
+        "prediction",
+    );
+    let theirs: Vec<f64> = serde_json::from_value(sk["predictions"].clone()).unwrap();
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 1e-4,
+        "predictions differ from scikit-learn's by up to {worst:e}"
+    );
+    let m = metrics_of(&lake, "baseline");
+    assert_eq!(m["endpoint"], "continuous");
+    for name in ["rmse", "mae", "r2"] {
+        let (a, b) = (m[name].as_f64().unwrap(), sk[name].as_f64().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+            "{name}: trialflow {a} vs scikit-learn {b}"
+        );
+    }
+    for model in ["model_1", "model_2"] {
+        let r2 = metrics_of(&lake, model)["r2"].as_f64().unwrap();
+        assert!(r2 > 0.3, "{model}: R² {r2}");
+    }
 }

@@ -318,3 +318,165 @@ fn a_train_split_above_the_memory_limit_is_streamed_in_blocks() {
         "{err}"
     );
 }
+
+/// `config/examples/sample_survival.yaml` over the project's lake.
+fn survival_config(p: &Project) -> String {
+    let text = std::fs::read_to_string(repo_root().join("config/examples/sample_survival.yaml"))
+        .unwrap()
+        .replace("file://data/lake-survival", "file://data/lake")
+        .replace("file://models-survival", "file://models");
+    p.write("config/survival.yaml", &text);
+    "config/survival.yaml".into()
+}
+
+fn train_with(p: &Project, cfg: &str, model: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let _ = std::fs::remove_dir_all(p.path(&format!("data/lake/candidates/{model}")));
+    let task = format!("train_{model}");
+    let mut c = p.cmd(&[
+        "--config", cfg, "pipeline", "training", "--only", &task, "--force",
+    ]);
+    c.env("TRIALFLOW_TRAINING__BOOTSTRAP_RESAMPLES", "50");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let saved = p
+        .path(&format!("data/lake/candidates/{model}/model.safetensors"))
+        .exists();
+    let code = o.status.code().unwrap();
+    assert!(
+        code == 0 || !saved,
+        "a failed training saved a model: {}",
+        text(&o)
+    );
+    (code, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The sample trial's time-to-event models (config/examples/sample_survival.yaml): every architecture learns
+/// a risk score that ranks better than chance, in memory and streamed by row group (the Cox loss over each
+/// batch's risk sets); a split without events, a continuous target with a NaN, and endpoints the config
+/// cannot have are clear errors that save no model.
+#[test]
+fn time_to_event_and_continuous_endpoints_and_their_bad_inputs() {
+    let p = Project::sample();
+    let cfg = survival_config(&p);
+    let o = p.run(&["--config", &cfg, "pipeline", "data"]);
+    assert!(o.status.success(), "{}", text(&o));
+    for model in ["baseline", "model_1"] {
+        let (code, err) = train_with(&p, &cfg, model, &[]);
+        assert_eq!(code, 0, "{err}");
+        let m = p.read_json(&format!("data/lake/candidates/{model}/metrics.json"));
+        assert_eq!(m["metrics"]["endpoint"], "time_to_event", "{m}");
+        let c = m["metrics"]["c_index_harrell"].as_f64().unwrap();
+        assert!(c > 0.6, "{model}: Harrell's C {c}");
+        let card = p.read_json(&format!("data/lake/candidates/{model}/model.json"));
+        assert_eq!(
+            card["survival"]["times"],
+            serde_json::json!([365.0, 730.0, 1095.0])
+        );
+    }
+    let in_memory =
+        p.read_json("data/lake/candidates/model_1/metrics.json")["metrics"]["c_index_harrell"]
+            .as_f64()
+            .unwrap();
+    let (code, err) = train_with(
+        &p,
+        &cfg,
+        "model_1",
+        &[
+            ("TRIALFLOW_TRAINING__MAX_IN_MEMORY_MIB", "0"),
+            ("TRIALFLOW_TRAINING__STREAM_BLOCK_ROWS", "512"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = p.read_json("data/lake/candidates/model_1/metrics.json");
+    assert!(m["stream"]["blocks_per_epoch"].as_u64().unwrap() > 1, "{m}");
+    let streamed = m["metrics"]["c_index_harrell"].as_f64().unwrap();
+    assert!(
+        (streamed - in_memory).abs() < 0.05,
+        "streamed {streamed} vs in memory {in_memory}"
+    );
+
+    // no event in the train split
+    let path = split_file(&p, "train");
+    let backup = std::fs::read(&path).unwrap();
+    rewrite_column(&p, "train", "event", &|c| {
+        let zeros: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![0i64; c.len()]));
+        arrow::compute::cast(&zeros, c.data_type()).unwrap()
+    });
+    let (code, err) = train_with(&p, &cfg, "model_1", &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("the train split has no event"), "{err}");
+    std::fs::write(&path, backup).unwrap();
+
+    // a continuous endpoint: its target must not be a model input, and a NaN in it is an error naming it
+    let survival = std::fs::read_to_string(p.path(&cfg)).unwrap();
+    let continuous = survival
+        .replace(
+            "endpoint: time_to_event",
+            "endpoint: continuous\n  target: ldl_mg_dl",
+        )
+        .replace("c_index_uno_ci_lower", "r2")
+        .replace("integrated_brier, max: 0.25", "rmse, max: 100")
+        .replace("metric: c_index_harrell", "metric: r2");
+    p.write("config/ldl.yaml", &continuous);
+    let o = p.run(&["--config", "config/ldl.yaml", "check-config"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("training.target") && text(&o).contains("is a model input"),
+        "{}",
+        text(&o)
+    );
+    let inputs = "  # features: [age, bmi, sex]";
+    assert!(continuous.contains(inputs));
+    p.write(
+        "config/ldl.yaml",
+        &continuous.replace(
+            inputs,
+            "  features: [age, weight_kg, height_cm, bmi, systolic_bp, diastolic_bp, hdl_mg_dl, sex, smoker, diabetic]",
+        ),
+    );
+    let o = p.run(&["--config", "config/ldl.yaml", "pipeline", "data"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, err) = train_with(&p, "config/ldl.yaml", "baseline", &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = p.read_json("data/lake/candidates/baseline/metrics.json");
+    assert_eq!(m["metrics"]["endpoint"], "continuous", "{m}");
+    rewrite_column(&p, "train", "ldl_mg_dl", &|c| {
+        let mut v: Vec<Option<f64>> = c
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        v[5] = Some(f64::NAN);
+        Arc::new(Float64Array::from(v))
+    });
+    let (code, err) = train_with(&p, "config/ldl.yaml", "model_1", &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("target column `ldl_mg_dl` has a NaN"), "{err}");
+
+    // endpoint keys the config cannot have
+    for (from, to, key) in [
+        (
+            "  horizons: [365, 730, 1095]",
+            "  horizons: []",
+            "training.horizons",
+        ),
+        (
+            "  endpoint: time_to_event",
+            "  endpoint: time_to_event\n  target: nosuch",
+            "training.target",
+        ),
+        (
+            "metric: c_index_harrell",
+            "metric: roc_auc",
+            "deployment.slice_checks[0].metric",
+        ),
+    ] {
+        p.write("config/bad.yaml", &survival.replace(from, to));
+        let o = p.run(&["--config", "config/bad.yaml", "check-config"]);
+        assert_eq!(o.status.code(), Some(2), "{key}: {}", text(&o));
+        assert!(text(&o).contains(key), "{key}: {}", text(&o));
+    }
+}

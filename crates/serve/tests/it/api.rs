@@ -656,3 +656,139 @@ fn a_declared_shape_larger_than_the_bytes_sent_is_a_400_not_a_crash() {
     }
     assert_eq!(s.get("/v2/health/live").status, 200);
 }
+
+/// A time-to-event version answers a risk score and survival probabilities exp(−H₀(t)·eʳ) at the model's
+/// default times or those the request names, in both protocols and every TF Serving request form; the
+/// metadata declares both outputs; bad times are 400s naming the field, and a binary model refuses times.
+#[test]
+fn time_to_event_model_serves_risk_and_survival_in_both_protocols() {
+    let repo = tempfile::tempdir().unwrap();
+    write_survival_version(repo.path(), "cv", 1, 44);
+    let s = TestServer::start(serving(60), repo.path());
+    let a = record(67.0, "male");
+    let b = record(45.0, "F");
+    let mut x = encoded(&a);
+    x.extend(encoded(&b));
+    let risk = expected_outputs(44, &x);
+    // H₀ steps 0.1, 0.2, 0.3 at t = 1, 2, 3
+    let survival = |r: f32, t: f64| {
+        let h = [(1.0, 0.1), (2.0, 0.2), (3.0, 0.3)]
+            .iter()
+            .rfind(|(s, _)| *s <= t)
+            .map_or(0.0, |(_, h)| *h);
+        (-h * f64::from(r).exp()).exp() as f32
+    };
+
+    let md = s.get("/v1/models/cv/metadata").json();
+    let outputs = &md["metadata"]["signature_def"]["signature_def"]["serving_default"]["outputs"];
+    assert!(
+        outputs["risk_score"].is_object() && outputs["survival"].is_object(),
+        "{outputs}"
+    );
+    assert_eq!(md["endpoint"], "time_to_event");
+    assert_eq!(md["survival_times"], json!([1.0, 2.0]));
+
+    // rows: one object per row; default times 1 and 2
+    let r = s.post(
+        "/v1/models/cv:predict",
+        &json!({"instances": [a, b]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    for (i, row) in v["predictions"].as_array().unwrap().iter().enumerate() {
+        close(&[row["risk_score"].as_f64().unwrap() as f32], &[risk[i]]);
+        let got: Vec<f32> = row["survival"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap() as f32)
+            .collect();
+        close(&got, &[survival(risk[i], 1.0), survival(risk[i], 2.0)]);
+    }
+    // columns, with the request's times
+    let cols: serde_json::Map<String, Value> = a
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| (k.clone(), json!([a[k], b[k]])))
+        .collect();
+    let r = s.post(
+        "/v1/models/cv:predict",
+        &json!({"inputs": cols, "times": [0.5, 3]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let got: Vec<f32> = v["outputs"]["survival"][1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap() as f32)
+        .collect();
+    close(&got, &[1.0, survival(risk[1], 3.0)]);
+
+    // Open Inference Protocol v2: both outputs declared and answered, times as a request parameter, one
+    // output asked for in binary
+    let md = s.get("/v2/models/cv").json();
+    assert_eq!(md["outputs"][0]["name"], "risk_score");
+    assert_eq!(md["outputs"][1]["name"], "survival");
+    let tensors: Vec<Value> = a
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let numeric = v.is_number();
+            json!({"name": k, "shape": [2], "datatype": if numeric {"FP64"} else {"BYTES"}, "data": [a[k], b[k]]})
+        })
+        .collect();
+    let r = s.post(
+        "/v2/models/cv/infer",
+        &json!({"inputs": tensors, "parameters": {"times": [2]}}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["outputs"][1]["shape"], json!([2, 1]));
+    let got: Vec<f32> = v["outputs"][1]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap() as f32)
+        .collect();
+    close(&got, &[survival(risk[0], 2.0), survival(risk[1], 2.0)]);
+    let r = s.post(
+        "/v2/models/cv/infer",
+        &json!({"inputs": tensors, "outputs": [{"name": "risk_score"}]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outputs"].as_array().unwrap().len(), 1);
+
+    for (body, field) in [
+        (json!({"instances": [a], "times": [-1]}), "times[0]"),
+        (json!({"instances": [a], "times": []}), "times"),
+        (json!({"instances": [a], "times": "soon"}), "times"),
+        (json!({"instances": [a], "times": vec![1; 65]}), "times"),
+    ] {
+        let r = s.post("/v1/models/cv:predict", &body.to_string());
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.error().starts_with(field), "{}", r.text());
+    }
+    let r = s.post(
+        "/v2/models/cv/infer",
+        &json!({"inputs": tensors, "outputs": [{"name": "probability"}]}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().contains("risk_score"), "{}", r.text());
+
+    let binary = tempfile::tempdir().unwrap();
+    write_version(binary.path(), "cv", 1, 11, true);
+    let s = TestServer::start(serving(60), binary.path());
+    let r = s.post(
+        "/v1/models/cv:predict",
+        &json!({"instances": [a], "times": [1]}).to_string(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error().contains("only a time-to-event model"),
+        "{}",
+        r.text()
+    );
+}

@@ -141,3 +141,40 @@ fn whole_file_problems_are_errors_and_leave_no_output() {
         .to_string();
     assert!(err.contains(".csv or .parquet"), "{err}");
 }
+
+/// A time-to-event model scores a file into its risk score and the survival probability at each of its
+/// default times (`survival_<t>`), empty on a row that could not be scored.
+#[test]
+fn time_to_event_scoring_writes_risk_and_survival_columns() {
+    let repo = tempfile::tempdir().unwrap();
+    write_survival_version(repo.path(), "cv", 1, 44);
+    let m = model(repo.path());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(
+        &input,
+        format!("{HEADER}\nS1,67,82.5,176,Treatment,male,no\nS2,sixty,82.5,176,Treatment,F,no\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("scored.csv");
+    let r = score_file(&m, &input, &out).unwrap();
+    assert_eq!((r.rows, r.scored, r.failed), (2, 1, 1));
+    let mut rdr = csv::Reader::from_path(&out).unwrap();
+    let headers: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        headers[7..],
+        ["risk_score", "survival_1", "survival_2", "error"]
+    );
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let risk = expected_outputs(44, &encoded(&record(67.0, "male")))[0];
+    let got: Vec<f32> = (7..10).map(|i| rows[0][i].parse().unwrap()).collect();
+    let want = [
+        risk,
+        (-0.1 * f64::from(risk).exp()).exp() as f32,
+        (-0.2 * f64::from(risk).exp()).exp() as f32,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+    }
+    assert!((7..10).all(|i| rows[1][i].is_empty()));
+}

@@ -1,7 +1,8 @@
 """Reference test-split metrics for crates/train/tests/sklearn_reference.rs, computed with scikit-learn.
 
 Input: test_predictions.csv (outcome, probability; model_2's test split on the bundled sample trial, written by
-`trialflow pipeline full`). Output: sklearn_metrics.json. Run from this folder:
+`trialflow pipeline full`). Output: sklearn_metrics.json. Run with the other references,
+`cargo xtask references sklearn_metrics`, or from any folder:
 
     python -m venv /tmp/skl && /tmp/skl/bin/pip install scikit-learn==1.9.1 numpy
     /tmp/skl/bin/python sklearn_metrics.py
@@ -11,6 +12,7 @@ resamples so that its own Monte Carlo error is small, and the test allows for tr
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import sklearn
@@ -24,7 +26,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-data = np.loadtxt("test_predictions.csv", delimiter=",", skiprows=1)
+HERE = Path(__file__).parent
+data = np.loadtxt(HERE / "test_predictions.csv", delimiter=",", skiprows=1)
 y, p = data[:, 0].astype(int), data[:, 1]
 THRESHOLD = 0.5
 N_BINS = 10
@@ -76,7 +79,7 @@ out = {
     ],
     "ci95": ci,
 }
-with open("sklearn_metrics.json", "w") as f:
+with open(HERE / "sklearn_metrics.json", "w") as f:
     json.dump(out, f, indent=2)
     f.write("\n")
 print(json.dumps(out["metrics"], indent=2))
