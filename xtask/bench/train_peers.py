@@ -1,11 +1,15 @@
 """The peers of `cargo xtask bench train`: the brief's two networks in PyTorch and in Keras (TensorFlow, CPU),
 on the same float32 arrays trialflow trains on (written by trialflow-train-bench).
 
-  train_peers.py throughput FRAMEWORK DATA_DIR DIM MODEL BATCH ROWS
+  train_peers.py throughput FRAMEWORK DATA_DIR DIM MODEL BATCH ROWS [ENDPOINT]
   train_peers.py auc FRAMEWORK DATA_DIR MODEL BATCH EPOCHS
+  train_peers.py cindex torch DATA_DIR DIM MODEL BATCH EPOCHS
 
-Same protocol as trialflow: Adam (lr 1e-3), binary cross-entropy on logits, shuffled mini-batches, a warm-up
-of 20 batches, then one timed epoch over ROWS rows. Both frameworks are limited to the machine's cores.
+Same protocol as trialflow: Adam (lr 1e-3), shuffled mini-batches, a warm-up of 20 batches, then one timed
+epoch over ROWS rows. Both frameworks are limited to the machine's cores. The loss is the endpoint's:
+binary cross-entropy on logits; the squared error on the standardized target (continuous); the Cox negative
+log partial likelihood over each batch's rows as risk sets, as pycox's `CoxPHLoss` writes it (time to event,
+PyTorch only: sort the batch by time, log-cumsum-exp of the risk scores, mean over the events).
 Prints one JSON line.
 """
 
@@ -36,10 +40,35 @@ def torch_model(name, dim):
     )
 
 
-def torch_epoch(model, opt, x, y, batch, rows):
+def cox_ph_loss(log_h, durations, events):
+    """pycox's cox_ph_loss: the batch sorted by time (latest first), log-cumsum-exp of the risk scores."""
     import torch
 
-    lossf = torch.nn.BCEWithLogitsLoss()
+    idx = durations.sort(descending=True)[1]
+    events = events[idx]
+    log_h = log_h[idx]
+    gamma = log_h.max()
+    log_cumsum_h = log_h.sub(gamma).exp().cumsum(0).add(1e-7).log().add(gamma)
+    return -log_h.sub(log_cumsum_h).mul(events).sum().div(events.sum().clamp(min=1.0))
+
+
+def torch_loss(endpoint, y):
+    """The endpoint's loss of (model output, batch targets)."""
+    import torch
+
+    if endpoint == "continuous":
+        mean, sd = y.mean(), y.std(unbiased=False)
+        return lambda out, t: torch.nn.functional.mse_loss(out, (t - mean) / sd)
+    if endpoint == "time_to_event":
+        return lambda out, t: cox_ph_loss(out, t[:, 0], t[:, 1])
+    bce = torch.nn.BCEWithLogitsLoss()
+    return bce
+
+
+def torch_epoch(model, opt, x, y, batch, rows, lossf=None):
+    import torch
+
+    lossf = lossf or torch.nn.BCEWithLogitsLoss()
     model.train()
     perm = torch.randperm(rows)
     for i in range(0, rows, batch):
@@ -76,10 +105,14 @@ def setup(framework):
         tf.config.threading.set_inter_op_parallelism_threads(THREADS)
 
 
-def throughput(framework, data, dim, model, batch, rows):
+TARGETS = {"binary": ("y.f32", None), "continuous": ("y_value.f32", None), "time_to_event": ("y_survival.f32", (-1, 2))}
+
+
+def throughput(framework, data, dim, model, batch, rows, endpoint="binary"):
     setup(framework)
     x = load(f"{data}/x.f32", (-1, dim))
-    y = load(f"{data}/y.f32")
+    name, shape = TARGETS[endpoint]
+    y = load(f"{data}/{name}", shape)
     rows = min(rows, len(y))
     x, y = x[:rows], y[:rows]
     warm = min(batch * 20, rows)
@@ -89,10 +122,13 @@ def throughput(framework, data, dim, model, batch, rows):
         m = torch_model(model, dim)
         opt = torch.optim.Adam(m.parameters(), lr=1e-3)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        torch_epoch(m, opt, xt, yt, batch, warm)
+        lossf = torch_loss(endpoint, yt)
+        torch_epoch(m, opt, xt, yt, batch, warm, lossf)
         start = time.perf_counter()
-        torch_epoch(m, opt, xt, yt, batch, rows)
+        torch_epoch(m, opt, xt, yt, batch, rows, lossf)
     else:
+        if endpoint != "binary":
+            raise SystemExit("the Keras peer is binary only")
         m = keras_model(model, dim)
         m.fit(x[:warm], y[:warm], batch_size=batch, epochs=1, shuffle=True, verbose=0)
         start = time.perf_counter()
@@ -141,11 +177,47 @@ def sample_auc(framework, data, model, batch, epochs):
     return {"test_auc": float(roc_auc(ys["test"], p)), "epochs": epochs}
 
 
+def harrell_c(time, event, risk):
+    """Harrell's C (no tied times in the synthetic data): pairs with an earlier event, the higher risk first."""
+    order = np.argsort(time, kind="mergesort")
+    time, event, risk = time[order], event[order], risk[order]
+    concordant, pairs = 0.0, 0.0
+    for i in np.flatnonzero(event > 0.5):
+        later = risk[i + 1 :]
+        pairs += len(later)
+        concordant += (later < risk[i]).sum() + 0.5 * (later == risk[i]).sum()
+    return concordant / pairs
+
+
+def held_out_cindex(data, dim, model, batch, epochs):
+    """trialflow's protocol (trialflow-train-bench cindex): rows 0–100k train, 110k–115k test."""
+    import torch
+
+    setup("torch")
+    x = load(f"{data}/x.f32", (-1, dim))
+    y = load(f"{data}/y_survival.f32", (-1, 2))
+    m = torch_model(model, dim)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x[:100_000]), torch.from_numpy(y[:100_000])
+    lossf = torch_loss("time_to_event", yt)
+    for _ in range(epochs):
+        torch_epoch(m, opt, xt, yt, batch, len(yt), lossf)
+    m.eval()
+    with torch.no_grad():
+        risk = m(torch.from_numpy(x[110_000:115_000])).squeeze(1).numpy()
+    test = y[110_000:115_000]
+    return {"c_index": float(harrell_c(test[:, 0], test[:, 1], risk))}
+
+
 if __name__ == "__main__":
     cmd, framework = sys.argv[1], sys.argv[2]
     if cmd == "throughput":
         data, dim, model, batch, rows = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
-        out = throughput(framework, data, dim, model, batch, rows)
+        endpoint = sys.argv[8] if len(sys.argv) > 8 else "binary"
+        out = throughput(framework, data, dim, model, batch, rows, endpoint)
+    elif cmd == "cindex":
+        data, dim, model, batch, epochs = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+        out = held_out_cindex(data, dim, model, batch, epochs)
     else:
         data, model, batch, epochs = sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
         out = sample_auc(framework, data, model, batch, epochs)

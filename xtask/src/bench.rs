@@ -749,7 +749,7 @@ fn train(o: &Opts) -> Result<()> {
     let dir = root.join("target/bench/train");
     let sample = export_sample(&bin, &dir)?;
     let synthetic = dir.join("synthetic");
-    if !synthetic.join("y.f32").exists() {
+    if !synthetic.join("y_survival.f32").exists() {
         let mut c = Command::new(&bin);
         c.args([
             "gen",
@@ -763,6 +763,9 @@ fn train(o: &Opts) -> Result<()> {
         json_line(c, "generating 1M rows")?;
     }
     let peers = root.join("xtask/bench/train_peers.py");
+    if o.only.iter().any(|t| t == "endpoints") {
+        return train_endpoints(o, &bin, &python, &peers, &synthetic);
+    }
     let frameworks = ["trialflow", "torch", "keras"];
     let mut rows_out = Vec::new();
     for model in ["model_1", "model_2"] {
@@ -860,5 +863,117 @@ fn train(o: &Opts) -> Result<()> {
             row[0], row[1], row[2]
         );
     }
+    train_endpoints(o, &bin, &python, &peers, &synthetic)
+}
+
+/// The continuous and time-to-event heads (model_2's body with the squared error, and with the Cox loss over
+/// each batch's risk sets) beside PyTorch (pycox's loss written in PyTorch), samples/s at batch 256 and 4096
+/// on the 1M synthetic rows, and Harrell's C each reaches on held-out rows with the same protocol. Alone with
+/// `--only endpoints`.
+fn train_endpoints(
+    o: &Opts,
+    bin: &Path,
+    python: &Path,
+    peers: &Path,
+    synthetic: &Path,
+) -> Result<()> {
+    const DIM: usize = 20;
+    let mut rows_out = Vec::new();
+    for endpoint in ["time_to_event", "continuous"] {
+        for batch in [256usize, 4096] {
+            let rows = (batch * 1500).clamp(65_536, 1_000_000);
+            let mut medians = Vec::new();
+            for fw in ["trialflow", "torch"] {
+                let mut samples = Vec::new();
+                for _ in 0..o.runs {
+                    let mut c = if fw == "trialflow" {
+                        let mut c = Command::new(bin);
+                        c.arg("throughput")
+                            .arg("--data")
+                            .arg(synthetic)
+                            .args(["--dim", &DIM.to_string(), "--model", "model_2"])
+                            .args(["--batch", &batch.to_string(), "--rows", &rows.to_string()])
+                            .args(["--endpoint", endpoint]);
+                        c
+                    } else {
+                        let mut c = Command::new(python);
+                        c.arg(peers).args(["throughput", fw]).arg(synthetic).args([
+                            &DIM.to_string(),
+                            "model_2",
+                            &batch.to_string(),
+                            &rows.to_string(),
+                            endpoint,
+                        ]);
+                        c
+                    };
+                    c.stderr(Stdio::null());
+                    let v = json_line(c, &format!("{fw} {endpoint} batch {batch}"))?;
+                    samples.push(v["samples_per_s"].as_f64().unwrap_or(0.0));
+                }
+                let m = median(samples);
+                eprintln!("xtask: model_2 {endpoint} batch {batch:>4} {fw:<9} {m:>12.0} samples/s");
+                medians.push(m);
+            }
+            rows_out.push((endpoint, batch, rows, medians));
+        }
+    }
+    let (epochs, batch) = (5, 256);
+    let mut cindex = Vec::new();
+    for fw in ["trialflow", "torch"] {
+        let mut c = if fw == "trialflow" {
+            let mut c = Command::new(bin);
+            c.arg("cindex").arg("--data").arg(synthetic).args([
+                "--dim",
+                &DIM.to_string(),
+                "--model",
+                "model_2",
+                "--batch",
+                &batch.to_string(),
+                "--epochs",
+                &epochs.to_string(),
+            ]);
+            c
+        } else {
+            let mut c = Command::new(python);
+            c.arg(peers).args(["cindex", "torch"]).arg(synthetic).args([
+                &DIM.to_string(),
+                "model_2",
+                &batch.to_string(),
+                &epochs.to_string(),
+            ]);
+            c
+        };
+        c.stderr(Stdio::null());
+        let v = json_line(c, &format!("{fw} held-out C-index"))?;
+        cindex.push(v["c_index"].as_f64().unwrap_or(f64::NAN));
+    }
+    println!(
+        "\n## Continuous and time-to-event heads (model_2, samples/s, median of {} run(s); 1 epoch after a 20-batch warm-up)\n",
+        o.runs
+    );
+    println!(
+        "| endpoint | loss | batch | rows timed | trialflow | PyTorch | trialflow / PyTorch |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (endpoint, batch, rows, m) in &rows_out {
+        let loss = if *endpoint == "time_to_event" {
+            "Cox partial likelihood, batch risk sets"
+        } else {
+            "squared error (standardized target)"
+        };
+        println!(
+            "| {endpoint} | {loss} | {batch} | {rows} | {:.0} | {:.0} | {:.2}× |",
+            m[0],
+            m[1],
+            m[0] / m[1]
+        );
+    }
+    println!(
+        "\nHarrell's C on 5,000 held-out synthetic rows (model_2, {epochs} epochs, batch {batch}, Adam 1e-3, 100k train rows): \
+         trialflow {:.4}, PyTorch {:.4} (difference {:+.4})",
+        cindex[0],
+        cindex[1],
+        cindex[0] - cindex[1]
+    );
     Ok(())
 }

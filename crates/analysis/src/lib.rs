@@ -288,6 +288,9 @@ pub struct Analysis {
     /// With `dataset.cluster`: the outcome by arm with cluster-robust standard errors.
     pub clustered_outcome: Option<ClusteredOutcome>,
     pub models: Vec<ModelCurves>,
+    /// The clusters of baseline phenotypes (the `cluster` task's `phenotypes/clusters.json`), exploratory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phenotypes: Option<trialflow_core::contracts::PhenotypeReport>,
     /// Definitional choices, also printed in the report.
     pub methods: Vec<String>,
     /// The population each analysis is computed over (`table1`, `outcome`, `survival`, `subgroups` → a
@@ -788,6 +791,19 @@ async fn current_model_curves(lake: &Storage) -> Result<(Vec<ModelCurves>, Optio
     }
 }
 
+/// The phenotype clusters, when the cluster task ran on this clean table's features (a report older than the
+/// clean table belongs to an earlier run and is left out).
+async fn current_phenotypes(
+    lake: &Storage,
+) -> Result<Option<trialflow_core::contracts::PhenotypeReport>> {
+    let clustered = lake.head(lake::PHENOTYPES_REPORT).await?;
+    let cleaned = lake.head(lake::CLEAN_FILE).await?;
+    match (clustered, cleaned) {
+        (Some(p), Some(c)) if p.last_modified >= c.last_modified => contracts::load_opt(lake).await,
+        _ => Ok(None),
+    }
+}
+
 fn levels_of(v: &[Option<String>]) -> Vec<String> {
     v.iter()
         .flatten()
@@ -946,6 +962,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
         },
         clustered_outcome: clustered_outcome(cfg, &binary),
         models: Vec::new(),
+        phenotypes: None,
         analysis_populations: BTreeMap::new(),
         secondary_survival: secondary_survival(cfg, &batches)?,
         safety: safety::safety(cfg, lake, &batches, &data.arms).await?,
@@ -1017,6 +1034,7 @@ pub async fn analyze(cfg: &Config, lake: &Storage, dir: &str) -> Result<Analysis
     let (models, note) = current_model_curves(lake).await?;
     analysis.models = models;
     analysis.methods.extend(note);
+    analysis.phenotypes = current_phenotypes(lake).await?;
     lake.put_json(&format!("{dir}analysis.json"), &analysis)
         .await?;
     write_results_and_tables(lake, dir, &analysis).await?;

@@ -3,6 +3,7 @@
 
 mod consort;
 mod labs;
+mod phenotypes;
 mod safety;
 mod survival_more;
 
@@ -469,6 +470,9 @@ pub fn html(a: &Analysis) -> String {
     }
     subgroup_section(&mut b, a);
     models_section(&mut b, a);
+    if let Some(p) = &a.phenotypes {
+        phenotypes::section(&mut b, p);
+    }
     methods_section(&mut b, a);
     page(&a.dataset, &b)
 }

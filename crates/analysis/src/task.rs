@@ -28,6 +28,7 @@ impl StageTask for Analyze {
                 lake::TABLES.into(),
                 lake::CLEAN_REPORT.into(),
                 lake::EVALUATION.into(),
+                lake::PHENOTYPES_REPORT.into(),
             ],
             outputs: vec![lake::REPORTS.into()],
             fingerprint_extra: json!({"dataset": c.section_json("dataset"), "analysis": c.section_json("analysis")}),

@@ -40,6 +40,9 @@ pub struct Config {
     pub dag: DagConfig,
     #[serde(default)]
     pub execution: ExecutionConfig,
+    /// Clustering of the baseline phenotypes (exploratory): the `cluster` task, when set.
+    #[serde(default)]
+    pub clustering: Option<ClusteringConfig>,
     /// Where this config came from, for messages; not a config key.
     #[serde(skip)]
     pub source_file: String,
@@ -752,6 +755,45 @@ pub struct TrainingConfig {
     /// survival probabilities.
     #[serde(default)]
     pub horizons: Vec<f64>,
+}
+
+/// Clusters of patients by their standardized baseline features (the model inputs but the arm) on the train
+/// split: the number chosen over a range, its stability by bootstrap, each cluster's profile and outcome by arm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusteringConfig {
+    #[serde(default)]
+    pub method: ClusterMethod,
+    /// The numbers of clusters tried, `[from, to]` inclusive: the best silhouette (k-means) or the lowest BIC
+    /// (Gaussian mixture) wins.
+    pub k: [usize; 2],
+    /// Bootstrap resamples of the train split for stability (the adjusted Rand index of each refit against the
+    /// chosen clustering); 0 turns it off.
+    #[serde(default = "default_cluster_bootstrap")]
+    pub bootstrap: usize,
+    /// Silhouettes are computed over at most this many train rows (seeded sample; scikit-learn's
+    /// `silhouette_score(sample_size=…)`): the exact score costs rows² distances.
+    #[serde(default = "default_silhouette_rows")]
+    pub silhouette_rows: usize,
+}
+
+fn default_cluster_bootstrap() -> usize {
+    20
+}
+
+fn default_silhouette_rows() -> usize {
+    2000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterMethod {
+    /// k-means with k-means++ seeding (scikit-learn's `KMeans`), chosen by silhouette.
+    #[default]
+    Kmeans,
+    /// A Gaussian mixture with full covariances fitted by EM from the k-means clusters (scikit-learn's
+    /// `GaussianMixture`), chosen by BIC.
+    Gmm,
 }
 
 /// What a model predicts.
@@ -2485,7 +2527,21 @@ impl Config {
         if !(t.threshold > 0.0 && t.threshold < 1.0) {
             return Err(self.err("training.threshold", "expected a probability in (0, 1)"));
         }
-        self.check_endpoint()
+        self.check_endpoint()?;
+        self.check_clustering()
+    }
+
+    /// `clustering`: a range of at least two clusters.
+    fn check_clustering(&self) -> Result<()> {
+        if let Some(c) = &self.clustering
+            && (c.k[0] < 2 || c.k[0] > c.k[1])
+        {
+            return Err(self.err(
+                "clustering.k",
+                "expected [from, to] with 2 ≤ from ≤ to clusters",
+            ));
+        }
+        Ok(())
     }
 
     /// `training.endpoint`: the column it names exists and is no model input; a time-to-event endpoint has

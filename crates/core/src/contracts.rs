@@ -632,6 +632,91 @@ impl Document for EvaluationReport {
     const PATH: &'static str = lake::EVALUATION;
 }
 
+// ---- cluster: phenotypes/clusters.json -------------------------------------------------------------------
+
+/// The clustering of baseline phenotypes: how the number of clusters was chosen, how stable it is, and each
+/// cluster's profile and outcome by arm. Exploratory: clusters found in the data, not randomized groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhenotypeReport {
+    pub method: crate::config::ClusterMethod,
+    /// The model input columns clustered (standardized numbers and one-hot levels; never the arm).
+    pub columns: Vec<String>,
+    pub train_rows: usize,
+    /// Each number of clusters tried, with its criterion.
+    pub tried: Vec<ClusterChoice>,
+    /// The chosen number of clusters.
+    pub k: usize,
+    pub stability: Option<ClusterStability>,
+    /// What `ArmOutcome::value` is: a proportion with the outcome, a mean of the target, or events per 100
+    /// units of follow-up time.
+    pub outcome_measure: String,
+    pub clusters: Vec<ClusterProfile>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterChoice {
+    pub k: usize,
+    /// Mean silhouette of the train rows (or a seeded sample of them).
+    pub silhouette: Option<f64>,
+    /// Bayesian information criterion of the Gaussian mixture (lower is better).
+    pub bic: Option<f64>,
+    /// k-means: the sum of squared distances to the centres; Gaussian mixture: the mean log-likelihood.
+    pub fit: f64,
+}
+
+/// Adjusted Rand index of the clustering refitted on bootstrap resamples of the train split against the
+/// chosen one, over every train row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStability {
+    pub resamples: usize,
+    pub ari_mean: f64,
+    pub ari_min: f64,
+    pub ari_max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterProfile {
+    pub cluster: usize,
+    pub train_rows: usize,
+    /// Rows of every split assigned to it.
+    pub rows: usize,
+    /// Mean of each numeric input on its own scale.
+    pub numeric: BTreeMap<String, f64>,
+    /// Share of rows at each level of each categorical input.
+    pub levels: BTreeMap<String, BTreeMap<String, f64>>,
+    /// The outcome in each arm within the cluster.
+    pub outcome: Vec<ArmOutcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArmOutcome {
+    pub arm: String,
+    pub n: usize,
+    pub value: Option<f64>,
+    /// `value` minus the reference arm's in the same cluster.
+    pub difference: Option<f64>,
+}
+
+impl Document for PhenotypeReport {
+    const PATH: &'static str = lake::PHENOTYPES_REPORT;
+}
+
+/// The cluster task's summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSummary {
+    /// False when the config has no `clustering` section (the task then writes nothing).
+    pub configured: bool,
+    pub k: Option<usize>,
+    pub ari_mean: Option<f64>,
+}
+
 // ---- analyze: reports/<run>/ ----------------------------------------------------------------------------
 
 /// The analyze task's summary.

@@ -27,6 +27,10 @@ pub const QUALITY_REPORT: &str = "processed/quality_report.json";
 pub const SPLIT_STATS: &str = "processed/split_stats.json";
 pub const CANDIDATES: &str = "candidates/";
 pub const EVALUATION: &str = "candidates/evaluation.json";
+/// The clustering of baseline phenotypes (`cluster` task): `model.json` and `clusters.json`.
+pub const PHENOTYPES: &str = "phenotypes/";
+pub const PHENOTYPES_MODEL: &str = "phenotypes/model.json";
+pub const PHENOTYPES_REPORT: &str = "phenotypes/clusters.json";
 pub const GATE: &str = "candidates/gate.json";
 /// `gate/<candidate>/BLESSED`: the gate's verdict on one candidate's weights.
 pub const BLESSINGS: &str = "gate/";

@@ -260,6 +260,28 @@ async fn publish(
     models.put_json(&format!("{dir}BLESSED"), blessed).await
 }
 
+/// A version's optional clustering of baseline phenotypes: served as each row's `cluster`.
+const PHENOTYPES: &str = "phenotypes.json";
+
+/// The lake's clustering of baseline phenotypes, when there is one fitted on the candidate's features (a
+/// clustering of other features is left out, with a warning: serving could not apply it).
+async fn phenotypes_for(lake: &Storage, card: &[u8]) -> Result<Option<bytes::Bytes>> {
+    let Some(bytes) = lake.get_opt(lake::PHENOTYPES_MODEL).await? else {
+        return Ok(None);
+    };
+    let location = lake.display(lake::PHENOTYPES_MODEL);
+    let clustering: trialflow_model::clustering::Phenotypes = contracts::parse(&location, &bytes)?;
+    let card: trialflow_model::ModelCard = contracts::parse(&location, card)?;
+    if clustering.feature_spec != card.feature_spec {
+        tracing::warn!(
+            location,
+            "the phenotype clustering was fitted on other features than the promoted model: not promoted with it"
+        );
+        return Ok(None);
+    }
+    Ok(Some(bytes))
+}
+
 /// The data and config fingerprints of a version's `model.json`.
 fn card_fingerprints(location: &str, card: &[u8]) -> Result<(String, String)> {
     let card: trialflow_model::ModelCard = contracts::parse(location, card)?;
@@ -339,6 +361,9 @@ pub async fn promote(cfg: &Config, lake: &Storage, models: &Storage) -> Result<P
         }
         let (data_fingerprint, config_fingerprint) =
             card_fingerprints(&lake.display(&format!("{dir}model.json")), &files[1].1)?;
+        if let Some(p) = phenotypes_for(lake, &files[1].1).await? {
+            files.push((PHENOTYPES, p));
+        }
         let record = DeploymentRecord {
             action: "promote".into(),
             model_name: name.clone(),
@@ -434,6 +459,9 @@ pub async fn promote_version(
         let mut files = Vec::new();
         for f in FILES {
             files.push((f, models.get(&format!("{src}{f}")).await?));
+        }
+        if let Some(p) = models.get_opt(&format!("{src}{PHENOTYPES}")).await? {
+            files.push((PHENOTYPES, p));
         }
         let sha = sha256_hex(&files[0].1);
         let (data_fingerprint, config_fingerprint) =

@@ -96,7 +96,11 @@ impl StageTask for Promote {
     async fn io(&self) -> Result<TaskIo, Error> {
         let c = &self.0.cfg;
         let name = &c.serving.model_name;
-        let mut inputs = vec![lake::GATE.to_string(), lake::BLESSINGS.to_string()];
+        let mut inputs = vec![
+            lake::GATE.to_string(),
+            lake::BLESSINGS.to_string(),
+            lake::PHENOTYPES_MODEL.to_string(),
+        ];
         inputs.extend(candidate_dirs(&self.0));
         Ok(TaskIo {
             inputs,

@@ -8,6 +8,7 @@
 //! Invariants: no DataFusion, no HTTP. Training and serving call the same [`encode`], so a record is
 //! transformed identically in both.
 
+pub mod clustering;
 pub mod continuous;
 pub mod dense;
 pub mod encode;

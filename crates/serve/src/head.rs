@@ -1,7 +1,7 @@
 //! What a model answers, by its endpoint: a probability (binary), a predicted value (continuous), or a risk
 //! score and survival probabilities at requested times (time to event; the card's `training.horizons` by
-//! default). Both protocols and batch scoring name and shape the outputs from here, and the metadata
-//! declares them.
+//! default); and the row's phenotype cluster when a clustering was promoted with the version. Both protocols
+//! and batch scoring name and shape the outputs from here, and the metadata declares them.
 
 use serde_json::Value;
 use trialflow_core::config::Endpoint;
@@ -19,15 +19,22 @@ pub struct Output {
     pub name: &'static str,
     pub columns: usize,
     pub data: Vec<f32>,
+    /// Whole numbers (a cluster): INT64 in OIP v2.
+    pub integer: bool,
 }
 
-/// The output names and their columns per row (`None`: as many as the request's times) of a model.
-pub fn declared(card: &ModelCard) -> Vec<(&'static str, Option<usize>)> {
-    match card.endpoint {
+/// The output names and their columns per row (`None`: as many as the request's times) of a model, and
+/// `cluster` when a clustering of baseline phenotypes was promoted with it.
+pub fn declared(loaded: &LoadedVersion) -> Vec<(&'static str, Option<usize>)> {
+    let mut out = match loaded.card.endpoint {
         Endpoint::Binary => vec![("probability", Some(1))],
         Endpoint::Continuous => vec![("prediction", Some(1))],
         Endpoint::TimeToEvent => vec![("risk_score", Some(1)), ("survival", None)],
+    };
+    if loaded.phenotypes.is_some() {
+        out.push(("cluster", Some(1)));
     }
+    out
 }
 
 /// The default survival times of a model (empty for the other endpoints).
@@ -69,6 +76,22 @@ pub fn requested_times(card: &ModelCard, value: &Value, field: &str) -> ApiResul
 pub fn outputs(loaded: &LoadedVersion, x: &[f32], times: Option<&[f64]>) -> Vec<Output> {
     let card = &loaded.card;
     let values = loaded.scorer.predict(card.endpoint, x);
+    let mut out = head_outputs(loaded, values, times);
+    if let Some(p) = &loaded.phenotypes {
+        // numbered from 1, as the report's clusters
+        out.push(Output {
+            name: "cluster",
+            columns: 1,
+            data: p.assign(x).into_iter().map(|c| (c + 1) as f32).collect(),
+            integer: true,
+        });
+    }
+    out
+}
+
+/// The endpoint's own outputs of the head's values.
+fn head_outputs(loaded: &LoadedVersion, values: Vec<f32>, times: Option<&[f64]>) -> Vec<Output> {
+    let card = &loaded.card;
     match (&card.survival, card.endpoint) {
         (Some(head), Endpoint::TimeToEvent) => {
             let times = times.unwrap_or(&head.times);
@@ -82,18 +105,21 @@ pub fn outputs(loaded: &LoadedVersion, x: &[f32], times: Option<&[f64]>) -> Vec<
                     name: "risk_score",
                     columns: 1,
                     data: values,
+                    integer: false,
                 },
                 Output {
                     name: "survival",
                     columns: times.len(),
                     data: survival,
+                    integer: false,
                 },
             ]
         }
         _ => vec![Output {
-            name: declared(card)[0].0,
+            name: declared(loaded)[0].0,
             columns: 1,
             data: values,
+            integer: false,
         }],
     }
 }

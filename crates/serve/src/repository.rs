@@ -22,6 +22,8 @@ pub struct LoadedVersion {
     pub card: ModelCard,
     pub scorer: DenseCpu,
     pub inputs: Vec<InputField>,
+    /// The clustering of baseline phenotypes promoted with this version (`phenotypes.json`), when there was one.
+    pub phenotypes: Option<trialflow_model::clustering::Phenotypes>,
 }
 
 /// Which version a request asks for.
@@ -275,6 +277,23 @@ async fn load(store: &Storage, model: &str, version: u64) -> Result<LoadedVersio
             ),
         ));
     }
+    let phenotypes = match store.get_opt(&format!("{dir}/phenotypes.json")).await? {
+        None => None,
+        Some(bytes) => {
+            let at = store.display(&format!("{dir}/phenotypes.json"));
+            let p: trialflow_model::clustering::Phenotypes =
+                serde_json::from_slice(&bytes).map_err(|e| Error::bad_data(&at, e.to_string()))?;
+            if p.feature_spec != card.feature_spec
+                || p.columns.iter().any(|&c| c >= card.feature_spec.width())
+            {
+                return Err(Error::bad_data(
+                    &at,
+                    "the clustering was fitted on other features than the model's",
+                ));
+            }
+            Some(p)
+        }
+    };
     Ok(LoadedVersion {
         model: model.to_string(),
         model_key: Arc::from(model),
@@ -282,6 +301,7 @@ async fn load(store: &Storage, model: &str, version: u64) -> Result<LoadedVersio
         inputs: input_fields(&card.feature_spec),
         card,
         scorer,
+        phenotypes,
     })
 }
 

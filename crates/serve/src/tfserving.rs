@@ -148,7 +148,7 @@ fn metadata(loaded: &LoadedVersion, labels: &std::collections::BTreeMap<String, 
         inputs.insert(f.name.clone(), Value::Object(info));
     }
     let mut outputs = Map::new();
-    for (name, columns) in crate::head::declared(&loaded.card) {
+    for (name, columns) in crate::head::declared(loaded) {
         let columns = columns.map_or("-1".to_string(), |c| c.to_string());
         outputs.insert(
             name.into(),

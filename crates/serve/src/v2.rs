@@ -96,10 +96,11 @@ fn model_metadata(s: &AppState, loaded: &LoadedVersion, p: &ModelPath) -> Value 
         "versions": versions,
         "platform": "trialflow_candle",
         "inputs": inputs,
-        "outputs": crate::head::declared(&loaded.card)
+        "outputs": crate::head::declared(loaded)
             .into_iter()
             .map(|(name, columns)| {
-                json!({"name": name, "datatype": "FP32", "shape": [-1, columns.map_or(-1, |c| c as i64)]})
+                let datatype = if name == "cluster" { "INT64" } else { "FP32" };
+                json!({"name": name, "datatype": datatype, "shape": [-1, columns.map_or(-1, |c| c as i64)]})
             })
             .collect::<Vec<_>>(),
         "parameters": {
@@ -452,7 +453,7 @@ async fn infer(
             .and_then(|p| p.get("binary_data_output"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-    let declared = crate::head::declared(&loaded.card);
+    let declared = crate::head::declared(loaded);
     // which outputs the answer carries (all unless the request names some), each in binary or JSON
     let mut wanted: Vec<(&'static str, bool)> = Vec::new();
     match &req.outputs {
@@ -498,15 +499,29 @@ async fn infer(
             continue;
         };
         let shape = json!([n, o.columns]);
-        if *bin {
-            described.push(json!({"name": o.name, "datatype": "FP32", "shape": shape,
-                                  "parameters": {"binary_data_size": o.data.len() * 4}}));
-            for v in &o.data {
-                binary_body.extend_from_slice(&v.to_le_bytes());
+        match (*bin, o.integer) {
+            (true, false) => {
+                described.push(json!({"name": o.name, "datatype": "FP32", "shape": shape,
+                                      "parameters": {"binary_data_size": o.data.len() * 4}}));
+                for v in &o.data {
+                    binary_body.extend_from_slice(&v.to_le_bytes());
+                }
             }
-        } else {
-            described
-                .push(json!({"name": o.name, "datatype": "FP32", "shape": shape, "data": o.data}));
+            (true, true) => {
+                described.push(json!({"name": o.name, "datatype": "INT64", "shape": shape,
+                                      "parameters": {"binary_data_size": o.data.len() * 8}}));
+                for v in &o.data {
+                    binary_body.extend_from_slice(&(*v as i64).to_le_bytes());
+                }
+            }
+            (false, false) => described
+                .push(json!({"name": o.name, "datatype": "FP32", "shape": shape, "data": o.data})),
+            (false, true) => {
+                let data: Vec<i64> = o.data.iter().map(|v| *v as i64).collect();
+                described.push(
+                    json!({"name": o.name, "datatype": "INT64", "shape": shape, "data": data}),
+                );
+            }
         }
     }
     head.insert("outputs".into(), Value::Array(described));

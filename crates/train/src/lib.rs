@@ -22,6 +22,7 @@ mod importance;
 mod leaderboard;
 mod logistic;
 mod mlflow;
+pub mod phenotypes;
 pub mod stream;
 mod task;
 pub mod tracking;

@@ -1,5 +1,5 @@
-//! The `train` task (one model of `config.models`, `with: {model: NAME}`) and the `evaluate` task (the
-//! leaderboard of `with: {models: [NAME, …]}`).
+//! The `train` task (one model of `config.models`, `with: {model: NAME}`), the `evaluate` task (the
+//! leaderboard of `with: {models: [NAME, …]}`) and the `cluster` task (`clustering`).
 
 use std::sync::Arc;
 
@@ -17,7 +17,55 @@ pub const TASKS: &[TaskKind] = &[
         name: "evaluate",
         build: build_evaluate,
     },
+    TaskKind {
+        name: "cluster",
+        build: build_cluster,
+    },
 ];
+
+/// Clusters of baseline phenotypes (`clustering`); without that section it writes nothing.
+struct Cluster {
+    ctx: Arc<StageContext>,
+}
+
+fn build_cluster(_spec: &TaskSpec, ctx: &Arc<StageContext>) -> Result<Arc<dyn Task>, Error> {
+    Ok(Arc::new(Cluster { ctx: ctx.clone() }))
+}
+
+impl StageTask for Cluster {
+    async fn io(&self) -> Result<TaskIo, Error> {
+        let c = &self.ctx.cfg;
+        Ok(TaskIo {
+            inputs: vec![lake::FEATURES.into(), lake::FEATURE_SPEC.into()],
+            outputs: vec![lake::PHENOTYPES.into()],
+            fingerprint_extra: json!({
+                "clustering": c.section_json("clustering"),
+                "seed": c.training.seed,
+                "endpoint": c.training.endpoint,
+                "targets": c.target_columns(),
+                "reference": c.dataset.arm.reference,
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn run(&self, _run_id: &str) -> Result<serde_json::Value, Error> {
+        let c = &self.ctx;
+        if c.cfg.clustering.is_none() {
+            return summary(&contracts::ClusterSummary {
+                configured: false,
+                k: None,
+                ari_mean: None,
+            });
+        }
+        let r = crate::phenotypes::cluster(&c.cfg, &c.lake).await?;
+        summary(&contracts::ClusterSummary {
+            configured: true,
+            k: Some(r.k),
+            ari_mean: r.stability.map(|s| s.ari_mean),
+        })
+    }
+}
 
 struct Train {
     ctx: Arc<StageContext>,

@@ -252,3 +252,148 @@ fn opt_trial_pocket_depth_least_squares_against_scikit_learn() {
         assert!(r2 > 0.3, "{model}: R² {r2}");
     }
 }
+
+/// The colon trial's phenotype clusters (`clustering` in config/examples/colon_survival.yaml): on the same train
+/// rows and columns, scikit-learn's silhouette of trialflow's clusters equals trialflow's, trialflow's k-means
+/// is as tight as scikit-learn's `KMeans` at every k (inertia), agrees with it at the chosen k and chooses the
+/// k scikit-learn's silhouettes choose; scikit-learn gives the Gaussian mixture the same BIC and its EM, started
+/// from it, hardly moves it (it is converged); every row of every split is in one cluster.
+#[test]
+fn colon_trial_phenotype_clusters_against_scikit_learn() {
+    let (p, lake, dir, width) = trained("colon_survival", "colon", &["time", "event"]);
+    let read = |rel: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(lake.join(rel)).unwrap()).unwrap()
+    };
+    let model: trialflow_model::clustering::Phenotypes =
+        serde_json::from_value(read("phenotypes/model.json")).unwrap();
+    let spec = &model.feature_spec;
+    let train = parquet_batches(&lake.join("processed/features/split=train/part-0.parquet"));
+    let (x, _) = trialflow_model::encode_batches(spec, &train, &|n| spec.table_column(n)).unwrap();
+    let labels: Vec<u8> = model
+        .assign(&x)
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
+    std::fs::write(dir.path().join("labels.i64"), labels).unwrap();
+    let columns: Vec<String> = model.columns.iter().map(usize::to_string).collect();
+    assert!(
+        !model.names.iter().any(|n| n.starts_with("rx=")),
+        "the arm is no phenotype"
+    );
+    let sk = std::process::Command::new(sklearn_python())
+        .arg(repo_root().join("crates/cli/tests/python/sklearn_clusters.py"))
+        .arg("kmeans")
+        .arg(dir.path())
+        .args([width.to_string(), columns.join(","), "2".into(), "6".into()])
+        .output()
+        .unwrap();
+    assert!(sk.status.success(), "{}", text(&sk));
+    let sk: Value = serde_json::from_slice(&sk.stdout).unwrap();
+    let report = read("phenotypes/clusters.json");
+    let k = report["k"].as_u64().unwrap();
+    let tried = report["tried"].as_array().unwrap();
+    let at = |k: u64| tried.iter().find(|t| t["k"] == k).unwrap();
+    let ours = at(k)["silhouette"].as_f64().unwrap();
+    let theirs = sk["silhouette_of_trialflow"].as_f64().unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-9,
+        "silhouette {ours} vs scikit-learn's {theirs}"
+    );
+    for r in sk["per_k"].as_array().unwrap() {
+        let inertia = at(r["k"].as_u64().unwrap())["fit"].as_f64().unwrap();
+        let want = r["inertia"].as_f64().unwrap();
+        assert!(
+            inertia <= want * 1.005,
+            "k={}: inertia {inertia} vs KMeans {want}",
+            r["k"]
+        );
+    }
+    assert_eq!(k, sk["k_by_silhouette"].as_u64().unwrap(), "{report}");
+    let ari = sk["ari_with_kmeans_at_k"].as_f64().unwrap();
+    assert!(ari > 0.9, "ARI with KMeans {ari}");
+    let rows: u64 = report["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rows"].as_u64().unwrap())
+        .sum();
+    let split_rows: usize = ["train", "val", "test"]
+        .iter()
+        .map(|s| {
+            parquet_batches(&lake.join(format!("processed/features/split={s}/part-0.parquet")))
+                .iter()
+                .map(|b| b.num_rows())
+                .sum::<usize>()
+        })
+        .sum();
+    assert_eq!(rows as usize, split_rows);
+    assert!(
+        report["stability"]["ari_mean"].as_f64().unwrap() > 0.5,
+        "{report}"
+    );
+
+    let cfg = "config/examples/colon_survival.yaml";
+    let mut c = p.cmd(&[
+        "--config", cfg, "pipeline", "training", "--only", "cluster", "--force",
+    ]);
+    c.env("TRIALFLOW_CLUSTERING__METHOD", "gmm");
+    c.env("TRIALFLOW_CLUSTERING__BOOTSTRAP", "3");
+    c.env("TRIALFLOW_PSEUDONYM_KEY", util::TEST_KEY);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let report = read("phenotypes/clusters.json");
+    let k = report["k"].as_u64().unwrap();
+    let mixture = std::process::Command::new(sklearn_python())
+        .arg(repo_root().join("crates/cli/tests/python/sklearn_clusters.py"))
+        .arg("mixture")
+        .arg(dir.path())
+        .args([width.to_string(), columns.join(",")])
+        .arg(lake.join("phenotypes/model.json"))
+        .output()
+        .unwrap();
+    assert!(mixture.status.success(), "{}", text(&mixture));
+    let sk: Value = serde_json::from_slice(&mixture.stdout).unwrap();
+    assert_eq!(sk["k"].as_u64().unwrap(), k);
+    // the same likelihood and BIC of the same parameters, and a solution scikit-learn's EM hardly improves
+    let chosen = report["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["k"] == k)
+        .unwrap()
+        .clone();
+    let (bic, want) = (chosen["bic"].as_f64().unwrap(), sk["bic"].as_f64().unwrap());
+    assert!(
+        (bic - want).abs() <= 1e-6 * want.abs(),
+        "BIC {bic} vs scikit-learn's {want}"
+    );
+    let (ll, refit) = (
+        sk["mean_log_likelihood"].as_f64().unwrap(),
+        sk["refit_mean_log_likelihood"].as_f64().unwrap(),
+    );
+    assert!(
+        refit - ll < 0.05,
+        "scikit-learn's EM moved the mixture from {ll} to {refit} per row"
+    );
+
+    // more clusters than train rows is bad data naming the key; fewer than two a config error
+    for (k, code, says) in [
+        (
+            "[2, 100000]",
+            3,
+            "100000 clusters asked for but the train split has",
+        ),
+        ("[1, 3]", 2, "clustering.k"),
+    ] {
+        let o = p
+            .cmd(&[
+                "--config", cfg, "pipeline", "training", "--only", "cluster", "--force",
+            ])
+            .env("TRIALFLOW_CLUSTERING__K", k)
+            .env("TRIALFLOW_PSEUDONYM_KEY", util::TEST_KEY)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(code), "{k}: {}", text(&o));
+        assert!(text(&o).contains(says), "{k}: {}", text(&o));
+    }
+}

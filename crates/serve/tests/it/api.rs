@@ -731,15 +731,7 @@ fn time_to_event_model_serves_risk_and_survival_in_both_protocols() {
     let md = s.get("/v2/models/cv").json();
     assert_eq!(md["outputs"][0]["name"], "risk_score");
     assert_eq!(md["outputs"][1]["name"], "survival");
-    let tensors: Vec<Value> = a
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| {
-            let numeric = v.is_number();
-            json!({"name": k, "shape": [2], "datatype": if numeric {"FP64"} else {"BYTES"}, "data": [a[k], b[k]]})
-        })
-        .collect();
+    let tensors = two_row_tensors(&a, &b);
     let r = s.post(
         "/v2/models/cv/infer",
         &json!({"inputs": tensors, "parameters": {"times": [2]}}).to_string(),
@@ -791,4 +783,73 @@ fn time_to_event_model_serves_risk_and_survival_in_both_protocols() {
         "{}",
         r.text()
     );
+}
+
+/// A clustering promoted with a version adds each row's `cluster` (numbered from 1) to both protocols'
+/// answers and metadata; one fitted on other features keeps the version from loading.
+#[test]
+fn a_promoted_phenotype_clustering_is_served_as_each_rows_cluster() {
+    let repo = tempfile::tempdir().unwrap();
+    write_version(repo.path(), "cv", 1, 11, true);
+    write_phenotypes(repo.path(), "cv", 1, spec());
+    let s = TestServer::start(serving(60), repo.path());
+    let a = record(67.0, "male");
+    let b = record(45.0, "F");
+    let want: Vec<i64> = [&a, &b]
+        .iter()
+        .map(|r| if encoded(r)[0] < 0.0 { 1 } else { 2 })
+        .collect();
+    assert_ne!(want[0], want[1], "the fixture's rows fall in both clusters");
+    let r = s.post(
+        "/v1/models/cv:predict",
+        &json!({"instances": [a, b]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got: Vec<i64> = r.json()["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["cluster"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let md = s.get("/v2/models/cv").json();
+    assert_eq!(
+        md["outputs"][1],
+        json!({"name": "cluster", "datatype": "INT64", "shape": [-1, 1]})
+    );
+    let tensors = two_row_tensors(&a, &b);
+    let r = s.post(
+        "/v2/models/cv/infer",
+        &json!({"inputs": tensors, "outputs": [{"name": "cluster"}]}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outputs"][0]["data"], json!(want));
+
+    let mut other = spec();
+    other.numeric[0].mean += 1.0;
+    let broken = tempfile::tempdir().unwrap();
+    write_version(broken.path(), "cv", 1, 11, true);
+    write_phenotypes(broken.path(), "cv", 1, other);
+    let store =
+        trialflow_core::Storage::open(&format!("file://{}", broken.path().display())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(trialflow_serve::load_version(&store, "cv", None))
+        .unwrap_err();
+    assert!(e.to_string().contains("other features"), "{e}");
+}
+
+/// OIP v2 input tensors, one per field, holding records `a` and `b`.
+fn two_row_tensors(a: &Value, b: &Value) -> Vec<Value> {
+    a.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let datatype = if v.is_number() { "FP64" } else { "BYTES" };
+            json!({"name": k, "shape": [2], "datatype": datatype, "data": [a[k], b[k]]})
+        })
+        .collect()
 }

@@ -431,3 +431,18 @@ pub fn expected_outputs(seed: u64, x: &[f32]) -> Vec<f32> {
         .unwrap()
         .outputs(x)
 }
+
+/// A k-means clustering of the spec's first column (centres −1 and 1) beside version `version`.
+pub fn write_phenotypes(root: &Path, model: &str, version: u64, spec: FeatureSpec) {
+    let p = trialflow_model::clustering::Phenotypes {
+        method: trialflow_core::config::ClusterMethod::Kmeans,
+        columns: vec![0],
+        names: vec![spec.columns[0].clone()],
+        centers: vec![vec![-1.0], vec![1.0]],
+        weights: vec![],
+        covariances: vec![],
+        feature_spec: spec,
+    };
+    let dir = root.join(model).join(version.to_string());
+    std::fs::write(dir.join("phenotypes.json"), serde_json::to_vec(&p).unwrap()).unwrap();
+}

@@ -1,10 +1,14 @@
 //! The trialflow side of `cargo xtask bench train` (the peers are xtask/bench/train_peers.py): the real
 //! training function (`trialflow_train::fit`) on arrays shared with the peers through plain float32 files.
 //!
-//!   trialflow-train-bench gen --rows N --dim D --out DIR         synthetic x.f32 / y.f32 (seeded)
+//!   trialflow-train-bench gen --rows N --dim D --out DIR         synthetic x.f32 / y.f32 (seeded), and the
+//!                                                                same rows' y_value.f32 (a continuous target)
+//!                                                                and y_survival.f32 (time, event per row)
 //!   trialflow-train-bench export --lake URL --out DIR            the sample trial's encoded splits
-//!   trialflow-train-bench throughput --data DIR --dim D --model M --batch B --rows N [--cuda]
+//!   trialflow-train-bench throughput --data DIR --dim D --model M --batch B --rows N [--endpoint E] [--cuda]
 //!   trialflow-train-bench auc --data DIR --model M --batch B --epochs E
+//!   trialflow-train-bench cindex --data DIR --dim D --model M --batch B --epochs E   time-to-event: Harrell's C
+//!                                                                on held-out synthetic rows
 //!   trialflow-train-bench gpu-check --data DIR [--cpu-only] [--json FILE]   (the bundle of `cargo xtask gpu-check`)
 //!
 //! Each command prints one JSON line.
@@ -97,6 +101,51 @@ fn training(batch: usize, epochs: usize) -> TrainingConfig {
 const BCE: trialflow_train::fused::Objective =
     trialflow_train::fused::Objective::Bce { pos_weight: 1.0 };
 
+/// The synthetic rows' other endpoints from their features (seeded): a continuous value (a linear predictor
+/// plus noise) and a time to event (exponential, hazard 0.1·exp(linear predictor), censored by an independent
+/// exponential time, about a third censored), as `[time, event]` per row.
+fn synthetic_endpoints(x: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = StdRng::seed_from_u64(20_261_205);
+    let mut value = Vec::with_capacity(x.len() / dim);
+    let mut survival = Vec::with_capacity(2 * x.len() / dim);
+    for row in x.chunks_exact(dim) {
+        let lp: f32 = row.iter().take(8).map(|v| 0.4 * v).sum::<f32>() + 0.3 * row[0] * row[1];
+        value.push(lp + rng.random_range(-1.0f32..1.0));
+        let u: f32 = rng.random_range(1e-7..1.0);
+        let event_time = -u.ln() / (0.1 * lp.exp());
+        let c: f32 = rng.random_range(1e-7..1.0);
+        let censor_time = -c.ln() / 0.05;
+        survival.push(event_time.min(censor_time));
+        survival.push(f32::from(event_time <= censor_time));
+    }
+    (value, survival)
+}
+
+/// The objective of an endpoint on targets `y` (a continuous one standardized by their moments).
+fn objective(endpoint: &str, y: &[f32]) -> Result<trialflow_train::fused::Objective> {
+    use trialflow_train::fused::Objective;
+    Ok(match endpoint {
+        "binary" => BCE,
+        "continuous" => {
+            let n = y.len().max(1) as f32;
+            let mean = y.iter().sum::<f32>() / n;
+            let sd = (y.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / n).sqrt();
+            Objective::Squared { mean, sd }
+        }
+        "time_to_event" => Objective::Cox { efron: true },
+        other => bail!("unknown endpoint {other}: binary, continuous or time_to_event"),
+    })
+}
+
+/// The targets file of an endpoint in a `gen` folder.
+fn targets_file(data: &Path, endpoint: &str) -> PathBuf {
+    data.join(match endpoint {
+        "continuous" => "y_value.f32",
+        "time_to_event" => "y_survival.f32",
+        _ => "y.f32",
+    })
+}
+
 /// Standard normal features and a nonlinear logistic outcome (seeded): the throughput data.
 fn synthetic(rows: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
     let mut rng = StdRng::seed_from_u64(20_261_126);
@@ -129,8 +178,10 @@ fn device(cuda: bool) -> Result<Device> {
 }
 
 /// Seconds for one training epoch over the first `rows` rows, after a short warm-up.
+#[allow(clippy::too_many_arguments)] // the bench's knobs
 fn epoch_seconds(
     arch: &ModelConfig,
+    objective: trialflow_train::fused::Objective,
     x: &[f32],
     y: &[f32],
     dim: usize,
@@ -138,22 +189,23 @@ fn epoch_seconds(
     rows: usize,
     dev: &Device,
 ) -> Result<f64> {
+    let w = objective.width();
     let val_rows = 1024.min(rows);
     let val = Arrays {
         x: &x[..val_rows * dim],
-        y: &y[..val_rows],
+        y: &y[..val_rows * w],
         rows: val_rows,
     };
     let warm = (batch * 20).min(rows);
     let warm_arrays = Arrays {
         x: &x[..warm * dim],
-        y: &y[..warm],
+        y: &y[..warm * w],
         rows: warm,
     };
     fit(
         arch,
         &training(batch, 1),
-        BCE,
+        objective,
         warm_arrays,
         val,
         dim,
@@ -163,13 +215,64 @@ fn epoch_seconds(
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let train = Arrays {
         x: &x[..rows * dim],
-        y: &y[..rows],
+        y: &y[..rows * w],
         rows,
     };
     let start = Instant::now();
-    fit(arch, &training(batch, 1), BCE, train, val, dim, 42, dev)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    fit(
+        arch,
+        &training(batch, 1),
+        objective,
+        train,
+        val,
+        dim,
+        42,
+        dev,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Harrell's C on held-out synthetic rows of a time-to-event network trained for `epochs` (no early
+/// stopping): rows 0–100k train, 100k–110k validation, 110k–115k test.
+fn held_out_cindex(
+    data: &Path,
+    dim: usize,
+    model: &str,
+    batch: usize,
+    epochs: usize,
+) -> Result<f64> {
+    let x = read_f32(&data.join("x.f32"))?;
+    let y = read_f32(&data.join("y_survival.f32"))?;
+    let part = |from: usize, to: usize| Arrays {
+        x: &x[from * dim..to * dim],
+        y: &y[from * 2..to * 2],
+        rows: to - from,
+    };
+    let arch = architecture(model)?;
+    let t = training(batch, epochs);
+    let f = fit(
+        &arch,
+        &t,
+        trialflow_train::fused::Objective::Cox { efron: true },
+        part(0, 100_000),
+        part(100_000, 110_000),
+        dim,
+        42,
+        &Device::Cpu,
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let test = part(110_000, 115_000);
+    let risk = trialflow_model::DenseCpu::from_network(&f.network)?.outputs(test.x);
+    let (time, event) = trialflow_model::survival::observed(test.y);
+    trialflow_model::survival::harrell_c(
+        trialflow_model::survival::Observed {
+            time: &time,
+            event: &event,
+        },
+        &risk,
+    )
+    .context("no comparable pair")
 }
 
 struct SampleSplits {
@@ -319,10 +422,11 @@ fn gpu_check(args: &[String]) -> Result<()> {
         let arch = architecture(model)?;
         for batch in [32usize, 256, 4096] {
             let rows = (batch * 1500).clamp(65_536, ROWS);
-            let cpu = rows as f64 / epoch_seconds(&arch, &x, &y, DIM, batch, rows, &Device::Cpu)?;
+            let cpu =
+                rows as f64 / epoch_seconds(&arch, BCE, &x, &y, DIM, batch, rows, &Device::Cpu)?;
             let on_gpu = match &gpu {
                 Some((_, _, cuda)) => {
-                    Some(rows as f64 / epoch_seconds(&arch, &x, &y, DIM, batch, rows, cuda)?)
+                    Some(rows as f64 / epoch_seconds(&arch, BCE, &x, &y, DIM, batch, rows, cuda)?)
                 }
                 None => None,
             };
@@ -364,8 +468,11 @@ fn main() -> Result<()> {
             let out = PathBuf::from(arg(&args, "--out")?);
             std::fs::create_dir_all(&out)?;
             let (x, y) = synthetic(rows, dim);
+            let (value, survival) = synthetic_endpoints(&x, dim);
             write_f32(&out.join("x.f32"), &x)?;
             write_f32(&out.join("y.f32"), &y)?;
+            write_f32(&out.join("y_value.f32"), &value)?;
+            write_f32(&out.join("y_survival.f32"), &survival)?;
             println!("{{\"rows\": {rows}, \"dim\": {dim}}}");
         }
         Some("export") => {
@@ -392,18 +499,31 @@ fn main() -> Result<()> {
             let data = PathBuf::from(arg(&args, "--data")?);
             let (batch, rows) = (num(&args, "--batch")?, num(&args, "--rows")?);
             let dim = num(&args, "--dim")?;
+            let endpoint = arg(&args, "--endpoint").unwrap_or_else(|_| "binary".into());
             let x = read_f32(&data.join("x.f32"))?;
-            let y = read_f32(&data.join("y.f32"))?;
-            let rows = rows.min(y.len());
+            let y = read_f32(&targets_file(&data, &endpoint))?;
+            let objective = objective(&endpoint, &y)?;
+            let rows = rows.min(y.len() / objective.width());
             let arch = architecture(&arg(&args, "--model")?)?;
             let dev = device(args.iter().any(|a| a == "--cuda"))?;
-            let secs = epoch_seconds(&arch, &x, &y, dim, batch, rows, &dev)?;
+            let secs = epoch_seconds(&arch, objective, &x, &y, dim, batch, rows, &dev)?;
             println!(
                 "{{\"samples_per_s\": {:.1}, \"seconds\": {secs:.3}, \"rows\": {rows}}}",
                 rows as f64 / secs
             );
         }
         Some("gpu-check") => gpu_check(&args)?,
+        Some("cindex") => {
+            let data = PathBuf::from(arg(&args, "--data")?);
+            let c = held_out_cindex(
+                &data,
+                num(&args, "--dim")?,
+                &arg(&args, "--model")?,
+                num(&args, "--batch")?,
+                num(&args, "--epochs")?,
+            )?;
+            println!("{{\"c_index\": {c:.6}}}");
+        }
         Some("auc") => {
             let data = PathBuf::from(arg(&args, "--data")?);
             let dim: usize = std::fs::read_to_string(data.join("dim"))?.trim().parse()?;
