@@ -4,6 +4,7 @@ on the same float32 arrays trialflow trains on (written by trialflow-train-bench
   train_peers.py throughput FRAMEWORK DATA_DIR DIM MODEL BATCH ROWS [ENDPOINT]
   train_peers.py auc FRAMEWORK DATA_DIR MODEL BATCH EPOCHS
   train_peers.py cindex torch DATA_DIR DIM MODEL BATCH EPOCHS
+  train_peers.py kmeans sklearn DATA_DIR DIM K ROWS SEED
 
 Same protocol as trialflow: Adam (lr 1e-3), shuffled mini-batches, a warm-up of 20 batches, then one timed
 epoch over ROWS rows. Both frameworks are limited to the machine's cores. The loss is the endpoint's:
@@ -209,12 +210,29 @@ def held_out_cindex(data, dim, model, batch, epochs):
     return {"c_index": float(harrell_c(test[:, 0], test[:, 1], risk))}
 
 
+def kmeans(data, dim, k, rows, seed):
+    """scikit-learn's KMeans as its users run it: k-means++ seeding, one run (n_init="auto"), Lloyd, on the
+    machine's cores (OpenMP), on the float32 rows as they are (an expert does not copy them to float64)."""
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    x = load(f"{data}/x.f32", (-1, dim))[:rows]
+    with threadpool_limits(THREADS):
+        start = time.perf_counter()
+        km = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(x)
+        secs = time.perf_counter() - start
+    return {"seconds": secs, "inertia": float(km.inertia_), "rows": len(x), "iterations": int(km.n_iter_)}
+
+
 if __name__ == "__main__":
     cmd, framework = sys.argv[1], sys.argv[2]
     if cmd == "throughput":
         data, dim, model, batch, rows = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
         endpoint = sys.argv[8] if len(sys.argv) > 8 else "binary"
         out = throughput(framework, data, dim, model, batch, rows, endpoint)
+    elif cmd == "kmeans":
+        data, dim, k, rows, seed = sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+        out = kmeans(data, dim, k, rows, seed)
     elif cmd == "cindex":
         data, dim, model, batch, epochs = sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
         out = held_out_cindex(data, dim, model, batch, epochs)

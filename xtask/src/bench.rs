@@ -766,6 +766,9 @@ fn train(o: &Opts) -> Result<()> {
     if o.only.iter().any(|t| t == "endpoints") {
         return train_endpoints(o, &bin, &python, &peers, &synthetic);
     }
+    if o.only.iter().any(|t| t == "clustering") {
+        return clustering(o, &bin, &python, &peers, &synthetic);
+    }
     let frameworks = ["trialflow", "torch", "keras"];
     let mut rows_out = Vec::new();
     for model in ["model_1", "model_2"] {
@@ -863,7 +866,87 @@ fn train(o: &Opts) -> Result<()> {
             row[0], row[1], row[2]
         );
     }
-    train_endpoints(o, &bin, &python, &peers, &synthetic)
+    train_endpoints(o, &bin, &python, &peers, &synthetic)?;
+    clustering(o, &bin, &python, &peers, &synthetic)
+}
+
+/// k-means of the 1M × 20 synthetic rows (k = 8, k-means++ seeding, one run, float32 rows) beside
+/// scikit-learn's `KMeans`, one seed per run (the same seeds for both): wall time, iterations, and the inertia
+/// each reaches (checked within 1% of each other: the same job, not a cheaper one). Alone with
+/// `--only clustering`.
+fn clustering(o: &Opts, bin: &Path, python: &Path, peers: &Path, synthetic: &Path) -> Result<()> {
+    const K: &str = "8";
+    const ROWS: &str = "1000000";
+    let mut runs: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for seed in 0..o.runs {
+        for (t, fw) in ["trialflow", "sklearn"].iter().enumerate() {
+            let mut c = if *fw == "trialflow" {
+                let mut c = Command::new(bin);
+                c.arg("kmeans").arg("--data").arg(synthetic).args([
+                    "--dim",
+                    "20",
+                    "--k",
+                    K,
+                    "--rows",
+                    ROWS,
+                    "--seed",
+                    &seed.to_string(),
+                ]);
+                c
+            } else {
+                let mut c = Command::new(python);
+                c.arg(peers)
+                    .args(["kmeans", "sklearn"])
+                    .arg(synthetic)
+                    .args(["20", K, ROWS, &seed.to_string()]);
+                c
+            };
+            c.stderr(Stdio::null());
+            let v = json_line(c, &format!("{fw} k-means seed {seed}"))?;
+            let (secs, inertia, iterations) = (
+                v["seconds"].as_f64().unwrap_or(f64::NAN),
+                v["inertia"].as_f64().unwrap_or(f64::NAN),
+                v["iterations"].as_f64().unwrap_or(f64::NAN),
+            );
+            eprintln!(
+                "xtask: k-means seed {seed} {fw:<9} {secs:>7.2} s, {iterations} iterations, inertia {inertia:.0}"
+            );
+            runs[t].push((secs, inertia, iterations));
+        }
+    }
+    let med =
+        |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
+    let (ours, theirs) = (&runs[0], &runs[1]);
+    let inertia = (med(ours, |r| r.1), med(theirs, |r| r.1));
+    if ((inertia.0 - inertia.1) / inertia.1).abs() > 0.01 {
+        bail!(
+            "k-means: trialflow's median inertia {:.0} and scikit-learn's {:.0} differ by more than 1%",
+            inertia.0,
+            inertia.1
+        );
+    }
+    let per_iteration = |v: &[(f64, f64, f64)]| median(v.iter().map(|r| r.0 / r.2).collect());
+    println!(
+        "\n## Clustering: k-means of 1M × 20 float32 rows, k = 8 (median of {} seeds)\n",
+        o.runs
+    );
+    println!("| | wall s | iterations | ms per iteration | inertia |");
+    println!("|---|---|---|---|---|");
+    for (name, v) in [("trialflow", ours), ("scikit-learn KMeans", theirs)] {
+        println!(
+            "| {name} | {:.2} | {:.0} | {:.1} | {:.0} |",
+            med(v, |r| r.0),
+            med(v, |r| r.2),
+            1000.0 * per_iteration(v),
+            med(v, |r| r.1)
+        );
+    }
+    println!(
+        "\ntrialflow / scikit-learn: {:.2}× by wall time, {:.2}× per iteration",
+        med(theirs, |r| r.0) / med(ours, |r| r.0),
+        per_iteration(theirs) / per_iteration(ours)
+    );
+    Ok(())
 }
 
 /// The continuous and time-to-event heads (model_2's body with the squared error, and with the Cox loss over

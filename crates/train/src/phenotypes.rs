@@ -15,22 +15,30 @@ use trialflow_core::contracts::{
 };
 use trialflow_core::features::FeatureSpec;
 use trialflow_core::{Error, Result, Storage, lake};
-use trialflow_model::clustering::{Component, Phenotypes, baseline_columns, distance2, nearest};
+use trialflow_model::clustering::{Component, Phenotypes, baseline_columns, distance2};
 
-/// Rows as a flat row-major matrix.
+use crate::fused::gemm::{View, matmul};
+
+/// Rows as a flat row-major matrix, in f64 (the mixture, the silhouettes) and as the f32 they were encoded
+/// in (k-means, as scikit-learn runs it on float32 rows: half the memory to stream every iteration).
 #[derive(Debug, Clone, Copy)]
 pub struct Points<'a> {
     pub x: &'a [f64],
+    pub x32: &'a [f32],
     pub d: usize,
 }
 
 impl Points<'_> {
     pub fn n(&self) -> usize {
-        self.x.len() / self.d.max(1)
+        self.x32.len() / self.d.max(1)
     }
 
     pub fn row(&self, i: usize) -> &[f64] {
         &self.x[i * self.d..(i + 1) * self.d]
+    }
+
+    fn row32(&self, i: usize) -> &[f32] {
+        &self.x32[i * self.d..(i + 1) * self.d]
     }
 }
 
@@ -40,120 +48,255 @@ pub struct Kmeans {
     pub centers: Vec<Vec<f64>>,
     pub labels: Vec<usize>,
     pub inertia: f64,
+    /// Lloyd iterations of the run kept.
+    pub iterations: usize,
 }
 
-/// Nearest centre and squared distance of every row, in parallel.
-fn assign(p: Points<'_>, centers: &[Vec<f64>]) -> Vec<(usize, f64)> {
-    (0..p.n())
-        .into_par_iter()
-        .with_min_len(1024)
-        .map(|i| {
-            let j = nearest(centers, p.row(i));
-            (j, distance2(&centers[j], p.row(i)))
-        })
-        .collect()
+/// Rows per unit of parallel work in a k-means pass.
+const PASS_CHUNK: usize = 8192;
+
+/// x·y in f32 with eight running sums, so that the compiler keeps them in vector lanes (one sum in order
+/// would not be reassociated).
+fn dot8(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f32 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (a, b) in xs.zip(ys) {
+        for l in 0..8 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// ‖x − y‖² in f32.
+fn distance32(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f32 = xs
+        .remainder()
+        .iter()
+        .zip(ys.remainder())
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    for (a, b) in xs.zip(ys) {
+        for l in 0..8 {
+            acc[l] += (a[l] - b[l]) * (a[l] - b[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Greedy k-means++ seeding (scikit-learn's: 2 + ⌊ln k⌋ candidates per centre drawn ∝ D², the one that
-/// lowers the total most kept).
-fn seed_centers(p: Points<'_>, k: usize, rng: &mut StdRng) -> Vec<Vec<f64>> {
+/// lowers the total most kept). Returns the centres, row-major k × d.
+fn seed_centers(p: Points<'_>, k: usize, rng: &mut StdRng) -> Vec<f32> {
     let n = p.n();
     let trials = 2 + (k as f64).ln().floor() as usize;
-    let mut centers = vec![p.row(rng.random_range(0..n)).to_vec()];
-    let mut closest: Vec<f64> = (0..n).map(|i| distance2(&centers[0], p.row(i))).collect();
-    while centers.len() < k {
-        let total: f64 = closest.iter().sum();
-        let mut best: Option<(f64, usize, Vec<f64>)> = None;
+    let first = rng.random_range(0..n);
+    let mut centers = p.row32(first).to_vec();
+    let mut closest: Vec<f32> = (0..n)
+        .into_par_iter()
+        .with_min_len(PASS_CHUNK)
+        .map(|i| distance32(p.row32(first), p.row32(i)))
+        .collect();
+    while centers.len() < k * p.d {
+        let total: f64 = closest.iter().map(|v| f64::from(*v)).sum();
+        let mut best: Option<(f64, usize, Vec<f32>)> = None;
         for _ in 0..trials {
             let mut target = rng.random::<f64>() * total;
             let mut pick = n - 1;
             for (i, d) in closest.iter().enumerate() {
-                target -= d;
+                target -= f64::from(*d);
                 if target <= 0.0 {
                     pick = i;
                     break;
                 }
             }
-            let updated: Vec<f64> = (0..n)
-                .map(|i| closest[i].min(distance2(p.row(pick), p.row(i))))
+            let updated: Vec<f32> = (0..n)
+                .into_par_iter()
+                .with_min_len(PASS_CHUNK)
+                .map(|i| closest[i].min(distance32(p.row32(pick), p.row32(i))))
                 .collect();
-            let potential: f64 = updated.iter().sum();
+            let potential: f64 = updated.iter().map(|v| f64::from(*v)).sum();
             if best.as_ref().is_none_or(|b| potential < b.0) {
                 best = Some((potential, pick, updated));
             }
         }
         if let Some((_, pick, updated)) = best {
-            centers.push(p.row(pick).to_vec());
+            centers.extend_from_slice(p.row32(pick));
             closest = updated;
         }
     }
     centers
 }
 
+/// One Lloyd pass's totals: per cluster the sum of its rows and their count, the inertia, whether a row
+/// changed cluster.
+struct Pass {
+    sums: Vec<f64>,
+    counts: Vec<usize>,
+    inertia: f64,
+    changed: bool,
+    /// The row farthest from its centre and that distance (a centre for an emptied cluster).
+    farthest: (usize, f32),
+}
+
+impl Pass {
+    fn new(k: usize, d: usize) -> Self {
+        Self {
+            sums: vec![0.0; k * d],
+            counts: vec![0; k],
+            inertia: 0.0,
+            changed: false,
+            farthest: (0, -1.0),
+        }
+    }
+
+    fn merge(mut self, other: Self) -> Self {
+        for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            *a += b;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.inertia += other.inertia;
+        self.changed |= other.changed;
+        if other.farthest.1 > self.farthest.1 {
+            self.farthest = other.farthest;
+        }
+        self
+    }
+}
+
+/// Assigns every row to its nearest centre (into `labels`) and sums the clusters (in f64), in parallel
+/// chunks merged in order.
+fn lloyd_pass(p: Points<'_>, row_norms: &[f32], centers: &[f32], labels: &mut [usize]) -> Pass {
+    let d = p.d;
+    let k = centers.len() / d.max(1);
+    // ‖x − c‖² = ‖x‖² − 2x·c + ‖c‖²: the nearest centre minimizes ‖c‖² − 2x·c
+    let norms: Vec<f32> = centers.chunks_exact(d).map(|c| dot8(c, c)).collect();
+    labels
+        .par_chunks_mut(PASS_CHUNK)
+        .enumerate()
+        .map(|(chunk, labels)| {
+            let mut pass = Pass::new(k, d);
+            // the chunk's products with every centre as one matrix product (the gemm kernel of training)
+            let first = chunk * PASS_CHUNK;
+            let rows = labels.len();
+            let mut dots = vec![0.0f32; rows * k];
+            matmul(
+                &mut dots,
+                View::dense(rows, k),
+                false,
+                &p.x32[first * d..(first + rows) * d],
+                View::dense(rows, d),
+                centers,
+                View::dense(k, d).t(),
+            );
+            for (r, label) in labels.iter_mut().enumerate() {
+                let i = first + r;
+                let row = p.row32(i);
+                let mut best = (0, f32::INFINITY);
+                for (j, dot) in dots[r * k..(r + 1) * k].iter().enumerate() {
+                    let v = norms[j] - 2.0 * dot;
+                    if v < best.1 {
+                        best = (j, v);
+                    }
+                }
+                let j = best.0;
+                let dist = (row_norms[i] + best.1).max(0.0);
+                pass.changed |= *label != j;
+                *label = j;
+                pass.counts[j] += 1;
+                pass.inertia += f64::from(dist);
+                if dist > pass.farthest.1 {
+                    pass.farthest = (i, dist);
+                }
+                for (s, v) in pass.sums[j * d..(j + 1) * d].iter_mut().zip(row) {
+                    *s += f64::from(*v);
+                }
+            }
+            pass
+        })
+        .reduce(|| Pass::new(k, d), Pass::merge)
+}
+
 /// Lloyd's iterations from `centers` until no row changes cluster or the centres move less than `tol`
 /// (scikit-learn's: 1e-4 × the mean variance of the columns), at most 300; an emptied cluster takes the row
 /// farthest from its centre.
-fn lloyd(p: Points<'_>, mut centers: Vec<Vec<f64>>, tol: f64) -> Kmeans {
-    let (n, d, k) = (p.n(), p.d, centers.len());
+fn lloyd(p: Points<'_>, row_norms: &[f32], mut centers: Vec<f32>, tol: f64) -> Kmeans {
+    let (n, d) = (p.n(), p.d);
+    let k = centers.len() / d.max(1);
     let mut labels = vec![usize::MAX; n];
+    let mut iterations = 0;
     for _ in 0..300 {
-        let assigned = assign(p, &centers);
-        let changed = assigned.iter().zip(&labels).any(|((j, _), l)| j != l);
-        labels = assigned.iter().map(|(j, _)| *j).collect();
-        let mut sums = vec![vec![0.0; d]; k];
-        let mut counts = vec![0usize; k];
-        for (i, &j) in labels.iter().enumerate() {
-            counts[j] += 1;
-            for (s, v) in sums[j].iter_mut().zip(p.row(i)) {
-                *s += v;
-            }
-        }
+        iterations += 1;
+        let pass = lloyd_pass(p, row_norms, &centers, &mut labels);
         let mut shift = 0.0;
         for j in 0..k {
-            let next: Vec<f64> = if counts[j] == 0 {
-                let far = (0..n)
-                    .max_by(|&a, &b| assigned[a].1.total_cmp(&assigned[b].1))
-                    .unwrap_or(0);
-                p.row(far).to_vec()
+            let next: Vec<f32> = if pass.counts[j] == 0 {
+                p.row32(pass.farthest.0).to_vec()
             } else {
-                sums[j].iter().map(|s| s / counts[j] as f64).collect()
+                pass.sums[j * d..(j + 1) * d]
+                    .iter()
+                    .map(|s| (s / pass.counts[j] as f64) as f32)
+                    .collect()
             };
-            shift += distance2(&next, &centers[j]);
-            centers[j] = next;
+            shift += f64::from(distance32(&next, &centers[j * d..(j + 1) * d]));
+            centers[j * d..(j + 1) * d].copy_from_slice(&next);
         }
-        if !changed || shift <= tol {
+        if !pass.changed || shift <= tol {
             break;
         }
     }
-    let assigned = assign(p, &centers);
+    let pass = lloyd_pass(p, row_norms, &centers, &mut labels);
     Kmeans {
-        labels: assigned.iter().map(|(j, _)| *j).collect(),
-        inertia: assigned.iter().map(|(_, d)| d).sum(),
-        centers,
+        labels,
+        inertia: pass.inertia,
+        iterations,
+        centers: centers
+            .chunks_exact(d)
+            .map(|c| c.iter().map(|v| f64::from(*v)).collect())
+            .collect(),
     }
 }
 
 /// The mean of the columns' variances, times 1e-4: scikit-learn's absolute tolerance.
 fn tolerance(p: Points<'_>) -> f64 {
     let n = p.n().max(1) as f64;
-    let mut total = 0.0;
-    for c in 0..p.d {
-        let mean = (0..p.n()).map(|i| p.row(i)[c]).sum::<f64>() / n;
-        total += (0..p.n())
-            .map(|i| (p.row(i)[c] - mean).powi(2))
-            .sum::<f64>()
-            / n;
+    let (mut sum, mut squares) = (vec![0.0; p.d], vec![0.0; p.d]);
+    for i in 0..p.n() {
+        for ((s, q), v) in sum.iter_mut().zip(squares.iter_mut()).zip(p.row32(i)) {
+            let v = f64::from(*v);
+            *s += v;
+            *q += v * v;
+        }
     }
+    let total: f64 = sum
+        .iter()
+        .zip(&squares)
+        .map(|(s, q)| (q / n - (s / n) * (s / n)).max(0.0))
+        .sum();
     1e-4 * total / p.d.max(1) as f64
 }
 
 /// The best (lowest inertia) of `n_init` seeded k-means runs.
 pub fn kmeans(p: Points<'_>, k: usize, seed: u64, n_init: usize) -> Kmeans {
     let tol = tolerance(p);
+    let row_norms: Vec<f32> = (0..p.n())
+        .into_par_iter()
+        .with_min_len(PASS_CHUNK)
+        .map(|i| dot8(p.row32(i), p.row32(i)))
+        .collect();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut best: Option<Kmeans> = None;
     for _ in 0..n_init.max(1) {
-        let fit = lloyd(p, seed_centers(p, k, &mut rng), tol);
+        let fit = lloyd(p, &row_norms, seed_centers(p, k, &mut rng), tol);
         if best.as_ref().is_none_or(|b| fit.inertia < b.inertia) {
             best = Some(fit);
         }
@@ -162,6 +305,7 @@ pub fn kmeans(p: Points<'_>, k: usize, seed: u64, n_init: usize) -> Kmeans {
         centers: Vec::new(),
         labels: Vec::new(),
         inertia: f64::NAN,
+        iterations: 0,
     })
 }
 
@@ -483,7 +627,12 @@ fn stability(
     for b in 0..c.bootstrap {
         let rows: Vec<usize> = (0..n).map(|_| rng.random_range(0..n)).collect();
         let x: Vec<f64> = rows.iter().flat_map(|&i| p.row(i).to_vec()).collect();
-        let resample = Points { x: &x, d };
+        let x32: Vec<f32> = rows.iter().flat_map(|&i| p.row32(i).to_vec()).collect();
+        let resample = Points {
+            x: &x,
+            x32: &x32,
+            d,
+        };
         let refit = fit_k(resample, c, k, seed.wrapping_add(b as u64 + 1), &[])?;
         let model = Phenotypes {
             method: c.method,
@@ -548,8 +697,10 @@ pub async fn cluster(cfg: &Config, lake: &Storage) -> Result<PhenotypeReport> {
         feature_spec: spec.clone(),
     };
     let train_x: Vec<f64> = model.select(&splits[0].x).into_iter().flatten().collect();
+    let train_x32: Vec<f32> = train_x.iter().map(|v| *v as f32).collect();
     let p = Points {
         x: &train_x,
+        x32: &train_x32,
         d: model.columns.len(),
     };
     if model.columns.is_empty() || p.n() == 0 {
@@ -724,7 +875,12 @@ mod tests {
                 x.push(v + rng.random_range(-1.0..1.0));
             }
         }
-        let p = Points { x: &x, d: 2 };
+        let x32: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+        let p = Points {
+            x: &x,
+            x32: &x32,
+            d: 2,
+        };
         let km = kmeans(p, 3, 1, 2);
         assert!((adjusted_rand(&truth, &km.labels) - 1.0).abs() < 1e-12);
         let all: Vec<usize> = (0..300).collect();

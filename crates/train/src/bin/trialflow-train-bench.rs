@@ -9,6 +9,9 @@
 //!   trialflow-train-bench auc --data DIR --model M --batch B --epochs E
 //!   trialflow-train-bench cindex --data DIR --dim D --model M --batch B --epochs E   time-to-event: Harrell's C
 //!                                                                on held-out synthetic rows
+//!   trialflow-train-bench kmeans --data DIR --dim D --k K --rows N --seed S   k-means (k-means++ seeding, one
+//!                                                                run) of the first N synthetic rows: seconds,
+//!                                                                inertia, iterations
 //!   trialflow-train-bench gpu-check --data DIR [--cpu-only] [--json FILE]   (the bundle of `cargo xtask gpu-check`)
 //!
 //! Each command prints one JSON line.
@@ -513,6 +516,32 @@ fn main() -> Result<()> {
             );
         }
         Some("gpu-check") => gpu_check(&args)?,
+        Some("kmeans") => {
+            let data = PathBuf::from(arg(&args, "--data")?);
+            let (dim, k, rows) = (
+                num(&args, "--dim")?,
+                num(&args, "--k")?,
+                num(&args, "--rows")?,
+            );
+            let x = read_f32(&data.join("x.f32"))?;
+            let rows = rows.min(x.len() / dim);
+            let start = Instant::now();
+            let fit = trialflow_train::phenotypes::kmeans(
+                trialflow_train::phenotypes::Points {
+                    x: &[],
+                    x32: &x[..rows * dim],
+                    d: dim,
+                },
+                k,
+                num(&args, "--seed")? as u64,
+                1,
+            );
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{{\"seconds\": {secs:.3}, \"inertia\": {:.3}, \"rows\": {rows}, \"iterations\": {}}}",
+                fit.inertia, fit.iterations
+            );
+        }
         Some("cindex") => {
             let data = PathBuf::from(arg(&args, "--data")?);
             let c = held_out_cindex(

@@ -9,7 +9,7 @@
 //! gradient is computed on its own (in parallel) and the chunks are summed in order; dropout masks come from
 //! a counter-seeded generator per (step, chunk, layer).
 
-mod gemm;
+pub(crate) mod gemm;
 
 use gemm::{View, matmul};
 use rayon::prelude::*;
