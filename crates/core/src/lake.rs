@@ -31,6 +31,8 @@ pub const EVALUATION: &str = "candidates/evaluation.json";
 pub const PHENOTYPES: &str = "phenotypes/";
 pub const PHENOTYPES_MODEL: &str = "phenotypes/model.json";
 pub const PHENOTYPES_REPORT: &str = "phenotypes/clusters.json";
+/// Written instead of the two when the config has no `clustering`: no stale clustering stays to be promoted.
+pub const PHENOTYPES_NONE: &str = "phenotypes/none.json";
 pub const GATE: &str = "candidates/gate.json";
 /// `gate/<candidate>/BLESSED`: the gate's verdict on one candidate's weights.
 pub const BLESSINGS: &str = "gate/";

@@ -23,7 +23,8 @@ pub const TASKS: &[TaskKind] = &[
     },
 ];
 
-/// Clusters of baseline phenotypes (`clustering`); without that section it writes nothing.
+/// Clusters of baseline phenotypes (`clustering`); without that section it removes an earlier config's and
+/// writes `phenotypes/none.json`.
 struct Cluster {
     ctx: Arc<StageContext>,
 }
@@ -52,12 +53,19 @@ impl StageTask for Cluster {
     async fn run(&self, _run_id: &str) -> Result<serde_json::Value, Error> {
         let c = &self.ctx;
         if c.cfg.clustering.is_none() {
-            return summary(&contracts::ClusterSummary {
+            // a clustering an earlier config asked for must not be reported or promoted with this one's models
+            for stale in [lake::PHENOTYPES_MODEL, lake::PHENOTYPES_REPORT] {
+                c.lake.delete(stale).await?;
+            }
+            let none = contracts::ClusterSummary {
                 configured: false,
                 k: None,
                 ari_mean: None,
-            });
+            };
+            c.lake.put_json(lake::PHENOTYPES_NONE, &none).await?;
+            return summary(&none);
         }
+        c.lake.delete(lake::PHENOTYPES_NONE).await?;
         let r = crate::phenotypes::cluster(&c.cfg, &c.lake).await?;
         summary(&contracts::ClusterSummary {
             configured: true,

@@ -49,12 +49,12 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     let o = p.run(&["pipeline", "full"]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert_eq!(summary_counts(&out), (12, 0), "{out}");
+    assert_eq!(summary_counts(&out), (13, 0), "{out}");
     for needle in [
         "Rows (read / accepted / quarantined)",
         "clinical_trial_data_1.csv",
         "Splits: train",
-        "Models (test ROC AUC)",
+        "Models (test): baseline roc_auc",
         "Promoted: cv_outcome version 1",
     ] {
         assert!(out.contains(needle), "summary lacks `{needle}`:\n{out}");
@@ -127,13 +127,13 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
     // is measured against the served version, state outside the lake), and the promotion re-checks; the
     // verdict is the same, so nothing new is published
     let out = text(&p.run(&["pipeline", "full"]));
-    assert_eq!(summary_counts(&out), (2, 10), "{out}");
+    assert_eq!(summary_counts(&out), (2, 11), "{out}");
     assert!(out.contains("task=gate status=succeeded"), "{out}");
     assert!(out.contains("compared with served version 1"), "{out}");
     assert!(!p.path("models/cv_outcome/2").exists());
     // and once more: everything is up to date
     let out = text(&p.run(&["pipeline", "full"]));
-    assert_eq!(summary_counts(&out), (0, 12), "{out}");
+    assert_eq!(summary_counts(&out), (0, 13), "{out}");
 
     // touching a raw file re-lists the source but changes nothing downstream
     let f = p.path("data/raw/clinical_trial_data_1.csv");
@@ -145,7 +145,7 @@ fn sample_pipeline_runs_end_to_end_caches_and_serves() {
         .set_modified(now)
         .unwrap();
     let out = text(&p.run(&["pipeline", "full"]));
-    assert_eq!(summary_counts(&out), (1, 11), "{out}");
+    assert_eq!(summary_counts(&out), (1, 12), "{out}");
     assert!(out.contains("task=ingest status=succeeded"), "{out}");
 
     // --dry-run after a content change plans ingest and everything downstream, runs nothing

@@ -376,6 +376,42 @@ fn colon_trial_phenotype_clusters_against_scikit_learn() {
         "scikit-learn's EM moved the mixture from {ll} to {refit} per row"
     );
 
+    // the gate on the time-to-event metrics, and the promotion carries the clustering the server answers with
+    let o = p.run_keyed(&["--config", cfg, "pipeline", "deployment"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let gate = read("candidates/gate.json");
+    assert!(
+        gate["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["metric"] == "c_index_uno" && c["passed"] == true),
+        "{gate}"
+    );
+    let models: Value =
+        serde_json::from_slice(&p.run_keyed(&["--config", cfg, "check-config"]).stdout).unwrap();
+    let repo = p.path(
+        models["storage"]["models"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("file://"),
+    );
+    let version = repo.join("colon_death_survival/1");
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(version.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card["endpoint"], "time_to_event");
+    assert!(
+        card["survival"]["baseline"]["times"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 10
+    );
+    assert!(
+        version.join("phenotypes.json").exists(),
+        "the clustering is promoted with the model"
+    );
+
     // more clusters than train rows is bad data naming the key; fewer than two a config error
     for (k, code, says) in [
         (
