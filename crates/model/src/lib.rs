@@ -1,7 +1,10 @@
 //! The contract shared by training and serving: the feature transform of raw records, the network
 //! architectures and their forward pass, and the model artifact (safetensors weights + `model.json`).
 //!
-//! Also the evaluation of a model's predictions (`metrics`) and its scoring on a split of the lake (`score`),
+//! Also the evaluation of a model's predictions by endpoint (`metrics`, `continuous`, `survival`: the Breslow
+//! baseline hazard that turns a risk score into survival probabilities, and scikit-survival's metrics), the
+//! clustering of baseline phenotypes as a model that assigns rows (`clustering`), and a model's scoring on a
+//! split of the lake (`score`),
 //! which need no tensor library: the candle network (`network`) is behind the default feature `candle`, so the
 //! gate's crate scores models without depending on candle.
 //!

@@ -136,20 +136,6 @@ pub fn encode(
         .map_err(|e| Error::bad_data(location, format!("cannot encode features: {e}")))
 }
 
-/// The `outcome` column as 0/1 floats.
-pub fn outcomes(batch: &arrow::record_batch::RecordBatch, location: &str) -> Result<Vec<f32>> {
-    let col = batch
-        .column_by_name("outcome")
-        .ok_or_else(|| Error::bad_data(location, "column `outcome` is missing"))?;
-    let col = arrow::compute::cast(col, &arrow::datatypes::DataType::Float32)
-        .map_err(|e| Error::bad_data(location, format!("column `outcome`: {e}")))?;
-    let col = col
-        .as_any()
-        .downcast_ref::<arrow::array::Float32Array>()
-        .ok_or_else(|| Error::Internal("cast".into()))?;
-    Ok(col.iter().map(|v| v.unwrap_or(0.0)).collect())
-}
-
 /// The target columns of a batch, row-major (one value per column per row) as `f32`. A missing column, a
 /// NULL or a value that is not finite is bad data naming the column and the row of the batch.
 pub fn target_values(

@@ -1,10 +1,13 @@
-//! Training and evaluation with candle: the training loop (Adam, binary cross-entropy on logits, early stopping
-//! with best-epoch restore, seeded), test-split metrics, candidate artifacts under `candidates/<model>/`, and
-//! the leaderboard of all candidates (`candidates/evaluation.json`).
+//! Training and evaluation with candle: the training loop for the endpoint's objective (AdamW; binary
+//! cross-entropy on logits, squared error or Huber on a standardized target, the Cox partial likelihood over
+//! batch risk sets; early stopping with best-epoch restore, seeded), test-split metrics, candidate artifacts
+//! under `candidates/<model>/`, the leaderboard of all candidates (`candidates/evaluation.json`), and the
+//! clusters of baseline phenotypes (`phenotypes/`).
 //!
 //! One job a module: `data` reads and checks the splits, `device` picks where to train, `autograd`,
-//! `logistic`, `fused_fit` and `early_stopping` fit, `importance` and `candidate` make the candidate,
-//! `mlflow` logs it, `leaderboard` compares candidates; [`train`] reads as those steps.
+//! `logistic`, `baselines`, `fused_fit` and `early_stopping` fit, `importance` and `candidate` make the
+//! candidate, `mlflow` logs it, `leaderboard` compares candidates, `phenotypes` clusters; [`train`] reads as
+//! those steps.
 //!
 //! Invariants: reads the processed Parquet with arrow/parquet (no DataFusion); transforms records only through
 //! `trialflow_model::encode`, the code serving uses.
