@@ -37,25 +37,30 @@ pub(crate) fn score_test(
     let dense = trialflow_model::DenseCpu::from_network(net).map_err(ce)?;
     let p = dense.predict(t.endpoint, &test.x);
     let how = evaluation(t);
-    let survival = match t.endpoint {
-        Endpoint::TimeToEvent => Some(SurvivalHead {
+    // a time-to-event model's train split: its Breslow baseline hazard and censoring distribution
+    let train_survival =
+        (t.endpoint == Endpoint::TimeToEvent).then(|| survival_observed(inputs.train_targets()));
+    let survival = match &train_survival {
+        Some(observed) => Some(SurvivalHead {
             baseline: BaselineHazard::breslow(
-                survival_observed(inputs.train_targets()).as_observed(),
+                observed.as_observed(),
                 &train_outputs(&dense, inputs, spec)?,
             ),
             times: t.horizons.clone(),
         }),
-        _ => None,
+        None => None,
     };
-    let censoring = Censoring::fit(survival_observed(inputs.train_targets()).as_observed());
-    let scoring = match &survival {
-        Some(head) => Scoring::TimeToEvent {
-            censoring: &censoring,
+    let censoring = train_survival
+        .as_ref()
+        .map(|observed| Censoring::fit(observed.as_observed()));
+    let scoring = match (&survival, &censoring) {
+        (Some(head), Some(censoring)) => Scoring::TimeToEvent {
+            censoring,
             baseline: &head.baseline,
             horizons: &t.horizons,
         },
-        None if t.endpoint == Endpoint::Continuous => Scoring::Continuous,
-        None => Scoring::Binary,
+        _ if t.endpoint == Endpoint::Continuous => Scoring::Continuous,
+        _ => Scoring::Binary,
     };
     let rank = |predicted: &[f32]| {
         let m = metrics::evaluate_model(
