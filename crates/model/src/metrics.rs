@@ -214,35 +214,14 @@ pub fn average_precision(y: &[f32], p: &[f32]) -> f64 {
     ap
 }
 
-/// Per-level metrics for every slice column; rows with a missing level are left out.
+/// Per-level binary metrics for every slice column; rows with a missing level are left out.
 pub fn slices(
     columns: &[(String, Vec<Option<String>>)],
     y: &[f32],
     p: &[f32],
     how: &Evaluation,
 ) -> Vec<Slice> {
-    let mut out = Vec::new();
-    for (col, values) in columns {
-        let mut levels: Vec<&String> = values.iter().flatten().collect();
-        levels.sort();
-        levels.dedup();
-        for level in levels {
-            let idx: Vec<usize> = (0..values.len())
-                .filter(|&i| values[i].as_ref() == Some(level))
-                .collect();
-            let ys: Vec<f32> = idx.iter().map(|&i| y[i]).collect();
-            let ps: Vec<f32> = idx.iter().map(|&i| p[i]).collect();
-            let mut m = evaluate(&ys, &ps, how);
-            m.roc.clear();
-            m.calibration.clear();
-            out.push(Slice {
-                column: col.clone(),
-                level: level.clone(),
-                metrics: ModelMetrics::Binary(m),
-            });
-        }
-    }
-    out
+    slices_model(Scoring::Binary, columns, y, p, how)
 }
 
 /// ROC AUC by ranks (average ranks for ties). NaN when only one class is present.
