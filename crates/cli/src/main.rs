@@ -327,10 +327,17 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Ingest { dry_run } => {
             let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
             // writes raw/ as a pipeline's ingest task does: one writer per lake (a held lock exits 5)
-            let _lock = (!dry_run)
-                .then(|| trialflow_dag::RunLock::acquire(&lake))
-                .transpose()?;
-            let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await?;
+            let lock = if dry_run {
+                None
+            } else {
+                let settings = trialflow_dag::LockSettings::from_config(&cfg.dag);
+                Some(trialflow_dag::RunLock::acquire(&lake, settings).await?)
+            };
+            let r = trialflow_ingest::ingest(&cfg, &lake, dry_run).await;
+            if let Some(lock) = lock {
+                lock.release().await?;
+            }
+            let r = r?;
             for f in &r.files {
                 println!("{f}");
             }
@@ -364,6 +371,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 retries: cfg.dag.retries,
                 backoff: Duration::from_millis(cfg.dag.backoff_ms),
                 code_version: CODE_VERSION.to_string(),
+                lock: trialflow_dag::LockSettings::from_config(&cfg.dag),
             };
             let ctx = Arc::new(trialflow_dag::StageContext {
                 cfg,

@@ -1393,6 +1393,20 @@ pub struct DagConfig {
     /// Extra attempts for infrastructure failures (never for bad data).
     pub retries: u32,
     pub backoff_ms: u64,
+    /// A lake on object storage: how often the run's lock object is rewritten, and how long without a
+    /// rewrite before another run takes the lock as abandoned (a killed or frozen holder).
+    #[serde(default = "default_lock_heartbeat")]
+    pub lock_heartbeat_seconds: u64,
+    #[serde(default = "default_run_lock_stale")]
+    pub lock_stale_seconds: u64,
+}
+
+fn default_lock_heartbeat() -> u64 {
+    15
+}
+
+fn default_run_lock_stale() -> u64 {
+    120
 }
 
 /// Where the preprocessing SQL runs.
@@ -1472,6 +1486,8 @@ impl Default for DagConfig {
             max_parallel: 2,
             retries: 2,
             backoff_ms: 500,
+            lock_heartbeat_seconds: default_lock_heartbeat(),
+            lock_stale_seconds: default_run_lock_stale(),
         }
     }
 }
@@ -1746,6 +1762,14 @@ impl Config {
         self.serving.validate(&self.source_file)?;
         if self.dag.max_parallel == 0 {
             return Err(self.err("dag.max_parallel", "expected at least 1"));
+        }
+        if self.dag.lock_heartbeat_seconds == 0
+            || self.dag.lock_stale_seconds < 2 * self.dag.lock_heartbeat_seconds
+        {
+            return Err(self.err(
+                "dag.lock_stale_seconds",
+                "expected a heartbeat of at least 1 s and a stale limit of at least two heartbeats",
+            ));
         }
         self.check_engine()?;
         self.check_local_sources()

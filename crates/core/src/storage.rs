@@ -334,7 +334,12 @@ impl Storage {
     pub async fn head(&self, rel: &str) -> Result<Option<Entry>> {
         let path = self.path(rel)?;
         match self.store.head(&path).await {
-            Ok(meta) => Ok(Some(entry(meta))),
+            // object_store 0.13's PrefixStore answers a head with the inner store's full location (its
+            // get_opts does not strip the prefix, as list does): the path asked for is the one to keep
+            Ok(meta) => Ok(Some(Entry {
+                path: rel.to_string(),
+                ..entry(meta)
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(rel, e)),
         }

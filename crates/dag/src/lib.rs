@@ -10,7 +10,7 @@ mod pipeline;
 mod runner;
 mod stage;
 
-pub use lock::RunLock;
+pub use lock::{LockSettings, RunLock};
 pub use pipeline::{Pipeline, PipelineSet, TaskSpec};
 pub use runner::{
     BoxFuture, RunOptions, RunRecord, Task, TaskError, TaskIo, TaskRecord, TaskStatus, execute,
@@ -26,8 +26,17 @@ pub enum DagError {
         key: String,
         message: String,
     },
-    #[error("another pipeline run holds the lock on this lake ({path}); wait for it to finish")]
-    Locked { path: String },
+    #[error(
+        "another pipeline run holds the lock on this lake ({path}: {holder}); wait for it to finish"
+    )]
+    Locked { path: String, holder: String },
+    #[error("the lake lock {path}: {message}")]
+    LockObject { path: String, message: String },
+    #[error(
+        "another run broke this run's lake lock ({path}) after missed heartbeats: both may have written the \
+         lake; re-run the pipeline once the other run has finished"
+    )]
+    LockLost { path: String },
     #[error(transparent)]
     Core(#[from] trialflow_core::Error),
 }
@@ -36,7 +45,7 @@ impl DagError {
     pub fn exit_code(&self) -> i32 {
         match self {
             DagError::Definition { .. } => trialflow_core::ErrorKind::Config.exit_code(),
-            DagError::Locked { .. } => 5,
+            DagError::Locked { .. } | DagError::LockObject { .. } | DagError::LockLost { .. } => 5,
             DagError::Core(e) => e.kind().exit_code(),
         }
     }

@@ -15,7 +15,7 @@ use trialflow_core::Storage;
 use trialflow_core::fingerprint::{Fingerprinter, sha256_hex};
 use trialflow_core::storage::Entry;
 
-use crate::{DagError, Pipeline, RunLock, TaskSpec, def_err};
+use crate::{DagError, LockSettings, Pipeline, RunLock, TaskSpec, def_err};
 pub use trialflow_core::contracts::{RunRecord, TaskError, TaskRecord, TaskStatus};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,6 +54,7 @@ pub struct RunOptions {
     pub retries: u32,
     pub backoff: Duration,
     pub code_version: String,
+    pub lock: LockSettings,
 }
 
 /// What the runner remembers about a task's last success: `runs/_state/<task>.json`.
@@ -92,18 +93,31 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Runs `pipeline` with the task objects in `tasks` (one per task name). Takes the lake lock for the run.
+/// Runs `pipeline` with the task objects in `tasks` (one per task name). Takes the lake lock for the run and
+/// gives it back whatever the outcome; a lock another run broke meanwhile fails the run.
 pub async fn execute(
     pipeline: &Pipeline,
     tasks: &HashMap<String, Arc<dyn Task>>,
     lake: &Storage,
     opts: &RunOptions,
 ) -> Result<RunRecord, DagError> {
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(RunLock::acquire(lake)?)
-    };
+    if opts.dry_run {
+        return execute_locked(pipeline, tasks, lake, opts).await;
+    }
+    let lock = RunLock::acquire(lake, opts.lock).await?;
+    let out = execute_locked(pipeline, tasks, lake, opts).await;
+    let released = lock.release().await;
+    let out = out?;
+    released?;
+    Ok(out)
+}
+
+async fn execute_locked(
+    pipeline: &Pipeline,
+    tasks: &HashMap<String, Arc<dyn Task>>,
+    lake: &Storage,
+    opts: &RunOptions,
+) -> Result<RunRecord, DagError> {
     if !opts.dry_run {
         let swept = lake.sweep_staged()?;
         if swept > 0 {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use trialflow_core::{ErrorKind, Storage};
 use trialflow_dag::{
-    BoxFuture, DagError, PipelineSet, RunLock, RunOptions, RunRecord, Task, TaskError, TaskIo,
-    TaskStatus, execute,
+    BoxFuture, DagError, LockSettings, PipelineSet, RunLock, RunOptions, RunRecord, Task,
+    TaskError, TaskIo, TaskStatus, execute,
 };
 
 /// Writes the concatenation of its input objects with its own name appended. It declares exactly the objects
@@ -131,6 +131,7 @@ fn opts() -> RunOptions {
         retries: 2,
         backoff: Duration::from_millis(1),
         code_version: "test".into(),
+        lock: LockSettings::default(),
     }
 }
 
@@ -371,7 +372,9 @@ async fn independent_tasks_run_concurrently_within_the_bound() {
 async fn a_held_lock_refuses_a_second_run_and_is_released_on_drop() {
     let h = harness(0);
     h.lake.put("src", "x").await.unwrap();
-    let lock = RunLock::acquire(&h.lake).unwrap();
+    let lock = RunLock::acquire(&h.lake, LockSettings::default())
+        .await
+        .unwrap();
     let e = h.run(&opts()).await.unwrap_err();
     assert!(matches!(e, DagError::Locked { .. }), "{e}");
     assert_eq!(e.exit_code(), 5);

@@ -650,7 +650,11 @@ fn a_standalone_ingest_takes_the_lake_lock() {
     let p = Project::sample();
     let lake = trialflow_core::Storage::open(&format!("file://{}", p.path("data/lake").display()))
         .unwrap();
-    let held = trialflow_dag::RunLock::acquire(&lake).unwrap();
+    let held = util::block_on(trialflow_dag::RunLock::acquire(
+        &lake,
+        trialflow_dag::LockSettings::default(),
+    ))
+    .unwrap();
     let o = p.run(&["ingest"]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));
     assert!(!p.path("data/lake/raw/_current.json").exists());

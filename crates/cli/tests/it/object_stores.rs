@@ -142,6 +142,81 @@ fn ingest_from_s3_then_into_an_s3_lake() {
     );
 }
 
+/// Pods on different machines share a lake in a bucket, where no file lock reaches: the run lock is a lock
+/// object created with a conditional put. A second run exits 5 naming the holder; a holder killed mid-run
+/// (frozen first, so that its lock is surely held) is taken for dead once its heartbeat is older than the
+/// stale limit, and the next run breaks its lock, names it, and completes.
+#[test]
+fn the_run_lock_of_a_lake_in_a_bucket_holds_across_processes_and_a_killed_holder_is_broken() {
+    let moto = Moto::start();
+    moto.create_bucket("lake");
+    let p = Project::sample();
+    with_config(&p, "lake: file://data/lake", "lake: s3://lake/trialflow");
+    with_config(
+        &p,
+        "  backoff_ms: 500\n",
+        "  backoff_ms: 500\n  lock_heartbeat_seconds: 1\n  lock_stale_seconds: 3\n",
+    );
+    let mut first = p.cmd(&["pipeline", "data"]);
+    for (k, v) in moto.env() {
+        first.env(k, v);
+    }
+    let mut first = first
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while moto.keys("lake", "trialflow/runs/_lock/").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lock object appeared"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before it was seen holding the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let signal = |sig: &str| {
+        let s = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+    signal("-STOP");
+
+    let (code, out) = run(&p, &moto, &["pipeline", "data"]);
+    assert_eq!(code, Some(5), "{out}");
+    assert!(
+        out.contains(&format!("pid {pid}")) && out.contains("runs/_lock/"),
+        "{out}"
+    );
+    let (code, out) = run(&p, &moto, &["ingest"]);
+    assert_eq!(
+        code,
+        Some(5),
+        "a standalone ingest takes the same lock: {out}"
+    );
+
+    signal("-KILL");
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (code, out) = run(&p, &moto, &["pipeline", "data"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("breaking a stale lake lock") && out.contains(&format!("pid {pid}")),
+        "{out}"
+    );
+    assert!(
+        moto.keys("lake", "trialflow/runs/_lock/").is_empty(),
+        "released"
+    );
+    assert!(!moto.keys("lake", "trialflow/processed/clean/").is_empty());
+}
+
 #[test]
 fn a_glob_matching_nothing_and_a_missing_bucket_are_clear_errors() {
     let moto = Moto::start();

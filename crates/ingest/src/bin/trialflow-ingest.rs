@@ -31,10 +31,11 @@ async fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     let lake = Storage::open_with(&cfg.storage.lake, &cfg.storage.client)?;
     // one writer per lake, as for `trialflow ingest` and pipeline runs
-    let _lock = if cli.dry_run {
+    let lock = if cli.dry_run {
         None
     } else {
-        match trialflow_dag::RunLock::acquire(&lake) {
+        let settings = trialflow_dag::LockSettings::from_config(&cfg.dag);
+        match trialflow_dag::RunLock::acquire(&lake, settings).await {
             Ok(l) => Some(l),
             Err(e @ trialflow_dag::DagError::Locked { .. }) => {
                 eprintln!("error: {e}");
@@ -43,7 +44,11 @@ async fn run(cli: Cli) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     };
-    let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await?;
+    let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await;
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    let r = r?;
     for f in &r.files {
         println!("{f}");
     }
