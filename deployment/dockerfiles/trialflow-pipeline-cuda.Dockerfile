@@ -2,6 +2,9 @@
 # driver on the GPU nodes must support it (driver >= 580).
 #   docker build -f deployment/dockerfiles/trialflow-pipeline-cuda.Dockerfile -t ghcr.io/trialflow/trialflow-pipeline-cuda:dev .
 FROM nvidia/cuda:13.0.1-devel-ubuntu24.04 AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# the build stage's tools are not shipped: their exact versions do not reach the image
+# hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates build-essential \
     && rm -rf /var/lib/apt/lists/*
 RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain 1.95.0

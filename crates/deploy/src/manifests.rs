@@ -1,6 +1,6 @@
 //! Kustomize composition, the subset our manifests use, so that rendering and checking them needs no
 //! kubectl: `resources` (files and directories), `namespace`, `images`, `replicas`, `labels` and `patches`
-//! (strategic merge: maps merge, lists of named items merge by `name`). Any other kustomization key is an
+//! (strategic merge: maps merge, lists merge on the Kubernetes API's merge key of their field, `merge`). Any other kustomization key is an
 //! error, so a manifest change that needs more of kustomize fails here instead of rendering wrongly.
 
 use std::path::PathBuf;
@@ -58,6 +58,7 @@ embed!(
     "base/server-pdb.yaml",
     "base/pipeline-cronjob.yaml",
     "base/ballista.yaml",
+    "base/networkpolicy.yaml",
     "overlays/dev/kustomization.yaml",
     "overlays/dev/patches.yaml",
     "overlays/prod/kustomization.yaml",
@@ -195,7 +196,9 @@ pub fn build(files: &dyn Files, dir: &str) -> Result<Vec<Resource>> {
             let mut hit = false;
             for r in out.iter_mut() {
                 if Some(r.kind()) == kind && Some(r.name()) == name {
-                    merge(&mut r.doc, &patch);
+                    merge(&mut r.doc, &patch).map_err(|m| {
+                        bad(format!("patch `{rel}` on {} `{}`: {m}", r.kind(), r.name()))
+                    })?;
                     hit = true;
                 }
             }
@@ -305,14 +308,27 @@ pub fn for_each_container(doc: &mut Value, f: &mut dyn FnMut(&mut Value)) {
     }
 }
 
-/// Strategic merge as kustomize applies it to our patches: maps merge key by key, lists whose items all
-/// carry a `name` merge item by item, anything else is replaced.
-pub fn merge(base: &mut Value, patch: &Value) {
+/// Strategic merge as kustomize applies it: maps merge key by key, lists merge item by item on the merge key
+/// the Kubernetes API declares for their field (`containers` by `name`, `volumeMounts` by `mountPath`,
+/// container `ports` by `containerPort`, …), lists the API declares atomic are replaced. A list of objects
+/// whose field is in neither table, and any `$patch`/`$setElementOrder` directive, is an error naming the
+/// path: rendering it by guesswork could silently drop an item that real kustomize keeps.
+pub fn merge(base: &mut Value, patch: &Value) -> std::result::Result<(), String> {
+    merge_at(base, patch, "")
+}
+
+fn merge_at(base: &mut Value, patch: &Value, at: &str) -> std::result::Result<(), String> {
     match (base, patch) {
         (Value::Object(b), Value::Object(p)) => {
             for (k, v) in p {
+                let here = format!("{at}.{k}");
+                if k.starts_with('$') {
+                    return Err(format!(
+                        "{here}: strategic-merge directives are not supported by trialflow's kustomize subset"
+                    ));
+                }
                 match b.get_mut(k) {
-                    Some(existing) if !v.is_null() => merge(existing, v),
+                    Some(existing) if !v.is_null() => merge_at(existing, v, &here)?,
                     Some(_) => {
                         b.remove(k);
                     }
@@ -321,21 +337,75 @@ pub fn merge(base: &mut Value, patch: &Value) {
                     }
                 }
             }
+            Ok(())
         }
-        (Value::Array(b), Value::Array(p)) if named(b) && named(p) => {
-            for item in p {
-                match b.iter_mut().find(|x| x["name"] == item["name"]) {
-                    Some(existing) => merge(existing, item),
-                    None => b.push(item.clone()),
+        (Value::Array(b), Value::Array(p)) => {
+            let field = at.rsplit('.').next().unwrap_or_default();
+            match list_rule(field, b.iter().chain(p)) {
+                ListRule::Atomic => {
+                    *b = p.clone();
+                    Ok(())
                 }
+                ListRule::Key(key) => {
+                    for (i, item) in p.iter().enumerate() {
+                        if item.get(key).is_none() {
+                            return Err(format!(
+                                "{at}[{i}]: an item without its merge key `{key}`"
+                            ));
+                        }
+                        match b.iter_mut().find(|x| x[key] == item[key]) {
+                            Some(existing) => merge_at(existing, item, &format!("{at}[{i}]"))?,
+                            None => b.push(item.clone()),
+                        }
+                    }
+                    Ok(())
+                }
+                ListRule::Unknown => Err(format!(
+                    "{at}: a list whose merge key trialflow's kustomize subset does not know; add the field \
+                     to `list_rule` (deploy/src/manifests.rs) with the key the Kubernetes API declares"
+                )),
             }
         }
-        (b, p) => *b = p.clone(),
+        (b, p) => {
+            *b = p.clone();
+            Ok(())
+        }
     }
 }
 
-fn named(items: &[Value]) -> bool {
-    !items.is_empty() && items.iter().all(|i| i.get("name").is_some())
+enum ListRule {
+    Key(&'static str),
+    Atomic,
+    Unknown,
+}
+
+/// The Kubernetes API's `patchMergeKey` (or atomic replacement) of the list fields our manifests use.
+fn list_rule<'a>(field: &str, mut items: impl Iterator<Item = &'a Value>) -> ListRule {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => ListRule::Key("name"),
+        "volumeMounts" => ListRule::Key("mountPath"),
+        "volumeDevices" => ListRule::Key("devicePath"),
+        "hostAliases" => ListRule::Key("ip"),
+        "topologySpreadConstraints" => ListRule::Key("topologyKey"),
+        // a container's ports merge on containerPort, a Service's on port
+        "ports" => {
+            if items.any(|i| i.get("containerPort").is_some()) {
+                ListRule::Key("containerPort")
+            } else {
+                ListRule::Key("port")
+            }
+        }
+        "args" | "command" | "envFrom" | "tolerations" | "rules" | "metrics"
+        | "onPodConditions" | "values" | "matchExpressions" | "ingress" | "egress" | "from"
+        | "to" | "policyTypes" | "nodeSelectorTerms" | "policies" => ListRule::Atomic,
+        _ if items.all(|i| !i.is_object() && !i.is_array()) => ListRule::Atomic,
+        _ => ListRule::Unknown,
+    }
 }
 
 /// The resources as one multi-document YAML stream (what `kubectl apply -f` takes).
@@ -439,7 +509,8 @@ mod tests {
             &json!({"spec": {"template": {"spec": {"containers": [
                 {"name": "server", "args": ["y"], "resources": {"limits": {"memory": "1Gi"}}}
             ]}}}}),
-        );
+        )
+        .unwrap();
         let c = &base["spec"]["template"]["spec"]["containers"];
         assert_eq!(c[0]["args"], json!(["y"]));
         assert_eq!(
@@ -464,5 +535,48 @@ mod tests {
             &mut missing,
         );
         assert_eq!(missing, vec![".spec.replica"]);
+    }
+
+    #[test]
+    fn lists_merge_on_the_api_merge_key_and_directives_are_refused() {
+        // two mounts of one volume: kustomize keys volumeMounts by mountPath, so both stay
+        let mut base = json!({"containers": [{"name": "c", "volumeMounts": [
+            {"name": "work", "mountPath": "/a"}
+        ], "ports": [{"name": "http", "containerPort": 80}]}]});
+        merge(
+            &mut base,
+            &json!({"containers": [{"name": "c", "volumeMounts": [
+                {"name": "work", "mountPath": "/b", "subPath": "b"}
+            ], "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            base["containers"][0]["volumeMounts"],
+            json!([{"name": "work", "mountPath": "/a"}, {"name": "work", "mountPath": "/b", "subPath": "b"}])
+        );
+        assert_eq!(
+            base["containers"][0]["ports"],
+            json!([{"name": "http", "containerPort": 80, "protocol": "TCP"}])
+        );
+        let err = merge(
+            &mut base,
+            &json!({"containers": [{"name": "c", "$patch": "delete"}]}),
+        )
+        .unwrap_err();
+        assert!(err.contains(".containers[0].$patch"), "{err}");
+        let err = merge(
+            &mut json!({"spec": {"widgets": [{"id": 1}]}}),
+            &json!({"spec": {"widgets": [{"id": 2}]}}),
+        )
+        .unwrap_err();
+        assert!(err.contains(".spec.widgets"), "{err}");
+        // atomic lists are replaced whole
+        let mut b = json!({"tolerations": [{"key": "a"}], "args": ["x", "y"]});
+        merge(
+            &mut b,
+            &json!({"tolerations": [{"key": "b"}], "args": ["z"]}),
+        )
+        .unwrap();
+        assert_eq!(b, json!({"tolerations": [{"key": "b"}], "args": ["z"]}));
     }
 }

@@ -195,7 +195,8 @@ pub async fn run_scheduler(bind: std::net::SocketAddr) -> Result<()> {
 /// Where an executor listens and which scheduler it serves.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
-    pub scheduler: std::net::SocketAddr,
+    /// `host:port`.
+    pub scheduler: String,
     pub bind_host: String,
     /// Arrow Flight (results and shuffle data).
     pub flight_port: u16,
@@ -210,13 +211,24 @@ pub struct ExecutorOptions {
 pub async fn run_executor(o: ExecutorOptions) -> Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let defaults = ExecutorProcessConfig::default();
+    let (scheduler_host, scheduler_port) = o
+        .scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            Error::config(
+                "trialflow cluster executor",
+                "--scheduler",
+                "expected host:port",
+            )
+        })?;
     let config = ExecutorProcessConfig {
         bind_host: o.bind_host.clone(),
         external_host: Some(o.bind_host.clone()),
         port: o.flight_port,
         grpc_port: o.grpc_port,
-        scheduler_host: o.scheduler.ip().to_string(),
-        scheduler_port: o.scheduler.port(),
+        scheduler_host,
+        scheduler_port,
         work_dir: o.work_dir,
         vcores: o.concurrent_tasks.unwrap_or(defaults.vcores),
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),

@@ -7,10 +7,8 @@
 
 use crate::util;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{Read, Write};
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::util::{Project, Server, repo_root, text};
@@ -148,7 +146,7 @@ fn gate_promote_render_then_promotions_and_rollbacks_are_picked_up_live() {
         blessed["checks"]
     );
 
-    // render: both overlays, our images at this code version.
+    // render: both overlays, our images at the tag each overlay pins (the release in prod), never `latest`.
     for o in ["dev", "prod"] {
         let yaml =
             std::fs::read_to_string(p.path(&format!("data/lake/deployments/manifests/{o}.yaml")))
@@ -157,8 +155,12 @@ fn gate_promote_render_then_promotions_and_rollbacks_are_picked_up_live() {
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
         assert!(docs.len() >= 10);
-        let tag = trialflow_deploy::manifests::image_tag(trialflow_core::CODE_VERSION);
-        let expected = if o == "dev" { "dev".to_string() } else { tag };
+        let expected = if o == "dev" {
+            "dev"
+        } else {
+            env!("CARGO_PKG_VERSION")
+        };
+        assert!(!yaml.contains(":latest"), "{o}");
         assert!(
             yaml.contains(&format!("ghcr.io/trialflow/trialflow-server:{expected}")),
             "{o}"
@@ -462,70 +464,68 @@ fn deployment_refusals_are_clear_and_change_nothing() {
     }
 }
 
-/// A stand-in Pushgateway: records every request (method, path, body) and answers 200.
-struct Recorder {
+/// Debian's real Pushgateway (`prometheus-pushgateway`, which `cargo xtask test` installs) on 127.0.0.1, without
+/// persistence; killed on drop.
+struct Pushgateway {
+    child: std::process::Child,
     port: u16,
-    seen: Arc<Mutex<Vec<(String, String, String)>>>,
 }
 
-impl Recorder {
+impl Pushgateway {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let mut parts = line.split_whitespace();
-                let (method, path) = (
-                    parts.next().unwrap().to_string(),
-                    parts.next().unwrap().to_string(),
-                );
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    reader.read_line(&mut h).unwrap();
-                    if h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                log.lock()
-                    .unwrap()
-                    .push((method, path, String::from_utf8(body).unwrap()));
-                let _ = conn.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            }
-        });
-        Self { port, seen }
+        let port = util::free_port();
+        let child = std::process::Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "prometheus-pushgateway is missing: `cargo xtask test` installs Debian's package",
+            );
+        util::wait_for_port(port, "the Pushgateway");
+        Self { child, port }
     }
 
-    fn take(&self) -> Vec<(String, String, String)> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
+    /// The Pushgateway's own exposition of what it holds.
+    fn metrics(&self) -> String {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(conn, "GET /metrics HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+            "{out}"
+        );
+        out
     }
 }
 
-fn sample(body: &str, name: &str) -> Option<f64> {
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the sample `name` whose labels include every `label="value"` in `labels`.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     body.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .map(|v| v.parse().unwrap())
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse().ok())?
+        })
+        .next()
 }
 
 #[test]
 fn pipeline_runs_push_their_summary_to_the_pushgateway() {
-    let gw = Recorder::start();
+    let gw = Pushgateway::start();
     let p = Project::sample();
     let cfg = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
     let url = format!("http://127.0.0.1:{}", gw.port);
@@ -533,35 +533,83 @@ fn pipeline_runs_push_their_summary_to_the_pushgateway() {
     p.write("config/config.yaml", &with_url(&url));
 
     ok(&p.run(&["pipeline", "data"]));
-    let pushed = gw.take();
-    assert_eq!(pushed.len(), 1, "{pushed:?}");
-    let (method, path, body) = &pushed[0];
+    let body = gw.metrics();
+    let data = [("job", "trialflow_pipeline"), ("pipeline", "data")];
     assert_eq!(
-        method, "POST",
-        "POST replaces only the pushed metrics, keeping the last success's timestamp"
+        sample(&body, "trialflow_pipeline_success", &data),
+        Some(1.0),
+        "{body}"
     );
-    assert_eq!(path, "/metrics/job/trialflow_pipeline/pipeline/data");
-    assert_eq!(sample(body, "trialflow_pipeline_success"), Some(1.0));
-    let last_success = sample(body, "trialflow_pipeline_last_success_timestamp_seconds").unwrap();
+    let last_success = sample(
+        &body,
+        "trialflow_pipeline_last_success_timestamp_seconds",
+        &data,
+    )
+    .unwrap();
     assert!(last_success > 1.7e9, "{body}");
-    let rows = |k: &str| sample(body, &format!("trialflow_pipeline_rows{{kind=\"{k}\"}}")).unwrap();
-    assert_eq!(rows("read"), rows("accepted") + rows("quarantined"));
-    assert!(rows("read") > 6000.0);
+    let rows = |body: &str, k: &str| {
+        sample(
+            body,
+            "trialflow_pipeline_rows",
+            &[data[0], data[1], ("kind", k)],
+        )
+        .unwrap()
+    };
     assert_eq!(
-        sample(body, "trialflow_pipeline_tasks{status=\"succeeded\"}"),
+        rows(&body, "read"),
+        rows(&body, "accepted") + rows(&body, "quarantined")
+    );
+    assert!(rows(&body, "read") > 6000.0);
+    assert_eq!(
+        sample(
+            &body,
+            "trialflow_pipeline_tasks",
+            &[data[0], data[1], ("status", "succeeded")]
+        ),
         Some(4.0)
     );
 
-    // A failed run reports its failure and leaves the last success's timestamp alone.
+    // A failed run of the same pipeline reports its failure; the push is a POST, which replaces only the
+    // metrics it carries, so the group keeps the last success's timestamp.
     let out = p.run(&["pipeline", "deployment", "--only", "gate"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let pushed = gw.take();
-    assert_eq!(pushed.len(), 1);
-    let (_, path, body) = &pushed[0];
-    assert_eq!(path, "/metrics/job/trialflow_pipeline/pipeline/deployment");
-    assert_eq!(sample(body, "trialflow_pipeline_success"), Some(0.0));
-    assert_eq!(sample(body, "trialflow_pipeline_exit_code"), Some(3.0));
-    assert!(!body.contains("last_success"), "{body}");
+    // (a clean task on a lake where nothing was ingested fails while it runs)
+    let out = p
+        .cmd(&["pipeline", "data", "--only", "clean"])
+        .env("TRIALFLOW_STORAGE__LAKE", "file://data/empty-lake")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let body = gw.metrics();
+    assert_eq!(
+        sample(&body, "trialflow_pipeline_success", &data),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(sample(&body, "trialflow_pipeline_exit_code", &data).unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            &body,
+            "trialflow_pipeline_last_success_timestamp_seconds",
+            &data
+        ),
+        Some(last_success),
+        "{body}"
+    );
+    let deployment = [("job", "trialflow_pipeline"), ("pipeline", "deployment")];
+    assert_eq!(
+        sample(&body, "trialflow_pipeline_exit_code", &deployment),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "trialflow_pipeline_last_success_timestamp_seconds",
+            &deployment
+        ),
+        None,
+        "a pipeline that never succeeded has no last success"
+    );
 
     // An unreachable Pushgateway is reported and does not fail the run.
     let closed = util::free_port();

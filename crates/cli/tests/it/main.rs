@@ -13,6 +13,7 @@ mod formats;
 mod large;
 mod manifests;
 mod object_stores;
+mod ops_tools;
 mod public_trials;
 mod real_trials;
 mod tracking;

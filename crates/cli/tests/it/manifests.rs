@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -64,7 +65,97 @@ fn check_typed(r: &Resource) -> Result<(), String> {
         "HorizontalPodAutoscaler" => typed::<HorizontalPodAutoscaler>(r).map(drop),
         "PodDisruptionBudget" => typed::<PodDisruptionBudget>(r).map(drop),
         "CronJob" => typed::<CronJob>(r).map(drop),
+        "NetworkPolicy" => typed::<NetworkPolicy>(r).map(drop),
         other => Err(format!("{}: kind {other} is not checked here", r.source)),
+    }
+}
+
+/// Ballista plans carry the pseudonymization key: only the pipeline's pods and the cluster's own reach the
+/// scheduler and the executors, on ports their containers declare; everything else is denied by default.
+#[test]
+fn network_policies_admit_only_the_pipeline_and_the_cluster_to_ballista() {
+    for o in OVERLAYS {
+        let rs = overlay(o);
+        let policies: Vec<NetworkPolicy> = rs
+            .iter()
+            .filter(|r| r.kind() == "NetworkPolicy")
+            .map(|r| typed::<NetworkPolicy>(r).unwrap())
+            .collect();
+        let deny = policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some("trialflow-default-deny-ingress"))
+            .unwrap()
+            .spec
+            .clone()
+            .unwrap();
+        assert!(
+            deny.pod_selector.unwrap_or_default().match_labels.is_none() && deny.ingress.is_none(),
+            "{o}"
+        );
+        for name in [
+            "ballista-scheduler",
+            "ballista-executor",
+            "trialflow-server",
+        ] {
+            let workload = find(&rs, "Deployment", name);
+            let labels = template_labels(workload);
+            let spec = policies
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{o}: no NetworkPolicy for {name}"))
+                .spec
+                .clone()
+                .unwrap();
+            assert!(
+                selects(
+                    spec.pod_selector
+                        .as_ref()
+                        .unwrap()
+                        .match_labels
+                        .as_ref()
+                        .unwrap(),
+                    &labels
+                ),
+                "{o}: {name}"
+            );
+            let container = &pod_spec(workload).containers[0];
+            let declared: Vec<String> = container
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect();
+            for rule in spec.ingress.unwrap() {
+                for port in rule.ports.unwrap() {
+                    let IntOrString::String(named) = port.port.unwrap() else {
+                        panic!("{o}: {name}: ports by name");
+                    };
+                    assert!(
+                        declared.contains(&named),
+                        "{o}: {name}: {named} not in {declared:?}"
+                    );
+                }
+                if name.starts_with("ballista") {
+                    let from = rule.from.unwrap();
+                    let pipeline = from.iter().any(|f| {
+                        f.pod_selector
+                            .as_ref()
+                            .and_then(|s| s.match_labels.as_ref())
+                            .is_some_and(|m| {
+                                m.get("app.kubernetes.io/component").map(String::as_str)
+                                    == Some("pipeline")
+                            })
+                    });
+                    assert!(pipeline, "{o}: {name}: the pipeline must reach it");
+                    // the pipeline CronJob's pods carry that label
+                    let cj = find(&rs, "CronJob", "trialflow-pipeline");
+                    assert_eq!(
+                        cj.doc.pointer("/spec/jobTemplate/spec/template/metadata/labels/app.kubernetes.io~1component"),
+                        Some(&Value::from("pipeline"))
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -442,8 +533,27 @@ fn manifests_agree_with_the_server_the_cli_and_the_config() {
         let exec = pod_spec(find(&rs, "Deployment", "ballista-executor"));
         let args = exec.containers[0].args.clone().unwrap();
         let arg = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
-        assert_eq!(arg("--scheduler-host"), "ballista-scheduler");
-        assert_eq!(arg("--scheduler-port"), sched_port.to_string());
+        assert_eq!(
+            arg("--scheduler"),
+            format!("ballista-scheduler:{sched_port}")
+        );
+        let sched_args = pod_spec(sched).containers[0].args.clone().unwrap();
+        assert!(
+            sched_args.ends_with(&[
+                "cluster".into(),
+                "scheduler".into(),
+                "--bind".into(),
+                format!("0.0.0.0:{sched_port}")
+            ]),
+            "{sched_args:?}"
+        );
+        // both run the pipeline image's CLI, which accepts the arguments
+        for args in [&args, &sched_args] {
+            let mut cli_args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli_args.push("--help");
+            let out = p.run(&cli_args);
+            assert!(out.status.success(), "{o}: {args:?}: {}", text(&out));
+        }
         assert_eq!(sched_svc.ports.unwrap()[0].port, sched_port);
     }
 }
@@ -648,7 +758,7 @@ fn dockerfiles_build_packages_binaries_and_paths_the_workspace_has() {
             df.file
         );
     }
-    assert_eq!(seen, 4, "server, pipeline, pipeline-cuda, ballista");
+    assert_eq!(seen, 3, "server, pipeline, pipeline-cuda");
     let server = parse_dockerfile(&dir.join("trialflow-server.Dockerfile"));
     let cfg = Config::load_for_serving(Some(&repo_root().join("config/config.yaml"))).unwrap();
     assert!(
