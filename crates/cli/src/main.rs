@@ -24,8 +24,8 @@ struct Cli {
     /// Config file (default: config/config.yaml, else the embedded sample config).
     #[arg(long, global = true, env = "TRIALFLOW_CONFIG")]
     config: Option<PathBuf>,
-    /// Logs as JSON lines on stderr (for log collectors).
-    #[arg(long, global = true)]
+    /// Every line on stderr as JSON (logs, progress, the final error), for log collectors.
+    #[arg(long, global = true, env = "TRIALFLOW_JSON_LOGS", value_parser = clap::builder::BoolishValueParser::new())]
     json_logs: bool,
     #[command(subcommand)]
     command: Command,
@@ -56,6 +56,10 @@ enum Command {
         #[arg(long, value_parser = ["auto", "cpu", "cuda"])]
         device: Option<String>,
     },
+    /// Print the JSON Schema (draft 2020-12) of the config file, for editors and CI checks of a config.
+    ConfigSchema,
+    /// Print a completion script for a shell, e.g. `trialflow completions bash > /etc/bash_completion.d/trialflow`.
+    Completions { shell: clap_complete::Shell },
     /// Write the synthetic sample trial (CSV files) used as the bundled default.
     Generate {
         #[arg(long, default_value_t = 6000)]
@@ -232,15 +236,22 @@ fn main() {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            trialflow_core::error::report_with_code(
+                &format!("cannot start the async runtime: {e}"),
+                1,
+            );
             std::process::exit(1);
         }
     };
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", trialflow_core::error::describe(e.as_ref()));
-            exit_code(&e)
+            let code = exit_code(&e);
+            trialflow_core::error::report_with_code(
+                &trialflow_core::error::describe(e.as_ref()),
+                code,
+            );
+            code
         }
     };
     std::process::exit(code);
@@ -260,6 +271,17 @@ async fn run(cli: Cli) -> Result<i32> {
         return Ok(0);
     }
     match cli.command {
+        Command::ConfigSchema => {
+            let schema = serde_json::to_string_pretty(&Config::json_schema())
+                .context("the config schema")?;
+            println!("{schema}");
+            return Ok(0);
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "trialflow", &mut std::io::stdout());
+            return Ok(0);
+        }
         Command::Cluster { role } => return cluster(role).await,
         Command::Serve { host, port } => {
             let cfg = Config::load_for_serving(cli.config.as_deref())?;
@@ -314,7 +336,10 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         // handled above: they need no config
-        Command::Generate { .. } | Command::Cluster { .. } => Ok(0),
+        Command::Generate { .. }
+        | Command::Cluster { .. }
+        | Command::ConfigSchema
+        | Command::Completions { .. } => Ok(0),
         Command::Sql { out } => {
             let dir = out
                 .or_else(|| cfg.preprocessing.sql_dir.as_ref().map(PathBuf::from))

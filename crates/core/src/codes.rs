@@ -5,10 +5,10 @@
 
 use serde::{Deserialize, Deserializer};
 
-/// A YAML scalar read as the text a CSV cell would hold.
-#[derive(Deserialize)]
+/// A YAML scalar read as the text a CSV cell would hold (also what the config's JSON Schema says a code is).
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum Scalar {
+pub(crate) enum Scalar {
     Text(String),
     Int(i64),
     Float(f64),
@@ -95,7 +95,7 @@ pub fn looks_missing(value: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     struct T {
         #[serde(deserialize_with = "codes")]
         c: Vec<String>,

@@ -18,7 +18,7 @@ pub const EMBEDDED_CONFIG_NAME: &str = "<embedded config/config.yaml>";
 /// Environment variables with this prefix and a `__` override config keys: `TRIALFLOW_STORAGE__LAKE=s3://…`.
 pub const ENV_PREFIX: &str = "TRIALFLOW_";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub storage: StorageConfig,
@@ -48,7 +48,7 @@ pub struct Config {
     pub source_file: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Root of the data lake, e.g. `file://data/lake` or `s3://bucket/lake`.
@@ -62,7 +62,7 @@ pub struct StorageConfig {
 
 /// How object-store requests wait and retry. Retries (with exponential backoff) cover connection errors,
 /// timeouts and 5xx answers; a 4xx (missing bucket, denied) fails at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageClientConfig {
     pub timeout_seconds: u64,
@@ -83,7 +83,7 @@ impl Default for StorageClientConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Short name; raw copies land under `raw/<name>/`.
@@ -103,6 +103,7 @@ pub struct SourceConfig {
     /// Field texts that mean "no value" in this source (after trimming; an empty field always does), e.g.
     /// `["NA"]` for R's `write.csv`, `["."]` for SAS. Replaces `dataset.missing_values` for this source.
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub missing_values: Option<Vec<String>>,
 }
 
@@ -146,6 +147,17 @@ impl Serialize for FormatChoice {
     }
 }
 
+impl schemars::JsonSchema for FormatChoice {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FormatChoice".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut names = vec!["auto"];
+        names.extend(crate::lake::SourceFormat::NAMES);
+        schemars::json_schema!({"type": "string", "enum": names})
+    }
+}
+
 impl<'de> Deserialize<'de> for FormatChoice {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -163,29 +175,32 @@ impl<'de> Deserialize<'de> for FormatChoice {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArmConfig {
     pub column: String,
     /// The control level every other arm is compared with (after synonym mapping).
     #[serde(deserialize_with = "crate::codes::code")]
+    #[schemars(with = "crate::codes::Scalar")]
     pub reference: String,
 }
 
 /// The binary outcome: exactly one of `column` (values 0/1, true/false, yes/no), `column` with
 /// `positive` (and optionally `negative`) levels, or a SQL `expression` over the typed columns.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeConfig {
     pub column: Option<String>,
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub positive: Option<Vec<String>>,
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub negative: Option<Vec<String>>,
     pub expression: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventConvention {
     /// 1 (or one of `event_values`) means the event happened (R survival, lifelines).
@@ -194,7 +209,7 @@ pub enum EventConvention {
     CdiscCnsr,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeToEventConfig {
     pub time: String,
@@ -204,13 +219,16 @@ pub struct TimeToEventConfig {
     /// Codes of `event` that mean "event" under the `event` convention (default `[1]`), e.g. `[2]` for R's
     /// 1 = censored / 2 = dead coding. Codes compare as numbers when both parse (`1.0` is `1`).
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub event_values: Option<Vec<String>>,
     /// Codes that mean "censored" (default `[0]`; with `event_values: [2]`, `[1]`).
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub censor_values: Option<Vec<String>>,
     /// Codes of a competing event (e.g. transplant before death): kept as state 2 in the clean table's
     /// `event_state`, and handled in the Kaplan–Meier and Cox analyses as `competing_as` says.
     #[serde(default, deserialize_with = "crate::codes::codes")]
+    #[schemars(with = "Vec<crate::codes::Scalar>")]
     pub competing_values: Vec<String>,
     #[serde(default)]
     pub competing_as: CompetingAs,
@@ -220,7 +238,9 @@ pub struct TimeToEventConfig {
 }
 
 /// How the Kaplan–Meier and Cox analyses of the event count a competing event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CompetingAs {
     /// Censored at its time (the cause-specific hazard; the report says so).
@@ -234,7 +254,7 @@ fn default_convention() -> EventConvention {
     EventConvention::Event
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     /// The whole row goes to quarantine with the rule and reason.
@@ -243,7 +263,7 @@ pub enum RuleAction {
     Null,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub min: Option<f64>,
@@ -251,9 +271,11 @@ pub struct Rule {
     /// Canonical levels; values are matched case-insensitively after trimming, and numerically when both
     /// are numbers (`1.0` is level `1`).
     #[serde(default, deserialize_with = "crate::codes::opt_codes")]
+    #[schemars(with = "Option<Vec<crate::codes::Scalar>>")]
     pub allowed: Option<Vec<String>>,
     /// Extra spellings (case-insensitive) mapped to a canonical level.
     #[serde(default, deserialize_with = "crate::codes::code_map")]
+    #[schemars(with = "BTreeMap<String, crate::codes::Scalar>")]
     pub synonyms: BTreeMap<String, String>,
     #[serde(default = "default_action")]
     pub action: RuleAction,
@@ -263,14 +285,14 @@ fn default_action() -> RuleAction {
     RuleAction::Quarantine
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
     Number,
     String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetConfig {
     pub name: String,
@@ -278,6 +300,7 @@ pub struct DatasetConfig {
     /// Field texts that mean "no value" in every source that does not set its own (after trimming; an empty
     /// field always does): `["NA"]` for R exports, `["."]` for SAS.
     #[serde(default, deserialize_with = "crate::codes::codes")]
+    #[schemars(with = "Vec<crate::codes::Scalar>")]
     pub missing_values: Vec<String>,
     /// Who a row belongs to: a column (`id: USUBJID`), several (`id: [patient, eye]`, one row per eye), or
     /// `null` for a file with one row per patient and no id (the row's file and line are its id).
@@ -316,6 +339,7 @@ pub struct DatasetConfig {
     /// The reference level of a categorical covariate in the adjusted analyses (default: the first level in
     /// sort order), e.g. `{sex: M, stage: "1"}`.
     #[serde(default, deserialize_with = "crate::codes::code_map")]
+    #[schemars(with = "BTreeMap<String, crate::codes::Scalar>")]
     pub reference_levels: BTreeMap<String, String>,
     /// Derived numeric columns: name → SQL expression over typed source columns (e.g. BMI).
     #[serde(default)]
@@ -352,7 +376,7 @@ pub fn population_column(name: &str) -> String {
 }
 
 /// A table of records keyed by the subject id (the subject table's id columns, under the same names).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordTable {
     /// Names of `dataset.sources` that hold this table's records (a source feeds one table).
@@ -378,7 +402,7 @@ pub fn flag_column(name: &str) -> String {
 /// One column of the subject table from a record table: the `value` of the one record per subject that
 /// `where` selects (a second such record is quarantined as a repeat; no record gives NULL), or with
 /// `count: true` the number of such records (0 for a subject without any).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pivot {
     /// SQL condition over the table's columns (text, NULL where empty), e.g. `PARAMCD = 'TTDE'` or
@@ -408,7 +432,7 @@ pub struct Pivot {
 }
 
 /// Which of a subject's ordered matching records a pivot takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Take {
     First,
@@ -457,14 +481,26 @@ impl Serialize for SubjectId {
     }
 }
 
+/// How `dataset.id` is written: one column, several, or `null` (each row its own subject).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum SubjectIdForm {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl schemars::JsonSchema for SubjectId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SubjectId".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Option<SubjectIdForm>>::json_schema(g)
+    }
+}
+
 impl<'de> Deserialize<'de> for SubjectId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            One(String),
-            Many(Vec<String>),
-        }
+        use SubjectIdForm as Form;
         Ok(match Option::<Form>::deserialize(d)? {
             None => SubjectId::Row,
             Some(Form::One(c)) => SubjectId::Column(c),
@@ -475,7 +511,9 @@ impl<'de> Deserialize<'de> for SubjectId {
 }
 
 /// What the clean stage does with a second row of an id it accepted already.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RepeatedIds {
     /// Keep the first row, quarantine the others (counted; bounded by `preprocessing.max_dropped_share`).
@@ -485,7 +523,7 @@ pub enum RepeatedIds {
     Error,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// Environment variable holding the pseudonymization key (at least 32 bytes).
@@ -543,6 +581,17 @@ impl std::fmt::Display for KeySource {
 }
 
 impl Config {
+    /// The JSON Schema of a config file, derived from the types the file is read into: every key, its type,
+    /// its documentation, and no unknown keys (`additionalProperties: false`, as reading refuses them).
+    /// What only [`Config::validate`] checks (columns that exist, SQL that parses) is beyond a schema.
+    pub fn json_schema() -> serde_json::Value {
+        let mut schema = schemars::schema_for!(Config).to_value();
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("title".into(), "trialflow config".into());
+        }
+        schema
+    }
+
     /// The pseudonymization key and where it came from: the variable `privacy.key_env` (at least
     /// [`MIN_KEY_BYTES`], not blank), else `privacy.dev_key` when `privacy.allow_dev_key` says it may be used.
     pub fn pseudonym_key(&self) -> Result<(Vec<u8>, KeySource)> {
@@ -602,7 +651,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitConfig {
     pub train: f64,
@@ -620,7 +669,7 @@ pub struct SplitConfig {
     pub group_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessingConfig {
     pub split: SplitConfig,
@@ -655,7 +704,7 @@ fn default_max_record_bytes() -> usize {
     16 << 20
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     Relu,
@@ -664,7 +713,7 @@ pub enum Activation {
 
 /// A feed-forward network: `hidden` widths, each followed by `activation` and its `dropout`, then one logit.
 /// No hidden layers is logistic regression.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     #[serde(default)]
@@ -680,7 +729,7 @@ fn default_activation() -> Activation {
     Activation::Relu
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     Auto,
@@ -688,7 +737,7 @@ pub enum DeviceChoice {
     Cuda,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingConfig {
     pub seed: u64,
@@ -759,7 +808,7 @@ pub struct TrainingConfig {
 
 /// Clusters of patients by their standardized baseline features (the model inputs but the arm) on the train
 /// split: the number chosen over a range, its stability by bootstrap, each cluster's profile and outcome by arm.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusteringConfig {
     #[serde(default)]
@@ -785,7 +834,9 @@ fn default_silhouette_rows() -> usize {
     2000
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ClusterMethod {
     /// k-means with k-means++ seeding (scikit-learn's `KMeans`), chosen by silhouette.
@@ -797,7 +848,9 @@ pub enum ClusterMethod {
 }
 
 /// What a model predicts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// The dataset's 0/1 `outcome`: a sigmoid head and binary cross-entropy.
@@ -821,7 +874,9 @@ impl Endpoint {
 }
 
 /// The loss of a continuous endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RegressionLoss {
     #[default]
@@ -845,7 +900,9 @@ fn default_importance_repeats() -> usize {
     5
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Monitor {
     /// Lowest validation loss (binary cross-entropy).
@@ -867,7 +924,7 @@ fn default_device() -> DeviceChoice {
     DeviceChoice::Cpu
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServingConfig {
     pub host: String,
@@ -939,7 +996,7 @@ fn default_out_of_range_sd() -> f64 {
 
 /// TF Serving's model version policy: `latest` (the newest blessed version only; an older one stays until the
 /// new one has loaded), `all`, or `{specific: [1, 2]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionPolicy {
     #[default]
@@ -1043,7 +1100,7 @@ pub fn is_model_name(s: &str) -> bool {
 
 /// The quality gate. Metric names are those of `metrics.json` (`roc_auc`, `pr_auc`, `brier`, `log_loss`,
 /// `accuracy`, `sensitivity`, `specificity`, `ece`, each also with `_ci_lower` / `_ci_upper`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentConfig {
     /// Bounds on the candidate's test metrics.
@@ -1064,7 +1121,7 @@ fn default_lock_stale() -> u64 {
     600
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricCheck {
     pub metric: String,
@@ -1074,7 +1131,7 @@ pub struct MetricCheck {
     pub max: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SliceCheck {
     pub metric: String,
@@ -1091,7 +1148,7 @@ fn default_slice_rows() -> usize {
     30
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegressionCheck {
     pub metric: String,
@@ -1102,7 +1159,7 @@ pub struct RegressionCheck {
 
 /// Experiment tracking. Every training run is recorded in the lake (`candidates/<model>/metrics.json` and the
 /// run record); with `mlflow_uri` it is also logged to that MLflow tracking server.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrackingConfig {
     /// e.g. `http://mlflow:5000`.
@@ -1117,7 +1174,7 @@ pub struct TrackingConfig {
 }
 
 /// Operations: where batch runs report.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MonitoringConfig {
     /// Prometheus Pushgateway base URL (e.g. `http://pushgateway:9091`); pipeline runs push their summary
@@ -1129,7 +1186,9 @@ pub struct MonitoringConfig {
     pub pushgateway_job: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CoxTies {
     /// R survival's and lifelines' default.
@@ -1140,7 +1199,7 @@ pub enum CoxTies {
 }
 
 /// A subgroup for the forest plot: a categorical column (or the site), or a numeric one cut at `bands`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubgroupConfig {
     pub column: String,
@@ -1157,7 +1216,7 @@ fn default_true() -> bool {
 }
 
 /// The trial analysis (section optional: without it, no survival times, Efron ties, no adjustment or subgroups).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisConfig {
     /// Times (unit of the time column) at which survival and numbers at risk are reported.
@@ -1212,7 +1271,7 @@ pub struct AnalysisConfig {
 
 /// Lab shifts: per parameter, each subject's baseline reference-range indicator against the worst indicator
 /// among its post-baseline records, by arm, over the subjects of `population`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabShiftConfig {
     /// A record table of `dataset.tables` (e.g. `adlbc`).
@@ -1232,7 +1291,7 @@ pub struct LabShiftConfig {
 
 /// Subject-table text columns (`dataset.extra` or `categorical`) of each subject's end-of-study status and
 /// reason, e.g. ADSL's `EOSSTT` and `DCSREAS`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DispositionConfig {
     pub status: String,
@@ -1246,7 +1305,7 @@ pub struct DispositionConfig {
 
 /// The safety tables: subjects and events by arm from the records of `table`, over the subjects of
 /// `population` (default: `analysis.population`); arms are the subject table's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetyConfig {
     /// A record table of `dataset.tables` (e.g. `adae`).
@@ -1277,7 +1336,7 @@ fn default_exposure_unit() -> String {
     "days".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeverityConfig {
     pub column: String,
@@ -1287,7 +1346,7 @@ pub struct SeverityConfig {
 /// A continuous endpoint: a numeric covariate of the contract (e.g. a pivot of a BDS dataset's CHG at one
 /// visit), compared across arms by least squares (ANCOVA) adjusted for `adjust` (e.g. its baseline), over its
 /// population's complete cases.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContinuousEndpoint {
     pub column: String,
@@ -1305,7 +1364,9 @@ pub struct ContinuousEndpoint {
 }
 
 /// The multiplicity adjustment of several arms compared with one reference.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Multiplicity {
     #[default]
@@ -1327,7 +1388,7 @@ impl Multiplicity {
 }
 
 /// The population each analysis of the report is computed over (unset: `analysis.population`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisPopulations {
     pub table1: Option<String>,
@@ -1385,7 +1446,7 @@ impl Default for AnalysisConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DagConfig {
     /// Tasks run at once at most.
@@ -1410,7 +1471,7 @@ fn default_run_lock_stale() -> u64 {
 }
 
 /// Where the preprocessing SQL runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionConfig {
     /// `local` (DataFusion in this process) or `df://host:port`, a Ballista scheduler (a build with the
@@ -1460,6 +1521,19 @@ impl std::fmt::Display for Engine {
 impl Serialize for Engine {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl schemars::JsonSchema for Engine {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Engine".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`local`, or `df://host:port`: a Ballista scheduler",
+            "pattern": "^(local|df://.+:[0-9]+)$"
+        })
     }
 }
 

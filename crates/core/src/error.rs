@@ -176,7 +176,13 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 /// Prints `e` on stderr for people and returns the documented exit code of the first trialflow error in
 /// its chain (1 when there is none): what the binaries do with an error that ends them.
 pub fn report(e: &(dyn std::error::Error + 'static)) -> i32 {
-    eprintln!("error: {}", describe(e));
+    let code = exit_code_of(e);
+    report_with_code(&describe(e), code);
+    code
+}
+
+/// The exit code of the first trialflow error in `e`'s chain (1 when there is none).
+pub fn exit_code_of(e: &(dyn std::error::Error + 'static)) -> i32 {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(t) = c.downcast_ref::<Error>() {
@@ -185,4 +191,14 @@ pub fn report(e: &(dyn std::error::Error + 'static)) -> i32 {
         cause = c.source();
     }
     1
+}
+
+/// Prints a binary's final error (`error: …`, or a JSON line with JSON logs) with the exit code it ends with.
+pub fn report_with_code(description: &str, code: i32) {
+    crate::binary::say(
+        "ERROR",
+        &format!("error: {description}"),
+        description,
+        &[("exit_code", code.into())],
+    );
 }

@@ -32,7 +32,9 @@ pub struct NumericFeature {
 }
 
 /// What a level that the train split never had becomes at encoding time (`preprocessing.unseen_level`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UnseenLevel {
     /// All zeros, as a missing value: the model sees none of the known levels.

@@ -13,6 +13,7 @@ pub mod expr;
 pub mod features;
 pub mod fingerprint;
 pub mod lake;
+pub mod progress;
 pub mod recording;
 pub mod sas;
 pub mod stage;

@@ -466,36 +466,84 @@ impl RunCtx {
     }
 }
 
-/// Progress on stderr: symbols and timings on a terminal, `key=value` lines otherwise (logs, CI, Kubernetes).
+/// Progress on stderr: symbols and timings on a terminal, `key=value` lines otherwise (CI, a file), one JSON
+/// object per line with JSON logs (log collectors).
 #[derive(Clone)]
 struct Progress {
-    tty: bool,
+    style: Style,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Terminal,
+    KeyValue,
+    Json,
 }
 
 impl Progress {
     fn new() -> Self {
-        Self {
-            tty: std::io::stderr().is_terminal(),
-        }
+        let style = if trialflow_core::binary::json_logs() {
+            Style::Json
+        } else if std::io::stderr().is_terminal() {
+            Style::Terminal
+        } else {
+            Style::KeyValue
+        };
+        Self { style }
+    }
+
+    fn json(&self, message: &str, fields: &[(&str, serde_json::Value)]) {
+        trialflow_core::binary::say("INFO", "", message, fields);
     }
 
     fn plan(&self, p: &Pipeline, selected: &[String]) {
-        if self.tty {
-            eprintln!("pipeline {} — {} task(s)", p.name, selected.len());
-        } else {
-            eprintln!("pipeline={} tasks={}", p.name, selected.len());
+        match self.style {
+            Style::Terminal => trialflow_core::progress::eprint_line(&format!(
+                "pipeline {} — {} task(s)",
+                p.name,
+                selected.len()
+            )),
+            Style::KeyValue => eprintln!("pipeline={} tasks={}", p.name, selected.len()),
+            Style::Json => self.json(
+                "pipeline planned",
+                &[
+                    ("pipeline", p.name.clone().into()),
+                    ("tasks", selected.len().into()),
+                ],
+            ),
         }
     }
 
     fn started(&self, name: &str, reason: &str) {
-        if self.tty {
-            eprintln!("  ▶ {name} ({reason})");
-        } else {
-            eprintln!("task={name} status=started reason={reason:?}");
+        match self.style {
+            Style::Terminal => {
+                trialflow_core::progress::eprint_line(&format!("  ▶ {name} ({reason})"))
+            }
+            Style::KeyValue => eprintln!("task={name} status=started reason={reason:?}"),
+            Style::Json => self.json(
+                "task started",
+                &[
+                    ("task", name.into()),
+                    ("status", "started".into()),
+                    ("reason", reason.into()),
+                ],
+            ),
         }
     }
 
     fn retrying(&self, name: &str, attempt: u32, e: &TaskError, wait: Duration) {
+        if self.style == Style::Json {
+            return self.json(
+                "task retrying",
+                &[
+                    ("task", name.into()),
+                    ("status", "retrying".into()),
+                    ("attempt", attempt.into()),
+                    ("wait_ms", (wait.as_millis() as u64).into()),
+                    ("error", e.message.clone().into()),
+                ],
+            );
+        }
         eprintln!(
             "task={name} status=retrying attempt={attempt} wait_ms={} error={:?}",
             wait.as_millis(),
@@ -505,40 +553,62 @@ impl Progress {
 
     fn finished(&self, r: &TaskRecord) {
         let secs = r.duration_ms as f64 / 1000.0;
-        if self.tty {
-            let mark = match r.status {
-                TaskStatus::Succeeded => "✓",
-                TaskStatus::UpToDate => "=",
-                TaskStatus::Failed => "✗",
-                TaskStatus::Skipped => "-",
-                TaskStatus::WouldRun => "?",
-            };
-            let detail = match (&r.error, r.status) {
-                (Some(e), _) => format!(" — {} error: {}", e.kind, e.message),
-                (None, TaskStatus::WouldRun | TaskStatus::Skipped) => format!(" — {}", r.reason),
-                _ => String::new(),
-            };
-            eprintln!("  {mark} {:<16} {:>7.2}s{detail}", r.name, secs);
-        } else {
-            let status = serde_json::to_value(r.status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from));
-            let mut line = format!(
-                "task={} status={} seconds={secs:.2} attempts={}",
-                r.name,
-                status.unwrap_or_default(),
-                r.attempts
-            );
-            if let Some(e) = &r.error {
-                line.push_str(&format!(
-                    " error_kind={:?} error={:?}",
-                    e.kind.to_string(),
-                    e.message
+        let status = serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        match self.style {
+            Style::Terminal => {
+                let mark = match r.status {
+                    TaskStatus::Succeeded => "✓",
+                    TaskStatus::UpToDate => "=",
+                    TaskStatus::Failed => "✗",
+                    TaskStatus::Skipped => "-",
+                    TaskStatus::WouldRun => "?",
+                };
+                let detail = match (&r.error, r.status) {
+                    (Some(e), _) => format!(" — {} error: {}", e.kind, e.message),
+                    (None, TaskStatus::WouldRun | TaskStatus::Skipped) => {
+                        format!(" — {}", r.reason)
+                    }
+                    _ => String::new(),
+                };
+                trialflow_core::progress::eprint_line(&format!(
+                    "  {mark} {:<16} {:>7.2}s{detail}",
+                    r.name, secs
                 ));
-            } else if matches!(r.status, TaskStatus::WouldRun | TaskStatus::Skipped) {
-                line.push_str(&format!(" reason={:?}", r.reason));
             }
-            eprintln!("{line}");
+            Style::KeyValue => {
+                let mut line = format!(
+                    "task={} status={status} seconds={secs:.2} attempts={}",
+                    r.name, r.attempts
+                );
+                if let Some(e) = &r.error {
+                    line.push_str(&format!(
+                        " error_kind={:?} error={:?}",
+                        e.kind.to_string(),
+                        e.message
+                    ));
+                } else if matches!(r.status, TaskStatus::WouldRun | TaskStatus::Skipped) {
+                    line.push_str(&format!(" reason={:?}", r.reason));
+                }
+                eprintln!("{line}");
+            }
+            Style::Json => {
+                let mut fields = vec![
+                    ("task", r.name.clone().into()),
+                    ("status", status.into()),
+                    ("seconds", secs.into()),
+                    ("attempts", r.attempts.into()),
+                ];
+                if let Some(e) = &r.error {
+                    fields.push(("error_kind", e.kind.to_string().into()));
+                    fields.push(("error", e.message.clone().into()));
+                } else if matches!(r.status, TaskStatus::WouldRun | TaskStatus::Skipped) {
+                    fields.push(("reason", r.reason.clone().into()));
+                }
+                self.json("task finished", &fields);
+            }
         }
     }
 }

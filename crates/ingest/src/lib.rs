@@ -313,12 +313,21 @@ async fn stream_object(
     };
     let mut hasher = sha2::Sha256::new();
     let mut size = 0u64;
+    let progress = trialflow_core::progress::Progress::new(
+        format!(
+            "ingest {}",
+            found.path.rsplit('/').next().unwrap_or_default()
+        ),
+        read_meta.0,
+        trialflow_core::progress::Unit::Bytes,
+    );
     let mut scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
     let result: Result<()> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(src_err)?;
             hasher.update(&chunk);
             size += chunk.len() as u64;
+            progress.set(size);
             scan.feed(&chunk)?;
             if let Some(w) = upload.as_mut() {
                 // Backpressure: a bounded number of parts in flight (memory ≈ parts × part size).

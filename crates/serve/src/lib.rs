@@ -15,6 +15,7 @@ mod input;
 mod json;
 mod listener;
 mod ops;
+mod process;
 mod repository;
 mod tfserving;
 mod v2;
@@ -230,11 +231,21 @@ impl Server {
         let metrics = self.state.metrics.clone();
         let app = router(self.state);
         tracing::info!(address = %local, "serving");
-        eprintln!("serving on http://{local}");
+        trialflow_core::binary::say(
+            "INFO",
+            &format!("serving on http://{local}"),
+            &format!("serving on http://{local}"),
+            &[("address", format!("http://{local}").into())],
+        );
         listener::serve(self.listener, app, self.connections, metrics, async move {
             shutdown.await;
             flag.store(true, Ordering::Relaxed);
-            eprintln!("shutting down: draining in-flight requests");
+            trialflow_core::binary::say(
+                "INFO",
+                "shutting down: draining in-flight requests",
+                "shutting down: draining in-flight requests",
+                &[],
+            );
         })
         .await;
         watcher.abort();

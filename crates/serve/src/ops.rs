@@ -434,6 +434,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         m.started.elapsed().as_secs_f64(),
         escape(trialflow_core::CODE_VERSION),
     );
+    crate::process::write_metrics(&mut out);
     (
         [(
             header::CONTENT_TYPE,

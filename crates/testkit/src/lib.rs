@@ -74,8 +74,16 @@ pub fn spawn_announced(mut c: Command) -> (Child, u16) {
             .next()
             .expect("the server exited before listening")
             .unwrap();
-        if let Some(addr) = line.strip_prefix("serving on http://") {
-            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        // a plain line, or the message of a JSON one (`--json-logs`)
+        if let Some((_, addr)) = line.split_once("serving on http://") {
+            let port: String = addr
+                .rsplit_once(':')
+                .unwrap()
+                .1
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            break port.parse().unwrap();
         }
     };
     std::thread::spawn(move || for _ in lines {});

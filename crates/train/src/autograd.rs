@@ -312,8 +312,14 @@ fn fit_autograd(
     let mut epochs_run = 0;
     let mut history = Vec::new();
     let mut host_batch = Vec::new();
+    let progress = trialflow_core::progress::Progress::new(
+        format!("train hidden {:?}", net.config.hidden),
+        t.epochs as u64,
+        trialflow_core::progress::Unit::Epochs,
+    );
     for epoch in 1..=t.epochs {
         epochs_run = epoch;
+        progress.set(epoch as u64 - 1);
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for (b, chunk) in order.chunks(t.batch_size).enumerate() {

@@ -145,8 +145,14 @@ pub(crate) fn fit_fused(
     let mut best_params = mlp.params.clone();
     let mut epochs_run = 0;
     let mut history = Vec::new();
+    let progress = trialflow_core::progress::Progress::new(
+        format!("train hidden {:?}", net.config.hidden),
+        t.epochs as u64,
+        trialflow_core::progress::Unit::Epochs,
+    );
     for epoch in 1..=t.epochs {
         epochs_run = epoch;
+        progress.set(epoch as u64 - 1);
         let mut loss_sum = 0.0;
         let mut batch_no = 0;
         data.train_epoch(&mut rng, &mut |x, y, order| {

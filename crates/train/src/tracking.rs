@@ -68,9 +68,53 @@ pub struct RunRef {
     pub artifact_uri: String,
 }
 
+/// The `Authorization` header MLflow's own clients send, from MLflow's variables: `MLFLOW_TRACKING_TOKEN` (a
+/// bearer token) or `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (basic auth, as MLflow's
+/// basic-auth app and most proxies in front of MLflow take). Marked sensitive: never logged.
+fn credentials(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<reqwest::header::HeaderValue>> {
+    use base64::Engine as _;
+    let value = if let Some(token) = var("MLFLOW_TRACKING_TOKEN").filter(|t| !t.is_empty()) {
+        format!("Bearer {token}")
+    } else {
+        match (
+            var("MLFLOW_TRACKING_USERNAME").filter(|u| !u.is_empty()),
+            var("MLFLOW_TRACKING_PASSWORD"),
+        ) {
+            (Some(user), Some(password)) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "MLFLOW_TRACKING_PASSWORD",
+                    "tracking",
+                    "MLFLOW_TRACKING_USERNAME is set without MLFLOW_TRACKING_PASSWORD",
+                ));
+            }
+            (None, _) => return Ok(None),
+        }
+    };
+    let mut header = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+        Error::config(
+            "MLFLOW_TRACKING_TOKEN",
+            "tracking",
+            "the MLflow credentials hold characters an HTTP header cannot carry",
+        )
+    })?;
+    header.set_sensitive(true);
+    Ok(Some(header))
+}
+
 impl Mlflow {
     pub fn new(uri: &str) -> Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(auth) = credentials(|k| std::env::var(k).ok())? {
+            headers.insert(reqwest::header::AUTHORIZATION, auth);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -254,6 +298,37 @@ pub fn param(key: &str, value: impl ToString) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_come_from_mlflows_own_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(credentials(env(&[])).unwrap().is_none());
+        let bearer = credentials(env(&[("MLFLOW_TRACKING_TOKEN", "t0k")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(bearer.to_str().unwrap(), "Bearer t0k");
+        assert!(bearer.is_sensitive());
+        let basic = credentials(env(&[
+            ("MLFLOW_TRACKING_USERNAME", "admin"),
+            ("MLFLOW_TRACKING_PASSWORD", "password1234"),
+        ]))
+        .unwrap()
+        .unwrap();
+        // base64("admin:password1234")
+        assert_eq!(basic.to_str().unwrap(), "Basic YWRtaW46cGFzc3dvcmQxMjM0");
+        let err = credentials(env(&[("MLFLOW_TRACKING_USERNAME", "admin")])).unwrap_err();
+        assert!(
+            err.to_string().contains("MLFLOW_TRACKING_PASSWORD"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn log_batch_bodies_respect_mlflows_limits_and_lose_nothing() {

@@ -4,7 +4,7 @@
 
 use crate::util;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -690,4 +690,213 @@ fn a_training_failure_does_not_keep_the_analysis_from_its_report() {
     let a = p.report_json("data/lake");
     assert!(a["models"].as_array().unwrap().is_empty(), "{a}");
     assert!(a["survival"]["logrank_p_value"].as_f64().is_some());
+}
+
+/// With JSON logs (`TRIALFLOW_JSON_LOGS`, as the cluster manifests set it) a log collector gets JSON lines only,
+/// from the pipeline and from the server's access log at info; and no patient value reaches any output: the
+/// subject ids and dates of the sample appear nowhere in a whole run's output or in the server's log of a
+/// request.
+#[test]
+fn json_logs_are_json_lines_only_and_carry_no_patient_values() {
+    let p = Project::sample();
+    let o = p
+        .cmd(&["pipeline", "full"])
+        .env("TRIALFLOW_JSON_LOGS", "1")
+        .env("TRIALFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() > 20, "{stderr}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        stderr.contains("\"task finished\""),
+        "progress lines are JSON too"
+    );
+
+    // every raw subject id and date of the sample, against the whole output
+    let mut secrets = BTreeSet::new();
+    for f in ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"] {
+        let raw = std::fs::read_to_string(p.path(&format!("data/raw/{f}"))).unwrap();
+        let header: Vec<&str> = raw.lines().next().unwrap().split(',').collect();
+        let id = header.iter().position(|h| *h == "subject_id").unwrap();
+        let date = header.iter().position(|h| *h == "enrollment_date").unwrap();
+        for line in raw.lines().skip(1) {
+            let cells: Vec<&str> = line.split(',').collect();
+            for i in [id, date] {
+                if let Some(v) = cells.get(i).map(|c| c.trim()).filter(|c| c.len() >= 8) {
+                    secrets.insert(v.to_string());
+                }
+            }
+        }
+    }
+    assert!(secrets.len() > 6000, "{}", secrets.len());
+    let all = text(&o);
+    let leaked: Vec<&String> = secrets
+        .iter()
+        .filter(|s| all.contains(s.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "patient values in the run's output: {:?}",
+        &leaked[..leaked.len().min(5)]
+    );
+
+    // the server's access log: JSON at info, without the request's values
+    let log = p.path("server.log");
+    let mut server = p
+        .cmd(&["serve", "--port", "0"])
+        .env("TRIALFLOW_JSON_LOGS", "true")
+        .env("TRIALFLOW_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let port: u16 = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(v) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["address"].is_string())
+        {
+            break v["fields"]["address"]
+                .as_str()
+                .unwrap()
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no address announced: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let srv = Server::attach(port);
+    let body = r#"{"instances": [{"age": 61.98765, "sex": "F", "weight_kg": 71.23456, "height_cm": 165,
+        "systolic_bp": 133, "diastolic_bp": 81, "ldl_mg_dl": 111, "hdl_mg_dl": 51, "creatinine_mg_dl": 0.93,
+        "hba1c_pct": 5.7, "smoker": "no", "diabetic": "no", "arm": "placebo"}]}"#;
+    let (status, answer) = srv.request("POST", "/v1/models/cv_outcome:predict", body);
+    assert_eq!(status, 200, "{answer}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = server.kill();
+    let _ = server.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|v: &serde_json::Value| v["target"] == "trialflow::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{text}");
+    assert_eq!(access[0]["fields"]["status"], 200);
+    for value in ["61.98765", "71.23456"] {
+        assert!(
+            !text.contains(value),
+            "a request value in the server log: {text}"
+        );
+    }
+}
+
+/// `trialflow config-schema`: every bundled config validates against the JSON Schema (Python's `jsonschema`, a
+/// real validator), and the schema refuses what reading refuses (an unknown key, a wrong type).
+#[test]
+fn the_config_schema_accepts_every_bundled_config_and_refuses_typos() {
+    let p = Project::sample();
+    let o = p.run(&["config-schema"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("schema.json"), &o.stdout).unwrap();
+    let root = util::repo_root();
+    let mut configs = vec![root.join("config/config.yaml")];
+    for e in std::fs::read_dir(root.join("config/examples")).unwrap() {
+        configs.push(e.unwrap().path());
+    }
+    configs.sort();
+    let as_json = |yaml: &str| -> serde_json::Value { serde_yaml_ng::from_str(yaml).unwrap() };
+    let mut names = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let v = as_json(&std::fs::read_to_string(c).unwrap());
+        let name = format!("{i:02}-{}.json", c.file_stem().unwrap().to_string_lossy());
+        std::fs::write(dir.path().join(&name), v.to_string()).unwrap();
+        names.push(name);
+    }
+    let sample = as_json(&std::fs::read_to_string(root.join("config/config.yaml")).unwrap());
+    let mut typo = sample.clone();
+    typo["training"]["epoch"] = 3.into();
+    std::fs::write(dir.path().join("bad-typo.json"), typo.to_string()).unwrap();
+    let mut wrong_type = sample;
+    wrong_type["training"]["epochs"] = "many".into();
+    std::fs::write(dir.path().join("bad-type.json"), wrong_type.to_string()).unwrap();
+
+    let script = r#"
+import json, sys, pathlib, jsonschema
+d = pathlib.Path(sys.argv[1])
+schema = json.loads((d / "schema.json").read_text())
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+for f in sorted(d.glob("*.json")):
+    if f.name == "schema.json":
+        continue
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(json.loads(f.read_text()))]
+    print(f.name, "ok" if not errors else "invalid", errors[:2])
+"#;
+    let o = std::process::Command::new(util::test_python())
+        .args(["-c", script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for name in &names {
+        assert!(out.contains(&format!("{name} ok")), "{name}: {out}");
+    }
+    assert!(
+        out.contains("bad-typo.json invalid") && out.contains("epoch"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bad-type.json invalid") && out.contains("training/epochs"),
+        "{out}"
+    );
+}
+
+/// `trialflow completions bash` is a script bash loads, completing the subcommands.
+#[test]
+fn shell_completions_load_in_bash() {
+    let p = Project::sample();
+    let o = p.run(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let script = p.path("trialflow.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let check = format!(
+        "source {} && complete -p trialflow && COMP_WORDS=(trialflow pip); COMP_CWORD=1; COMP_LINE='trialflow pip'; \
+         COMP_POINT=13; _trialflow trialflow pip trialflow && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &check])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "pipeline"), "{out}");
+    for shell in ["zsh", "fish", "powershell", "elvish"] {
+        let o = p.run(&["completions", shell]);
+        assert!(
+            o.status.success() && o.stdout.len() > 500,
+            "{shell}: {}",
+            text(&o)
+        );
+    }
 }

@@ -21,10 +21,24 @@ struct MlflowServer {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
+    /// The `Authorization` header of this test's own requests (basic-auth servers).
+    auth: Option<String>,
 }
+
+/// The admin of MLflow's basic-auth app in [`MlflowServer::start_with_auth`].
+const ADMIN: (&str, &str) = ("admin", "trialflow-test-admin-42");
 
 impl MlflowServer {
     fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// MLflow's own basic-auth app (`--app-name basic-auth`): every request needs credentials.
+    fn start_with_auth() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(auth: bool) -> Self {
         let bin = std::env::var_os("TRIALFLOW_TEST_MLFLOW")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo_root().join("target/py/mlflow/bin/mlflow"));
@@ -35,7 +49,24 @@ impl MlflowServer {
         );
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if auth {
+            let ini = dir.path().join("basic_auth.ini");
+            std::fs::write(
+                &ini,
+                format!(
+                    "[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{}\nadmin_username = {}\n\
+                     admin_password = {}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                    dir.path().join("auth.db").display(),
+                    ADMIN.0,
+                    ADMIN.1
+                ),
+            )
+            .unwrap();
+            cmd.env("MLFLOW_AUTH_CONFIG_PATH", &ini)
+                .env("MLFLOW_FLASK_SERVER_SECRET_KEY", "trialflow-test-only");
+        }
+        let child = cmd
             .args([
                 "server",
                 "--host",
@@ -45,6 +76,11 @@ impl MlflowServer {
                 "--workers",
                 "1",
             ])
+            .args(if auth {
+                &["--app-name", "basic-auth"][..]
+            } else {
+                &[]
+            })
             .arg("--backend-store-uri")
             .arg(format!(
                 "sqlite:///{}",
@@ -57,10 +93,18 @@ impl MlflowServer {
             .process_group(0)
             .spawn()
             .unwrap();
+        use base64::Engine as _;
         let s = Self {
             child,
             port,
             _dir: dir,
+            auth: auth.then(|| {
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", ADMIN.0, ADMIN.1))
+                )
+            }),
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while s.get("/health").0 != 200 {
@@ -82,9 +126,14 @@ impl MlflowServer {
             return (0, Vec::new());
         };
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let auth = self
+            .auth
+            .as_ref()
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .unwrap();
@@ -328,4 +377,55 @@ fn training_runs_are_logged_to_a_real_mlflow_server() {
     );
     let o = train_baseline("true");
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+}
+
+/// An MLflow server that requires credentials (MLflow's basic-auth app): a run without them is refused, and
+/// fails the training when tracking is required; with MLflow's own variables (`MLFLOW_TRACKING_USERNAME` and
+/// `MLFLOW_TRACKING_PASSWORD`) every run is logged.
+#[test]
+fn mlflow_credentials_come_from_mlflows_own_variables() {
+    let ml = MlflowServer::start_with_auth();
+    let p = Project::sample();
+    let cfg = std::fs::read_to_string(p.path("config/config.yaml")).unwrap();
+    p.write(
+        "config/config.yaml",
+        &format!(
+            "{cfg}\ntracking: {{mlflow_uri: \"{}\", experiment: guarded, required: true}}\n",
+            ml.uri()
+        ),
+    );
+    let out = p.run(&["pipeline", "data"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = p.run(&["pipeline", "training"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("401"), "{}", text(&out));
+
+    let out = p
+        .cmd(&["pipeline", "training"])
+        .env("MLFLOW_TRACKING_USERNAME", ADMIN.0)
+        .env("MLFLOW_TRACKING_PASSWORD", ADMIN.1)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(ADMIN.1),
+        "the password never reaches the output"
+    );
+    let exp = ml.json(
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name?experiment_name=guarded",
+        &json!({}),
+    );
+    let runs = ml.json(
+        "POST",
+        "/api/2.0/mlflow/runs/search",
+        &json!({"experiment_ids": [exp["experiment"]["experiment_id"]], "max_results": 100}),
+    );
+    let finished = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["info"]["status"] == "FINISHED")
+        .count();
+    assert_eq!(finished, 3, "{runs}");
 }

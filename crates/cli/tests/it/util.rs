@@ -123,6 +123,12 @@ impl Server {
         Self { child, port }
     }
 
+    /// A server started elsewhere (its process is the caller's), listening on `port`.
+    pub fn attach(port: u16) -> Self {
+        let child = Command::new("true").spawn().unwrap();
+        Self { child, port }
+    }
+
     /// Sends one request and returns (status, body).
     pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();

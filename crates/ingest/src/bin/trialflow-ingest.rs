@@ -16,8 +16,8 @@ struct Cli {
     /// List what would be copied and why, without copying.
     #[arg(long)]
     dry_run: bool,
-    /// Logs as JSON lines on stderr.
-    #[arg(long)]
+    /// Every line on stderr as JSON (logs, the listening address, the final error), for log collectors.
+    #[arg(long, env = "TRIALFLOW_JSON_LOGS", value_parser = clap::builder::BoolishValueParser::new())]
     json_logs: bool,
 }
 
@@ -38,7 +38,7 @@ async fn run(cli: Cli) -> Result<()> {
         match trialflow_dag::RunLock::acquire(&lake, settings).await {
             Ok(l) => Some(l),
             Err(e @ trialflow_dag::DagError::Locked { .. }) => {
-                eprintln!("error: {e}");
+                trialflow_core::error::report_with_code(&e.to_string(), e.exit_code());
                 std::process::exit(e.exit_code());
             }
             Err(e) => return Err(e.into()),

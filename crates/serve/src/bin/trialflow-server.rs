@@ -24,8 +24,8 @@ struct Cli {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Logs as JSON lines on stderr.
-    #[arg(long)]
+    /// Every line on stderr as JSON (logs, the listening address, the final error), for log collectors.
+    #[arg(long, env = "TRIALFLOW_JSON_LOGS", value_parser = clap::builder::BoolishValueParser::new())]
     json_logs: bool,
 }
 

@@ -135,6 +135,13 @@ def metrics_checks():
     check("metrics: buckets cumulative", all(a.value <= b.value for a, b in zip(buckets, buckets[1:])))
     loaded = fams.get("trialflow_model_version_loaded")
     check("metrics: loaded versions", loaded is not None and any(s.labels["model"] == MODEL for s in loaded.samples))
+    # the standard process metrics every Prometheus client library exports, as its parser reads them
+    cpu = fams.get("process_cpu_seconds")
+    check("metrics: process CPU counter", cpu is not None and cpu.type == "counter" and cpu.samples[0].value > 0)
+    rss = fams.get("process_resident_memory_bytes")
+    check("metrics: process RSS", rss is not None and 1e5 < rss.samples[0].value < 1e11, rss and rss.samples)
+    for name in ["process_open_fds", "process_max_fds", "process_start_time_seconds", "process_virtual_memory_bytes"]:
+        check(f"metrics: {name}", name in fams and fams[name].type == "gauge", list(fams))
 
 
 tritonclient_checks()
