@@ -176,7 +176,7 @@ async fn cluster(role: ClusterRole) -> Result<i32> {
     match role {
         ClusterRole::Scheduler { bind } => {
             println!("trialflow: ballista scheduler on {bind}");
-            cluster::run_scheduler(bind).await?;
+            cluster::run_scheduler(bind, Default::default()).await?;
         }
         ClusterRole::Executor {
             scheduler,
@@ -196,6 +196,7 @@ async fn cluster(role: ClusterRole) -> Result<i32> {
                 grpc_port,
                 work_dir,
                 concurrent_tasks,
+                client: Default::default(),
             })
             .await?;
         }

@@ -3059,13 +3059,20 @@ impl Config {
 
     fn check_engine(&self) -> Result<()> {
         // Executors read the lake's tables by path: they need the same files, on a shared filesystem.
+        let lake_scheme = self
+            .storage
+            .lake
+            .split_once("://")
+            .map(|(s, _)| s)
+            .unwrap_or("file");
         if self.execution.engine != Engine::Local
             && crate::storage::local_path_of(&self.storage.lake).is_none()
+            && !matches!(lake_scheme, "s3" | "s3a" | "gs" | "az" | "abfs" | "azure")
         {
             return Err(self.err(
                 "storage.lake",
-                "a Ballista engine reads the lake by path: expected a file:// lake on a filesystem the \
-                 executors share (object-store lakes on a cluster are not supported yet)",
+                "a Ballista engine reads the lake from every executor: expected a file:// lake on a \
+                 filesystem the executors share, or a lake in a bucket (s3://, gs://, az://)",
             ));
         }
         Ok(())
@@ -3559,12 +3566,18 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+        // every executor reads the lake: a shared filesystem or a bucket, never a read-only HTTP root
         let e = with(&[
             ("TRIALFLOW_EXECUTION__ENGINE", "df://127.0.0.1:50050"),
-            ("TRIALFLOW_STORAGE__LAKE", "s3://bucket/lake"),
+            ("TRIALFLOW_STORAGE__LAKE", "https://example.org/lake"),
         ]);
         assert!(e.to_string().contains("storage.lake"), "{e}");
         assert!(e.to_string().contains("file:// lake"), "{e}");
+        // (the embedded config's local sources do not exist here: the engine check alone)
+        let mut cfg: Config = serde_yaml_ng::from_str(EMBEDDED_CONFIG).unwrap();
+        cfg.storage.lake = "s3://bucket/lake".into();
+        cfg.execution.engine = Engine::Ballista("127.0.0.1:50050".into());
+        cfg.check_engine().unwrap();
     }
 
     #[test]

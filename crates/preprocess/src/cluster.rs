@@ -6,6 +6,10 @@
 //! split salt) inside the plan, so every process computes exactly what the client would, with no key
 //! configured on the cluster. The key therefore travels in plans between client, scheduler and executors:
 //! run the cluster on a private network (or with Ballista's TLS).
+//!
+//! A lake in a bucket (`s3://`, `gs://`, `az://`) is read by every process of the cluster through
+//! [`LakeStores`], which opens a bucket's store from the process's own environment (each cloud's standard
+//! variables, as `trialflow` itself reads them) the first time a plan names it.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -158,12 +162,96 @@ impl PhysicalExtensionCodec for PhysicalCodec {
     }
 }
 
-/// A session whose queries run on the Ballista scheduler at `addr` (`host:port`).
-pub async fn remote_context(addr: &str, config: SessionConfig) -> DfResult<SessionContext> {
+/// The object stores of a cluster process: `file://` as DataFusion has it, and any bucket of `s3://`, `gs://`
+/// or `az://` (`abfs://`, `azure://`) opened on first use from this process's environment, with the client
+/// settings of the config that started it. A bucket it cannot open is an error naming the bucket.
+#[derive(Debug)]
+pub struct LakeStores {
+    inner: datafusion::execution::object_store::DefaultObjectStoreRegistry,
+    client: trialflow_core::config::StorageClientConfig,
+    opened: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl LakeStores {
+    pub fn new(client: trialflow_core::config::StorageClientConfig) -> Self {
+        Self {
+            inner: datafusion::execution::object_store::DefaultObjectStoreRegistry::new(),
+            client,
+            opened: std::sync::Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+}
+
+/// `scheme://bucket`: the key a bucket's store is registered under.
+fn bucket_url(url: &url::Url) -> String {
+    format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for LakeStores {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn object_store::ObjectStore>,
+    ) -> Option<Arc<dyn object_store::ObjectStore>> {
+        self.inner.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &url::Url) -> DfResult<Arc<dyn object_store::ObjectStore>> {
+        if let Ok(store) = self.inner.get_store(url) {
+            return Ok(store);
+        }
+        if !matches!(url.scheme(), "s3" | "s3a" | "gs" | "az" | "abfs" | "azure") {
+            return self.inner.get_store(url);
+        }
+        let bucket = bucket_url(url);
+        let storage = trialflow_core::Storage::open_with(&bucket, &self.client).map_err(|e| {
+            DataFusionError::External(format!("cannot open the lake's store {bucket}: {e}").into())
+        })?;
+        let store = storage.object_store();
+        if let Ok(base) = url::Url::parse(&bucket) {
+            self.inner.register_store(&base, store.clone());
+        }
+        if let Ok(mut opened) = self.opened.lock()
+            && opened.insert(bucket.clone())
+        {
+            tracing::info!(store = %bucket, "opened the lake's object store");
+        }
+        Ok(store)
+    }
+
+    fn deregister_store(&self, url: &url::Url) -> DfResult<Arc<dyn object_store::ObjectStore>> {
+        self.inner.deregister_store(url)
+    }
+}
+
+/// A runtime whose object stores are [`LakeStores`] (spill files under `work_dir` when given).
+fn lake_runtime(
+    stores: Arc<LakeStores>,
+    work_dir: Option<&str>,
+) -> DfResult<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    let mut b = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores);
+    if let Some(dir) = work_dir {
+        b = b.with_temp_file_path(dir);
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+/// A session whose queries run on the Ballista scheduler at `addr` (`host:port`); it plans over the lake's
+/// stores as the cluster reads them.
+pub async fn remote_context(
+    addr: &str,
+    config: SessionConfig,
+    client: &trialflow_core::config::StorageClientConfig,
+) -> DfResult<SessionContext> {
     let config = config.with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()));
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
+        .with_runtime_env(lake_runtime(
+            Arc::new(LakeStores::new(client.clone())),
+            None,
+        )?)
         .build();
     SessionContext::remote_with_state(&format!("df://{addr}"), state).await
 }
@@ -172,16 +260,27 @@ fn ballista_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::infra(what.to_string(), e.to_string())
 }
 
-/// A Ballista scheduler with trialflow's codecs, serving on `bind` (`host:port`) until the process ends.
-pub async fn run_scheduler(bind: std::net::SocketAddr) -> Result<()> {
+/// A Ballista scheduler with trialflow's codecs, serving on `bind` (`host:port`) until the process ends. It
+/// plans over the lake's object stores (listing a bucket's Parquet objects).
+pub async fn run_scheduler(
+    bind: std::net::SocketAddr,
+    client: trialflow_core::config::StorageClientConfig,
+) -> Result<()> {
     use ballista_scheduler::cluster::BallistaCluster;
     use ballista_scheduler::config::SchedulerConfig;
+    let stores = Arc::new(LakeStores::new(client));
     let config = SchedulerConfig {
         bind_host: bind.ip().to_string(),
         external_host: bind.ip().to_string(),
         bind_port: bind.port(),
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),
         override_physical_codec: Some(Arc::new(PhysicalCodec::default())),
+        override_session_builder: Some(Arc::new(move |config: SessionConfig| {
+            let state = ballista_core::utils::default_session_builder(config)?;
+            Ok(SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(lake_runtime(stores.clone(), None)?)
+                .build())
+        })),
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config)
@@ -205,6 +304,8 @@ pub struct ExecutorOptions {
     pub work_dir: Option<String>,
     /// Tasks at once (default: the machine's cores).
     pub concurrent_tasks: Option<usize>,
+    /// Object-store client settings for the lake's bucket.
+    pub client: trialflow_core::config::StorageClientConfig,
 }
 
 /// A Ballista executor with trialflow's codecs, until the scheduler stops it or the process ends.
@@ -222,6 +323,17 @@ pub async fn run_executor(o: ExecutorOptions) -> Result<()> {
                 "expected host:port",
             )
         })?;
+    let work_dir = match o.work_dir {
+        Some(d) => d,
+        None => {
+            let d = std::env::temp_dir().join(format!("trialflow-executor-{}", std::process::id()));
+            std::fs::create_dir_all(&d)
+                .map_err(|e| Error::infra(d.display().to_string(), format!("work dir: {e}")))?;
+            d.display().to_string()
+        }
+    };
+    let stores = Arc::new(LakeStores::new(o.client.clone()));
+    let spill = work_dir.clone();
     let config = ExecutorProcessConfig {
         bind_host: o.bind_host.clone(),
         external_host: Some(o.bind_host.clone()),
@@ -229,7 +341,10 @@ pub async fn run_executor(o: ExecutorOptions) -> Result<()> {
         grpc_port: o.grpc_port,
         scheduler_host,
         scheduler_port,
-        work_dir: o.work_dir,
+        work_dir: Some(work_dir),
+        override_runtime_producer: Some(Arc::new(move |_: &SessionConfig| {
+            lake_runtime(stores.clone(), Some(&spill))
+        })),
         vcores: o.concurrent_tasks.unwrap_or(defaults.vcores),
         override_logical_codec: Some(Arc::new(LogicalCodec::default())),
         override_physical_codec: Some(Arc::new(PhysicalCodec::default())),

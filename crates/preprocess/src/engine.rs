@@ -57,18 +57,18 @@ impl SqlEngine {
         addr: &str,
         config: SessionConfig,
     ) -> Result<Self> {
-        // Executors open the tables by path (config validation requires a file:// lake).
-        let root = lake.local_root().ok_or_else(|| {
-            Error::config(
-                &cfg.source_file,
-                "storage.lake",
-                "a Ballista engine needs a file:// lake",
-            )
-        })?;
-        let root = root.canonicalize().map_err(|e| {
-            Error::infra(root.display().to_string(), format!("cannot resolve: {e}"))
-        })?;
-        let ctx = crate::cluster::remote_context(addr, config)
+        // Executors open the tables by URL: a path on the filesystem they share, or the lake's bucket, which
+        // each process opens from its own environment (`cluster::LakeStores`).
+        let tables = match lake.local_root() {
+            Some(root) => {
+                let root = root.canonicalize().map_err(|e| {
+                    Error::infra(root.display().to_string(), format!("cannot resolve: {e}"))
+                })?;
+                format!("{}/", root.display())
+            }
+            None => format!("{}/", lake.url().trim_end_matches('/')),
+        };
+        let ctx = crate::cluster::remote_context(addr, config, &cfg.storage.client)
             .await
             .map_err(|e| {
                 Error::config(
@@ -79,7 +79,7 @@ impl SqlEngine {
             })?;
         let engine = Self {
             ctx,
-            tables: format!("{}/", root.display()),
+            tables,
             cluster: Some(format!("df://{addr}")),
         };
         engine.probe().await?;

@@ -83,8 +83,25 @@ fn sql_err(step: &SqlStep, e: DataFusionError) -> Error {
                 )
             }
         }
+        root if matches!(root, DataFusionError::ObjectStore(_)) || unreachable_service(&e) => {
+            Error::infra(
+                format!("step `{}`", step.name),
+                format!("the query could not reach a service it needs: {e}"),
+            )
+        }
         _ => Error::Internal(format!("step `{}`: {e}", step.name)),
     }
+}
+
+/// An object store or a Ballista process that did not answer, as a cluster reports it: the executor's
+/// error comes back as the text of a failed job, not as a typed error.
+fn unreachable_service(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("Object Store error")
+        || (text.contains("Job ") && text.contains(" failed"))
+        || text.contains("transport error")
+        || text.contains("tonic::transport")
+        || text.contains("status: Unavailable")
 }
 
 /// The preprocessing SQL generated from the contract, in order: the clean views, then the split.
@@ -455,7 +472,20 @@ async fn clean_on_cluster(
             )
             .await
             .map_err(|e| Error::Internal(format!("staged table: {e}")))?;
-        clean_with(cfg, lake, &engine, current, staging).await
+        clean_with(cfg, lake, &engine, current, staging)
+            .await
+            .map_err(|e| match e {
+                // name the lake and the cluster: the executors read the lake with their own credentials
+                Error::Infra { location, message } => Error::infra(
+                    format!(
+                        "{} on the Ballista cluster {}",
+                        lake.display(""),
+                        engine.cluster.as_deref().unwrap_or_default()
+                    ),
+                    format!("{location}: {message}"),
+                ),
+                e => e,
+            })
     }
     .await;
     // The staged table holds raw ids: it lives only as long as the task.

@@ -8,54 +8,65 @@ use std::process::{Child, Stdio};
 
 use crate::util::{Project, free_port, parquet_batches, text, wait_for_port};
 
-/// A scheduler and one executor, killed on drop.
+/// A scheduler and its executors, killed on drop.
 struct Cluster {
     scheduler: Child,
-    executor: Child,
+    executors: Vec<Child>,
     port: u16,
-    work_dir: tempfile::TempDir,
+    work_dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
     fn start(p: &Project) -> Self {
+        Self::start_with(p, 1, &[])
+    }
+
+    /// A scheduler and `executors` executors, each process with `env` (e.g. the lake's object-store
+    /// credentials).
+    fn start_with(p: &Project, executors: usize, env: &[(&str, String)]) -> Self {
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
-        let quiet = |c: &mut std::process::Command| {
+        let spawn = |args: &[&str]| {
+            let mut c = p.cmd(args);
             c.stdout(Stdio::null()).stderr(Stdio::null());
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            c.spawn().unwrap()
         };
-        let mut c = p.cmd(&["cluster", "scheduler", "--bind", &bind]);
-        quiet(&mut c);
-        let scheduler = c.spawn().unwrap();
+        let scheduler = spawn(&["cluster", "scheduler", "--bind", &bind]);
         wait_for_port(port, "the Ballista scheduler");
-        let work_dir = tempfile::tempdir().unwrap();
-        let (flight, grpc) = (free_port(), free_port());
-        let mut c = p.cmd(&[
-            "cluster",
-            "executor",
-            "--scheduler",
-            &bind,
-            "--flight-port",
-            &flight.to_string(),
-            "--grpc-port",
-            &grpc.to_string(),
-            "--concurrent-tasks",
-            "2",
-            "--work-dir",
-            work_dir.path().to_str().unwrap(),
-        ]);
-        quiet(&mut c);
-        let executor = c.spawn().unwrap();
-        wait_for_port(flight, "the Ballista executor");
-        Self {
+        let mut cluster = Self {
             scheduler,
-            executor,
+            executors: Vec::new(),
             port,
-            work_dir,
+            work_dirs: Vec::new(),
+        };
+        for _ in 0..executors {
+            let work_dir = tempfile::tempdir().unwrap();
+            let (flight, grpc) = (free_port(), free_port());
+            cluster.executors.push(spawn(&[
+                "cluster",
+                "executor",
+                "--scheduler",
+                &bind,
+                "--flight-port",
+                &flight.to_string(),
+                "--grpc-port",
+                &grpc.to_string(),
+                "--concurrent-tasks",
+                "2",
+                "--work-dir",
+                work_dir.path().to_str().unwrap(),
+            ]));
+            wait_for_port(flight, "the Ballista executor");
+            cluster.work_dirs.push(work_dir);
         }
+        cluster
     }
 
     /// `pipeline data` (with `args`) of `p` on this cluster, with the test key when `keyed` (as `run_keyed`):
-    /// it succeeds and the executor does work.
+    /// it succeeds and the executors do work.
     fn run_data(&self, p: &Project, args: &[&str], keyed: bool) {
         let mut c = p.cmd(&[&["pipeline", "data"], args].concat());
         if keyed {
@@ -67,8 +78,8 @@ impl Cluster {
             .unwrap();
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         assert!(
-            self.files_written() > 0,
-            "the executor ran no task: the work did not go to the cluster"
+            self.files_written().iter().sum::<usize>() > 0,
+            "the executors ran no task: the work did not go to the cluster"
         );
     }
 
@@ -76,26 +87,31 @@ impl Cluster {
         format!("df://127.0.0.1:{}", self.port)
     }
 
-    /// Files the executor wrote (shuffle output of the tasks it ran).
-    fn files_written(&self) -> usize {
-        let mut n = 0;
-        let mut stack = vec![self.work_dir.path().to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(d).unwrap().flatten() {
-                if e.path().is_dir() {
-                    stack.push(e.path());
-                } else {
-                    n += 1;
+    /// Files each executor wrote (shuffle output of the tasks it ran).
+    fn files_written(&self) -> Vec<usize> {
+        self.work_dirs
+            .iter()
+            .map(|w| {
+                let mut n = 0;
+                let mut stack = vec![w.path().to_path_buf()];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(d).unwrap().flatten() {
+                        if e.path().is_dir() {
+                            stack.push(e.path());
+                        } else {
+                            n += 1;
+                        }
+                    }
                 }
-            }
-        }
-        n
+                n
+            })
+            .collect()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for c in [&mut self.executor, &mut self.scheduler] {
+        for c in self.executors.iter_mut().chain([&mut self.scheduler]) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -271,4 +287,218 @@ fn record_tables_on_a_cluster_equal_the_local_engine() {
     }
     let doc = format!("{lake}/processed/clean_report.json");
     assert_json_close(&json_doc(local, &doc), &json_doc(remote, &doc), &doc);
+}
+
+/// Copies the lake's objects under `prefix` (in the bucket) into the project's local lake folder, so that the
+/// tables compare with the local engine's as files.
+fn mirror(
+    moto: &crate::util::Moto,
+    bucket: &str,
+    key_prefix: &str,
+    p: &Project,
+    local_prefix: &str,
+) {
+    use object_store::ObjectStoreExt;
+    let store = moto.store(bucket);
+    for key in moto.keys(bucket, key_prefix) {
+        let rel = key.strip_prefix(key_prefix).unwrap();
+        let bytes = crate::util::block_on(async {
+            store
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        let to = p.path(&format!("{local_prefix}{rel}"));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, bytes).unwrap();
+    }
+}
+
+fn lake_in_bucket(p: &Project) {
+    let path = p.path("config/config.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    assert!(cfg.contains("lake: file://data/lake"));
+    std::fs::write(
+        &path,
+        cfg.replace("lake: file://data/lake", "lake: s3://lake/trialflow"),
+    )
+    .unwrap();
+}
+
+/// The scaled-out story as deployed: the lake in a bucket (moto's S3 server), a scheduler and two executors
+/// of our own CLI that open the bucket from their environment. The outputs equal the local engine's row for
+/// row, and the staged raw rows do not outlive the task.
+#[test]
+fn a_lake_in_a_bucket_on_two_executors_equals_the_local_engine_row_for_row() {
+    let local = Project::sample();
+    let o = local.run(&["pipeline", "data"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    let moto = crate::util::Moto::start();
+    moto.create_bucket("lake");
+    let remote = Project::sample();
+    lake_in_bucket(&remote);
+    let env: Vec<(&str, String)> = moto.env();
+    let cluster = Cluster::start_with(&remote, 2, &env);
+    let mut c = remote.cmd(&["pipeline", "data"]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let o = c
+        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let written = cluster.files_written();
+    assert!(
+        written.iter().sum::<usize>() > 0,
+        "no task ran on the cluster: {written:?}"
+    );
+    let keys = moto.keys("lake", "trialflow/");
+    assert!(!keys.iter().any(|k| k.contains("_staged")), "{keys:?}");
+
+    mirror(
+        &moto,
+        "lake",
+        "trialflow/processed/",
+        &remote,
+        "data/lake/processed/",
+    );
+    for table in [
+        "data/lake/processed/clean",
+        "data/lake/processed/quarantine",
+        "data/lake/processed/features/split=train",
+        "data/lake/processed/features/split=val",
+        "data/lake/processed/features/split=test",
+    ] {
+        assert_same_table(&local, &remote, table);
+    }
+    for doc in [
+        "data/lake/processed/clean_report.json",
+        "data/lake/processed/feature_spec.json",
+    ] {
+        assert_json_close(&json_doc(&local, doc), &json_doc(&remote, doc), doc);
+    }
+}
+
+/// Executors that cannot reach the lake's store (their S3 endpoint refuses connections) fail the task as an
+/// infrastructure error that names the store; nothing is published.
+#[test]
+fn executors_that_cannot_reach_the_lakes_store_are_an_infrastructure_error_naming_it() {
+    let moto = crate::util::Moto::start();
+    moto.create_bucket("lake");
+    let p = Project::sample();
+    lake_in_bucket(&p);
+    let env: Vec<(&str, String)> = moto.env();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let unreachable: Vec<(&str, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                if *k == "AWS_ENDPOINT" {
+                    closed.clone()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect();
+    assert_ne!(env, unreachable, "the moto environment names its endpoint");
+    let cluster = Cluster::start_with(&p, 1, &unreachable);
+    let mut c = p.cmd(&["pipeline", "data"]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let o = c
+        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
+        .env("TRIALFLOW_DAG__RETRIES", "0")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(
+        out.contains("s3://lake/trialflow/ on the Ballista cluster df://")
+            && out.contains("lake/trialflow/raw/_staged.parquet"),
+        "the error does not name the store:\n{out}"
+    );
+    assert!(
+        moto.keys("lake", "trialflow/processed/clean").is_empty(),
+        "published"
+    );
+}
+
+/// A scheduler that dies mid-query: the run fails as infrastructure (exit 4), nothing is published, the staged
+/// raw rows are removed, and a re-run on a working cluster completes.
+#[test]
+fn a_scheduler_dying_mid_query_publishes_nothing_and_a_rerun_completes() {
+    let moto = crate::util::Moto::start();
+    moto.create_bucket("lake");
+    let p = Project::sample();
+    lake_in_bucket(&p);
+    let env: Vec<(&str, String)> = moto.env();
+    for f in ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"] {
+        std::fs::remove_file(p.path(&format!("data/raw/{f}"))).unwrap();
+    }
+    let o = p.run(&["generate", "--rows", "100000", "--out", "data/raw"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut cluster = Cluster::start_with(&p, 1, &env);
+    let mut c = p.cmd(&["pipeline", "data"]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let mut run = c
+        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
+        .env("TRIALFLOW_DAG__RETRIES", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the staged table goes to the lake just before the cluster query starts; the query over 100,000 rows
+    // runs for seconds
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let staged = || {
+        moto.keys("lake", "trialflow/raw")
+            .iter()
+            .any(|k| k.ends_with("/_staged.parquet"))
+    };
+    while !staged() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clean task never staged its rows"
+        );
+        if run.try_wait().unwrap().is_some() {
+            panic!(
+                "the run ended before the query started:\n{}",
+                text(&run.wait_with_output().unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = cluster.scheduler.kill();
+    let _ = cluster.scheduler.wait();
+    let o = run.wait_with_output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert!(
+        moto.keys("lake", "trialflow/processed/clean").is_empty(),
+        "published: {out}"
+    );
+    assert!(!staged(), "the raw rows outlived the task");
+    drop(cluster);
+
+    let cluster = Cluster::start_with(&p, 1, &env);
+    let mut c = p.cmd(&["pipeline", "data"]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let o = c
+        .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!moto.keys("lake", "trialflow/processed/clean").is_empty());
 }
