@@ -73,8 +73,15 @@ pub fn bench(args: &[String]) -> Result<()> {
         Some("read") => crate::bench_read::read(&parse_opts(&args[1..])?),
         Some("train") => train(&parse_opts(&args[1..])?),
         Some("preprocess") => crate::bench_preprocess::preprocess(&parse_opts(&args[1..])?),
+        Some("cluster") => {
+            let mut o = parse_opts(&args[1..])?;
+            if !args.iter().any(|a| a == "--rows") {
+                o.rows = 1_000_000;
+            }
+            crate::bench_cluster::cluster(&o)
+        }
         _ => bail!(
-            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N] [--mb MB]\n       cargo xtask bench read [--runs N] [--mb MB]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]"
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N] [--mb MB]\n       cargo xtask bench read [--runs N] [--mb MB]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask bench cluster [--rows N] [--runs N]"
         ),
     }
 }
@@ -120,7 +127,7 @@ fn record(i: usize) -> Value {
     })
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -7,6 +7,8 @@
 //!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
 //!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs);
 //!   `cargo xtask bench preprocess [--rows N] [--runs N]`: the data pipeline against DuckDB, Polars and pandas.
+//!   `cargo xtask bench cluster [--rows N] [--runs N]`: the same preprocessing locally and on a Ballista cluster
+//!   of one and two executors (the scaling curve behind the executor count for a trial).
 //! - `cargo xtask gpu-check [--cpu-smoke] [--with-libs]`: the CUDA build (no GPU needed) and a bundle that checks it on a GPU
 //!   machine (see gpu.rs).
 //! - `cargo xtask report-check [--screenshot]`: run the sample pipeline in a scratch folder, open its HTML
@@ -19,6 +21,7 @@
 //! compiles the dependency set once for running and testing.
 
 mod bench;
+mod bench_cluster;
 mod bench_preprocess;
 mod bench_read;
 mod fuzz;
@@ -107,7 +110,7 @@ fn run() -> Result<()> {
         Some("references") => references(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]\n       cargo xtask references [SCRIPT…]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask bench cluster [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]\n       cargo xtask references [SCRIPT…]"
             );
             bail!("unknown or missing command")
         }
