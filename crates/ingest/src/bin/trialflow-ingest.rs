@@ -45,10 +45,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     let r = trialflow_ingest::ingest(&cfg, &lake, cli.dry_run).await;
-    if let Some(lock) = lock {
-        lock.release().await?;
-    }
+    // the copy's own error first: a store that went away fails the release too
+    let released = match lock {
+        Some(lock) => lock.release().await,
+        None => Ok(()),
+    };
     let r = r?;
+    released?;
     for f in &r.files {
         println!("{f}");
     }
