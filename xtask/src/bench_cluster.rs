@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result};
 
 use crate::bench::{Opts, free_port, median, run_measured};
-use crate::{cargo, root, status};
+use crate::bench_preprocess::task_seconds;
+use crate::{cargo, status};
 
 /// Kills the cluster's processes when dropped.
 struct Processes(Vec<Child>);
@@ -75,20 +76,7 @@ fn start_cluster(bin: &Path, executors: usize, work: &Path) -> Result<(Processes
     Ok((procs, format!("df://{bind}")))
 }
 
-/// `task=<name> status=succeeded seconds=<s>` lines of a pipeline run.
-fn task_seconds(log: &str, task: &str) -> f64 {
-    log.lines()
-        .filter(|l| l.contains(&format!("task={task} ")) && l.contains("status=succeeded"))
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("seconds="))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 pub(crate) fn cluster(o: &Opts) -> Result<()> {
-    let root = root();
     let mut build = cargo();
     build.args([
         "build",
@@ -105,28 +93,7 @@ pub(crate) fn cluster(o: &Opts) -> Result<()> {
         "cargo build --release --features ballista --bin trialflow",
     )?;
     let bin = crate::built("release", "trialflow")?;
-    let dir = root.join(format!("target/bench/preprocess/{}", o.rows));
-    let raw = dir.join("data/raw");
-    if !raw.join(".complete").exists() {
-        let mut g = Command::new(&bin);
-        g.args([
-            "generate",
-            "--rows",
-            &o.rows.to_string(),
-            "--files",
-            "2",
-            "--out",
-        ])
-        .arg(&raw)
-        .stdout(Stdio::null());
-        status(g, &format!("trialflow generate --rows {}", o.rows))?;
-        std::fs::write(raw.join(".complete"), "")?;
-    }
-    std::fs::create_dir_all(dir.join("config"))?;
-    std::fs::copy(
-        root.join("config/config.yaml"),
-        dir.join("config/config.yaml"),
-    )?;
+    let dir = crate::bench_preprocess::sample_project(&bin, o.rows)?;
     let pipeline = |engine: Option<&str>, args: &[&str]| {
         let mut c = Command::new(&bin);
         c.current_dir(&dir).arg("pipeline").arg("data").args(args);
@@ -162,8 +129,8 @@ pub(crate) fn cluster(o: &Opts) -> Result<()> {
                 run + 1
             );
             secs.push(s);
-            clean.push(task_seconds(&text, "clean"));
-            features.push(task_seconds(&text, "features"));
+            clean.push(task_seconds(&text, "clean").unwrap_or(f64::NAN));
+            features.push(task_seconds(&text, "features").unwrap_or(f64::NAN));
         }
         drop(procs);
         rows.push((label, slots, median(secs), median(clean), median(features)));

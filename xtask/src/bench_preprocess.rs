@@ -35,7 +35,7 @@ fn rows_out(tool: &str, dir: &Path, stdout: &str) -> u64 {
 }
 
 /// `task=<name> status=succeeded seconds=<s>` lines of a pipeline run.
-fn task_seconds(log: &str, task: &str) -> Option<f64> {
+pub(crate) fn task_seconds(log: &str, task: &str) -> Option<f64> {
     log.lines()
         .filter(|l| l.contains(&format!("task={task} ")) && l.contains("status=succeeded"))
         .find_map(|l| {
@@ -45,25 +45,25 @@ fn task_seconds(log: &str, task: &str) -> Option<f64> {
         })
 }
 
-pub(crate) fn preprocess(o: &Opts) -> Result<()> {
+/// target/bench/preprocess/<rows>: the sample trial generated at `rows` rows in two files (once; cached) and the
+/// sample config, the project both preprocessing benches run in.
+pub(crate) fn sample_project(bin: &Path, rows: usize) -> Result<std::path::PathBuf> {
     let root = root();
-    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
-    let bin = build_release("trialflow-cli", "trialflow")?;
-    let dir = root.join(format!("target/bench/preprocess/{}", o.rows));
+    let dir = root.join(format!("target/bench/preprocess/{rows}"));
     let raw = dir.join("data/raw");
     if !raw.join(".complete").exists() {
-        let mut g = Command::new(&bin);
+        let mut g = Command::new(bin);
         g.args([
             "generate",
             "--rows",
-            &o.rows.to_string(),
+            &rows.to_string(),
             "--files",
             "2",
             "--out",
         ])
         .arg(&raw)
         .stdout(Stdio::null());
-        status(g, &format!("trialflow generate --rows {}", o.rows))?;
+        status(g, &format!("trialflow generate --rows {rows}"))?;
         std::fs::write(raw.join(".complete"), "")?;
     }
     std::fs::create_dir_all(dir.join("config"))?;
@@ -71,6 +71,15 @@ pub(crate) fn preprocess(o: &Opts) -> Result<()> {
         root.join("config/config.yaml"),
         dir.join("config/config.yaml"),
     )?;
+    Ok(dir)
+}
+
+pub(crate) fn preprocess(o: &Opts) -> Result<()> {
+    let root = root();
+    let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
+    let bin = build_release("trialflow-cli", "trialflow")?;
+    let dir = sample_project(&bin, o.rows)?;
+    let raw = dir.join("data/raw");
     let trialflow = |args: &[&str]| {
         let mut c = Command::new(&bin);
         c.current_dir(&dir).arg("pipeline").arg("data").args(args);
