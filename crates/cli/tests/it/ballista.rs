@@ -317,6 +317,15 @@ fn mirror(
     }
 }
 
+/// `pipeline data` of `p` with `env` (the bucket's credentials and endpoint).
+fn data_run(p: &Project, env: &[(&str, String)]) -> std::process::Command {
+    let mut c = p.cmd(&["pipeline", "data"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
 fn lake_in_bucket(p: &Project) {
     let path = p.path("config/config.yaml");
     let cfg = std::fs::read_to_string(&path).unwrap();
@@ -343,10 +352,7 @@ fn a_lake_in_a_bucket_on_two_executors_equals_the_local_engine_row_for_row() {
     lake_in_bucket(&remote);
     let env: Vec<(&str, String)> = moto.env();
     let cluster = Cluster::start_with(&remote, 2, &env);
-    let mut c = remote.cmd(&["pipeline", "data"]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
+    let mut c = data_run(&remote, &env);
     let o = c
         .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
         .output()
@@ -409,10 +415,7 @@ fn executors_that_cannot_reach_the_lakes_store_are_an_infrastructure_error_namin
         .collect();
     assert_ne!(env, unreachable, "the moto environment names its endpoint");
     let cluster = Cluster::start_with(&p, 1, &unreachable);
-    let mut c = p.cmd(&["pipeline", "data"]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
+    let mut c = data_run(&p, &env);
     let o = c
         .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
         .env("TRIALFLOW_DAG__RETRIES", "0")
@@ -446,10 +449,7 @@ fn a_scheduler_dying_mid_query_publishes_nothing_and_a_rerun_completes() {
     let o = p.run(&["generate", "--rows", "100000", "--out", "data/raw"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let mut cluster = Cluster::start_with(&p, 1, &env);
-    let mut c = p.cmd(&["pipeline", "data"]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
+    let mut c = data_run(&p, &env);
     let mut run = c
         .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
         .env("TRIALFLOW_DAG__RETRIES", "0")
@@ -491,10 +491,7 @@ fn a_scheduler_dying_mid_query_publishes_nothing_and_a_rerun_completes() {
     drop(cluster);
 
     let cluster = Cluster::start_with(&p, 1, &env);
-    let mut c = p.cmd(&["pipeline", "data"]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
+    let mut c = data_run(&p, &env);
     let o = c
         .env("TRIALFLOW_EXECUTION__ENGINE", cluster.engine())
         .output()
