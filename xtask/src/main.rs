@@ -3,10 +3,13 @@
 //! - `cargo xtask pipeline <name> [args]`: build the workspace binaries and run `trialflow pipeline <name>`.
 //! - `cargo xtask test`: fmt check, clippy with warnings denied, every test of the workspace, then the report
 //!   check; all with the `ballista` and the server's `fuzzing` features (`TEST_FEATURES`).
-//! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against FastAPI + PyTorch under wrk;
+//! - `cargo xtask bench serve [--runs N] [--seconds S]`: trialflow-server against MLServer, KServe and FastAPI under
+//!   wrk, on both protocols;
 //!   `cargo xtask bench ingest [--runs N]`: a 1 GiB file into a local and an S3 (moto) lake;
-//!   `cargo xtask bench train [--runs N]`: candle training throughput against PyTorch and Keras (see bench.rs);
-//!   `cargo xtask bench preprocess [--rows N] [--runs N]`: the data pipeline against DuckDB, Polars and pandas.
+//!   `cargo xtask bench train [--runs N] [--only auc]`: candle training throughput against PyTorch and Keras, after
+//!   their test AUCs are checked to agree (see bench.rs);
+//!   `cargo xtask bench preprocess [--rows N | --sizes N,N,…] [--runs N]`: the data pipeline against DuckDB, Polars and
+//!   pandas, their outputs checked against trialflow's first.
 //!   `cargo xtask bench cluster [--rows N] [--runs N]`: the same preprocessing locally and on a Ballista cluster
 //!   of one and two executors (the scaling curve behind the executor count for a trial).
 //! - `cargo xtask gpu-check [--cpu-smoke] [--with-libs]`: the CUDA build (no GPU needed) and a bundle that checks it on a GPU
@@ -110,7 +113,7 @@ fn run() -> Result<()> {
         Some("references") => references(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N]\n       cargo xtask bench preprocess [--rows N] [--runs N]\n       cargo xtask bench cluster [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]\n       cargo xtask references [SCRIPT…]"
+                "usage: cargo xtask pipeline <data|training|deployment|full> [trialflow args]\n       cargo xtask test\n       cargo xtask bench serve [--runs N] [--seconds S] [--connections C] [--only mlserver,kserve,fastapi]\n       cargo xtask bench ingest [--runs N]\n       cargo xtask bench train [--runs N] [--only auc|endpoints|clustering]\n       cargo xtask bench preprocess [--rows N | --sizes N,N,…] [--runs N]\n       cargo xtask bench cluster [--rows N] [--runs N]\n       cargo xtask gpu-check [--cpu-smoke] [--with-libs]\n       cargo xtask report-check [--screenshot]\n       cargo xtask fuzz [SECONDS] [TARGET…]\n       cargo xtask references [SCRIPT…]"
             );
             bail!("unknown or missing command")
         }

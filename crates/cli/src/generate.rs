@@ -107,11 +107,57 @@ pub fn generate(rows: usize, seed: u64, files: usize, out_dir: &Path) -> Result<
         "--rows {rows}: at most {MAX_ROWS} rows (about 5 GB of CSV)"
     );
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // Two passes over the same seeded stream: the first counts the lines (duplicates are random), the second
+    // writes them, so memory stays flat at 50M rows and the files split where they always did.
+    let mut lines = 0usize;
+    each_line(rows, seed, |_| {
+        lines += 1;
+        Ok(())
+    })?;
+    let per_file = lines.div_ceil(files).max(1);
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut open: Option<(csv::Writer<std::fs::File>, PathBuf, PathBuf)> = None;
+    let mut in_file = 0usize;
+    let close = |open: &mut Option<(csv::Writer<std::fs::File>, PathBuf, PathBuf)>,
+                 written: &mut Vec<PathBuf>|
+     -> Result<()> {
+        if let Some((mut w, tmp, path)) = open.take() {
+            w.flush()?;
+            drop(w);
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} into place", tmp.display()))?;
+            written.push(path);
+        }
+        Ok(())
+    };
+    each_line(rows, seed, |line| {
+        if open.is_none() || in_file == per_file {
+            close(&mut open, &mut written)?;
+            let path = out_dir.join(format!("clinical_trial_data_{}.csv", written.len() + 1));
+            let tmp = path.with_extension("csv.tmp");
+            let mut w = csv::Writer::from_path(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            w.write_record(HEADER)?;
+            open = Some((w, tmp, path));
+            in_file = 0;
+        }
+        if let Some((w, _, _)) = open.as_mut() {
+            w.write_record(line)?;
+        }
+        in_file += 1;
+        Ok(())
+    })?;
+    close(&mut open, &mut written)?;
+    Ok(written)
+}
+
+/// Every line of the trial with `rows` subjects from `seed`, in file order: each subject's row, then its exact
+/// duplicate or its re-entered typo when the dice say so.
+fn each_line(rows: usize, seed: u64, mut emit: impl FnMut(&[String]) -> Result<()>) -> Result<()> {
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
     };
     let site_effect: Vec<f64> = (0..12).map(|_| g.normal(0.0, 0.25)).collect();
-    let mut lines: Vec<Vec<String>> = Vec::with_capacity(rows + rows / 50);
     for i in 0..rows {
         let site = g.rng.random_range(0..12usize);
         let treated = g.chance(0.5);
@@ -210,34 +256,17 @@ pub fn generate(rows: usize, seed: u64, files: usize, out_dir: &Path) -> Result<
         ];
         let duplicate = g.chance(0.012);
         let repeated_id = g.chance(0.003);
-        lines.push(row.clone());
+        emit(&row)?;
         if duplicate {
-            lines.push(row.clone()); // exact duplicate from a double export
+            emit(&row)?; // exact duplicate from a double export
         }
         if repeated_id {
             let mut again = row;
             again[3] = format!("{}", (age + 1.0).round()); // re-entered with a typo: same id, other values
-            lines.push(again);
+            emit(&again)?;
         }
     }
-    let per_file = lines.len().div_ceil(files);
-    let mut written = Vec::new();
-    for (i, chunk) in lines.chunks(per_file.max(1)).enumerate() {
-        let path = out_dir.join(format!("clinical_trial_data_{}.csv", i + 1));
-        let tmp = path.with_extension("csv.tmp");
-        let mut w =
-            csv::Writer::from_path(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        w.write_record(HEADER)?;
-        for r in chunk {
-            w.write_record(r)?;
-        }
-        w.flush()?;
-        drop(w);
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
-        written.push(path);
-    }
-    Ok(written)
+    Ok(())
 }
 
 #[cfg(test)]

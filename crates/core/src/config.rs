@@ -748,6 +748,9 @@ pub struct TrainingConfig {
     pub weight_decay: f64,
     /// Epochs without validation-loss improvement before stopping; the best epoch's weights are kept.
     pub patience: usize,
+    /// Keep the best validation epoch's weights (Keras' `restore_best_weights`); false keeps the last epoch's.
+    #[serde(default = "default_true")]
+    pub restore_best: bool,
     #[serde(default = "default_device")]
     pub device: DeviceChoice,
     /// Probability at or above which a prediction is positive (accuracy, sensitivity, specificity).

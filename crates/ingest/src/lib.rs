@@ -346,29 +346,7 @@ async fn stream_object(
     let result = result.and_then(|()| scan.finish());
     let scanned = match (result, upload) {
         (Ok(s), Some(w)) => {
-            if let Err(e) = w.finish().await {
-                // A completion whose answer was lost (timed out, then retried against an upload the store had
-                // already completed; object_store then aborts and reports the abort's 404) is an error although
-                // the object is there. Trust the staged object when it is whole: its size is what was streamed.
-                // The first completion may still be assembling the object on a loaded server, so look a few
-                // times (about 15 s in all) before calling the copy failed.
-                let rel = dest.unwrap_or_default();
-                let mut whole = false;
-                for wait_ms in [0u64, 250, 500, 1000, 2000, 4000, 8000] {
-                    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-                    if matches!(lake.head(rel).await, Ok(Some(entry)) if entry.size == size) {
-                        whole = true;
-                        break;
-                    }
-                }
-                if !whole {
-                    return Err(Error::Storage {
-                        location: lake.display(rel),
-                        source: e,
-                    });
-                }
-                tracing::warn!(object = %lake.display(rel), error = %e, "multipart completion reported an error but the object is complete; continuing");
-            }
+            finish_upload(w, lake, dest.unwrap_or_default(), size).await?;
             s
         }
         (Ok(s), None) => s,
@@ -379,6 +357,99 @@ async fn stream_object(
         (Err(e), None) => return Err(e),
     };
     Ok((hex::encode(hasher.finalize()), size, scanned, read_meta))
+}
+
+/// Completes a multipart upload of `size` bytes to `rel`.
+async fn finish_upload(
+    w: object_store::WriteMultipart,
+    lake: &Storage,
+    rel: &str,
+    size: u64,
+) -> Result<()> {
+    let Err(e) = w.finish().await else {
+        return Ok(());
+    };
+    // A completion whose answer was lost (timed out, then retried against an upload the store had already
+    // completed; object_store then aborts and reports the abort's 404) is an error although the object is
+    // there. Trust the object when it is whole: its size is what was streamed. The first completion may still
+    // be assembling the object on a loaded server, so look a few times (about 15 s in all) before calling the
+    // copy failed.
+    for wait_ms in [0u64, 250, 500, 1000, 2000, 4000, 8000] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        if matches!(lake.head(rel).await, Ok(Some(entry)) if entry.size == size) {
+            tracing::warn!(object = %lake.display(rel), error = %e, "multipart completion reported an error but the object is complete; continuing");
+            return Ok(());
+        }
+    }
+    Err(Error::Storage {
+        location: lake.display(rel),
+        source: e,
+    })
+}
+
+/// Uploads a local source straight to its content address `object`, hashing the bytes again as they go: a
+/// file rewritten since it was hashed no longer matches `sha256`, and then the upload is aborted before it
+/// completes, so no object ever holds bytes other than its address says.
+async fn upload_hashed(
+    url: &str,
+    path: PathBuf,
+    lake: &Storage,
+    object: &str,
+    sha256: &str,
+    size: u64,
+) -> Result<()> {
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+    use sha2::Digest;
+    let lake_err = |e: object_store::Error| Error::Storage {
+        location: lake.display(object),
+        source: e,
+    };
+    let mut w = object_store::WriteMultipart::new_with_chunk_size(
+        lake.object_store()
+            .put_multipart(&object_store::path::Path::from(object))
+            .await
+            .map_err(lake_err)?,
+        UPLOAD_PART_BYTES,
+    );
+    let mut stream = local_chunks(path);
+    let mut hasher = sha2::Sha256::new();
+    let mut sent = 0u64;
+    let streamed: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::Storage {
+                location: url.to_string(),
+                source: e,
+            })?;
+            hasher.update(&chunk);
+            sent += chunk.len() as u64;
+            w.wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .map_err(lake_err)?;
+            w.write(&chunk);
+        }
+        Ok(())
+    }
+    .await;
+    let unchanged = sent == size && hex::encode(hasher.finalize()) == sha256;
+    match streamed {
+        Ok(()) if unchanged => finish_upload(w, lake, object, size).await,
+        Ok(()) => {
+            let _ = w.abort().await;
+            Err(changed_while_read(url))
+        }
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(e)
+        }
+    }
+}
+
+fn changed_while_read(url: &str) -> Error {
+    Error::infra(
+        url,
+        "the file changed while it was being read; run again to ingest the new version",
+    )
 }
 
 /// Multipart part size for raw copies.
@@ -444,22 +515,35 @@ fn raw_object(source: &str, sha: &str, format: SourceFormat) -> String {
 /// Streams `found` once; unless `staging` is `None` (dry run), publishes the copy under its content address
 /// (a copy that exists already holds exactly these bytes). A source rewritten while it was read would give
 /// a copy that matches neither version: refused, nothing published.
+///
+/// A local file going to a lake in a bucket is hashed first and then uploaded straight to its content
+/// address (or not at all when the lake holds it already): a second local read instead of the store's
+/// server-side copy of the whole object from a staging name.
 async fn copy_in(
     found: &Found,
     required: &[String],
     lake: &Storage,
     staging: Option<&str>,
 ) -> Result<(String, u64, Scanned)> {
+    let direct = match (staging, found.store.local_root(), lake.local_root()) {
+        (Some(_), Some(root), None) => Some(root.join(&found.path)),
+        _ => None,
+    };
+    let staging = staging.filter(|_| direct.is_none());
     let (sha, size, scan, read_meta) = stream_object(found, required, lake, staging).await?;
     let after = found.store.head(&found.path).await?;
     if after.is_none_or(|a| (a.size, a.e_tag) != read_meta) || size != read_meta.0 {
         if let Some(staging) = staging {
             lake.delete(staging).await?;
         }
-        return Err(Error::infra(
-            &found.listed.url,
-            "the file changed while it was being read; run again to ingest the new version",
-        ));
+        return Err(changed_while_read(&found.listed.url));
+    }
+    if let Some(path) = direct {
+        let object = raw_object(&found.listed.source, &sha, found.format);
+        if lake.head(&object).await?.is_none() {
+            upload_hashed(&found.listed.url, path, lake, &object, &sha, size).await?;
+        }
+        return Ok((sha, size, scan));
     }
     if let Some(staging) = staging {
         let object = raw_object(&found.listed.source, &sha, found.format);
@@ -599,4 +683,69 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
         }
     }
     Ok(IngestReport { files, copied })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn lake_and_file(bytes: &[u8]) -> (tempfile::TempDir, Storage, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Storage::open(dir.path().join("lake").to_str().unwrap()).unwrap();
+        let file = dir.path().join("source.csv");
+        std::fs::write(&file, bytes).unwrap();
+        (dir, lake, file)
+    }
+
+    #[tokio::test]
+    async fn a_direct_upload_lands_at_its_content_address() {
+        let bytes = b"subject_id,age\nA,50\n".repeat(1000);
+        let (_dir, lake, file) = lake_and_file(&bytes);
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let object = format!("raw/trial/{sha}.csv");
+        upload_hashed(
+            "file:///source.csv",
+            file,
+            &lake,
+            &object,
+            &sha,
+            bytes.len() as u64,
+        )
+        .await
+        .unwrap();
+        assert_eq!(lake.get(&object).await.unwrap().as_ref(), bytes.as_slice());
+    }
+
+    /// Uploads `now` (the file's bytes at upload time) as if `hashed` had been hashed: the error, and whether
+    /// the content address then holds an object.
+    async fn upload_after_change(hashed: &[u8], now: &[u8]) -> (String, bool) {
+        let (_dir, lake, file) = lake_and_file(now);
+        let sha = hex::encode(sha2::Sha256::digest(hashed));
+        let object = format!("raw/trial/{sha}.csv");
+        let err = upload_hashed(
+            "file:///source.csv",
+            file,
+            &lake,
+            &object,
+            &sha,
+            hashed.len() as u64,
+        )
+        .await
+        .unwrap_err();
+        (err.to_string(), lake.head(&object).await.unwrap().is_some())
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_since_it_was_hashed_is_never_published() {
+        let hashed = b"subject_id,age\nA,50\n".repeat(1000);
+        let mut grown = hashed.clone();
+        grown.extend_from_slice(b"B,61\n");
+        // grown, and the same size with other bytes (the hash decides)
+        for now in [grown, hashed.to_ascii_uppercase()] {
+            let (err, published) = upload_after_change(&hashed, &now).await;
+            assert!(err.contains("changed while it was being read"), "{err}");
+            assert!(!published);
+        }
+    }
 }

@@ -361,12 +361,14 @@ fn fit_autograd(
         let verdict = stopping.observe(&e);
         history.push(e);
         match verdict {
-            Verdict::Improved => best = net.snapshot()?,
-            Verdict::Continue => {}
+            Verdict::Improved if t.restore_best => best = net.snapshot()?,
+            Verdict::Improved | Verdict::Continue => {}
             Verdict::Stop => break,
         }
     }
-    net.restore(&best)?;
+    if t.restore_best {
+        net.restore(&best)?;
+    }
     Ok(Fitted {
         network: net,
         epochs_run,

@@ -190,12 +190,14 @@ pub(crate) fn fit_fused(
         let verdict = stopping.observe(&e);
         history.push(e);
         match verdict {
-            Verdict::Improved => best_params.clone_from(&mlp.params),
-            Verdict::Continue => {}
+            Verdict::Improved if t.restore_best => best_params.clone_from(&mlp.params),
+            Verdict::Improved | Verdict::Continue => {}
             Verdict::Stop => break,
         }
     }
-    mlp.params = best_params;
+    if t.restore_best {
+        mlp.params = best_params;
+    }
     for ((w, b), (wv, bv)) in net.layers.iter().zip(mlp.layers()) {
         w.set(&Tensor::from_vec(wv, w.as_tensor().shape(), &Device::Cpu)?)?;
         b.set(&Tensor::from_vec(bv, b.as_tensor().shape(), &Device::Cpu)?)?;

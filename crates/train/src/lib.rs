@@ -211,6 +211,58 @@ mod tests {
         assert_eq!(one, weights_with(3), "1 vs 3 threads");
     }
 
+    /// `restore_best: false` keeps the last epoch's weights (Keras without `restore_best_weights`); true keeps
+    /// the best validation epoch's, which are the weights a run stopped at that epoch ends with.
+    #[test]
+    fn restore_best_keeps_the_best_epoch_and_off_keeps_the_last() {
+        let (dim, rows) = (4, 400);
+        let mut rng = StdRng::seed_from_u64(11);
+        let x: Vec<f32> = (0..rows * dim)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let y: Vec<f32> = (0..rows)
+            .map(|r| f32::from(x[r * dim] + rng.random_range(-2.0..2.0) > 0.0))
+            .collect();
+        let arch = trialflow_core::config::ModelConfig {
+            hidden: vec![32],
+            dropout: vec![0.0],
+            activation: trialflow_core::config::Activation::Relu,
+        };
+        let run = |epochs: usize, restore_best: bool| {
+            let mut t = training(epochs, 16);
+            t.learning_rate = 0.05; // a large step: the validation loss rises after its best epoch
+            t.restore_best = restore_best;
+            let f = fit(
+                &arch,
+                &t,
+                fused::Objective::Bce { pos_weight: 1.0 },
+                Arrays {
+                    x: &x[..300 * dim],
+                    y: &y[..300],
+                    rows: 300,
+                },
+                Arrays {
+                    x: &x[300 * dim..],
+                    y: &y[300..],
+                    rows: 100,
+                },
+                dim,
+                3,
+                &Device::Cpu,
+            )
+            .unwrap();
+            (f.best_epoch, f.network.to_safetensors().unwrap())
+        };
+        let (best, restored) = run(12, true);
+        assert!(
+            best < 12,
+            "the validation loss must peak before the last epoch to tell the two apart"
+        );
+        let (_, last) = run(12, false);
+        assert_ne!(restored, last);
+        assert_eq!(restored, run(best, false).1);
+    }
+
     /// A training section with the given epochs and batch, every optional key at its default.
     fn training(epochs: usize, batch_size: usize) -> trialflow_core::config::TrainingConfig {
         serde_json::from_value(serde_json::json!({

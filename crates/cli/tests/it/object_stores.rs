@@ -1,8 +1,9 @@
 //! Sources and the lake on object storage, against a real S3 API server (moto on 127.0.0.1): ingest from
 //! `s3://…/*.csv` into a local lake and run the data pipeline on it; re-ingest copies nothing; a changed
-//! object is a new raw object beside the old one; local files into a lake in a bucket; a glob that matches
-//! nothing and a bucket that does not exist are clear errors. Sources on fake-gcs-server (`gs://`), Azurite
-//! (`az://`) and a plain HTTP server (python -m http.server) are ingested by URL.
+//! object is a new raw object beside the old one; local files into a lake in a bucket (hashed first, then
+//! uploaded straight to their content address); a glob that matches nothing and a bucket that does not exist
+//! are clear errors. Sources on fake-gcs-server (`gs://`), Azurite (`az://`) and a plain HTTP server (python -m
+//! http.server) are ingested by URL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -126,12 +127,44 @@ fn ingest_from_s3_then_into_an_s3_lake() {
         keys.contains(&"trialflow/raw/_current.json".to_string()),
         "{keys:?}"
     );
+    // hashed first, then uploaded straight to the content address: no staging object, no server-side copy
+    let mut raw: Vec<String> = keys
+        .iter()
+        .filter(|k| k.starts_with("trialflow/raw/trial/") && k.ends_with(".csv"))
+        .cloned()
+        .collect();
+    raw.sort();
+    let mut expected: Vec<String> = ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"]
+        .iter()
+        .map(|f| {
+            use sha2::Digest;
+            let bytes = std::fs::read(q.path(&format!("data/raw/{f}"))).unwrap();
+            format!(
+                "trialflow/raw/trial/{}.csv",
+                hex::encode(sha2::Sha256::digest(&bytes))
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(raw, expected);
+    let store = moto.store("lake");
+    use object_store::ObjectStoreExt;
+    let copy = util::block_on(async {
+        store
+            .get(&object_store::path::Path::from(raw[0].as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    use sha2::Digest;
     assert_eq!(
-        keys.iter()
-            .filter(|k| k.starts_with("trialflow/raw/trial/") && k.ends_with(".csv"))
-            .count(),
-        2,
-        "{keys:?}"
+        format!(
+            "trialflow/raw/trial/{}.csv",
+            hex::encode(sha2::Sha256::digest(&copy))
+        ),
+        raw[0]
     );
     assert!(!keys.iter().any(|k| k.contains("_staging")), "{keys:?}");
     let (code, out) = run(&q, &moto, &["ingest"]);

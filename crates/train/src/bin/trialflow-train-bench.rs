@@ -81,6 +81,7 @@ fn training(batch: usize, epochs: usize) -> TrainingConfig {
         learning_rate: 1e-3,
         weight_decay: 0.0,
         patience: epochs,
+        restore_best: true,
         device: trialflow_core::config::DeviceChoice::Cpu,
         threshold: 0.5,
         bootstrap_resamples: 0,
@@ -566,7 +567,9 @@ fn main() -> Result<()> {
             let (xv, yv) = load("val")?;
             let (xs, ys) = load("test")?;
             let arch = architecture(&arg(&args, "--model")?)?;
-            let t = training(num(&args, "--batch")?, num(&args, "--epochs")?);
+            // the peers keep the last epoch's weights: so does this run, or it would be measured on the best
+            let mut t = training(num(&args, "--batch")?, num(&args, "--epochs")?);
+            t.restore_best = false;
             let train = Arrays {
                 x: &xt,
                 y: &yt,
