@@ -876,7 +876,8 @@ fn ingest(o: &Opts) -> Result<()> {
     let ratio = secs[3] / secs[2];
     println!(
         "\ntrialflow-ingest into S3 at {ratio:.2}× boto3 upload_file's speed (goal ≥ 1×: {}); it reads the file twice \
-         (hash and scan, then upload to the content address) where boto3 reads it once and checks nothing.",
+         (hash it, then scan it while it uploads to the content address) where boto3 reads it once and checks \
+         nothing.",
         if ratio >= 1.0 { "met" } else { "not met" }
     );
     Ok(())

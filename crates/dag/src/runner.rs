@@ -436,7 +436,7 @@ impl RunCtx {
                     .filter(|h| h.size == e.size && h.e_tag == e.e_tag && e.e_tag.is_some());
                 let sha = match known {
                     Some(h) => h.sha256.clone(),
-                    None => sha256_hex(&self.lake.get(&e.path).await?),
+                    None => self.lake.sha256_hex(&e.path).await?,
                 };
                 fp.part(&e.path, sha.as_bytes());
                 hashed.insert(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
-use trialflow_core::storage::{local_path_of, split_glob};
+use trialflow_core::storage::{Entry, local_path_of, split_glob};
 use trialflow_core::{Error, Result, Storage};
 
 mod scan;
@@ -273,7 +273,6 @@ async fn stream_object(
 ) -> Result<(String, u64, Scanned, (u64, Option<String>))> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
-    use sha2::Digest;
     let url = &found.listed.url;
     let src_err = |e: object_store::Error| Error::Storage {
         location: url.clone(),
@@ -311,7 +310,7 @@ async fn stream_object(
         )),
         None => None,
     };
-    let mut hasher = sha2::Sha256::new();
+    let hasher = Hasher::start();
     let mut size = 0u64;
     let progress = trialflow_core::progress::Progress::new(
         format!(
@@ -325,7 +324,7 @@ async fn stream_object(
     let result: Result<()> = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(src_err)?;
-            hasher.update(&chunk);
+            hasher.update(chunk.clone()).await?;
             size += chunk.len() as u64;
             progress.set(size);
             scan.feed(&chunk)?;
@@ -343,6 +342,7 @@ async fn stream_object(
         Ok(())
     }
     .await;
+    let sha = hasher.finish().await;
     let result = result.and_then(|()| scan.finish());
     let scanned = match (result, upload) {
         (Ok(s), Some(w)) => {
@@ -356,7 +356,7 @@ async fn stream_object(
         }
         (Err(e), None) => return Err(e),
     };
-    Ok((hex::encode(hasher.finalize()), size, scanned, read_meta))
+    Ok((sha?, size, scanned, read_meta))
 }
 
 /// Completes a multipart upload of `size` bytes to `rel`.
@@ -387,33 +387,45 @@ async fn finish_upload(
     })
 }
 
-/// Uploads a local source straight to its content address `object`, hashing the bytes again as they go: a
-/// file rewritten since it was hashed no longer matches `sha256`, and then the upload is aborted before it
-/// completes, so no object ever holds bytes other than its address says.
-async fn upload_hashed(
+/// Where the second read of a local source goes when its content address is not in the lake yet.
+struct Upload<'a> {
+    lake: &'a Storage,
+    object: &'a str,
+}
+
+/// The second read of a local source that was hashed first: scans its records and, with `upload`, sends it
+/// straight to its content address, hashing the bytes again as they go. The scan runs beside the store's work
+/// on the upload instead of before it. A file rewritten since it was hashed no longer matches `sha256`, and a
+/// scan that fails (a missing column, a broken record) stops the read: either way the upload is aborted
+/// before it completes, so no object ever holds bytes other than its address says, or bytes that failed the
+/// checks.
+async fn scan_and_upload(
     url: &str,
     path: PathBuf,
-    lake: &Storage,
-    object: &str,
+    mut scan: Scanner,
+    upload: Option<Upload<'_>>,
     sha256: &str,
     size: u64,
-) -> Result<()> {
+) -> Result<Scanned> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
-    use sha2::Digest;
-    let lake_err = |e: object_store::Error| Error::Storage {
-        location: lake.display(object),
+    let lake_err = |u: &Upload<'_>, e: object_store::Error| Error::Storage {
+        location: u.lake.display(u.object),
         source: e,
     };
-    let mut w = object_store::WriteMultipart::new_with_chunk_size(
-        lake.object_store()
-            .put_multipart(&object_store::path::Path::from(object))
-            .await
-            .map_err(lake_err)?,
-        UPLOAD_PART_BYTES,
-    );
+    let mut w = match &upload {
+        Some(u) => Some(object_store::WriteMultipart::new_with_chunk_size(
+            u.lake
+                .object_store()
+                .put_multipart(&object_store::path::Path::from(u.object))
+                .await
+                .map_err(|e| lake_err(u, e))?,
+            UPLOAD_PART_BYTES,
+        )),
+        None => None,
+    };
     let mut stream = local_chunks(path);
-    let mut hasher = sha2::Sha256::new();
+    let hasher = Hasher::start();
     let mut sent = 0u64;
     let streamed: Result<()> = async {
         while let Some(chunk) = stream.next().await {
@@ -421,27 +433,86 @@ async fn upload_hashed(
                 location: url.to_string(),
                 source: e,
             })?;
-            hasher.update(&chunk);
+            hasher.update(chunk.clone()).await?;
             sent += chunk.len() as u64;
-            w.wait_for_capacity(PARTS_IN_FLIGHT)
-                .await
-                .map_err(lake_err)?;
-            w.write(&chunk);
+            scan.feed(&chunk)?;
+            if let (Some(w), Some(u)) = (w.as_mut(), &upload) {
+                w.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| lake_err(u, e))?;
+                w.write(&chunk);
+            }
         }
         Ok(())
     }
     .await;
-    let unchanged = sent == size && hex::encode(hasher.finalize()) == sha256;
-    match streamed {
-        Ok(()) if unchanged => finish_upload(w, lake, object, size).await,
-        Ok(()) => {
-            let _ = w.abort().await;
-            Err(changed_while_read(url))
-        }
-        Err(e) => {
+    let unchanged = sent == size && hasher.finish().await? == sha256;
+    let scanned = match streamed {
+        Ok(()) if unchanged => scan.finish(),
+        Ok(()) => Err(changed_while_read(url)),
+        Err(e) => Err(e),
+    };
+    match (scanned, w, upload) {
+        (Ok(s), Some(w), Some(u)) => finish_upload(w, u.lake, u.object, size).await.map(|()| s),
+        (Ok(s), _, _) => Ok(s),
+        (Err(e), Some(w), _) => {
             let _ = w.abort().await;
             Err(e)
         }
+        (Err(e), None, _) => Err(e),
+    }
+}
+
+/// The sha256 and size of a local file, read in large chunks.
+async fn hash_local(url: &str, path: PathBuf) -> Result<(String, u64)> {
+    use futures::StreamExt;
+    let mut stream = local_chunks(path);
+    let hasher = Hasher::start();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Storage {
+            location: url.to_string(),
+            source: e,
+        })?;
+        size += chunk.len() as u64;
+        hasher.update(chunk).await?;
+    }
+    Ok((hasher.finish().await?, size))
+}
+
+/// SHA-256 on a thread of its own, fed the chunks as they are read: the hash and the record scan (or the
+/// upload's requests) use two cores instead of taking turns on one.
+struct Hasher {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    done: tokio::task::JoinHandle<String>,
+}
+
+impl Hasher {
+    fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+        let done = tokio::task::spawn_blocking(move || {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                h.update(&chunk);
+            }
+            hex::encode(h.finalize())
+        });
+        Self { tx, done }
+    }
+
+    async fn update(&self, chunk: bytes::Bytes) -> Result<()> {
+        self.tx
+            .send(chunk)
+            .await
+            .map_err(|_| Error::Internal("the hashing thread stopped".into()))
+    }
+
+    async fn finish(self) -> Result<String> {
+        drop(self.tx);
+        self.done
+            .await
+            .map_err(|e| Error::Internal(format!("the hashing thread failed: {e}")))
     }
 }
 
@@ -525,11 +596,9 @@ async fn copy_in(
     lake: &Storage,
     staging: Option<&str>,
 ) -> Result<(String, u64, Scanned)> {
-    let direct = match (staging, found.store.local_root(), lake.local_root()) {
-        (Some(_), Some(root), None) => Some(root.join(&found.path)),
-        _ => None,
-    };
-    let staging = staging.filter(|_| direct.is_none());
+    if let (Some(_), Some(root), None) = (staging, found.store.local_root(), lake.local_root()) {
+        return copy_in_direct(found, required, lake, root.join(&found.path)).await;
+    }
     let (sha, size, scan, read_meta) = stream_object(found, required, lake, staging).await?;
     let after = found.store.head(&found.path).await?;
     if after.is_none_or(|a| (a.size, a.e_tag) != read_meta) || size != read_meta.0 {
@@ -537,13 +606,6 @@ async fn copy_in(
             lake.delete(staging).await?;
         }
         return Err(changed_while_read(&found.listed.url));
-    }
-    if let Some(path) = direct {
-        let object = raw_object(&found.listed.source, &sha, found.format);
-        if lake.head(&object).await?.is_none() {
-            upload_hashed(&found.listed.url, path, lake, &object, &sha, size).await?;
-        }
-        return Ok((sha, size, scan));
     }
     if let Some(staging) = staging {
         let object = raw_object(&found.listed.source, &sha, found.format);
@@ -554,6 +616,36 @@ async fn copy_in(
         }
     }
     Ok((sha, size, scan))
+}
+
+/// A local file going to a lake in a bucket: hashed first (one fast read), then scanned while it is uploaded
+/// straight to its content address, or scanned alone when the lake holds that address already. A second
+/// local read instead of the store's server-side copy of the whole object from a staging name.
+async fn copy_in_direct(
+    found: &Found,
+    required: &[String],
+    lake: &Storage,
+    path: PathBuf,
+) -> Result<(String, u64, Scanned)> {
+    let url = &found.listed.url;
+    let version = |e: Option<Entry>| e.map(|e| (e.size, e.e_tag));
+    let before = version(found.store.head(&found.path).await?);
+    let (sha, size) = hash_local(url, path.clone()).await?;
+    let after = version(found.store.head(&found.path).await?);
+    if before.is_none() || after != before || before.is_some_and(|b| b.0 != size) {
+        return Err(changed_while_read(url));
+    }
+    let object = raw_object(&found.listed.source, &sha, found.format);
+    let scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
+    let upload = match lake.head(&object).await? {
+        None => Some(Upload {
+            lake,
+            object: &object,
+        }),
+        Some(_) => None,
+    };
+    let scanned = scan_and_upload(url, path, scan, upload, &sha, size).await?;
+    Ok((sha, size, scanned))
 }
 
 /// Copies new or changed source files into the raw zone. With `dry_run`, reports what would be copied.
@@ -698,41 +790,71 @@ mod tests {
         (dir, lake, file)
     }
 
-    #[tokio::test]
-    async fn a_direct_upload_lands_at_its_content_address() {
-        let bytes = b"subject_id,age\nA,50\n".repeat(1000);
-        let (_dir, lake, file) = lake_and_file(&bytes);
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    /// Writes `now` as the source file and runs the second read as if `hashed` had been hashed: the result,
+    /// the lake, its content address and the temporary folder that holds them.
+    async fn second_read(
+        hashed: &[u8],
+        now: &[u8],
+        required: &[&str],
+    ) -> (Result<Scanned>, Storage, String, tempfile::TempDir) {
+        let (dir, lake, file) = lake_and_file(now);
+        let sha = hex::encode(sha2::Sha256::digest(hashed));
         let object = format!("raw/trial/{sha}.csv");
-        upload_hashed(
+        let required: Vec<String> = required.iter().map(|c| c.to_string()).collect();
+        let scan = Scanner::new(
+            SourceFormat::Csv,
+            "file:///source.csv",
+            &required,
+            b',',
+            b'"',
+        )
+        .unwrap();
+        let upload = Upload {
+            lake: &lake,
+            object: &object,
+        };
+        let result = scan_and_upload(
             "file:///source.csv",
             file,
-            &lake,
-            &object,
+            scan,
+            Some(upload),
             &sha,
-            bytes.len() as u64,
+            hashed.len() as u64,
         )
-        .await
-        .unwrap();
+        .await;
+        (result, lake, object, dir)
+    }
+
+    fn trial_csv() -> Vec<u8> {
+        [b"subject_id,age\n".to_vec(), b"A,50\n".repeat(1000)].concat()
+    }
+
+    #[tokio::test]
+    async fn a_direct_upload_lands_at_its_content_address() {
+        let bytes = trial_csv();
+        let (scanned, lake, object, _dir) = second_read(&bytes, &bytes, &["age"]).await;
         assert_eq!(lake.get(&object).await.unwrap().as_ref(), bytes.as_slice());
+        assert_eq!(
+            scanned.unwrap().rows,
+            1000,
+            "the records were scanned on the way"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_fails_its_scan_is_never_published() {
+        let bytes = trial_csv();
+        let (scanned, lake, object, _dir) = second_read(&bytes, &bytes, &["age", "sex"]).await;
+        let err = scanned.unwrap_err();
+        assert!(err.to_string().contains("sex"), "{err}");
+        assert!(lake.head(&object).await.unwrap().is_none());
     }
 
     /// Uploads `now` (the file's bytes at upload time) as if `hashed` had been hashed: the error, and whether
     /// the content address then holds an object.
     async fn upload_after_change(hashed: &[u8], now: &[u8]) -> (String, bool) {
-        let (_dir, lake, file) = lake_and_file(now);
-        let sha = hex::encode(sha2::Sha256::digest(hashed));
-        let object = format!("raw/trial/{sha}.csv");
-        let err = upload_hashed(
-            "file:///source.csv",
-            file,
-            &lake,
-            &object,
-            &sha,
-            hashed.len() as u64,
-        )
-        .await
-        .unwrap_err();
+        let (scanned, lake, object, _dir) = second_read(hashed, now, &[]).await;
+        let err = scanned.unwrap_err();
         (err.to_string(), lake.head(&object).await.unwrap().is_some())
     }
 

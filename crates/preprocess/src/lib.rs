@@ -16,6 +16,7 @@ pub use trialflow_core::stage;
 pub mod tables;
 mod task;
 pub mod udf;
+mod value_counts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -899,15 +900,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     }
     let started = std::time::Instant::now();
     let mut events = [0u64; 3];
-    // A hint for the value buffers: the clean table's rows times the train fraction.
-    let clean_rows = contracts::load::<CleanReport>(lake)
-        .await
-        .map_or(0, |r| r.accepted);
-    let mut train = spec::TrainStats::new(
-        cfg,
-        &step.origin,
-        (clean_rows as f64 * s.train * 1.01) as usize,
-    );
+    let mut train = spec::TrainStats::new(cfg, &step.origin);
     let mut stats = split_stats::SplitStats::new(cfg, &step.origin);
     let mut stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
     while let Some(batch) = stream.next().await {

@@ -1,6 +1,7 @@
 //! The feature spec from the train split's rows, gathered while `features` writes them: the statistics see
 //! the train batches and nothing else, so no val or test value can reach them. Gathering them here instead
-//! of re-reading the written split saves a scan and the aggregates' copies of every value.
+//! of re-reading the written split saves a scan; counting distinct values instead of keeping every one keeps
+//! the memory the same at 50 million rows as at a thousand.
 
 use std::collections::HashSet;
 
@@ -11,11 +12,16 @@ use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, 
 use trialflow_core::{Error, Result};
 
 use crate::sql;
+use crate::value_counts::ValueCounts;
+
+/// Distinct values held in memory over all numeric columns (about 40 bytes each with the map's slack): past
+/// it, the column holding the most moves its counts to disk.
+const DISTINCT_IN_MEMORY: usize = 1 << 21;
 
 struct NumericColumn {
     name: String,
     column: String,
-    values: Vec<f64>,
+    values: ValueCounts,
 }
 
 struct LevelColumn {
@@ -33,9 +39,8 @@ pub(crate) struct TrainStats {
 }
 
 impl TrainStats {
-    /// `origin` is the SQL file whose result the batches are (named when a column is missing);
-    /// `expected_rows` sizes the value buffers (a hint: growing them copies every value).
-    pub(crate) fn new(cfg: &Config, origin: &str, expected_rows: usize) -> Self {
+    /// `origin` is the SQL file whose result the batches are (named when a column is missing).
+    pub(crate) fn new(cfg: &Config, origin: &str) -> Self {
         let d = &cfg.dataset;
         // The model inputs only: a covariate described in Table 1 need not be one (`dataset.features`).
         let features = cfg.feature_columns();
@@ -46,7 +51,7 @@ impl TrainStats {
             .map(|c| NumericColumn {
                 name: c.clone(),
                 column: sql::table_column(c),
-                values: Vec::with_capacity(expected_rows),
+                values: ValueCounts::default(),
             })
             .collect();
         let arm = [(d.arm.column.clone(), "arm".to_string())];
@@ -83,7 +88,7 @@ impl TrainStats {
             let a = a.as_primitive::<Float64Type>();
             let values = &mut self.numeric[i].values;
             if a.null_count() == 0 {
-                values.extend_from_slice(a.values());
+                values.extend(a.values().iter().copied());
             } else {
                 values.extend(a.iter().flatten());
             }
@@ -97,6 +102,17 @@ impl TrainStats {
                 }
             }
         }
+        self.bound_memory()
+    }
+
+    fn bound_memory(&mut self) -> Result<()> {
+        let held = |c: &NumericColumn| c.values.distinct_in_memory();
+        while self.numeric.iter().map(held).sum::<usize>() > DISTINCT_IN_MEMORY {
+            match self.numeric.iter_mut().max_by_key(|c| held(c)) {
+                Some(c) => c.values.spill()?,
+                None => break,
+            }
+        }
         Ok(())
     }
 
@@ -108,27 +124,24 @@ impl TrainStats {
             ));
         }
         let d = &cfg.dataset;
-        let numeric: Vec<NumericFeature> = self
-            .numeric
-            .into_iter()
-            .map(|mut c| {
-                let m = moments(&c.values);
-                let rule = d.rules.get(&c.name);
-                NumericFeature {
-                    impute: median(&mut c.values).unwrap_or(0.0),
-                    mean: m.map_or(0.0, |m| m.0),
-                    std: m.map(|m| m.1).filter(|s| *s > 0.0).unwrap_or(1.0),
-                    min: rule.and_then(|r| r.min),
-                    max: rule.and_then(|r| r.max),
-                    on_invalid: match rule.map(|r| r.action) {
-                        Some(RuleAction::Quarantine) => OnInvalid::Reject,
-                        _ => OnInvalid::Impute,
-                    },
-                    derived: d.derived.get(&c.name).cloned(),
-                    name: c.name,
-                }
-            })
-            .collect();
+        let mut numeric = Vec::with_capacity(self.numeric.len());
+        for c in self.numeric {
+            let summary = c.values.finish()?;
+            let rule = d.rules.get(&c.name);
+            numeric.push(NumericFeature {
+                impute: summary.map_or(0.0, |s| s.median),
+                mean: summary.map_or(0.0, |s| s.mean),
+                std: summary.map(|s| s.std).filter(|s| *s > 0.0).unwrap_or(1.0),
+                min: rule.and_then(|r| r.min),
+                max: rule.and_then(|r| r.max),
+                on_invalid: match rule.map(|r| r.action) {
+                    Some(RuleAction::Quarantine) => OnInvalid::Reject,
+                    _ => OnInvalid::Impute,
+                },
+                derived: d.derived.get(&c.name).cloned(),
+                name: c.name,
+            });
+        }
         let categorical: Vec<CategoricalFeature> = self
             .categorical
             .into_iter()
@@ -153,53 +166,5 @@ impl TrainStats {
             train_rows: self.rows,
             arm_field: d.arm.column.clone(),
         })
-    }
-}
-
-/// The median as SQL's `median` gives it: the middle value, or the mean of the two middle values.
-fn median(values: &mut [f64]) -> Option<f64> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let (lower, mid, _) = values.select_nth_unstable_by(n / 2, f64::total_cmp);
-    let hi = *mid;
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = lower.iter().copied().max_by(f64::total_cmp)?;
-    Some((lo + hi) / 2.0)
-}
-
-/// Mean and population standard deviation, two-pass (no cancellation of large squares).
-fn moments(values: &[f64]) -> Option<(f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
-    Some((mean, var.sqrt()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts_as_sql_gives_it() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&mut [5.0]), Some(5.0));
-    }
-
-    #[test]
-    fn moments_are_the_population_ones() {
-        let (m, s) = moments(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
-        assert_eq!((m, s), (5.0, 2.0));
-        // Large offsets keep their precision (a one-pass sum of squares would lose it).
-        let (m, s) = moments(&[1e9 + 1.0, 1e9 + 3.0]).unwrap();
-        assert_eq!((m, s), (1e9 + 2.0, 1.0));
     }
 }
