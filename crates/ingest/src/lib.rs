@@ -413,17 +413,27 @@ async fn scan_and_upload(
         location: u.lake.display(u.object),
         source: e,
     };
-    let mut w = match &upload {
-        Some(u) => Some(object_store::WriteMultipart::new_with_chunk_size(
-            u.lake
+    // The writer travels with where it writes: one is never there without the other.
+    let mut sending = match upload {
+        Some(u) => {
+            let parts = u
+                .lake
                 .object_store()
                 .put_multipart(&object_store::path::Path::from(u.object))
                 .await
-                .map_err(|e| lake_err(u, e))?,
-            UPLOAD_PART_BYTES,
-        )),
+                .map_err(|e| lake_err(&u, e))?;
+            Some((
+                object_store::WriteMultipart::new_with_chunk_size(parts, UPLOAD_PART_BYTES),
+                u,
+            ))
+        }
         None => None,
     };
+    let progress = trialflow_core::progress::Progress::new(
+        format!("ingest {}", url.rsplit('/').next().unwrap_or_default()),
+        size,
+        trialflow_core::progress::Unit::Bytes,
+    );
     let mut stream = local_chunks(path);
     let hasher = Hasher::start();
     let mut sent = 0u64;
@@ -435,8 +445,9 @@ async fn scan_and_upload(
             })?;
             hasher.update(chunk.clone()).await?;
             sent += chunk.len() as u64;
+            progress.set(sent);
             scan.feed(&chunk)?;
-            if let (Some(w), Some(u)) = (w.as_mut(), &upload) {
+            if let Some((w, u)) = sending.as_mut() {
                 w.wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|e| lake_err(u, e))?;
@@ -452,14 +463,14 @@ async fn scan_and_upload(
         Ok(()) => Err(changed_while_read(url)),
         Err(e) => Err(e),
     };
-    match (scanned, w, upload) {
-        (Ok(s), Some(w), Some(u)) => finish_upload(w, u.lake, u.object, size).await.map(|()| s),
-        (Ok(s), _, _) => Ok(s),
-        (Err(e), Some(w), _) => {
+    match (scanned, sending) {
+        (Ok(s), Some((w, u))) => finish_upload(w, u.lake, u.object, size).await.map(|()| s),
+        (Ok(s), None) => Ok(s),
+        (Err(e), Some((w, _))) => {
             let _ = w.abort().await;
             Err(e)
         }
-        (Err(e), None, _) => Err(e),
+        (Err(e), None) => Err(e),
     }
 }
 
@@ -585,11 +596,8 @@ fn raw_object(source: &str, sha: &str, format: SourceFormat) -> String {
 
 /// Streams `found` once; unless `staging` is `None` (dry run), publishes the copy under its content address
 /// (a copy that exists already holds exactly these bytes). A source rewritten while it was read would give
-/// a copy that matches neither version: refused, nothing published.
-///
-/// A local file going to a lake in a bucket is hashed first and then uploaded straight to its content
-/// address (or not at all when the lake holds it already): a second local read instead of the store's
-/// server-side copy of the whole object from a staging name.
+/// a copy that matches neither version: refused, nothing published. A local file going to a lake in a bucket
+/// takes [`copy_in_direct`] instead.
 async fn copy_in(
     found: &Found,
     required: &[String],
