@@ -70,6 +70,10 @@ pub struct StorageClientConfig {
     pub retries: usize,
     /// No retry starts later than this after the first attempt.
     pub retry_timeout_seconds: u64,
+    /// Every upload to S3 carries its SHA-256 (`x-amz-checksum-sha256`, per part of a multipart upload),
+    /// which the server checks before it stores the bytes, as the AWS SDKs send a checksum by default.
+    /// `false` for an S3-compatible server that rejects the header.
+    pub s3_checksum_sha256: bool,
 }
 
 impl Default for StorageClientConfig {
@@ -79,6 +83,7 @@ impl Default for StorageClientConfig {
             connect_timeout_seconds: 5,
             retries: 5,
             retry_timeout_seconds: 120,
+            s3_checksum_sha256: true,
         }
     }
 }

@@ -114,23 +114,27 @@ impl Storage {
             source: e,
         };
         let (store, prefix): (Arc<dyn ObjectStore>, String) = match parsed.scheme() {
-            "s3" | "s3a" => (
-                Arc::new(
-                    timeouts
-                        .iter()
-                        .fold(
-                            object_store::aws::AmazonS3Builder::from_env(),
-                            |b, (k, v)| {
-                                b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v)
-                            },
-                        )
-                        .with_retry(retry)
-                        .with_url(url)
-                        .build()
-                        .map_err(bad)?,
-                ),
-                parsed.path().to_string(),
-            ),
+            "s3" | "s3a" => {
+                let builder = timeouts
+                    .iter()
+                    .fold(
+                        object_store::aws::AmazonS3Builder::from_env(),
+                        |b, (k, v)| {
+                            b.with_config(object_store::aws::AmazonS3ConfigKey::Client(*k), v)
+                        },
+                    )
+                    .with_retry(retry)
+                    .with_url(url);
+                let builder = if client.s3_checksum_sha256 {
+                    builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+                } else {
+                    builder
+                };
+                (
+                    Arc::new(builder.build().map_err(bad)?),
+                    parsed.path().to_string(),
+                )
+            }
             "gs" => (
                 Arc::new(
                     timeouts

@@ -387,53 +387,71 @@ async fn finish_upload(
     })
 }
 
-/// Where the second read of a local source goes when its content address is not in the lake yet.
+/// Where the second read of a local source goes: the content address the first read found missing.
 struct Upload<'a> {
     lake: &'a Storage,
     object: &'a str,
 }
 
-/// The second read of a local source that was hashed first: scans its records and, with `upload`, sends it
-/// straight to its content address, hashing the bytes again as they go. The scan runs beside the store's work
-/// on the upload instead of before it. A file rewritten since it was hashed no longer matches `sha256`, and a
-/// scan that fails (a missing column, a broken record) stops the read: either way the upload is aborted
-/// before it completes, so no object ever holds bytes other than its address says, or bytes that failed the
-/// checks.
-async fn scan_and_upload(
+fn progress_of(url: &str, what: &str, size: u64) -> trialflow_core::progress::Progress {
+    trialflow_core::progress::Progress::new(
+        format!("{what} {}", url.rsplit('/').next().unwrap_or_default()),
+        size,
+        trialflow_core::progress::Unit::Bytes,
+    )
+}
+
+/// The first read of a local source: its sha256 (on a thread of its own), size and record scan, at once.
+async fn hash_and_scan_local(
     url: &str,
     path: PathBuf,
     mut scan: Scanner,
-    upload: Option<Upload<'_>>,
+    expected_size: u64,
+) -> Result<(String, u64, Scanned)> {
+    use futures::StreamExt;
+    let progress = progress_of(url, "scan", expected_size);
+    let mut stream = local_chunks(path);
+    let hasher = Hasher::start();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::Storage {
+            location: url.to_string(),
+            source: e,
+        })?;
+        size += chunk.len() as u64;
+        progress.set(size);
+        hasher.update(chunk.clone()).await?;
+        scan.feed(&chunk)?;
+    }
+    let sha = hasher.finish().await?;
+    Ok((sha, size, scan.finish()?))
+}
+
+/// The second read of a local source that was hashed and scanned: sends it straight to its content
+/// address, hashing the bytes again as they go. A file rewritten since it was hashed no longer matches
+/// `sha256`: the upload is then aborted before it completes, so no object ever holds bytes other than its
+/// address says.
+async fn upload_unchanged(
+    url: &str,
+    path: PathBuf,
+    to: Upload<'_>,
     sha256: &str,
     size: u64,
-) -> Result<Scanned> {
+) -> Result<()> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
-    let lake_err = |u: &Upload<'_>, e: object_store::Error| Error::Storage {
-        location: u.lake.display(u.object),
+    let lake_err = |e: object_store::Error| Error::Storage {
+        location: to.lake.display(to.object),
         source: e,
     };
-    // The writer travels with where it writes: one is never there without the other.
-    let mut sending = match upload {
-        Some(u) => {
-            let parts = u
-                .lake
-                .object_store()
-                .put_multipart(&object_store::path::Path::from(u.object))
-                .await
-                .map_err(|e| lake_err(&u, e))?;
-            Some((
-                object_store::WriteMultipart::new_with_chunk_size(parts, UPLOAD_PART_BYTES),
-                u,
-            ))
-        }
-        None => None,
-    };
-    let progress = trialflow_core::progress::Progress::new(
-        format!("ingest {}", url.rsplit('/').next().unwrap_or_default()),
-        size,
-        trialflow_core::progress::Unit::Bytes,
-    );
+    let parts = to
+        .lake
+        .object_store()
+        .put_multipart(&object_store::path::Path::from(to.object))
+        .await
+        .map_err(lake_err)?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(parts, UPLOAD_PART_BYTES);
+    let progress = progress_of(url, "upload", size);
     let mut stream = local_chunks(path);
     let hasher = Hasher::start();
     let mut sent = 0u64;
@@ -446,49 +464,27 @@ async fn scan_and_upload(
             hasher.update(chunk.clone()).await?;
             sent += chunk.len() as u64;
             progress.set(sent);
-            scan.feed(&chunk)?;
-            if let Some((w, u)) = sending.as_mut() {
-                w.wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| lake_err(u, e))?;
-                w.write(&chunk);
-            }
+            writer
+                .wait_for_capacity(PARTS_IN_FLIGHT)
+                .await
+                .map_err(lake_err)?;
+            writer.write(&chunk);
         }
         Ok(())
     }
     .await;
-    let unchanged = sent == size && hasher.finish().await? == sha256;
-    let scanned = match streamed {
-        Ok(()) if unchanged => scan.finish(),
+    let checked = match streamed {
+        Ok(()) if sent == size && hasher.finish().await? == sha256 => Ok(()),
         Ok(()) => Err(changed_while_read(url)),
         Err(e) => Err(e),
     };
-    match (scanned, sending) {
-        (Ok(s), Some((w, u))) => finish_upload(w, u.lake, u.object, size).await.map(|()| s),
-        (Ok(s), None) => Ok(s),
-        (Err(e), Some((w, _))) => {
-            let _ = w.abort().await;
+    match checked {
+        Ok(()) => finish_upload(writer, to.lake, to.object, size).await,
+        Err(e) => {
+            let _ = writer.abort().await;
             Err(e)
         }
-        (Err(e), None) => Err(e),
     }
-}
-
-/// The sha256 and size of a local file, read in large chunks.
-async fn hash_local(url: &str, path: PathBuf) -> Result<(String, u64)> {
-    use futures::StreamExt;
-    let mut stream = local_chunks(path);
-    let hasher = Hasher::start();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Storage {
-            location: url.to_string(),
-            source: e,
-        })?;
-        size += chunk.len() as u64;
-        hasher.update(chunk).await?;
-    }
-    Ok((hasher.finish().await?, size))
 }
 
 /// SHA-256 on a thread of its own, fed the chunks as they are read: the hash and the record scan (or the
@@ -626,9 +622,10 @@ async fn copy_in(
     Ok((sha, size, scan))
 }
 
-/// A local file going to a lake in a bucket: hashed first (one fast read), then scanned while it is uploaded
-/// straight to its content address, or scanned alone when the lake holds that address already. A second
-/// local read instead of the store's server-side copy of the whole object from a staging name.
+/// A local file going to a lake in a bucket: hashed and scanned first (one fast read, the checks done
+/// before anything is sent), then, unless the lake holds its content address already, uploaded straight
+/// there. A second local read instead of the store's server-side copy of the whole object from a staging
+/// name.
 async fn copy_in_direct(
     found: &Found,
     required: &[String],
@@ -638,21 +635,21 @@ async fn copy_in_direct(
     let url = &found.listed.url;
     let version = |e: Option<Entry>| e.map(|e| (e.size, e.e_tag));
     let before = version(found.store.head(&found.path).await?);
-    let (sha, size) = hash_local(url, path.clone()).await?;
+    let scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
+    let (sha, size, scanned) =
+        hash_and_scan_local(url, path.clone(), scan, found.listed.size).await?;
     let after = version(found.store.head(&found.path).await?);
     if before.is_none() || after != before || before.is_some_and(|b| b.0 != size) {
         return Err(changed_while_read(url));
     }
     let object = raw_object(&found.listed.source, &sha, found.format);
-    let scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
-    let upload = match lake.head(&object).await? {
-        None => Some(Upload {
+    if lake.head(&object).await?.is_none() {
+        let to = Upload {
             lake,
             object: &object,
-        }),
-        Some(_) => None,
-    };
-    let scanned = scan_and_upload(url, path, scan, upload, &sha, size).await?;
+        };
+        upload_unchanged(url, path, to, &sha, size).await?;
+    }
     Ok((sha, size, scanned))
 }
 
@@ -798,39 +795,33 @@ mod tests {
         (dir, lake, file)
     }
 
-    /// Writes `now` as the source file and runs the second read as if `hashed` had been hashed: the result,
-    /// the lake, its content address and the temporary folder that holds them.
-    async fn second_read(
-        hashed: &[u8],
-        now: &[u8],
+    /// `bytes` as a local source file going to the lake (local here; the direct path is the same): the
+    /// result, the lake and the temporary folder that holds both.
+    async fn direct_copy(
+        bytes: &[u8],
         required: &[&str],
-    ) -> (Result<Scanned>, Storage, String, tempfile::TempDir) {
-        let (dir, lake, file) = lake_and_file(now);
-        let sha = hex::encode(sha2::Sha256::digest(hashed));
-        let object = format!("raw/trial/{sha}.csv");
-        let required: Vec<String> = required.iter().map(|c| c.to_string()).collect();
-        let scan = Scanner::new(
-            SourceFormat::Csv,
-            "file:///source.csv",
-            &required,
-            b',',
-            b'"',
-        )
-        .unwrap();
-        let upload = Upload {
-            lake: &lake,
-            object: &object,
+    ) -> (Result<(String, u64, Scanned)>, Storage, tempfile::TempDir) {
+        let (dir, lake, file) = lake_and_file(bytes);
+        let store = Storage::open(dir.path().to_str().unwrap()).unwrap();
+        let entry = store.head("source.csv").await.unwrap().unwrap();
+        let found = Found {
+            listed: Listed {
+                source: "trial".into(),
+                url: "file:///source.csv".into(),
+                size: entry.size,
+                modified: entry.last_modified.clone(),
+            },
+            format: SourceFormat::Csv,
+            delimiter: b',',
+            quote: b'"',
+            store,
+            path: "source.csv".into(),
+            etag: entry.e_tag,
+            last_modified: entry.last_modified,
         };
-        let result = scan_and_upload(
-            "file:///source.csv",
-            file,
-            scan,
-            Some(upload),
-            &sha,
-            hashed.len() as u64,
-        )
-        .await;
-        (result, lake, object, dir)
+        let required: Vec<String> = required.iter().map(|c| c.to_string()).collect();
+        let result = copy_in_direct(&found, &required, &lake, file).await;
+        (result, lake, dir)
     }
 
     fn trial_csv() -> Vec<u8> {
@@ -840,29 +831,37 @@ mod tests {
     #[tokio::test]
     async fn a_direct_upload_lands_at_its_content_address() {
         let bytes = trial_csv();
-        let (scanned, lake, object, _dir) = second_read(&bytes, &bytes, &["age"]).await;
+        let (copied, lake, _dir) = direct_copy(&bytes, &["age"]).await;
+        let (sha, size, scanned) = copied.unwrap();
+        assert_eq!(sha, hex::encode(sha2::Sha256::digest(&bytes)));
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(scanned.rows, 1000, "the records were scanned on the way");
+        let object = raw_object("trial", &sha, SourceFormat::Csv);
         assert_eq!(lake.get(&object).await.unwrap().as_ref(), bytes.as_slice());
-        assert_eq!(
-            scanned.unwrap().rows,
-            1000,
-            "the records were scanned on the way"
-        );
     }
 
     #[tokio::test]
     async fn a_file_that_fails_its_scan_is_never_published() {
         let bytes = trial_csv();
-        let (scanned, lake, object, _dir) = second_read(&bytes, &bytes, &["age", "sex"]).await;
-        let err = scanned.unwrap_err();
+        let (copied, lake, _dir) = direct_copy(&bytes, &["age", "sex"]).await;
+        let err = copied.unwrap_err();
         assert!(err.to_string().contains("sex"), "{err}");
-        assert!(lake.head(&object).await.unwrap().is_none());
+        assert!(lake.list("raw/").await.unwrap().is_empty());
     }
 
     /// Uploads `now` (the file's bytes at upload time) as if `hashed` had been hashed: the error, and whether
     /// the content address then holds an object.
     async fn upload_after_change(hashed: &[u8], now: &[u8]) -> (String, bool) {
-        let (scanned, lake, object, _dir) = second_read(hashed, now, &[]).await;
-        let err = scanned.unwrap_err();
+        let (_dir, lake, file) = lake_and_file(now);
+        let sha = hex::encode(sha2::Sha256::digest(hashed));
+        let object = raw_object("trial", &sha, SourceFormat::Csv);
+        let to = Upload {
+            lake: &lake,
+            object: &object,
+        };
+        let uploaded =
+            upload_unchanged("file:///source.csv", file, to, &sha, hashed.len() as u64).await;
+        let err = uploaded.unwrap_err();
         (err.to_string(), lake.head(&object).await.unwrap().is_some())
     }
 

@@ -551,10 +551,19 @@ impl ParquetScan {
 
 /// Incremental CSV scan (csv-core, the csv crate's state machine): the header, checked against the
 /// contract, and the number of records (quoted newlines count once). Reads no values.
+///
+/// Text with no quote character cannot hold a quoted newline, so between records such text is counted
+/// line by line ([`CsvScan::count_lines`]), with the same rules csv-core's records get here, instead of
+/// field by field: several times faster on the common export with no quoted fields. Any other text, and
+/// the header, go through csv-core.
 pub struct CsvScan {
     url: String,
     required: Vec<String>,
     rdr: csv_core::Reader,
+    delimiter: u8,
+    quote: u8,
+    /// csv-core is between records: the last text it was given ended with a record's end.
+    between_records: bool,
     out: Vec<u8>,
     out_len: usize,
     ends: Vec<usize>,
@@ -577,6 +586,9 @@ impl CsvScan {
                 .delimiter(delimiter)
                 .quote(quote)
                 .build(),
+            delimiter,
+            quote,
+            between_records: true,
             out: vec![0; 64 * 1024],
             out_len: 0,
             ends: vec![0; 1024],
@@ -603,10 +615,62 @@ impl CsvScan {
         Error::bad_data(&self.url, "the scan stopped at an earlier error")
     }
 
-    fn feed_records(&mut self, mut input: &[u8]) -> Result<()> {
+    fn feed_records(&mut self, input: &[u8]) -> Result<()> {
         if input.is_empty() {
             return Ok(()); // to csv-core, empty input means the end of the data
         }
+        if self.header.is_none() || memchr::memchr(self.quote, input).is_some() {
+            self.read_records(input)?;
+            return Ok(());
+        }
+        let mut rest = input;
+        // csv-core finishes the record it is in; with no quote ahead, a line end ends it unless it is
+        // inside a quoted field, which then spans the whole of this text.
+        while !self.between_records {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.read_records(rest)?;
+                return Ok(());
+            };
+            self.read_records(&rest[..=end])?;
+            rest = &rest[end + 1..];
+        }
+        let whole_lines = memchr::memrchr2(b'\n', b'\r', rest).map_or(0, |end| end + 1);
+        self.count_lines(&rest[..whole_lines]);
+        self.read_records(&rest[whole_lines..])?;
+        Ok(())
+    }
+
+    /// Quote-free text of whole lines, between records: each line with text is a record, as csv-core
+    /// reads it (`\r`, `\n` and `\r\n` end lines; empty lines are skipped), and [`CsvScan::record`]
+    /// counts it unless it is blank.
+    fn count_lines(&mut self, text: &[u8]) {
+        let mut start = 0;
+        for end in memchr::memchr2_iter(b'\n', b'\r', text) {
+            let line = &text[start..end];
+            start = end + 1;
+            if !line.is_empty() && !self.blank_line(line) {
+                self.rows += 1;
+            }
+        }
+    }
+
+    /// Whether [`CsvScan::record`] would find this quote-free line blank: one field (no delimiter), short
+    /// enough for csv-core's output buffer, of whitespace only.
+    fn blank_line(&self, line: &[u8]) -> bool {
+        if line[0].is_ascii_graphic() {
+            return false;
+        }
+        line.len() <= self.out.len()
+            && memchr::memchr(self.delimiter, line).is_none()
+            && trialflow_core::text::is_blank(line)
+    }
+
+    /// Gives csv-core `input`, growing or dropping its buffers as the header or a data record needs.
+    fn read_records(&mut self, mut input: &[u8]) -> Result<()> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.between_records = false;
         loop {
             let (res, nin, nout, nend) = self.rdr.read_record(
                 input,
@@ -642,6 +706,8 @@ impl CsvScan {
                     self.record()?;
                     self.out_len = 0;
                     self.ends_len = 0;
+                    // csv-core skips the line ends that follow a record
+                    self.between_records = input.iter().all(|&b| b == b'\n' || b == b'\r');
                 }
                 csv_core::ReadRecordResult::End => return Ok(()),
             }
@@ -776,6 +842,95 @@ mod tests {
         }
         assert!(scan(&[b""], &[]).is_err(), "an empty file has no header");
         assert_eq!(scan(&[b"a\n"], &["a"]).unwrap().rows, 0);
+    }
+
+    /// Rows of `data` cut into `chunks` pieces at the given points, with either delimiter.
+    fn rows_when_cut(data: &[u8], cuts: &[usize], delimiter: u8) -> u64 {
+        let mut s = CsvScan::new("file:///x.csv", &[], delimiter, b'"');
+        let mut start = 0;
+        for &cut in cuts.iter().chain([&data.len()]) {
+            let cut = cut.clamp(start, data.len());
+            s.feed(&data[start..cut]).unwrap();
+            start = cut;
+        }
+        s.finish().unwrap();
+        s.rows
+    }
+
+    /// The line-by-line count of quote-free text agrees with csv-core's (which reads the whole file when
+    /// it comes as one piece, header and all), whatever the text and wherever the pieces are cut: random
+    /// text of quotes, delimiters, every kind of line end, blanks, non-ASCII and invisible characters.
+    #[test]
+    fn quote_free_text_counts_as_csv_core_counts_it() {
+        let pieces: [&[u8]; 13] = [
+            b"a",
+            b"7",
+            b" ",
+            b"\t",
+            b",",
+            b"\"",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"\n\n",
+            "\u{e9}".as_bytes(),
+            "\u{200b}".as_bytes(),
+            "\u{feff}".as_bytes(),
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let mut fast_path_used = 0;
+        for case in 0..4000 {
+            let quotes = case % 3 == 0;
+            let delimiter = if case % 2 == 0 { b',' } else { b'\t' };
+            let mut data = b"h1,h2\n".to_vec();
+            for _ in 0..next(120) {
+                let piece = pieces[next(pieces.len())];
+                if quotes || piece != b"\"" {
+                    data.extend_from_slice(piece);
+                }
+            }
+            let whole = rows_when_cut(&data, &[], delimiter);
+            let cuts: Vec<usize> = {
+                let mut c: Vec<usize> = (0..1 + next(4)).map(|_| next(data.len() + 1)).collect();
+                c.sort_unstable();
+                c
+            };
+            assert_eq!(
+                rows_when_cut(&data, &cuts, delimiter),
+                whole,
+                "case {case}: {:?} cut at {cuts:?}",
+                String::from_utf8_lossy(&data)
+            );
+            fast_path_used += usize::from(!quotes && cuts.first().is_some_and(|&c| c >= 6));
+        }
+        assert!(fast_path_used > 1000);
+        // a blank line too long for csv-core's buffer is a record either way (csv-core drops its text)
+        let mut long = b"h\nx\n".to_vec();
+        long.extend(std::iter::repeat_n(b' ', 70_000));
+        long.extend_from_slice(b"\n  \ny\n");
+        assert_eq!(rows_when_cut(&long, &[], b','), 3);
+        assert_eq!(rows_when_cut(&long, &[4], b','), 3);
+    }
+
+    /// After a record's end, quote-free text skips csv-core; after an unclosed quote it cannot.
+    #[test]
+    fn the_line_count_takes_over_only_between_records() {
+        let mut s = CsvScan::new("file:///x.csv", &[], b',', b'"');
+        s.feed(b"a,b\n\"1\n").unwrap();
+        assert!(!s.between_records, "inside a quoted field");
+        s.feed(b"2\n3,4\n5,6\n").unwrap();
+        assert!(!s.between_records, "still inside it");
+        s.feed(b"\",7\n8,9\r\n").unwrap();
+        assert!(s.between_records);
+        s.feed(b"\n10,11\n12").unwrap();
+        s.finish().unwrap();
+        assert_eq!(s.rows, 4);
     }
 
     #[test]

@@ -134,16 +134,36 @@ impl Moto {
         ]
     }
 
-    pub fn create_bucket(&self, bucket: &str) {
+    /// Sends one request without a body (headers, no blank line) and returns the whole answer.
+    fn request(&self, head: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         write!(
             s,
-            "PUT /{bucket} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{head}\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
+        resp
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let resp = self.request(&format!("PUT /{bucket} HTTP/1.1"));
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    }
+
+    /// The SHA-256 checksum the server stored with `bucket/key` (`x-amz-checksum-sha256`, asked for with
+    /// `x-amz-checksum-mode: ENABLED`), if it stored one.
+    pub fn checksum_sha256(&self, bucket: &str, key: &str) -> Option<String> {
+        let resp = self.request(&format!(
+            "HEAD /{bucket}/{key} HTTP/1.1\r\nx-amz-checksum-mode: ENABLED"
+        ));
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        resp.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-amz-checksum-sha256")
+                .then(|| value.trim().to_string())
+        })
     }
 
     pub fn store(&self, bucket: &str) -> Arc<dyn object_store::ObjectStore> {

@@ -167,6 +167,18 @@ fn ingest_from_s3_then_into_an_s3_lake() {
         raw[0]
     );
     assert!(!keys.iter().any(|k| k.contains("_staging")), "{keys:?}");
+    // Each part went with its SHA-256, which the server checked: it keeps their composite, the SHA-256 of
+    // the parts' digests. The sample files are one part each, whose digest is the content address.
+    for key in &raw {
+        use base64::Engine;
+        let address = key.rsplit('/').next().unwrap().trim_end_matches(".csv");
+        let composite = sha2::Sha256::digest(hex::decode(address).unwrap());
+        assert_eq!(
+            moto.checksum_sha256("lake", key),
+            Some(base64::engine::general_purpose::STANDARD.encode(composite)),
+            "{key}"
+        );
+    }
     let (code, out) = run(&q, &moto, &["ingest"]);
     assert_eq!(
         (code, out.matches("unchanged ").count()),
