@@ -29,7 +29,7 @@ pub fn check_rows(n: usize, max: usize, field: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn json_raw(field: &str, v: &Value) -> ApiResult<RawValue> {
+fn json_raw(field: &dyn std::fmt::Display, v: &Value) -> ApiResult<RawValue> {
     Ok(match v {
         Value::Null => RawValue::Missing,
         Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
@@ -44,22 +44,39 @@ fn json_raw(field: &str, v: &Value) -> ApiResult<RawValue> {
 }
 
 impl Rows {
-    /// Encodes one raw record; `field(name)` is how errors name a field of this record.
+    /// Encodes one raw record; `has(name)` says whether the record gives the field (without copying its
+    /// value), `field(name)` is how errors name a field of this record.
     fn push_record(
         &mut self,
         model: &LoadedVersion,
         get: &dyn Fn(&str) -> Option<RawValue>,
+        has: &dyn Fn(&str) -> bool,
         field: &dyn Fn(&str) -> String,
     ) -> ApiResult<()> {
         let spec = &model.card.feature_spec;
         // Values first: a wrong value is named even when another field is also missing.
         encode(spec, &|f| get(f).unwrap_or(RawValue::Missing), &mut self.x)
             .map_err(|e| ApiError::bad(format!("{}: {}", field(&e.field), e.message)))?;
-        if let Some(e) = missing_field(spec, &|f| get(f).is_some()) {
+        if let Some(e) = missing_field(spec, has) {
             return Err(ApiError::bad(format!("{}: {}", field(&e.field), e.message)));
         }
         self.n += 1;
         Ok(())
+    }
+
+    /// [`Rows::push_record`] for a record read into a map of its fields.
+    fn push_fields(
+        &mut self,
+        model: &LoadedVersion,
+        fields: &BTreeMap<&str, RawValue>,
+        field: &dyn Fn(&str) -> String,
+    ) -> ApiResult<()> {
+        self.push_record(
+            model,
+            &|f| fields.get(f).cloned(),
+            &|f| fields.contains_key(f),
+            field,
+        )
     }
 
     fn push_numeric(&mut self, width: usize, field: &str, values: &[Value]) -> ApiResult<()> {
@@ -116,7 +133,20 @@ pub fn out_of_range<'m>(model: &'m LoadedVersion, rows: &Rows, sd: f64) -> Vec<(
         .collect()
 }
 
-fn check_known(model: &LoadedVersion, name: &str, field: &str) -> ApiResult<()> {
+/// `inputs[i] (name)`: how errors name an input tensor of a v2 request; formatted only when one is named.
+#[derive(Clone, Copy)]
+pub struct InputLabel<'a> {
+    pub index: usize,
+    pub name: &'a str,
+}
+
+impl std::fmt::Display for InputLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "inputs[{}] ({})", self.index, self.name)
+    }
+}
+
+fn check_known(model: &LoadedVersion, name: &str, field: &dyn std::fmt::Display) -> ApiResult<()> {
     if model.inputs.iter().any(|i| i.name == name) {
         return Ok(());
     }
@@ -199,13 +229,11 @@ fn tf_rows(
                     Value::Object(rec) => {
                         let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
                         for (k, v) in rec {
-                            let f = format!("instances[{i}].{k}");
+                            let f = format_args!("instances[{i}].{k}");
                             check_known(model, k, &f)?;
                             fields.insert(k.as_str(), json_raw(&f, v)?);
                         }
-                        rows.push_record(model, &|f| fields.get(f).cloned(), &|f| {
-                            format!("instances[{i}].{f}")
-                        })?;
+                        rows.push_fields(model, &fields, &|f| format!("instances[{i}].{f}"))?;
                     }
                     Value::Array(nums) => {
                         rows.push_numeric(width, &format!("instances[{i}]"), nums)?
@@ -222,7 +250,7 @@ fn tf_rows(
         (None, Some(Value::Object(cols))) => {
             let mut n = None;
             for (k, v) in cols {
-                check_known(model, k, &format!("inputs.{k}"))?;
+                check_known(model, k, &format_args!("inputs.{k}"))?;
                 let Value::Array(vals) = v else {
                     return Err(ApiError::bad(format!(
                         "inputs.{k}: expected a list (one value per row)"
@@ -244,11 +272,12 @@ fn tf_rows(
             for i in 0..n {
                 let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
                 for (k, v) in cols {
-                    fields.insert(k.as_str(), json_raw(&format!("inputs.{k}[{i}]"), &v[i])?);
+                    fields.insert(
+                        k.as_str(),
+                        json_raw(&format_args!("inputs.{k}[{i}]"), &v[i])?,
+                    );
                 }
-                rows.push_record(model, &|f| fields.get(f).cloned(), &|f| {
-                    format!("inputs.{f}[{i}]")
-                })?;
+                rows.push_fields(model, &fields, &|f| format!("inputs.{f}[{i}]"))?;
             }
             Ok((rows, "outputs", times))
         }
@@ -311,7 +340,10 @@ pub const FEATURES_INPUT: &str = "features";
 /// or `[n, 1]`. In numeric tensors NaN means missing (imputed, as in training); infinities are refused.
 pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> ApiResult<Rows> {
     let width = model.card.feature_spec.width();
-    let label = |i: usize| format!("inputs[{i}] ({})", tensors[i].name);
+    let label = |i: usize| InputLabel {
+        index: i,
+        name: &tensors[i].name,
+    };
     let mut rows = Rows::default();
     if let Some(i) = tensors.iter().position(|t| t.name == FEATURES_INPUT) {
         if tensors.len() > 1 {
@@ -333,20 +365,20 @@ pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> Ap
                 label(i)
             )));
         }
-        check_rows(n as usize, max_rows, &label(i))?;
+        check_rows(n as usize, max_rows, &label(i).to_string())?;
         let TensorData::Numbers(v) = &t.data else {
             return Err(ApiError::bad(format!(
                 "{}.datatype: expected FP32 or FP64",
                 label(i)
             )));
         };
-        rows.push_transformed(width, &label(i), v)?;
+        rows.push_transformed(width, &label(i).to_string(), v)?;
         return Ok(rows);
     }
     let mut n: Option<usize> = None;
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, t) in tensors.iter().enumerate() {
-        check_known(model, &t.name, &format!("{}.name", label(i)))?;
+        check_known(model, &t.name, &format_args!("{}.name", label(i)))?;
         if by_name.insert(t.name.as_str(), i).is_some() {
             return Err(ApiError::bad(format!(
                 "{}.name: this input is given twice",
@@ -400,7 +432,7 @@ pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> Ap
             Some(i) => format!("{}[{r}]", label(*i)),
             None => format!("inputs ({f})"),
         };
-        rows.push_record(model, &get, &field)?;
+        rows.push_record(model, &get, &|f| by_name.contains_key(f), &field)?;
     }
     Ok(rows)
 }

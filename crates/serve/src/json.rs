@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 
 /// Why a body did not parse.
 #[derive(Debug)]
@@ -37,16 +37,43 @@ pub fn parse_unique(body: &[u8]) -> Result<Value, JsonError> {
     })
 }
 
-/// Refuses a body with a repeated key without building it (for bodies a typed deserializer reads next).
-/// Syntax errors are left to that deserializer, which names them better.
-pub fn reject_duplicate_keys(body: &[u8]) -> ApiResult<()> {
-    let trail = Trail::default();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let _ = Walk { trail: &trail }.deserialize(&mut de);
-    match trail.path() {
-        Some(path) => Err(JsonError::duplicate(&path)),
-        None => Ok(()),
+/// A free-form object in a typed request (`parameters`), with unique keys at every depth. A typed struct
+/// refuses its own repeated fields (serde's derive does); this keeps the objects inside it to the same rule.
+/// A repeated key fails as serde's `duplicate field` does.
+#[derive(Debug, Default)]
+pub struct UniqueMap(pub Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for UniqueMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let trail = Trail::default();
+        match d.deserialize_any(Build { trail: &trail }) {
+            Ok(Value::Object(m)) => Ok(UniqueMap(m)),
+            Ok(_) => Err(de::Error::invalid_type(
+                de::Unexpected::Other("not an object"),
+                &"a map",
+            )),
+            // The deserializer tracks where it is (serde_path_to_error's path ends at the object that
+            // holds the key): the key alone completes it.
+            Err(e) => match trail.repeated_key() {
+                Some(key) => Err(de::Error::custom(format!("duplicate field `{key}`"))),
+                None => Err(e),
+            },
+        }
     }
+}
+
+/// The message for a repeated key, from serde's `duplicate field `key`` error at `path` (`.` for the top),
+/// when that is what `message` is.
+pub fn duplicate_field(path: &str, message: &str) -> Option<ApiError> {
+    let key = message
+        .strip_prefix("duplicate field `")?
+        .split_once('`')?
+        .0;
+    Some(JsonError::duplicate(&match path {
+        "." => key.to_string(),
+        p if p.ends_with(&format!(".{key}")) => p.to_string(),
+        p => format!("{p}.{key}"),
+    }))
 }
 
 enum Segment {
@@ -66,6 +93,14 @@ impl Trail {
     fn enclose(&self, s: Segment) {
         if let Some(path) = self.0.borrow_mut().as_mut() {
             path.push(s);
+        }
+    }
+
+    /// The repeated key itself, without the path to it.
+    fn repeated_key(&self) -> Option<String> {
+        match self.0.borrow_mut().take()?.into_iter().next()? {
+            Segment::Key(k) => Some(k),
+            Segment::Index(_) => None,
         }
     }
 
@@ -170,77 +205,6 @@ impl<'de> Visitor<'de> for Build<'_> {
     }
 }
 
-/// Walks a value, keeping only each object's keys.
-#[derive(Clone, Copy)]
-struct Walk<'t> {
-    trail: &'t Trail,
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0;
-        loop {
-            match seq.next_element_seed(self) {
-                Ok(Some(())) => i += 1,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    self.trail.enclose(Segment::Index(i));
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: Vec<String> = Vec::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if seen.contains(&k) {
-                self.trail.found(k);
-                return Err(duplicate());
-            }
-            if let Err(e) = map.next_value_seed(self) {
-                self.trail.enclose(Segment::Key(k));
-                return Err(e);
-            }
-            seen.push(k);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,10 +220,6 @@ mod tests {
     fn a_repeated_key_is_named_by_its_path_and_distinct_keys_pass() {
         let body = br#"{"instances": [{"age": 1}, {"age": 2, "sex": "F", "age": 3}]}"#;
         assert_eq!(dup(body), "instances[1].age");
-        assert_eq!(
-            reject_duplicate_keys(body).unwrap_err().message,
-            "instances[1].age: the key is given twice"
-        );
         assert_eq!(dup(br#"{"inputs": 1, "inputs": 2}"#), "inputs");
         assert_eq!(dup(br#"{"a\u0062": 1, "ab": 2}"#), "ab");
         // the same key in sibling objects is fine, and the value is the one serde_json builds
@@ -269,13 +229,41 @@ mod tests {
             parse_unique(ok).unwrap(),
             serde_json::from_slice::<Value>(ok).unwrap()
         );
-        reject_duplicate_keys(ok).unwrap();
         // syntax errors stay syntax errors, trailing bytes included
         assert!(matches!(
             parse_unique(b"{\"a\": "),
             Err(JsonError::Syntax(_))
         ));
         assert!(matches!(parse_unique(b"{} x"), Err(JsonError::Syntax(_))));
-        reject_duplicate_keys(b"{\"a\": ").unwrap();
+    }
+
+    #[test]
+    fn a_unique_map_refuses_a_repeated_key_at_any_depth() {
+        let map = |body: &str| serde_json::from_str::<UniqueMap>(body).map(|m| m.0);
+        assert_eq!(
+            map(r#"{"a": {"x": 1}, "b": [{"x": 2}]}"#).unwrap(),
+            serde_json::from_str::<Map<String, Value>>(r#"{"a": {"x": 1}, "b": [{"x": 2}]}"#)
+                .unwrap()
+        );
+        let e = map(r#"{"a": 1, "b": {"x": [{"y": 1, "y": 2}]}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("duplicate field `y`"), "{e}");
+        assert!(
+            map("[1]")
+                .unwrap_err()
+                .to_string()
+                .contains("expected a map")
+        );
+        let m = |path: &str, msg: &str| duplicate_field(path, msg).map(|e| e.message);
+        let twice = |p: &str| Some(format!("{p}: the key is given twice"));
+        assert_eq!(m(".", "duplicate field `inputs`"), twice("inputs"));
+        assert_eq!(
+            m("inputs[0]", "duplicate field `shape`"),
+            twice("inputs[0].shape")
+        );
+        assert_eq!(
+            m("inputs[0].shape", "duplicate field `shape`"),
+            twice("inputs[0].shape")
+        );
+        assert_eq!(m("inputs[0]", "missing field `shape`"), None);
     }
 }

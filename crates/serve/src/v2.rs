@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::input::{FEATURES_INPUT, Tensor, TensorData, v2_rows};
+use crate::input::{FEATURES_INPUT, InputLabel, Tensor, TensorData, v2_rows};
+use crate::json::UniqueMap;
 use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
 use crate::tfserving::{ModelPath, RestPath, lookup, parse_model_path, resolve_post};
@@ -123,7 +124,7 @@ struct InferRequest {
     #[serde(default)]
     model_version: Option<String>,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<UniqueMap>,
     inputs: Vec<InputTensor>,
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
@@ -136,7 +137,7 @@ struct InputTensor {
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<UniqueMap>,
     #[serde(default)]
     data: Option<Value>,
 }
@@ -146,25 +147,45 @@ struct InputTensor {
 struct RequestedOutput {
     name: String,
     #[serde(default)]
-    parameters: Option<Map<String, Value>>,
+    parameters: Option<UniqueMap>,
 }
 
 /// serde's messages quote offending values ("invalid type: string \"x\""): keep the path and the expectation.
-fn sanitize(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+/// A repeated key is named by its path, as a body's repeated key is everywhere else.
+fn sanitize(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = e.path().to_string();
     let inner = e.inner();
     let msg = inner.to_string();
+    if let Some(twice) = crate::json::duplicate_field(&path, &msg) {
+        return twice;
+    }
     let msg = msg.split(" at line ").next().unwrap_or_default();
     let what = match msg.find("expected") {
         Some(i) if msg.starts_with("invalid") => &msg[i..],
         _ if inner.is_syntax() || inner.is_eof() => "not valid JSON",
         _ => msg,
     };
-    if path == "." {
+    ApiError::bad(if path == "." {
         format!("request body: {what}")
     } else {
         format!("{path}: {what}")
+    })
+}
+
+/// The request, read once without tracking where it is (that costs a string per key); a body that fails is
+/// read again with the path tracked, for an error that says where.
+fn infer_request(json: &[u8]) -> ApiResult<InferRequest> {
+    if let Ok(req) = serde_json::from_slice(json) {
+        return Ok(req);
     }
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    Err(
+        match serde_path_to_error::deserialize::<_, InferRequest>(de) {
+            Err(e) => sanitize(&e),
+            // the typed read stops where the object ends; the first read also refused what follows it
+            Ok(_) => ApiError::bad("request body: not valid JSON (something follows the object)"),
+        },
+    )
 }
 
 fn elem_size(datatype: &str) -> Option<usize> {
@@ -184,7 +205,11 @@ fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<Tensor> {
+fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<Tensor> {
+    let field = InputLabel {
+        index,
+        name: &t.name,
+    };
     let mut count: usize = 1;
     for (d, dim) in t.shape.iter().enumerate() {
         if *dim < 0 {
@@ -205,7 +230,7 @@ fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<T
     let binary_size = t
         .parameters
         .as_ref()
-        .and_then(|p| p.get("binary_data_size"))
+        .and_then(|p| p.0.get("binary_data_size"))
         .map(|v| {
             v.as_u64().map(|n| n as usize).ok_or_else(|| {
                 ApiError::bad(format!(
@@ -230,7 +255,7 @@ fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<T
             }
             let (mine, rest) = binary.split_at(n);
             *binary = rest;
-            decode_binary(datatype, mine, count, field)?
+            decode_binary(datatype, mine, count, &field)?
         }
         (None, Some(v)) => {
             let mut flat = Vec::new();
@@ -294,7 +319,12 @@ fn decode_tensor(t: InputTensor, field: &str, binary: &mut &[u8]) -> ApiResult<T
     })
 }
 
-fn decode_binary(datatype: &str, b: &[u8], count: usize, field: &str) -> ApiResult<TensorData> {
+fn decode_binary(
+    datatype: &str,
+    b: &[u8],
+    count: usize,
+    field: &InputLabel<'_>,
+) -> ApiResult<TensorData> {
     // The shape is the client's word; the bytes are what arrived. Check one against the other before
     // allocating anything sized by the shape.
     if datatype == "BYTES" {
@@ -414,10 +444,7 @@ async fn infer(
         }
         None => (&bytes[..], &[][..]),
     };
-    crate::json::reject_duplicate_keys(json_part)?;
-    let de = &mut serde_json::Deserializer::from_slice(json_part);
-    let req: InferRequest =
-        serde_path_to_error::deserialize(de).map_err(|e| ApiError::bad(sanitize(&e)))?;
+    let req = infer_request(json_part)?;
     if req.model_name.as_ref().is_some_and(|m| *m != loaded.model) {
         return Err(ApiError::bad(
             "model_name: does not match the model in the path",
@@ -437,8 +464,7 @@ async fn infer(
     }
     let mut tensors = Vec::with_capacity(req.inputs.len());
     for (i, t) in req.inputs.into_iter().enumerate() {
-        let field = format!("inputs[{i}] ({})", t.name);
-        tensors.push(decode_tensor(t, &field, &mut binary)?);
+        tensors.push(decode_tensor(t, i, &mut binary)?);
     }
     if !binary.is_empty() {
         return Err(ApiError::bad(format!(
@@ -446,11 +472,11 @@ async fn infer(
             binary.len()
         )));
     }
-    let default_binary = wants_binary(req.parameters.as_ref()).unwrap_or(false)
+    let default_binary = wants_binary(req.parameters.as_ref().map(|p| &p.0)).unwrap_or(false)
         || req
             .parameters
             .as_ref()
-            .and_then(|p| p.get("binary_data_output"))
+            .and_then(|p| p.0.get("binary_data_output"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
     let declared = crate::head::declared(loaded);
@@ -472,7 +498,8 @@ async fn infer(
                         names.join("`, `")
                     )));
                 };
-                let bin = wants_binary(o.parameters.as_ref()).unwrap_or(default_binary);
+                let bin =
+                    wants_binary(o.parameters.as_ref().map(|p| &p.0)).unwrap_or(default_binary);
                 wanted.push((name, bin));
             }
         }
@@ -480,7 +507,7 @@ async fn infer(
     let times = req
         .parameters
         .as_ref()
-        .and_then(|p| p.get("times"))
+        .and_then(|p| p.0.get("times"))
         .map(|t| crate::head::requested_times(&loaded.card, t, "parameters.times"))
         .transpose()?;
     let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;

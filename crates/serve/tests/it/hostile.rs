@@ -166,6 +166,28 @@ fn a_key_given_twice_is_a_400_naming_it() {
     let r = s.post("/v2/models/cv/infer", &body);
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error(), "inputs[0].datatype: the key is given twice");
+    // a free-form object, at any depth, and the top level
+    let input = r#"{"name": "age", "shape": [1], "datatype": "FP64", "data": [50]}"#;
+    for (body, named) in [
+        (
+            format!(r#"{{"inputs": [{input}], "parameters": {{"x": {{"y": 1, "y": 2}}}}}}"#),
+            "parameters.x.y",
+        ),
+        (
+            format!(
+                r#"{{"inputs": [{input}], "outputs": [{{"name": "probability", "parameters": {{"binary_data": true, "binary_data": false}}}}]}}"#
+            ),
+            "outputs[0].parameters.binary_data",
+        ),
+        (
+            format!(r#"{{"inputs": [{input}], "inputs": []}}"#),
+            "inputs",
+        ),
+    ] {
+        let r = s.post("/v2/models/cv/infer", &body);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.error(), format!("{named}: the key is given twice"));
+    }
 }
 
 /// The request a page on another site can make a browser send without a preflight, and its variants.
