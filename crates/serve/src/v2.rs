@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ApiError, ApiResult};
@@ -139,7 +139,7 @@ struct InputTensor {
     #[serde(default)]
     parameters: Option<UniqueMap>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<FlatData>,
 }
 
 #[derive(Deserialize)]
@@ -198,10 +198,84 @@ fn elem_size(datatype: &str) -> Option<usize> {
     })
 }
 
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| flatten(i, out)),
-        other => out.push(other),
+/// An input's `data`: its elements in row-major order, nested lists flattened as they are read (no tree of
+/// values per request). A bare scalar is one element.
+#[derive(Default)]
+struct FlatData(Vec<Scalar>);
+
+enum Scalar {
+    Number(f64),
+    Text(String),
+    Bool(bool),
+    Null,
+    /// An object: no tensor element.
+    Object,
+}
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        serde::de::DeserializeSeed::deserialize(Flatten(&mut out), d)?;
+        Ok(FlatData(out))
+    }
+}
+
+/// Appends one value's elements to the vector it holds.
+struct Flatten<'v>(&'v mut Vec<Scalar>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of tensor elements")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Scalar::Number(v as f64));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(Scalar::Number(v as f64));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.push(Scalar::Number(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Scalar::Text(v.to_string()));
+        Ok(())
+    }
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.0.push(Scalar::Text(v));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Scalar::Null);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        self.0.push(Scalar::Object);
+        Ok(())
     }
 }
 
@@ -239,7 +313,7 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
             })
         })
         .transpose()?;
-    let data = match (binary_size, &t.data) {
+    let data = match (binary_size, t.data) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad(format!(
                 "{field}: give `data` or parameters.binary_data_size, not both"
@@ -257,9 +331,7 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
             *binary = rest;
             decode_binary(datatype, mine, count, &field)?
         }
-        (None, Some(v)) => {
-            let mut flat = Vec::new();
-            flatten(v, &mut flat);
+        (None, Some(FlatData(flat))) => {
             if flat.len() != count {
                 return Err(ApiError::bad(format!(
                     "{field}: shape {:?} holds {count} elements but data has {}",
@@ -269,11 +341,11 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
             }
             match datatype {
                 "BYTES" => TensorData::Texts(
-                    flat.iter()
+                    flat.into_iter()
                         .enumerate()
                         .map(|(j, v)| match v {
-                            Value::String(s) => Ok(Some(s.clone())),
-                            Value::Null => Ok(None),
+                            Scalar::Text(s) => Ok(Some(s)),
+                            Scalar::Null => Ok(None),
                             _ => Err(ApiError::bad(format!(
                                 "{field}.data[{j}]: expected a string (BYTES)"
                             ))),
@@ -281,24 +353,24 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
                         .collect::<ApiResult<_>>()?,
                 ),
                 "BOOL" => TensorData::Texts(
-                    flat.iter()
+                    flat.into_iter()
                         .enumerate()
-                        .map(|(j, v)| {
-                            v.as_bool().map(|b| Some(b.to_string())).ok_or_else(|| {
-                                ApiError::bad(format!("{field}.data[{j}]: expected true or false"))
-                            })
+                        .map(|(j, v)| match v {
+                            Scalar::Bool(b) => Ok(Some(b.to_string())),
+                            _ => Err(ApiError::bad(format!(
+                                "{field}.data[{j}]: expected true or false"
+                            ))),
                         })
                         .collect::<ApiResult<_>>()?,
                 ),
                 _ => TensorData::Numbers(
-                    flat.iter()
+                    flat.into_iter()
                         .enumerate()
-                        .map(|(j, v)| {
-                            v.as_f64().ok_or_else(|| {
-                                ApiError::bad(format!(
-                                    "{field}.data[{j}]: expected a number ({datatype})"
-                                ))
-                            })
+                        .map(|(j, v)| match v {
+                            Scalar::Number(x) => Ok(x),
+                            _ => Err(ApiError::bad(format!(
+                                "{field}.data[{j}]: expected a number ({datatype})"
+                            ))),
                         })
                         .collect::<ApiResult<_>>()?,
                 ),
@@ -391,6 +463,40 @@ fn decode_binary(
         ));
     }
     Ok(TensorData::Numbers(v))
+}
+
+/// The answer's JSON: the keys in the order serde_json's maps keep (sorted), serialized straight from the
+/// outputs (no tree of values).
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    model_name: &'a str,
+    model_version: String,
+    outputs: Vec<Described<'a>>,
+}
+
+#[derive(Serialize)]
+struct Described<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Elements<'a>>,
+    datatype: &'static str,
+    name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    shape: [usize; 2],
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Elements<'a> {
+    Floats(&'a [f32]),
+    Integers(Vec<i64>),
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
 }
 
 fn wants_binary(params: Option<&Map<String, Value>>) -> Option<bool> {
@@ -512,12 +618,6 @@ async fn infer(
         .transpose()?;
     let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;
     let outputs = crate::head::outputs(loaded, &rows.x, times.as_deref());
-    let mut head = Map::new();
-    head.insert("model_name".into(), json!(loaded.model));
-    head.insert("model_version".into(), json!(loaded.version.to_string()));
-    if let Some(id) = req.id {
-        head.insert("id".into(), json!(id));
-    }
     let n = rows.n;
     let mut described = Vec::with_capacity(wanted.len());
     let mut binary_body: Vec<u8> = Vec::new();
@@ -525,47 +625,131 @@ async fn infer(
         let Some(o) = outputs.iter().find(|o| o.name == *name) else {
             continue;
         };
-        let shape = json!([n, o.columns]);
-        match (*bin, o.integer) {
+        let (datatype, size) = if o.integer { ("INT64", 8) } else { ("FP32", 4) };
+        let data = match (*bin, o.integer) {
             (true, false) => {
-                described.push(json!({"name": o.name, "datatype": "FP32", "shape": shape,
-                                      "parameters": {"binary_data_size": o.data.len() * 4}}));
                 for v in &o.data {
                     binary_body.extend_from_slice(&v.to_le_bytes());
                 }
+                None
             }
             (true, true) => {
-                described.push(json!({"name": o.name, "datatype": "INT64", "shape": shape,
-                                      "parameters": {"binary_data_size": o.data.len() * 8}}));
                 for v in &o.data {
                     binary_body.extend_from_slice(&(*v as i64).to_le_bytes());
                 }
+                None
             }
-            (false, false) => described
-                .push(json!({"name": o.name, "datatype": "FP32", "shape": shape, "data": o.data})),
-            (false, true) => {
-                let data: Vec<i64> = o.data.iter().map(|v| *v as i64).collect();
-                described.push(
-                    json!({"name": o.name, "datatype": "INT64", "shape": shape, "data": data}),
-                );
-            }
-        }
+            (false, false) => Some(Elements::Floats(&o.data)),
+            (false, true) => Some(Elements::Integers(
+                o.data.iter().map(|v| *v as i64).collect(),
+            )),
+        };
+        described.push(Described {
+            parameters: bin.then_some(BinarySize {
+                binary_data_size: o.data.len() * size,
+            }),
+            data,
+            datatype,
+            name: o.name,
+            shape: [n, o.columns],
+        });
     }
-    head.insert("outputs".into(), Value::Array(described));
+    let answer = Answer {
+        id: req.id,
+        model_name: &loaded.model,
+        model_version: loaded.version.to_string(),
+        outputs: described,
+    };
+    let head = serde_json::to_vec(&answer).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the answer could not be written",
+        )
+    })?;
     let any_binary = wanted.iter().any(|(_, bin)| *bin);
     let mut resp = if any_binary {
-        let head = Value::Object(head).to_string();
-        let mut body = Vec::with_capacity(head.len() + binary_body.len());
-        body.extend_from_slice(head.as_bytes());
+        let head_len = head.len();
+        let mut body = head;
         body.extend_from_slice(&binary_body);
         let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-        if let Ok(v) = HeaderValue::from_str(&head.len().to_string()) {
+        if let Ok(v) = HeaderValue::from_str(&head_len.to_string()) {
             r.headers_mut().insert(HEADER_LEN, v);
         }
         r
     } else {
-        axum::Json(Value::Object(head)).into_response()
+        ([(header::CONTENT_TYPE, "application/json")], head).into_response()
     };
     crate::ops::flag_out_of_range(s, loaded, &rows, &mut resp);
     Ok((resp, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(input: Value) -> ApiResult<TensorData> {
+        let t: InputTensor = serde_json::from_value(input).unwrap();
+        decode_tensor(t, 0, &mut &[][..]).map(|t| t.data)
+    }
+
+    fn numbers(d: TensorData) -> Vec<f64> {
+        match d {
+            TensorData::Numbers(v) => v,
+            TensorData::Texts(_) => panic!("texts"),
+        }
+    }
+
+    #[test]
+    fn data_lists_flatten_row_major_and_each_element_is_checked_by_its_index() {
+        let t = |shape: Value, data: Value, datatype: &str| json!({"name": "age", "shape": shape, "datatype": datatype, "data": data});
+        let nested = decoded(t(json!([2, 2]), json!([[1, 2.5], [-3, 4]]), "FP64")).unwrap();
+        assert_eq!(numbers(nested), vec![1.0, 2.5, -3.0, 4.0]);
+        assert_eq!(
+            numbers(decoded(t(json!([1]), json!(7), "INT64")).unwrap()),
+            vec![7.0]
+        );
+        let texts = decoded(t(json!([3]), json!(["a", null, "c"]), "BYTES")).unwrap();
+        assert!(
+            matches!(&texts, TensorData::Texts(v) if v == &[Some("a".into()), None, Some("c".into())])
+        );
+        let bools = decoded(t(json!([2]), json!([true, false]), "BOOL")).unwrap();
+        assert!(
+            matches!(&bools, TensorData::Texts(v) if v == &[Some("true".into()), Some("false".into())])
+        );
+        for (data, datatype, message) in [
+            (
+                json!([[1], [{"x": 1}]]),
+                "FP64",
+                "inputs[0] (age).data[1]: expected a number (FP64)",
+            ),
+            (
+                json!([1, "2"]),
+                "FP32",
+                "inputs[0] (age).data[1]: expected a number (FP32)",
+            ),
+            (
+                json!(["a", 2]),
+                "BYTES",
+                "inputs[0] (age).data[1]: expected a string (BYTES)",
+            ),
+            (
+                json!([true, 1]),
+                "BOOL",
+                "inputs[0] (age).data[1]: expected true or false",
+            ),
+            (
+                json!([[1, 2], [3]]),
+                "FP64",
+                "inputs[0] (age): shape [2, 2] holds 4 elements but data has 3",
+            ),
+        ] {
+            let shape = if message.contains("shape") {
+                json!([2, 2])
+            } else {
+                json!([2])
+            };
+            let e = decoded(t(shape, data, datatype)).err().unwrap();
+            assert_eq!(e.message, message);
+        }
+    }
 }

@@ -7,6 +7,11 @@ use anyhow::Result;
 use clap::Parser;
 use trialflow_core::{CODE_VERSION, Config, Storage};
 
+/// A request allocates dozens of small objects (the parsed body, labels, the answer); glibc's malloc and free
+/// were a sixth of the server's CPU under load (`perf`, `cargo xtask bench serve`), as in the `trialflow` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "trialflow-server", version = CODE_VERSION, about = "Serve blessed trialflow models (TF Serving REST, Open Inference Protocol v2, /metrics)")]
 struct Cli {
