@@ -387,12 +387,6 @@ async fn finish_upload(
     })
 }
 
-/// Where the second read of a local source goes: the content address the first read found missing.
-struct Upload<'a> {
-    lake: &'a Storage,
-    object: &'a str,
-}
-
 fn progress_of(url: &str, what: &str, size: u64) -> trialflow_core::progress::Progress {
     trialflow_core::progress::Progress::new(
         format!("{what} {}", url.rsplit('/').next().unwrap_or_default()),
@@ -428,26 +422,26 @@ async fn hash_and_scan_local(
 }
 
 /// The second read of a local source that was hashed and scanned: sends it straight to its content
-/// address, hashing the bytes again as they go. A file rewritten since it was hashed no longer matches
+/// address `object` in the lake, hashing the bytes again as they go. A file rewritten since it was hashed no longer matches
 /// `sha256`: the upload is then aborted before it completes, so no object ever holds bytes other than its
 /// address says.
 async fn upload_unchanged(
     url: &str,
     path: PathBuf,
-    to: Upload<'_>,
+    lake: &Storage,
+    object: &str,
     sha256: &str,
     size: u64,
 ) -> Result<()> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     let lake_err = |e: object_store::Error| Error::Storage {
-        location: to.lake.display(to.object),
+        location: lake.display(object),
         source: e,
     };
-    let parts = to
-        .lake
+    let parts = lake
         .object_store()
-        .put_multipart(&object_store::path::Path::from(to.object))
+        .put_multipart(&object_store::path::Path::from(object))
         .await
         .map_err(lake_err)?;
     let mut writer = object_store::WriteMultipart::new_with_chunk_size(parts, UPLOAD_PART_BYTES);
@@ -479,7 +473,7 @@ async fn upload_unchanged(
         Err(e) => Err(e),
     };
     match checked {
-        Ok(()) => finish_upload(writer, to.lake, to.object, size).await,
+        Ok(()) => finish_upload(writer, lake, object, size).await,
         Err(e) => {
             let _ = writer.abort().await;
             Err(e)
@@ -644,11 +638,7 @@ async fn copy_in_direct(
     }
     let object = raw_object(&found.listed.source, &sha, found.format);
     if lake.head(&object).await?.is_none() {
-        let to = Upload {
-            lake,
-            object: &object,
-        };
-        upload_unchanged(url, path, to, &sha, size).await?;
+        upload_unchanged(url, path, lake, &object, &sha, size).await?;
     }
     Ok((sha, size, scanned))
 }
@@ -855,12 +845,15 @@ mod tests {
         let (_dir, lake, file) = lake_and_file(now);
         let sha = hex::encode(sha2::Sha256::digest(hashed));
         let object = raw_object("trial", &sha, SourceFormat::Csv);
-        let to = Upload {
-            lake: &lake,
-            object: &object,
-        };
-        let uploaded =
-            upload_unchanged("file:///source.csv", file, to, &sha, hashed.len() as u64).await;
+        let uploaded = upload_unchanged(
+            "file:///source.csv",
+            file,
+            &lake,
+            &object,
+            &sha,
+            hashed.len() as u64,
+        )
+        .await;
         let err = uploaded.unwrap_err();
         (err.to_string(), lake.head(&object).await.unwrap().is_some())
     }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::input::{FEATURES_INPUT, InputLabel, Tensor, TensorData, v2_rows};
@@ -200,7 +200,6 @@ fn elem_size(datatype: &str) -> Option<usize> {
 
 /// An input's `data`: its elements in row-major order, nested lists flattened as they are read (no tree of
 /// values per request). A bare scalar is one element.
-#[derive(Default)]
 struct FlatData(Vec<Scalar>);
 
 enum Scalar {
@@ -301,10 +300,7 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
             "{field}.datatype: expected BOOL, INT8…INT64, UINT8…UINT64, FP32, FP64 or BYTES (FP16/BF16 are not accepted)"
         )));
     }
-    let binary_size = t
-        .parameters
-        .as_ref()
-        .and_then(|p| p.0.get("binary_data_size"))
+    let binary_size = param(&t.parameters, "binary_data_size")
         .map(|v| {
             v.as_u64().map(|n| n as usize).ok_or_else(|| {
                 ApiError::bad(format!(
@@ -499,10 +495,13 @@ struct BinarySize {
     binary_data_size: usize,
 }
 
-fn wants_binary(params: Option<&Map<String, Value>>) -> Option<bool> {
-    params
-        .and_then(|p| p.get("binary_data"))
-        .and_then(Value::as_bool)
+/// A request's, an input's or an output's `parameters[key]`, when it has parameters and that one.
+fn param<'p>(params: &'p Option<UniqueMap>, key: &str) -> Option<&'p Value> {
+    params.as_ref().and_then(|p| p.0.get(key))
+}
+
+fn wants_binary(params: &Option<UniqueMap>) -> Option<bool> {
+    param(params, "binary_data").and_then(Value::as_bool)
 }
 
 pub async fn post(
@@ -578,11 +577,8 @@ async fn infer(
             binary.len()
         )));
     }
-    let default_binary = wants_binary(req.parameters.as_ref().map(|p| &p.0)).unwrap_or(false)
-        || req
-            .parameters
-            .as_ref()
-            .and_then(|p| p.0.get("binary_data_output"))
+    let default_binary = wants_binary(&req.parameters).unwrap_or(false)
+        || param(&req.parameters, "binary_data_output")
             .and_then(Value::as_bool)
             .unwrap_or(false);
     let declared = crate::head::declared(loaded);
@@ -604,16 +600,12 @@ async fn infer(
                         names.join("`, `")
                     )));
                 };
-                let bin =
-                    wants_binary(o.parameters.as_ref().map(|p| &p.0)).unwrap_or(default_binary);
+                let bin = wants_binary(&o.parameters).unwrap_or(default_binary);
                 wanted.push((name, bin));
             }
         }
     }
-    let times = req
-        .parameters
-        .as_ref()
-        .and_then(|p| p.0.get("times"))
+    let times = param(&req.parameters, "times")
         .map(|t| crate::head::requested_times(&loaded.card, t, "parameters.times"))
         .transpose()?;
     let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;
