@@ -8,29 +8,67 @@ use std::rc::Rc;
 
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
-/// A parsed expression and the columns it reads.
-struct Parsed {
-    expr: Expr,
+/// A derived column's expression, parsed once: numbers read, columns numbered in order of appearance, every
+/// operator checked. Evaluating it is arithmetic on the values given by column position, with no lookups
+/// by name (serving evaluates it for every record).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    node: Node,
     columns: Vec<String>,
 }
 
-thread_local! {
-    // Scoring evaluates the same few derived-column expressions for every record: parse each once per
-    // thread (a parse costs far more than the arithmetic). Keys are expressions from feature specs, so the
-    // cache stays small.
-    static PARSED: RefCell<HashMap<String, Rc<Parsed>>> = RefCell::new(HashMap::new());
+#[derive(Debug, Clone)]
+enum Node {
+    Column(usize),
+    Number(f64),
+    Null,
+    Neg(Box<Node>),
+    Binary(Box<Node>, Op, Box<Node>),
 }
 
-fn parsed(sql: &str) -> Result<Rc<Parsed>, String> {
-    if let Some(p) = PARSED.with(|c| c.borrow().get(sql).cloned()) {
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl Compiled {
+    /// Parses `sql`: an error names what this evaluator does not compute.
+    pub fn new(sql: &str) -> Result<Self, String> {
+        let expr = parse(sql)?;
+        let mut columns = Vec::new();
+        let node = compile(&expr, &mut columns)?;
+        Ok(Self { node, columns })
+    }
+
+    /// The column names the expression reads, in order of appearance; [`Compiled::eval`] takes their values
+    /// in this order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// The value for the columns' values `vars` (in [`Compiled::columns`] order; `None` = NULL). NULL
+    /// propagates; a division by zero is NULL.
+    pub fn eval(&self, vars: &[Option<f64>]) -> Option<f64> {
+        eval(&self.node, vars)
+    }
+}
+
+thread_local! {
+    // Callers that evaluate by name see the same few derived-column expressions again and again: compile
+    // each once per thread (a parse costs far more than the arithmetic). Keys are expressions from feature
+    // specs and configs, so the cache stays small.
+    static COMPILED: RefCell<HashMap<String, Rc<Compiled>>> = RefCell::new(HashMap::new());
+}
+
+fn compiled(sql: &str) -> Result<Rc<Compiled>, String> {
+    if let Some(p) = COMPILED.with(|c| c.borrow().get(sql).cloned()) {
         return Ok(p);
     }
-    let expr = parse(sql)?;
-    let p = Rc::new(Parsed {
-        columns: walk_columns(&expr),
-        expr,
-    });
-    PARSED.with(|c| c.borrow_mut().insert(sql.to_string(), p.clone()));
+    let p = Rc::new(Compiled::new(sql)?);
+    COMPILED.with(|c| c.borrow_mut().insert(sql.to_string(), p.clone()));
     Ok(p)
 }
 
@@ -55,7 +93,13 @@ pub fn eval_numeric_with(
     sql: &str,
     get: &dyn Fn(&str) -> Option<Option<f64>>,
 ) -> Result<Option<f64>, String> {
-    eval(&parsed(sql)?.expr, get)
+    let c = compiled(sql)?;
+    let vars = c
+        .columns
+        .iter()
+        .map(|name| get(name).ok_or_else(|| format!("unknown column `{name}`")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(c.eval(&vars))
 }
 
 /// Whether `sql` is an expression this evaluator computes, over columns for which `known` holds: evaluated
@@ -66,73 +110,75 @@ pub fn check_numeric(sql: &str, known: &dyn Fn(&str) -> bool) -> Result<(), Stri
 
 /// The column names `sql` refers to, in order of appearance.
 pub fn columns(sql: &str) -> Result<Vec<String>, String> {
-    Ok(parsed(sql)?.columns.clone())
+    Ok(compiled(sql)?.columns.clone())
 }
 
-fn walk_columns(expr: &Expr) -> Vec<String> {
-    fn walk(e: &Expr, out: &mut Vec<String>) {
-        match e {
-            Expr::Identifier(id) if !out.contains(&id.value) => out.push(id.value.clone()),
-            Expr::Nested(inner)
-            | Expr::UnaryOp { expr: inner, .. }
-            | Expr::Cast { expr: inner, .. } => walk(inner, out),
-            Expr::BinaryOp { left, right, .. } => {
-                walk(left, out);
-                walk(right, out);
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(expr, &mut out);
-    out
-}
-
-fn eval(e: &Expr, vars: &dyn Fn(&str) -> Option<Option<f64>>) -> Result<Option<f64>, String> {
+fn compile(e: &Expr, columns: &mut Vec<String>) -> Result<Node, String> {
     Ok(match e {
-        Expr::Identifier(id) => {
-            vars(&id.value).ok_or_else(|| format!("unknown column `{}`", id.value))?
-        }
-        Expr::Nested(inner) => eval(inner, vars)?,
+        Expr::Identifier(id) => Node::Column(match columns.iter().position(|c| *c == id.value) {
+            Some(i) => i,
+            None => {
+                columns.push(id.value.clone());
+                columns.len() - 1
+            }
+        }),
+        Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => compile(inner, columns)?,
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => {
-                Some(n.parse::<f64>().map_err(|e| format!("number `{n}`: {e}"))?)
+                Node::Number(n.parse::<f64>().map_err(|e| format!("number `{n}`: {e}"))?)
             }
-            Value::Null => None,
+            Value::Null => Node::Null,
             other => return Err(format!("unsupported literal `{other}` in a derived column")),
         },
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
-        } => eval(expr, vars)?.map(|x| -x),
+        } => Node::Neg(Box::new(compile(expr, columns)?)),
         Expr::UnaryOp {
             op: UnaryOperator::Plus,
             expr,
-        } => eval(expr, vars)?,
+        } => compile(expr, columns)?,
         Expr::BinaryOp { left, op, right } => {
-            let (Some(a), Some(b)) = (eval(left, vars)?, eval(right, vars)?) else {
-                return Ok(None);
-            };
-            match op {
-                BinaryOperator::Plus => Some(a + b),
-                BinaryOperator::Minus => Some(a - b),
-                BinaryOperator::Multiply => Some(a * b),
-                BinaryOperator::Divide if b == 0.0 => None,
-                BinaryOperator::Divide => Some(a / b),
+            let left = compile(left, columns)?;
+            let right = compile(right, columns)?;
+            let op = match op {
+                BinaryOperator::Plus => Op::Add,
+                BinaryOperator::Minus => Op::Sub,
+                BinaryOperator::Multiply => Op::Mul,
+                BinaryOperator::Divide => Op::Div,
                 other => {
                     return Err(format!(
                         "unsupported operator `{other}` in a derived column"
                     ));
                 }
-            }
+            };
+            Node::Binary(Box::new(left), op, Box::new(right))
         }
-        Expr::Cast { expr, .. } => eval(expr, vars)?,
         other => {
             return Err(format!(
                 "unsupported expression `{other}` in a derived column"
             ));
         }
     })
+}
+
+fn eval(n: &Node, vars: &[Option<f64>]) -> Option<f64> {
+    match n {
+        Node::Column(i) => vars.get(*i).copied().flatten(),
+        Node::Number(x) => Some(*x),
+        Node::Null => None,
+        Node::Neg(inner) => eval(inner, vars).map(|x| -x),
+        Node::Binary(left, op, right) => {
+            let (a, b) = (eval(left, vars)?, eval(right, vars)?);
+            match op {
+                Op::Add => Some(a + b),
+                Op::Sub => Some(a - b),
+                Op::Mul => Some(a * b),
+                Op::Div if b == 0.0 => None,
+                Op::Div => Some(a / b),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,5 +202,26 @@ mod tests {
         assert!(eval_numeric("upper(weight_kg)", &v).is_err());
         assert!(eval_numeric("nope + 1", &v).is_err());
         assert_eq!(columns("\"w.kg\" / (h * h) + 1e2").unwrap(), ["w.kg", "h"]);
+    }
+
+    /// Compiled once, evaluated by column position: the values the name-based evaluation gives, NULL and
+    /// division by zero included; what it cannot compute is refused when compiled, whatever the values.
+    #[test]
+    fn compiled_expressions_evaluate_by_position() {
+        let c = Compiled::new("-(w - 2) * w / (h + h) + 0.5").unwrap();
+        assert_eq!(c.columns(), ["w", "h"]);
+        for (w, h) in [
+            (Some(3.0), Some(4.0)),
+            (Some(3.0), Some(0.0)),
+            (None, Some(1.0)),
+        ] {
+            let vars = BTreeMap::from([("w".to_string(), w), ("h".to_string(), h)]);
+            let by_name = eval_numeric("-(w - 2) * w / (h + h) + 0.5", &vars).unwrap();
+            assert_eq!(c.eval(&[w, h]), by_name);
+        }
+        assert_eq!(c.eval(&[Some(3.0), Some(4.0)]), Some(-3.0 / 8.0 + 0.5));
+        assert_eq!(c.eval(&[Some(3.0), Some(0.0)]), None);
+        assert!(Compiled::new("w % h").is_err());
+        assert!(Compiled::new("'text'").is_err());
     }
 }

@@ -109,12 +109,50 @@ impl FeatureSpec {
 /// Canonicalizes a categorical value: trimmed, matched case-insensitively against the canonical map; values
 /// without a rule pass through trimmed.
 pub fn canonical_level(canonical: &BTreeMap<String, String>, raw: &str) -> String {
+    canonical_level_ref(canonical, raw).to_string()
+}
+
+/// [`canonical_level`] without copying: the map's level, or the trimmed value itself. Text that is already
+/// lower case (most of it) is looked up as it is, without a lower-cased copy.
+pub fn canonical_level_ref<'a>(canonical: &'a BTreeMap<String, String>, raw: &'a str) -> &'a str {
     let t = raw.trim();
     if canonical.is_empty() {
-        return t.to_string();
+        return t;
     }
-    canonical
-        .get(&t.to_lowercase())
-        .cloned()
-        .unwrap_or_else(|| t.to_string())
+    let found = if t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
+        canonical.get(t)
+    } else {
+        canonical.get(&t.to_lowercase())
+    };
+    found.map_or(t, String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The borrowed lookup matches case-insensitively as the lower-cased copy does, Unicode included, and
+    /// passes unknown text through trimmed.
+    #[test]
+    fn canonical_levels_match_whatever_the_case() {
+        let map: BTreeMap<String, String> = [
+            ("f".to_string(), "F".to_string()),
+            ("féminin".into(), "F".into()),
+            ("m".into(), "M".into()),
+        ]
+        .into();
+        for (raw, want) in [
+            (" f ", "F"),
+            ("F", "F"),
+            ("FÉMININ", "F"),
+            ("Féminin", "F"),
+            ("m", "M"),
+            (" other ", "other"),
+            ("Other", "Other"),
+        ] {
+            assert_eq!(canonical_level_ref(&map, raw), want, "{raw:?}");
+            assert_eq!(canonical_level(&map, raw), want, "{raw:?}");
+        }
+        assert_eq!(canonical_level_ref(&BTreeMap::new(), " X "), "X");
+    }
 }

@@ -13,6 +13,9 @@ pub struct DenseCpu {
     /// input and output widths.
     layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
     activation: Activation,
+    /// The widest vector instructions this CPU has (AVX2 where there is one), found once: the loops are
+    /// compiled for it as well as for the baseline, and run as the CPU allows.
+    arch: pulp::Arch,
 }
 
 impl DenseCpu {
@@ -20,7 +23,11 @@ impl DenseCpu {
         layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
         activation: Activation,
     ) -> Self {
-        Self { layers, activation }
+        Self {
+            layers,
+            activation,
+            arch: pulp::Arch::new(),
+        }
     }
 
     /// The weights of a `model.safetensors` file written for the architecture `config`, read without
@@ -86,21 +93,45 @@ impl DenseCpu {
 
     /// The last layer's single output (the logit of a binary model) for each row of `x`.
     pub fn outputs(&self, x: &[f32]) -> Vec<f32> {
-        let dim = self.input_dim().max(1);
+        self.arch.dispatch(Forward { net: self, x })
+    }
+}
+
+/// The forward pass over every row of `x`, as one function that the dispatch compiles per instruction set.
+/// Each lane does the plain loop's multiply and add (no fused multiply-add), so every instruction set gives
+/// the same bits.
+struct Forward<'a> {
+    net: &'a DenseCpu,
+    x: &'a [f32],
+}
+
+impl pulp::WithSimd for Forward<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<f32> {
+        // 64 accumulators take eight of AVX's sixteen registers; with narrower vectors, 32 already fill half
+        let wide = S::F32_LANES >= 8;
+        let Forward { net, x } = self;
+        let dim = net.input_dim().max(1);
         let rows = x.len() / dim;
-        let widest = self.layers.iter().map(|l| l.3).max().unwrap_or(1);
+        let widest = net.layers.iter().map(|l| l.3).max().unwrap_or(1);
         let mut a = vec![0f32; widest];
         let mut b = vec![0f32; widest];
-        let last = self.layers.len().saturating_sub(1);
+        let last = net.layers.len().saturating_sub(1);
         let mut out = Vec::with_capacity(rows);
         for r in 0..rows {
             let row = &x[r * dim..(r + 1) * dim];
-            for (i, (wt, bias, in_dim, out_dim)) in self.layers.iter().enumerate() {
+            for (i, (wt, bias, in_dim, out_dim)) in net.layers.iter().enumerate() {
                 let input: &[f32] = if i == 0 { row } else { &a[..*in_dim] };
                 let h = &mut b[..*out_dim];
-                dense_layer(input, wt, bias, h);
+                if wide {
+                    dense_layer::<64>(input, wt, bias, h);
+                } else {
+                    dense_layer::<32>(input, wt, bias, h);
+                }
                 if i < last {
-                    match self.activation {
+                    match net.activation {
                         Activation::Relu => h.iter_mut().for_each(|v| *v = v.max(0.0)),
                         Activation::Tanh => h.iter_mut().for_each(|v| *v = v.tanh()),
                     }
@@ -113,13 +144,13 @@ impl DenseCpu {
     }
 }
 
-/// Output units per block of [`dense_layer`]: 32 f32 accumulators fit the vector registers, so a block's sums
-/// stay in registers across every input instead of being loaded and stored once per input.
-const BLOCK: usize = 32;
-
-/// `h = bias + Σₖ input[k] · wt[k, ·]` (`wt` row-major, `input.len() × h.len()`), inputs that are 0 skipped. Each
-/// unit's sum is taken in input order, so the result is bit for bit the plain loop's, whatever the blocking.
-fn dense_layer(input: &[f32], wt: &[f32], bias: &[f32], h: &mut [f32]) {
+/// `h = bias + Σₖ input[k] · wt[k, ·]` (`wt` row-major, `input.len() × h.len()`), inputs that are 0 skipped.
+/// Units go in blocks of `BLOCK` whose sums stay in vector registers across every input, instead of being
+/// loaded and stored once per input. Each unit's sum is taken in input order, so the result is bit for bit
+/// the plain loop's, whatever the blocking. Inlined into [`Forward`], so that it is vectorized for the
+/// instruction set the dispatch chose.
+#[inline(always)]
+fn dense_layer<const BLOCK: usize>(input: &[f32], wt: &[f32], bias: &[f32], h: &mut [f32]) {
     let out_dim = h.len();
     let mut start = 0;
     while start + BLOCK <= out_dim {
@@ -172,18 +203,22 @@ fn tensor_f32(file: &SafeTensors<'_>, name: &str) -> Result<(Vec<f32>, Vec<usize
 mod tests {
     use super::*;
 
-    /// Blocks of 32 units, and the units past the last whole block, sum as the one plain loop does.
-    #[test]
-    fn blocked_layers_equal_the_plain_loop_bit_for_bit() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
+    /// Values in [-1, 1] in steps of 0.001 from a xorshift generator: repeatable weights and inputs.
+    fn uniform(mut state: u64) -> impl FnMut() -> f32 {
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             (state % 2001) as f32 / 1000.0 - 1.0
-        };
+        }
+    }
+
+    /// Blocks of 32 or 64 units, and the units past the last whole block, sum as the one plain loop does.
+    #[test]
+    fn blocked_layers_equal_the_plain_loop_bit_for_bit() {
+        let mut next = uniform(0x2545_f491_4f6c_dd1du64);
         for in_dim in [1, 19, 128] {
-            for out_dim in [1, 8, 31, 32, 33, 64, 70, 128] {
+            for out_dim in [1, 8, 31, 32, 33, 64, 70, 128, 150] {
                 let input: Vec<f32> = (0..in_dim)
                     .map(|k| if k % 4 == 1 { 0.0 } else { next() })
                     .collect();
@@ -197,11 +232,58 @@ mod tests {
                         }
                     }
                 }
-                let mut blocked = vec![f32::NAN; out_dim];
-                dense_layer(&input, &wt, &bias, &mut blocked);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&blocked), bits(&plain), "{in_dim} → {out_dim}");
+                let mut blocked = vec![f32::NAN; out_dim];
+                dense_layer::<32>(&input, &wt, &bias, &mut blocked);
+                assert_eq!(bits(&blocked), bits(&plain), "{in_dim} → {out_dim}, 32");
+                let mut blocked = vec![f32::NAN; out_dim];
+                dense_layer::<64>(&input, &wt, &bias, &mut blocked);
+                assert_eq!(bits(&blocked), bits(&plain), "{in_dim} → {out_dim}, 64");
             }
         }
+    }
+
+    /// The dispatched forward pass (AVX2 where the CPU has it) gives the plain scalar loops' bits, on
+    /// ragged widths and several rows.
+    #[test]
+    fn the_dispatched_forward_pass_equals_plain_loops_bit_for_bit() {
+        let mut next = uniform(0x9e37_79b9_7f4a_7c15u64);
+        let widths = [19, 150, 70, 33, 1];
+        let layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = widths
+            .windows(2)
+            .map(|w| {
+                let wt = (0..w[0] * w[1]).map(|_| next()).collect();
+                let bias = (0..w[1]).map(|_| next()).collect();
+                (wt, bias, w[0], w[1])
+            })
+            .collect();
+        let x: Vec<f32> = (0..5 * widths[0])
+            .map(|k| if k % 7 == 3 { 0.0 } else { next() })
+            .collect();
+        let net = DenseCpu::from_layers(layers.clone(), Activation::Relu);
+        let got = net.outputs(&x);
+        let plain: Vec<f32> = x
+            .chunks_exact(widths[0])
+            .map(|row| {
+                let mut a = row.to_vec();
+                for (i, (wt, bias, in_dim, out_dim)) in layers.iter().enumerate() {
+                    let mut h = bias.clone();
+                    for k in 0..*in_dim {
+                        if a[k] != 0.0 {
+                            for (j, hj) in h.iter_mut().enumerate() {
+                                *hj += a[k] * wt[k * out_dim + j];
+                            }
+                        }
+                    }
+                    if i + 1 < layers.len() {
+                        h.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                    a = h;
+                }
+                a[0]
+            })
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&plain));
     }
 }

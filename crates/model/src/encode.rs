@@ -1,19 +1,20 @@
 //! Raw record → model input row, by the feature spec: derived columns, range checks, median imputation,
 //! standardization, one-hot categories (a missing or unseen level encodes as all zeros).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
-use trialflow_core::expr::eval_numeric_with;
-use trialflow_core::features::{FeatureSpec, OnInvalid, UnseenLevel, canonical_level};
+use trialflow_core::expr::Compiled;
+use trialflow_core::features::{FeatureSpec, OnInvalid, UnseenLevel, canonical_level_ref};
 
-/// One raw field of a record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RawValue {
+/// One raw field of a record, its text borrowed from wherever the record is held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RawValue<'a> {
     Missing,
     Number(f64),
-    Text(String),
+    Text(&'a str),
 }
 
 /// A field that cannot be encoded; `field` is the record key, `message` says what was expected (no value).
@@ -48,13 +49,15 @@ fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
     }
 }
 
-fn as_level(v: &RawValue) -> Option<String> {
-    match v {
+fn as_level<'a>(v: &RawValue<'a>) -> Option<Cow<'a, str>> {
+    match *v {
         RawValue::Missing => None,
         RawValue::Text(s) if s.trim().is_empty() => None,
-        RawValue::Text(s) => Some(s.clone()),
-        RawValue::Number(x) if x.fract() == 0.0 && x.abs() < 1e15 => Some(format!("{}", *x as i64)),
-        RawValue::Number(x) => Some(x.to_string()),
+        RawValue::Text(s) => Some(Cow::Borrowed(s)),
+        RawValue::Number(x) if x.fract() == 0.0 && x.abs() < 1e15 => {
+            Some(Cow::Owned(format!("{}", x as i64)))
+        }
+        RawValue::Number(x) => Some(Cow::Owned(x.to_string())),
     }
 }
 
@@ -102,128 +105,226 @@ pub fn input_fields(spec: &FeatureSpec) -> Vec<InputField> {
     out
 }
 
-/// The first field a record lacks: a required feature, or an input of a derived feature the record does
-/// not give itself. `has` says whether the record names a field (with any value, null included).
-pub fn missing_field(spec: &FeatureSpec, has: &dyn Fn(&str) -> bool) -> Option<FieldError> {
-    for f in &spec.numeric {
-        match &f.derived {
-            None if !has(&f.name) => {
+/// The feature spec made ready to encode record after record: each feature's place among the record's
+/// fields ([`input_fields`]), derived expressions compiled once. Serving builds one per loaded model; the
+/// fields are then found by position, not by name.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    spec: FeatureSpec,
+    inputs: Vec<InputField>,
+    /// Each input's position by name: a request names every field it sends.
+    by_name: HashMap<String, usize, foldhash::fast::RandomState>,
+    numeric: Vec<NumericPlan>,
+    /// Per categorical feature, its field's position.
+    categorical: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct NumericPlan {
+    /// The feature's own field (a derived feature may be given as it is).
+    input: usize,
+    derived: Option<DerivedPlan>,
+}
+
+#[derive(Debug, Clone)]
+struct DerivedPlan {
+    expr: Compiled,
+    /// Where each of the expression's columns comes from, in its column order.
+    args: Vec<Arg>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Arg {
+    /// A measured numeric feature (by spec position), read before any derivation.
+    Measured(usize),
+    /// A record field that is not a measured feature.
+    Field(usize),
+}
+
+impl Encoder {
+    /// An error names a derived feature whose expression this evaluator does not compute (config
+    /// validation refuses those before any spec is written).
+    pub fn new(spec: &FeatureSpec) -> Result<Self, FieldError> {
+        let inputs = input_fields(spec);
+        let position = |name: &str| inputs.iter().position(|i| i.name == name);
+        let mut numeric = Vec::with_capacity(spec.numeric.len());
+        for f in &spec.numeric {
+            let input =
+                position(&f.name).ok_or_else(|| field_err(&f.name, "not a record field"))?;
+            let derived = match &f.derived {
+                None => None,
+                Some(sql) => {
+                    let expr = Compiled::new(sql).map_err(|m| field_err(&f.name, m))?;
+                    let args = expr
+                        .columns()
+                        .iter()
+                        .map(|c| {
+                            match spec
+                                .numeric
+                                .iter()
+                                .position(|g| g.derived.is_none() && g.name == *c)
+                            {
+                                Some(j) => Ok(Arg::Measured(j)),
+                                None => position(c)
+                                    .map(Arg::Field)
+                                    .ok_or_else(|| field_err(c, "not a record field")),
+                            }
+                        })
+                        .collect::<Result<_, _>>()?;
+                    Some(DerivedPlan { expr, args })
+                }
+            };
+            numeric.push(NumericPlan { input, derived });
+        }
+        let categorical = spec
+            .categorical
+            .iter()
+            .map(|c| position(&c.name).ok_or_else(|| field_err(&c.name, "not a record field")))
+            .collect::<Result<_, _>>()?;
+        // reversed, so that the first of two equal names (there are none in a valid spec) keeps its place
+        let by_name = inputs
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(k, i)| (i.name.clone(), k))
+            .collect();
+        Ok(Self {
+            spec: spec.clone(),
+            by_name,
+            inputs,
+            numeric,
+            categorical,
+        })
+    }
+
+    /// The record fields, in the order [`Encoder::encode`] reads them by position.
+    pub fn inputs(&self) -> &[InputField] {
+        &self.inputs
+    }
+
+    /// The position of the field `name`, when the spec reads it.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The first field a record lacks: a required feature, or an input of a derived feature the record
+    /// does not give itself. `has(position)` says whether the record names that field (with any value,
+    /// null included).
+    pub fn missing_field(&self, has: &dyn Fn(usize) -> bool) -> Option<FieldError> {
+        for (f, plan) in self.spec.numeric.iter().zip(&self.numeric) {
+            if has(plan.input) {
+                continue;
+            }
+            let Some(d) = &plan.derived else {
                 return Some(field_err(
                     &f.name,
                     "required feature is missing (send null for an unknown value)",
                 ));
-            }
-            Some(expr) if !has(&f.name) => {
-                for c in trialflow_core::expr::columns(expr).unwrap_or_default() {
-                    if !has(&c) {
-                        return Some(field_err(
-                            &c,
-                            format!(
-                                "missing: `{}` is derived from it (send `{}` itself, or null for an unknown value)",
-                                f.name, f.name
-                            ),
-                        ));
-                    }
+            };
+            for (c, arg) in d.expr.columns().iter().zip(&d.args) {
+                let given = match *arg {
+                    Arg::Measured(j) => has(self.numeric[j].input),
+                    Arg::Field(k) => has(k),
+                };
+                if !given {
+                    return Some(field_err(
+                        c,
+                        format!(
+                            "missing: `{}` is derived from it (send `{}` itself, or null for an unknown value)",
+                            f.name, f.name
+                        ),
+                    ));
                 }
             }
-            _ => {}
         }
+        self.spec
+            .categorical
+            .iter()
+            .zip(&self.categorical)
+            .find(|(_, k)| !has(**k))
+            .map(|(c, _)| {
+                field_err(
+                    &c.name,
+                    "required feature is missing (send null for an unknown value)",
+                )
+            })
     }
-    spec.categorical.iter().find(|c| !has(&c.name)).map(|c| {
-        field_err(
-            &c.name,
-            "required feature is missing (send null for an unknown value)",
-        )
-    })
-}
 
-/// Appends the encoded row for the record behind `get` to `out`.
-pub fn encode(
-    spec: &FeatureSpec,
-    get: &dyn Fn(&str) -> RawValue,
-    out: &mut Vec<f32>,
-) -> Result<(), FieldError> {
-    // Values of the measured (non-derived) features, by spec position.
-    let mut measured: Vec<Option<f64>> = Vec::with_capacity(spec.numeric.len());
-    for f in &spec.numeric {
-        measured.push(match f.derived {
-            None => as_number(&f.name, &get(&f.name))?,
-            Some(_) => None,
-        });
-    }
-    for (i, f) in spec.numeric.iter().enumerate() {
-        let value = match &f.derived {
-            None => measured[i],
-            Some(expr) => match as_number(&f.name, &get(&f.name))? {
-                Some(given) => Some(given),
-                None => {
-                    // Inputs of the derived expression that are not covariates come from the record too.
-                    let inputs =
-                        trialflow_core::expr::columns(expr).map_err(|m| field_err(&f.name, m))?;
-                    let mut vars: Vec<(&str, Option<f64>)> = Vec::with_capacity(inputs.len());
-                    for c in &inputs {
-                        let v = match spec
-                            .numeric
-                            .iter()
-                            .position(|g| g.derived.is_none() && g.name == *c)
-                        {
-                            Some(j) => measured[j],
-                            None => as_number(c, &get(c))?,
-                        };
-                        vars.push((c.as_str(), v));
-                    }
-                    eval_numeric_with(expr, &|name| {
-                        vars.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
-                    })
-                    .map_err(|m| field_err(&f.name, m))?
-                }
-            },
-        };
-        let value = match value {
-            Some(x) if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) => {
-                match f.on_invalid {
-                    OnInvalid::Impute => None,
-                    OnInvalid::Reject => {
-                        return Err(field_err(
-                            &f.name,
-                            format!(
-                                "outside the valid range [{}, {}]",
-                                f.min.map(|v| v.to_string()).unwrap_or("-inf".into()),
-                                f.max.map(|v| v.to_string()).unwrap_or("inf".into())
-                            ),
-                        ));
-                    }
-                }
-            }
-            other => other,
-        };
-        let x = value.unwrap_or(f.impute);
-        out.push(((x - f.mean) / f.std) as f32);
-    }
-    for c in &spec.categorical {
-        let level = as_level(&get(&c.name)).map(|l| canonical_level(&c.canonical, &l));
-        if let Some(l) = &level
-            && c.unseen == UnseenLevel::Error
-            && !c.levels.contains(l)
-        {
-            // The record's level is not repeated: the message lists what the model knows.
-            return Err(field_err(
-                &c.name,
-                format!(
-                    "a level the training data never had (known: {}); preprocessing.unseen_level is `error`",
-                    c.levels.join(", ")
-                ),
-            ));
-        }
-        for l in &c.levels {
-            out.push(if level.as_deref() == Some(l.as_str()) {
-                1.0
-            } else {
-                0.0
+    /// Appends the encoded row of the record whose field at each position is `get(position)` to `out`.
+    pub fn encode<'a>(
+        &self,
+        get: &dyn Fn(usize) -> RawValue<'a>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), FieldError> {
+        let spec = &self.spec;
+        // Values of the measured (non-derived) features, by spec position.
+        let mut measured: Vec<Option<f64>> = Vec::with_capacity(spec.numeric.len());
+        for (f, plan) in spec.numeric.iter().zip(&self.numeric) {
+            measured.push(match plan.derived {
+                None => as_number(&f.name, &get(plan.input))?,
+                Some(_) => None,
             });
         }
+        for (i, (f, plan)) in spec.numeric.iter().zip(&self.numeric).enumerate() {
+            let value = match &plan.derived {
+                None => measured[i],
+                Some(d) => match as_number(&f.name, &get(plan.input))? {
+                    Some(given) => Some(given),
+                    None => {
+                        let mut vars: Vec<Option<f64>> = Vec::with_capacity(d.args.len());
+                        for (c, arg) in d.expr.columns().iter().zip(&d.args) {
+                            vars.push(match *arg {
+                                Arg::Measured(j) => measured[j],
+                                Arg::Field(k) => as_number(c, &get(k))?,
+                            });
+                        }
+                        d.expr.eval(&vars)
+                    }
+                },
+            };
+            let value = match value {
+                Some(x) if f.min.is_some_and(|lo| x < lo) || f.max.is_some_and(|hi| x > hi) => {
+                    match f.on_invalid {
+                        OnInvalid::Impute => None,
+                        OnInvalid::Reject => {
+                            return Err(field_err(
+                                &f.name,
+                                format!(
+                                    "outside the valid range [{}, {}]",
+                                    f.min.map(|v| v.to_string()).unwrap_or("-inf".into()),
+                                    f.max.map(|v| v.to_string()).unwrap_or("inf".into())
+                                ),
+                            ));
+                        }
+                    }
+                }
+                other => other,
+            };
+            let x = value.unwrap_or(f.impute);
+            out.push(((x - f.mean) / f.std) as f32);
+        }
+        for (c, k) in spec.categorical.iter().zip(&self.categorical) {
+            let raw = as_level(&get(*k));
+            let level = raw.as_deref().map(|l| canonical_level_ref(&c.canonical, l));
+            if let Some(l) = level
+                && c.unseen == UnseenLevel::Error
+                && !c.levels.iter().any(|known| known == l)
+            {
+                // The record's level is not repeated: the message lists what the model knows.
+                return Err(field_err(
+                    &c.name,
+                    format!(
+                        "a level the training data never had (known: {}); preprocessing.unseen_level is `error`",
+                        c.levels.join(", ")
+                    ),
+                ));
+            }
+            for l in &c.levels {
+                out.push(if level == Some(l.as_str()) { 1.0 } else { 0.0 });
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Encodes every row of `batches` (columns named as in the clean table). `rename` maps a spec field name
@@ -254,31 +355,18 @@ pub fn encode_batches(
 
 /// Encodes each row of `batch`, appending one row per input row to `out`: a row that cannot be encoded
 /// gets zeros and its error in the returned list (`None` for rows that encoded). Fails only when a column
-/// cannot be read as its feature's type.
+/// cannot be read as its feature's type, or a derived feature's expression does not compile.
 pub fn encode_batch(
     spec: &FeatureSpec,
     batch: &RecordBatch,
     rename: &dyn Fn(&str) -> String,
     out: &mut Vec<f32>,
 ) -> Result<Vec<Option<FieldError>>, FieldError> {
-    let mut cols: BTreeMap<String, ColumnReader> = BTreeMap::new();
-    let names = spec
-        .numeric
-        .iter()
-        .map(|f| f.name.clone())
-        .chain(spec.categorical.iter().map(|c| c.name.clone()))
-        .chain(
-            spec.numeric
-                .iter()
-                .filter_map(|f| f.derived.as_deref())
-                .flat_map(|e| trialflow_core::expr::columns(e).unwrap_or_default()),
-        );
-    for name in names {
-        if cols.contains_key(&name) {
-            continue;
-        }
-        let col = rename(&name);
-        let reader = match batch.column_by_name(&col) {
+    let encoder = Encoder::new(spec)?;
+    let mut cols: Vec<ColumnReader> = Vec::with_capacity(encoder.inputs().len());
+    for input in encoder.inputs() {
+        let col = rename(&input.name);
+        cols.push(match batch.column_by_name(&col) {
             None => ColumnReader::Absent,
             Some(a) => match a.data_type() {
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
@@ -292,19 +380,13 @@ pub fn encode_batch(
                     ColumnReader::Number(n)
                 }
             },
-        };
-        cols.insert(name, reader);
+        });
     }
     let width = spec.width();
     let mut errors = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
-        let get = |name: &str| {
-            cols.get(name)
-                .map(|c| c.get(i))
-                .unwrap_or(RawValue::Missing)
-        };
         let before = out.len();
-        match encode(spec, &get, out) {
+        match encoder.encode(&|k| cols[k].get(i), out) {
             Ok(()) => errors.push(None),
             Err(e) => {
                 out.truncate(before);
@@ -323,12 +405,12 @@ enum ColumnReader {
 }
 
 impl ColumnReader {
-    fn get(&self, i: usize) -> RawValue {
+    fn get(&self, i: usize) -> RawValue<'_> {
         match self {
             ColumnReader::Absent => RawValue::Missing,
             ColumnReader::Text(a) if a.is_null(i) => RawValue::Missing,
             ColumnReader::Number(a) if a.is_null(i) => RawValue::Missing,
-            ColumnReader::Text(a) => RawValue::Text(a.as_string::<i32>().value(i).to_string()),
+            ColumnReader::Text(a) => RawValue::Text(a.as_string::<i32>().value(i)),
             ColumnReader::Number(a) => RawValue::Number(a.as_primitive::<Float64Type>().value(i)),
         }
     }
@@ -403,34 +485,50 @@ mod tests {
         }
     }
 
-    fn enc(rec: &[(&str, RawValue)]) -> Result<Vec<f32>, FieldError> {
-        let m: BTreeMap<String, RawValue> = rec
+    /// Encodes the record `rec` (fields by name; absent ones missing).
+    fn encode_with(
+        spec: &FeatureSpec,
+        rec: &[(&str, RawValue<'_>)],
+    ) -> Result<Vec<f32>, FieldError> {
+        let encoder = Encoder::new(spec)?;
+        let values: Vec<RawValue<'_>> = encoder
+            .inputs()
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .map(|i| {
+                rec.iter()
+                    .find(|(k, _)| *k == i.name)
+                    .map_or(RawValue::Missing, |(_, v)| *v)
+            })
             .collect();
         let mut out = Vec::new();
-        encode(
-            &spec(),
-            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
-            &mut out,
-        )?;
+        encoder.encode(&|k| values[k], &mut out)?;
         Ok(out)
+    }
+
+    fn enc(rec: &[(&str, RawValue<'_>)]) -> Result<Vec<f32>, FieldError> {
+        encode_with(&spec(), rec)
+    }
+
+    /// The first missing field of a record that names the fields `has` holds for.
+    fn missing_field(spec: &FeatureSpec, has: &dyn Fn(&str) -> bool) -> Option<FieldError> {
+        let encoder = Encoder::new(spec).unwrap();
+        encoder.missing_field(&|k| has(&encoder.inputs()[k].name))
     }
 
     #[test]
     fn standardizes_imputes_derives_and_one_hots() {
         let v = enc(&[
             ("age", RawValue::Number(70.0)),
-            ("w", RawValue::Text("100".into())),
+            ("w", RawValue::Text("100")),
             ("h", RawValue::Number(2.0)),
-            ("sex", RawValue::Text(" Female ".into())),
+            ("sex", RawValue::Text(" Female ")),
         ])
         .unwrap();
         assert_eq!(v, vec![1.0, 1.0, 3.0, 0.0, 1.0, 0.0]);
         // missing → median; out of range with impute → median; unseen level → zeros
         let v = enc(&[
             ("w", RawValue::Number(9999.0)),
-            ("sex", RawValue::Text("X".into())),
+            ("sex", RawValue::Text("X")),
         ])
         .unwrap();
         assert_eq!(v[..2], [0.0, 0.0]);
@@ -441,15 +539,7 @@ mod tests {
     fn an_unseen_level_is_refused_when_the_spec_says_error() {
         let mut strict = spec();
         strict.categorical[0].unseen = UnseenLevel::Error;
-        let m: BTreeMap<String, RawValue> =
-            [("sex".to_string(), RawValue::Text("X".into()))].into();
-        let mut out = Vec::new();
-        let e = encode(
-            &strict,
-            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
-            &mut out,
-        )
-        .unwrap_err();
+        let e = encode_with(&strict, &[("sex", RawValue::Text("X"))]).unwrap_err();
         assert_eq!(e.field, "sex");
         assert!(
             e.message.contains("F, M") && !e.message.contains('X'),
@@ -457,18 +547,9 @@ mod tests {
             e.message
         );
         // known levels (any spelling) and missing values still encode
-        let m: BTreeMap<String, RawValue> =
-            [("sex".to_string(), RawValue::Text("female".into()))].into();
-        out.clear();
-        encode(
-            &strict,
-            &|k| m.get(k).cloned().unwrap_or(RawValue::Missing),
-            &mut out,
-        )
-        .unwrap();
+        let out = encode_with(&strict, &[("sex", RawValue::Text("female"))]).unwrap();
         assert_eq!(out[4..], [1.0, 0.0]);
-        out.clear();
-        encode(&strict, &|_| RawValue::Missing, &mut out).unwrap();
+        let out = encode_with(&strict, &[]).unwrap();
         assert_eq!(out[4..], [0.0, 0.0]);
     }
 
@@ -500,7 +581,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_not_the_value() {
-        let e = enc(&[("age", RawValue::Text("sixty".into()))]).unwrap_err();
+        let e = enc(&[("age", RawValue::Text("sixty"))]).unwrap_err();
         assert_eq!(e.field, "age");
         assert!(!e.message.contains("sixty"));
         let e = enc(&[("age", RawValue::Number(250.0))]).unwrap_err();

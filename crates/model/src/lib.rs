@@ -24,8 +24,7 @@ pub mod survival;
 
 pub use dense::DenseCpu;
 pub use encode::{
-    FieldError, InputField, RawValue, encode, encode_batch, encode_batches, input_fields,
-    missing_field,
+    Encoder, FieldError, InputField, RawValue, encode_batch, encode_batches, input_fields,
 };
 #[cfg(feature = "candle")]
 pub use network::{Network, load_safetensors};

@@ -158,7 +158,8 @@ fn check_columns(model: &LoadedVersion, schema: &SchemaRef, input: &Path) -> Res
         schema.column_with_name(f).is_some()
             || schema.column_with_name(&spec.table_column(f)).is_some()
     };
-    if let Some(e) = trialflow_model::missing_field(spec, &has) {
+    let inputs = model.encoder.inputs();
+    if let Some(e) = model.encoder.missing_field(&|k| has(&inputs[k].name)) {
         return Err(bad(
             input,
             format!(

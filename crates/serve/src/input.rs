@@ -2,10 +2,10 @@
 //! (`trialflow_model::encode`, the training transform); already-transformed rows are checked for width and
 //! finiteness. Every error names the field (`instances[3].age`, `inputs[1] (sex)[0]`) and never echoes a value.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde_json::Value;
-use trialflow_model::{RawValue, encode, missing_field};
+use trialflow_model::RawValue;
 
 use crate::error::{ApiError, ApiResult};
 use crate::repository::LoadedVersion;
@@ -29,12 +29,12 @@ pub fn check_rows(n: usize, max: usize, field: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn json_raw(field: &dyn std::fmt::Display, v: &Value) -> ApiResult<RawValue> {
+fn json_raw<'v>(field: &dyn std::fmt::Display, v: &'v Value) -> ApiResult<RawValue<'v>> {
     Ok(match v {
         Value::Null => RawValue::Missing,
         Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => RawValue::Text(s.clone()),
-        Value::Bool(b) => RawValue::Text(b.to_string()),
+        Value::String(s) => RawValue::Text(s),
+        Value::Bool(b) => RawValue::Text(if *b { "true" } else { "false" }),
         _ => {
             return Err(ApiError::bad(format!(
                 "{field}: expected a number, a string or null"
@@ -44,39 +44,24 @@ fn json_raw(field: &dyn std::fmt::Display, v: &Value) -> ApiResult<RawValue> {
 }
 
 impl Rows {
-    /// Encodes one raw record; `has(name)` says whether the record gives the field (without copying its
-    /// value), `field(name)` is how errors name a field of this record.
+    /// Encodes one raw record, given as its fields by position in the model's inputs (`None`: the record
+    /// does not name that field); `field(name)` is how errors name a field of this record.
     fn push_record(
         &mut self,
         model: &LoadedVersion,
-        get: &dyn Fn(&str) -> Option<RawValue>,
-        has: &dyn Fn(&str) -> bool,
+        fields: &[Option<RawValue<'_>>],
         field: &dyn Fn(&str) -> String,
     ) -> ApiResult<()> {
-        let spec = &model.card.feature_spec;
+        let encoder = &model.encoder;
         // Values first: a wrong value is named even when another field is also missing.
-        encode(spec, &|f| get(f).unwrap_or(RawValue::Missing), &mut self.x)
+        encoder
+            .encode(&|k| fields[k].unwrap_or(RawValue::Missing), &mut self.x)
             .map_err(|e| ApiError::bad(format!("{}: {}", field(&e.field), e.message)))?;
-        if let Some(e) = missing_field(spec, has) {
+        if let Some(e) = encoder.missing_field(&|k| fields[k].is_some()) {
             return Err(ApiError::bad(format!("{}: {}", field(&e.field), e.message)));
         }
         self.n += 1;
         Ok(())
-    }
-
-    /// [`Rows::push_record`] for a record read into a map of its fields.
-    fn push_fields(
-        &mut self,
-        model: &LoadedVersion,
-        fields: &BTreeMap<&str, RawValue>,
-        field: &dyn Fn(&str) -> String,
-    ) -> ApiResult<()> {
-        self.push_record(
-            model,
-            &|f| fields.get(f).cloned(),
-            &|f| fields.contains_key(f),
-            field,
-        )
     }
 
     fn push_numeric(&mut self, width: usize, field: &str, values: &[Value]) -> ApiResult<()> {
@@ -146,11 +131,17 @@ impl std::fmt::Display for InputLabel<'_> {
     }
 }
 
-fn check_known(model: &LoadedVersion, name: &str, field: &dyn std::fmt::Display) -> ApiResult<()> {
-    if model.inputs.iter().any(|i| i.name == name) {
-        return Ok(());
+/// The position of the record field `name` among the model's inputs, or an error naming `field`.
+fn position(model: &LoadedVersion, name: &str, field: &dyn std::fmt::Display) -> ApiResult<usize> {
+    if let Some(k) = model.encoder.position(name) {
+        return Ok(k);
     }
-    let names: Vec<&str> = model.inputs.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<&str> = model
+        .encoder
+        .inputs()
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
     Err(ApiError::bad(format!(
         "{field}: unknown feature; expected one of {names:?}"
     )))
@@ -224,16 +215,17 @@ fn tf_rows(
             };
             check_rows(items.len(), max_rows, "instances")?;
             rows.x.reserve(items.len() * width);
+            let mut fields: Vec<Option<RawValue>> = vec![None; model.encoder.inputs().len()];
             for (i, item) in items.iter().enumerate() {
                 match item {
                     Value::Object(rec) => {
-                        let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
+                        fields.fill(None);
                         for (k, v) in rec {
                             let f = format_args!("instances[{i}].{k}");
-                            check_known(model, k, &f)?;
-                            fields.insert(k.as_str(), json_raw(&f, v)?);
+                            let at = position(model, k, &f)?;
+                            fields[at] = Some(json_raw(&f, v)?);
                         }
-                        rows.push_fields(model, &fields, &|f| format!("instances[{i}].{f}"))?;
+                        rows.push_record(model, &fields, &|f| format!("instances[{i}].{f}"))?;
                     }
                     Value::Array(nums) => {
                         rows.push_numeric(width, &format!("instances[{i}]"), nums)?
@@ -249,8 +241,9 @@ fn tf_rows(
         }
         (None, Some(Value::Object(cols))) => {
             let mut n = None;
+            let mut columns: Vec<(usize, &str, &Vec<Value>)> = Vec::with_capacity(cols.len());
             for (k, v) in cols {
-                check_known(model, k, &format_args!("inputs.{k}"))?;
+                let at = position(model, k, &format_args!("inputs.{k}"))?;
                 let Value::Array(vals) = v else {
                     return Err(ApiError::bad(format!(
                         "inputs.{k}: expected a list (one value per row)"
@@ -266,18 +259,16 @@ fn tf_rows(
                     }
                     _ => {}
                 }
+                columns.push((at, k, vals));
             }
             let n = n.unwrap_or(0);
             check_rows(n, max_rows, "inputs")?;
+            let mut fields: Vec<Option<RawValue>> = vec![None; model.encoder.inputs().len()];
             for i in 0..n {
-                let mut fields: BTreeMap<&str, RawValue> = BTreeMap::new();
-                for (k, v) in cols {
-                    fields.insert(
-                        k.as_str(),
-                        json_raw(&format_args!("inputs.{k}[{i}]"), &v[i])?,
-                    );
+                for (at, k, vals) in &columns {
+                    fields[*at] = Some(json_raw(&format_args!("inputs.{k}[{i}]"), &vals[i])?);
                 }
-                rows.push_fields(model, &fields, &|f| format!("inputs.{f}[{i}]"))?;
+                rows.push_record(model, &fields, &|f| format!("inputs.{f}[{i}]"))?;
             }
             Ok((rows, "outputs", times))
         }
@@ -311,12 +302,13 @@ fn json_error_class(e: &serde_json::Error) -> &'static str {
 
 /// One decoded tensor of an Open Inference Protocol request.
 #[derive(Debug)]
-pub enum TensorData {
+pub enum TensorData<'a> {
     Numbers(Vec<f64>),
-    Texts(Vec<Option<String>>),
+    /// Texts borrowed from the request body where they could be.
+    Texts(Vec<Option<Cow<'a, str>>>),
 }
 
-impl TensorData {
+impl TensorData<'_> {
     pub fn len(&self) -> usize {
         match self {
             TensorData::Numbers(v) => v.len(),
@@ -327,10 +319,10 @@ impl TensorData {
 
 /// A decoded v2 input: `name`, `shape`, data (already checked against the shape).
 #[derive(Debug)]
-pub struct Tensor {
-    pub name: String,
+pub struct Tensor<'a> {
+    pub name: Cow<'a, str>,
     pub shape: Vec<i64>,
-    pub data: TensorData,
+    pub data: TensorData<'a>,
 }
 
 /// The name of the v2 input that carries already-transformed rows `[n, width]`.
@@ -338,7 +330,7 @@ pub const FEATURES_INPUT: &str = "features";
 
 /// v2 tensors → rows: either one `features` tensor `[n, width]`, or one tensor per raw feature, each `[n]`
 /// or `[n, 1]`. In numeric tensors NaN means missing (imputed, as in training); infinities are refused.
-pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> ApiResult<Rows> {
+pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor<'_>], max_rows: usize) -> ApiResult<Rows> {
     let width = model.card.feature_spec.width();
     let label = |i: usize| InputLabel {
         index: i,
@@ -376,10 +368,11 @@ pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> Ap
         return Ok(rows);
     }
     let mut n: Option<usize> = None;
-    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    // per model input, the tensor that carries it
+    let mut by_input: Vec<Option<usize>> = vec![None; model.encoder.inputs().len()];
     for (i, t) in tensors.iter().enumerate() {
-        check_known(model, &t.name, &format_args!("{}.name", label(i)))?;
-        if by_name.insert(t.name.as_str(), i).is_some() {
+        let at = position(model, &t.name, &format_args!("{}.name", label(i)))?;
+        if by_input[at].replace(i).is_some() {
             return Err(ApiError::bad(format!(
                 "{}.name: this input is given twice",
                 label(i)
@@ -416,23 +409,20 @@ pub fn v2_rows(model: &LoadedVersion, tensors: &[Tensor], max_rows: usize) -> Ap
     let n = n.unwrap_or(0);
     check_rows(n, max_rows, "inputs")?;
     rows.x.reserve(n * width);
+    let mut fields: Vec<Option<RawValue>> = vec![None; by_input.len()];
     for r in 0..n {
-        let get = |f: &str| -> Option<RawValue> {
-            let i = *by_name.get(f)?;
-            Some(match &tensors[i].data {
+        for (slot, tensor) in fields.iter_mut().zip(&by_input) {
+            *slot = tensor.map(|i| match &tensors[i].data {
                 TensorData::Numbers(v) if v[r].is_nan() => RawValue::Missing,
                 TensorData::Numbers(v) => RawValue::Number(v[r]),
-                TensorData::Texts(v) => match &v[r] {
-                    Some(s) => RawValue::Text(s.clone()),
-                    None => RawValue::Missing,
-                },
-            })
-        };
-        let field = |f: &str| match by_name.get(f) {
-            Some(i) => format!("{}[{r}]", label(*i)),
+                TensorData::Texts(v) => v[r].as_deref().map_or(RawValue::Missing, RawValue::Text),
+            });
+        }
+        let field = |f: &str| match model.encoder.position(f).and_then(|k| by_input[k]) {
+            Some(i) => format!("{}[{r}]", label(i)),
             None => format!("inputs ({f})"),
         };
-        rows.push_record(model, &get, &|f| by_name.contains_key(f), &field)?;
+        rows.push_record(model, &fields, &field)?;
     }
     Ok(rows)
 }

@@ -11,7 +11,7 @@ use candle_core::Device;
 use trialflow_core::config::{VersionPolicy, is_model_name};
 use trialflow_core::lake::model_versions;
 use trialflow_core::{Error, Result, Storage};
-use trialflow_model::{DenseCpu, InputField, ModelCard, input_fields, load_safetensors};
+use trialflow_model::{DenseCpu, Encoder, ModelCard, load_safetensors};
 
 #[derive(Debug)]
 pub struct LoadedVersion {
@@ -21,7 +21,8 @@ pub struct LoadedVersion {
     pub version: u64,
     pub card: ModelCard,
     pub scorer: DenseCpu,
-    pub inputs: Vec<InputField>,
+    /// The card's feature spec ready to encode records; its `inputs()` are the fields a record carries.
+    pub encoder: Encoder,
     /// The clustering of baseline phenotypes promoted with this version (`phenotypes.json`), when there was one.
     pub phenotypes: Option<trialflow_model::clustering::Phenotypes>,
 }
@@ -277,6 +278,12 @@ async fn load(store: &Storage, model: &str, version: u64) -> Result<LoadedVersio
             ),
         ));
     }
+    let encoder = Encoder::new(&card.feature_spec).map_err(|e| {
+        Error::bad_data(
+            store.display(&format!("{dir}/model.json")),
+            format!("feature spec: {e}"),
+        )
+    })?;
     let phenotypes = match store.get_opt(&format!("{dir}/phenotypes.json")).await? {
         None => None,
         Some(bytes) => {
@@ -298,7 +305,7 @@ async fn load(store: &Storage, model: &str, version: u64) -> Result<LoadedVersio
         model: model.to_string(),
         model_key: Arc::from(model),
         version,
-        inputs: input_fields(&card.feature_spec),
+        encoder,
         card,
         scorer,
         phenotypes,

@@ -128,7 +128,7 @@ fn get_inner(s: &AppState, rest: &str) -> ApiResult<Value> {
 fn metadata(loaded: &LoadedVersion, labels: &std::collections::BTreeMap<String, u64>) -> Value {
     let spec = &loaded.card.feature_spec;
     let mut inputs = Map::new();
-    for f in &loaded.inputs {
+    for f in loaded.encoder.inputs() {
         let mut info = Map::new();
         info.insert(
             "dtype".into(),

@@ -2,6 +2,8 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer` with JSON tensors or Triton's binary tensor extension
 //! (`Inference-Header-Content-Length`: a JSON header followed by raw little-endian tensor bytes).
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -85,7 +87,8 @@ fn model_metadata(s: &AppState, loaded: &LoadedVersion, p: &ModelPath) -> Value 
         _ => vec![loaded.version.to_string()],
     };
     let inputs: Vec<Value> = loaded
-        .inputs
+        .encoder
+        .inputs()
         .iter()
         .map(|f| {
             json!({"name": f.name, "datatype": if f.numeric {"FP64"} else {"BYTES"}, "shape": [-1],
@@ -115,7 +118,7 @@ fn model_metadata(s: &AppState, loaded: &LoadedVersion, p: &ModelPath) -> Value 
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InferRequest {
+struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     /// Sent by KServe's client; must agree with the path when present.
@@ -125,21 +128,25 @@ struct InferRequest {
     model_version: Option<String>,
     #[serde(default)]
     parameters: Option<UniqueMap>,
-    inputs: Vec<InputTensor>,
+    #[serde(borrow)]
+    inputs: Vec<InputTensor<'a>>,
     #[serde(default)]
     outputs: Option<Vec<RequestedOutput>>,
 }
 
+/// Names, datatypes and texts are borrowed from the body where they hold no escapes.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct InputTensor {
-    name: String,
+struct InputTensor<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     shape: Vec<i64>,
-    datatype: String,
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     #[serde(default)]
     parameters: Option<UniqueMap>,
-    #[serde(default)]
-    data: Option<FlatData>,
+    #[serde(default, borrow)]
+    data: Option<FlatData<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -173,9 +180,14 @@ fn sanitize(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
 }
 
 /// The request, read once without tracking where it is (that costs a string per key); a body that fails is
-/// read again with the path tracked, for an error that says where.
-fn infer_request(json: &[u8]) -> ApiResult<InferRequest> {
-    if let Ok(req) = serde_json::from_slice(json) {
+/// read again with the path tracked, for an error that says where. A body that is UTF-8 as a whole (checked
+/// in one fast pass) is read as text, so that serde_json does not check each string again.
+fn infer_request(json: &[u8]) -> ApiResult<InferRequest<'_>> {
+    let first = match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(json),
+    };
+    if let Ok(req) = first {
         return Ok(req);
     }
     let de = &mut serde_json::Deserializer::from_slice(json);
@@ -200,18 +212,18 @@ fn elem_size(datatype: &str) -> Option<usize> {
 
 /// An input's `data`: its elements in row-major order, nested lists flattened as they are read (no tree of
 /// values per request). A bare scalar is one element.
-struct FlatData(Vec<Scalar>);
+struct FlatData<'a>(Vec<Scalar<'a>>);
 
-enum Scalar {
+enum Scalar<'a> {
     Number(f64),
-    Text(String),
+    Text(Cow<'a, str>),
     Bool(bool),
     Null,
     /// An object: no tensor element.
     Object,
 }
 
-impl<'de> Deserialize<'de> for FlatData {
+impl<'de: 'a, 'a> Deserialize<'de> for FlatData<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut out = Vec::new();
         serde::de::DeserializeSeed::deserialize(Flatten(&mut out), d)?;
@@ -220,9 +232,9 @@ impl<'de> Deserialize<'de> for FlatData {
 }
 
 /// Appends one value's elements to the vector it holds.
-struct Flatten<'v>(&'v mut Vec<Scalar>);
+struct Flatten<'v, 'a>(&'v mut Vec<Scalar<'a>>);
 
-impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+impl<'de: 'a, 'a> serde::de::DeserializeSeed<'de> for Flatten<'_, 'a> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -230,7 +242,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for Flatten<'_, 'a> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -252,12 +264,16 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
         self.0.push(Scalar::Number(v));
         Ok(())
     }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Scalar::Text(Cow::Borrowed(v)));
+        Ok(())
+    }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.push(Scalar::Text(v.to_string()));
+        self.0.push(Scalar::Text(Cow::Owned(v.to_string())));
         Ok(())
     }
     fn visit_string<E>(self, v: String) -> Result<(), E> {
-        self.0.push(Scalar::Text(v));
+        self.0.push(Scalar::Text(Cow::Owned(v)));
         Ok(())
     }
     fn visit_unit<E>(self) -> Result<(), E> {
@@ -278,7 +294,11 @@ impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
     }
 }
 
-fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<Tensor> {
+fn decode_tensor<'a>(
+    t: InputTensor<'a>,
+    index: usize,
+    binary: &mut &'a [u8],
+) -> ApiResult<Tensor<'a>> {
     let field = InputLabel {
         index,
         name: &t.name,
@@ -294,7 +314,7 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
             .checked_mul(*dim as usize)
             .ok_or_else(|| ApiError::bad(format!("{field}.shape: too large")))?;
     }
-    let datatype = t.datatype.as_str();
+    let datatype: &str = &t.datatype;
     if datatype != "BYTES" && elem_size(datatype).is_none() {
         return Err(ApiError::bad(format!(
             "{field}.datatype: expected BOOL, INT8…INT64, UINT8…UINT64, FP32, FP64 or BYTES (FP16/BF16 are not accepted)"
@@ -352,7 +372,7 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
                     flat.into_iter()
                         .enumerate()
                         .map(|(j, v)| match v {
-                            Scalar::Bool(b) => Ok(Some(b.to_string())),
+                            Scalar::Bool(b) => Ok(Some(Cow::Borrowed(bool_text(b)))),
                             _ => Err(ApiError::bad(format!(
                                 "{field}.data[{j}]: expected true or false"
                             ))),
@@ -387,12 +407,12 @@ fn decode_tensor(t: InputTensor, index: usize, binary: &mut &[u8]) -> ApiResult<
     })
 }
 
-fn decode_binary(
+fn decode_binary<'a>(
     datatype: &str,
-    b: &[u8],
+    b: &'a [u8],
     count: usize,
     field: &InputLabel<'_>,
-) -> ApiResult<TensorData> {
+) -> ApiResult<TensorData<'a>> {
     // The shape is the client's word; the bytes are what arrived. Check one against the other before
     // allocating anything sized by the shape.
     if datatype == "BYTES" {
@@ -426,7 +446,7 @@ fn decode_binary(
                     out.len()
                 ))
             })?;
-            out.push(Some(s.to_string()));
+            out.push(Some(Cow::Borrowed(s)));
             rest = &rest[4 + n..];
         }
         return Ok(TensorData::Texts(out));
@@ -455,10 +475,17 @@ fn decode_binary(
         .collect();
     if datatype == "BOOL" {
         return Ok(TensorData::Texts(
-            v.iter().map(|x| Some((*x != 0.0).to_string())).collect(),
+            v.iter()
+                .map(|x| Some(Cow::Borrowed(bool_text(*x != 0.0))))
+                .collect(),
         ));
     }
     Ok(TensorData::Numbers(v))
+}
+
+/// A BOOL element as the text level a categorical feature reads.
+fn bool_text(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
 }
 
 /// The answer's JSON: the keys in the order serde_json's maps keep (sorted), serialized straight from the
@@ -679,8 +706,10 @@ async fn infer(
 mod tests {
     use super::*;
 
-    fn decoded(input: Value) -> ApiResult<TensorData> {
-        let t: InputTensor = serde_json::from_value(input).unwrap();
+    fn decoded(input: Value) -> ApiResult<TensorData<'static>> {
+        // the tensor borrows from its text, as from a request body
+        let text: &'static str = Box::leak(input.to_string().into_boxed_str());
+        let t: InputTensor = serde_json::from_str(text).unwrap();
         decode_tensor(t, 0, &mut &[][..]).map(|t| t.data)
     }
 

@@ -390,20 +390,20 @@ pub fn record(age: f64, sex: &str) -> serde_json::Value {
 
 /// Encoded row of [`record`], computed by the model crate's transform.
 pub fn encoded(rec: &serde_json::Value) -> Vec<f32> {
-    let spec = spec();
+    let encoder = trialflow_model::Encoder::new(&spec()).unwrap();
     let mut out = Vec::new();
-    trialflow_model::encode(
-        &spec,
-        &|f| match rec.get(f) {
-            Some(serde_json::Value::Number(n)) => {
-                trialflow_model::RawValue::Number(n.as_f64().unwrap())
-            }
-            Some(serde_json::Value::String(s)) => trialflow_model::RawValue::Text(s.clone()),
-            _ => trialflow_model::RawValue::Missing,
-        },
-        &mut out,
-    )
-    .unwrap();
+    encoder
+        .encode(
+            &|k| match rec.get(&encoder.inputs()[k].name) {
+                Some(serde_json::Value::Number(n)) => {
+                    trialflow_model::RawValue::Number(n.as_f64().unwrap())
+                }
+                Some(serde_json::Value::String(s)) => trialflow_model::RawValue::Text(s),
+                _ => trialflow_model::RawValue::Missing,
+            },
+            &mut out,
+        )
+        .unwrap();
     out
 }
 
