@@ -334,10 +334,11 @@ pub fn encode_batches(
     batches: &[RecordBatch],
     rename: &dyn Fn(&str) -> String,
 ) -> Result<(Vec<f32>, usize), FieldError> {
+    let encoder = Encoder::new(spec)?;
     let mut out = Vec::new();
     let mut rows = 0;
     for b in batches {
-        let errors = encode_batch(spec, b, rename, &mut out)?;
+        let errors = encode_batch(&encoder, b, rename, &mut out)?;
         if let Some((i, e)) = errors
             .into_iter()
             .enumerate()
@@ -355,14 +356,13 @@ pub fn encode_batches(
 
 /// Encodes each row of `batch`, appending one row per input row to `out`: a row that cannot be encoded
 /// gets zeros and its error in the returned list (`None` for rows that encoded). Fails only when a column
-/// cannot be read as its feature's type, or a derived feature's expression does not compile.
+/// cannot be read as its feature's type.
 pub fn encode_batch(
-    spec: &FeatureSpec,
+    encoder: &Encoder,
     batch: &RecordBatch,
     rename: &dyn Fn(&str) -> String,
     out: &mut Vec<f32>,
 ) -> Result<Vec<Option<FieldError>>, FieldError> {
-    let encoder = Encoder::new(spec)?;
     let mut cols: Vec<ColumnReader> = Vec::with_capacity(encoder.inputs().len());
     for input in encoder.inputs() {
         let col = rename(&input.name);
@@ -382,7 +382,7 @@ pub fn encode_batch(
             },
         });
     }
-    let width = spec.width();
+    let width = encoder.spec.width();
     let mut errors = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let before = out.len();

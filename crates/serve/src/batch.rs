@@ -100,7 +100,7 @@ pub fn score_file(model: &LoadedVersion, input: &Path, output: &Path) -> Result<
                 }
             };
             let mut x = Vec::with_capacity(batch.num_rows() * spec.width());
-            let errors = encode_batch(spec, &batch, &rename, &mut x)
+            let errors = encode_batch(&model.encoder, &batch, &rename, &mut x)
                 .map_err(|e| bad(input, format!("column `{}`: {}", e.field, e.message)))?;
             let scores = score_columns(model, &x, &errors);
             let error: StringArray = errors
