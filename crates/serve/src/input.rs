@@ -1,5 +1,5 @@
 //! Request payloads → model input rows. Raw records go through the model's own feature spec
-//! (`trialflow_model::encode`, the training transform); already-transformed rows are checked for width and
+//! (`trialflow_model::Encoder`, the training transform); already-transformed rows are checked for width and
 //! finiteness. Every error names the field (`instances[3].age`, `inputs[1] (sex)[0]`) and never echoes a value.
 
 use std::borrow::Cow;
