@@ -105,6 +105,10 @@ struct Forward<'a> {
     x: &'a [f32],
 }
 
+/// Rows that go through the layers together: the units past the last whole block (the output unit, at
+/// least) sum as one dependent chain per row, and eight rows' chains side by side keep the adders busy.
+const GROUP: usize = 8;
+
 impl pulp::WithSimd for Forward<'_> {
     type Output = Vec<f32>;
 
@@ -116,64 +120,105 @@ impl pulp::WithSimd for Forward<'_> {
         let dim = net.input_dim().max(1);
         let rows = x.len() / dim;
         let widest = net.layers.iter().map(|l| l.3).max().unwrap_or(1);
-        let mut a = vec![0f32; widest];
-        let mut b = vec![0f32; widest];
+        let mut a = vec![0f32; GROUP * widest];
+        let mut b = vec![0f32; GROUP * widest];
         let last = net.layers.len().saturating_sub(1);
         let mut out = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let row = &x[r * dim..(r + 1) * dim];
+        for first in (0..rows).step_by(GROUP) {
+            let n = (rows - first).min(GROUP);
             for (i, (wt, bias, in_dim, out_dim)) in net.layers.iter().enumerate() {
-                let input: &[f32] = if i == 0 { row } else { &a[..*in_dim] };
-                let h = &mut b[..*out_dim];
-                if wide {
-                    dense_layer::<64>(input, wt, bias, h);
+                // a group short of eight rows repeats its last row in the chains; those sums are not read
+                let inputs: [&[f32]; GROUP] = std::array::from_fn(|g| {
+                    let g = g.min(n - 1);
+                    if i == 0 {
+                        &x[(first + g) * dim..(first + g + 1) * dim]
+                    } else {
+                        &a[g * widest..g * widest + in_dim]
+                    }
+                });
+                let whole = if wide {
+                    out_dim - out_dim % 64
                 } else {
-                    dense_layer::<32>(input, wt, bias, h);
+                    out_dim - out_dim % 32
+                };
+                for (g, input) in inputs.iter().take(n).enumerate() {
+                    let h = &mut b[g * widest..g * widest + whole];
+                    if wide {
+                        dense_blocks::<64>(input, wt, &bias[..whole], *out_dim, h);
+                    } else {
+                        dense_blocks::<32>(input, wt, &bias[..whole], *out_dim, h);
+                    }
                 }
+                dense_units_by_row(&inputs, wt, bias, whole, &mut b, widest);
                 if i < last {
-                    match net.activation {
-                        Activation::Relu => h.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        Activation::Tanh => h.iter_mut().for_each(|v| *v = v.tanh()),
+                    for g in 0..n {
+                        let h = &mut b[g * widest..g * widest + out_dim];
+                        match net.activation {
+                            Activation::Relu => h.iter_mut().for_each(|v| *v = v.max(0.0)),
+                            Activation::Tanh => h.iter_mut().for_each(|v| *v = v.tanh()),
+                        }
                     }
                 }
                 std::mem::swap(&mut a, &mut b);
             }
-            out.push(a[0]);
+            out.extend((0..n).map(|g| a[g * widest]));
         }
         out
     }
 }
 
-/// `h = bias + Σₖ input[k] · wt[k, ·]` (`wt` row-major, `input.len() × h.len()`), inputs that are 0 skipped.
-/// Units go in blocks of `BLOCK` whose sums stay in vector registers across every input, instead of being
-/// loaded and stored once per input. Each unit's sum is taken in input order, so the result is bit for bit
-/// the plain loop's, whatever the blocking. Inlined into [`Forward`], so that it is vectorized for the
-/// instruction set the dispatch chose.
+/// `h = bias + Σₖ input[k] · wt[k, ·]` for the first `h.len()` units, a multiple of `BLOCK` (`wt`
+/// row-major, `input.len() × out_dim`), every unit's sum taken in input order. Units go in blocks of `BLOCK`
+/// whose sums stay in vector registers across every input, instead of being loaded and stored once per
+/// input; the result is bit for bit the plain loop's, whatever the blocking. Zero inputs (ReLU's, one-hot's)
+/// are multiplied like any other: a branch on them costs more in mispredictions than the multiplications it
+/// saves, since which ones are zero changes from row to row. Inlined into [`Forward`], so that it is
+/// vectorized for the instruction set the dispatch chose.
 #[inline(always)]
-fn dense_layer<const BLOCK: usize>(input: &[f32], wt: &[f32], bias: &[f32], h: &mut [f32]) {
-    let out_dim = h.len();
-    let mut start = 0;
-    while start + BLOCK <= out_dim {
+fn dense_blocks<const BLOCK: usize>(
+    input: &[f32],
+    wt: &[f32],
+    bias: &[f32],
+    out_dim: usize,
+    h: &mut [f32],
+) {
+    for start in (0..h.len()).step_by(BLOCK) {
         let mut acc = [0f32; BLOCK];
         acc.copy_from_slice(&bias[start..start + BLOCK]);
-        for (k, &xk) in input.iter().enumerate() {
-            if xk != 0.0 {
-                let w = &wt[k * out_dim + start..k * out_dim + start + BLOCK];
-                for (a, wj) in acc.iter_mut().zip(w) {
-                    *a += xk * wj;
-                }
+        for (&xk, wk) in input.iter().zip(wt.chunks_exact(out_dim)) {
+            for (a, wj) in acc.iter_mut().zip(&wk[start..start + BLOCK]) {
+                *a += xk * wj;
             }
         }
         h[start..start + BLOCK].copy_from_slice(&acc);
-        start += BLOCK;
     }
-    let rest = &mut h[start..];
-    rest.copy_from_slice(&bias[start..]);
-    for (k, &xk) in input.iter().enumerate() {
-        if xk != 0.0 {
-            let w = &wt[k * out_dim + start..(k + 1) * out_dim];
-            for (hj, wj) in rest.iter_mut().zip(w) {
-                *hj += xk * wj;
+}
+
+/// The units from `from` on (fewer than a block) for each of [`GROUP`] rows, written to row `g`'s slice
+/// of `out` at `g * stride`: per unit, the rows' sums are independent chains taken side by side, each in
+/// input order as the plain loop takes it.
+#[inline(always)]
+fn dense_units_by_row(
+    inputs: &[&[f32]; GROUP],
+    wt: &[f32],
+    bias: &[f32],
+    from: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let out_dim = bias.len();
+    let in_dim = inputs[0].len();
+    for j in from..out_dim {
+        let mut acc = [bias[j]; GROUP];
+        for (k, wk) in wt.chunks_exact(out_dim).take(in_dim).enumerate() {
+            let w = wk[j];
+            for (a, input) in acc.iter_mut().zip(inputs) {
+                *a += input[k] * w;
+            }
+        }
+        for (g, a) in acc.into_iter().enumerate() {
+            if let Some(o) = out.get_mut(g * stride + j) {
+                *o = a;
             }
         }
     }
@@ -226,25 +271,44 @@ mod tests {
                 let bias: Vec<f32> = (0..out_dim).map(|_| next()).collect();
                 let mut plain = bias.clone();
                 for (k, &xk) in input.iter().enumerate() {
-                    if xk != 0.0 {
-                        for (j, hj) in plain.iter_mut().enumerate() {
-                            *hj += xk * wt[k * out_dim + j];
-                        }
+                    for (j, hj) in plain.iter_mut().enumerate() {
+                        *hj += xk * wt[k * out_dim + j];
                     }
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                let mut blocked = vec![f32::NAN; out_dim];
-                dense_layer::<32>(&input, &wt, &bias, &mut blocked);
-                assert_eq!(bits(&blocked), bits(&plain), "{in_dim} → {out_dim}, 32");
-                let mut blocked = vec![f32::NAN; out_dim];
-                dense_layer::<64>(&input, &wt, &bias, &mut blocked);
-                assert_eq!(bits(&blocked), bits(&plain), "{in_dim} → {out_dim}, 64");
+                let layer = |block: usize| {
+                    let whole = out_dim - out_dim % block;
+                    let mut blocked = vec![f32::NAN; GROUP * out_dim];
+                    if block == 64 {
+                        dense_blocks::<64>(
+                            &input,
+                            &wt,
+                            &bias[..whole],
+                            out_dim,
+                            &mut blocked[..whole],
+                        );
+                    } else {
+                        dense_blocks::<32>(
+                            &input,
+                            &wt,
+                            &bias[..whole],
+                            out_dim,
+                            &mut blocked[..whole],
+                        );
+                    }
+                    let inputs = [&input[..]; GROUP];
+                    dense_units_by_row(&inputs, &wt, &bias, whole, &mut blocked, out_dim);
+                    blocked.truncate(out_dim);
+                    blocked
+                };
+                assert_eq!(bits(&layer(32)), bits(&plain), "{in_dim} → {out_dim}, 32");
+                assert_eq!(bits(&layer(64)), bits(&plain), "{in_dim} → {out_dim}, 64");
             }
         }
     }
 
     /// The dispatched forward pass (AVX2 where the CPU has it) gives the plain scalar loops' bits, on
-    /// ragged widths and several rows.
+    /// ragged widths and a group of rows and a part of one.
     #[test]
     fn the_dispatched_forward_pass_equals_plain_loops_bit_for_bit() {
         let mut next = uniform(0x9e37_79b9_7f4a_7c15u64);
@@ -257,7 +321,7 @@ mod tests {
                 (wt, bias, w[0], w[1])
             })
             .collect();
-        let x: Vec<f32> = (0..5 * widths[0])
+        let x: Vec<f32> = (0..13 * widths[0])
             .map(|k| if k % 7 == 3 { 0.0 } else { next() })
             .collect();
         let net = DenseCpu::from_layers(layers.clone(), Activation::Relu);
@@ -269,10 +333,8 @@ mod tests {
                 for (i, (wt, bias, in_dim, out_dim)) in layers.iter().enumerate() {
                     let mut h = bias.clone();
                     for k in 0..*in_dim {
-                        if a[k] != 0.0 {
-                            for (j, hj) in h.iter_mut().enumerate() {
-                                *hj += a[k] * wt[k * out_dim + j];
-                            }
+                        for (j, hj) in h.iter_mut().enumerate() {
+                            *hj += a[k] * wt[k * out_dim + j];
                         }
                     }
                     if i + 1 < layers.len() {

@@ -46,7 +46,7 @@ fn json_raw<'v>(field: &dyn std::fmt::Display, v: &'v Value) -> ApiResult<RawVal
 impl Rows {
     /// Encodes one raw record, given as its fields by position in the model's inputs (`None`: the record
     /// does not name that field); `field(name)` is how errors name a field of this record.
-    fn push_record(
+    pub(crate) fn push_record(
         &mut self,
         model: &LoadedVersion,
         fields: &[Option<RawValue<'_>>],
@@ -147,8 +147,6 @@ fn position(model: &LoadedVersion, name: &str, field: &dyn std::fmt::Display) ->
     )))
 }
 
-/// TF Serving's `instances` (row objects or numeric rows) or `inputs` (columns, or numeric rows).
-/// Returns the rows and the response key (`predictions` or `outputs`).
 /// A TF Serving predict request: its rows, the key the answer uses (`predictions` for rows, `outputs` for
 /// columns) and, for a time-to-event model, the survival times it asks for (top-level `times`).
 pub struct TfRequest {
@@ -157,12 +155,24 @@ pub struct TfRequest {
     pub times: Option<Vec<f64>>,
 }
 
+/// Reads a predict body: the common `instances` body in one pass ([`crate::instances`]), any other body, and
+/// every body with an error, through [`tf_rows`].
 pub fn tf_request(model: &LoadedVersion, body: &[u8], max_rows: usize) -> ApiResult<TfRequest> {
+    if let Some(rows) = crate::instances::common_instances(model, body, max_rows) {
+        return Ok(TfRequest {
+            rows,
+            key: "predictions",
+            times: None,
+        });
+    }
     let (rows, key, times) = tf_rows(model, body, max_rows)?;
     Ok(TfRequest { rows, key, times })
 }
 
-fn tf_rows(
+/// TF Serving's `instances` (row objects or numeric rows) or `inputs` (columns, or numeric rows), read
+/// from the whole body parsed first. Returns the rows, the response key (`predictions` or `outputs`) and the
+/// requested survival times.
+pub(crate) fn tf_rows(
     model: &LoadedVersion,
     body: &[u8],
     max_rows: usize,

@@ -12,6 +12,7 @@ mod error;
 pub mod fuzzing;
 mod head;
 mod input;
+mod instances;
 mod json;
 mod listener;
 mod ops;
