@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Float64Type};
 use trialflow_core::expr::Compiled;
-use trialflow_core::features::{FeatureSpec, OnInvalid, UnseenLevel, canonical_level_ref};
+use trialflow_core::features::{FeatureSpec, OnInvalid, UnseenLevel};
 
 /// One raw field of a record, its text borrowed from wherever the record is held.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,15 +32,19 @@ fn field_err(field: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
+/// Numeric features (or derived features' inputs) a record's values are gathered for on the stack.
+const SMALL: usize = 32;
+
 fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
     let x = match v {
         RawValue::Missing => return Ok(None),
         RawValue::Number(x) => *x,
-        RawValue::Text(s) if s.trim().is_empty() => return Ok(None),
-        RawValue::Text(s) => s
-            .trim()
-            .parse::<f64>()
-            .map_err(|_| field_err(field, "expected a number"))?,
+        RawValue::Text(s) => match s.trim() {
+            "" => return Ok(None),
+            t => t
+                .parse::<f64>()
+                .map_err(|_| field_err(field, "expected a number"))?,
+        },
     };
     if x.is_finite() {
         Ok(Some(x))
@@ -115,8 +119,56 @@ pub struct Encoder {
     /// Each input's position by name: a request names every field it sends.
     by_name: HashMap<String, usize, foldhash::fast::RandomState>,
     numeric: Vec<NumericPlan>,
-    /// Per categorical feature, its field's position.
-    categorical: Vec<usize>,
+    categorical: Vec<CategoricalPlan>,
+}
+
+/// A categorical feature's field and its levels resolved ahead: the text a record sends is looked up once,
+/// instead of going through the synonyms and then comparing with each level.
+#[derive(Debug, Clone)]
+struct CategoricalPlan {
+    input: usize,
+    /// Each lower-cased spelling of the dataset rules → the position of its canonical level among the
+    /// train levels (`None`: a level the training data never had).
+    spellings: HashMap<String, Option<usize>, foldhash::fast::RandomState>,
+    /// Per one-hot column, the first position of its level: what a found position is compared with, so
+    /// that a level listed twice sets both of its columns, as comparing texts does.
+    first: Vec<usize>,
+}
+
+impl CategoricalPlan {
+    fn new(input: usize, c: &trialflow_core::features::CategoricalFeature) -> Self {
+        let position = |level: &str| c.levels.iter().position(|l| l == level);
+        Self {
+            input,
+            spellings: c
+                .canonical
+                .iter()
+                .map(|(spelling, level)| (spelling.clone(), position(level)))
+                .collect(),
+            first: c
+                .levels
+                .iter()
+                .map(|l| position(l).unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    /// The position of `raw`'s level among the train levels: as [`canonical_level_ref`] resolves it (a
+    /// spelling of the rules, matched whatever its case, or the trimmed text itself), then compared exactly.
+    fn level(&self, c: &trialflow_core::features::CategoricalFeature, raw: &str) -> Option<usize> {
+        let t = raw.trim();
+        if !self.spellings.is_empty() {
+            let found = if t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.spellings.get(t)
+            } else {
+                self.spellings.get(&t.to_lowercase())
+            };
+            if let Some(at) = found {
+                return *at;
+            }
+        }
+        c.levels.iter().position(|l| l == t)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,7 +231,11 @@ impl Encoder {
         let categorical = spec
             .categorical
             .iter()
-            .map(|c| position(&c.name).ok_or_else(|| field_err(&c.name, "not a record field")))
+            .map(|c| {
+                position(&c.name)
+                    .map(|at| CategoricalPlan::new(at, c))
+                    .ok_or_else(|| field_err(&c.name, "not a record field"))
+            })
             .collect::<Result<_, _>>()?;
         // reversed, so that the first of two equal names (there are none in a valid spec) keeps its place
         let by_name = inputs
@@ -241,7 +297,7 @@ impl Encoder {
             .categorical
             .iter()
             .zip(&self.categorical)
-            .find(|(_, k)| !has(**k))
+            .find(|(_, plan)| !has(plan.input))
             .map(|(c, _)| {
                 field_err(
                     &c.name,
@@ -257,13 +313,24 @@ impl Encoder {
         out: &mut Vec<f32>,
     ) -> Result<(), FieldError> {
         let spec = &self.spec;
-        // Values of the measured (non-derived) features, by spec position.
-        let mut measured: Vec<Option<f64>> = Vec::with_capacity(spec.numeric.len());
-        for (f, plan) in spec.numeric.iter().zip(&self.numeric) {
-            measured.push(match plan.derived {
-                None => as_number(&f.name, &get(plan.input))?,
-                Some(_) => None,
-            });
+        // Values of the measured (non-derived) features, by spec position; on the stack for the usual
+        // handful of features.
+        let (mut on_stack, mut on_heap) = ([None; SMALL], Vec::new());
+        let measured: &mut [Option<f64>] = if spec.numeric.len() <= SMALL {
+            &mut on_stack[..spec.numeric.len()]
+        } else {
+            on_heap.resize(spec.numeric.len(), None);
+            &mut on_heap
+        };
+        for ((f, plan), m) in spec
+            .numeric
+            .iter()
+            .zip(&self.numeric)
+            .zip(measured.iter_mut())
+        {
+            if plan.derived.is_none() {
+                *m = as_number(&f.name, &get(plan.input))?;
+            }
         }
         for (i, (f, plan)) in spec.numeric.iter().zip(&self.numeric).enumerate() {
             let value = match &plan.derived {
@@ -271,14 +338,22 @@ impl Encoder {
                 Some(d) => match as_number(&f.name, &get(plan.input))? {
                     Some(given) => Some(given),
                     None => {
-                        let mut vars: Vec<Option<f64>> = Vec::with_capacity(d.args.len());
-                        for (c, arg) in d.expr.columns().iter().zip(&d.args) {
-                            vars.push(match *arg {
+                        let (mut on_stack, mut on_heap) = ([None; SMALL], Vec::new());
+                        let vars: &mut [Option<f64>] = if d.args.len() <= SMALL {
+                            &mut on_stack[..d.args.len()]
+                        } else {
+                            on_heap.resize(d.args.len(), None);
+                            &mut on_heap
+                        };
+                        for ((c, arg), v) in
+                            d.expr.columns().iter().zip(&d.args).zip(vars.iter_mut())
+                        {
+                            *v = match *arg {
                                 Arg::Measured(j) => measured[j],
                                 Arg::Field(k) => as_number(c, &get(k))?,
-                            });
+                            };
                         }
-                        d.expr.eval(&vars)
+                        d.expr.eval(vars)
                     }
                 },
             };
@@ -303,13 +378,10 @@ impl Encoder {
             let x = value.unwrap_or(f.impute);
             out.push(((x - f.mean) / f.std) as f32);
         }
-        for (c, k) in spec.categorical.iter().zip(&self.categorical) {
-            let raw = as_level(&get(*k));
-            let level = raw.as_deref().map(|l| canonical_level_ref(&c.canonical, l));
-            if let Some(l) = level
-                && c.unseen == UnseenLevel::Error
-                && !c.levels.iter().any(|known| known == l)
-            {
+        for (c, plan) in spec.categorical.iter().zip(&self.categorical) {
+            let raw = as_level(&get(plan.input));
+            let level = raw.as_deref().map(|l| plan.level(c, l));
+            if level == Some(None) && c.unseen == UnseenLevel::Error {
                 // The record's level is not repeated: the message lists what the model knows.
                 return Err(field_err(
                     &c.name,
@@ -319,9 +391,12 @@ impl Encoder {
                     ),
                 ));
             }
-            for l in &c.levels {
-                out.push(if level == Some(l.as_str()) { 1.0 } else { 0.0 });
-            }
+            let at = level.flatten();
+            out.extend(
+                plan.first
+                    .iter()
+                    .map(|&f| if Some(f) == at { 1.0 } else { 0.0 }),
+            );
         }
         Ok(())
     }
@@ -533,6 +608,42 @@ mod tests {
         .unwrap();
         assert_eq!(v[..2], [0.0, 0.0]);
         assert_eq!(v[4..], [0.0, 0.0]);
+    }
+
+    /// A level resolved ahead (one lookup of the spelling) sets the one-hot columns that resolving it
+    /// through the rules and comparing texts sets: any case, Unicode, untrimmed text, a synonym of a level
+    /// the training data never had, a level listed twice, and no rules at all.
+    #[test]
+    fn levels_resolved_ahead_set_the_columns_the_rules_give() {
+        let feature = |canonical: &[(&str, &str)]| CategoricalFeature {
+            name: "sex".into(),
+            levels: vec!["F".into(), "M".into(), "other".into(), "F".into()],
+            canonical: canonical
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            unseen: UnseenLevel::Zeros,
+        };
+        let rules = [
+            ("f", "F"),
+            ("female", "F"),
+            ("féminin", "F"),
+            ("m", "M"),
+            ("x", "X"),
+        ];
+        for c in [feature(&rules), feature(&[])] {
+            let plan = CategoricalPlan::new(0, &c);
+            for raw in [
+                "f", "F", " Female ", "FÉMININ", "m", "M", "x", "X", "other", "Other", " other",
+                "", "?",
+            ] {
+                let level = trialflow_core::features::canonical_level_ref(&c.canonical, raw);
+                let by_text: Vec<bool> = c.levels.iter().map(|l| l == level).collect();
+                let at = plan.level(&c, raw);
+                let resolved: Vec<bool> = plan.first.iter().map(|&f| Some(f) == at).collect();
+                assert_eq!(resolved, by_text, "{raw:?}, rules: {}", c.canonical.len());
+            }
+        }
     }
 
     #[test]
