@@ -120,8 +120,10 @@ impl pulp::WithSimd for Forward<'_> {
         let dim = net.input_dim().max(1);
         let rows = x.len() / dim;
         let widest = net.layers.iter().map(|l| l.3).max().unwrap_or(1);
-        let mut a = vec![0f32; GROUP * widest];
-        let mut b = vec![0f32; GROUP * widest];
+        // room for the rows a group really has: one row's request zeroes one row's activations
+        let held = rows.clamp(1, GROUP);
+        let mut a = vec![0f32; held * widest];
+        let mut b = vec![0f32; held * widest];
         let last = net.layers.len().saturating_sub(1);
         let mut out = Vec::with_capacity(rows);
         for first in (0..rows).step_by(GROUP) {
@@ -195,7 +197,7 @@ fn dense_blocks<const BLOCK: usize>(
 }
 
 /// The units from `from` on (fewer than a block) for each of [`GROUP`] rows, written to row `g`'s slice
-/// of `out` at `g * stride`: per unit, the rows' sums are independent chains taken side by side, each in
+/// of `out` at `g * stride` (rows that `out` has no room for are not written): per unit, the rows' sums are independent chains taken side by side, each in
 /// input order as the plain loop takes it.
 #[inline(always)]
 fn dense_units_by_row(
