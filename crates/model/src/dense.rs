@@ -151,7 +151,12 @@ impl pulp::WithSimd for Forward<'_> {
                         dense_blocks::<32>(input, wt, &bias[..whole], *out_dim, h);
                     }
                 }
-                dense_units_by_row(&inputs, wt, bias, whole, &mut b, widest);
+                if n == 1 {
+                    // one row: a single chain, without seven copies of it beside
+                    dense_units_by_row::<1>(&[inputs[0]], wt, bias, whole, &mut b, widest);
+                } else {
+                    dense_units_by_row::<GROUP>(&inputs, wt, bias, whole, &mut b, widest);
+                }
                 if i < last {
                     for g in 0..n {
                         let h = &mut b[g * widest..g * widest + out_dim];
@@ -196,12 +201,12 @@ fn dense_blocks<const BLOCK: usize>(
     }
 }
 
-/// The units from `from` on (fewer than a block) for each of [`GROUP`] rows, written to row `g`'s slice
+/// The units from `from` on (fewer than a block) for each of `G` rows, written to row `g`'s slice
 /// of `out` at `g * stride` (rows that `out` has no room for are not written): per unit, the rows' sums are independent chains taken side by side, each in
 /// input order as the plain loop takes it.
 #[inline(always)]
-fn dense_units_by_row(
-    inputs: &[&[f32]; GROUP],
+fn dense_units_by_row<const G: usize>(
+    inputs: &[&[f32]; G],
     wt: &[f32],
     bias: &[f32],
     from: usize,
@@ -211,7 +216,7 @@ fn dense_units_by_row(
     let out_dim = bias.len();
     let in_dim = inputs[0].len();
     for j in from..out_dim {
-        let mut acc = [bias[j]; GROUP];
+        let mut acc = [bias[j]; G];
         for (k, wk) in wt.chunks_exact(out_dim).take(in_dim).enumerate() {
             let w = wk[j];
             for (a, input) in acc.iter_mut().zip(inputs) {
@@ -299,7 +304,10 @@ mod tests {
                         );
                     }
                     let inputs = [&input[..]; GROUP];
-                    dense_units_by_row(&inputs, &wt, &bias, whole, &mut blocked, out_dim);
+                    dense_units_by_row::<GROUP>(&inputs, &wt, &bias, whole, &mut blocked, out_dim);
+                    let mut single = blocked[..out_dim].to_vec();
+                    dense_units_by_row::<1>(&[&input[..]], &wt, &bias, whole, &mut single, out_dim);
+                    assert_eq!(bits(&single), bits(&blocked[..out_dim]));
                     blocked.truncate(out_dim);
                     blocked
                 };
@@ -349,5 +357,8 @@ mod tests {
             .collect();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&plain));
+        // a request of one row takes its own way through the last units
+        let one = net.outputs(&x[..widths[0]]);
+        assert_eq!(bits(&one), bits(&plain[..1]));
     }
 }

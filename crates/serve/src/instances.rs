@@ -105,11 +105,13 @@ impl<'de> Visitor<'de> for Records<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut fields: Vec<Option<RawValue<'de>>> = vec![None; self.model.encoder.inputs().len()];
+        let mut order = Vec::with_capacity(fields.len());
         loop {
             fields.fill(None);
             let read = seq.next_element_seed(Record {
                 model: self.model,
                 fields: &mut fields,
+                order: &mut order,
             })?;
             if read.is_none() {
                 break;
@@ -132,6 +134,9 @@ impl<'de> Visitor<'de> for Records<'_> {
 struct Record<'r, 'de> {
     model: &'r LoadedVersion,
     fields: &'r mut [Option<RawValue<'de>>],
+    /// The keys of the record before, in its order, with their positions: a client writes its records
+    /// alike, so a key is mostly compared with one text instead of hashed.
+    order: &'r mut Vec<(&'de str, usize)>,
 }
 
 impl<'de> DeserializeSeed<'de> for Record<'_, 'de> {
@@ -150,8 +155,18 @@ impl<'de> Visitor<'de> for Record<'_, 'de> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut i = 0;
         while let Some(key) = map.next_key::<&'de str>()? {
-            let at = self.model.encoder.position(key).ok_or_else(give_up)?;
+            let at = match self.order.get(i) {
+                Some(&(before, at)) if before == key => at,
+                _ => {
+                    let at = self.model.encoder.position(key).ok_or_else(give_up)?;
+                    self.order.truncate(i);
+                    self.order.push((key, at));
+                    at
+                }
+            };
+            i += 1;
             let slot = self.fields.get_mut(at).ok_or_else(give_up)?;
             if slot.is_some() {
                 return Err(give_up());
@@ -279,7 +294,8 @@ mod tests {
         }
     }
 
-    const BODIES: [&str; 4] = [
+    const BODIES: [&str; 5] = [
+        r#"{"instances":[{"arm":"pbo","age":20,"weight_kg":60},{"weight_kg":61,"arm":"Treatment","age":21},{"age":22,"arm":"placebo","weight_kg":62,"bmi":20},{"age":23,"arm":"placebo","weight_kg":63}]}"#,
         r#"{"instances":[{"age":50,"weight_kg":70.5,"arm":"Placebo"},{"age":null,"weight_kg":"80","arm":" PBO ","bmi":25}]}"#,
         r#"{"signature_name":"serving_default","instances":[{"arm":"treatment","weight_kg":-0.0e0,"age":1e2}]}"#,
         r#"{"instances":[{"age":7,"weight_kg":null,"arm":null}],"signature_name":"serving_default"}"#,

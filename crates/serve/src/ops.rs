@@ -128,7 +128,8 @@ type RequestKey = (usize, Option<(Arc<str>, u64)>, u16);
 
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<HashMap<RequestKey, u64>>,
+    /// Keyed by what the server resolved (never by client text), so a fast unkeyed hash is safe here.
+    requests: Mutex<HashMap<RequestKey, u64, foldhash::fast::FixedState>>,
     latency: [Histogram; 2],
     rows: Histogram,
     rows_total: AtomicU64,
@@ -144,7 +145,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            requests: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::default()),
             latency: [
                 Histogram::new(&LATENCY_BUCKETS, 1e6),
                 Histogram::new(&LATENCY_BUCKETS, 1e6),
