@@ -98,8 +98,9 @@ impl DenseCpu {
 }
 
 /// The forward pass over every row of `x`, as one function that the dispatch compiles per instruction set.
-/// Each lane does the plain loop's multiply and add (no fused multiply-add), so every instruction set gives
-/// the same bits.
+/// Each lane does the plain loop's fused multiply-add (one rounding, `f32::mul_add`): an instruction on every
+/// CPU the dispatch vectorizes for (AVX2 comes with FMA; so does every 64-bit ARM), correctly rounded in
+/// software elsewhere, so every instruction set gives the same bits.
 struct Forward<'a> {
     net: &'a DenseCpu,
     x: &'a [f32],
@@ -194,7 +195,7 @@ fn dense_blocks<const BLOCK: usize>(
         acc.copy_from_slice(&bias[start..start + BLOCK]);
         for (&xk, wk) in input.iter().zip(wt.chunks_exact(out_dim)) {
             for (a, wj) in acc.iter_mut().zip(&wk[start..start + BLOCK]) {
-                *a += xk * wj;
+                *a = xk.mul_add(*wj, *a);
             }
         }
         h[start..start + BLOCK].copy_from_slice(&acc);
@@ -220,7 +221,7 @@ fn dense_units_by_row<const G: usize>(
         for (k, wk) in wt.chunks_exact(out_dim).take(in_dim).enumerate() {
             let w = wk[j];
             for (a, input) in acc.iter_mut().zip(inputs) {
-                *a += input[k] * w;
+                *a = input[k].mul_add(w, *a);
             }
         }
         for (g, a) in acc.into_iter().enumerate() {
@@ -279,7 +280,7 @@ mod tests {
                 let mut plain = bias.clone();
                 for (k, &xk) in input.iter().enumerate() {
                     for (j, hj) in plain.iter_mut().enumerate() {
-                        *hj += xk * wt[k * out_dim + j];
+                        *hj = xk.mul_add(wt[k * out_dim + j], *hj);
                     }
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -344,7 +345,7 @@ mod tests {
                     let mut h = bias.clone();
                     for k in 0..*in_dim {
                         for (j, hj) in h.iter_mut().enumerate() {
-                            *hj += a[k] * wt[k * out_dim + j];
+                            *hj = a[k].mul_add(wt[k * out_dim + j], *hj);
                         }
                     }
                     if i + 1 < layers.len() {
