@@ -28,6 +28,8 @@ pub(crate) struct Opts {
     pub(crate) only: Vec<String>,
     /// Megabytes of each generated file (`bench read`, and `bench ingest`'s reading rows).
     pub(crate) mb: u64,
+    /// `bench serve`: the load generator on CPU 0 (one wrk thread), every server on the other CPUs.
+    pin: bool,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -39,6 +41,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         sizes: Vec::new(),
         only: Vec::new(),
         mb: 1000,
+        pin: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -54,6 +57,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--connections" => o.connections = val("--connections")?.max(1) as usize,
             "--rows" => o.rows = val("--rows")?.max(1000) as usize,
             "--mb" => o.mb = val("--mb")?.max(1),
+            "--pin" => o.pin = true,
             "--sizes" => {
                 let list = it
                     .next()
@@ -71,7 +75,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
                 o.only = list.split(',').map(str::to_string).collect();
             }
             other => bail!(
-                "unknown option `{other}` (expected --runs, --seconds, --connections, --rows, --sizes, --only, --mb)"
+                "unknown option `{other}` (expected --runs, --seconds, --connections, --pin, --rows, --sizes, --only, --mb)"
             ),
         }
     }
@@ -97,7 +101,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             crate::bench_cluster::cluster(&o)
         }
         _ => bail!(
-            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C] [--only mlserver,kserve,fastapi]\n       cargo xtask bench ingest [--runs N] [--mb MB]\n       cargo xtask bench read [--runs N] [--mb MB]\n       cargo xtask bench train [--runs N] [--only auc|endpoints|clustering]\n       cargo xtask bench preprocess [--rows N | --sizes N,N,…] [--runs N] [--only polars,duckdb,…]\n       cargo xtask bench cluster [--rows N] [--runs N]"
+            "usage: cargo xtask bench serve [--runs N] [--seconds S] [--connections C] [--pin] [--only mlserver,kserve,fastapi]\n       cargo xtask bench ingest [--runs N] [--mb MB]\n       cargo xtask bench read [--runs N] [--mb MB]\n       cargo xtask bench train [--runs N] [--only auc|endpoints|clustering]\n       cargo xtask bench preprocess [--rows N | --sizes N,N,…] [--runs N] [--only polars,duckdb,…]\n       cargo xtask bench cluster [--rows N] [--runs N]"
         ),
     }
 }
@@ -258,7 +262,57 @@ fn parse_ms(s: &str) -> Option<f64> {
     })
 }
 
-fn wrk(port: u16, path: &str, body_file: &Path, conns: usize, seconds: u64) -> Result<Load> {
+/// How the servers and the load generator share the CPUs.
+#[derive(Clone, Copy)]
+enum Cpus {
+    /// Everything on every CPU, wrk with two threads.
+    Shared,
+    /// wrk (one thread) on CPU 0, the server and its workers on CPUs 1 to `last`.
+    Pinned { last: usize },
+}
+
+impl Cpus {
+    fn of(o: &Opts) -> Result<Self> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if !o.pin {
+            return Ok(Cpus::Shared);
+        }
+        if n < 2 {
+            bail!("--pin needs two CPUs or more (this machine has {n})");
+        }
+        Ok(Cpus::Pinned { last: n - 1 })
+    }
+
+    /// `program` started on the server's CPUs.
+    fn server(self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self {
+            Cpus::Shared => Command::new(program),
+            Cpus::Pinned { last } => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &format!("1-{last}")]).arg(program);
+                c
+            }
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Cpus::Shared => "wrk -t2; server and wrk share the machine's CPUs (not pinned)".into(),
+            Cpus::Pinned { last } => format!(
+                "wrk -t1 pinned to CPU 0, each server (all its processes) pinned to CPUs 1-{last} (`--pin`)"
+            ),
+        }
+    }
+}
+
+fn wrk(
+    cpus: Cpus,
+    port: u16,
+    path: &str,
+    body_file: &Path,
+    conns: usize,
+    seconds: u64,
+) -> Result<Load> {
     let script = body_file.with_extension("lua");
     std::fs::write(
         &script,
@@ -267,9 +321,20 @@ fn wrk(port: u16, path: &str, body_file: &Path, conns: usize, seconds: u64) -> R
             body_file.display()
         ),
     )?;
-    let out = Command::new("wrk")
+    let mut command = match cpus {
+        Cpus::Shared => {
+            let mut c = Command::new("wrk");
+            c.arg("-t2");
+            c
+        }
+        Cpus::Pinned { .. } => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", "wrk", "-t1"]);
+            c
+        }
+    };
+    let out = command
         .args([
-            "-t2",
             &format!("-c{conns}"),
             &format!("-d{seconds}s"),
             "--latency",
@@ -423,6 +488,7 @@ struct Setup<'a> {
 
 fn serve(o: &Opts) -> Result<()> {
     ensure_apt("wrk", "wrk")?;
+    let cpus = Cpus::of(o)?;
     let root = root();
     let python = venv("bench", &root.join("xtask/bench/requirements-bench.txt"))?;
     let mlserver = venv(
@@ -464,7 +530,7 @@ fn serve(o: &Opts) -> Result<()> {
             protocols: &[Protocol::TfServing, Protocol::V2],
             start: Box::new(|| {
                 let port = free_port()?;
-                let mut c = Command::new(crate::built("release", "trialflow-server")?);
+                let mut c = cpus.server(crate::built("release", "trialflow-server")?);
                 c.current_dir(&dir)
                     .args(["--port", &port.to_string(), "--models"])
                     .arg(format!("file://{}", repo.display()));
@@ -482,7 +548,7 @@ fn serve(o: &Opts) -> Result<()> {
             protocols: &[Protocol::TfServing],
             start: Box::new(|| {
                 let port = free_port()?;
-                let mut c = Command::new(&python);
+                let mut c = cpus.server(&python);
                 c.current_dir(&bench_dir)
                     .args(["-m", "uvicorn", "serve_fastapi:app", "--host", "127.0.0.1"])
                     .args([
@@ -525,7 +591,7 @@ fn serve(o: &Opts) -> Result<()> {
                             "parameters": { "uri": model_dir } })
                     .to_string(),
                 )?;
-                let mut c = Command::new(mlserver.with_file_name("mlserver"));
+                let mut c = cpus.server(mlserver.with_file_name("mlserver"));
                 c.current_dir(&bench_dir)
                     .arg("start")
                     .arg(&settings)
@@ -544,7 +610,7 @@ fn serve(o: &Opts) -> Result<()> {
             protocols: &[Protocol::TfServing, Protocol::V2],
             start: Box::new(|| {
                 let port = free_port()?;
-                let mut c = Command::new(&kserve);
+                let mut c = cpus.server(&kserve);
                 c.current_dir(&bench_dir)
                     .arg("serve_kserve.py")
                     .arg("--model_dir")
@@ -617,10 +683,10 @@ fn serve(o: &Opts) -> Result<()> {
                 batch: Vec::new(),
                 peak_mib: 0.0,
             };
-            wrk(s.port, path, single_file, o.connections, 2)?; // warm-up
+            wrk(cpus, s.port, path, single_file, o.connections, 2)?; // warm-up
             for run in 0..o.runs {
-                let a = wrk(s.port, path, single_file, o.connections, o.seconds)?;
-                let b = wrk(s.port, path, batch_file, 4, o.seconds)?;
+                let a = wrk(cpus, s.port, path, single_file, o.connections, o.seconds)?;
+                let b = wrk(cpus, s.port, path, batch_file, 4, o.seconds)?;
                 eprintln!(
                     "xtask: {} {} run {}: single {:.0} req/s p99 {:.2} ms; batch {:.1} req/s p99 {:.1} ms",
                     setup.name,
@@ -638,16 +704,18 @@ fn serve(o: &Opts) -> Result<()> {
             rows.push(row);
         }
     }
-    print_table(&rows, o);
+    print_table(&rows, o, cpus);
     Ok(())
 }
 
-fn print_table(rows: &[Row], o: &Opts) {
+fn print_table(rows: &[Row], o: &Opts, cpus: Cpus) {
     let med = |v: &[Load], f: fn(&Load) -> f64| median(v.iter().map(f).collect());
     println!(
-        "\nSingle-row predict, {} connections, wrk -t2, {} s × {} runs (medians); 1,000-row requests, 4 connections. \
-         Server and wrk share the machine's cores (not pinned).\n",
-        o.connections, o.seconds, o.runs
+        "\nSingle-row predict, {} connections, {} s × {} runs (medians); 1,000-row requests, 4 connections; {}.\n",
+        o.connections,
+        o.seconds,
+        o.runs,
+        cpus.describe()
     );
     println!(
         "| server | protocol | single req/s | p50 ms | p99 ms | × best peer | 1,000-row req/s | rows/s | p50 ms | p99 ms | × best peer | non-2xx | peak RSS MiB |"
