@@ -35,6 +35,9 @@ fn field_err(field: &str, message: impl Into<String>) -> FieldError {
 /// Numeric features (or derived features' inputs) a record's values are gathered for on the stack.
 const SMALL: usize = 32;
 
+/// Categorical text up to this many bytes is lower-cased on the stack.
+const SHORT_TEXT: usize = 64;
+
 fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
     let x = match v {
         RawValue::Missing => return Ok(None),
@@ -160,6 +163,14 @@ impl CategoricalPlan {
         if !self.spellings.is_empty() {
             let found = if t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.spellings.get(t)
+            } else if t.is_ascii() && t.len() <= SHORT_TEXT {
+                // short ASCII text lower-cased on the stack, not in a new string
+                let mut lower = [0u8; SHORT_TEXT];
+                lower[..t.len()].copy_from_slice(t.as_bytes());
+                lower[..t.len()].make_ascii_lowercase();
+                std::str::from_utf8(&lower[..t.len()])
+                    .ok()
+                    .and_then(|l| self.spellings.get(l))
             } else {
                 self.spellings.get(&t.to_lowercase())
             };
@@ -613,6 +624,12 @@ mod tests {
     /// A level resolved ahead (one lookup of the spelling) sets the one-hot columns that resolving it
     /// through the rules and comparing texts sets: any case, Unicode, untrimmed text, a synonym of a level
     /// the training data never had, a level listed twice, and no rules at all.
+    /// Longer than the texts lower-cased on the stack: the allocating way, same result.
+    const LONG_UPPER: &str =
+        "A SPELLING OF A LEVEL LONGER THAN SIXTY-FOUR BYTES, WRITTEN IN CAPITALS";
+    const LONG_LOWER: &str =
+        "a spelling of a level longer than sixty-four bytes, written in capitals";
+
     #[test]
     fn levels_resolved_ahead_set_the_columns_the_rules_give() {
         let feature = |canonical: &[(&str, &str)]| CategoricalFeature {
@@ -630,12 +647,13 @@ mod tests {
             ("féminin", "F"),
             ("m", "M"),
             ("x", "X"),
+            (LONG_LOWER, "other"),
         ];
         for c in [feature(&rules), feature(&[])] {
             let plan = CategoricalPlan::new(0, &c);
             for raw in [
                 "f", "F", " Female ", "FÉMININ", "m", "M", "x", "X", "other", "Other", " other",
-                "", "?",
+                "", "?", LONG_UPPER, LONG_LOWER,
             ] {
                 let level = trialflow_core::features::canonical_level_ref(&c.canonical, raw);
                 let by_text: Vec<bool> = c.levels.iter().map(|l| l == level).collect();
