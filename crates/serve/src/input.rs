@@ -158,11 +158,11 @@ pub struct TfRequest {
 /// Reads a predict body: the common `instances` body in one pass ([`crate::instances`]), any other body, and
 /// every body with an error, through [`tf_rows`].
 pub fn tf_request(model: &LoadedVersion, body: &[u8], max_rows: usize) -> ApiResult<TfRequest> {
-    if let Some(rows) = crate::instances::common_instances(model, body, max_rows) {
+    if let Some((rows, times)) = crate::instances::common_instances(model, body, max_rows) {
         return Ok(TfRequest {
             rows,
             key: "predictions",
-            times: None,
+            times,
         });
     }
     let (rows, key, times) = tf_rows(model, body, max_rows)?;
