@@ -35,6 +35,20 @@ fn field_err(field: &str, message: impl Into<String>) -> FieldError {
 /// Numeric features (or derived features' inputs) a record's values are gathered for on the stack.
 const SMALL: usize = 32;
 
+/// `n` empty values: the first `n` of `on_stack` when they fit, else `on_heap` grown to `n`.
+fn scratch<'b>(
+    n: usize,
+    on_stack: &'b mut [Option<f64>; SMALL],
+    on_heap: &'b mut Vec<Option<f64>>,
+) -> &'b mut [Option<f64>] {
+    if n <= SMALL {
+        &mut on_stack[..n]
+    } else {
+        on_heap.resize(n, None);
+        on_heap
+    }
+}
+
 /// Categorical text up to this many bytes is lower-cased on the stack.
 const SHORT_TEXT: usize = 64;
 
@@ -327,12 +341,7 @@ impl Encoder {
         // Values of the measured (non-derived) features, by spec position; on the stack for the usual
         // handful of features.
         let (mut on_stack, mut on_heap) = ([None; SMALL], Vec::new());
-        let measured: &mut [Option<f64>] = if spec.numeric.len() <= SMALL {
-            &mut on_stack[..spec.numeric.len()]
-        } else {
-            on_heap.resize(spec.numeric.len(), None);
-            &mut on_heap
-        };
+        let measured = scratch(spec.numeric.len(), &mut on_stack, &mut on_heap);
         for ((f, plan), m) in spec
             .numeric
             .iter()
@@ -350,12 +359,7 @@ impl Encoder {
                     Some(given) => Some(given),
                     None => {
                         let (mut on_stack, mut on_heap) = ([None; SMALL], Vec::new());
-                        let vars: &mut [Option<f64>] = if d.args.len() <= SMALL {
-                            &mut on_stack[..d.args.len()]
-                        } else {
-                            on_heap.resize(d.args.len(), None);
-                            &mut on_heap
-                        };
+                        let vars = scratch(d.args.len(), &mut on_stack, &mut on_heap);
                         for ((c, arg), v) in
                             d.expr.columns().iter().zip(&d.args).zip(vars.iter_mut())
                         {
@@ -624,6 +628,43 @@ mod tests {
     /// A level resolved ahead (one lookup of the spelling) sets the one-hot columns that resolving it
     /// through the rules and comparing texts sets: any case, Unicode, untrimmed text, a synonym of a level
     /// the training data never had, a level listed twice, and no rules at all.
+    /// More measured features than fit on the stack, and a derived one reading the last of them: gathered
+    /// on the heap, with the same results.
+    #[test]
+    fn many_features_are_gathered_on_the_heap() {
+        let mut wide = spec();
+        let template = wide.numeric[1].clone();
+        for i in 0..SMALL + 8 {
+            wide.numeric.push(NumericFeature {
+                name: format!("x{i}"),
+                min: None,
+                max: None,
+                ..template.clone()
+            });
+        }
+        let last = format!("x{}", SMALL + 7);
+        wide.numeric.push(NumericFeature {
+            name: "twice".into(),
+            min: None,
+            max: None,
+            derived: Some(format!("{last} * 2.0")),
+            ..template
+        });
+        let names: Vec<String> = (0..SMALL + 8).map(|i| format!("x{i}")).collect();
+        let rec: Vec<(&str, RawValue<'_>)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), RawValue::Number(i as f64)))
+            .collect();
+        let out = encode_with(&wide, &rec).unwrap();
+        let first = spec().numeric.len();
+        for i in 0..SMALL + 8 {
+            assert_eq!(out[first + i], ((i as f64 - 80.0) / 20.0) as f32, "x{i}");
+        }
+        let twice = 2.0 * (SMALL + 7) as f64;
+        assert_eq!(out[first + SMALL + 8], ((twice - 80.0) / 20.0) as f32);
+    }
+
     /// Longer than the texts lower-cased on the stack: the allocating way, same result.
     const LONG_UPPER: &str =
         "A SPELLING OF A LEVEL LONGER THAN SIXTY-FOUR BYTES, WRITTEN IN CAPITALS";
