@@ -944,7 +944,7 @@ fn ingest(o: &Opts) -> Result<()> {
     let ratio = secs[3] / secs[2];
     println!(
         "\ntrialflow-ingest into S3 at {ratio:.2}× boto3 upload_file's speed (goal ≥ 1×: {}); it reads the file twice \
-         (hash and scan it, then upload it to the content address, hashing it again) where boto3 reads it once \
+         (hash, fingerprint and scan it, then upload it to the content address, fingerprinting it again) where boto3 reads it once \
          and checks nothing; both send each part's checksum (SHA-256 here, CRC32 for boto3).",
         if ratio >= 1.0 { "met" } else { "not met" }
     );
