@@ -625,9 +625,6 @@ mod tests {
         assert_eq!(v[4..], [0.0, 0.0]);
     }
 
-    /// A level resolved ahead (one lookup of the spelling) sets the one-hot columns that resolving it
-    /// through the rules and comparing texts sets: any case, Unicode, untrimmed text, a synonym of a level
-    /// the training data never had, a level listed twice, and no rules at all.
     /// More measured features than fit on the stack, and a derived one reading the last of them: gathered
     /// on the heap, with the same results.
     #[test]
@@ -671,6 +668,9 @@ mod tests {
     const LONG_LOWER: &str =
         "a spelling of a level longer than sixty-four bytes, written in capitals";
 
+    /// A level resolved ahead (one lookup of the spelling) sets the one-hot columns that resolving it
+    /// through the rules and comparing texts sets: any case, Unicode, untrimmed text, a synonym of a level
+    /// the training data never had, a level listed twice, and no rules at all.
     #[test]
     fn levels_resolved_ahead_set_the_columns_the_rules_give() {
         let feature = |canonical: &[(&str, &str)]| CategoricalFeature {
