@@ -13,8 +13,8 @@ pub struct DenseCpu {
     /// input and output widths.
     layers: Vec<(Vec<f32>, Vec<f32>, usize, usize)>,
     activation: Activation,
-    /// The widest vector instructions this CPU has (AVX2 where there is one), found once: the loops are
-    /// compiled for it as well as for the baseline, and run as the CPU allows.
+    /// The widest vector instructions this CPU has (AVX-512, else AVX2, where there is one), found once: the
+    /// loops are compiled for them as well as for the baseline, and run as the CPU allows.
     arch: pulp::Arch,
 }
 
@@ -117,6 +117,10 @@ impl pulp::WithSimd for Forward<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) -> Vec<f32> {
         // 64 accumulators take eight of AVX's sixteen registers; with narrower vectors, 32 already fill half
         let wide = S::F32_LANES >= 8;
+        // With 16 lanes (AVX-512) a block of 64 units is only four registers: four dependent chains cannot
+        // keep two FMA units of four cycles' latency busy. Two rows per weight load give eight chains (and
+        // half the weight loads); in AVX's sixteen registers two rows' 64 sums would not fit.
+        let pairs = S::F32_LANES >= 16;
         let Forward { net, x } = self;
         let dim = net.input_dim().max(1);
         let rows = x.len() / dim;
@@ -144,13 +148,31 @@ impl pulp::WithSimd for Forward<'_> {
                 } else {
                     out_dim - out_dim % 32
                 };
-                for (g, input) in inputs.iter().take(n).enumerate() {
+                let mut g = 0;
+                while g < n {
+                    if pairs && g + 1 < n {
+                        let (this, next) = b.split_at_mut((g + 1) * widest);
+                        let rows = [
+                            &mut this[g * widest..g * widest + whole],
+                            &mut next[..whole],
+                        ];
+                        dense_blocks_pair::<64>(
+                            [inputs[g], inputs[g + 1]],
+                            wt,
+                            &bias[..whole],
+                            *out_dim,
+                            rows,
+                        );
+                        g += 2;
+                        continue;
+                    }
                     let h = &mut b[g * widest..g * widest + whole];
                     if wide {
-                        dense_blocks::<64>(input, wt, &bias[..whole], *out_dim, h);
+                        dense_blocks::<64>(inputs[g], wt, &bias[..whole], *out_dim, h);
                     } else {
-                        dense_blocks::<32>(input, wt, &bias[..whole], *out_dim, h);
+                        dense_blocks::<32>(inputs[g], wt, &bias[..whole], *out_dim, h);
                     }
+                    g += 1;
                 }
                 if n == 1 {
                     // one row: a single chain, without seven copies of it beside
@@ -199,6 +221,37 @@ fn dense_blocks<const BLOCK: usize>(
             }
         }
         h[start..start + BLOCK].copy_from_slice(&acc);
+    }
+}
+
+/// [`dense_blocks`] for two rows at once: each weight loaded feeds both rows' sums, which are taken exactly as
+/// the one-row loop takes them (the same bits).
+#[inline(always)]
+fn dense_blocks_pair<const BLOCK: usize>(
+    inputs: [&[f32]; 2],
+    wt: &[f32],
+    bias: &[f32],
+    out_dim: usize,
+    h: [&mut [f32]; 2],
+) {
+    let [x0, x1] = inputs;
+    let [h0, h1] = h;
+    for start in (0..h0.len()).step_by(BLOCK) {
+        let mut acc0 = [0f32; BLOCK];
+        acc0.copy_from_slice(&bias[start..start + BLOCK]);
+        let mut acc1 = acc0;
+        for ((&a, &b), wk) in x0.iter().zip(x1).zip(wt.chunks_exact(out_dim)) {
+            for ((p, q), wj) in acc0
+                .iter_mut()
+                .zip(acc1.iter_mut())
+                .zip(&wk[start..start + BLOCK])
+            {
+                *p = a.mul_add(*wj, *p);
+                *q = b.mul_add(*wj, *q);
+            }
+        }
+        h0[start..start + BLOCK].copy_from_slice(&acc0);
+        h1[start..start + BLOCK].copy_from_slice(&acc1);
     }
 }
 
@@ -266,7 +319,8 @@ mod tests {
         }
     }
 
-    /// Blocks of 32 or 64 units, and the units past the last whole block, sum as the one plain loop does.
+    /// Blocks of 32 or 64 units, two rows' blocks side by side, and the units past the last whole block, sum as
+    /// the one plain loop does.
     #[test]
     fn blocked_layers_equal_the_plain_loop_bit_for_bit() {
         let mut next = uniform(0x2545_f491_4f6c_dd1du64);
@@ -312,13 +366,35 @@ mod tests {
                     blocked.truncate(out_dim);
                     blocked
                 };
+                let whole = out_dim - out_dim % 64;
+                let other: Vec<f32> = input.iter().map(|v| -v).collect();
+                let (mut h0, mut h1) = (vec![f32::NAN; whole], vec![f32::NAN; whole]);
+                dense_blocks_pair::<64>(
+                    [&input, &other],
+                    &wt,
+                    &bias[..whole],
+                    out_dim,
+                    [&mut h0, &mut h1],
+                );
+                let mut alone = vec![f32::NAN; whole];
+                dense_blocks::<64>(&other, &wt, &bias[..whole], out_dim, &mut alone);
+                assert_eq!(
+                    bits(&h0),
+                    bits(&plain[..whole]),
+                    "{in_dim} → {out_dim}, pair"
+                );
+                assert_eq!(
+                    bits(&h1),
+                    bits(&alone),
+                    "{in_dim} → {out_dim}, pair's second row"
+                );
                 assert_eq!(bits(&layer(32)), bits(&plain), "{in_dim} → {out_dim}, 32");
                 assert_eq!(bits(&layer(64)), bits(&plain), "{in_dim} → {out_dim}, 64");
             }
         }
     }
 
-    /// The dispatched forward pass (AVX2 where the CPU has it) gives the plain scalar loops' bits, on
+    /// The dispatched forward pass (AVX-512 or AVX2 where the CPU has it) gives the plain scalar loops' bits, on
     /// ragged widths and a group of rows and a part of one.
     #[test]
     fn the_dispatched_forward_pass_equals_plain_loops_bit_for_bit() {
