@@ -448,8 +448,17 @@ impl<R: Read> Read for LineEndings<R> {
             if n == 0 {
                 return Ok(0);
             }
-            let mut out = 0;
-            for i in 0..n {
+            // Most files have no CR at all: the bytes before the first one (all of them, mostly) stay as read.
+            let first = if self.after_cr {
+                0
+            } else {
+                match memchr::memchr(b'\r', &buf[..n]) {
+                    Some(at) => at,
+                    None => return Ok(n),
+                }
+            };
+            let mut out = first;
+            for i in first..n {
                 let b = buf[i];
                 if b == b'\n' && self.after_cr {
                     self.after_cr = false;
@@ -868,6 +877,21 @@ mod tests {
             out.extend_from_slice(&buf[..n]);
         }
         assert_eq!(out, b"a\nb\nc");
+        // every read size, so that CRs, CRLFs and LFs fall at every place in a read and across reads
+        let mixed = b"id\r\na\rb\n\r\nc\r\r\nd\n\ne\r".to_vec();
+        let want = b"id\na\nb\n\nc\n\nd\n\ne\n".to_vec();
+        for size in 1..=mixed.len() {
+            let mut r = LineEndings::new(std::io::Cursor::new(mixed.clone()));
+            let (mut out, mut buf) = (Vec::new(), vec![0u8; size]);
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, want, "reads of {size} bytes");
+        }
     }
 
     #[test]
