@@ -89,7 +89,29 @@ pub(crate) fn built(profile: &str, bin: &str) -> Result<PathBuf> {
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
+    // `cargo run` describes xtask's own package in these; a build script that reruns when one changes
+    // (ring's, on CARGO_MANIFEST_DIR) would make every build from here a rebuild of what a build from a shell
+    // made (ring, rustls, object_store and all of DataFusion), and the other way round.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(started_by_cargo_run) {
+            c.env_remove(name);
+        }
+    }
     c
+}
+
+/// The variables `cargo run` sets for the package it runs (not the ones cargo itself reads, such as
+/// `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn started_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+        )
 }
 
 fn status(mut c: Command, what: &str) -> Result<()> {
@@ -553,4 +575,35 @@ fn report_check(screenshot: bool, features: &[&str]) -> Result<()> {
         status(shot, "chromium --screenshot")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    /// The test runs under cargo, which sets the package variables as `cargo run` does for xtask.
+    #[test]
+    fn cargo_started_here_gets_none_of_the_variables_cargo_run_set_for_xtask() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo sets it for tests"
+        );
+        let c = super::cargo();
+        let removed: Vec<&OsStr> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        for name in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_PKG_VERSION"] {
+            assert!(removed.contains(&OsStr::new(name)), "{name} kept");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO",
+            "RUSTUP_TOOLCHAIN",
+        ] {
+            assert!(!removed.contains(&OsStr::new(name)), "{name} removed");
+        }
+    }
 }
