@@ -558,12 +558,7 @@ async fn clean_with(
         return Err(Error::Internal("no clean steps".into()));
     };
     let expected_rows: u64 = current.objects.iter().map(|o| o.rows).sum();
-    let mut router = router::Router::new(
-        df.schema().as_arrow(),
-        &cfg.dataset.id.label(),
-        cfg.dataset.repeated_ids,
-        expected_rows.min(1 << 28) as usize,
-    )?;
+    let schema = df.schema().as_arrow().clone();
     // A cluster runs the scan in parallel: the rows come back in input order only when asked to.
     let df = if engine.cluster.is_some() {
         df.sort(vec![col("_row").sort(true, false)])
@@ -571,14 +566,22 @@ async fn clean_with(
     } else {
         df
     };
-    let mut stream = df
+    let stream = df
         .execute_stream()
         .await
         .map_err(|e| sql_err(&clean_step, e))?;
+    let mut batches = Ahead::spawn(stream);
+    // Built while the first batch is staged: its subject table is faulted in then.
+    let mut router = router::Router::new(
+        &schema,
+        &cfg.dataset.id.label(),
+        cfg.dataset.repeated_ids,
+        expected_rows.min(1 << 28) as usize,
+    )?;
     let mut quarantine =
         ParquetSink::create(lake, lake::QUARANTINE_FILE, router::quarantine_schema())?;
     let mut clean_sink: Option<ParquetSink> = None;
-    while let Some(batch) = stream.next().await {
+    while let Some(batch) = batches.next().await {
         let batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -678,6 +681,40 @@ async fn clean_with(
         tables: Vec::new(),
     };
     Ok((report, subjects))
+}
+
+/// A plan's batches computed on a task of their own, at most two ahead of the consumer. The clean task's plan
+/// (the SQL views over the staged rows) and its routing, or the features task's scan and split hash and its
+/// statistics, would otherwise take turns on the thread that polls the plan; here they run side by side.
+struct Ahead {
+    rx: tokio::sync::mpsc::Receiver<std::result::Result<RecordBatch, DataFusionError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ahead {
+    fn spawn(mut stream: datafusion::execution::SendableRecordBatchStream) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let task = tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    async fn next(&mut self) -> Option<std::result::Result<RecordBatch, DataFusionError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Ahead {
+    /// A consumer that stops early (an error) stops the plan too, and with it the staging.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Rows per quarantine rule (most first) and the first quarantined rows, by file, line, column and rule.
@@ -902,8 +939,9 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     let mut events = [0u64; 3];
     let mut train = spec::TrainStats::new(cfg, &step.origin);
     let mut stats = split_stats::SplitStats::new(cfg, &step.origin);
-    let mut stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
-    while let Some(batch) = stream.next().await {
+    let stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
+    let mut batches = Ahead::spawn(stream);
+    while let Some(batch) = batches.next().await {
         let batch = batch.map_err(|e| sql_err(&step, e))?;
         let split_col = batch.column_by_name("split").ok_or_else(|| {
             Error::config(&step.origin, "split", "the result has no `split` column")
