@@ -292,8 +292,9 @@ fn checks(cfg: &Config) -> Vec<String> {
         // One check column, two labels: the look-alike test runs only on the rare value that fails to parse.
         let raw = ident(&format!("{c}__raw"));
         parse_checks.push(format!(
-            // NaN and ±inf fail the comparison, NULL (unparseable) the COALESCE; one comparison, not two.
-            "CASE WHEN {raw} IS NOT NULL AND NOT COALESCE(abs({v}) < 1e308, false) THEN CASE WHEN \
+            // NaN and ±inf fail the comparison, NULL (unparseable) is not true either; one comparison, not two.
+            // `IS NOT TRUE` rather than `NOT COALESCE(…, false)`, which DataFusion plans as a CASE.
+            "CASE WHEN {raw} IS NOT NULL AND (abs({v}) < 1e308) IS NOT TRUE THEN CASE WHEN \
              upper({raw}) IN ({lookalikes}) THEN {missing} ELSE {parse} END END",
             v = ident(c),
             missing = lit(&check_label(
@@ -415,7 +416,7 @@ fn checks(cfg: &Config) -> Vec<String> {
             &expected,
             RuleAction::Quarantine,
             format!(
-                "{} IS NOT NULL AND NOT COALESCE({event} OR {censored} OR {competing}, false)",
+                "{} IS NOT NULL AND ({event} OR {censored} OR {competing}) IS NOT TRUE",
                 ident(&t.event),
             ),
         );
