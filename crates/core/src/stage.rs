@@ -113,7 +113,7 @@ impl<'a> Stager<'a> {
         // Only compared within one run (exact duplicate or not), so any fixed-seed hash will do.
         let mut h = foldhash::fast::FixedState::with_seed(0x7269_616c_666c_6f77).build_hasher();
         for (b, v) in self.cols.iter_mut().zip(values) {
-            let raw = v.map(str::trim).unwrap_or("");
+            let raw = v.map(trim).unwrap_or("");
             let v = crate::text::normalize(raw);
             // Only a changed value can have gained outer spaces (an invisible character removed).
             let mut v = match &v {
@@ -177,6 +177,16 @@ impl<'a> Stager<'a> {
             normalized: self.normalized,
             labels: self.labels,
         })
+    }
+}
+
+/// `v` without leading and trailing whitespace (Unicode's, as `str::trim`), with a fast path for the common
+/// value that starts and ends with a visible ASCII character: two byte tests instead of decoding a character
+/// at each end (`str::trim` was 1.7% of a preprocessing run's instructions).
+fn trim(v: &str) -> &str {
+    match (v.as_bytes().first(), v.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => v,
+        _ => v.trim(),
     }
 }
 
@@ -787,6 +797,32 @@ fn stage_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trim_is_str_trim() {
+        for v in [
+            "",
+            " ",
+            "a",
+            "ab",
+            " a",
+            "a ",
+            " a b ",
+            "\ta\n",
+            "\u{a0}a",
+            "a\u{3000}",
+            "\u{2003}",
+            "é",
+            " é ",
+            "ab\u{85}",
+            "\u{feff}a",
+            "a\u{200b}",
+            "~x!",
+            "1.5",
+        ] {
+            assert_eq!(trim(v), v.trim(), "{v:?}");
+        }
+    }
     use arrow::array::{Array, AsArray};
 
     #[test]
