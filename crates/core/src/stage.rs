@@ -797,6 +797,7 @@ fn stage_parquet(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Array, AsArray};
 
     #[test]
     fn trim_is_str_trim() {
@@ -823,7 +824,6 @@ mod tests {
             assert_eq!(trim(v), v.trim(), "{v:?}");
         }
     }
-    use arrow::array::{Array, AsArray};
 
     #[test]
     fn the_source_column_repeats_the_url_on_every_row() {
