@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod lake;
 pub mod progress;
 pub mod recording;
+pub mod row_group;
 pub mod sas;
 pub mod stage;
 pub mod storage;

@@ -272,6 +272,24 @@ impl Storage {
         res.bytes().await.map_err(|e| self.err(rel, e))
     }
 
+    /// Bytes `range` of `rel`; an answer of another length than asked is an error.
+    pub async fn get_range(&self, rel: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let path = self.path(rel)?;
+        let want = range.end.saturating_sub(range.start);
+        let bytes = self
+            .store
+            .get_range(&path, range)
+            .await
+            .map_err(|e| self.err(rel, e))?;
+        if bytes.len() as u64 != want {
+            return Err(Error::infra(
+                self.display(rel),
+                format!("asked for {want} bytes, got {}", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// A blocking `Read` over `rel`: the file itself on local disk, else fed by a task that streams the object
     /// (a few chunks in flight, so memory does not grow with the object). Read it on a blocking thread
     /// (`spawn_blocking`), never in async code.

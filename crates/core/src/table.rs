@@ -9,7 +9,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result, Storage};
 
-fn writer_properties() -> WriterProperties {
+pub(crate) fn writer_properties() -> WriterProperties {
     use parquet::file::properties::EnabledStatistics;
     use parquet::schema::types::ColumnPath;
     let (id, source, line) = (
@@ -185,7 +185,8 @@ pub fn nullable(schema: &arrow::datatypes::Schema) -> SchemaRef {
 
 enum SinkMessage {
     Batch(RecordBatch),
-    Finish,
+    EndRowGroup,
+    Finish(Vec<(String, String)>),
 }
 
 /// A Parquet object written batch by batch (zstd, as [`write_parquet`]) while the producer goes on: encoding
@@ -200,7 +201,7 @@ pub struct ParquetSink {
 }
 
 /// `std::io::Write` over the multipart upload, for the encoder's thread.
-struct BlockingUpload {
+pub(crate) struct BlockingUpload {
     handle: tokio::runtime::Handle,
     writer: object_store::buffered::BufWriter,
 }
@@ -219,25 +220,56 @@ impl std::io::Write for BlockingUpload {
 
 const UPLOAD_PART_BYTES: usize = 16 << 20;
 
+/// The encoder's side of a multipart upload: opened, completed (the object appears) or aborted.
+pub(crate) type Upload = std::io::BufWriter<BlockingUpload>;
+
+/// Opens the upload of `rel`; call from a runtime, write from a blocking thread.
+pub(crate) fn open_upload(store: &Storage, rel: &str) -> Result<Upload> {
+    let writer = object_store::buffered::BufWriter::with_capacity(
+        store.object_store(),
+        store.path(rel)?,
+        UPLOAD_PART_BYTES,
+    );
+    let handle = tokio::runtime::Handle::current();
+    // Large writes: each one into the upload is a trip through the runtime.
+    Ok(std::io::BufWriter::with_capacity(
+        4 << 20,
+        BlockingUpload { handle, writer },
+    ))
+}
+
+/// Completes `upload`: the object appears whole.
+pub(crate) fn complete_upload(upload: Upload, location: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        Error::infra(location.to_string(), format!("{what}: {e}"))
+    };
+    let mut up = upload
+        .into_inner()
+        .map_err(|e| fail("writing parquet", e.error()))?;
+    let h = up.handle.clone();
+    h.block_on(up.writer.shutdown())
+        .map_err(|e| fail("completing the upload", &e))
+}
+
+/// Never published: aborting only frees the staged parts (best effort).
+pub(crate) fn abort_upload(upload: &mut Upload) {
+    let up = upload.get_mut();
+    let h = up.handle.clone();
+    let _ = h.block_on(up.writer.abort());
+}
+const SINK_BATCHES: usize = 8;
+
 impl ParquetSink {
     /// Every batch written is taken as having `schema` (same columns; see [`nullable`]).
     pub fn create(store: &Storage, rel: &str, schema: SchemaRef) -> Result<Self> {
-        let path = store.path(rel)?;
         let location = store.display(rel);
-        let writer = object_store::buffered::BufWriter::with_capacity(
-            store.object_store(),
-            path,
-            UPLOAD_PART_BYTES,
-        );
-        let handle = tokio::runtime::Handle::current();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<SinkMessage>(2);
+        let upload = open_upload(store, rel)?;
+        // Room for a row group's worth of batches: a producer that gathers rows by split hands one over at once.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SinkMessage>(SINK_BATCHES);
         let at = location.clone();
         let encoder_schema = schema.clone();
         let done = tokio::task::spawn_blocking(move || {
-            use tokio::io::AsyncWriteExt;
-            // Large writes: each one into the upload is a trip through the runtime.
-            let upload =
-                std::io::BufWriter::with_capacity(4 << 20, BlockingUpload { handle, writer });
             let fail = |what: &str, e: &dyn std::fmt::Display| {
                 Error::infra(at.clone(), format!("{what}: {e}"))
             };
@@ -255,27 +287,29 @@ impl ParquetSink {
                             break;
                         }
                     }
-                    SinkMessage::Finish => {
+                    SinkMessage::EndRowGroup => {
+                        if let Err(e) = w.flush() {
+                            failure = Some(fail("encoding parquet", &e));
+                            break;
+                        }
+                    }
+                    SinkMessage::Finish(metadata) => {
+                        for (key, value) in metadata {
+                            w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+                                key, value,
+                            ));
+                        }
                         finished = true;
                         break;
                     }
                 }
             }
             if let (true, None) = (finished, &failure) {
-                let mut up = w
-                    .into_inner()
-                    .map_err(|e| fail("encoding parquet", &e))?
-                    .into_inner()
-                    .map_err(|e| fail("writing parquet", e.error()))?;
-                let h = up.handle.clone();
-                h.block_on(up.writer.shutdown())
-                    .map_err(|e| fail("completing the upload", &e))?;
+                let upload = w.into_inner().map_err(|e| fail("encoding parquet", &e))?;
+                complete_upload(upload, &at)?;
                 return Ok(rows);
             }
-            // Never published; aborting only frees the staged parts (best effort).
-            let up = w.inner_mut().get_mut();
-            let h = up.handle.clone();
-            let _ = h.block_on(up.writer.abort());
+            abort_upload(w.inner_mut());
             Err(failure.unwrap_or_else(|| fail("writing parquet", &"the producer stopped")))
         });
         Ok(Self {
@@ -292,8 +326,18 @@ impl ParquetSink {
         }
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
             .map_err(|e| Error::Internal(format!("{}: {e}", self.location)))?;
+        self.send(SinkMessage::Batch(batch)).await
+    }
+
+    /// Ends the row group being written: the rows written since the last one form one row group (none when
+    /// there are none). The writer also ends one by itself at its maximum row-group size.
+    pub async fn end_row_group(&mut self) -> Result<()> {
+        self.send(SinkMessage::EndRowGroup).await
+    }
+
+    async fn send(&mut self, msg: SinkMessage) -> Result<()> {
         let sent = match &self.tx {
-            Some(tx) => tx.send(SinkMessage::Batch(batch)).await.is_ok(),
+            Some(tx) => tx.send(msg).await.is_ok(),
             None => false,
         };
         if sent {
@@ -313,9 +357,14 @@ impl ParquetSink {
     }
 
     /// Completes the object; returns the rows written.
-    pub async fn finish(mut self) -> Result<u64> {
+    pub async fn finish(self) -> Result<u64> {
+        self.finish_with(Vec::new()).await
+    }
+
+    /// Completes the object with `metadata` (key, value) in its footer; returns the rows written.
+    pub async fn finish_with(mut self, metadata: Vec<(String, String)>) -> Result<u64> {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(SinkMessage::Finish).await;
+            let _ = tx.send(SinkMessage::Finish(metadata)).await;
         }
         self.wait().await
     }

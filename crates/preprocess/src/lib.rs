@@ -7,6 +7,7 @@
 #[cfg(feature = "ballista")]
 pub mod cluster;
 pub mod engine;
+mod layout;
 pub mod router;
 pub mod source;
 mod spec;
@@ -581,6 +582,7 @@ async fn clean_with(
     let mut quarantine =
         ParquetSink::create(lake, lake::QUARANTINE_FILE, router::quarantine_schema())?;
     let mut clean_sink: Option<ParquetSink> = None;
+    let mut layout = layout::SplitLayout::new(cfg, &router.clean_schema());
     while let Some(batch) = batches.next().await {
         let batch = match batch {
             Ok(b) => b,
@@ -605,7 +607,15 @@ async fn clean_with(
                     router.clean_schema(),
                 )?),
             };
-            sink.write(accepted).await?;
+            match &mut layout {
+                Some(layout) => {
+                    layout.add(&accepted)?;
+                    while let Some(split) = layout.full() {
+                        layout.write(split, sink).await?;
+                    }
+                }
+                None => sink.write(accepted).await?,
+            }
         }
     }
     quarantine.write(router.take_quarantine()?).await?;
@@ -643,7 +653,7 @@ async fn clean_with(
         e.quarantined += quar;
     }
     let sources: Vec<&str> = current.objects.iter().map(|o| o.url.as_str()).collect();
-    let Some(clean_sink) = clean_sink else {
+    let Some(mut clean_sink) = clean_sink else {
         let why = if rows_in == 0 {
             "the sources hold no data rows (a header at most)".to_string()
         } else {
@@ -656,7 +666,11 @@ async fn clean_with(
         return Err(Error::bad_data(sources.join(", "), why));
     };
     check_dropped_share(cfg, &t, rows_in, &sources)?;
-    clean_sink.finish().await?;
+    let footer = match layout {
+        Some(layout) => vec![layout.finish(&mut clean_sink).await?],
+        None => Vec::new(),
+    };
+    clean_sink.finish_with(footer).await?;
     let report = CleanReport {
         rows_in,
         accepted: t.accepted,
@@ -927,48 +941,39 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     .await?;
     let df = ctx.sql(&step.text).await.map_err(|e| sql_err(&step, e))?;
     let schema = trialflow_core::table::nullable(df.schema().as_arrow());
-    let mut sinks = Vec::new();
-    for split in lake::SPLITS {
-        sinks.push(ParquetSink::create(
-            lake,
-            &lake::features_file(split),
-            schema.clone(),
-        )?);
-    }
     let started = std::time::Instant::now();
     let mut events = [0u64; 3];
     let mut train = spec::TrainStats::new(cfg, &step.origin);
     let mut stats = split_stats::SplitStats::new(cfg, &step.origin);
-    let stream = df.execute_stream().await.map_err(|e| sql_err(&step, e))?;
-    let mut batches = Ahead::spawn(stream);
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|e| sql_err(&step, e))?;
-        let split_col = batch.column_by_name("split").ok_or_else(|| {
-            Error::config(&step.origin, "split", "the result has no `split` column")
-        })?;
-        for (i, split) in lake::SPLITS.iter().enumerate() {
-            let mask = arrow::compute::kernels::cmp::eq(
-                split_col,
-                &arrow::array::StringArray::new_scalar(*split),
-            )
-            .map_err(Error::bug)?;
-            let part = arrow::compute::filter_record_batch(&batch, &mask).map_err(Error::bug)?;
-            events[i] += column_i64(std::slice::from_ref(&part), "outcome")
-                .into_iter()
-                .flatten()
-                .sum::<i64>() as u64;
-            if *split == "train" {
-                train.observe(&part)?;
-            }
-            stats.observe(split, &part)?;
-            sinks[i].write(part).await?;
+    // The columns the statistics read: all the copy of the split files decodes.
+    let read: std::collections::BTreeSet<String> = train
+        .columns()
+        .chain(stats.columns())
+        .chain(["outcome"])
+        .map(str::to_string)
+        .collect();
+    let mut observe = |i: usize, part: &RecordBatch| -> Result<()> {
+        events[i] += column_i64(std::slice::from_ref(part), "outcome")
+            .into_iter()
+            .flatten()
+            .sum::<i64>() as u64;
+        if lake::SPLITS[i] == "train" {
+            train.observe(part)?;
         }
-    }
+        stats.observe(lake::SPLITS[i], part)
+    };
+    let rows = match layout::LaidOut::open(cfg, lake, &step, &schema, &read).await? {
+        Some(laid_out) => {
+            tracing::debug!("split files copied from the clean table's row groups");
+            laid_out.copy(lake, &mut observe).await?
+        }
+        None => split_by_sql(df, &step, lake, &schema, &mut observe).await?,
+    };
     let mut report = FeaturesReport::default();
-    for ((split, sink), outcome_events) in lake::SPLITS.iter().zip(sinks).zip(events) {
+    for ((split, rows), outcome_events) in lake::SPLITS.iter().zip(rows).zip(events) {
         report.splits.push(SplitCounts {
             split: split.to_string(),
-            rows: sink.finish().await?,
+            rows,
             outcome_events,
         });
     }
@@ -981,6 +986,48 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     report.feature_columns = spec.width();
     contracts::save(lake, &spec).await?;
     Ok(report)
+}
+
+/// `split.sql`'s result streamed into the split files, each batch seen by `observe(split, rows)` first;
+/// the rows written per split.
+async fn split_by_sql(
+    df: datafusion::dataframe::DataFrame,
+    step: &SqlStep,
+    lake: &Storage,
+    schema: &arrow::datatypes::SchemaRef,
+    observe: &mut impl FnMut(usize, &RecordBatch) -> Result<()>,
+) -> Result<[u64; 3]> {
+    let mut sinks = Vec::new();
+    for split in lake::SPLITS {
+        sinks.push(ParquetSink::create(
+            lake,
+            &lake::features_file(split),
+            schema.clone(),
+        )?);
+    }
+    let stream = df.execute_stream().await.map_err(|e| sql_err(step, e))?;
+    let mut batches = Ahead::spawn(stream);
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|e| sql_err(step, e))?;
+        let split_col = batch.column_by_name("split").ok_or_else(|| {
+            Error::config(&step.origin, "split", "the result has no `split` column")
+        })?;
+        for (i, split) in lake::SPLITS.iter().enumerate() {
+            let mask = arrow::compute::kernels::cmp::eq(
+                split_col,
+                &arrow::array::StringArray::new_scalar(*split),
+            )
+            .map_err(Error::bug)?;
+            let part = arrow::compute::filter_record_batch(&batch, &mask).map_err(Error::bug)?;
+            observe(i, &part)?;
+            sinks[i].write(part).await?;
+        }
+    }
+    let mut rows = [0u64; 3];
+    for (r, sink) in rows.iter_mut().zip(sinks) {
+        *r = sink.finish().await?;
+    }
+    Ok(rows)
 }
 
 pub use trialflow_core::contracts::{

@@ -39,6 +39,14 @@ pub(crate) struct TrainStats {
 }
 
 impl TrainStats {
+    /// The columns [`Self::observe`] reads.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = &str> {
+        self.numeric
+            .iter()
+            .map(|c| c.column.as_str())
+            .chain(self.categorical.iter().map(|c| c.column.as_str()))
+    }
+
     /// `origin` is the SQL file whose result the batches are (named when a column is missing).
     pub(crate) fn new(cfg: &Config, origin: &str) -> Self {
         let d = &cfg.dataset;

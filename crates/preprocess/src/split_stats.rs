@@ -111,6 +111,16 @@ impl SplitStats {
         }
     }
 
+    /// The columns [`Self::observe`] reads.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = &str> {
+        std::iter::once("arm").chain(
+            self.numeric
+                .iter()
+                .chain(&self.categorical)
+                .map(|(_, c)| c.as_str()),
+        )
+    }
+
     /// One batch of split `split`.
     pub(crate) fn observe(&mut self, split: &str, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {

@@ -60,7 +60,7 @@ async fn clean(cfg: &Config, csv: &str) -> trialflow_core::Result<Run> {
     let lake = Storage::open(&cfg.storage.lake).unwrap();
     util::put_raw(&lake, csv, csv.lines().count() as u64 - 1).await;
     let report = trialflow_preprocess::clean(cfg, &lake).await?;
-    let clean = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let clean = util::by_line(read_parquet_prefix(&lake, lake::CLEAN).await.unwrap());
     let q = read_parquet_prefix(&lake, lake::QUARANTINE).await.unwrap();
     let strings = |c: &str| table::strings(&q, c).unwrap().into_iter().flatten();
     let mut quarantine: Vec<_> = table::ints(&q, "line")

@@ -83,7 +83,9 @@ async fn render(case: &Path) -> String {
             .collect();
         pretty_format_batches(&batches).unwrap().to_string()
     };
-    let clean = table(read_parquet_prefix(&lake, lake::CLEAN).await.unwrap());
+    let clean = table(util::by_line(
+        read_parquet_prefix(&lake, lake::CLEAN).await.unwrap(),
+    ));
     let quarantine = table(read_parquet_prefix(&lake, lake::QUARANTINE).await.unwrap());
     let violations: Vec<String> = r
         .violations

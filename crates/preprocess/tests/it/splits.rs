@@ -329,3 +329,107 @@ fn stratify_with_group_by_and_an_unknown_group_column_are_config_errors() {
     );
     assert_eq!(error(", group_by: sex"), None);
 }
+
+/// Every split file, its batches in one.
+async fn split_tables(lake: &Storage) -> Vec<arrow::array::RecordBatch> {
+    let mut out = Vec::new();
+    for s in lake::SPLITS {
+        let b = read_parquet_prefix(lake, &format!("{}split={s}/", lake::FEATURES))
+            .await
+            .unwrap();
+        out.push(arrow::compute::concat_batches(&b[0].schema(), &b).unwrap());
+    }
+    out
+}
+
+/// Whether the train file was copied from the clean table's row groups (copied chunks carry no page index;
+/// the Arrow writer writes one for every chunk).
+async fn copied(lake: &Storage) -> bool {
+    let file = trialflow_core::row_group::ParquetFile::open(lake, &lake::features_file("train"))
+        .await
+        .unwrap();
+    file.metadata()
+        .row_group(0)
+        .column(0)
+        .offset_index_offset()
+        .is_none()
+}
+
+#[tokio::test]
+async fn split_files_copied_from_the_laid_out_clean_table_equal_those_split_by_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv()).unwrap();
+    let cfg = config(dir.path(), "");
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    util::put_raw(&lake, &csv(), SUBJECTS as u64).await;
+    trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    let clean = trialflow_core::row_group::ParquetFile::open(&lake, lake::CLEAN_FILE)
+        .await
+        .unwrap();
+    assert!(clean.key_value("trialflow.split_row_groups").is_some());
+    // every row group holds one split's rows
+    let layout = read_parquet_prefix(&lake, lake::CLEAN).await.unwrap();
+    let report = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    assert!(copied(&lake).await, "the default split copies row groups");
+    let (tables, spec, stats) = (
+        split_tables(&lake).await,
+        lake.get(lake::FEATURE_SPEC).await.unwrap(),
+        lake.get(lake::SPLIT_STATS).await.unwrap(),
+    );
+
+    // The same clean rows without the layout's footer: split by SQL.
+    let schema = layout[0].schema();
+    table::write_parquet(&lake, lake::CLEAN_FILE, schema, &layout)
+        .await
+        .unwrap();
+    let by_sql = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    assert!(
+        !copied(&lake).await,
+        "a table without the footer is split by SQL"
+    );
+    assert_eq!(report, by_sql);
+    assert_eq!(split_tables(&lake).await, tables);
+    assert_eq!(lake.get(lake::FEATURE_SPEC).await.unwrap(), spec);
+    assert_eq!(lake.get(lake::SPLIT_STATS).await.unwrap(), stats);
+    assert_eq!(
+        report.splits.iter().map(|s| s.rows).sum::<u64>(),
+        SUBJECTS as u64
+    );
+}
+
+#[tokio::test]
+async fn an_edited_split_sql_is_run_as_sql_over_a_laid_out_table() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), csv()).unwrap();
+    let sql_dir = dir.path().join("sql");
+    let mut cfg = config(dir.path(), "");
+    cfg.preprocessing.sql_dir = Some(sql_dir.display().to_string());
+    trialflow_preprocess::write_sql_dir(&cfg, &sql_dir).unwrap();
+    let lake = Storage::open(&cfg.storage.lake).unwrap();
+    util::put_raw(&lake, &csv(), SUBJECTS as u64).await;
+    trialflow_preprocess::clean(&cfg, &lake).await.unwrap();
+    // the generated file, as written: the layout stands for it
+    trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    assert!(copied(&lake).await);
+    // an edit (sites S00 and S01 left out) after the clean table was written
+    let path = sql_dir.join("split.sql");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "WHERE \"outcome\" IS NOT NULL",
+            "WHERE \"outcome\" IS NOT NULL AND \"site\" NOT IN ('S00', 'S01')",
+        ),
+    )
+    .unwrap();
+    let report = trialflow_preprocess::features(&cfg, &lake).await.unwrap();
+    assert!(!copied(&lake).await);
+    let sites: BTreeSet<String> = split_tables(&lake)
+        .await
+        .iter()
+        .flat_map(|b| table::strings(std::slice::from_ref(b), "site").unwrap())
+        .flatten()
+        .collect();
+    assert!(!sites.contains("S00") && !sites.contains("S01") && sites.len() == 10);
+    assert!(report.splits.iter().map(|s| s.rows).sum::<u64>() < SUBJECTS as u64);
+}

@@ -89,3 +89,15 @@ pub const CONFIG_TAIL: &str = "models: {m: {hidden: []}}
 training: {seed: 1, epochs: 1, batch_size: 4, learning_rate: 0.01, patience: 1}
 serving: {host: 127.0.0.1, port: 1, model_name: m, poll_seconds: 1, max_body_bytes: 1000, max_rows: 10}
 deployment: {checks: [{metric: roc_auc, min: 0.5}]}";
+
+/// The clean table's rows in input order (one source: by `_line`). The table itself keeps input order only
+/// within each split: its row groups each hold one split's rows (see `layout.rs`).
+pub fn by_line(batches: Vec<arrow::array::RecordBatch>) -> Vec<arrow::array::RecordBatch> {
+    let Some(first) = batches.first() else {
+        return batches;
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), &batches).unwrap();
+    let line = all.column_by_name("_line").unwrap();
+    let order = arrow::compute::sort_to_indices(line, None, None).unwrap();
+    vec![arrow::compute::take_record_batch(&all, &order).unwrap()]
+}
