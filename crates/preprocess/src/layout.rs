@@ -125,31 +125,40 @@ impl SplitLayout {
         })
     }
 
-    /// Row `r`'s label, as `split.sql` assigns it: no split without the endpoint's values; `split_unit` of the
-    /// pseudonym cut at the fractions (a NULL id, whose unit is NULL, falls through to `test`).
-    fn label(&self, batch: &RecordBatch, r: usize) -> usize {
-        if self.targets.iter().any(|&t| batch.column(t).is_null(r)) {
-            return 3;
-        }
+    /// Each row's label, as `split.sql` assigns it: no split without the endpoint's values; `split_unit` of
+    /// the pseudonym cut at the fractions (a NULL id, whose unit is NULL, falls through to `test`).
+    fn labels(&self, batch: &RecordBatch) -> Vec<usize> {
         let id = batch.column(self.subject).as_string::<i32>();
-        if id.is_null(r) {
-            return 2;
-        }
-        let u = udf::split_unit(&self.salt, id.value(r));
-        if u < self.train {
-            0
-        } else if u < self.train_val {
-            1
-        } else {
-            2
-        }
+        let targets: Vec<&dyn Array> = self
+            .targets
+            .iter()
+            .map(|&t| batch.column(t).as_ref())
+            .collect();
+        (0..batch.num_rows())
+            .map(|r| {
+                if targets.iter().any(|t| t.is_null(r)) {
+                    3
+                } else if id.is_null(r) {
+                    2
+                } else {
+                    let u = udf::split_unit(&self.salt, id.value(r));
+                    if u < self.train {
+                        0
+                    } else if u < self.train_val {
+                        1
+                    } else {
+                        2
+                    }
+                }
+            })
+            .collect()
     }
 
     /// Gathers `batch`'s rows by split.
     pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let mut rows: [Vec<u32>; 4] = Default::default();
-        for r in 0..batch.num_rows() {
-            rows[self.label(batch, r)].push(r as u32);
+        for (r, l) in self.labels(batch).into_iter().enumerate() {
+            rows[l].push(r as u32);
         }
         for (l, idx) in rows.into_iter().enumerate() {
             if idx.is_empty() {
