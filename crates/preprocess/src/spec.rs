@@ -104,9 +104,19 @@ impl TrainStats {
         for i in 0..self.categorical.len() {
             let a = column(&self.categorical[i].column, &DataType::Utf8View)?;
             let levels = &mut self.categorical[i].levels;
+            // Levels are few and short: each value is first compared, as one number, with those this batch
+            // has already seen.
+            let mut seen: Vec<u128> = Vec::new();
             for v in a.as_string_view().iter().flatten() {
+                let key = crate::split_stats::short_key(v);
+                if key.is_some_and(|k| seen.contains(&k)) {
+                    continue;
+                }
                 if !levels.contains(v) {
                     levels.insert(v.to_string());
+                }
+                if let Some(k) = key.filter(|_| seen.len() < 32) {
+                    seen.push(k);
                 }
             }
         }

@@ -59,7 +59,7 @@ impl Moments {
 
 /// A text of at most 15 bytes as one number (its bytes, and its length + 1 in the last byte, so that no
 /// text maps to 0, the key of NULL): comparing two numbers is cheaper than comparing two texts.
-fn short_key(s: &str) -> Option<u128> {
+pub(crate) fn short_key(s: &str) -> Option<u128> {
     let b = s.as_bytes();
     if b.len() > 15 {
         return None;
