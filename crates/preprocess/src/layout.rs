@@ -10,7 +10,7 @@
 //! case (an edited `split.sql`, another split mode, a table without that footer or with another fingerprint)
 //! runs `split.sql` over the table as before.
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
@@ -154,11 +154,17 @@ impl SplitLayout {
             .collect()
     }
 
-    /// Gathers `batch`'s rows by split.
-    pub(crate) fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Gathers `batch`'s rows (those `accepted` marks, or all) by split.
+    pub(crate) fn add(
+        &mut self,
+        batch: &RecordBatch,
+        accepted: Option<&BooleanArray>,
+    ) -> Result<()> {
         let mut rows: [Vec<u32>; 4] = Default::default();
         for (r, l) in self.labels(batch).into_iter().enumerate() {
-            rows[l].push(r as u32);
+            if accepted.is_none_or(|a| a.value(r)) {
+                rows[l].push(r as u32);
+            }
         }
         for (l, idx) in rows.into_iter().enumerate() {
             if idx.is_empty() {
@@ -496,7 +502,7 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             trialflow_core::table::ParquetSink::create(&lake, lake::CLEAN_FILE, clean.clone())
                 .unwrap();
         for from in (0..60).step_by(12) {
-            layout.add(&rows(&clean, from, 12)).unwrap();
+            layout.add(&rows(&clean, from, 12), None).unwrap();
             while let Some(l) = layout.full() {
                 layout.write(l, &mut sink).await.unwrap();
             }

@@ -591,14 +591,11 @@ async fn clean_with(
                 return Err(staged_error.unwrap_or_else(|| sql_err(&clean_step, e)));
             }
         };
-        let accepted = router.route(&batch)?;
+        let (rows, accept) = router.route_rows(&batch)?;
         if router.pending_quarantine() >= stage::BATCH_ROWS {
             quarantine.write(router.take_quarantine()?).await?;
         }
-        if accepted.num_rows() > 0 {
-            if keep_subjects {
-                subjects.add(&accepted)?;
-            }
+        if accept.true_count() > 0 {
             let sink = match &mut clean_sink {
                 Some(s) => s,
                 None => clean_sink.insert(ParquetSink::create(
@@ -608,13 +605,24 @@ async fn clean_with(
                 )?),
             };
             match &mut layout {
-                Some(layout) => {
-                    layout.add(&accepted)?;
-                    while let Some(split) = layout.full() {
-                        layout.write(split, sink).await?;
+                // The layout copies each split's accepted rows out of the batch itself: one copy, not two.
+                Some(layout) if !keep_subjects => layout.add(&rows, Some(&accept))?,
+                _ => {
+                    let accepted =
+                        arrow::compute::filter_record_batch(&rows, &accept).map_err(Error::bug)?;
+                    if keep_subjects {
+                        subjects.add(&accepted)?;
+                    }
+                    match &mut layout {
+                        Some(layout) => layout.add(&accepted, None)?,
+                        None => sink.write(accepted).await?,
                     }
                 }
-                None => sink.write(accepted).await?,
+            }
+            if let Some(layout) = &mut layout {
+                while let Some(split) = layout.full() {
+                    layout.write(split, sink).await?;
+                }
             }
         }
     }

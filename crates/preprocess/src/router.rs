@@ -383,8 +383,9 @@ impl Router {
         self.clean_schema.clone()
     }
 
-    /// Routes one batch; returns its clean rows. Quarantine rows collect until [`Router::take_quarantine`].
-    pub fn route(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+    /// Routes one batch: its rows in the clean table's columns, and which of them are accepted (the caller
+    /// copies those out). Quarantine rows collect until [`Router::take_quarantine`].
+    pub fn route_rows(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, BooleanArray)> {
         // Types were checked against the plan in `new`; the batches carry the plan's types.
         let c = &self.routing;
         let subject = batch.column(c.subject).as_string::<i32>();
@@ -550,8 +551,7 @@ impl Router {
         }
         count_source(&mut self.tally.per_source, run);
         let projected = batch.project(&self.clean_columns).map_err(Error::bug)?;
-        arrow::compute::filter_record_batch(&projected, &BooleanArray::from(accept))
-            .map_err(Error::bug)
+        Ok((projected, BooleanArray::from(accept)))
     }
 
     pub fn pending_quarantine(&self) -> usize {
