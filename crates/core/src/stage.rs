@@ -110,11 +110,26 @@ impl<'a> Stager<'a> {
         values: impl Iterator<Item = Option<&'v str>>,
         defect: Option<&str>,
     ) -> Result<()> {
+        self.push_record(line, values, defect, false)
+    }
+
+    /// [`Stager::push`] for a record whose bytes are all printable ASCII (`printable`, checked once for the
+    /// whole record by the caller): every value then is already normalized, and is not checked again.
+    fn push_record<'v>(
+        &mut self,
+        line: u64,
+        values: impl Iterator<Item = Option<&'v str>>,
+        defect: Option<&str>,
+        printable: bool,
+    ) -> Result<()> {
         // Only compared within one run (exact duplicate or not), so any fixed-seed hash will do.
         let mut h = foldhash::fast::FixedState::with_seed(0x7269_616c_666c_6f77).build_hasher();
         for (b, v) in self.cols.iter_mut().zip(values) {
             let raw = v.map(trim).unwrap_or("");
-            let v = crate::text::normalize(raw);
+            let v = match printable {
+                true => std::borrow::Cow::Borrowed(raw),
+                false => crate::text::normalize(raw),
+            };
             // Only a changed value can have gained outer spaces (an invisible character removed).
             let mut v = match &v {
                 std::borrow::Cow::Borrowed(b) => *b,
@@ -635,7 +650,9 @@ fn stage_csv_with(
                 },
             });
         }
-        st.push(record_line, texts.into_iter(), defect.as_deref())?;
+        // Nearly every record is plain ASCII: one check for all its values instead of one per value.
+        let printable = crate::text::printable_ascii(rec.as_slice());
+        st.push_record(record_line, texts.into_iter(), defect.as_deref(), printable)?;
     }
     st.finish()
 }

@@ -5,11 +5,15 @@ use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 
 use crate::{Error, Result, Storage};
 
 pub(crate) fn writer_properties() -> WriterProperties {
+    writer_properties_builder().build()
+}
+
+fn writer_properties_builder() -> WriterPropertiesBuilder {
     use parquet::file::properties::EnabledStatistics;
     use parquet::schema::types::ColumnPath;
     let (id, source, line) = (
@@ -28,12 +32,82 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_column_statistics_enabled(source, EnabledStatistics::None)
         .set_column_dictionary_enabled(line.clone(), false)
         .set_column_encoding(line, parquet::basic::Encoding::DELTA_BINARY_PACKED)
-        .build()
+}
+
+/// Rows of a table's first batch looked at to choose each column's encoding.
+const DICTIONARY_SAMPLE_ROWS: usize = 4096;
+
+/// The writer properties for a table whose first batch is `first`: as [`writer_properties`], and no
+/// dictionary for a column whose first values are mostly distinct (a derived ratio such as BMI, a
+/// measurement with many decimals). There a dictionary holds about every value once more: each row costs a
+/// hash lookup in a table that outgrows the cache, and the pages come out no smaller. Chosen from the data,
+/// not from the contract, so any trial's export gets it; the same first batch gives the same choice, so
+/// the same batches still give the same bytes.
+pub(crate) fn writer_properties_for(first: Option<&RecordBatch>) -> WriterProperties {
+    let mut props = writer_properties_builder();
+    if let Some(first) = first {
+        for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+            if mostly_distinct(column.as_ref()) {
+                props = props.set_column_dictionary_enabled(
+                    parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                    false,
+                );
+            }
+        }
+    }
+    props.build()
+}
+
+/// Whether more than three quarters of the first [`DICTIONARY_SAMPLE_ROWS`] values of `column` that are
+/// not NULL are distinct (at least 256 of them; fewer tell nothing). Only flat columns of numbers or text:
+/// anything else keeps the writer's default.
+fn mostly_distinct(column: &dyn arrow::array::Array) -> bool {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type};
+    let sample = column.slice(0, column.len().min(DICTIONARY_SAMPLE_ROWS));
+    let values = sample.len() - sample.null_count();
+    if values < 256 {
+        return false;
+    }
+    let distinct = match sample.data_type() {
+        DataType::Float64 => distinct_count(
+            sample
+                .as_primitive::<Float64Type>()
+                .iter()
+                .flatten()
+                .map(f64::to_bits),
+        ),
+        DataType::Float32 => distinct_count(
+            sample
+                .as_primitive::<Float32Type>()
+                .iter()
+                .flatten()
+                .map(f32::to_bits),
+        ),
+        DataType::Int64 => distinct_count(sample.as_primitive::<Int64Type>().iter().flatten()),
+        DataType::Int32 => distinct_count(sample.as_primitive::<Int32Type>().iter().flatten()),
+        DataType::Utf8 => distinct_count(sample.as_string::<i32>().iter().flatten()),
+        DataType::LargeUtf8 => distinct_count(sample.as_string::<i64>().iter().flatten()),
+        DataType::Utf8View => distinct_count(sample.as_string_view().iter().flatten()),
+        _ => return false,
+    };
+    distinct * 4 > values * 3
+}
+
+fn distinct_count<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> usize {
+    let mut seen = std::collections::HashSet::with_capacity_and_hasher(
+        DICTIONARY_SAMPLE_ROWS,
+        foldhash::fast::FixedState::default(),
+    );
+    for v in values {
+        seen.insert(v);
+    }
+    seen.len()
 }
 
 /// Encodes batches as one Parquet file (zstd). Deterministic: the same batches give the same bytes.
 pub fn encode_parquet(schema: SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let props = writer_properties();
+    let props = writer_properties_for(batches.first());
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).map_err(Error::bug)?;
     for b in batches {
@@ -273,8 +347,20 @@ impl ParquetSink {
             let fail = |what: &str, e: &dyn std::fmt::Display| {
                 Error::infra(at.clone(), format!("{what}: {e}"))
             };
-            let mut w = ArrowWriter::try_new(upload, encoder_schema, Some(writer_properties()))
-                .map_err(|e| fail("encoding parquet", &e))?;
+            // Opened at the first batch, whose values choose the columns' encodings.
+            let mut upload = Some(upload);
+            let mut writer: Option<ArrowWriter<Upload>> = None;
+            let open = |first: Option<&RecordBatch>, upload: &mut Option<Upload>| {
+                let upload = upload
+                    .take()
+                    .ok_or_else(|| Error::Internal(format!("{at}: the encoder opened twice")))?;
+                ArrowWriter::try_new(
+                    upload,
+                    encoder_schema.clone(),
+                    Some(writer_properties_for(first)),
+                )
+                .map_err(|e| fail("encoding parquet", &e))
+            };
             let mut rows = 0u64;
             let mut finished = false;
             let mut failure = None;
@@ -282,18 +368,38 @@ impl ParquetSink {
                 match msg {
                     SinkMessage::Batch(b) => {
                         rows += b.num_rows() as u64;
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => match open(Some(&b), &mut upload) {
+                                Ok(w) => writer.insert(w),
+                                Err(e) => {
+                                    failure = Some(e);
+                                    break;
+                                }
+                            },
+                        };
                         if let Err(e) = w.write(&b) {
                             failure = Some(fail("encoding parquet", &e));
                             break;
                         }
                     }
                     SinkMessage::EndRowGroup => {
-                        if let Err(e) = w.flush() {
+                        if let Some(Err(e)) = writer.as_mut().map(|w| w.flush()) {
                             failure = Some(fail("encoding parquet", &e));
                             break;
                         }
                     }
                     SinkMessage::Finish(metadata) => {
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => match open(None, &mut upload) {
+                                Ok(w) => writer.insert(w),
+                                Err(e) => {
+                                    failure = Some(e);
+                                    break;
+                                }
+                            },
+                        };
                         for (key, value) in metadata {
                             w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
                                 key, value,
@@ -304,12 +410,19 @@ impl ParquetSink {
                     }
                 }
             }
-            if let (true, None) = (finished, &failure) {
+            if finished
+                && failure.is_none()
+                && let Some(w) = writer.take()
+            {
                 let upload = w.into_inner().map_err(|e| fail("encoding parquet", &e))?;
                 complete_upload(upload, &at)?;
                 return Ok(rows);
             }
-            abort_upload(w.inner_mut());
+            match (&mut writer, &mut upload) {
+                (Some(w), _) => abort_upload(w.inner_mut()),
+                (None, Some(u)) => abort_upload(u),
+                (None, None) => {}
+            }
             Err(failure.unwrap_or_else(|| fail("writing parquet", &"the producer stopped")))
         });
         Ok(Self {
@@ -367,5 +480,151 @@ impl ParquetSink {
             let _ = tx.send(SinkMessage::Finish(metadata)).await;
         }
         self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn columns_of_mostly_distinct_values_are_told_from_repeated_levels() {
+        let unique: Vec<f64> = (0..4096).map(|i| f64::from(i) / 7.0).collect();
+        assert!(mostly_distinct(&Float64Array::from(unique.clone())));
+        // Beyond the sample, repeats change nothing: only the first rows are looked at.
+        let mut long = unique;
+        long.extend(std::iter::repeat_n(1.0, 10_000));
+        assert!(mostly_distinct(&Float64Array::from(long)));
+        let levels: Vec<i64> = (0..4096).map(|i| i % 40).collect();
+        assert!(!mostly_distinct(&Int64Array::from(levels)));
+        let ids: Vec<String> = (0..1000).map(|i| format!("id-{i}")).collect();
+        assert!(mostly_distinct(&StringArray::from(ids.clone())));
+        // Three quarters distinct (749 ids and "x") is not enough; a few more is.
+        let mut three_quarters: Vec<String> = ids[..749].to_vec();
+        three_quarters.extend(std::iter::repeat_n("x".to_string(), 251));
+        assert!(!mostly_distinct(&StringArray::from(three_quarters)));
+        let mut more: Vec<String> = ids[..752].to_vec();
+        more.extend(std::iter::repeat_n("x".to_string(), 248));
+        assert!(mostly_distinct(&StringArray::from(more)));
+        // Too few values to judge, NULLs not counted, and types it does not look at keep the default.
+        assert!(!mostly_distinct(&Float64Array::from(vec![1.0, 2.0, 3.0])));
+        let sparse: Vec<Option<f64>> = (0..4096)
+            .map(|i| (i % 20 == 0).then_some(f64::from(i)))
+            .collect();
+        assert!(!mostly_distinct(&Float64Array::from(sparse)));
+        let flags: Vec<bool> = (0..4096).map(|i| i % 2 == 0).collect();
+        assert!(!mostly_distinct(&BooleanArray::from(flags)));
+    }
+
+    /// Which columns of the file's first row group have a dictionary page.
+    fn with_dictionary(bytes: Vec<u8>) -> Vec<(String, bool)> {
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+        use parquet::file::reader::FileReader;
+        let rg = reader.metadata().row_group(0);
+        rg.columns()
+            .iter()
+            .map(|c| {
+                (
+                    c.column_path().string(),
+                    c.dictionary_page_offset().is_some(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tables_first_batch_chooses_which_columns_get_a_dictionary() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ratio", DataType::Float64, true),
+            Field::new("level", DataType::Utf8, true),
+            Field::new("code", DataType::Int64, true),
+        ]));
+        let rows = 5000;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|i| f64::from(i) / 3.0),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|i| ["F", "M"][i as usize % 2]),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|i| i64::from(i % 7)),
+            )),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let bytes = encode_parquet(schema.clone(), std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(
+            with_dictionary(bytes.clone()),
+            vec![
+                ("ratio".to_string(), false),
+                ("level".to_string(), true),
+                ("code".to_string(), true)
+            ]
+        );
+        // The same batches, the same bytes; and the rows read back as written.
+        assert_eq!(
+            bytes,
+            encode_parquet(schema.clone(), std::slice::from_ref(&batch)).unwrap()
+        );
+        let back = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .unwrap();
+        assert_eq!(
+            arrow::compute::concat_batches(&schema, &back).unwrap(),
+            batch
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sink_chooses_from_its_first_batch_and_an_empty_one_still_writes_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("ratio", DataType::Float64, true),
+            Field::new("code", DataType::Int64, true),
+        ]));
+        let batch = |from: i32| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Float64Array::from_iter_values(
+                        (from..from + 3000).map(|i| f64::from(i) / 3.0),
+                    )) as ArrayRef,
+                    Arc::new(Int64Array::from_iter_values(
+                        (from..from + 3000).map(|i| i64::from(i % 5)),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let mut sink = ParquetSink::create(&store, "a.parquet", schema.clone()).unwrap();
+        sink.write(batch(0)).await.unwrap();
+        sink.write(batch(3000)).await.unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 6000);
+        let bytes = std::fs::read(dir.path().join("a.parquet")).unwrap();
+        assert_eq!(
+            with_dictionary(bytes.clone()),
+            vec![("ratio".to_string(), false), ("code".to_string(), true)]
+        );
+        assert_eq!(
+            bytes,
+            encode_parquet(schema.clone(), &[batch(0), batch(3000)]).unwrap()
+        );
+
+        let empty = ParquetSink::create(&store, "empty.parquet", schema.clone()).unwrap();
+        assert_eq!(empty.finish().await.unwrap(), 0);
+        let bytes = std::fs::read(dir.path().join("empty.parquet")).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(reader.schema().as_ref(), schema.as_ref());
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
     }
 }

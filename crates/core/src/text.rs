@@ -31,7 +31,7 @@ pub fn normalize(v: &str) -> Cow<'_, str> {
 
 /// Every byte a printable ASCII character (space to `~`). Tested 16 bytes at a time without stopping early
 /// inside a block, which the compiler turns into vector compares; a byte-by-byte `all` stops at each byte.
-fn printable_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn printable_ascii(bytes: &[u8]) -> bool {
     let outside = |b: &u8| !(0x20..0x7f).contains(b);
     let mut blocks = bytes.chunks_exact(16);
     for block in &mut blocks {
