@@ -353,12 +353,13 @@ impl LaidOut {
         }))
     }
 
-    /// Copies every row group into its split's file; `observe(split, batch)` sees each one's rows (the
-    /// columns `open` was given to read) first. Returns the rows written per split.
+    /// Copies every row group into its split's file; `observe(Some((split, batch)))` sees each one's rows (the
+    /// columns `open` was given to read) first, and `observe(None)` comes after the last, before any split
+    /// file is published (an error then publishes none). Returns the rows written per split.
     pub(crate) async fn copy(
         self,
         lake: &Storage,
-        mut observe: impl FnMut(usize, &RecordBatch) -> Result<()>,
+        mut observe: impl FnMut(Option<(usize, &RecordBatch)>) -> Result<()>,
     ) -> Result<[u64; 3]> {
         let mut sinks = Vec::new();
         for split in lake::SPLITS {
@@ -404,7 +405,7 @@ impl LaidOut {
         while let Some(next) = rx.recv().await {
             let d = next?;
             for b in &d.batches {
-                observe(d.split, b)?;
+                observe(Some((d.split, b)))?;
             }
             let chunks = self.file.metadata().row_group(d.g).columns();
             let columns = self
@@ -423,6 +424,7 @@ impl LaidOut {
                 })
                 .await?;
         }
+        observe(None)?;
         let mut written = [0u64; 3];
         for (w, sink) in written.iter_mut().zip(sinks) {
             *w = sink.finish().await?;
@@ -460,6 +462,41 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             d = dir.display()
         );
         Config::from_yaml(&yaml, "layout.yaml", &[]).unwrap()
+    }
+
+    #[test]
+    fn the_train_statistics_thread_counts_every_batch_and_reports_its_error_when_drained() {
+        use arrow::array::{Float64Array, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let batch = |with_x: bool| {
+            let mut cols: Vec<(&str, arrow::array::ArrayRef)> =
+                vec![("arm", Arc::new(StringArray::from(vec!["A", "B", "A"])))];
+            if with_x {
+                cols.push(("x", Arc::new(Float64Array::from(vec![1.0, 2.0, 4.0]))));
+            }
+            RecordBatch::try_from_iter(cols).unwrap()
+        };
+        let mut train = crate::spec::TrainStats::new(&cfg, "split.sql")
+            .spawn()
+            .unwrap();
+        for _ in 0..10 {
+            train.observe(&batch(true)).unwrap();
+        }
+        train.drain().unwrap();
+        let spec = train.finish().unwrap().finish(&cfg).unwrap();
+        assert_eq!(spec.train_rows, 30);
+        assert_eq!(spec.numeric[0].impute, 2.0);
+
+        let mut train = crate::spec::TrainStats::new(&cfg, "split.sql")
+            .spawn()
+            .unwrap();
+        let mut failed = Ok(());
+        for _ in 0..10 {
+            failed = failed.and(train.observe(&batch(false)));
+        }
+        let err = failed.and(train.drain()).unwrap_err().to_string();
+        assert!(err.contains("no column `x`"), "{err}");
     }
 
     /// Rows of `n` subjects: an id, an outcome (missing for every seventh), a number.
@@ -546,9 +583,14 @@ deployment: {{checks: [{{metric: roc_auc, min: 0.5}}]}}
             .await
             .unwrap()
             .unwrap();
-        let mut seen = [0usize; 3];
+        let (mut seen, mut seen_all) = ([0usize; 3], 0);
         let written = laid_out
-            .copy(&lake, |s, b| {
+            .copy(&lake, |seen_rows| {
+                let Some((s, b)) = seen_rows else {
+                    seen_all += 1;
+                    return Ok(());
+                };
+                assert_eq!(seen_all, 0, "rows after the last");
                 assert_eq!(b.num_columns(), 2, "the columns asked for");
                 seen[s] += b.num_rows();
                 Ok(())

@@ -951,7 +951,7 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
     let schema = trialflow_core::table::nullable(df.schema().as_arrow());
     let started = std::time::Instant::now();
     let mut events = [0u64; 3];
-    let mut train = spec::TrainStats::new(cfg, &step.origin);
+    let train = spec::TrainStats::new(cfg, &step.origin);
     let mut stats = split_stats::SplitStats::new(cfg, &step.origin);
     // The columns the statistics read: all the copy of the split files decodes.
     let read: std::collections::BTreeSet<String> = train
@@ -960,7 +960,12 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
         .chain(["outcome"])
         .map(str::to_string)
         .collect();
-    let mut observe = |i: usize, part: &RecordBatch| -> Result<()> {
+    let mut train = train.spawn()?;
+    let mut observe = |seen: Option<(usize, &RecordBatch)>| -> Result<()> {
+        // The train statistics' error, if any, before a split file is published.
+        let Some((i, part)) = seen else {
+            return train.drain();
+        };
         events[i] += column_i64(std::slice::from_ref(part), "outcome")
             .into_iter()
             .flatten()
@@ -989,21 +994,21 @@ pub async fn features(cfg: &Config, lake: &Storage) -> Result<FeaturesReport> {
         seconds = started.elapsed().as_secs_f64(),
         "split tables written"
     );
-    let spec = train.finish(cfg)?;
+    let spec = train.finish()?.finish(cfg)?;
     contracts::save(lake, &stats.finish(&report.splits)).await?;
     report.feature_columns = spec.width();
     contracts::save(lake, &spec).await?;
     Ok(report)
 }
 
-/// `split.sql`'s result streamed into the split files, each batch seen by `observe(split, rows)` first;
-/// the rows written per split.
+/// `split.sql`'s result streamed into the split files, each batch seen by `observe(Some((split, rows)))`
+/// first and `observe(None)` after the last, before any split file is published; the rows written per split.
 async fn split_by_sql(
     df: datafusion::dataframe::DataFrame,
     step: &SqlStep,
     lake: &Storage,
     schema: &arrow::datatypes::SchemaRef,
-    observe: &mut impl FnMut(usize, &RecordBatch) -> Result<()>,
+    observe: &mut impl FnMut(Option<(usize, &RecordBatch)>) -> Result<()>,
 ) -> Result<[u64; 3]> {
     let mut sinks = Vec::new();
     for split in lake::SPLITS {
@@ -1027,10 +1032,11 @@ async fn split_by_sql(
             )
             .map_err(Error::bug)?;
             let part = arrow::compute::filter_record_batch(&batch, &mask).map_err(Error::bug)?;
-            observe(i, &part)?;
+            observe(Some((i, &part)))?;
             sinks[i].write(part).await?;
         }
     }
+    observe(None)?;
     let mut rows = [0u64; 3];
     for (r, sink) in rows.iter_mut().zip(sinks) {
         *r = sink.finish().await?;

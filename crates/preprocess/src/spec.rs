@@ -30,6 +30,54 @@ struct LevelColumn {
     levels: HashSet<String, foldhash::fast::RandomState>,
 }
 
+/// [`TrainStats`] on a thread of its own: the train split's statistics and those of every split
+/// (`SplitStats`) are gathered side by side, each over the same batches in the same order as before.
+pub(crate) struct TrainStatsThread {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    handle: Option<std::thread::JoinHandle<Result<TrainStats>>>,
+    done: Option<TrainStats>,
+}
+
+impl TrainStatsThread {
+    /// One batch of the train split (shared, not copied).
+    pub(crate) fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &self.tx {
+            Some(tx) if tx.send(batch.clone()).is_ok() => Ok(()),
+            // The thread stopped at an error: that error.
+            _ => self
+                .join()
+                .and(Err(Error::Internal("the train statistics stopped".into()))),
+        }
+    }
+
+    /// Waits for every batch observed to be counted: the thread's error, if it stopped at one.
+    pub(crate) fn drain(&mut self) -> Result<()> {
+        if self.done.is_none() {
+            self.done = Some(self.join()?);
+        }
+        Ok(())
+    }
+
+    /// The statistics of every batch observed.
+    pub(crate) fn finish(mut self) -> Result<TrainStats> {
+        match self.done.take() {
+            Some(stats) => Ok(stats),
+            None => self.join(),
+        }
+    }
+
+    fn join(&mut self) -> Result<TrainStats> {
+        self.tx = None;
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| Error::Internal("the train statistics already ended".into()))?;
+        handle
+            .join()
+            .map_err(|_| Error::Internal("the train statistics panicked".into()))?
+    }
+}
+
 /// Accumulates the train split, batch by batch.
 pub(crate) struct TrainStats {
     origin: String,
@@ -106,12 +154,17 @@ impl TrainStats {
             let levels = &mut self.categorical[i].levels;
             // Levels are few and short: each value is first compared, as one number, with those this batch
             // has already seen.
+            let a = a.as_string_view();
             let mut seen: Vec<u128> = Vec::new();
-            for v in a.as_string_view().iter().flatten() {
-                let key = crate::split_stats::short_key(v);
+            for (r, view) in a.views().iter().enumerate() {
+                if a.is_null(r) {
+                    continue;
+                }
+                let key = crate::split_stats::view_key(*view);
                 if key.is_some_and(|k| seen.contains(&k)) {
                     continue;
                 }
+                let v = a.value(r);
                 if !levels.contains(v) {
                     levels.insert(v.to_string());
                 }
@@ -121,6 +174,26 @@ impl TrainStats {
             }
         }
         self.bound_memory()
+    }
+
+    /// Gathers on a thread of its own from here on: see [`TrainStatsThread`].
+    pub(crate) fn spawn(self) -> Result<TrainStatsThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
+        let mut stats = self;
+        let handle = std::thread::Builder::new()
+            .name("train-stats".into())
+            .spawn(move || {
+                for batch in rx {
+                    stats.observe(&batch)?;
+                }
+                Ok(stats)
+            })
+            .map_err(|e| Error::Internal(format!("starting the train statistics: {e}")))?;
+        Ok(TrainStatsThread {
+            tx: Some(tx),
+            handle: Some(handle),
+            done: None,
+        })
     }
 
     fn bound_memory(&mut self) -> Result<()> {

@@ -57,17 +57,46 @@ impl Moments {
     }
 }
 
-/// A text of at most 15 bytes as one number (its bytes, and its length + 1 in the last byte, so that no
-/// text maps to 0, the key of NULL): comparing two numbers is cheaper than comparing two texts.
-pub(crate) fn short_key(s: &str) -> Option<u128> {
-    let b = s.as_bytes();
-    if b.len() > 15 {
-        return None;
+/// The moments of the values of `a` at `rows` (in order), in two passes: count, extremes and sum, then squares
+/// about the mean.
+fn moments_of(a: &arrow::array::Float64Array, rows: &[u32]) -> Moments {
+    let values = a.values();
+    let valid = |r: usize| a.is_valid(r);
+    let mut m = Moments::default();
+    let (mut n, mut sum, mut min, mut max) = (0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY);
+    for &r in rows {
+        let r = r as usize;
+        if valid(r) {
+            let x = values[r];
+            n += 1;
+            sum += x;
+            min = min.min(x);
+            max = max.max(x);
+        }
     }
-    let mut k = [0u8; 16];
-    k[..b.len()].copy_from_slice(b);
-    k[15] = b.len() as u8 + 1;
-    Some(u128::from_le_bytes(k))
+    m.nulls = rows.len() as u64 - n;
+    (m.n, m.min, m.max) = (n, min, max);
+    m.mean = sum / n.max(1) as f64;
+    let mut m2 = 0.0;
+    for &r in rows {
+        let r = r as usize;
+        if valid(r) {
+            let d = values[r] - m.mean;
+            m2 += d * d;
+        }
+    }
+    m.m2 = m2;
+    m
+}
+
+/// A text of at most 11 bytes as one number, taken from its string view (`view`: the length in the low 32
+/// bits, then the bytes inline) with the unused bytes masked off and the top bit set, so that no text maps to
+/// 0, the key of NULL: comparing two numbers is cheaper than comparing two texts, and the view is already in
+/// a register (copying the bytes out into a 16-byte key stalled each row on a store the load could not take
+/// its value from). `None` for a longer text.
+pub(crate) fn view_key(view: u128) -> Option<u128> {
+    let len = view as u32;
+    (len <= 11).then(|| view & ((1u128 << (32 + 8 * len)) - 1) | 1 << 127)
 }
 
 struct Group {
@@ -135,48 +164,36 @@ impl SplitStats {
         let mut arms: Vec<(Option<u128>, &str)> = Vec::new();
         let gid: Vec<usize> = (0..arm.len())
             .map(|r| {
-                let a = if arm.is_valid(r) { arm.value(r) } else { "" };
-                let key = short_key(a);
+                // NULL is the empty arm
+                let (key, text) = match arm.is_valid(r) {
+                    true => (view_key(arm.views()[r]), None),
+                    false => (view_key(0), Some("")),
+                };
                 let found = match key {
                     Some(k) => arms.iter().position(|x| x.0 == Some(k)),
-                    None => arms.iter().position(|x| x.0.is_none() && x.1 == a),
+                    None => arms
+                        .iter()
+                        .position(|x| x.0.is_none() && x.1 == arm.value(r)),
                 };
                 found.unwrap_or_else(|| {
-                    arms.push((key, a));
+                    arms.push((key, text.unwrap_or_else(|| arm.value(r))));
                     arms.len() - 1
                 })
             })
             .collect();
         let (nn, nc) = (self.numeric.len(), self.categorical.len());
         let mut local: Vec<Group> = arms.iter().map(|_| Group::new(nn, nc)).collect();
+        // Each group's rows in order, gathered once for every column: a group's sums then stay in registers
+        // (indexed by the row's group, each row's sum was a load and a store after the one before).
+        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); arms.len()];
+        for (r, &g) in gid.iter().enumerate() {
+            rows_of[g].push(r as u32);
+        }
         for (k, (_, col)) in self.numeric.iter().enumerate() {
             let a = column(col, &DataType::Float64)?;
             let a = a.as_primitive::<Float64Type>();
-            // Two passes over the batch: count, extremes and sum, then squares about the batch's mean.
-            let mut m = vec![Moments::default(); arms.len()];
-            for (r, &g) in gid.iter().enumerate() {
-                let m = &mut m[g];
-                if a.is_valid(r) {
-                    let x = a.value(r);
-                    m.n += 1;
-                    m.mean += x;
-                    m.min = m.min.min(x);
-                    m.max = m.max.max(x);
-                } else {
-                    m.nulls += 1;
-                }
-            }
-            for m in &mut m {
-                m.mean /= m.n.max(1) as f64;
-            }
-            for (r, &g) in gid.iter().enumerate() {
-                if a.is_valid(r) {
-                    let d = a.value(r) - m[g].mean;
-                    m[g].m2 += d * d;
-                }
-            }
-            for (g, m) in m.into_iter().enumerate() {
-                local[g].numeric[k] = m;
+            for (rows, group) in rows_of.iter().zip(local.iter_mut()) {
+                group.numeric[k] = moments_of(a, rows);
             }
         }
         for (k, (_, col)) in self.categorical.iter().enumerate() {
@@ -187,23 +204,25 @@ impl SplitStats {
             let mut seen: Vec<(usize, u128, u64, Option<&str>)> = Vec::new();
             let mut many: HashMap<(usize, Option<&str>), u64, foldhash::fast::RandomState> =
                 HashMap::default();
+            let views = a.views();
             for (r, &g) in gid.iter().enumerate() {
-                let v = a.is_valid(r).then(|| a.value(r));
-                let key = match v {
-                    None => Some(0),
-                    Some(v) => short_key(v),
+                let valid = a.is_valid(r);
+                let value = || valid.then(|| a.value(r));
+                let key = match valid {
+                    false => Some(0),
+                    true => view_key(views[r]),
                 };
                 match key {
                     Some(key) => {
                         if let Some(e) = seen.iter_mut().find(|e| e.0 == g && e.1 == key) {
                             e.2 += 1;
                         } else if seen.len() < 32 {
-                            seen.push((g, key, 1, v));
+                            seen.push((g, key, 1, value()));
                         } else {
-                            *many.entry((g, v)).or_default() += 1;
+                            *many.entry((g, value())).or_default() += 1;
                         }
                     }
-                    None => *many.entry((g, v)).or_default() += 1,
+                    None => *many.entry((g, value())).or_default() += 1,
                 }
             }
             for (g, v, n) in seen
@@ -293,18 +312,49 @@ mod tests {
     }
 
     #[test]
-    fn short_keys_tell_texts_apart_and_never_equal_nulls() {
-        let keys: Vec<Option<u128>> = ["", "a", "a\0", "placebo", "treatment", "fifteen-bytes!!"]
-            .iter()
-            .map(|s| short_key(s))
-            .collect();
-        assert!(keys.iter().all(|k| k.is_some_and(|k| k != 0)));
-        for (i, a) in keys.iter().enumerate() {
-            for b in &keys[i + 1..] {
+    fn view_keys_tell_texts_apart_and_never_equal_nulls() {
+        let texts = [
+            "",
+            "a",
+            "a\0",
+            "placebo",
+            "treatment",
+            "eleven-byte",
+            "twelve-bytes",
+        ];
+        let views = arrow::array::StringViewArray::from_iter_values(texts);
+        let keys: Vec<Option<u128>> = views.views().iter().map(|v| view_key(*v)).collect();
+        assert!(keys[..6].iter().all(|k| k.is_some_and(|k| k != 0)));
+        for (i, a) in keys[..6].iter().enumerate() {
+            for b in &keys[i + 1..6] {
                 assert_ne!(a, b);
             }
         }
-        assert_eq!(short_key("sixteen-bytes!!!"), None);
+        assert_eq!(keys[6], None);
+        // Bytes past the text in a view are not part of its key.
+        let dirty = views.views()[1] | 0xff << 48;
+        assert_eq!(view_key(dirty), keys[1]);
+        // The same text in another array has the same key.
+        let again = arrow::array::StringViewArray::from_iter_values(["x", "placebo"]);
+        assert_eq!(view_key(again.views()[1]), keys[3]);
+    }
+
+    #[test]
+    fn moments_of_a_groups_rows_skip_other_rows_and_count_nulls() {
+        let a = arrow::array::Float64Array::from(vec![
+            Some(1.5),
+            None,
+            Some(-2.0),
+            Some(7.25),
+            None,
+            Some(3.0),
+        ]);
+        let m = moments_of(&a, &[0, 1, 3, 4, 5]);
+        let whole = moments(&[1.5, 7.25, 3.0]);
+        assert_eq!((m.n, m.nulls, m.min, m.max), (3, 2, 1.5, 7.25));
+        assert_eq!((m.mean, m.m2), (whole.mean, whole.m2));
+        let none = moments_of(&a, &[1, 4]);
+        assert_eq!((none.n, none.nulls, none.m2), (0, 2, 0.0));
     }
 
     #[test]

@@ -32,11 +32,18 @@ pub(crate) struct Summary {
     pub std: f64,
 }
 
+/// Values counted in the map before it is judged whether the column's values are mostly distinct.
+const JUDGED_AFTER: u64 = 1 << 16;
+
 /// Counts of distinct values, some of them possibly on disk.
 pub(crate) struct ValueCounts {
     /// Keyed by [`order_key`]: -0.0 and 0.0, and NaNs of different payloads, stay apart as `f64::total_cmp`
     /// keeps them.
     counts: Counts,
+    /// The order keys as they came, for a column whose first [`JUDGED_AFTER`] values were more than three
+    /// quarters distinct (a derived ratio such as BMI): there nearly every value would take an entry of its
+    /// own, a cache miss each once the map outgrows the cache. They are sorted and counted when spilled.
+    raw: Option<Vec<u64>>,
     spill: Option<BufWriter<File>>,
     n: u64,
     /// In input order: the mean is the one a sequential sum of the values gives.
@@ -47,6 +54,7 @@ impl Default for ValueCounts {
     fn default() -> Self {
         Self {
             counts: empty_counts(),
+            raw: None,
             spill: None,
             n: 0,
             sum: 0.0,
@@ -70,10 +78,28 @@ fn spill_error(e: std::io::Error) -> Error {
 
 impl ValueCounts {
     pub(crate) fn extend(&mut self, values: impl IntoIterator<Item = f64>) {
-        for v in values {
-            self.sum += v;
-            self.n += 1;
-            *self.counts.entry(order_key(v)).or_insert(0) += 1;
+        let before = self.n;
+        match &mut self.raw {
+            Some(raw) => {
+                for v in values {
+                    self.sum += v;
+                    self.n += 1;
+                    raw.push(order_key(v));
+                }
+            }
+            None => {
+                for v in values {
+                    self.sum += v;
+                    self.n += 1;
+                    *self.counts.entry(order_key(v)).or_insert(0) += 1;
+                }
+                // Judged only while the map holds every value so far.
+                let judged_now =
+                    before < JUDGED_AFTER && self.n >= JUDGED_AFTER && self.spill.is_none();
+                if judged_now && self.counts.len() as u64 * 4 > self.n * 3 {
+                    self.raw = Some(Vec::new());
+                }
+            }
         }
     }
 
@@ -81,9 +107,9 @@ impl ValueCounts {
         std::mem::replace(&mut self.counts, empty_counts())
     }
 
-    /// Distinct values held in memory.
+    /// Distinct values held in memory (at most: the raw keys are counted as if each were distinct).
     pub(crate) fn distinct_in_memory(&self) -> usize {
-        self.counts.len()
+        self.counts.len() + self.raw.as_ref().map_or(0, Vec::len)
     }
 
     /// Moves the counts held in memory to the spill file and frees their memory.
@@ -95,13 +121,25 @@ impl ValueCounts {
                 .spill
                 .insert(BufWriter::new(tempfile::tempfile().map_err(spill_error)?)),
         };
-        write_counts(file, counts)
+        write_counts(file, counts)?;
+        if let Some(raw) = &mut self.raw {
+            // Kept allocated: the next keys fill the same buffer.
+            raw.sort_unstable();
+            for run in raw.chunk_by(|a, b| a == b) {
+                write_record(file, run[0], run.len() as u64)?;
+            }
+            raw.clear();
+        }
+        Ok(())
     }
 
     /// `None` when no value came.
     pub(crate) fn finish(mut self) -> Result<Option<Summary>> {
         if self.n == 0 {
             return Ok(None);
+        }
+        if self.raw.is_some() {
+            self.spill()?;
         }
         let mut source = match self.spill.take() {
             None => Source::Memory(self.take_counts()),
@@ -129,12 +167,16 @@ impl ValueCounts {
 
 fn write_counts(file: &mut BufWriter<File>, counts: Counts) -> Result<()> {
     for (key, count) in counts {
-        let mut record = [0u8; RECORD_BYTES];
-        record[..8].copy_from_slice(&key.to_le_bytes());
-        record[8..].copy_from_slice(&count.to_le_bytes());
-        file.write_all(&record).map_err(spill_error)?;
+        write_record(file, key, count)?;
     }
     Ok(())
+}
+
+fn write_record(file: &mut BufWriter<File>, key: u64, count: u64) -> Result<()> {
+    let mut record = [0u8; RECORD_BYTES];
+    record[..8].copy_from_slice(&key.to_le_bytes());
+    record[8..].copy_from_slice(&count.to_le_bytes());
+    file.write_all(&record).map_err(spill_error)
 }
 
 enum Source {
@@ -277,6 +319,37 @@ mod tests {
         // Large offsets keep their precision (a one-pass sum of squares would lose it).
         let s = summary(&[1e9 + 1.0, 1e9 + 3.0], None).unwrap();
         assert_eq!((s.mean, s.std), (1e9 + 2.0, 1.0));
+    }
+
+    #[test]
+    fn mostly_distinct_values_are_kept_raw_and_give_what_sorting_gives() {
+        // Distinct ratios with a few repeats, past the point where the column is judged.
+        let values: Vec<f64> = (0..(JUDGED_AFTER as usize * 3))
+            .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 42) as f64 / 16.0 - 1e4)
+            .chain([2.5; 1000])
+            .collect();
+        for spill_every in [None, Some(100_000)] {
+            let mut c = ValueCounts::default();
+            for chunk in values.chunks(4096) {
+                c.extend(chunk.iter().copied());
+                if spill_every.is_some_and(|k| c.distinct_in_memory() > k) {
+                    c.spill().unwrap();
+                }
+            }
+            assert!(c.raw.is_some(), "judged mostly distinct");
+            assert!(c.counts.len() <= JUDGED_AFTER as usize);
+            let s = c.finish().unwrap().unwrap();
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let std = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+            assert_eq!(s.median, sorted_median(&values));
+            assert_eq!(s.mean, mean);
+            assert!((s.std - std).abs() <= 1e-9 * std);
+        }
+        // A column of few values stays in the map.
+        let mut c = ValueCounts::default();
+        c.extend((0..JUDGED_AFTER * 2).map(|i| (i % 90) as f64));
+        assert!(c.raw.is_none());
     }
 
     #[test]
