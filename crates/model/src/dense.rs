@@ -119,8 +119,9 @@ impl pulp::WithSimd for Forward<'_> {
         let wide = S::F32_LANES >= 8;
         // With 16 lanes (AVX-512) a block of 64 units is only four registers: four dependent chains cannot
         // keep two FMA units of four cycles' latency busy. Two rows per weight load give eight chains (and
-        // half the weight loads); in AVX's sixteen registers two rows' 64 sums would not fit.
-        let pairs = S::F32_LANES >= 16;
+        // half the weight loads). In AVX's sixteen registers two rows' 64 sums would not fit, but two rows'
+        // 32 do: eight chains again, with each weight load feeding two rows.
+        let pairs = S::F32_LANES >= 8;
         let Forward { net, x } = self;
         let dim = net.input_dim().max(1);
         let rows = x.len() / dim;
@@ -156,13 +157,23 @@ impl pulp::WithSimd for Forward<'_> {
                             &mut this[g * widest..g * widest + whole],
                             &mut next[..whole],
                         ];
-                        dense_blocks_pair::<64>(
-                            [inputs[g], inputs[g + 1]],
-                            wt,
-                            &bias[..whole],
-                            *out_dim,
-                            rows,
-                        );
+                        if S::F32_LANES >= 16 {
+                            dense_blocks_pair::<64>(
+                                [inputs[g], inputs[g + 1]],
+                                wt,
+                                &bias[..whole],
+                                *out_dim,
+                                rows,
+                            );
+                        } else {
+                            dense_blocks_pair::<32>(
+                                [inputs[g], inputs[g + 1]],
+                                wt,
+                                &bias[..whole],
+                                *out_dim,
+                                rows,
+                            );
+                        }
                         g += 2;
                         continue;
                     }

@@ -49,6 +49,9 @@ fn scratch<'b>(
     }
 }
 
+/// A categorical feature with at most this many spellings is looked up in a list, not a map.
+const FEW_SPELLINGS: usize = 16;
+
 /// Categorical text up to this many bytes is lower-cased on the stack.
 const SHORT_TEXT: usize = 64;
 
@@ -56,7 +59,7 @@ fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
     let x = match v {
         RawValue::Missing => return Ok(None),
         RawValue::Number(x) => *x,
-        RawValue::Text(s) => match s.trim() {
+        RawValue::Text(s) => match trim(s) {
             "" => return Ok(None),
             t => t
                 .parse::<f64>()
@@ -70,10 +73,22 @@ fn as_number(field: &str, v: &RawValue) -> Result<Option<f64>, FieldError> {
     }
 }
 
+/// `s.trim()`, without decoding characters from both ends when `s` starts and ends with a visible ASCII
+/// character: no whitespace, Unicode's included, is one.
+fn trim(s: &str) -> &str {
+    let visible = |b: &u8| (0x21..0x7f).contains(b);
+    let bytes = s.as_bytes();
+    if bytes.first().is_some_and(visible) && bytes.last().is_some_and(visible) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
 fn as_level<'a>(v: &RawValue<'a>) -> Option<Cow<'a, str>> {
     match *v {
         RawValue::Missing => None,
-        RawValue::Text(s) if s.trim().is_empty() => None,
+        RawValue::Text(s) if trim(s).is_empty() => None,
         RawValue::Text(s) => Some(Cow::Borrowed(s)),
         RawValue::Number(x) if x.fract() == 0.0 && x.abs() < 1e15 => {
             Some(Cow::Owned(format!("{}", x as i64)))
@@ -147,6 +162,9 @@ struct CategoricalPlan {
     /// Each lower-cased spelling of the dataset rules → the position of its canonical level among the
     /// train levels (`None`: a level the training data never had).
     spellings: HashMap<String, Option<usize>, foldhash::fast::RandomState>,
+    /// The same spellings as a list when there are few (a trial's arms, sexes, yes and no): for ASCII text a
+    /// handful of length checks and byte comparisons find one faster than a hash of a lower-cased copy.
+    few: Option<Vec<(String, Option<usize>)>>,
     /// Per one-hot column, the first position of its level: what a found position is compared with, so
     /// that a level listed twice sets both of its columns, as comparing texts does.
     first: Vec<usize>,
@@ -155,13 +173,16 @@ struct CategoricalPlan {
 impl CategoricalPlan {
     fn new(input: usize, c: &trialflow_core::features::CategoricalFeature) -> Self {
         let position = |level: &str| c.levels.iter().position(|l| l == level);
+        let spellings: HashMap<_, _, _> = c
+            .canonical
+            .iter()
+            .map(|(spelling, level)| (spelling.clone(), position(level)))
+            .collect();
         Self {
             input,
-            spellings: c
-                .canonical
-                .iter()
-                .map(|(spelling, level)| (spelling.clone(), position(level)))
-                .collect(),
+            few: (spellings.len() <= FEW_SPELLINGS)
+                .then(|| spellings.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+            spellings,
             first: c
                 .levels
                 .iter()
@@ -173,9 +194,20 @@ impl CategoricalPlan {
     /// The position of `raw`'s level among the train levels: as [`canonical_level_ref`] resolves it (a
     /// spelling of the rules, matched whatever its case, or the trimmed text itself), then compared exactly.
     fn level(&self, c: &trialflow_core::features::CategoricalFeature, raw: &str) -> Option<usize> {
-        let t = raw.trim();
+        let t = trim(raw);
         if !self.spellings.is_empty() {
-            let found = if t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
+            let found = if let Some(few) = self.few.as_ref().filter(|_| t.is_ascii()) {
+                // the ASCII lower case of `t` equals the spelling: what the lookups below find
+                few.iter()
+                    .find(|(spelling, _)| {
+                        spelling.len() == t.len()
+                            && spelling
+                                .bytes()
+                                .zip(t.bytes())
+                                .all(|(s, b)| b.to_ascii_lowercase() == s)
+                    })
+                    .map(|(_, at)| at)
+            } else if t.is_ascii() && !t.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.spellings.get(t)
             } else if t.is_ascii() && t.len() <= SHORT_TEXT {
                 // short ASCII text lower-cased on the stack, not in a new string
@@ -690,11 +722,39 @@ mod tests {
             ("x", "X"),
             (LONG_LOWER, "other"),
         ];
-        for c in [feature(&rules), feature(&[])] {
+        // past FEW_SPELLINGS the spellings are looked up in the map, not the list: both give the rules' level
+        let fillers: Vec<(String, &str)> = (0..2 * FEW_SPELLINGS)
+            .map(|i| (format!("filler{i}"), "other"))
+            .collect();
+        let many: Vec<(&str, &str)> = rules
+            .iter()
+            .copied()
+            .chain(fillers.iter().map(|(k, v)| (k.as_str(), *v)))
+            .collect();
+        for c in [feature(&rules), feature(&many), feature(&[])] {
             let plan = CategoricalPlan::new(0, &c);
+            assert_eq!(plan.few.is_some(), c.canonical.len() <= FEW_SPELLINGS);
             for raw in [
-                "f", "F", " Female ", "FÉMININ", "m", "M", "x", "X", "other", "Other", " other",
-                "", "?", LONG_UPPER, LONG_LOWER,
+                "f",
+                "F",
+                " Female ",
+                "FÉMININ",
+                "m",
+                "M",
+                "x",
+                "X",
+                "other",
+                "Other",
+                " other",
+                "",
+                "?",
+                LONG_UPPER,
+                LONG_LOWER,
+                "\u{b}f",
+                "M\u{a0}",
+                "\u{2003}Female\t",
+                "FILLER3",
+                "filler3 ",
             ] {
                 let level = trialflow_core::features::canonical_level_ref(&c.canonical, raw);
                 let by_text: Vec<bool> = c.levels.iter().map(|l| l == level).collect();
@@ -702,6 +762,31 @@ mod tests {
                 let resolved: Vec<bool> = plan.first.iter().map(|&f| Some(f) == at).collect();
                 assert_eq!(resolved, by_text, "{raw:?}, rules: {}", c.canonical.len());
             }
+        }
+    }
+
+    #[test]
+    fn the_fast_trim_is_trim() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{b}a",
+            "a\u{c}",
+            "\u{a0}a",
+            "a\u{2003}",
+            "\u{85}",
+            "~x~",
+            "\u{7f}",
+            "é",
+            "a é",
+            "\r\n",
+            "1.5",
+            " 1.5\t",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
         }
     }
 
