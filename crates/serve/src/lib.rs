@@ -18,6 +18,7 @@ mod listener;
 mod ops;
 mod process;
 mod repository;
+mod scan;
 mod tfserving;
 mod v2;
 
