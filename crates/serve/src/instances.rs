@@ -26,15 +26,11 @@ pub fn common_instances(
     let mut rows = Rows::default();
     let (mut instances, mut signature, mut times) = (false, false, None);
     s.skip_ws();
-    s.eat(b'{')?;
-    loop {
-        s.skip_ws();
-        let key = s.text()?;
-        s.colon()?;
+    s.object(|s, key| {
         match key {
             "instances" if !instances => {
                 instances = true;
-                records(&mut s, model, max_rows, &mut rows)?;
+                records(s, model, max_rows, &mut rows)?;
             }
             "signature_name" if !signature => {
                 signature = true;
@@ -44,16 +40,14 @@ pub fn common_instances(
             }
             "times" if times.is_none() => {
                 // a list of numbers, checked as the general reader checks it
-                let list = s.numbers()?;
+                let list = s.list(Scanner::number)?;
                 let value = serde_json::Value::Array(list.into_iter().map(Into::into).collect());
                 times = Some(crate::head::requested_times(&model.card, &value, "times").ok()?);
             }
             _ => return None,
         }
-        if s.end_of(b'}')? {
-            break;
-        }
-    }
+        Some(())
+    })?;
     (instances && s.at_end()).then_some((rows, times))
 }
 

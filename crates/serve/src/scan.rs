@@ -132,8 +132,28 @@ impl<'a> Scanner<'a> {
             })
     }
 
-    /// A list of numbers.
-    pub(crate) fn numbers(&mut self) -> Option<Vec<f64>> {
+    /// An object, each member's value read by `member(scanner, key)` (an empty object is not taken).
+    pub(crate) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(b'{')?;
+        loop {
+            self.skip_ws();
+            let key = self.text()?;
+            self.colon()?;
+            member(self, key)?;
+            if self.end_of(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// A list, each element read by `element`.
+    pub(crate) fn list<T>(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Vec<T>> {
         self.eat(b'[')?;
         self.skip_ws();
         let mut out = Vec::new();
@@ -141,7 +161,7 @@ impl<'a> Scanner<'a> {
             return Some(out);
         }
         loop {
-            out.push(self.number()?);
+            out.push(element(self)?);
             if self.end_of(b']')? {
                 return Some(out);
             }

@@ -214,20 +214,14 @@ fn common_request(text: &str) -> Option<InferRequest<'_>> {
     let mut s = Scanner::new(text);
     let (mut id, mut inputs) = (None, None);
     s.skip_ws();
-    s.eat(b'{')?;
-    loop {
-        s.skip_ws();
-        let key = s.text()?;
-        s.colon()?;
+    s.object(|s, key| {
         match key {
-            "inputs" if inputs.is_none() => inputs = Some(input_tensors(&mut s)?),
+            "inputs" if inputs.is_none() => inputs = Some(s.list(input_tensor)?),
             "id" if id.is_none() => id = Some(s.text()?.to_string()),
             _ => return None,
         }
-        if s.end_of(b'}')? {
-            break;
-        }
-    }
+        Some(())
+    })?;
     s.at_end().then_some(())?;
     Some(InferRequest {
         id,
@@ -239,33 +233,13 @@ fn common_request(text: &str) -> Option<InferRequest<'_>> {
     })
 }
 
-fn input_tensors<'a>(s: &mut Scanner<'a>) -> Option<Vec<InputTensor<'a>>> {
-    s.eat(b'[')?;
-    s.skip_ws();
-    let mut out = Vec::new();
-    if s.eat_if(b']') {
-        return Some(out);
-    }
-    loop {
-        out.push(input_tensor(s)?);
-        if s.end_of(b']')? {
-            return Some(out);
-        }
-        s.skip_ws();
-    }
-}
-
 fn input_tensor<'a>(s: &mut Scanner<'a>) -> Option<InputTensor<'a>> {
-    s.eat(b'{')?;
     let (mut name, mut shape, mut datatype, mut data) = (None, None, None, None);
-    loop {
-        s.skip_ws();
-        let key = s.text()?;
-        s.colon()?;
+    s.object(|s, key| {
         match key {
             "name" if name.is_none() => name = Some(s.text()?),
             "datatype" if datatype.is_none() => datatype = Some(s.text()?),
-            "shape" if shape.is_none() => shape = Some(sizes(s)?),
+            "shape" if shape.is_none() => shape = Some(s.list(Scanner::size)?),
             "data" if data.is_none() => {
                 let mut elements = Vec::new();
                 flat_elements(s, &mut elements, 0)?;
@@ -273,10 +247,8 @@ fn input_tensor<'a>(s: &mut Scanner<'a>) -> Option<InputTensor<'a>> {
             }
             _ => return None,
         }
-        if s.end_of(b'}')? {
-            break;
-        }
-    }
+        Some(())
+    })?;
     Some(InputTensor {
         name: Cow::Borrowed(name?),
         shape: shape?,
@@ -284,22 +256,6 @@ fn input_tensor<'a>(s: &mut Scanner<'a>) -> Option<InputTensor<'a>> {
         parameters: None,
         data: Some(FlatData(data?)),
     })
-}
-
-fn sizes(s: &mut Scanner<'_>) -> Option<Vec<i64>> {
-    s.eat(b'[')?;
-    s.skip_ws();
-    let mut out = Vec::new();
-    if s.eat_if(b']') {
-        return Some(out);
-    }
-    loop {
-        out.push(s.size()?);
-        if s.end_of(b']')? {
-            return Some(out);
-        }
-        s.skip_ws();
-    }
 }
 
 /// Lists nested deeper than this are left to the typed read.
