@@ -231,8 +231,13 @@ mod tests {
         );
     }
 
-    /// The code of a source file before its test module.
+    /// The code of a source file before its test module; none in a file compiled for tests only (an inner
+    /// `#![cfg(test)]`, a crate's shared test helpers).
     fn production_part(text: &str) -> &str {
+        let test_only = text.lines().any(|l| l.trim() == "#![cfg(test)]");
+        if test_only {
+            return "";
+        }
         text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
     }
 
@@ -268,6 +273,10 @@ mod tests {
     fn production_part_stops_at_the_test_module() {
         let text = "fn a() {}\n#[cfg(test)]\nmod tests { fn b() { x.unwrap(); } }\n";
         assert!(!production_part(text).contains("unwrap"));
+        let helpers = "//! Test helpers.\n#![cfg(test)]\nfn b() { x.unwrap(); }\n";
+        assert_eq!(production_part(helpers), "");
+        let library = "//! A library.\nfn a() { x.unwrap(); }\n";
+        assert!(production_part(library).contains("unwrap"));
     }
 
     /// Environment variables that make a test rewrite its expectations.

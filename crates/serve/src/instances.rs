@@ -117,86 +117,10 @@ fn record<'a>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use candle_core::Device;
-    use trialflow_core::config::{Activation, Endpoint, ModelConfig};
-    use trialflow_core::features::{CategoricalFeature, FeatureSpec, NumericFeature, OnInvalid};
-    use trialflow_model::{DenseCpu, Encoder, ModelCard, Network};
+    use trialflow_core::config::Endpoint;
 
     use super::*;
-
-    fn numeric(name: &str, derived: Option<&str>, on_invalid: OnInvalid) -> NumericFeature {
-        NumericFeature {
-            name: name.into(),
-            impute: 50.0,
-            mean: 50.0,
-            std: 10.0,
-            min: Some(1.0),
-            max: Some(200.0),
-            on_invalid,
-            derived: derived.map(Into::into),
-        }
-    }
-
-    fn model() -> LoadedVersion {
-        model_for(Endpoint::Binary)
-    }
-
-    fn model_for(endpoint: Endpoint) -> LoadedVersion {
-        let numeric = vec![
-            numeric("age", None, OnInvalid::Reject),
-            numeric("weight_kg", None, OnInvalid::Impute),
-            numeric("bmi", Some("weight_kg / 3.0"), OnInvalid::Impute),
-        ];
-        let categorical = vec![CategoricalFeature {
-            name: "arm".into(),
-            levels: vec!["placebo".into(), "treatment".into()],
-            canonical: [
-                ("placebo".to_string(), "placebo".to_string()),
-                ("pbo".to_string(), "placebo".to_string()),
-                ("treatment".to_string(), "treatment".to_string()),
-            ]
-            .into(),
-            unseen: Default::default(),
-        }];
-        let columns = FeatureSpec::build_columns(&numeric, &categorical);
-        let spec = FeatureSpec {
-            numeric,
-            categorical,
-            columns,
-            train_rows: 100,
-            arm_field: "arm".into(),
-        };
-        let architecture = ModelConfig {
-            hidden: vec![4],
-            dropout: vec![],
-            activation: Activation::Relu,
-        };
-        let net = Network::init(&architecture, spec.width(), 7, &Device::Cpu).unwrap();
-        LoadedVersion {
-            model: "m".into(),
-            model_key: Arc::from("m"),
-            version: 1,
-            scorer: DenseCpu::from_network(&net).unwrap(),
-            encoder: Encoder::new(&spec).unwrap(),
-            card: ModelCard {
-                name: "m".into(),
-                architecture,
-                input_dim: spec.width(),
-                feature_spec: spec,
-                metrics: serde_json::json!({}),
-                data_fingerprint: "t".into(),
-                config_fingerprint: "t".into(),
-                code_version: "t".into(),
-                seed: 7,
-                endpoint,
-                targets: vec!["outcome".into()],
-                survival: None,
-            },
-            phenotypes: None,
-        }
-    }
+    use crate::testing::{Random, model, model_for};
 
     const BODIES: [&str; 6] = [
         r#"{"instances":[{"arm":"pbo","age":20,"weight_kg":60},{"weight_kg":61,"arm":"Treatment","age":21},{"age":22,"arm":"placebo","weight_kg":62,"bmi":20},{"age":23,"arm":"placebo","weight_kg":63}]}"#,
@@ -221,13 +145,7 @@ mod tests {
     #[test]
     fn the_one_pass_reader_answers_only_with_the_general_readers_rows() {
         let bits = |r: &Rows| r.x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut random = Random::new(0x2545_f491_4f6c_dd1d);
         let alphabet = br#"{}[],:" 0123456789.-eE+nultrsfa\xyz"#;
         let (mut fast, mut refused) = (0, 0);
         let binary = model();
@@ -245,17 +163,7 @@ mod tests {
             assert_eq!((one.n, bits(&one)), (all.n, bits(&all)), "body {b}");
             assert_eq!(times, all_times, "body {b}");
             for _ in 0..1500 {
-                let mut edited = body.as_bytes().to_vec();
-                for _ in 0..=next(3) {
-                    let at = next(edited.len());
-                    match next(3) {
-                        0 => edited[at] = alphabet[next(alphabet.len())],
-                        1 => {
-                            edited.remove(at);
-                        }
-                        _ => edited.insert(at, alphabet[next(alphabet.len())]),
-                    }
-                }
+                let edited = random.edit(body.as_bytes(), alphabet);
                 let one = common_instances(model, &edited, 64);
                 let general = crate::input::tf_rows(model, &edited, 64);
                 let text = String::from_utf8_lossy(&edited);

@@ -19,6 +19,8 @@ mod ops;
 mod process;
 mod repository;
 mod scan;
+mod tensors;
+mod testing;
 mod tfserving;
 mod v2;
 

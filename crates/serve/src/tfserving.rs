@@ -348,13 +348,8 @@ mod tests {
     /// of every magnitude and on random probabilities (what a binary model answers).
     #[test]
     fn floats_are_written_as_display_writes_them() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut random = crate::testing::Random::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || random.bits();
         let edges = [
             0.0f32,
             -0.0,

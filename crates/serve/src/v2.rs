@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
-use crate::input::{FEATURES_INPUT, InputLabel, Tensor, TensorData, v2_rows};
+use crate::input::{FEATURES_INPUT, InputLabel, Rows, Tensor, TensorData, v2_rows};
 use crate::json::UniqueMap;
 use crate::ops::served;
 use crate::repository::{LoadedVersion, Selector};
@@ -205,10 +205,11 @@ fn infer_request(json: &[u8]) -> ApiResult<InferRequest<'_>> {
     )
 }
 
-/// The request as the typed read gives it, for the body clients nearly always send: `inputs`, each with a
-/// `name`, a `shape`, a `datatype` and its `data` (in any order), and optionally an `id`. Read by the byte
-/// scanner (`crate::scan`), without serde_json's call per element: on a 1,000-row request of thirteen
-/// features that call was a quarter of the server's instructions. Anything else is left to the typed read,
+/// The request as the typed read gives it, for the common body that [`crate::tensors`] does not take
+/// (transformed `features` rows, or a body it leaves for an error): `inputs`, each with a `name`, a `shape`, a
+/// `datatype` and its `data` (in any order), and optionally an `id`. Read by the byte scanner (`crate::scan`),
+/// without serde_json's call per element: on a 1,000-row request of thirteen features that call was a quarter
+/// of the server's instructions. Anything else is left to the typed read,
 /// and so is every body with something wrong in it: this answers only with the request that read gives.
 fn common_request(text: &str) -> Option<InferRequest<'_>> {
     let mut s = Scanner::new(text);
@@ -242,7 +243,7 @@ fn input_tensor<'a>(s: &mut Scanner<'a>) -> Option<InputTensor<'a>> {
             "shape" if shape.is_none() => shape = Some(s.list(Scanner::size)?),
             "data" if data.is_none() => {
                 let mut elements = Vec::new();
-                flat_elements(s, &mut elements, 0)?;
+                flat_elements(s, &mut |e| elements.push(e), 0)?;
                 data = Some(elements);
             }
             _ => return None,
@@ -262,8 +263,12 @@ fn input_tensor<'a>(s: &mut Scanner<'a>) -> Option<InputTensor<'a>> {
 const NESTED: usize = 8;
 
 /// A `data` list's elements, nested lists flattened row-major, as [`Flatten`] reads them (a bare scalar and an
-/// object are left to it).
-fn flat_elements<'a>(s: &mut Scanner<'a>, out: &mut Vec<Scalar<'a>>, depth: usize) -> Option<()> {
+/// object are left to it), each given to `out` in turn.
+pub(crate) fn flat_elements<'a>(
+    s: &mut Scanner<'a>,
+    out: &mut impl FnMut(Scalar<'a>),
+    depth: usize,
+) -> Option<()> {
     if depth >= NESTED {
         return None;
     }
@@ -289,7 +294,7 @@ fn flat_elements<'a>(s: &mut Scanner<'a>, out: &mut Vec<Scalar<'a>>, depth: usiz
             }
             _ => return None,
         };
-        out.push(element);
+        out(element);
         if s.end_of(b']')? {
             return Some(());
         }
@@ -297,7 +302,7 @@ fn flat_elements<'a>(s: &mut Scanner<'a>, out: &mut Vec<Scalar<'a>>, depth: usiz
     }
 }
 
-fn elem_size(datatype: &str) -> Option<usize> {
+pub(crate) fn elem_size(datatype: &str) -> Option<usize> {
     Some(match datatype {
         "BOOL" | "INT8" | "UINT8" => 1,
         "INT16" | "UINT16" => 2,
@@ -313,7 +318,7 @@ fn elem_size(datatype: &str) -> Option<usize> {
 struct FlatData<'a>(Vec<Scalar<'a>>);
 
 #[derive(Debug)]
-enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Number(f64),
     Text(Cow<'a, str>),
     Bool(bool),
@@ -656,7 +661,7 @@ async fn infer(
     body: Body,
 ) -> ApiResult<(Response, usize)> {
     let bytes = read_body(headers, body, &s.limits).await?;
-    let (json_part, mut binary) = match headers.get(HEADER_LEN) {
+    let (json_part, binary) = match headers.get(HEADER_LEN) {
         Some(v) => {
             let n = v
                 .to_str()
@@ -675,6 +680,43 @@ async fn infer(
         }
         None => (&bytes[..], &[][..]),
     };
+    let common = binary
+        .is_empty()
+        .then(|| crate::tensors::common_rows(loaded, json_part, s.limits.max_rows))
+        .flatten();
+    let asked = match common {
+        Some((rows, id)) => Asked {
+            rows,
+            id,
+            wanted: crate::head::declared(loaded)
+                .iter()
+                .map(|(name, _)| (*name, false))
+                .collect(),
+            times: None,
+        },
+        None => asked(loaded, json_part, binary, s.limits.max_rows)?,
+    };
+    answer(s, loaded, asked)
+}
+
+/// What the answer needs from a request: its rows, its `id` and the outputs it carries, each in binary or
+/// JSON.
+#[derive(Debug)]
+pub(crate) struct Asked {
+    pub(crate) rows: Rows,
+    pub(crate) id: Option<String>,
+    pub(crate) wanted: Vec<(&'static str, bool)>,
+    /// A time-to-event model's survival times, where the request asks for its own.
+    pub(crate) times: Option<Vec<f64>>,
+}
+
+/// Any request, read by the typed read (or the scanner that answers as it does) and checked field by field.
+pub(crate) fn asked<'a>(
+    loaded: &LoadedVersion,
+    json_part: &'a [u8],
+    mut binary: &'a [u8],
+    max_rows: usize,
+) -> ApiResult<Asked> {
     let req = infer_request(json_part)?;
     if req.model_name.as_ref().is_some_and(|m| *m != loaded.model) {
         return Err(ApiError::bad(
@@ -734,7 +776,23 @@ async fn infer(
     let times = param(&req.parameters, "times")
         .map(|t| crate::head::requested_times(&loaded.card, t, "parameters.times"))
         .transpose()?;
-    let rows = v2_rows(loaded, &tensors, s.limits.max_rows)?;
+    let rows = v2_rows(loaded, &tensors, max_rows)?;
+    Ok(Asked {
+        rows,
+        id: req.id,
+        wanted,
+        times,
+    })
+}
+
+/// The answer to rows read from a request, with the outputs it asks for.
+fn answer(s: &AppState, loaded: &LoadedVersion, asked: Asked) -> ApiResult<(Response, usize)> {
+    let Asked {
+        rows,
+        id,
+        wanted,
+        times,
+    } = asked;
     let outputs = crate::head::outputs(loaded, &rows.x, times.as_deref());
     let n = rows.n;
     let mut described = Vec::with_capacity(wanted.len());
@@ -773,7 +831,7 @@ async fn infer(
         });
     }
     let answer = Answer {
-        id: req.id,
+        id,
         model_name: &loaded.model,
         model_version: loaded.version.to_string(),
         outputs: described,
@@ -832,13 +890,7 @@ mod tests {
             r#"{"inputs":[]}"#,
             r#"{"inputs":[{"name":"e","shape":[],"datatype":"FP32","data":[]}]}"#,
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut random = crate::testing::Random::new(0x2545_f491_4f6c_dd1d);
         let alphabet = br#"{}[],:" 0123456789.-eE+nultrsfa\xyzid"#;
         let (mut fast, mut refused) = (0, 0);
         let typed =
@@ -847,17 +899,7 @@ mod tests {
             let one = common_request(body).map(|r| format!("{r:?}"));
             assert_eq!(one, Some(typed(body).unwrap()), "{body}");
             for _ in 0..1500 {
-                let mut edited = body.as_bytes().to_vec();
-                for _ in 0..=next(3) {
-                    let at = next(edited.len());
-                    match next(3) {
-                        0 => edited[at] = alphabet[next(alphabet.len())],
-                        1 => {
-                            edited.remove(at);
-                        }
-                        _ => edited.insert(at, alphabet[next(alphabet.len())]),
-                    }
-                }
+                let edited = random.edit(body.as_bytes(), alphabet);
                 let text = std::str::from_utf8(&edited).unwrap();
                 match (common_request(text).map(|r| format!("{r:?}")), typed(text)) {
                     (Some(one), Ok(all)) => {
