@@ -26,6 +26,7 @@ pub(crate) fn common_rows(
         values: Vec::new(),
         by_input: vec![None; model.encoder.inputs().len()],
         rows: None,
+        max_rows,
     };
     let (mut id, mut inputs) = (None, false);
     s.skip_ws();
@@ -48,7 +49,7 @@ pub(crate) fn common_rows(
         Some(())
     })?;
     (inputs && s.at_end()).then_some(())?;
-    Some((columns.encode(model, max_rows)?, id))
+    Some((columns.encode(model)?, id))
 }
 
 /// The tensors read so far: every element as the value a record field takes, tensor after tensor, and
@@ -58,6 +59,8 @@ struct Columns<'a> {
     by_input: Vec<Option<usize>>,
     /// The rows every tensor so far holds.
     rows: Option<usize>,
+    /// `serving.max_rows`.
+    max_rows: usize,
 }
 
 /// The kinds of element a tensor holds, one bit each, checked against its datatype once it is known (a client
@@ -99,7 +102,11 @@ impl<'a> Columns<'a> {
             Some(r) if r != rows => return None,
             Some(_) => {}
             None => {
-                // the other inputs' elements, so that the list is not copied as it grows
+                // room for the other inputs' elements, so that the list is not copied as it grows: rows the body
+                // holds (counted above), within the limit, before anything is sized by them
+                if rows > self.max_rows {
+                    return None;
+                }
                 self.rows = Some(rows);
                 self.values
                     .reserve(rows * self.by_input.len().saturating_sub(1));
@@ -119,9 +126,9 @@ impl<'a> Columns<'a> {
     }
 
     /// Every row through the model's encoder; a row that does not encode is the general reader's to name.
-    fn encode(&self, model: &LoadedVersion, max_rows: usize) -> Option<Rows> {
+    fn encode(&self, model: &LoadedVersion) -> Option<Rows> {
         let n = self.rows?;
-        check_rows(n, max_rows, "inputs").ok()?;
+        check_rows(n, self.max_rows, "inputs").ok()?;
         let mut rows = Rows::default();
         rows.x.reserve(n * model.card.feature_spec.width());
         let mut fields: Vec<Option<RawValue<'a>>> = vec![None; self.by_input.len()];

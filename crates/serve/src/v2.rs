@@ -180,9 +180,10 @@ fn sanitize(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     })
 }
 
-/// The request, read once without tracking where it is (that costs a string per key); a body that fails is
-/// read again with the path tracked, for an error that says where. A body that is UTF-8 as a whole (checked
-/// in one fast pass) is read as text, so that serde_json does not check each string again.
+/// The request: the common body by the byte scanner ([`common_request`]); any other read once by serde
+/// without tracking where it is (that costs a string per key), and a body that fails read again with the path
+/// tracked, for an error that says where. A body that is UTF-8 as a whole (checked in one fast pass) is read
+/// as text, so that serde_json does not check each string again.
 fn infer_request(json: &[u8]) -> ApiResult<InferRequest<'_>> {
     let text = std::str::from_utf8(json).ok();
     if let Some(req) = text.and_then(common_request) {
