@@ -52,16 +52,38 @@ impl Rows {
         fields: &[Option<RawValue<'_>>],
         field: &dyn Fn(&str) -> String,
     ) -> ApiResult<()> {
-        let encoder = &model.encoder;
         // Values first: a wrong value is named even when another field is also missing.
-        encoder
-            .encode(&|k| fields[k].unwrap_or(RawValue::Missing), &mut self.x)
-            .map_err(|e| ApiError::bad(format!("{}: {}", field(&e.field), e.message)))?;
-        if let Some(e) = encoder.missing_field(&|k| fields[k].is_some()) {
+        self.encode(model, &|k| fields[k].unwrap_or(RawValue::Missing), field)?;
+        if let Some(e) = model.encoder.missing_field(&|k| fields[k].is_some()) {
             return Err(ApiError::bad(format!("{}: {}", field(&e.field), e.message)));
         }
         self.n += 1;
         Ok(())
+    }
+
+    /// Encodes one record of a request whose records all give the same fields, checked once for all of them
+    /// (`Encoder::missing_field`) rather than per record; `get(k)` is the value of the model's k-th input.
+    pub(crate) fn push_complete<'v>(
+        &mut self,
+        model: &LoadedVersion,
+        get: &dyn Fn(usize) -> RawValue<'v>,
+        field: &dyn Fn(&str) -> String,
+    ) -> ApiResult<()> {
+        self.encode(model, get, field)?;
+        self.n += 1;
+        Ok(())
+    }
+
+    fn encode<'v>(
+        &mut self,
+        model: &LoadedVersion,
+        get: &dyn Fn(usize) -> RawValue<'v>,
+        field: &dyn Fn(&str) -> String,
+    ) -> ApiResult<()> {
+        model
+            .encoder
+            .encode(get, &mut self.x)
+            .map_err(|e| ApiError::bad(format!("{}: {}", field(&e.field), e.message)))
     }
 
     fn push_numeric(&mut self, width: usize, field: &str, values: &[Value]) -> ApiResult<()> {

@@ -150,6 +150,7 @@ impl<'a> Scanner<'a> {
     /// An object whose keys are all among `keys` (texts without escapes), each member's value read by
     /// `member(scanner, the key's index in keys)`: a key is compared with each of them in turn, where reading
     /// it as a text first cost a small tensor's object a third of its instructions.
+    #[inline]
     pub(crate) fn object_of(
         &mut self,
         keys: &[&str],

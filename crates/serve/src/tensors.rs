@@ -129,14 +129,23 @@ impl<'a> Columns<'a> {
     fn encode(&self, model: &LoadedVersion) -> Option<Rows> {
         let n = self.rows?;
         check_rows(n, self.max_rows, "inputs").ok()?;
+        // every row gives the inputs that have a tensor: checked once, not per row
+        let given = |k: usize| self.by_input.get(k).is_some_and(Option::is_some);
+        if model.encoder.missing_field(&given).is_some() {
+            return None;
+        }
         let mut rows = Rows::default();
         rows.x.reserve(n * model.card.feature_spec.width());
-        let mut fields: Vec<Option<RawValue<'a>>> = vec![None; self.by_input.len()];
         for r in 0..n {
-            for (slot, start) in fields.iter_mut().zip(&self.by_input) {
-                *slot = start.map(|from| self.values[from + r]);
-            }
-            rows.push_record(model, &fields, &|f| f.to_string()).ok()?;
+            let value = |k: usize| match self.by_input.get(k).copied().flatten() {
+                Some(from) => self
+                    .values
+                    .get(from + r)
+                    .copied()
+                    .unwrap_or(RawValue::Missing),
+                None => RawValue::Missing,
+            };
+            rows.push_complete(model, &value, &|f| f.to_string()).ok()?;
         }
         Some(rows)
     }
