@@ -689,10 +689,7 @@ async fn infer(
         Some((rows, id)) => Asked {
             rows,
             id,
-            wanted: crate::head::declared(loaded)
-                .iter()
-                .map(|(name, _)| (*name, false))
-                .collect(),
+            wanted: all_outputs(loaded, false),
             times: None,
         },
         None => asked(loaded, json_part, binary, s.limits.max_rows)?,
@@ -709,6 +706,15 @@ pub(crate) struct Asked {
     pub(crate) wanted: Vec<(&'static str, bool)>,
     /// A time-to-event model's survival times, where the request asks for its own.
     pub(crate) times: Option<Vec<f64>>,
+}
+
+/// Every output the model declares, each in binary or in JSON as `binary` says: what a request that names no
+/// outputs is answered with.
+fn all_outputs(loaded: &LoadedVersion, binary: bool) -> Vec<(&'static str, bool)> {
+    crate::head::declared(loaded)
+        .iter()
+        .map(|(name, _)| (*name, binary))
+        .collect()
 }
 
 /// Any request, read by the typed read (or the scanner that answers as it does) and checked field by field.
@@ -754,7 +760,7 @@ pub(crate) fn asked<'a>(
     // which outputs the answer carries (all unless the request names some), each in binary or JSON
     let mut wanted: Vec<(&'static str, bool)> = Vec::new();
     match &req.outputs {
-        None => wanted.extend(declared.iter().map(|(name, _)| (*name, default_binary))),
+        None => wanted = all_outputs(loaded, default_binary),
         Some(outs) => {
             if outs.is_empty() {
                 return Err(ApiError::bad(
