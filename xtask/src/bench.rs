@@ -3,7 +3,8 @@
 //! ModelServer (a custom `kserve.Model`, v1 and v2) — and a FastAPI + PyTorch app, all serving the same model_2
 //! weights with the same feature transform (their probabilities are checked equal to trialflow's first), side by
 //! side in one run, loaded by wrk on 127.0.0.1, single-row and 1,000-row bodies on each protocol a server speaks.
-//! Prints a markdown table with medians over the runs and the ratio to the best peer on the same protocol.
+//! Every server is up for the whole bench and the runs go round them in turn; prints a markdown table with
+//! medians over the runs and the ratio to the best peer on the same protocol, then the ratios paired by round.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -626,20 +627,29 @@ fn serve(o: &Opts) -> Result<()> {
             }),
         },
     ];
-    let mut reference: Vec<Option<Vec<f64>>> = vec![None, None];
-    let mut rows = Vec::new();
-    for setup in &setups {
-        if !o.only.is_empty()
-            && setup.name != setups[0].name
-            && !o
-                .only
-                .iter()
-                .any(|w| setup.name.to_lowercase().contains(&w.to_lowercase()))
-        {
-            continue;
-        }
+    // Every chosen server is started first and the runs go round them in turn (each round starting one server
+    // further on), so that a drift of this machine's speed over minutes falls on every server alike instead of
+    // on whichever runs last; each round's ratios are taken between loads about a minute apart at most.
+    let chosen: Vec<&Setup> = setups
+        .iter()
+        .filter(|setup| {
+            o.only.is_empty()
+                || setup.name == setups[0].name
+                || o.only
+                    .iter()
+                    .any(|w| setup.name.to_lowercase().contains(&w.to_lowercase()))
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for setup in &chosen {
         let s = (setup.start)()?;
         wait_ready(s.port, &s.name)?;
+        servers.push(s);
+    }
+    let mut reference: Vec<Option<Vec<f64>>> = vec![None, None];
+    let mut rows = Vec::new();
+    let mut loads = Vec::new();
+    for (server, (setup, s)) in chosen.iter().zip(&servers).enumerate() {
         for (k, (protocol, single_file, batch_file, batch)) in bodies.iter().enumerate() {
             if !setup.protocols.contains(protocol) {
                 continue;
@@ -676,35 +686,48 @@ fn serve(o: &Opts) -> Result<()> {
                     );
                 }
             }
-            let mut row = Row {
+            wrk(cpus, s.port, path, single_file, o.connections, 2)?; // warm-up
+            rows.push(Row {
                 name: setup.name.to_string(),
                 protocol: *protocol,
                 single: Vec::new(),
                 batch: Vec::new(),
                 peak_mib: 0.0,
-            };
-            wrk(cpus, s.port, path, single_file, o.connections, 2)?; // warm-up
-            for run in 0..o.runs {
-                let a = wrk(cpus, s.port, path, single_file, o.connections, o.seconds)?;
-                let b = wrk(cpus, s.port, path, batch_file, 4, o.seconds)?;
-                eprintln!(
-                    "xtask: {} {} run {}: single {:.0} req/s p99 {:.2} ms; batch {:.1} req/s p99 {:.1} ms",
-                    setup.name,
-                    protocol.label(),
-                    run + 1,
-                    a.rps,
-                    a.p99_ms,
-                    b.rps,
-                    b.p99_ms
-                );
-                row.single.push(a);
-                row.batch.push(b);
-            }
-            row.peak_mib = peak_rss_mib(s.child.id());
-            rows.push(row);
+            });
+            loads.push((server, s.port, path, single_file, batch_file));
         }
     }
+    for run in 0..o.runs {
+        for turn in 0..rows.len() {
+            let i = (run + turn) % rows.len();
+            let (_, port, path, single_file, _) = loads[i];
+            let a = wrk(cpus, port, path, single_file, o.connections, o.seconds)?;
+            rows[i].single.push(a);
+        }
+        for turn in 0..rows.len() {
+            let i = (run + turn) % rows.len();
+            let (_, port, path, _, batch_file) = loads[i];
+            let b = wrk(cpus, port, path, batch_file, 4, o.seconds)?;
+            rows[i].batch.push(b);
+        }
+        for r in &rows {
+            eprintln!(
+                "xtask: {} {} run {}: single {:.0} req/s p99 {:.2} ms; batch {:.1} req/s p99 {:.1} ms",
+                r.name,
+                r.protocol.label(),
+                run + 1,
+                r.single[run].rps,
+                r.single[run].p99_ms,
+                r.batch[run].rps,
+                r.batch[run].p99_ms
+            );
+        }
+    }
+    for (row, (server, ..)) in rows.iter_mut().zip(&loads) {
+        row.peak_mib = peak_rss_mib(servers[*server].child.id());
+    }
     print_table(&rows, o, cpus);
+    print_paired(&rows);
     Ok(())
 }
 
@@ -750,6 +773,64 @@ fn print_table(rows: &[Row], o: &Opts, cpus: Cpus) {
             r.peak_mib
         );
     }
+}
+
+/// trialflow-server's rate over the best peer's on the same protocol, round by round (the rounds load every
+/// server in turn), for single-row and 1,000-row bodies: the median and the range over the rounds.
+fn print_paired(rows: &[Row]) {
+    println!(
+        "\nPaired by round: trialflow-server's req/s over the best peer's on the same protocol in the same round (median, range over the rounds):\n"
+    );
+    println!("| protocol | single-row | 1,000-row |");
+    println!("|---|---:|---:|");
+    for ours in rows.iter().filter(|r| r.name == rows[0].name) {
+        let peers: Vec<&Row> = rows
+            .iter()
+            .filter(|p| p.protocol == ours.protocol && p.name != ours.name)
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        let cell = |of: fn(&Row) -> &[Load]| {
+            let rates = |r: &Row| of(r).iter().map(|l| l.rps).collect::<Vec<_>>();
+            let theirs: Vec<Vec<f64>> = peers.iter().map(|p| rates(p)).collect();
+            let theirs: Vec<&[f64]> = theirs.iter().map(Vec::as_slice).collect();
+            summary(&paired_ratios(&rates(ours), &theirs, f64::max))
+        };
+        println!(
+            "| {} | {} | {} |",
+            ours.protocol.label(),
+            cell(|r| &r.single),
+            cell(|r| &r.batch)
+        );
+    }
+}
+
+/// Round by round, `ours` over the best of the peers' values of that round (`best`: `f64::max` for rates,
+/// `f64::min` for times). Loads run side by side share the machine's speed of the moment, which on these VMs
+/// drifts by a fifth or more within minutes: a ratio of medians taken minutes apart carries that drift, the
+/// round's ratio does not. A round without any peer's value gives no ratio.
+pub(crate) fn paired_ratios(ours: &[f64], peers: &[&[f64]], best: fn(f64, f64) -> f64) -> Vec<f64> {
+    ours.iter()
+        .enumerate()
+        .filter_map(|(k, v)| {
+            let b = peers
+                .iter()
+                .filter_map(|p| p.get(k).copied())
+                .reduce(best)?;
+            Some(v / b)
+        })
+        .collect()
+}
+
+/// `median× (min–max)` of ratios, as the paired tables print them.
+pub(crate) fn summary(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "no rounds".into();
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.2}× ({lo:.2}–{hi:.2})", median(ratios.to_vec()))
 }
 
 /// Runs `cmd` to completion, sampling its peak resident memory; returns (seconds, peak MiB).
@@ -900,24 +981,35 @@ fn ingest(o: &Opts) -> Result<()> {
         c.arg(&file).arg(&copy);
         rows[1].1.push(measured(c, "cp")?);
         let _ = std::fs::remove_file(&copy);
-        // A fresh S3 server per run: moto keeps objects in memory.
-        let moto = Moto::start(&python)?;
-        let mut c = Command::new(&bin);
-        c.current_dir(&dir)
-            .env("TRIALFLOW_STORAGE__LAKE", format!("s3://lake/run{run}"));
-        moto.env(&mut c);
-        rows[2].1.push(measured(c, "trialflow-ingest (S3)")?);
-        drop(moto);
-        let moto = Moto::start(&python)?;
-        let mut c = Command::new(&python);
-        c.args([
-            "-c",
-            "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1]).upload_file(sys.argv[2], 'lake', 'peer.csv')",
-            &format!("http://127.0.0.1:{}", moto.port),
-        ])
-        .arg(&file);
-        moto.env(&mut c);
-        rows[3].1.push(measured(c, "boto3 upload_file")?);
+        // A fresh S3 server per upload: moto keeps objects in memory. The two uploads swap places every run:
+        // the first upload of a series ran slowest here.
+        let ours = |run: usize| -> Result<(f64, f64)> {
+            let moto = Moto::start(&python)?;
+            let mut c = Command::new(&bin);
+            c.current_dir(&dir)
+                .env("TRIALFLOW_STORAGE__LAKE", format!("s3://lake/run{run}"));
+            moto.env(&mut c);
+            measured(c, "trialflow-ingest (S3)")
+        };
+        let boto3 = || -> Result<(f64, f64)> {
+            let moto = Moto::start(&python)?;
+            let mut c = Command::new(&python);
+            c.args([
+                "-c",
+                "import sys, boto3; boto3.client('s3', endpoint_url=sys.argv[1]).upload_file(sys.argv[2], 'lake', 'peer.csv')",
+                &format!("http://127.0.0.1:{}", moto.port),
+            ])
+            .arg(&file);
+            moto.env(&mut c);
+            measured(c, "boto3 upload_file")
+        };
+        if run % 2 == 0 {
+            rows[2].1.push(ours(run)?);
+            rows[3].1.push(boto3()?);
+        } else {
+            rows[3].1.push(boto3()?);
+            rows[2].1.push(ours(run)?);
+        }
         eprintln!(
             "xtask: ingest run {}: local {:.1} s, S3 {:.1} s",
             run + 1,
@@ -942,6 +1034,11 @@ fn ingest(o: &Opts) -> Result<()> {
         secs.push(s);
     }
     let ratio = secs[3] / secs[2];
+    let seconds = |row: usize| rows[row].1.iter().map(|x| x.0).collect::<Vec<_>>();
+    println!(
+        "\nPaired by run: boto3's seconds over trialflow-ingest's in the same run, {} (median, range over the runs).",
+        summary(&paired_ratios(&seconds(3), &[&seconds(2)], f64::min))
+    );
     println!(
         "\ntrialflow-ingest into S3 at {ratio:.2}× boto3 upload_file's speed (goal ≥ 1×: {}); it reads the file twice \
          (hash, fingerprint and scan it, then upload it to the content address, fingerprinting it again) where boto3 reads it once \
@@ -1365,6 +1462,24 @@ mod tests {
         assert!(check_aucs(&[("model_1", vec![0.65, 0.70, 0.72])]).is_err());
         assert!(check_aucs(&[("model_2", vec![f64::NAN, 0.70, 0.72])]).is_err());
         assert!(check_aucs(&[("model_2", vec![0.71, f64::NAN, 0.72])]).is_err());
+    }
+
+    #[test]
+    fn paired_ratios_compare_each_round_with_that_rounds_best_peer() {
+        // the machine slows to half speed in the second round, for everyone: the paired ratio does not move
+        let ours = [100.0, 50.0, 100.0];
+        let (a, b) = ([10.0, 5.0, 8.0], [4.0, 2.0, 10.0]);
+        assert_eq!(
+            paired_ratios(&ours, &[&a, &b], f64::max),
+            vec![10.0, 10.0, 10.0]
+        );
+        // times: the smaller peer's is the best; a round a peer lacks is judged by the others
+        let ours = [6.0, 12.0];
+        let (a, b) = ([10.0, 20.0], [12.0]);
+        assert_eq!(paired_ratios(&ours, &[&a, &b], f64::min), vec![0.6, 0.6]);
+        assert!(paired_ratios(&ours, &[], f64::min).is_empty());
+        assert_eq!(summary(&[0.5, 0.7, 0.6]), "0.60× (0.50–0.70)");
+        assert_eq!(summary(&[]), "no rounds");
     }
 
     #[test]

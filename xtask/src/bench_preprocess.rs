@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 
-use crate::bench::{Opts, build_release, median, run_measured};
+use crate::bench::{Opts, build_release, median, paired_ratios, run_measured, summary};
 use crate::{root, status, venv};
 use anyhow::{Context, bail};
 
@@ -93,6 +93,8 @@ type ScalingRow = (usize, Vec<Option<(f64, f64)>>);
 struct Measured {
     tool: &'static str,
     secs: f64,
+    /// Seconds of each round, in round order.
+    runs: Vec<f64>,
     peak: f64,
     written: u64,
     /// trialflow's clean, features and quality task seconds (first run).
@@ -202,11 +204,28 @@ fn one_size(
             "xtask: {tool}'s split files equal trialflow's (rows, subjects, model-input means)"
         );
     }
-    let mut table = Vec::new();
-    for tool in std::iter::once("trialflow").chain(peers.iter().copied()) {
-        let (mut secs, mut peaks) = (Vec::new(), Vec::new());
-        let (mut written, mut tasks) = (0, None);
-        for run in 0..o.runs {
+    // Round by round, every tool once per round (each round starting one tool further on): this machine's speed
+    // drifts by a fifth or more within minutes, and rounds put that drift on every tool alike where runs of one
+    // tool after another put it on whichever ran last.
+    let tools: Vec<&'static str> = std::iter::once("trialflow")
+        .chain(peers.iter().copied())
+        .collect();
+    let mut table: Vec<Measured> = tools
+        .iter()
+        .map(|&tool| Measured {
+            tool,
+            secs: f64::NAN,
+            runs: Vec::new(),
+            peak: f64::NAN,
+            written: 0,
+            tasks: None,
+        })
+        .collect();
+    let mut peaks = vec![Vec::new(); tools.len()];
+    for run in 0..o.runs {
+        for turn in 0..tools.len() {
+            let t = (run + turn) % tools.len();
+            let tool = tools[t];
             let out = dir.join(format!("out-{tool}"));
             let _ = std::fs::remove_dir_all(&out);
             let cmd = if tool == "trialflow" {
@@ -215,27 +234,25 @@ fn one_size(
                 peer(tool, &out)
             };
             let (s, peak, stdout, log) = run_measured(cmd, &format!("{tool} run {}", run + 1))?;
-            written = rows_out(tool, &dir, &stdout);
+            let m = &mut table[t];
+            m.written = rows_out(tool, &dir, &stdout);
             eprintln!(
                 "xtask: {tool:<12} {rows} rows, run {}: {s:.2} s, peak {peak:.0} MiB",
                 run + 1
             );
-            if tool == "trialflow" && tasks.is_none() {
-                tasks = Some(
+            if tool == "trialflow" && m.tasks.is_none() {
+                m.tasks = Some(
                     ["clean", "features", "quality"]
                         .map(|t| task_seconds(&format!("{stdout}\n{log}"), t).unwrap_or(f64::NAN)),
                 );
             }
-            secs.push(s);
-            peaks.push(peak);
+            m.runs.push(s);
+            peaks[t].push(peak);
         }
-        table.push(Measured {
-            tool,
-            secs: median(secs),
-            peak: median(peaks),
-            written,
-            tasks,
-        });
+    }
+    for (m, p) in table.iter_mut().zip(peaks) {
+        m.secs = median(m.runs.clone());
+        m.peak = median(p);
     }
     Ok(table)
 }
@@ -275,6 +292,13 @@ fn print_table(o: &Opts, rows: usize, table: &[Measured]) {
             if ratio <= 0.6 { "met" } else { "not met" },
             ours.peak,
             if ours.peak < 2048.0 { "met" } else { "not met" },
+        );
+    }
+    let peers: Vec<&[f64]> = table[1..].iter().map(|m| m.runs.as_slice()).collect();
+    if !peers.is_empty() {
+        println!(
+            "Paired by round: trialflow's time over the fastest peer's in the same round, {} (median, range over the rounds).",
+            summary(&paired_ratios(&ours.runs, &peers, f64::min))
         );
     }
 }
