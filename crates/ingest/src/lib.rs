@@ -336,7 +336,7 @@ async fn stream_object(
                         location: lake.display(dest.unwrap_or_default()),
                         source: e,
                     })?;
-                w.write(&chunk);
+                w.put(chunk.clone());
             }
         }
         Ok(())
@@ -483,7 +483,7 @@ async fn upload_unchanged(
                 .wait_for_capacity(PARTS_IN_FLIGHT)
                 .await
                 .map_err(lake_err)?;
-            writer.write(&chunk);
+            writer.put(chunk);
         }
         Ok(())
     }
@@ -552,43 +552,58 @@ const UPLOAD_PART_BYTES: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 8;
 /// Read size for local sources.
 const LOCAL_READ_BYTES: usize = 4 << 20;
+/// Chunks a local source's reader thread holds ready ahead of the consumer: the next read overlaps the
+/// hashing, scanning or sending of the last one.
+const LOCAL_READ_AHEAD: usize = 2;
 
+/// A local file as a stream of [`LOCAL_READ_BYTES`] chunks, read on a blocking thread of its own straight
+/// into each chunk's buffer (tokio's file reads go through a 2 MiB buffer of its own and one blocking task per
+/// read). The thread stops when the stream is dropped.
 fn local_chunks(
     path: PathBuf,
 ) -> futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>> {
     use futures::StreamExt;
-    let err = |path: &PathBuf, e: std::io::Error| object_store::Error::Generic {
+    let (tx, rx) = tokio::sync::mpsc::channel(LOCAL_READ_AHEAD);
+    tokio::task::spawn_blocking(move || read_chunks(&path, &tx));
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    })
+    .boxed()
+}
+
+/// The reader thread of [`local_chunks`]: sends each full chunk (the last one shorter), then ends the stream;
+/// a read error is sent as the stream's last item.
+fn read_chunks(
+    path: &std::path::Path,
+    tx: &tokio::sync::mpsc::Sender<object_store::Result<bytes::Bytes>>,
+) {
+    use std::io::Read;
+    let err = |e: std::io::Error| object_store::Error::Generic {
         store: "LocalFileSystem",
         source: format!("{}: {e}", path.display()).into(),
     };
-    futures::stream::try_unfold(None, move |file: Option<tokio::fs::File>| {
-        let path = path.clone();
-        async move {
-            use tokio::io::AsyncReadExt;
-            let mut file = match file {
-                Some(f) => f,
-                None => tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|e| err(&path, e))?,
-            };
-            let mut buf = Vec::with_capacity(LOCAL_READ_BYTES);
-            while buf.len() < LOCAL_READ_BYTES {
-                let n = (&mut file)
-                    .take((LOCAL_READ_BYTES - buf.len()) as u64)
-                    .read_to_end(&mut buf)
-                    .await
-                    .map_err(|e| err(&path, e))?;
-                if n == 0 {
-                    break;
-                }
-            }
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some((bytes::Bytes::from(buf), Some(file))))
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(err(e)));
+            return;
         }
-    })
-    .boxed()
+    };
+    loop {
+        let mut buf = Vec::with_capacity(LOCAL_READ_BYTES);
+        let read = (&mut file)
+            .take(LOCAL_READ_BYTES as u64)
+            .read_to_end(&mut buf);
+        let item = match read {
+            Ok(0) => return,
+            Ok(_) => Ok(bytes::Bytes::from(buf)),
+            Err(e) => Err(err(e)),
+        };
+        let last = item.is_err();
+        if tx.blocking_send(item).is_err() || last {
+            return;
+        }
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -796,6 +811,33 @@ pub async fn ingest(cfg: &Config, lake: &Storage, dry_run: bool) -> Result<Inges
 mod tests {
     use super::*;
     use sha2::Digest;
+
+    #[tokio::test]
+    async fn a_local_file_streams_as_full_chunks_then_its_tail() {
+        use futures::StreamExt;
+        let bytes: Vec<u8> = (0..2 * LOCAL_READ_BYTES + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (_dir, _lake, file) = lake_and_file(&bytes);
+        let chunks: Vec<bytes::Bytes> = local_chunks(file).map(|c| c.unwrap()).collect().await;
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [LOCAL_READ_BYTES, LOCAL_READ_BYTES, 12_345]);
+        assert!(
+            chunks.concat() == bytes,
+            "the chunks are not the file's bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_local_file_that_cannot_be_read_ends_its_stream_with_an_error_naming_it() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.csv");
+        let items: Vec<_> = local_chunks(missing.clone()).collect().await;
+        assert_eq!(items.len(), 1);
+        let e = items.into_iter().next().unwrap().unwrap_err().to_string();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+    }
 
     fn lake_and_file(bytes: &[u8]) -> (tempfile::TempDir, Storage, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

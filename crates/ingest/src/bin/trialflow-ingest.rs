@@ -7,6 +7,12 @@ use anyhow::Result;
 use clap::Parser;
 use trialflow_core::{CODE_VERSION, Config, Storage};
 
+/// Every chunk read and every part sent is a fresh multi-MiB buffer; glibc's malloc hands such buffers back to
+/// the kernel and takes them again, and the page faults cost more system time than the reads themselves
+/// (`cargo xtask bench ingest`, docs/benchmarks.md). mimalloc keeps them, as for `trialflow` and the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "trialflow-ingest", version = CODE_VERSION, about = "Copy new or changed trial source files into the lake's raw zone")]
 struct Cli {
