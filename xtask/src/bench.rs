@@ -1018,7 +1018,7 @@ fn ingest(o: &Opts) -> Result<()> {
         );
     }
     println!(
-        "\n{:.0} MiB CSV ({} runs, medians). trialflow-ingest hashes (sha256), scans every record and checks the header while it copies.\n",
+        "\n{:.0} MiB CSV ({} runs, medians). trialflow-ingest hashes (sha256 and its BLAKE3 content address), scans every record and checks the header while it copies.\n",
         mib, o.runs
     );
     println!("| what | seconds | MB/s | peak RSS MiB |");
@@ -1041,7 +1041,7 @@ fn ingest(o: &Opts) -> Result<()> {
     );
     println!(
         "\ntrialflow-ingest into S3 at {ratio:.2}× boto3 upload_file's speed (goal ≥ 1×: {}); it reads the file twice \
-         (hash, fingerprint and scan it, then upload it to the content address, fingerprinting it again) where boto3 reads it once \
+         (its BLAKE3 content address and the record scan first, then the upload to that address, with its sha256 and the address checked again) where boto3 reads it once \
          and checks nothing; both send each part's checksum (SHA-256 here, CRC32 for boto3).",
         if ratio >= 1.0 { "met" } else { "not met" }
     );

@@ -9,7 +9,7 @@
 //!
 //! Before anything is timed, each peer runs once and its split files are checked against trialflow's
 //! (`preprocess_peers.py check`: rows per split, the subjects in each split, every model input's mean to 1e-6):
-//! a peer that computes something else stops the bench. trialflow's raw copy (`ingest`: copy + sha256 of the
+//! a peer that computes something else stops the bench. trialflow's raw copy (`ingest`: copy + sha256 and BLAKE3 of the
 //! sources) runs once before the timed runs, which then re-run everything after it (`--from clean`); the peers
 //! read the same CSV files directly. A peer whose peak memory, scaled from the last size, would pass 3/4 of the
 //! machine's memory is not run at a larger size (said in the table).

@@ -102,6 +102,7 @@ pub struct CurrentObject {
     pub delimiter: char,
     #[serde(default = "double_quote")]
     pub quote: char,
+    /// SHA-256 of the copy's bytes (`object` is named by their BLAKE3).
     pub sha256: String,
     pub rows: u64,
 }

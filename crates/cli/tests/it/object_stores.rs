@@ -137,42 +137,46 @@ fn ingest_from_s3_then_into_an_s3_lake() {
     let mut expected: Vec<String> = ["clinical_trial_data_1.csv", "clinical_trial_data_2.csv"]
         .iter()
         .map(|f| {
-            use sha2::Digest;
             let bytes = std::fs::read(q.path(&format!("data/raw/{f}"))).unwrap();
-            format!(
-                "trialflow/raw/trial/{}.csv",
-                hex::encode(sha2::Sha256::digest(&bytes))
-            )
+            format!("trialflow/raw/trial/{}.csv", blake3::hash(&bytes).to_hex())
         })
         .collect();
     expected.sort();
     assert_eq!(raw, expected);
     let store = moto.store("lake");
-    use object_store::ObjectStoreExt;
-    let copy = util::block_on(async {
-        store
-            .get(&object_store::path::Path::from(raw[0].as_str()))
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
-    });
-    use sha2::Digest;
-    assert_eq!(
-        format!(
-            "trialflow/raw/trial/{}.csv",
-            hex::encode(sha2::Sha256::digest(&copy))
-        ),
-        raw[0]
-    );
+    let get = |key: &str| {
+        use object_store::ObjectStoreExt;
+        util::block_on(async {
+            let path = object_store::path::Path::from(key);
+            store.get(&path).await.unwrap().bytes().await.unwrap()
+        })
+    };
     assert!(!keys.iter().any(|k| k.contains("_staging")), "{keys:?}");
-    // Each part went with its SHA-256, which the server checked: it keeps their composite, the SHA-256 of
-    // the parts' digests. The sample files are one part each, whose digest is the content address.
+    // Each copy is named by the BLAKE3 of the bytes it holds, and went in parts, each with its SHA-256,
+    // which the server checked: it keeps their composite, the SHA-256 of the parts' digests. The sample
+    // files are one part each, whose digest is the file's SHA-256, as the manifest records it.
+    let manifest: Vec<serde_json::Value> =
+        std::str::from_utf8(&get("trialflow/raw/_manifest.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     for key in &raw {
         use base64::Engine;
-        let address = key.rsplit('/').next().unwrap().trim_end_matches(".csv");
-        let composite = sha2::Sha256::digest(hex::decode(address).unwrap());
+        use sha2::Digest;
+        let copy = get(key);
+        assert_eq!(
+            format!("trialflow/raw/trial/{}.csv", blake3::hash(&copy).to_hex()),
+            *key
+        );
+        let object = key.trim_start_matches("trialflow/");
+        let line = manifest
+            .iter()
+            .find(|l| l["object"] == object)
+            .unwrap_or_else(|| panic!("no manifest line for {object}"));
+        let sha256 = hex::encode(sha2::Sha256::digest(&copy));
+        assert_eq!(line["sha256"], sha256.as_str(), "{key}");
+        let composite = sha2::Sha256::digest(sha2::Sha256::digest(&copy));
         assert_eq!(
             moto.checksum_sha256("lake", key),
             Some(base64::engine::general_purpose::STANDARD.encode(composite)),
