@@ -1041,7 +1041,7 @@ fn ingest(o: &Opts) -> Result<()> {
     );
     println!(
         "\ntrialflow-ingest into S3 at {ratio:.2}× boto3 upload_file's speed (goal ≥ 1×: {}); it reads the file twice \
-         (its BLAKE3 content address and the record scan first, then the upload to that address, with its sha256 and the address checked again) where boto3 reads it once \
+         (its BLAKE3 content address first, on every core, then the upload to that address, with the record scan, its sha256 and the address checked again) where boto3 reads it once \
          and checks nothing; both send each part's checksum (SHA-256 here, CRC32 for boto3).",
         if ratio >= 1.0 { "met" } else { "not met" }
     );

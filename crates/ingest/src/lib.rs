@@ -353,9 +353,17 @@ async fn stream_object(
         Ok(())
     }
     .await;
-    let hashes = (sha256.finish().await, address.finish().await);
-    let result = result.and_then(|()| scan.finish());
-    let scanned = match (result, upload) {
+    let (sha256, address) = (sha256.finish().await, address.finish().await);
+    // Every check, the hashes included, before the upload completes: a failed run publishes nothing.
+    let result = result.and_then(|()| {
+        Ok(Streamed {
+            sha256: sha256?,
+            address: address?,
+            size,
+            scanned: scan.finish()?,
+        })
+    });
+    let streamed = match (result, upload) {
         (Ok(s), Some(w)) => {
             finish_upload(w, lake, dest.unwrap_or_default(), size).await?;
             s
@@ -366,12 +374,6 @@ async fn stream_object(
             return Err(e);
         }
         (Err(e), None) => return Err(e),
-    };
-    let streamed = Streamed {
-        sha256: hashes.0?,
-        address: hashes.1?,
-        size,
-        scanned,
     };
     Ok((streamed, read_meta))
 }
@@ -412,58 +414,158 @@ fn progress_of(url: &str, what: &str, size: u64) -> trialflow_core::progress::Pr
     )
 }
 
-/// What the first read of a local source learnt: its content address, size and record scan.
+/// What the first read of a local source learnt: its content address and size.
 struct FirstRead {
     /// BLAKE3 of the bytes, hex.
     address: String,
     size: u64,
-    scanned: Scanned,
 }
 
-/// The first read of a local source: its content address (BLAKE3, on a thread of its own), size and
-/// record scan, at once. The address is what the upload must name before its first byte is sent, so this
-/// read is all the upload waits for, and BLAKE3 is the faster hash wherever it was measured: per GiB on one
-/// core, 0.5 s against SHA-256's 0.8 s on an AMD VM with SHA-NI, 0.1 s against 0.5 s on an Intel one
-/// (docs/benchmarks.md).
-async fn address_and_scan_local(
-    url: &str,
-    path: PathBuf,
-    mut scan: Scanner,
-    expected_size: u64,
-) -> Result<FirstRead> {
-    use futures::StreamExt;
-    let progress = progress_of(url, "scan", expected_size);
-    let mut stream = local_chunks(path);
-    let address = Hasher::start::<blake3::Hasher>();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::Storage {
-            location: url.to_string(),
-            source: e,
-        })?;
-        size += chunk.len() as u64;
-        progress.set(size);
-        address.update(chunk.clone()).await?;
-        scan.feed(&chunk)?;
-    }
-    Ok(FirstRead {
-        address: address.finish().await?,
-        size,
-        scanned: scan.finish()?,
+/// The first read of a local source: its content address (BLAKE3) and size, nothing else. The address is
+/// what the upload must name before its first byte is sent, so this read is all the upload waits for: it
+/// uses every core ([`blake3_of_file`]) and leaves the record scan to the second read, which waits on the
+/// store anyway. BLAKE3 is the faster hash wherever it was measured: per GiB on one core, 0.5 s against
+/// SHA-256's 0.8 s on an AMD VM with SHA-NI, 0.1 s against 0.5 s on an Intel one (docs/benchmarks.md).
+async fn address_local(url: &str, path: PathBuf, expected_size: u64) -> Result<FirstRead> {
+    let url_owned = url.to_string();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::task::spawn_blocking(move || {
+        let progress = progress_of(&url_owned, "address", expected_size);
+        blake3_of_file(&path, ADDRESS_BLOCK_BYTES, threads, &|done| {
+            progress.set(done)
+        })
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("the hashing thread failed: {e}")))?
+    .map(|(address, size)| FirstRead { address, size })
+    .map_err(|e| Error::Storage {
+        location: url.to_string(),
+        source: object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: e.into(),
+        },
     })
 }
 
-/// The second read of a local source whose `first` read gave its address: the SHA-256 the manifest
-/// records, taken while the bytes go (unless `upload` is `None`: the lake holds them already) straight to
-/// the content address `object` in the lake. The second read's BLAKE3 must be the address: a file
-/// rewritten since the first read no longer matches, and the upload is then aborted before it completes,
-/// so no object ever holds bytes other than its address says.
+/// Bytes per piece of [`blake3_of_file`]: a power of two of BLAKE3's 1 KiB chunks, so that the pieces at
+/// multiples of it are whole subtrees of the file's hash tree.
+const ADDRESS_BLOCK_BYTES: u64 = 4 << 20;
+
+/// The BLAKE3 (hex) and size of the file at `path`, its `block`-byte pieces hashed on up to `threads`
+/// threads, each piece as the subtree it is in BLAKE3's tree, then the subtrees merged: the same hash as one
+/// pass (`update_rayon` without rayon). Each thread reads its own pieces, so the reads spread over the cores
+/// too. A file cut shorter while it is read is an error; one that grows is hashed to the size it had at the
+/// start, which its caller compares with the listing.
+fn blake3_of_file(
+    path: &std::path::Path,
+    block: u64,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> std::io::Result<(String, u64)> {
+    use blake3::hazmat::{ChainingValue, HasherExt};
+    use std::io::{Read, Seek};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    debug_assert!(block.is_power_of_two() && block >= blake3::CHUNK_LEN as u64);
+    let size = std::fs::metadata(path)?.len();
+    let pieces = usize::try_from(size.div_ceil(block)).unwrap_or(usize::MAX);
+    if pieces <= 1 {
+        let mut bytes = Vec::with_capacity(size as usize);
+        std::fs::File::open(path)?
+            .take(size)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != size {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        return Ok((blake3::hash(&bytes).to_hex().to_string(), size));
+    }
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    let hash_pieces = || -> std::io::Result<Vec<(usize, ChainingValue)>> {
+        let mut file = std::fs::File::open(path)?;
+        let mut buf = vec![0u8; block as usize];
+        let mut cvs = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= pieces {
+                return Ok(cvs);
+            }
+            let start = i as u64 * block;
+            let len = block.min(size - start) as usize;
+            file.seek(std::io::SeekFrom::Start(start))?;
+            file.read_exact(&mut buf[..len])?;
+            let cv = blake3::Hasher::new()
+                .set_input_offset(start)
+                .update(&buf[..len])
+                .finalize_non_root();
+            cvs.push((i, cv));
+            progress(done.fetch_add(len as u64, Ordering::Relaxed) + len as u64);
+        }
+    };
+    let mut cvs: Vec<(usize, ChainingValue)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.clamp(1, pieces))
+            .map(|_| scope.spawn(hash_pieces))
+            .collect();
+        let mut all = Vec::with_capacity(pieces);
+        for w in workers {
+            all.extend(
+                w.join()
+                    .map_err(|_| std::io::Error::other("a hashing thread panicked"))??,
+            );
+        }
+        Ok::<_, std::io::Error>(all)
+    })?;
+    cvs.sort_unstable_by_key(|(i, _)| *i);
+    let cvs: Vec<ChainingValue> = cvs.into_iter().map(|(_, cv)| cv).collect();
+    Ok((merged_root(&cvs, block, size).to_hex().to_string(), size))
+}
+
+/// The root hash of `len` bytes whose `block`-byte pieces have the chaining values `cvs` (at least two).
+fn merged_root(cvs: &[blake3::hazmat::ChainingValue], block: u64, len: u64) -> blake3::Hash {
+    use blake3::hazmat::{Mode, merge_subtrees_root};
+    let (left, right) = split_subtree(cvs, block, len);
+    merge_subtrees_root(&left, &right, Mode::Hash)
+}
+
+/// The chaining values of the two children of the subtree of `len` bytes whose pieces are `cvs`: the left
+/// one takes the largest power of two of bytes under `len` (a whole number of pieces, as `block` is a power
+/// of two), as BLAKE3's tree does.
+fn split_subtree(
+    cvs: &[blake3::hazmat::ChainingValue],
+    block: u64,
+    len: u64,
+) -> (blake3::hazmat::ChainingValue, blake3::hazmat::ChainingValue) {
+    let left = blake3::hazmat::left_subtree_len(len);
+    let n = (left / block) as usize;
+    (
+        subtree(&cvs[..n], block, left),
+        subtree(&cvs[n..], block, len - left),
+    )
+}
+
+fn subtree(
+    cvs: &[blake3::hazmat::ChainingValue],
+    block: u64,
+    len: u64,
+) -> blake3::hazmat::ChainingValue {
+    if let [one] = cvs {
+        return *one;
+    }
+    let (left, right) = split_subtree(cvs, block, len);
+    blake3::hazmat::merge_subtrees_non_root(&left, &right, blake3::hazmat::Mode::Hash)
+}
+
+/// The second read of a local source whose `first` read gave its address: the record scan, and the SHA-256
+/// the manifest records, taken while the bytes go (unless `upload` is `None`: the lake holds them already)
+/// straight to the content address `object` in the lake. The second read's BLAKE3 must be the address: a
+/// file rewritten since the first read no longer matches. A failed check or scan aborts the upload before it
+/// completes, so no object ever holds bytes other than its address says, nor a file that failed its checks.
 async fn second_read(
     url: &str,
     path: PathBuf,
     first: &FirstRead,
+    mut scan: Scanner,
     upload: Option<(&Storage, &str)>,
-) -> Result<String> {
+) -> Result<(String, Scanned)> {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     let mut writer = match upload {
@@ -478,7 +580,7 @@ async fn second_read(
         }
         None => None,
     };
-    let what = if upload.is_some() { "upload" } else { "hash" };
+    let what = if upload.is_some() { "upload" } else { "scan" };
     let progress = progress_of(url, what, first.size);
     let mut stream = local_chunks(path);
     let sha256 = Hasher::start::<sha2::Sha256>();
@@ -490,8 +592,9 @@ async fn second_read(
                 location: url.to_string(),
                 source: e,
             })?;
-            address.update(&chunk);
             sha256.update(chunk.clone()).await?;
+            address.update(&chunk);
+            scan.feed(&chunk)?;
             read += chunk.len() as u64;
             progress.set(read);
             if let Some((w, lake, object)) = writer.as_mut() {
@@ -506,23 +609,28 @@ async fn second_read(
     .await;
     let sha256 = sha256.finish().await;
     let unchanged = read == first.size && address.finalize().to_hex().as_str() == first.address;
-    let checked = streamed.and_then(|()| {
-        if unchanged {
-            Ok(())
-        } else {
-            Err(changed_while_read(url))
-        }
-    });
+    // Every check, the SHA-256 and the scan included, before the upload completes.
+    let checked = streamed
+        .and_then(|()| {
+            if unchanged {
+                Ok(())
+            } else {
+                Err(changed_while_read(url))
+            }
+        })
+        .and_then(|()| Ok((sha256?, scan.finish()?)));
     match (checked, writer) {
-        (Ok(()), Some((w, lake, object))) => finish_upload(w, lake, object, first.size).await?,
-        (Ok(()), None) => {}
+        (Ok(read), Some((w, lake, object))) => {
+            finish_upload(w, lake, object, first.size).await?;
+            Ok(read)
+        }
+        (Ok(read), None) => Ok(read),
         (Err(e), Some((w, ..))) => {
             let _ = w.abort().await;
-            return Err(e);
+            Err(e)
         }
-        (Err(e), None) => return Err(e),
+        (Err(e), None) => Err(e),
     }
-    sha256
 }
 
 /// An object store error about `object` in `lake`, as this crate reports it.
@@ -723,9 +831,9 @@ async fn copy_in(
     })
 }
 
-/// A local file going to a lake in a bucket: addressed and scanned first (one fast read, the checks done
-/// before anything is sent), then, unless the lake holds its content address already, uploaded straight
-/// there, its SHA-256 taken on the way. A second local read instead of the store's server-side copy of the
+/// A local file going to a lake in a bucket: addressed first (one read on every core, all the upload has
+/// to wait for), then, unless the lake holds its content address already, uploaded straight there, scanned
+/// and its SHA-256 taken on the way. A second local read instead of the store's server-side copy of the
 /// whole object from a staging name.
 async fn copy_in_direct(
     found: &Found,
@@ -736,20 +844,22 @@ async fn copy_in_direct(
     let url = &found.listed.url;
     let version = |e: Option<Entry>| e.map(|e| (e.size, e.e_tag));
     let before = version(found.store.head(&found.path).await?);
+    // Made first so that a bad delimiter or quote fails before any read.
     let scan = Scanner::new(found.format, url, required, found.delimiter, found.quote)?;
-    let first = address_and_scan_local(url, path.clone(), scan, found.listed.size).await?;
+    let first = address_local(url, path.clone(), found.listed.size).await?;
     let after = version(found.store.head(&found.path).await?);
     if before.is_none() || after != before || before.is_some_and(|b| b.0 != first.size) {
         return Err(changed_while_read(url));
     }
     let object = raw_object(&found.listed.source, &first.address, found.format);
     let upload = lake.head(&object).await?.is_none();
-    let sha256 = second_read(url, path, &first, upload.then_some((lake, &object))).await?;
+    let (sha256, scanned) =
+        second_read(url, path, &first, scan, upload.then_some((lake, &object))).await?;
     Ok(Copied {
         sha256,
         object,
         size: first.size,
-        scanned: first.scanned,
+        scanned,
     })
 }
 
@@ -944,6 +1054,16 @@ mod tests {
         lake: &Storage,
         required: &[&str],
     ) -> Result<Copied> {
+        direct_copy_as(dir, lake, required, SourceFormat::Csv).await
+    }
+
+    /// Copies `dir`'s `source.csv` into `lake` by the direct route, read as `format`.
+    async fn direct_copy_as(
+        dir: &tempfile::TempDir,
+        lake: &Storage,
+        required: &[&str],
+        format: SourceFormat,
+    ) -> Result<Copied> {
         let file = dir.path().join("source.csv");
         let store = Storage::open(dir.path().to_str().unwrap()).unwrap();
         let entry = store.head("source.csv").await.unwrap().unwrap();
@@ -954,7 +1074,7 @@ mod tests {
                 size: entry.size,
                 modified: entry.last_modified.clone(),
             },
-            format: SourceFormat::Csv,
+            format,
             delimiter: b',',
             quote: b'"',
             store,
@@ -967,23 +1087,30 @@ mod tests {
     }
 
     fn trial_csv() -> Vec<u8> {
-        [b"subject_id,age\n".to_vec(), b"A,50\n".repeat(1000)].concat()
+        trial_csv_of(1000)
     }
 
+    fn trial_csv_of(rows: usize) -> Vec<u8> {
+        [b"subject_id,age\n".to_vec(), b"A,50\n".repeat(rows)].concat()
+    }
+
+    /// One piece of the parallel address, and several (the file over [`ADDRESS_BLOCK_BYTES`]).
     #[tokio::test]
     async fn a_direct_upload_lands_at_its_content_address() {
-        let bytes = trial_csv();
-        let (copied, lake, _dir) = direct_copy(&bytes, &["age"]).await;
-        let copied = copied.unwrap();
-        assert_eq!(copied.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
-        assert_eq!(copied.size, bytes.len() as u64);
-        assert_eq!(
-            copied.scanned.rows, 1000,
-            "the records were scanned on the way"
-        );
-        let object = format!("raw/trial/{}.csv", blake3::hash(&bytes).to_hex());
-        assert_eq!(copied.object, object);
-        assert_eq!(lake.get(&object).await.unwrap().as_ref(), bytes.as_slice());
+        for rows in [1000, 1_000_000] {
+            let bytes = trial_csv_of(rows);
+            let (copied, lake, _dir) = direct_copy(&bytes, &["age"]).await;
+            let copied = copied.unwrap();
+            assert_eq!(copied.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+            assert_eq!(copied.size, bytes.len() as u64);
+            assert_eq!(
+                copied.scanned.rows, rows as u64,
+                "the records were scanned on the way"
+            );
+            let object = format!("raw/trial/{}.csv", blake3::hash(&bytes).to_hex());
+            assert_eq!(copied.object, object);
+            assert_eq!(lake.get(&object).await.unwrap().as_ref(), bytes.as_slice());
+        }
     }
 
     /// The lake holds the address already (the same bytes under another name, or a file touched since it
@@ -1015,6 +1142,62 @@ mod tests {
         assert!(lake.list("raw/").await.unwrap().is_empty());
     }
 
+    /// The scan runs beside the upload, so a file found bad only at its end has parts sent by then: the
+    /// upload is aborted, never completed.
+    #[tokio::test]
+    async fn a_file_that_fails_its_scan_at_the_end_is_never_published() {
+        let bytes = vec![b'x'; 2 * UPLOAD_PART_BYTES + 1];
+        let (dir, lake, _) = lake_and_file(&bytes);
+        let err = direct_copy_as(&dir, &lake, &[], SourceFormat::Parquet)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("PAR1"), "{err}");
+        assert!(lake.list("raw/").await.unwrap().is_empty());
+    }
+
+    /// Hashing a file in pieces on threads gives BLAKE3's hash of the whole, whatever the size, the piece
+    /// size and the number of threads; a size on a piece or chunk boundary, one byte either side, and the
+    /// empty file included.
+    #[test]
+    fn a_file_hashed_in_pieces_has_the_hash_of_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let chunk = blake3::CHUNK_LEN;
+        let bytes: Vec<u8> = (0..40 * chunk + 3).map(|i| (i * 31 % 251) as u8).collect();
+        for block in [chunk as u64, 2 * chunk as u64, 8 * chunk as u64] {
+            let b = block as usize;
+            let sizes = [
+                0,
+                1,
+                chunk - 1,
+                chunk,
+                chunk + 1,
+                b - 1,
+                b,
+                b + 1,
+                2 * b,
+                3 * b + 7,
+            ];
+            let sizes = sizes.into_iter().chain([5 * b - 1, bytes.len()]);
+            for size in sizes.filter(|&n| n <= bytes.len()) {
+                std::fs::write(&path, &bytes[..size]).unwrap();
+                for threads in [1, 2, 3] {
+                    let seen = std::sync::atomic::AtomicU64::new(0);
+                    let (hash, n) = blake3_of_file(&path, block, threads, &|d| {
+                        seen.fetch_max(d, std::sync::atomic::Ordering::Relaxed);
+                    })
+                    .unwrap();
+                    let want = blake3::hash(&bytes[..size]).to_hex().to_string();
+                    assert_eq!(hash, want, "size {size}, block {block}, {threads} threads");
+                    assert_eq!(n, size as u64);
+                    if size as u64 > block {
+                        assert_eq!(seen.into_inner(), size as u64, "progress");
+                    }
+                }
+            }
+        }
+    }
+
     /// Uploads `now` (the file's bytes at upload time) as if `hashed` had been hashed: the error, and whether
     /// the content address then holds an object.
     async fn upload_after_change(hashed: &[u8], now: &[u8]) -> (String, bool) {
@@ -1022,11 +1205,11 @@ mod tests {
         let first = FirstRead {
             address: blake3::hash(hashed).to_hex().to_string(),
             size: hashed.len() as u64,
-            scanned: Scanned::default(),
         };
         let object = raw_object("trial", &first.address, SourceFormat::Csv);
-        let uploaded =
-            second_read("file:///source.csv", file, &first, Some((&lake, &object))).await;
+        let url = "file:///source.csv";
+        let scan = Scanner::new(SourceFormat::Csv, url, &[], b',', b'"').unwrap();
+        let uploaded = second_read(url, file, &first, scan, Some((&lake, &object))).await;
         let err = uploaded.unwrap_err();
         (err.to_string(), lake.head(&object).await.unwrap().is_some())
     }
