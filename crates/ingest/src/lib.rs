@@ -438,13 +438,21 @@ async fn address_local(url: &str, path: PathBuf, expected_size: u64) -> Result<F
     .await
     .map_err(|e| Error::Internal(format!("the hashing thread failed: {e}")))?
     .map(|(address, size)| FirstRead { address, size })
-    .map_err(|e| Error::Storage {
+    .map_err(|e| address_error(url, e))
+}
+
+/// A failed first read as this crate reports it: a file cut shorter while it was read changed.
+fn address_error(url: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return changed_while_read(url);
+    }
+    Error::Storage {
         location: url.to_string(),
         source: object_store::Error::Generic {
             store: "LocalFileSystem",
             source: e.into(),
         },
-    })
+    }
 }
 
 /// Bytes per piece of [`blake3_of_file`]: a power of two of BLAKE3's 1 KiB chunks, so that the pieces at
@@ -1196,6 +1204,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A file cut shorter while its pieces are hashed (here by the first piece's progress report) is
+    /// reported as changed, not as a read error.
+    #[test]
+    fn a_file_cut_shorter_while_it_is_addressed_has_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let block = 4 * blake3::CHUNK_LEN as u64;
+        std::fs::write(&path, vec![7u8; 3 * block as usize]).unwrap();
+        let cut = || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(block)
+                .unwrap()
+        };
+        let e = blake3_of_file(&path, block, 1, &|_| cut()).unwrap_err();
+        let err = address_error("file:///f", e).to_string();
+        assert!(err.contains("changed while it was being read"), "{err}");
     }
 
     /// Uploads `now` (the file's bytes at upload time) as if `hashed` had been hashed: the error, and whether
