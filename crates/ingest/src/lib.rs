@@ -428,7 +428,9 @@ struct FirstRead {
 /// SHA-256's 0.8 s on an AMD VM with SHA-NI, 0.1 s against 0.5 s on an Intel one (docs/benchmarks.md).
 async fn address_local(url: &str, path: PathBuf, expected_size: u64) -> Result<FirstRead> {
     let url_owned = url.to_string();
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_ADDRESS_THREADS);
     tokio::task::spawn_blocking(move || {
         let progress = progress_of(&url_owned, "address", expected_size);
         blake3_of_file(&path, ADDRESS_BLOCK_BYTES, threads, &|done| {
@@ -454,6 +456,10 @@ fn address_error(url: &str, e: std::io::Error) -> Error {
         },
     }
 }
+
+/// Threads of [`blake3_of_file`] at most, one piece buffer each: 8 hash faster than a disk reads (BLAKE3 takes
+/// about 0.5 s per GiB and core), and memory stays bounded on a machine with many cores.
+const MAX_ADDRESS_THREADS: usize = 8;
 
 /// Bytes per piece of [`blake3_of_file`]: a power of two of BLAKE3's 1 KiB chunks, so that the pieces at
 /// multiples of it are whole subtrees of the file's hash tree.
