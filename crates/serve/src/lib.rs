@@ -136,6 +136,7 @@ pub struct Server {
     state: AppState,
     poll: Duration,
     connections: listener::ConnectionLimits,
+    workers: listener::ConnectionWorkers,
 }
 
 impl Server {
@@ -188,6 +189,12 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
+        let workers = listener::ConnectionWorkers::per_runtime_worker().map_err(|e| {
+            Error::infra(
+                addr.to_string(),
+                format!("cannot start the connection workers: {e}"),
+            )
+        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::infra(addr.to_string(), format!("cannot listen: {e}")))?;
@@ -200,6 +207,7 @@ impl Server {
                 header_read_timeout: Duration::from_millis(sc.header_read_timeout_ms),
                 write_timeout: Duration::from_millis(sc.write_timeout_ms),
             },
+            workers,
         })
     }
 
@@ -241,19 +249,26 @@ impl Server {
             &format!("serving on http://{local}"),
             &[("address", format!("http://{local}").into())],
         );
-        listener::serve(self.listener, app, self.connections, metrics, async move {
-            shutdown.await;
-            flag.store(true, Ordering::Relaxed);
-            trialflow_core::binary::say(
-                "INFO",
-                "shutting down: draining in-flight requests",
-                "shutting down: draining in-flight requests",
-                &[],
-            );
-        })
+        let served = listener::serve(
+            self.listener,
+            app,
+            self.connections,
+            metrics,
+            self.workers,
+            async move {
+                shutdown.await;
+                flag.store(true, Ordering::Relaxed);
+                trialflow_core::binary::say(
+                    "INFO",
+                    "shutting down: draining in-flight requests",
+                    "shutting down: draining in-flight requests",
+                    &[],
+                );
+            },
+        )
         .await;
         watcher.abort();
-        Ok(())
+        served.map_err(|e| Error::infra(local.to_string(), format!("cannot serve: {e}")))
     }
 }
 

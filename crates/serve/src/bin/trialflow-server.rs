@@ -26,7 +26,7 @@ struct Cli {
     /// Model repository URL (overrides storage.models).
     #[arg(long)]
     models: Option<String>,
-    /// Worker threads (default: one per core).
+    /// Threads serving connections, each with a runtime of its own (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Every line on stderr as JSON (logs, the listening address, the final error), for log collectors.
