@@ -46,9 +46,11 @@ struct Accepted {
 
 /// Threads that each serve their connections on a single-threaded runtime of their own.
 ///
-/// Why not the shared multi-threaded runtime: there one worker at a time waits on the shared epoll and wakes
-/// another (a futex call) for each connection made ready, and tasks move between threads. Under wrk on two
-/// cores that cost more than a single-row request's own work (`docs/benchmarks.md`, serving).
+/// Why not the shared multi-threaded runtime: there one worker at a time waits on the shared epoll and wakes others to
+/// take the connections it finds ready, and tasks move between threads. With the same instructions per request, keeping
+/// each connection on one thread served 7% more single-row requests under wrk on two cores, and 30% more with other
+/// work on the machine (`docs/benchmarks.md`, serving). The cost: a connection's requests wait for the others on its
+/// thread, where an idle worker could have taken them.
 pub struct ConnectionWorkers {
     runtimes: Vec<WorkerRuntime>,
 }
