@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use blake3::hazmat::{
+    ChainingValue, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 use serde::{Deserialize, Serialize};
 use trialflow_core::config::Config;
 use trialflow_core::storage::{Entry, local_path_of, split_glob};
@@ -476,7 +479,7 @@ fn blake3_of_file(
     threads: usize,
     progress: &(dyn Fn(u64) + Sync),
 ) -> std::io::Result<(String, u64)> {
-    use blake3::hazmat::{ChainingValue, HasherExt};
+    use blake3::hazmat::HasherExt;
     use std::io::{Read, Seek};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     debug_assert!(block.is_power_of_two() && block >= blake3::CHUNK_LEN as u64);
@@ -534,8 +537,7 @@ fn blake3_of_file(
 }
 
 /// The root hash of `len` bytes whose `block`-byte pieces have the chaining values `cvs` (at least two).
-fn merged_root(cvs: &[blake3::hazmat::ChainingValue], block: u64, len: u64) -> blake3::Hash {
-    use blake3::hazmat::{Mode, merge_subtrees_root};
+fn merged_root(cvs: &[ChainingValue], block: u64, len: u64) -> blake3::Hash {
     let (left, right) = split_subtree(cvs, block, len);
     merge_subtrees_root(&left, &right, Mode::Hash)
 }
@@ -543,12 +545,8 @@ fn merged_root(cvs: &[blake3::hazmat::ChainingValue], block: u64, len: u64) -> b
 /// The chaining values of the two children of the subtree of `len` bytes whose pieces are `cvs`: the left
 /// one takes the largest power of two of bytes under `len` (a whole number of pieces, as `block` is a power
 /// of two), as BLAKE3's tree does.
-fn split_subtree(
-    cvs: &[blake3::hazmat::ChainingValue],
-    block: u64,
-    len: u64,
-) -> (blake3::hazmat::ChainingValue, blake3::hazmat::ChainingValue) {
-    let left = blake3::hazmat::left_subtree_len(len);
+fn split_subtree(cvs: &[ChainingValue], block: u64, len: u64) -> (ChainingValue, ChainingValue) {
+    let left = left_subtree_len(len);
     let n = (left / block) as usize;
     (
         subtree(&cvs[..n], block, left),
@@ -556,16 +554,12 @@ fn split_subtree(
     )
 }
 
-fn subtree(
-    cvs: &[blake3::hazmat::ChainingValue],
-    block: u64,
-    len: u64,
-) -> blake3::hazmat::ChainingValue {
+fn subtree(cvs: &[ChainingValue], block: u64, len: u64) -> ChainingValue {
     if let [one] = cvs {
         return *one;
     }
     let (left, right) = split_subtree(cvs, block, len);
-    blake3::hazmat::merge_subtrees_non_root(&left, &right, blake3::hazmat::Mode::Hash)
+    merge_subtrees_non_root(&left, &right, Mode::Hash)
 }
 
 /// The second read of a local source whose `first` read gave its address: the record scan, and the SHA-256
